@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Peer baseline on one GPU: what PyTorch / transformers (the stack that sentence-transformers'
+CrossEncoder and SentenceTransformer run on) achieves for a bge-reranker-v2-m3-sized model.
+
+The model is XLMRobertaForSequenceClassification with the XLM-R large config (H 1024, L 24, 16 heads,
+FFN 4096, vocab 250002), random weights, num_labels=1 - exactly the module CrossEncoder wraps.
+No tokenizer or hub access is needed: batches are random token ids at full length (the worst case,
+no padding), so the numbers are model throughput, the part xrank's GPU backend must beat.
+
+Training step = what CrossEncoderTrainer(bf16=True) does: fp32 master weights, torch.autocast(bf16),
+BCEWithLogitsLoss, AdamW (torch, foreach), zero_grad(set_to_none). Also reported: pure bf16 weights.
+Inference = CrossEncoder.predict / SentenceTransformer.encode equivalents (bf16 weights, no grad).
+Prints one JSON line per measurement, and the bf16 GEMM peak the card reaches (the MFU denominator).
+"""
+import json, time, sys, os
+import torch
+import transformers
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel, BertConfig, BertModel
+
+
+def now():
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def gemm_peak():
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    t = now()
+    reps = 20
+    for _ in range(reps):
+        a @ b
+    dt = now() - t
+    return 2 * n ** 3 * reps / dt / 1e12
+
+
+def xlmr_large(num_labels=None):
+    cfg = XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                           intermediate_size=4096, max_position_embeddings=8194, type_vocab_size=1,
+                           layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    if num_labels:
+        cfg.num_labels = num_labels
+    return cfg
+
+
+def flops_per_token_fwd(n_params_nonemb, L, H, T):
+    # 2 * params (matmul weights) + attention scores/ctx 2 * 2 * T * H per layer
+    return 2 * n_params_nonemb + 4 * L * T * H
+
+
+def count_nonemb(model):
+    return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+
+
+def bench_train(T, B, mode, steps=12, warm=3):
+    torch.manual_seed(0)
+    model = XLMRobertaForSequenceClassification(xlmr_large(1)).cuda()
+    if mode == "bf16-weights":
+        model = model.to(torch.bfloat16)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
+    lossf = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(5.0, device="cuda"))
+    ids = torch.randint(5, 250000, (B, T), device="cuda")
+    ids[:, 0] = 0
+    ids[:, -1] = 2
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (B,), device="cuda").float()
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(mode == "amp-bf16")):
+            logits = model(input_ids=ids, attention_mask=mask).logits.view(-1)
+        loss = lossf(logits.float(), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warm):
+        step()
+    t = now()
+    for _ in range(steps):
+        step()
+    dt = now() - t
+    pairs = B * steps / dt
+    nonemb = count_nonemb(model)
+    fl = 3 * flops_per_token_fwd(nonemb, 24, 1024, T) * T * B * steps / dt / 1e12
+    mem = torch.cuda.max_memory_allocated() / 2**30
+    del model, opt
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return dict(kind="train", model="xlmr-large-seqcls", mode=mode, max_len=T, batch=B, pairs_per_s=round(pairs, 2),
+                tokens_per_s=round(pairs * T), model_tflops=round(fl, 1), peak_mem_gib=round(mem, 1))
+
+
+def bench_infer(name, model, T, B, steps=10, warm=3, L=24, H=1024):
+    model = model.cuda().to(torch.bfloat16).eval()
+    ids = torch.randint(5, 1000, (B, T), device="cuda")
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        for _ in range(warm):
+            model(input_ids=ids, attention_mask=mask)
+        t = now()
+        for _ in range(steps):
+            model(input_ids=ids, attention_mask=mask)
+        dt = now() - t
+    rate = B * steps / dt
+    fl = flops_per_token_fwd(count_nonemb(model), L, H, T) * T * B * steps / dt / 1e12
+    del model
+    torch.cuda.empty_cache()
+    return dict(kind="infer", model=name, max_len=T, batch=B, seqs_per_s=round(rate, 1), model_tflops=round(fl, 1))
+
+
+def main():
+    print(json.dumps(dict(device=torch.cuda.get_device_name(0), torch=torch.__version__,
+                          transformers=transformers.__version__, date=time.strftime("%Y-%m-%d"))), flush=True)
+    print(json.dumps(dict(kind="gemm_peak_bf16_8192", tflops=round(gemm_peak(), 1))), flush=True)
+    for T, B in [(512, 16), (512, 32), (256, 32), (256, 64)]:
+        for mode in ["amp-bf16", "bf16-weights"]:
+            try:
+                print(json.dumps(bench_train(T, B, mode)), flush=True)
+            except torch.OutOfMemoryError as e:
+                print(json.dumps(dict(kind="train", mode=mode, max_len=T, batch=B, error="OOM")), flush=True)
+                torch.cuda.empty_cache()
+    for T, B in [(512, 64), (256, 128)]:
+        print(json.dumps(bench_infer("xlmr-large-seqcls (CrossEncoder.predict)",
+                                     XLMRobertaForSequenceClassification(xlmr_large(1)), T, B)), flush=True)
+        print(json.dumps(bench_infer("xlmr-large (bge-m3 encode)", XLMRobertaModel(xlmr_large()), T, B)), flush=True)
+    mini = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                      intermediate_size=1536)
+    for T, B in [(128, 256), (256, 256)]:
+        print(json.dumps(bench_infer("minilm-l6 (all-MiniLM-L6-v2 encode)", BertModel(mini), T, B, L=6, H=384)),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+/* cli.h: the subcommand table entries; each lives in launch/cmd_<name>.c. */
+#ifndef XR_CLI_H
+#define XR_CLI_H
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} CliCommand;
+
+int cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,25 @@
+# launch/env.sh: sourced by the launch scripts: the Debian packages xrank builds with, and the Open MPI
+# settings for running as root in containers and CI.
+XR_DEB_PACKAGES="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
+  libopenblas-dev libcjson-dev libsentencepiece-dev libutf8proc-dev zlib1g-dev"
+
+xr_ensure_packages() {
+  local missing=() p
+  for p in $XR_DEB_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages; run: sudo apt-get install ${missing[*]}" >&2
+    return 1
+  fi
+}
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# keep Open MPI quiet about missing high-speed fabrics on plain machines
+export OMPI_MCA_btl=${OMPI_MCA_btl:-self,vader,tcp} OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}

@@ -1,0 +1,27 @@
+/* xrank.c: the CLI entry point: dispatches `xrank <command>` to launch/cmd_<command>.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const CliCommand COMMANDS[] = {
+    {"version", cmd_version, "print the version and the backends compiled in"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: xrank <command> [options]   (xrank <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "xrank: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

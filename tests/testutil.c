@@ -1,0 +1,62 @@
+/* testutil.c: helpers behind testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tu_failures = 0;
+int tu_checks = 0;
+
+double tu_check_close(const char *what, const float *got, const float *want, size_t n, double tol) {
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (isnan(got[i]) != isnan(want[i])) d = INFINITY;
+        if (d > worst) worst = d, wi = i;
+    }
+    tu_checks++;
+    if (worst > tol) {
+        tu_failures++;
+        fprintf(stderr, "%s: max abs diff %.3g > %.3g at [%zu]: got %.7g want %.7g\n", what, worst, tol, wi,
+                got[wi], want[wi]);
+    }
+    return worst;
+}
+
+const char *tu_path(const char *rel) {
+    static char bufs[8][4096];
+    static int k = 0;
+    char *b = bufs[k++ & 7];
+    snprintf(b, 4096, "%s/%s", XR_TEST_DIR, rel);
+    return b;
+}
+
+static void *read_raw(const char *path, size_t elt, size_t *n) {
+    XrErr e;
+    size_t len;
+    char *buf = xr_read_file(path, &len, &e);
+    if (!buf) {
+        fprintf(stderr, "fixture missing: %s\n", e.msg);
+        exit(1);
+    }
+    if (len % elt) {
+        fprintf(stderr, "fixture %s: size %zu not a multiple of %zu\n", path, len, elt);
+        exit(1);
+    }
+    *n = len / elt;
+    return buf;
+}
+
+float *tu_read_f32(const char *path, size_t *n) { return read_raw(path, 4, n); }
+int32_t *tu_read_i32(const char *path, size_t *n) { return read_raw(path, 4, n); }
+
+int tu_finish(const char *name) {
+    if (tu_failures) {
+        fprintf(stderr, "%s: %d of %d checks failed\n", name, tu_failures, tu_checks);
+        return 1;
+    }
+    printf("%s: %d checks passed\n", name, tu_checks);
+    return 0;
+}
