@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Build the demo's BEIR-style corpus from the manual pages installed on this machine (standard library only).
+
+query   = the NAME line's description   ("ls \\- list directory contents" -> "list directory contents")
+passage = the first words of the DESCRIPTION section (roff markup stripped)
+qrels   = each query's own page (grade 1). Pages are picked deterministically (hash of the file name), queries
+whose text repeats are dropped, so the corpus is the same on every machine with the same man pages.
+Usage: demo_corpus.py OUT_DIR [--pages N] [--words W] [--mandir /usr/share/man]
+"""
+import argparse, gzip, hashlib, json, os, re, sys
+
+FONT = re.compile(r"\\f(\[[^\]]*\]|\(..|.)")
+ESC = [(r"\-", "-"), (r"\(aq", "'"), (r"\(dq", '"'), (r"\(em", "--"), (r"\(en", "-"), (r"\(bu", "*"),
+       (r"\(lq", '"'), (r"\(rq", '"'), (r"\e", "\\"), (r"\&", ""), (r"\|", ""), (r"\^", ""), (r"\ ", " "),
+       (r"\/", ""), (r"\,", ""), (r"\%", ""), (r"\:", "")]
+
+
+def clean(line):
+    line = FONT.sub("", line)
+    for a, b in ESC:
+        line = line.replace(a, b)
+    line = re.sub(r"\\\*\(..|\\\*\[[^\]]*\]|\\\*.", "", line)   # string registers
+    line = re.sub(r"\\[a-zA-Z]\[[^\]]*\]|\\\(..", "", line)       # leftover named glyphs
+    return line.strip()
+
+
+def parse(text):
+    """Return (name_description, description_words) or None."""
+    sections, cur = {}, None
+    for raw in text.splitlines():
+        if raw.startswith(('.\\"', "'\\\"")):
+            continue
+        m = re.match(r'^\.(SH|Sh)\s+"?([^"]*)"?', raw)
+        if m:
+            cur = m.group(2).strip().upper()
+            sections.setdefault(cur, [])
+            continue
+        if cur is None:
+            continue
+        if raw.startswith((".", "'")):
+            macro = raw[1:].split(None, 1)
+            if macro and macro[0] in ("B", "I", "BR", "IR", "RB", "RI", "BI", "IB", "Nm", "Nd", "Ar", "Fl", "Xr")\
+                    and len(macro) > 1:
+                arg = macro[1]
+                if macro[0] in ("BR", "IR", "RB", "RI", "BI", "IB"):
+                    arg = "".join(re.findall(r'"([^"]*)"|(\S+)', arg) and
+                                  [a or b for a, b in re.findall(r'"([^"]*)"|(\S+)', arg)])
+                sections[cur].append(clean(arg.replace('"', "")))
+            continue
+        sections[cur].append(clean(raw))
+    name = " ".join(sections.get("NAME", [])).strip()
+    if not name:
+        return None
+    m = re.split(r"\s+-+\s+|\s+\\-\s+", name, maxsplit=1)
+    if len(m) != 2:
+        return None
+    query = m[1].strip().rstrip(".")
+    desc = " ".join(w for l in sections.get("DESCRIPTION", []) for w in l.split())
+    return query, desc.split()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--pages", type=int, default=600)
+    ap.add_argument("--words", type=int, default=120)
+    ap.add_argument("--mandir", default="/usr/share/man")
+    a = ap.parse_args()
+    files = []
+    for sec in ("man1", "man3", "man5", "man8"):
+        d = os.path.join(a.mandir, sec)
+        if os.path.isdir(d):
+            files += [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".gz")]
+    if not files:
+        sys.exit(f"demo_corpus: no manual pages under {a.mandir} (install man-db / manpages)")
+    files.sort(key=lambda p: hashlib.sha1(os.path.basename(p).encode()).hexdigest())
+    seen_q, seen_p, rows = set(), set(), []
+    for path in files:
+        if len(rows) >= a.pages:
+            break
+        try:
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except (OSError, EOFError):
+            continue
+        if text.lstrip().startswith(".so "):   # alias page
+            continue
+        r = parse(text)
+        if not r:
+            continue
+        q, words = r
+        if len(q.split()) < 3 or len(words) < 25 or q.lower() in seen_q:
+            continue
+        p = " ".join(words[:a.words])
+        if p in seen_p:
+            continue
+        seen_q.add(q.lower()); seen_p.add(p)
+        name = os.path.basename(path)[:-3]
+        rows.append((name, q, p))
+    os.makedirs(os.path.join(a.out, "qrels"), exist_ok=True)
+    with open(os.path.join(a.out, "corpus.jsonl"), "w") as fc, open(os.path.join(a.out, "queries.jsonl"), "w") as fq, \
+            open(os.path.join(a.out, "qrels", "test.tsv"), "w") as fr:
+        fr.write("query-id\tcorpus-id\tscore\n")
+        for i, (name, q, p) in enumerate(rows):
+            fc.write(json.dumps({"_id": f"d{i}", "title": "", "text": p, "page": name}) + "\n")
+            fq.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
+            fr.write(f"q{i}\td{i}\t1\n")
+    print(f"demo corpus: {len(rows)} man pages from {a.mandir} -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
