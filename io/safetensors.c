@@ -275,12 +275,13 @@ int st_open(SafeTensors *st, const char *path, XrErr *e) {
     for (int i = 0; i < st->n; i++) {
         StTensor *t = &st->tensors[i];
         if (t->begin != pos) {
-            if (t->begin > pos)
-                xr_errf(e,
-                        "%s: tensor '%s': data_offsets [%llu, %llu) leave a gap: the previous tensor%s%s ends at "
-                        "%llu",
+            if (t->begin > pos && i == 0)
+                xr_errf(e, "%s: tensor '%s': data_offsets [%llu, %llu) leave a gap: the data buffer starts at 0",
+                        path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end);
+            else if (t->begin > pos)
+                xr_errf(e, "%s: tensor '%s': data_offsets [%llu, %llu) leave a gap: the previous tensor '%s' ends at %llu",
                         path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                        i ? " " : "", i ? st->tensors[i - 1].name : " (none)", (unsigned long long)pos);
+                        st->tensors[i - 1].name, (unsigned long long)pos);
             else
                 xr_errf(e, "%s: tensor '%s': data_offsets [%llu, %llu) overlap tensor '%s' which ends at %llu", path,
                         t->name, (unsigned long long)t->begin, (unsigned long long)t->end, st->tensors[i - 1].name,
