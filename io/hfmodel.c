@@ -175,7 +175,8 @@ static int hf_get_int(const cJSON *root, const char *path, const char *key, int 
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < INT_MIN ||
         v->valuedouble > INT_MAX)
         return xr_errf(e, "%s: \"%s\" must be an integer", path, key);
-    if (v->valuedouble < minv) return xr_errf(e, "%s: \"%s\" is %d, must be >= %d", path, key, (int)v->valuedouble, minv);
+    if (v->valuedouble < minv)
+        return xr_errf(e, "%s: \"%s\" is %d, must be >= %d", path, key, (int)v->valuedouble, minv);
     *out = (int)v->valuedouble;
     return 0;
 }

@@ -279,7 +279,8 @@ int st_open(SafeTensors *st, const char *path, XrErr *e) {
                 xr_errf(e, "%s: tensor '%s': data_offsets [%llu, %llu) leave a gap: the data buffer starts at 0",
                         path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end);
             else if (t->begin > pos)
-                xr_errf(e, "%s: tensor '%s': data_offsets [%llu, %llu) leave a gap: the previous tensor '%s' ends at %llu",
+                xr_errf(e,
+                        "%s: tensor '%s': data_offsets [%llu, %llu) leave a gap: the previous tensor '%s' ends at %llu",
                         path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                         st->tensors[i - 1].name, (unsigned long long)pos);
             else

@@ -396,7 +396,8 @@ static void test_bad_files(void) {
                make_st("dtype.safetensors", "{\"emb\":{\"dtype\":\"Q4_K\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
                        0),
                "'emb'", "unknown dtype \"Q4_K\"");
-    EXPECT_BAD("missing dtype", make_st("nodtype.safetensors", "{\"emb\":{\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0),
+    EXPECT_BAD("missing dtype",
+               make_st("nodtype.safetensors", "{\"emb\":{\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0),
                "'emb'", "dtype");
     EXPECT_BAD("negative shape",
                make_st("negshape.safetensors", "{\"emb\":{\"dtype\":\"U8\",\"shape\":[-2],\"data_offsets\":[0,2]}}", 2,
@@ -435,6 +436,50 @@ static void test_bad_files(void) {
     free(good);
 }
 
+/* Every single-byte corruption of a small good file either opens (and then every tensor lies inside the
+ * mapping) or fails with a message; none may crash. Run under ASan this is a small deterministic fuzz. */
+static void test_mutations(void) {
+    const char *good = make_st("mut_src.safetensors", T2("[0,16]", "[16,32]"), 32, 0);
+    XrErr e;
+    size_t len;
+    unsigned char *orig = (unsigned char *)xr_read_file(good, &len, &e);
+    TU_CHECK(orig != NULL, "%s", e.msg);
+    if (!orig) return;
+    unlink(good);
+    const unsigned char subst[] = {0, ' ', '"', '{', '}', '[', ']', ',', ':', '-', '1', '9', 'e', 0xff};
+    const char *p = tmp_path("mut.safetensors");
+    int opened = 0, failed = 0, unnamed = 0;
+    unsigned char *b = xr_malloc(len);
+    for (size_t pos = 0; pos < len - 32; pos++) {
+        for (size_t k = 0; k < sizeof subst; k++) {
+            if (orig[pos] == subst[k]) continue;
+            memcpy(b, orig, len);
+            b[pos] = subst[k];
+            write_bytes(p, b, len);
+            SafeTensors st;
+            e.msg[0] = 0;
+            if (st_open(&st, p, &e) == 0) {
+                opened++;
+                for (int i = 0; i < st.n; i++) {
+                    const StTensor *t = &st.tensors[i];
+                    TU_CHECK(t->data >= (const unsigned char *)st.map &&
+                                 t->data + (t->end - t->begin) <= (const unsigned char *)st.map + st.map_len,
+                             "mutation at %zu: tensor %s outside the file", pos, t->name);
+                }
+                st_close(&st);
+            } else {
+                failed++;
+                unnamed += strstr(e.msg, p) == NULL;
+            }
+        }
+    }
+    TU_CHECK(unnamed == 0, "%d mutation errors did not name the file", unnamed);
+    printf("mutations: %d opened, %d rejected with a message\n", opened, failed);
+    unlink(p);
+    free(b);
+    free(orig);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/xr_st_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -445,6 +490,7 @@ int main(void) {
     test_f16_exhaustive();
     test_write_roundtrip();
     test_bad_files();
+    test_mutations();
     if (rmdir(tmpdir) != 0) fprintf(stderr, "note: %s not empty\n", tmpdir);
     return tu_finish("test_safetensors");
 }
