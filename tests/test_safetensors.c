@@ -116,6 +116,29 @@ static void test_reads_python_files(void) {
     st_close(&st);
 }
 
+/* The real all-MiniLM-L6-v2 weights (90 MB, not committed) when present. */
+static void test_real_minilm(void) {
+    const char *dir = getenv("XR_MINILM_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir ? dir : "/work/models/all-MiniLM-L6-v2");
+    if (!xr_file_exists(path)) {
+        printf("note: %s absent, real model file not checked\n", path);
+        return;
+    }
+    SafeTensors st;
+    XrErr e;
+    int rc = st_open(&st, path, &e);
+    TU_CHECK(rc == 0, "%s", e.msg);
+    if (rc) return;
+    const StTensor *t = st_find(&st, "embeddings.word_embeddings.weight");
+    TU_CHECK(st.n == 104 && t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 30522 && t->shape[1] == 384,
+             "MiniLM: %d tensors, word embeddings", st.n);
+    int64_t total = 0;
+    for (int i = 0; i < st.n; i++) total += st_numel(&st.tensors[i]);
+    TU_CHECK(total == 22713728, "MiniLM element count %lld", (long long)total);
+    st_close(&st);
+}
+
 /* All 65536 half values against the compiler's own _Float16 conversion (subnormals, inf, nan). */
 static void test_f16_exhaustive(void) {
 #ifdef __FLT16_MAX__
@@ -487,6 +510,7 @@ int main(void) {
         return 1;
     }
     test_reads_python_files();
+    test_real_minilm();
     test_f16_exhaustive();
     test_write_roundtrip();
     test_bad_files();
