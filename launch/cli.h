@@ -9,5 +9,7 @@ typedef struct {
 } CliCommand;
 
 int cmd_version(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 #endif

@@ -5,6 +5,8 @@
 #include "cli.h"
 
 static const CliCommand COMMANDS[] = {
+    {"score", cmd_score, "score query-passage pairs with a cross-encoder (jsonl in, scores out)"},
+    {"embed", cmd_embed, "embed texts with a bi-encoder (jsonl or text in, jsonl or .npy out)"},
     {"version", cmd_version, "print the version and the backends compiled in"},
 };
 

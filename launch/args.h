@@ -1,0 +1,64 @@
+/* args.h: the flag parser every subcommand shares: `--name value`, `--name=value`, value-less switches,
+ * a --config JSON file whose keys are the flag names (command line wins over the file, the file over the
+ * defaults), strict typed values, and a --help page generated from the same table. */
+#ifndef XR_ARGS_H
+#define XR_ARGS_H
+#include <stdio.h>
+
+#include "xr_common.h"
+
+typedef enum {
+    ARG_STR,    /* any text */
+    ARG_INT,    /* integer (checked against min) */
+    ARG_FLOAT,  /* number */
+    ARG_BOOL,   /* takes 0|1 (also true|false) */
+    ARG_SWITCH, /* no value on the command line: present = 1; true/false in a config file */
+    ARG_CHOICE, /* one of choices, "a|b|c" */
+} ArgType;
+
+typedef struct {
+    const char *name; /* without dashes: "batch-size" */
+    ArgType type;
+    const char *def;  /* default as text; NULL = unset */
+    const char *meta; /* placeholder in the help: "N", "FILE" */
+    const char *help;
+    const char *choices; /* ARG_CHOICE: "cls|mean" */
+    long min;            /* ARG_INT: smallest accepted value */
+} ArgSpec;
+
+typedef enum { ARG_FROM_DEFAULT = 0, ARG_FROM_CONFIG = 1, ARG_FROM_CMDLINE = 2 } ArgSource;
+
+typedef struct {
+    const char *cmd;
+    const ArgSpec *spec;
+    int n;
+    char **val;       /* [n] current text value, NULL = unset */
+    ArgSource *from;  /* [n] */
+    char **positional;
+    int npositional;
+} Args;
+
+/* What a command's page shows besides the flag table. */
+typedef struct {
+    const char *summary;  /* one line */
+    const char *details;  /* paragraphs, may be NULL */
+    const char *examples; /* lines, may be NULL */
+} ArgHelp;
+
+/* Parse argv (argv[0] is the command name). Returns 0 on success, 1 when --help was given (the caller
+ * prints the page with args_usage and exits 0), -1 on a bad flag or value with e naming it. Positional
+ * arguments are an error unless max_positional > 0. */
+int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max_positional, int argc,
+               char **argv, XrErr *e);
+void args_free(Args *a);
+void args_usage(FILE *f, const char *cmd, const ArgSpec *spec, int nspec, const ArgHelp *h);
+
+/* Typed getters; the name must be in the table (an unknown name asserts: a bug). Values were validated by
+ * args_parse. */
+const char *args_str(const Args *a, const char *name); /* NULL when unset */
+long args_int(const Args *a, const char *name);
+double args_float(const Args *a, const char *name);
+int args_bool(const Args *a, const char *name);
+int args_is_set(const Args *a, const char *name); /* given on the command line or in the config */
+
+#endif
