@@ -19,12 +19,23 @@ typedef struct {
     void *impl;   /* backend-private state (CPU: per-thread scratch) */
 } Backend;
 
-/* The CPU backend. threads <= 0: $OMP_NUM_THREADS when set, else the OpenMP default (all cores). */
+/* The CPU backend. threads <= 0: $OMP_NUM_THREADS when set, else the OpenMP default (all cores).
+ * All its parallelism is OpenMP's: OpenBLAS is pinned to one thread per call (process-wide), and the GEMMs
+ * split their output over the OpenMP threads. One Backend is used by one thread at a time. */
 Backend *ops_backend_cpu(int threads);
 void ops_backend_free(Backend *be);
 /* Sets the kernel and GEMM thread count (n <= 0: default as above). OpenBLAS's count is process-wide. */
 void ops_set_threads(Backend *be, int n);
 int ops_get_threads(const Backend *be);
+
+/* OpenBLAS picks its kernels once, when the library loads, from the CPU it recognises or $OPENBLAS_CORETYPE.
+ * Releases that predate a CPU fall back to an older kernel set: OpenBLAS 0.3.21 (Debian 12) runs AMD Zen 5
+ * on its AVX2 "Haswell" kernels, half the fp32 GEMM speed of its AVX-512 "SkylakeX" kernels on that CPU.
+ * ops_cpu_blas_core: the kernel set in use. ops_cpu_blas_better_core: the core type to ask for ("SkylakeX")
+ * when the CPU has AVX-512 (F, CD, BW, DQ, VL) but the kernels in use do not, and $OPENBLAS_CORETYPE is
+ * unset; NULL otherwise. Acting on it needs a fresh process: set OPENBLAS_CORETYPE and re-exec. */
+const char *ops_cpu_blas_core(void);
+const char *ops_cpu_blas_better_core(void);
 
 /* Device memory (CPU: 64-byte aligned host memory). Allocation failure dies with the size. */
 void *ops_alloc(Backend *be, size_t bytes);

@@ -1,81 +1,79 @@
-/* cpu_attention.c: softmax attention over packed sequences on the CPU. One task per (sequence, head),
- * spread over OpenMP threads; keys are transposed into per-thread scratch so that both products run along
- * contiguous memory and vectorise. Padding never exists here: the model packs real tokens only. */
+/* cpu_attention.c: softmax attention over packed sequences on the CPU. One task per (sequence, head) spread
+ * over OpenMP threads; in each, scores = q k^T and ctx = p v are single-threaded OpenBLAS GEMMs over a block
+ * of query rows, with the softmax in between. Padding never exists here: the model packs real tokens only. */
 #include <math.h>
+
+#include <cblas.h>
 
 #include "cpu_math.h"
 #include "cpu_ops.h"
 
-/* nq query rows of one head of one sequence of L tokens. q/k/v rows are ld floats apart, out rows ldo.
- * att (optional) receives the normalised probabilities [nq, L]. kt: dh*L floats, srow: L floats. */
+/* Score block size per thread in floats (1 MiB): query rows are processed in blocks that fit. */
+#define XR_ATT_BLOCK (1 << 18)
+
+/* Row-wise softmax in place: s[r, :L] = exp(s - max) / sum. */
 XR_CLONES
-static void attn_head(float *out, int ldo, float *att, const float *q, const float *k, const float *v, int ld,
-                      int L, int nq, int dh, float scale, float *kt, float *srow) {
-    for (int j = 0; j < L; j++)
-        for (int d = 0; d < dh; d++) kt[(size_t)d * L + j] = k[(size_t)j * ld + d];
-    for (int i = 0; i < nq; i++) {
-        float *s = att ? att + (size_t)i * L : srow;
-        const float *qi = q + (size_t)i * ld;
-        for (int j = 0; j < L; j++) s[j] = 0.0f;
-        for (int d = 0; d < dh; d++) {
-            float qd = qi[d] * scale;
-            const float *kd = kt + (size_t)d * L;
-            for (int j = 0; j < L; j++) s[j] += qd * kd[j];
-        }
-        float m = s[0];
+static void softmax_rows(float *s, int rows, int L) {
+    for (int r = 0; r < rows; r++) {
+        float *x = s + (size_t)r * L;
+        float m = x[0];
         XR_OMP(omp simd reduction(max : m))
-        for (int j = 1; j < L; j++) m = s[j] > m ? s[j] : m;
+        for (int j = 1; j < L; j++) m = x[j] > m ? x[j] : m;
         float sum = 0.0f;
         XR_OMP(omp simd reduction(+ : sum))
         for (int j = 0; j < L; j++) {
-            float e = xr_expf(s[j] - m);
-            s[j] = e;
+            float e = xr_expf(x[j] - m);
+            x[j] = e;
             sum += e;
         }
         float inv = 1.0f / sum;
-        float *o = out + (size_t)i * ldo;
-        for (int d = 0; d < dh; d++) o[d] = 0.0f;
-        for (int j = 0; j < L; j++) {
-            float p = s[j] * inv;
-            const float *vj = v + (size_t)j * ld;
-            for (int d = 0; d < dh; d++) o[d] += p * vj[d];
-        }
-        if (att)
-            for (int j = 0; j < L; j++) s[j] *= inv;
+        for (int j = 0; j < L; j++) x[j] *= inv;
     }
+}
+
+static int query_block(int max_len) {
+    int rb = XR_ATT_BLOCK / (max_len > 0 ? max_len : 1);
+    return rb < 1 ? 1 : (rb > max_len ? max_len : rb);
 }
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                    int max_len, int NH, int dh, int first_only) {
     int H = NH * dh, ld = 3 * H, nt = be->threads;
-    size_t per = (size_t)dh * max_len + max_len;
-    float *scratch = cpu_scratch(be, per, nt);
-    size_t per_al = (per + 15) & ~(size_t)15;
+    int rb = query_block(max_len);
+    float *scratch = cpu_scratch(be, (size_t)rb * max_len, nt);
+    size_t per_al = ((size_t)rb * max_len + 15) & ~(size_t)15;
     float scale = 1.0f / sqrtf((float)dh);
     int ntask = S * NH;
-    /* a parallel region is only worth it when there is enough work in the batch */
+    /* a parallel region is only worth it when the batch has enough work */
     size_t work = (size_t)seq_off[S] * (first_only ? 1 : (size_t)max_len) * H;
-    XR_OMP(omp parallel for num_threads(nt) schedule(dynamic, 1) if (work > XR_PAR_MIN && ntask > 1))
+    XR_OMP(omp parallel for num_threads(nt) schedule(dynamic, 1) if (work > XR_PAR_MIN && ntask > 1 && nt > 1))
     for (int task = 0; task < ntask; task++) {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
         int s = task / NH, h = task % NH;
-        int off = seq_off[s], L = seq_off[s + 1] - off;
+        int off = seq_off[s], L = seq_off[s + 1] - off, nq = first_only ? 1 : L;
         if (L <= 0) continue;
-        float *kt = scratch + per_al * tid, *srow = kt + (size_t)dh * max_len;
-        const float *q = qkv + (size_t)off * ld + (size_t)h * dh;
+        const float *q = qkv + (size_t)off * ld + (size_t)h * dh, *k = q + H, *v = q + 2 * H;
         float *o = first_only ? out + (size_t)s * H + (size_t)h * dh : out + (size_t)off * H + (size_t)h * dh;
         float *a = NULL;
         if (att) {
-            size_t before = 0; /* sum of L_r^2 over earlier sequences: O(S), negligible next to the head */
+            size_t before = 0; /* sum of L_r^2 over earlier sequences: O(S), small next to the head's work */
             for (int r = 0; r < s; r++) {
                 size_t lr = (size_t)(seq_off[r + 1] - seq_off[r]);
                 before += lr * lr;
             }
             a = att + (size_t)NH * before + (size_t)h * L * L;
         }
-        attn_head(o, H, a, q, q + H, q + 2 * H, ld, L, first_only ? 1 : L, dh, scale, kt, srow);
+        for (int i0 = 0; i0 < nq; i0 += rb) {
+            int nb = nq - i0 < rb ? nq - i0 : rb;
+            float *sc = a ? a + (size_t)i0 * L : scratch + per_al * tid;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, scale, q + (size_t)i0 * ld, ld, k, ld,
+                        0.0f, sc, L);
+            softmax_rows(sc, nb, L);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, sc, L, v, ld, 0.0f,
+                        o + (size_t)i0 * H, H);
+        }
     }
 }

@@ -1,8 +1,10 @@
-/* cpu_backend.c: the CPU backend's state: thread count (OpenMP kernels + OpenBLAS GEMMs) and a grow-only
+/* cpu_backend.c: the CPU backend's state: the OpenMP thread count of every kernel and GEMM, and a grow-only
  * per-thread scratch area, so kernels allocate nothing per token or per call in steady state. */
 #include "cpu_ops.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include <cblas.h>
 
@@ -25,8 +27,9 @@ static int cpu_default_threads(void) {
 
 void cpu_set_threads(Backend *be, int n) {
     be->threads = n > 0 ? n : cpu_default_threads();
-    /* OpenBLAS keeps one process-wide count; the GEMMs run with the same number of threads as the kernels. */
-    openblas_set_num_threads(be->threads);
+    /* The GEMMs split their output over OpenMP threads and call OpenBLAS single-threaded in each (see
+     * cpu_gemm.c); OpenBLAS's count is process-wide, so it is pinned to 1 here. */
+    openblas_set_num_threads(1);
 }
 
 void cpu_backend_init(Backend *be, int threads) {
@@ -55,4 +58,23 @@ float *cpu_scratch(Backend *be, size_t floats_per_thread, int nthreads) {
         st->scratch_floats = need;
     }
     return st->scratch;
+}
+
+const char *ops_cpu_blas_core(void) { return openblas_get_corename(); }
+
+const char *ops_cpu_blas_better_core(void) {
+    if (getenv("OPENBLAS_CORETYPE")) return NULL; /* the user chose */
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+          __builtin_cpu_supports("avx512vl")))
+        return NULL;
+    /* kernel sets of OpenBLAS without AVX-512 that it falls back to on x86-64 CPUs it does not know */
+    static const char *const older[] = {"Haswell", "Zen", "Sandybridge", "Nehalem", "Prescott", "Core2"};
+    const char *core = openblas_get_corename();
+    for (size_t i = 0; core && i < sizeof older / sizeof older[0]; i++)
+        if (strcasecmp(core, older[i]) == 0) return "SkylakeX";
+#endif
+    return NULL;
 }

@@ -1,27 +1,66 @@
-/* cpu_gemm.c: matrix products on the CPU through OpenBLAS (cblas_sgemm, row-major), and nn.Linear on top. */
+/* cpu_gemm.c: matrix products on the CPU: OpenBLAS's single-threaded sgemm on blocks of the output, one block
+ * per OpenMP thread. All CPU parallelism is OpenMP's: OpenBLAS's own thread pool (pthreads) would compete
+ * with the OpenMP workers for the same cores between ops, which on few cores costs more than it gains. */
 #include <string.h>
 
 #include <cblas.h>
 
 #include "cpu_ops.h"
 
+/* Below this many multiply-adds one call on one thread is faster than a parallel region. */
+#define XR_GEMM_PAR_MIN (1 << 18)
+
+/* Part p of [0, n) split in parts, boundaries at multiples of align (the sgemm kernels' blocking). */
+static void split_range(int n, int parts, int p, int align, int *lo, int *hi) {
+    int units = (n + align - 1) / align;
+    int u0 = (int)((long long)units * p / parts), u1 = (int)((long long)units * (p + 1) / parts);
+    *lo = u0 * align < n ? u0 * align : n;
+    *hi = u1 * align < n ? u1 * align : n;
+}
+
+/* Threads to use and whether to split rows (else columns): rows when there are enough for every thread. */
+static int gemm_plan(const Backend *be, int M, int N, int K, int *split_rows) {
+    int nt = be->threads;
+    if (nt < 2 || (long long)M * N * K < XR_GEMM_PAR_MIN) nt = 1;
+    *split_rows = M >= 32 * nt || M >= N;
+    return nt;
+}
+
 void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
-    (void)be;
     if (M <= 0 || N <= 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
-                alpha, A, lda, B, ldb, beta, C, ldc);
+    int rows, nt = gemm_plan(be, M, N, K, &rows);
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    for (int p = 0; p < nt; p++) {
+        int lo, hi;
+        split_range(rows ? M : N, nt, p, 16, &lo, &hi);
+        if (lo >= hi) continue;
+        if (rows) {
+            const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                        hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        } else {
+            const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M,
+                        hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+        }
+    }
 }
 
 void cpu_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
-    if (M <= 0) return;
-    float beta = 0.0f;
-    if (b) {
-        /* broadcast the bias into y and let the GEMM accumulate onto it: one pass fewer than adding after */
-        int nt = be->threads;
-        XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)M * N > XR_PAR_MIN))
-        for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
-        beta = 1.0f;
+    if (M <= 0 || N <= 0) return;
+    int rows, nt = gemm_plan(be, M, N, K, &rows);
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+    for (int p = 0; p < nt; p++) {
+        int lo, hi;
+        split_range(rows ? M : N, nt, p, 16, &lo, &hi);
+        if (lo >= hi) continue;
+        int m0 = rows ? lo : 0, m1 = rows ? hi : M, n0 = rows ? 0 : lo, n1 = rows ? N : hi;
+        /* the bias is broadcast into this block of y and the GEMM accumulates onto it (beta = 1) while the
+         * block is still in cache */
+        if (b)
+            for (int i = m0; i < m1; i++) memcpy(y + (size_t)i * N + n0, b + n0, (size_t)(n1 - n0) * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m1 - m0, n1 - n0, K, 1.0f, x + (size_t)m0 * K, K,
+                    W + (size_t)n0 * K, K, b ? 1.0f : 0.0f, y + (size_t)m0 * N + n0, N);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, beta, y, N);
 }
