@@ -29,6 +29,7 @@ typedef struct {
 struct Encoder {
     ModelConfig cfg;
     Backend *be;
+    int own_be;
     float *params;
     size_t n_params;
     EncoderTensor *tensors;
@@ -225,7 +226,9 @@ static void build_expected(Encoder *m, ExpList *l, int with_pooler) {
     }
 }
 
-Encoder *encoder_load(const char *model_dir, XrErr *e) {
+Encoder *encoder_load(const char *model_dir, XrErr *e) { return encoder_load_on(model_dir, NULL, e); }
+
+Encoder *encoder_load_on(const char *model_dir, Backend *be, XrErr *e) {
     Encoder *m = xr_calloc(1, sizeof *m);
     ExpList l = {0};
     StSet s = {0};
@@ -286,7 +289,8 @@ Encoder *encoder_load(const char *model_dir, XrErr *e) {
     }
 
     /* One flat buffer in the expected order; views are named as save_pretrained names them. */
-    m->be = ops_backend_cpu(0);
+    m->be = be ? be : ops_backend_cpu(0);
+    m->own_be = !be;
     m->n_params = total;
     m->params = ops_alloc(m->be, total * sizeof(float));
     host = m->be->device == XR_DEV_CPU ? m->params : xr_malloc(total * sizeof(float));
@@ -347,7 +351,7 @@ void encoder_free(Encoder *m) {
     if (m->be) {
         work_free(m);
         ops_free(m->be, m->params);
-        ops_backend_free(m->be);
+        if (m->own_be) ops_backend_free(m->be);
     }
     free(m->tensors);
     free(m->layers);

@@ -27,6 +27,9 @@ typedef struct {
  * the encoder does not use (e.g. an MLM head) are ignored. Missing or mis-shaped tensors are errors that
  * name the tensor and both shapes. */
 Encoder *encoder_load(const char *model_dir, XrErr *e);
+/* The same on a given backend (a CUDA one, or a CPU one shared by several encoders); the encoder does not
+ * free it. encoder_load makes and owns a CPU backend. */
+Encoder *encoder_load_on(const char *model_dir, Backend *be, XrErr *e);
 void encoder_free(Encoder *m);
 const ModelConfig *encoder_config(const Encoder *m);
 /* Number of parameters (all float tensors, head included). */
@@ -48,7 +51,7 @@ int encoder_num_tensors(const Encoder *m);
 const EncoderTensor *encoder_tensor(const Encoder *m, int i);
 /* The flat parameter buffer (encoder_num_params floats, on the encoder's backend device). */
 float *encoder_params(Encoder *m);
-/* The backend the encoder runs on (CPU; threads from $OMP_NUM_THREADS or all cores until set). */
+/* The backend the encoder runs on (encoder_load: CPU, threads from $OMP_NUM_THREADS or all cores until set). */
 Backend *encoder_backend(Encoder *m);
 void encoder_set_threads(Encoder *m, int n);
 

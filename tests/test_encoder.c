@@ -1,7 +1,8 @@
 /* test_encoder.c: the C encoder against transformers on tiny random BERT / XLM-R models (fixtures written by
  * tests/gen_model_fixtures.py): logits of both heads (1 and 3 labels), last hidden states, CLS and masked-mean
  * embeddings, with padding inside the batch; results independent of batch padding; parameter names and
- * counts as transformers has them; and clear errors for missing or mis-shaped tensors and bad batches. */
+ * counts as transformers has them; and clear errors for missing or mis-shaped tensors and bad batches.
+ * The tiny models run on the CPU backend, and on the CUDA backend too when a GPU is visible. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
@@ -10,6 +11,9 @@
 
 #include "model.h"
 #include "safetensors.h"
+#ifdef XR_HAVE_CUDA
+#include "cuda/ops_cuda.h"
+#endif
 #include "testutil.h"
 
 #define TOL 1e-4
@@ -81,14 +85,13 @@ static double check_hidden(const char *what, const float *got, const Case *c, in
 }
 
 /* Every output of one tiny model, on the fixture batch, then each row alone, then with extra padding. */
-static void test_tiny(const char *name, const char *first_tensor) {
+static void test_tiny(const char *name, const char *first_tensor, Backend *be) {
     Case c;
     case_load(&c, name);
     XrErr e;
-    Encoder *m = encoder_load(c.dir, &e);
+    Encoder *m = encoder_load_on(c.dir, be, &e);
     TU_CHECK(m != NULL, "%s: encoder_load failed: %s", name, e.msg);
     if (!m) return;
-    encoder_set_threads(m, 2);
     const ModelConfig *cfg = encoder_config(m);
     TU_CHECK(encoder_num_params(m) == c.nparams, "%s: %lld parameters, transformers counts %lld", name,
              (long long)encoder_num_params(m), c.nparams);
@@ -171,9 +174,9 @@ static void test_tiny(const char *name, const char *first_tensor) {
         double d = tu_check_close(what, lg, c.logits, (size_t)c.B * c.NL, TOL);
         if (d > d_pad) d_pad = d;
     }
-    printf("%-10s max abs diff: hidden %.2e  emb_cls %.2e  emb_mean %.2e  logits %.2e  row-alone %.2e  "
+    printf("%-4s %-10s max abs diff: hidden %.2e  emb_cls %.2e  emb_mean %.2e  logits %.2e  row-alone %.2e  "
            "extra-pad %.2e\n",
-           name, d_hid, d_cls, d_mean, d_lg, d_alone, d_pad);
+           be->device == XR_DEV_CPU ? "cpu" : "cuda", name, d_hid, d_cls, d_mean, d_lg, d_alone, d_pad);
     free(ids2), free(ty2), free(mk2);
     free(hid), free(emb), free(lg);
     encoder_free(m);
@@ -326,12 +329,28 @@ static void test_bad_batches(void) {
     encoder_free(m);
 }
 
+static void test_all_tiny(Backend *be) {
+    test_tiny("bert_model", "embeddings.word_embeddings.weight", be);
+    test_tiny("bert_cls", "bert.embeddings.word_embeddings.weight", be);
+    test_tiny("xlmr_model", "embeddings.word_embeddings.weight", be);
+    test_tiny("xlmr_cls", "roberta.embeddings.word_embeddings.weight", be);
+    test_tiny("xlmr_cls3", "roberta.embeddings.word_embeddings.weight", be);
+}
+
 int main(void) {
-    test_tiny("bert_model", "embeddings.word_embeddings.weight");
-    test_tiny("bert_cls", "bert.embeddings.word_embeddings.weight");
-    test_tiny("xlmr_model", "embeddings.word_embeddings.weight");
-    test_tiny("xlmr_cls", "roberta.embeddings.word_embeddings.weight");
-    test_tiny("xlmr_cls3", "roberta.embeddings.word_embeddings.weight");
+    Backend *cpu = ops_backend_cpu(2);
+    test_all_tiny(cpu);
+    ops_backend_free(cpu);
+#ifdef XR_HAVE_CUDA
+    /* the same fixtures through the CUDA backend (exact fp32 GEMMs) when a GPU is visible */
+    if (cuda_ops_device_count() > 0) {
+        Backend *gpu = cuda_ops_backend(0);
+        test_all_tiny(gpu);
+        cuda_ops_backend_free(gpu);
+    } else {
+        printf("no GPU visible: the CUDA pass is skipped\n");
+    }
+#endif
     test_names_match_file("bert_cls");
     test_names_match_file("xlmr_cls");
     test_names_match_file("xlmr_model");

@@ -46,6 +46,13 @@ void cpu_backend_release(Backend *be) {
     be->impl = NULL;
 }
 
+void *cpu_alloc(size_t bytes) {
+    size_t n = (bytes + 63) & ~(size_t)63; /* aligned_alloc wants a multiple of the alignment */
+    void *p = aligned_alloc(64, n ? n : 64);
+    if (!p) xr_die("out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
 float *cpu_scratch(Backend *be, size_t floats_per_thread, int nthreads) {
     CpuState *st = be->impl;
     /* round each thread's slice to 64 bytes so threads never share a cache line */

@@ -24,6 +24,8 @@
 void cpu_backend_init(Backend *be, int threads);
 void cpu_backend_release(Backend *be);
 void cpu_set_threads(Backend *be, int n);
+/* 64-byte aligned host memory; dies with the size on failure. */
+void *cpu_alloc(size_t bytes);
 /* Per-thread scratch of at least `floats` floats each, valid until the next call (grow-only). */
 float *cpu_scratch(Backend *be, size_t floats_per_thread, int nthreads);
 
