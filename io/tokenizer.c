@@ -1,0 +1,505 @@
+/* tokenizer.c: the Tokenizer of tokenizer.h: loading (vocab.txt + tokenizer_config.json, or
+ * sentencepiece.bpe.model), UTF-8 repair, special-token matching, the XLM-R fairseq id mapping over the spm shim,
+ * and the HF templates with the Rust tokenizers' longest_first truncation. WordPiece itself is in wordpiece.c. */
+#include "tokenizer.h"
+
+#include <assert.h>
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spm_shim.h"
+#include "tok_internal.h"
+
+#define TOK_MAX_SPECIAL 5
+#define TOK_MAX_WS 32
+
+typedef struct {
+    char s[12];
+    int len;
+    int id;
+} TokSpecial;
+
+struct Tokenizer {
+    TokKind kind;
+    WpVocab *wp;
+    SpmShim *spm;
+    int vocab_size, model_max_length;
+    int cls, sep, pad, unk, mask;
+    int spm_unk;
+    uint64_t fp;
+    /* HF matches special tokens on the raw text (normalized=False) and encodes the pieces between them alone. */
+    TokSpecial special[TOK_MAX_SPECIAL];
+    int n_special;
+    char special_lead; /* '[' or '<': every special token starts with it */
+    /* Whitespace code points that HF splits words on but the spm normalizer keeps (U+0085 for nmt_nfkc): they are
+     * turned into spaces before spm sees the text. Found by probing the model at load time. */
+    int32_t spm_ws[TOK_MAX_WS];
+    int n_spm_ws;
+};
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* Length of the well-formed sequence at s[i] (Unicode Table 3-7), or -k where k >= 1 is the length of the maximal
+ * ill-formed subpart to replace with one U+FFFD. */
+static int utf8_seq(const unsigned char *s, size_t n, size_t i) {
+    unsigned b = s[i];
+    if (b < 0x80) return 1;
+    int need;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) need = 1;
+    else if (b >= 0xE0 && b <= 0xEF) {
+        need = 2;
+        if (b == 0xE0) lo = 0xA0;
+        if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        need = 3;
+        if (b == 0xF0) lo = 0x90;
+        if (b == 0xF4) hi = 0x8F;
+    } else
+        return -1;
+    for (int k = 1; k <= need; k++) {
+        if (i + (size_t)k >= n) return -k;
+        unsigned c = s[i + (size_t)k];
+        if (c < lo || c > hi) return -k;
+        lo = 0x80, hi = 0xBF;
+    }
+    return need + 1;
+}
+
+size_t tok_utf8_valid_prefix(const char *text, size_t n) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        int k = utf8_seq(s, n, i);
+        if (k < 0) return i;
+        i += (size_t)k;
+    }
+    return n;
+}
+
+size_t tok_utf8_lossy(const char *text, size_t n, char **buf, size_t *cap) {
+    const unsigned char *s = (const unsigned char *)text;
+    if (*cap < n * 3 + 1) { /* each bad byte can become 3 bytes of U+FFFD */
+        *cap = n * 3 + 1;
+        *buf = xr_realloc(*buf, *cap);
+    }
+    char *o = *buf;
+    size_t i = 0, m = 0;
+    while (i < n) {
+        int k = utf8_seq(s, n, i);
+        if (k > 0) {
+            memcpy(o + m, s + i, (size_t)k);
+            m += (size_t)k;
+            i += (size_t)k;
+        } else {
+            memcpy(o + m, "\xEF\xBF\xBD", 3);
+            m += 3;
+            i += (size_t)-k;
+        }
+    }
+    o[m] = 0;
+    return m;
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static void tok_add_special(Tokenizer *t, const char *s, int id) {
+    if (id < 0) return;
+    assert(t->n_special < TOK_MAX_SPECIAL && strlen(s) < sizeof t->special[0].s);
+    TokSpecial *sp = &t->special[t->n_special++];
+    memcpy(sp->s, s, strlen(s) + 1);
+    sp->len = (int)strlen(s);
+    sp->id = id;
+}
+
+static uint64_t tok_hash_opts(uint64_t h, int kind, const WpOptions *o) {
+    unsigned char b[4] = {(unsigned char)kind, (unsigned char)(o ? o->lowercase : 0),
+                          (unsigned char)(o ? o->strip_accents : 0), (unsigned char)(o ? o->chinese_chars : 0)};
+    return xr_hash64(b, sizeof b, h);
+}
+
+static Tokenizer *tok_load_wp_opts(const char *vocab_txt, const WpOptions *opt, int model_max_length, XrErr *e) {
+    size_t n;
+    char *buf = xr_read_file(vocab_txt, &n, e);
+    if (!buf) return NULL;
+    WpVocab *wp = wp_load(buf, n, vocab_txt, opt, e);
+    if (!wp) {
+        free(buf);
+        return NULL;
+    }
+    Tokenizer *t = xr_calloc(1, sizeof *t);
+    t->kind = TOK_WORDPIECE;
+    t->wp = wp;
+    t->fp = tok_hash_opts(xr_hash64(buf, n, 0x746f6b656e697aULL), TOK_WORDPIECE, opt);
+    free(buf);
+    static const char *need[4] = {"[CLS]", "[SEP]", "[PAD]", "[UNK]"};
+    int ids[4];
+    for (int i = 0; i < 4; i++) {
+        ids[i] = wp_find(wp, need[i], strlen(need[i]));
+        if (ids[i] < 0) {
+            xr_errf(e, "%s: vocabulary has no %s token (a BERT vocab.txt needs [CLS], [SEP], [PAD] and [UNK])",
+                    vocab_txt, need[i]);
+            tok_free(t);
+            return NULL;
+        }
+    }
+    t->cls = ids[0], t->sep = ids[1], t->pad = ids[2], t->unk = ids[3];
+    t->mask = wp_find(wp, "[MASK]", 6);
+    wp_set_unk(wp, t->unk);
+    t->vocab_size = wp_size(wp);
+    t->model_max_length = model_max_length;
+    t->special_lead = '[';
+    tok_add_special(t, "[PAD]", t->pad);
+    tok_add_special(t, "[UNK]", t->unk);
+    tok_add_special(t, "[CLS]", t->cls);
+    tok_add_special(t, "[SEP]", t->sep);
+    tok_add_special(t, "[MASK]", t->mask);
+    return t;
+}
+
+Tokenizer *tok_load_wordpiece(const char *vocab_txt, int do_lower_case, XrErr *e) {
+    WpOptions o = {do_lower_case != 0, do_lower_case != 0, 1};
+    return tok_load_wp_opts(vocab_txt, &o, 512, e);
+}
+
+Tokenizer *tok_load_wordpiece_ex(const char *vocab_txt, int do_lower_case, int strip_accents, int chinese_chars,
+                                 XrErr *e) {
+    WpOptions o = {do_lower_case != 0, strip_accents < 0 ? do_lower_case != 0 : strip_accents != 0,
+                   chinese_chars != 0};
+    return tok_load_wp_opts(vocab_txt, &o, 512, e);
+}
+
+static int spm_encode_raw(const Tokenizer *t, const char *s, size_t n, int32_t **ids, size_t *cap, size_t *len) {
+    char err[512];
+    int rc = spm_shim_encode(t->spm, s, n, ids, cap, len, err, sizeof err);
+    /* Valid UTF-8 never fails to encode; a failure here is a bug or out of memory. */
+    if (rc != 0) xr_die("tokenizer: %s", err);
+    return rc;
+}
+
+/* Which Rust-whitespace code points does the model's normalizer keep as they are? HF's WhitespaceSplit splits on
+ * them after normalizing; spm would glue them into a word. Probe "a<c>b" against "a b" and "ab". */
+static void tok_probe_spm_ws(Tokenizer *t) {
+    static const int32_t ws[] = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0xA0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003,
+                                 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028, 0x2029, 0x202F,
+                                 0x205F, 0x3000};
+    int32_t *ids = NULL;
+    size_t cap = 0, n_sp = 0, n_glued = 0;
+    spm_encode_raw(t, "a b", 3, &ids, &cap, &n_sp);
+    spm_encode_raw(t, "ab", 2, &ids, &cap, &n_glued);
+    n_glued -= n_sp;
+    for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
+        char s[8];
+        s[0] = 'a';
+        int m = tok_utf8_encode(ws[k], s + 1);
+        s[1 + m] = 'b';
+        size_t base = n_sp + n_glued, len = base;
+        spm_encode_raw(t, s, (size_t)m + 2, &ids, &cap, &len);
+        size_t got = len - base;
+        int same_sp = got == n_sp && memcmp(ids + base, ids, n_sp * sizeof *ids) == 0;
+        int same_glued = got == n_glued && memcmp(ids + base, ids + n_sp, n_glued * sizeof *ids) == 0;
+        if (!same_sp && !same_glued && t->n_spm_ws < TOK_MAX_WS) t->spm_ws[t->n_spm_ws++] = ws[k];
+    }
+    free(ids);
+}
+
+Tokenizer *tok_load_sentencepiece(const char *spm_model, XrErr *e) {
+    size_t n;
+    char *buf = xr_read_file(spm_model, &n, e);
+    if (!buf) return NULL;
+    char err[1024];
+    SpmShim *sp = spm_shim_load(buf, n, err, sizeof err);
+    if (!sp) {
+        xr_errf(e, "%s: %s", spm_model, err);
+        free(buf);
+        return NULL;
+    }
+    if (spm_shim_piece_size(sp) < 4) {
+        xr_errf(e, "%s: sentencepiece model has only %d pieces (XLM-R needs <unk>, <s>, </s> and more)", spm_model,
+                spm_shim_piece_size(sp));
+        spm_shim_free(sp);
+        free(buf);
+        return NULL;
+    }
+    Tokenizer *t = xr_calloc(1, sizeof *t);
+    t->kind = TOK_SENTENCEPIECE;
+    t->spm = sp;
+    t->fp = tok_hash_opts(xr_hash64(buf, n, 0x746f6b656e697aULL), TOK_SENTENCEPIECE, NULL);
+    free(buf);
+    /* fairseq ids: <s>=0 <pad>=1 </s>=2 <unk>=3, spm piece k>=3 -> k+1, <mask> after the last piece. */
+    t->cls = 0, t->pad = 1, t->sep = 2, t->unk = 3;
+    t->spm_unk = spm_shim_unk_id(sp);
+    t->vocab_size = spm_shim_piece_size(sp) + 2;
+    t->mask = t->vocab_size - 1;
+    t->model_max_length = 512;
+    t->special_lead = '<';
+    tok_add_special(t, "<s>", 0);
+    tok_add_special(t, "<pad>", 1);
+    tok_add_special(t, "</s>", 2);
+    tok_add_special(t, "<unk>", 3);
+    tok_add_special(t, "<mask>", t->mask);
+    tok_probe_spm_ws(t);
+    return t;
+}
+
+/* tokenizer_config.json: the few keys that change tokenization. Absent file: HF defaults. */
+typedef struct {
+    int lower, strip, chinese, max_len;
+} TokConfig;
+
+static int tok_read_config(const char *dir, TokConfig *c, XrErr *e) {
+    c->lower = 1, c->strip = -1, c->chinese = 1, c->max_len = 512;
+    char *path = xr_path_join(dir, "tokenizer_config.json");
+    if (!xr_file_exists(path)) {
+        free(path);
+        return 0;
+    }
+    size_t n;
+    char *buf = xr_read_file(path, &n, e);
+    if (!buf) {
+        free(path);
+        return -1;
+    }
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    if (!j || !cJSON_IsObject(j)) {
+        const char *at = cJSON_GetErrorPtr();
+        xr_errf(e, "%s: not a JSON object (parse error at byte offset %ld)", path,
+                j ? 0L : (at && at >= buf && at <= buf + n ? (long)(at - buf) : -1L));
+        cJSON_Delete(j);
+        free(buf);
+        free(path);
+        return -1;
+    }
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "do_lower_case")) && cJSON_IsBool(v)) c->lower = cJSON_IsTrue(v);
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "strip_accents")) && cJSON_IsBool(v)) c->strip = cJSON_IsTrue(v);
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "tokenize_chinese_chars")) && cJSON_IsBool(v))
+        c->chinese = cJSON_IsTrue(v);
+    /* transformers writes a huge integer (1e30) for "no limit": keep the 512 default then. */
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "model_max_length")) && cJSON_IsNumber(v) && v->valuedouble >= 1 &&
+        v->valuedouble <= 1e7)
+        c->max_len = (int)v->valuedouble;
+    cJSON_Delete(j);
+    free(buf);
+    free(path);
+    return 0;
+}
+
+Tokenizer *tok_load(const char *model_dir, XrErr *e) {
+    TokConfig c;
+    char *vocab = xr_path_join(model_dir, "vocab.txt");
+    char *spm = xr_path_join(model_dir, "sentencepiece.bpe.model");
+    Tokenizer *t = NULL;
+    if (tok_read_config(model_dir, &c, e) != 0) {
+        /* e filled */
+    } else if (xr_file_exists(vocab)) {
+        WpOptions o = {c.lower, c.strip < 0 ? c.lower : c.strip, c.chinese};
+        t = tok_load_wp_opts(vocab, &o, c.max_len, e);
+    } else if (xr_file_exists(spm)) {
+        t = tok_load_sentencepiece(spm, e);
+        if (t) t->model_max_length = c.max_len;
+    } else {
+        xr_errf(e, "%s: no tokenizer found: expected %s (BERT WordPiece) or %s (XLM-R SentencePiece)", model_dir,
+                vocab, spm);
+    }
+    free(vocab);
+    free(spm);
+    return t;
+}
+
+void tok_free(Tokenizer *t) {
+    if (!t) return;
+    wp_free(t->wp);
+    if (t->spm) spm_shim_free(t->spm);
+    free(t);
+}
+
+TokKind tok_kind(const Tokenizer *t) { return t->kind; }
+int tok_vocab_size(const Tokenizer *t) { return t->vocab_size; }
+int tok_model_max_length(const Tokenizer *t) { return t->model_max_length; }
+uint64_t tok_fingerprint(const Tokenizer *t) { return t->fp; }
+int tok_cls_id(const Tokenizer *t) { return t->cls; }
+int tok_sep_id(const Tokenizer *t) { return t->sep; }
+int tok_pad_id(const Tokenizer *t) { return t->pad; }
+int tok_unk_id(const Tokenizer *t) { return t->unk; }
+int tok_mask_id(const Tokenizer *t) { return t->mask; }
+const WpVocab *tok_wordpiece_vocab(const Tokenizer *t) { return t->wp; }
+
+const char *tok_id_to_piece(const Tokenizer *t, int id) {
+    if (t->kind == TOK_WORDPIECE) return wp_piece(t->wp, id);
+    static const char *fixed[4] = {"<s>", "<pad>", "</s>", "<unk>"};
+    if (id < 0 || id >= t->vocab_size) return NULL;
+    if (id < 4) return fixed[id];
+    if (id == t->mask) return "<mask>";
+    return spm_shim_id_to_piece(t->spm, id - 1);
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+/* One piece of text between special tokens (valid UTF-8). */
+static void tok_encode_segment(const Tokenizer *t, const char *s, size_t n, int32_t **ids, size_t *cap, size_t *len,
+                               char **scratch, size_t *scap) {
+    if (n == 0) return;
+    if (t->kind == TOK_WORDPIECE) {
+        wp_encode(t->wp, s, n, ids, cap, len);
+        return;
+    }
+    if (t->n_spm_ws) { /* rare: only copy when such a character is present */
+        int found = 0;
+        for (size_t i = 0; i < n && !found; i++) {
+            if ((unsigned char)s[i] < 0x80) continue;
+            int adv;
+            int32_t c = tok_utf8_decode((const unsigned char *)s + i, &adv);
+            for (int k = 0; k < t->n_spm_ws; k++) found |= c == t->spm_ws[k];
+            i += (size_t)adv - 1;
+        }
+        if (found) {
+            if (*scap < n + 1) {
+                *scap = n + 1;
+                *scratch = xr_realloc(*scratch, *scap);
+            }
+            size_t m = 0;
+            for (size_t i = 0; i < n;) {
+                int adv;
+                int32_t c = tok_utf8_decode((const unsigned char *)s + i, &adv);
+                int ws = 0;
+                for (int k = 0; k < t->n_spm_ws; k++) ws |= c == t->spm_ws[k];
+                if (ws) (*scratch)[m++] = ' ';
+                else
+                    memcpy(*scratch + m, s + i, (size_t)adv), m += (size_t)adv;
+                i += (size_t)adv;
+            }
+            s = *scratch, n = m;
+        }
+    }
+    size_t first = *len;
+    spm_encode_raw(t, s, n, ids, cap, len);
+    for (size_t i = first; i < *len; i++) (*ids)[i] = (*ids)[i] == t->spm_unk ? 3 : (*ids)[i] + 1;
+}
+
+int tok_encode(const Tokenizer *t, const char *text, size_t n, int32_t **ids, size_t *cap) {
+    char *fixed = NULL, *scratch = NULL;
+    size_t fcap = 0, scap = 0, len = 0;
+    if (tok_utf8_valid_prefix(text, n) != n) {
+        n = tok_utf8_lossy(text, n, &fixed, &fcap);
+        text = fixed;
+    }
+    size_t seg = 0, i = 0;
+    while (i < n) {
+        const char *p = memchr(text + i, t->special_lead, n - i);
+        if (!p) break;
+        i = (size_t)(p - text);
+        const TokSpecial *best = NULL;
+        for (int k = 0; k < t->n_special; k++) {
+            const TokSpecial *sp = &t->special[k];
+            if ((size_t)sp->len <= n - i && memcmp(text + i, sp->s, (size_t)sp->len) == 0 &&
+                (!best || sp->len > best->len))
+                best = sp;
+        }
+        if (!best) {
+            i++;
+            continue;
+        }
+        tok_encode_segment(t, text + seg, i - seg, ids, cap, &len, &scratch, &scap);
+        if (len == *cap || !*ids) {
+            *cap = *cap ? *cap * 2 : 64;
+            *ids = xr_realloc(*ids, *cap * sizeof(int32_t));
+        }
+        (*ids)[len++] = best->id;
+        i += (size_t)best->len;
+        seg = i;
+    }
+    tok_encode_segment(t, text + seg, n - seg, ids, cap, &len, &scratch, &scap);
+    free(fixed);
+    free(scratch);
+    assert(len <= INT_MAX);
+    return (int)len;
+}
+
+/* ---------------------------------------------------------------- templates and truncation */
+
+int tok_num_special(const Tokenizer *t, int pair) {
+    if (!pair) return 2;
+    return t->kind == TOK_WORDPIECE ? 3 : 4;
+}
+
+void tok_truncate_lengths(const Tokenizer *t, int na, int nb, int max_len, int *ka, int *kb) {
+    *ka = na;
+    if (kb) *kb = nb;
+    if (max_len <= 0) return;
+    int room = max_len - tok_num_special(t, nb >= 0);
+    /* The Rust tokenizer cannot truncate below the specials: it then leaves both sequences whole. */
+    if (room < 0) return;
+    if (nb < 0) {
+        if (na > room) *ka = room;
+        return;
+    }
+    if (na + nb <= room) return;
+    /* tokenizers' TruncationStrategy::LongestFirst, with n1 the shorter side. */
+    int n1 = na, n2 = nb, swap = 0;
+    if (n1 > n2) {
+        n1 = nb, n2 = na, swap = 1;
+    }
+    if (n1 > room) n2 = n1;
+    else
+        n2 = n1 > room - n1 ? n1 : room - n1;
+    if (n1 + n2 > room) {
+        n1 = room / 2;
+        n2 = n1 + room % 2;
+    }
+    if (swap) {
+        int x = n1;
+        n1 = n2, n2 = x;
+    }
+    *ka = n1 < na ? n1 : na;
+    *kb = n2 < nb ? n2 : nb;
+}
+
+int tok_seq_len(const Tokenizer *t, int na, int nb, int max_len) {
+    int ka, kb = 0;
+    tok_truncate_lengths(t, na, nb, max_len, &ka, &kb);
+    return ka + (nb >= 0 ? kb : 0) + tok_num_special(t, nb >= 0);
+}
+
+int tok_single(const Tokenizer *t, const int32_t *a, int na, int max_len, int32_t *out_ids, int32_t *out_types) {
+    int ka;
+    tok_truncate_lengths(t, na, -1, max_len, &ka, NULL);
+    int k = 0;
+    out_ids[k++] = t->cls;
+    memcpy(out_ids + k, a, sizeof(int32_t) * (size_t)ka);
+    k += ka;
+    out_ids[k++] = t->sep;
+    if (out_types) memset(out_types, 0, sizeof(int32_t) * (size_t)k);
+    return k;
+}
+
+int tok_pair(const Tokenizer *t, const int32_t *a, int na, const int32_t *b, int nb, int max_len, int32_t *out_ids,
+             int32_t *out_types) {
+    int ka, kb;
+    tok_truncate_lengths(t, na, nb, max_len, &ka, &kb);
+    int k = 0;
+    out_ids[k++] = t->cls;
+    memcpy(out_ids + k, a, sizeof(int32_t) * (size_t)ka);
+    k += ka;
+    out_ids[k++] = t->sep;
+    if (t->kind == TOK_SENTENCEPIECE) out_ids[k++] = t->sep; /* <s> A </s></s> B </s> */
+    int kfirst = k;
+    memcpy(out_ids + k, b, sizeof(int32_t) * (size_t)kb);
+    k += kb;
+    out_ids[k++] = t->sep;
+    if (out_types) {
+        int second = t->kind == TOK_WORDPIECE; /* XLM-R: token types all 0 */
+        for (int i = 0; i < k; i++) out_types[i] = i < kfirst ? 0 : second;
+    }
+    return k;
+}
