@@ -5,7 +5,6 @@
 #include "cli_common.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <sched.h>
@@ -13,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -100,10 +100,19 @@ static char *cli_temp_name(const char *path) {
     return t;
 }
 
+/* Outputs that exist and are not regular files (/dev/null, /dev/stdout, a FIFO) are written in place:
+ * renaming a temporary file over them would replace the device or pipe itself. */
+static int cli_output_is_special(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
 /* Rank 0: refuse an existing output without --overwrite, and make sure a file can be created next to it
  * now rather than after the whole run. */
 static int cli_check_output(const char *path, int overwrite, XrErr *e) {
-    if (!strcmp(path, "-")) return 0;
+    struct stat st;
+    if (!strcmp(path, "-") || cli_output_is_special(path)) return 0;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return xr_errf(e, "output %s is a directory", path);
     if (xr_file_exists(path) && !overwrite)
         return xr_errf(e, "output %s exists (use --overwrite to replace it)", path);
     char *tmp = cli_temp_name(path);
@@ -145,20 +154,18 @@ static int cli_count_cpus(void) {
     return n > 0 ? (int)n : 1;
 }
 
-/* --threads 0 keeps OMP_NUM_THREADS / the libraries' default on one rank per node, and splits the cores
- * between the ranks of a node otherwise (several ranks each using every core would thrash). */
+/* --threads 0 keeps OMP_NUM_THREADS / the OpenMP default (all cores) on one rank per node, and splits the
+ * cores between the ranks of a node otherwise (several ranks each using every core would thrash). The
+ * encoder's backend takes the number when it is loaded (cli_run). */
 static void cli_set_threads(CliCtx *cx, long threads) {
     if (threads == 0 && comm_local_size(cx->comm) > 1) {
         threads = cli_count_cpus() / comm_local_size(cx->comm);
         if (threads < 1) threads = 1;
     }
-    if (threads > 0) {
-        openblas_set_num_threads((int)threads);
 #ifdef _OPENMP
-        omp_set_num_threads((int)threads);
+    if (threads > 0) omp_set_num_threads((int)threads);
 #endif
-    }
-    cx->threads = openblas_get_num_threads();
+    cx->threads = (int)threads;
 }
 
 cJSON *cli_model_json(const CliCtx *cx, const char *name) {
@@ -294,20 +301,32 @@ static void cli_progress(const CliCtx *cx, const CliJob *job, int64_t k, int64_t
     fflush(stderr);
 }
 
-/* Write head + body to path atomically (temporary name, then rename); "-" = stdout. Rank 0 only. */
+static int cli_write_stream(FILE *f, const CliBuf *head, const char *body, size_t body_n) {
+    return (head->n && fwrite(head->p, 1, head->n, f) != head->n) || (body_n && fwrite(body, 1, body_n, f) != body_n) ||
+                   fflush(f)
+               ? -1
+               : 0;
+}
+
+/* Write head + body to path atomically (temporary name in the same directory, then rename), so a file that
+ * looks complete always is; "-" = stdout, and devices / pipes are written in place. Rank 0 only. */
 static int cli_write_output(const char *path, const CliBuf *head, const char *body, size_t body_n, XrErr *e) {
     if (!strcmp(path, "-")) {
-        if ((head->n && fwrite(head->p, 1, head->n, stdout) != head->n) ||
-            (body_n && fwrite(body, 1, body_n, stdout) != body_n) || fflush(stdout))
+        if (cli_write_stream(stdout, head, body, body_n))
             return xr_errf(e, "writing to stdout failed: %s", strerror(errno));
         return 0;
     }
+    if (cli_output_is_special(path)) {
+        FILE *f = fopen(path, "wb");
+        int bad = !f || cli_write_stream(f, head, body, body_n);
+        int err = errno;
+        if (f && fclose(f) != 0 && !bad) bad = 1, err = errno;
+        return bad ? xr_errf(e, "writing %s failed: %s", path, strerror(err)) : 0;
+    }
     char *tmp = cli_temp_name(path);
     FILE *f = fopen(tmp, "wb");
-    int ok = f != NULL;
-    if (ok && head->n) ok = fwrite(head->p, 1, head->n, f) == head->n;
-    if (ok && body_n) ok = fwrite(body, 1, body_n, f) == body_n;
-    if (ok) ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int ok = f != NULL && cli_write_stream(f, head, body, body_n) == 0;
+    if (ok) ok = fsync(fileno(f)) == 0;
     int err = errno;
     if (f && fclose(f) != 0 && ok) {
         ok = 0;
@@ -397,6 +416,8 @@ int cli_run(CliCtx *cx, const CliJob *job) {
         return cli_fail(cx, &e, 1);
     }
     double t_load = xr_now() - t_load0;
+    if (cx->threads > 0) encoder_set_threads(cx->enc, cx->threads);
+    cx->threads = ops_get_threads(encoder_backend(cx->enc));
 
     /* Pass 2 over this rank's records: tokenize. */
     double t0 = xr_now();

@@ -60,7 +60,8 @@ typedef struct {
     ModelConfig cfg;
     Tokenizer *tok;
     Encoder *enc;
-    int max_len, max_len_cap, batch_size, bucket_batches, threads, quiet;
+    int max_len, max_len_cap, batch_size, bucket_batches, quiet;
+    int threads; /* requested per rank (0 = default) until the encoder is loaded, then what it uses */
     const char *input, *output, *input_name; /* input_name: the file name used in messages */
     char *input_data;                        /* whole input, on every rank */
     size_t input_len;
