@@ -9,7 +9,6 @@
 #include <cstring>
 #include <new>
 #include <string>
-#include <vector>
 
 struct SpmShim {
     sentencepiece::SentencePieceProcessor proc;
@@ -50,38 +49,9 @@ extern "C" int spm_shim_piece_size(const SpmShim *s) { return s->size; }
 
 extern "C" int spm_shim_unk_id(const SpmShim *s) { return s->unk_id; }
 
+extern "C" float spm_shim_score(const SpmShim *s, int id) { return s->proc.GetScore(id); }
+
 extern "C" const char *spm_shim_id_to_piece(const SpmShim *s, int id) {
     if (id < 0 || id >= s->size) return nullptr;
     return s->proc.IdToPiece(id).c_str();
-}
-
-extern "C" int spm_shim_encode(const SpmShim *s, const char *text, size_t n, int32_t **ids, size_t *cap,
-                               size_t *len, char *err, size_t errlen) {
-    try {
-        // One vector per thread, reused: Encode clears it, so steady-state encoding allocates only inside spm.
-        thread_local std::vector<int> out;
-        auto st = s->proc.Encode(std::string_view(text, n), &out);
-        if (!st.ok()) {
-            shim_msg(err, errlen, "sentencepiece encode failed: " + st.ToString());
-            return -1;
-        }
-        size_t need = *len + out.size();
-        if (need > *cap) {
-            size_t nc = *cap ? *cap : 64;
-            while (nc < need) nc *= 2;
-            void *p = std::realloc(*ids, nc * sizeof(int32_t));
-            if (!p) {
-                shim_msg(err, errlen, "out of memory");
-                return -1;
-            }
-            *ids = static_cast<int32_t *>(p);
-            *cap = nc;
-        }
-        for (size_t i = 0; i < out.size(); i++) (*ids)[*len + i] = out[i];
-        *len = need;
-        return 0;
-    } catch (const std::exception &ex) {
-        shim_msg(err, errlen, std::string("sentencepiece encode failed: ") + ex.what());
-        return -1;
-    }
 }

@@ -1,5 +1,6 @@
-/* spm_shim.h: a minimal C API over libsentencepiece (C++), so the tokenizer stays in C. Ids returned are the
- * model's own SentencePiece ids; the fairseq / XLM-R id mapping is done by the caller (tokenizer.c). */
+/* spm_shim.h: a minimal C API over libsentencepiece (C++), so the tokenizer stays in C: it loads and validates a
+ * .model file and hands out its pieces and scores (ids are the model's own; the fairseq mapping is in unigram.c).
+ * Encoding is done in C (spm_norm.c, unigram.c) because HF's pipeline differs from spm's in a few cases. */
 #ifndef XR_SPM_SHIM_H
 #define XR_SPM_SHIM_H
 #include <stddef.h>
@@ -17,13 +18,9 @@ SpmShim *spm_shim_load(const void *model_bytes, size_t n, char *err, size_t errl
 void spm_shim_free(SpmShim *s);
 int spm_shim_piece_size(const SpmShim *s);
 int spm_shim_unk_id(const SpmShim *s);
+float spm_shim_score(const SpmShim *s, int id);
 /* Piece string of an id (valid until spm_shim_free); NULL when out of range. */
 const char *spm_shim_id_to_piece(const SpmShim *s, int id);
-/* Encode valid UTF-8 text (n bytes); appends raw spm ids to *ids (realloc'd, *cap its capacity, in int32s) at
- * offset *len and advances *len. Returns 0, or -1 on an internal sentencepiece error (message in err). */
-int spm_shim_encode(const SpmShim *s, const char *text, size_t n, int32_t **ids, size_t *cap, size_t *len,
-                    char *err, size_t errlen);
-
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,35 @@ void wp_split(const WpVocab *v, const char *text, size_t n, WpWordFn emit, void 
 /* Normalize, pre-tokenize and WordPiece-encode valid UTF-8 text; appends ids at (*ids)[*len]. */
 void wp_encode(const WpVocab *v, const char *text, size_t n, int32_t **ids, size_t *cap, size_t *len);
 
+/* HF's Precompiled normalizer over a SentencePiece model's charsmap (spm_norm.c). */
+typedef struct SpmNorm SpmNorm;
+/* The normalizer of a serialized ModelProto's charsmap (pass-through when it has none); NULL + message in err
+ * when the protobuf is malformed. */
+SpmNorm *spm_norm_from_model(const void *model, size_t n, char *err, size_t errlen);
+void spm_norm_free(SpmNorm *s);
+/* First (shortest) charsmap match of a prefix of key[0..n): 1 and the replacement, or 0. */
+int spm_norm_match(const SpmNorm *s, const char *key, size_t n, const char **out, size_t *out_len);
+/* Normalize valid UTF-8 into *buf (realloc'd, *cap); whitespace comes out as ' '. Returns the length. */
+size_t spm_norm_apply(const SpmNorm *s, const char *text, size_t n, char **buf, size_t *cap);
+
+/* HF's Unigram model over the fairseq vocabulary (unigram.c). */
+typedef struct UgModel UgModel;
+typedef struct {
+    double *best;
+    int32_t *from, *tok;
+    size_t cap;
+    char *word;
+    size_t wcap;
+} UgScratch;
+struct SpmShim;
+UgModel *ug_build(const struct SpmShim *sp);
+void ug_free(UgModel *m);
+const char *ug_piece_str(const UgModel *m, int id); /* NULL when out of range */
+int ug_size(const UgModel *m);
+/* Encode normalized text (spm_norm_apply output); appends fairseq ids at (*ids)[*len]. */
+void ug_encode(const UgModel *m, const char *s, size_t n, UgScratch *sc, int32_t **ids, size_t *cap, size_t *len);
+void ug_scratch_free(UgScratch *sc);
+
 struct Tokenizer;
 /* The WordPiece vocab of a WordPiece tokenizer (NULL for SentencePiece). */
 const WpVocab *tok_wordpiece_vocab(const struct Tokenizer *t);

@@ -13,7 +13,6 @@
 #include "tok_internal.h"
 
 #define TOK_MAX_SPECIAL 5
-#define TOK_MAX_WS 32
 
 typedef struct {
     char s[12];
@@ -24,19 +23,17 @@ typedef struct {
 struct Tokenizer {
     TokKind kind;
     WpVocab *wp;
-    SpmShim *spm;
     int vocab_size, model_max_length;
     int cls, sep, pad, unk, mask;
-    int spm_unk;
     uint64_t fp;
     /* HF matches special tokens on the raw text (normalized=False) and encodes the pieces between them alone. */
     TokSpecial special[TOK_MAX_SPECIAL];
     int n_special;
     char special_lead; /* '[' or '<': every special token starts with it */
-    /* Whitespace code points that HF splits words on but the spm normalizer keeps (U+0085 for nmt_nfkc): they are
-     * turned into spaces before spm sees the text. Found by probing the model at load time. */
-    int32_t spm_ws[TOK_MAX_WS];
-    int n_spm_ws;
+    /* XLM-R: libsentencepiece loads and validates the model; encoding then follows HF's pipeline, which is not
+     * spm's: charsmap normalization per grapheme (spm_norm.c) and HF's Unigram Viterbi (unigram.c). */
+    SpmNorm *norm;
+    UgModel *ug;
 };
 
 /* ---------------------------------------------------------------- UTF-8 */
@@ -179,48 +176,17 @@ Tokenizer *tok_load_wordpiece_ex(const char *vocab_txt, int do_lower_case, int s
     return tok_load_wp_opts(vocab_txt, &o, 512, e);
 }
 
-static int spm_encode_raw(const Tokenizer *t, const char *s, size_t n, int32_t **ids, size_t *cap, size_t *len) {
-    char err[512];
-    int rc = spm_shim_encode(t->spm, s, n, ids, cap, len, err, sizeof err);
-    /* Valid UTF-8 never fails to encode; a failure here is a bug or out of memory. */
-    if (rc != 0) xr_die("tokenizer: %s", err);
-    return rc;
-}
-
-/* Which Rust-whitespace code points does the model's normalizer keep as they are? HF's WhitespaceSplit splits on
- * them after normalizing; spm would glue them into a word. Probe "a<c>b" against "a b" and "ab". */
-static void tok_probe_spm_ws(Tokenizer *t) {
-    static const int32_t ws[] = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0xA0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003,
-                                 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028, 0x2029, 0x202F,
-                                 0x205F, 0x3000};
-    int32_t *ids = NULL;
-    size_t cap = 0, n_sp = 0, n_glued = 0;
-    spm_encode_raw(t, "a b", 3, &ids, &cap, &n_sp);
-    spm_encode_raw(t, "ab", 2, &ids, &cap, &n_glued);
-    n_glued -= n_sp;
-    for (size_t k = 0; k < sizeof ws / sizeof ws[0]; k++) {
-        char s[8];
-        s[0] = 'a';
-        int m = tok_utf8_encode(ws[k], s + 1);
-        s[1 + m] = 'b';
-        size_t base = n_sp + n_glued, len = base;
-        spm_encode_raw(t, s, (size_t)m + 2, &ids, &cap, &len);
-        size_t got = len - base;
-        int same_sp = got == n_sp && memcmp(ids + base, ids, n_sp * sizeof *ids) == 0;
-        int same_glued = got == n_glued && memcmp(ids + base, ids + n_sp, n_glued * sizeof *ids) == 0;
-        if (!same_sp && !same_glued && t->n_spm_ws < TOK_MAX_WS) t->spm_ws[t->n_spm_ws++] = ws[k];
-    }
-    free(ids);
-}
-
 Tokenizer *tok_load_sentencepiece(const char *spm_model, XrErr *e) {
     size_t n;
     char *buf = xr_read_file(spm_model, &n, e);
     if (!buf) return NULL;
     char err[1024];
     SpmShim *sp = spm_shim_load(buf, n, err, sizeof err);
-    if (!sp) {
+    SpmNorm *norm = sp ? spm_norm_from_model(buf, n, err, sizeof err) : NULL;
+    if (!norm) {
+        if (sp) spm_shim_free(sp);
         xr_errf(e, "%s: %s", spm_model, err);
+        spm_norm_free(norm);
         free(buf);
         return NULL;
     }
@@ -228,18 +194,20 @@ Tokenizer *tok_load_sentencepiece(const char *spm_model, XrErr *e) {
         xr_errf(e, "%s: sentencepiece model has only %d pieces (XLM-R needs <unk>, <s>, </s> and more)", spm_model,
                 spm_shim_piece_size(sp));
         spm_shim_free(sp);
+        spm_norm_free(norm);
         free(buf);
         return NULL;
     }
     Tokenizer *t = xr_calloc(1, sizeof *t);
     t->kind = TOK_SENTENCEPIECE;
-    t->spm = sp;
+    t->norm = norm;
+    t->ug = ug_build(sp);
+    spm_shim_free(sp); /* everything needed is copied into the Unigram model */
     t->fp = tok_hash_opts(xr_hash64(buf, n, 0x746f6b656e697aULL), TOK_SENTENCEPIECE, NULL);
     free(buf);
     /* fairseq ids: <s>=0 <pad>=1 </s>=2 <unk>=3, spm piece k>=3 -> k+1, <mask> after the last piece. */
     t->cls = 0, t->pad = 1, t->sep = 2, t->unk = 3;
-    t->spm_unk = spm_shim_unk_id(sp);
-    t->vocab_size = spm_shim_piece_size(sp) + 2;
+    t->vocab_size = ug_size(t->ug);
     t->mask = t->vocab_size - 1;
     t->model_max_length = 512;
     t->special_lead = '<';
@@ -248,7 +216,6 @@ Tokenizer *tok_load_sentencepiece(const char *spm_model, XrErr *e) {
     tok_add_special(t, "</s>", 2);
     tok_add_special(t, "<unk>", 3);
     tok_add_special(t, "<mask>", t->mask);
-    tok_probe_spm_ws(t);
     return t;
 }
 
@@ -320,7 +287,8 @@ Tokenizer *tok_load(const char *model_dir, XrErr *e) {
 void tok_free(Tokenizer *t) {
     if (!t) return;
     wp_free(t->wp);
-    if (t->spm) spm_shim_free(t->spm);
+    spm_norm_free(t->norm);
+    ug_free(t->ug);
     free(t);
 }
 
@@ -337,58 +305,26 @@ const WpVocab *tok_wordpiece_vocab(const Tokenizer *t) { return t->wp; }
 
 const char *tok_id_to_piece(const Tokenizer *t, int id) {
     if (t->kind == TOK_WORDPIECE) return wp_piece(t->wp, id);
-    static const char *fixed[4] = {"<s>", "<pad>", "</s>", "<unk>"};
-    if (id < 0 || id >= t->vocab_size) return NULL;
-    if (id < 4) return fixed[id];
-    if (id == t->mask) return "<mask>";
-    return spm_shim_id_to_piece(t->spm, id - 1);
+    return ug_piece_str(t->ug, id);
 }
 
 /* ---------------------------------------------------------------- encoding */
 
 /* One piece of text between special tokens (valid UTF-8). */
 static void tok_encode_segment(const Tokenizer *t, const char *s, size_t n, int32_t **ids, size_t *cap, size_t *len,
-                               char **scratch, size_t *scap) {
+                               char **scratch, size_t *scap, UgScratch *ug) {
     if (n == 0) return;
     if (t->kind == TOK_WORDPIECE) {
         wp_encode(t->wp, s, n, ids, cap, len);
         return;
     }
-    if (t->n_spm_ws) { /* rare: only copy when such a character is present */
-        int found = 0;
-        for (size_t i = 0; i < n && !found; i++) {
-            if ((unsigned char)s[i] < 0x80) continue;
-            int adv;
-            int32_t c = tok_utf8_decode((const unsigned char *)s + i, &adv);
-            for (int k = 0; k < t->n_spm_ws; k++) found |= c == t->spm_ws[k];
-            i += (size_t)adv - 1;
-        }
-        if (found) {
-            if (*scap < n + 1) {
-                *scap = n + 1;
-                *scratch = xr_realloc(*scratch, *scap);
-            }
-            size_t m = 0;
-            for (size_t i = 0; i < n;) {
-                int adv;
-                int32_t c = tok_utf8_decode((const unsigned char *)s + i, &adv);
-                int ws = 0;
-                for (int k = 0; k < t->n_spm_ws; k++) ws |= c == t->spm_ws[k];
-                if (ws) (*scratch)[m++] = ' ';
-                else
-                    memcpy(*scratch + m, s + i, (size_t)adv), m += (size_t)adv;
-                i += (size_t)adv;
-            }
-            s = *scratch, n = m;
-        }
-    }
-    size_t first = *len;
-    spm_encode_raw(t, s, n, ids, cap, len);
-    for (size_t i = first; i < *len; i++) (*ids)[i] = (*ids)[i] == t->spm_unk ? 3 : (*ids)[i] + 1;
+    size_t m = spm_norm_apply(t->norm, s, n, scratch, scap);
+    ug_encode(t->ug, *scratch, m, ug, ids, cap, len);
 }
 
 int tok_encode(const Tokenizer *t, const char *text, size_t n, int32_t **ids, size_t *cap) {
     char *fixed = NULL, *scratch = NULL;
+    UgScratch ug = {0};
     size_t fcap = 0, scap = 0, len = 0;
     if (tok_utf8_valid_prefix(text, n) != n) {
         n = tok_utf8_lossy(text, n, &fixed, &fcap);
@@ -410,7 +346,7 @@ int tok_encode(const Tokenizer *t, const char *text, size_t n, int32_t **ids, si
             i++;
             continue;
         }
-        tok_encode_segment(t, text + seg, i - seg, ids, cap, &len, &scratch, &scap);
+        tok_encode_segment(t, text + seg, i - seg, ids, cap, &len, &scratch, &scap, &ug);
         if (len == *cap || !*ids) {
             *cap = *cap ? *cap * 2 : 64;
             *ids = xr_realloc(*ids, *cap * sizeof(int32_t));
@@ -419,9 +355,10 @@ int tok_encode(const Tokenizer *t, const char *text, size_t n, int32_t **ids, si
         i += (size_t)best->len;
         seg = i;
     }
-    tok_encode_segment(t, text + seg, n - seg, ids, cap, &len, &scratch, &scap);
+    tok_encode_segment(t, text + seg, n - seg, ids, cap, &len, &scratch, &scap, &ug);
     free(fixed);
     free(scratch);
+    ug_scratch_free(&ug);
     assert(len <= INT_MAX);
     return (int)len;
 }

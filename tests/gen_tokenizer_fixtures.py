@@ -156,6 +156,12 @@ def edge_cases():
         "don't won't it's O'Neil \u2018curly\u2019", "x" + "\u0301" * 20, "\u0301\u0302 leading marks", "\u00e9\u0301\u0327",
         "Z\u0351\u036b\u0343\u036a\u0302\u036b\u033d\u034f\u0334\u0319\u0324\u031e\u0349\u035a\u032f\u031e\u0320\u034dA\u036b\u0357 zalgo",
         "mixed\u00e9\u4e2dabc\u00e9\U0001F600end", "\U00020000\U0002A6D6 \U0002F800 \uf900 \ufa0e cjk ext",
+        # SentencePiece charsmap per grapheme (HF) vs longest match (spm), Unigram ties, fused unknowns
+        "e\u0301\u0301 a\u0308\u0301 \u1100\u1161 \u1100\u1161\u11a8\u11a8 \u110b\u1173\u11b7", "\uff8a\uff9f \uff76\uff9e \uff8a\uff9f\uff9f",
+        "\u0915\u093c \u0921\u093c\u0940 \u0e01\u0e33 \u0627\u0653 \u00c5\u030a", "999 000 0000 1111 ---- .... ==== 99999999",
+        "\uff1cs\uff1e \uff1c\uff53\uff1e \uff1cmask\uff1e \uff3bCLS\uff3d", "\u16a0\u16a1\u16a2 \u2c80\u2c81 x\u16a0y\u16a1\u16a2z",
+        "a\r\nb\r\n\r\nc \r \n\r", "\U0001F469\U0001F3FD\u200d\U0001F4BB \U0001F1FA\U0001F1F8\U0001F1EC\U0001F1E7 #\ufe0f\u20e3",
+        "\u2581 \u2581\u2581 a\u2581 \u2581a\u2581\u2581b",
     ]
     out = [x.encode("utf-8", "surrogatepass") for x in s]
     out += [b"invalid \xff byte", b"\xc3\x28 bad 2-byte", b"\xe2\x82 truncated 3", b"\xf0\x9f\x98 truncated 4",
@@ -402,6 +408,28 @@ def write_unicode_header(cased, uncased, path):
           f"{len(strip_ovr)} strip_accents overrides")
 
 
+def ids_sweep(tok):
+    """HF ids of "x<c>y" and "<c><c> <c>" for every code point, hashed per block of 4096 code points (FNV-1a 64
+    over each id as 4 little-endian bytes, -1 after each string), so the C test can check them all in 5 KB."""
+    cps = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    strs = []
+    for c in cps:
+        strs += ["x" + chr(c) + "y", chr(c) * 2 + " " + chr(c)]
+    enc = tok.backend_tokenizer.encode_batch(strs, add_special_tokens=False)
+    out, h, blk = [], None, None
+    for k, c in enumerate(cps):
+        if c >> 12 != blk:
+            if blk is not None:
+                out.append("%x %016x" % (blk << 12, h))
+            blk, h = c >> 12, 0xCBF29CE484222325
+        for e in (enc[2 * k], enc[2 * k + 1]):
+            for i in list(e.ids) + [-1]:
+                for b in (i & 0xFFFFFFFF).to_bytes(4, "little"):
+                    h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    out.append("%x %016x" % (blk << 12, h))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-spm", action="store_true", help="retrain the XLM-R-style spm model from man pages")
@@ -450,6 +478,8 @@ def main():
             lines, grid = pair_cases(name, tok, inputs, enc, rng, nspecial)
             write_lines(os.path.join(OUT, name + ".pairs"), lines)
             write_lines(os.path.join(OUT, name + ".grid"), grid)
+        if name == "xlmr":
+            write_lines(os.path.join(OUT, "xlmr.cpsweep"), ids_sweep(tok))
         if name.startswith("bert"):
             sweeps[name] = cp_classes(tok)
             write_lines(os.path.join(OUT, name + ".cpmap"), cp_sweep_lines(sweeps[name]))

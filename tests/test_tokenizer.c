@@ -112,8 +112,12 @@ static Encoded check_ids(const char *name, const Tokenizer *t, const Lines *in, 
             if (++bad <= 5) {
                 fprintf(stderr, "%s: input %d (%zu bytes) differs from HF: \"%.*s\"\n", name, k, in->n[k],
                         (int)(in->n[k] < 120 ? in->n[k] : 120), in->s[k]);
-                show_ids("want", want, nw);
-                show_ids("got ", got, ng);
+                int d = 0;
+                while (d < nw && d < ng && want[d] == got[d]) d++;
+                int from = d > 5 ? d - 5 : 0;
+                fprintf(stderr, "  first difference at id %d:\n", d);
+                show_ids("want", want + from, nw - from);
+                show_ids("got ", got + from, ng - from);
             }
         }
     }
@@ -279,6 +283,46 @@ static void check_cpmap(const char *name, const Tokenizer *t, const char *rel) {
     free(buf);
 }
 
+/* Every code point c as "x<c>y" and "<c><c> <c>", ids hashed per block of 4096 code points as the generator does. */
+static void check_ids_sweep(const char *name, const Tokenizer *t, const char *rel) {
+    size_t n;
+    char *buf = slurp(rel, &n);
+    Lines L = split_lines(buf, n);
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    int bad = 0, blocks = 0;
+    for (int k = 0; k < L.count; k++) {
+        unsigned start;
+        unsigned long long want;
+        if (sscanf(L.s[k], "%x %llx", &start, &want) != 2) xr_die("%s:%d: bad line", rel, k + 1);
+        uint64_t h = 0xCBF29CE484222325ULL;
+        for (int32_t c = (int32_t)start; c < (int32_t)start + 4096 && c < 0x110000; c++) {
+            if (c >= 0xD800 && c < 0xE000) continue;
+            char s1[8], s2[16];
+            size_t m1 = 0, m2 = 0, u;
+            s1[m1++] = 'x', m1 += put_cp(s1 + m1, c), s1[m1++] = 'y';
+            u = put_cp(s2, c);
+            memcpy(s2 + u, s2, u), m2 = 2 * u, s2[m2++] = ' ', m2 += put_cp(s2 + m2, c);
+            for (int r = 0; r < 2; r++) {
+                int ng = tok_encode(t, r ? s2 : s1, r ? m2 : m1, &ids, &cap);
+                for (int i = 0; i <= ng; i++) {
+                    uint32_t v = i < ng ? (uint32_t)ids[i] : 0xFFFFFFFFu;
+                    for (int b = 0; b < 4; b++) h = (h ^ ((v >> (8 * b)) & 0xFF)) * 0x100000001B3ULL;
+                }
+            }
+        }
+        blocks++;
+        if (h != want && ++bad <= 8)
+            fprintf(stderr, "%s: code points U+%04X..U+%04X: ids differ from HF (hash %016llx, want %016llx)\n", name,
+                    start, start + 4095, (unsigned long long)h, want);
+    }
+    TU_CHECK(bad == 0, "%s: %d of %d blocks of 4096 code points differ from HF", name, bad, blocks);
+    printf("%s: every code point in 2 contexts (%d blocks), %d mismatching blocks\n", name, blocks, bad);
+    free(ids);
+    free(L.s);
+    free(buf);
+}
+
 /* ---------------------------------------------------------------- errors, ids, speed */
 static void write_file(const char *path, const char *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -393,6 +437,7 @@ int main(void) {
     check_grid("xlmr", xl, &Ex, "fixtures/tok/xlmr.grid");
     check_cpmap("bert_uncased", bu, "fixtures/tok/bert_uncased.cpmap");
     check_cpmap("bert_cased", bc, "fixtures/tok/bert_cased.cpmap");
+    check_ids_sweep("xlmr", xl, "fixtures/tok/xlmr.cpsweep");
     check_errors();
 
     speed("bert_uncased", bu, &in);
