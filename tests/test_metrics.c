@@ -19,7 +19,8 @@ static double eval1(const MetricsHit *h, size_t nh, const MetricsJudgment *j, si
     return v;
 }
 
-#define CLOSE(got, want) TU_CHECK(fabs((got) - (want)) < 1e-12, "%s: got %.15g want %.15g", #got, (double)(got), (double)(want))
+#define CLOSE(got, want) \
+    TU_CHECK(fabs((got) - (want)) < 1e-12, "%s: got %.15g want %.15g", #got, (double)(got), (double)(want))
 
 static void test_hand(void) {
     /* all scores tied: trec_eval ranks c, b, a (doc id descending); only a is relevant -> rank 3 */
