@@ -17,6 +17,9 @@
  *     range_max. (A candidate dropped in steps 2-3 never uses up one of the range_min slots.)
  *  5. "top": the first num_negatives of that window; "random": num_negatives drawn uniformly from the window
  *     (all of them when there are fewer), returned in window order (score descending).
+ * Skip counts are per rule, each counting only candidates still present when it runs (sentence-transformers
+ * prints the same numbers for the margins and max_score; its min_score count also includes every slot that
+ * was already removed, since -inf < min_score).
  * range_max default (select_resolve): range_min + num_negatives + max_positives, with 10 * num_negatives instead
  * when absolute_margin, relative_margin or max_score is set, or min_score together with a cross-encoder.
  *
@@ -24,7 +27,7 @@
  * [range_min, range_max) BEFORE anything is removed; inside it, positives, their duplicates and the extra
  * exclusions (FlagEmbedding drops passages whose text equals the query: pass those) are removed, then the
  * optional filters of step 3, then num_negatives are sampled (random by default; FlagEmbedding returns them in
- * random order, xrank in rank order). When fewer remain and fill_from_corpus = n > 0, random passages from
+ * random order, xrank by score, which is rank order for retriever scores). When fewer remain and fill_from_corpus = n > 0, random passages from
  * [0, n) that are neither positives, duplicates of them, exclusions nor already picked are added, with score
  * NAN, as FlagEmbedding pads from its whole corpus.
  *
