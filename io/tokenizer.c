@@ -1,6 +1,6 @@
 /* tokenizer.c: the Tokenizer of tokenizer.h: loading (vocab.txt + tokenizer_config.json, or
- * sentencepiece.bpe.model), UTF-8 repair, special-token matching, the XLM-R fairseq id mapping over the spm shim,
- * and the HF templates with the Rust tokenizers' longest_first truncation. WordPiece itself is in wordpiece.c. */
+ * sentencepiece.bpe.model through the spm shim), UTF-8 repair, special-token matching, and the HF templates with
+ * the Rust tokenizers' longest_first truncation. The models: wordpiece.c (BERT), spm_norm.c + unigram.c (XLM-R). */
 #include "tokenizer.h"
 
 #include <assert.h>

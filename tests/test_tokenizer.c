@@ -340,6 +340,8 @@ static void check_errors(void) {
     e.msg[0] = 0;
     TU_CHECK(tok_load(dir, &e) == NULL && strstr(e.msg, "vocab.txt") && strstr(e.msg, "sentencepiece.bpe.model"),
              "empty dir: %s", e.msg);
+    write_file(vocab, "", 0);
+    TU_CHECK(tok_load(dir, &e) == NULL && strstr(e.msg, vocab), "empty vocab: %s", e.msg);
     write_file(vocab, "[PAD]\n[UNK]\n[SEP]\nhello\n", 24);
     TU_CHECK(tok_load(dir, &e) == NULL && strstr(e.msg, "[CLS]") && strstr(e.msg, vocab), "no [CLS]: %s", e.msg);
     write_file(vocab, "[PAD]\n[UNK]\n[CLS]\nhello\n", 24);
@@ -362,6 +364,8 @@ static void check_errors(void) {
     TU_CHECK(tok_load(dir, &e) == NULL && strstr(e.msg, "tokenizer_config.json"), "bad json: %s", e.msg);
     remove(cfg);
     remove(vocab);
+    write_file(spm, "", 0);
+    TU_CHECK(tok_load(dir, &e) == NULL && strstr(e.msg, spm), "empty spm: %s", e.msg);
     write_file(spm, "this is not a model", 19);
     TU_CHECK(tok_load(dir, &e) == NULL && strstr(e.msg, spm), "corrupt spm: %s", e.msg);
     size_t n;
