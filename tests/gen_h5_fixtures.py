@@ -311,6 +311,8 @@ def main():
     # ---------------- HF tokenizer ids for every BEIR text
     from tokenizers import Tokenizer
     tk = Tokenizer.from_file(os.path.join(a.model, "tokenizer.json"))
+    tk.no_truncation()
+    tk.no_padding()
     enc = lambda t: tk.encode(t, add_special_tokens=False).ids
     json.dump({"queries": [enc(t) for t in exp_beir["queries"]], "passages": [enc(t) for t in exp_beir["passages"]]},
               open(os.path.join(OUT, "expected", "beir_tokens.json"), "w"))
