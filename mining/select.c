@@ -98,6 +98,38 @@ static int in_set(const int64_t *set, size_t n, int64_t v) {
     return 0;
 }
 
+typedef struct {
+    int64_t c;
+    size_t pos;
+} CanonPos;
+
+static int canon_pos_cmp(const void *pa, const void *pb) {
+    const CanonPos *a = pa, *b = pb;
+    if (a->c != b->c) return a->c < b->c ? -1 : 1;
+    return (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+/* is_dup[i] = 1 when candidate i has the same text (canonical id) as a higher-ranked real candidate: the
+ * reference implementations search a text-deduplicated corpus, where such a copy does not exist. */
+static unsigned char *mark_duplicates(const SelectQuery *q, size_t n, int flag, SelectCanonFn canon, void *ctx) {
+    CanonPos *cp = xr_malloc((n + 1) * sizeof *cp);
+    unsigned char *is_dup = xr_calloc(n + 1, 1);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (q->cand_index[i] < 0) {
+            if (flag) break;
+            continue;
+        }
+        if (isnan(q->cand_score[i]) || q->cand_score[i] == -INFINITY) continue;
+        cp[m++] = (CanonPos){canon(q->cand_index[i], ctx), i};
+    }
+    qsort(cp, m, sizeof *cp, canon_pos_cmp);
+    for (size_t j = 1; j < m; j++)
+        if (cp[j].c == cp[j - 1].c) is_dup[cp[j].pos] = 1;
+    free(cp);
+    return is_dup;
+}
+
 /* stable merge sort of candidate positions by score descending (ties keep the rank order) */
 static void sort_by_score(const float *score, size_t *pos, size_t *tmp, size_t n) {
     int sorted = 1;
@@ -147,6 +179,7 @@ int select_query(const SelectOpts *o, const SelectQuery *q, SelectCanonFn canon,
 
     size_t *surv = xr_malloc(2 * (n + 1) * sizeof *surv), *tmp = surv + n + 1;
     size_t S = 0;
+    unsigned char *is_dup = canon ? mark_duplicates(q, n, flag, canon, canon_ctx) : NULL;
     for (size_t i = 0; i < n; i++) {
         int64_t idx = q->cand_index[i];
         float s = q->cand_score[i];
@@ -169,6 +202,10 @@ int select_query(const SelectOpts *o, const SelectQuery *q, SelectCanonFn canon,
         }
         if (in_set(xc, q->n_exclude, c)) {
             st.excluded++;
+            continue;
+        }
+        if (is_dup && is_dup[i]) {
+            st.duplicate++;
             continue;
         }
         if (have_pos && !isnan(o->absolute_margin)) {
@@ -259,12 +296,13 @@ int select_query(const SelectOpts *o, const SelectQuery *q, SelectCanonFn canon,
     st.negatives = (int64_t)got;
     st.short_queries = got < N;
     if (stats) select_stats_add(stats, &st);
+    free(is_dup);
     free(surv);
     free(pc);
     return (int)got;
 }
 
-_Static_assert(sizeof(SelectStats) == 15 * sizeof(int64_t), "SelectStats must stay an array of int64");
+_Static_assert(sizeof(SelectStats) == 16 * sizeof(int64_t), "SelectStats must stay an array of int64");
 
 void select_stats_add(SelectStats *dst, const SelectStats *src) {
     int64_t *d = (int64_t *)dst;

@@ -7,7 +7,9 @@
  *     positives of any query in the data set), index -1 = empty slot.
  *  2. Drop the query's positives (include_positives = 0) and any passage the caller's canonical map says is an
  *     exact duplicate of a positive (sentence-transformers dedups the corpus by exact text, so a duplicate is
- *     the same passage there); drop the caller's extra exclusions.
+ *     the same passage there); drop the caller's extra exclusions; drop a candidate that duplicates a
+ *     higher-ranked candidate (a safety net: for results identical to sentence-transformers, search only
+ *     canonical passages, as it searches a deduplicated corpus, so that the candidate count means the same).
  *  3. Filters against pos = the LOWEST score among the query's positives, in float32 arithmetic as torch does:
  *     absolute_margin: drop if (s + m) > pos; relative_margin: drop if s > pos - |pos| * m;
  *     max_score: drop if s > max; min_score: drop if s < min. Then (xrank's own) ce_max_score on the
@@ -87,6 +89,7 @@ typedef struct {
     int64_t candidates;      /* real (non-empty) candidate slots looked at */
     int64_t positive;        /* a positive of the query, or an exact duplicate of one */
     int64_t excluded;        /* in the caller's exclusion list */
+    int64_t duplicate;       /* same text (canonical id) as a higher-ranked candidate */
     int64_t absolute_margin;
     int64_t relative_margin;
     int64_t max_score;

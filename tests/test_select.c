@@ -220,6 +220,13 @@ static void test_filters(void) {
     q.exclude = excl3;
     n = select_query(&o, &q, select_canon_array, canon, out, osc, NULL);
     EXPECT("exclusion through the canonical map", out, n, 11, 13, 14, 15, 17);
+    /* a copy of a higher-ranked candidate is dropped, the first copy stays */
+    canon[14] = 11;
+    q.exclude = NULL, q.n_exclude = 0;
+    memset(&st, 0, sizeof st);
+    n = select_query(&o, &q, select_canon_array, canon, out, osc, &st);
+    EXPECT("duplicate candidate dropped", out, n, 10, 11, 13, 15, 17);
+    TU_CHECK(st.duplicate == 1 && st.positive == 2, "duplicate stats %lld", (long long)st.duplicate);
 }
 
 static void test_resolve(void) {
