@@ -29,9 +29,9 @@
  * [range_min, range_max) BEFORE anything is removed; inside it, positives, their duplicates and the extra
  * exclusions (FlagEmbedding drops passages whose text equals the query: pass those) are removed, then the
  * optional filters of step 3, then num_negatives are sampled (random by default; FlagEmbedding returns them in
- * random order, xrank by score, which is rank order for retriever scores). When fewer remain and fill_from_corpus = n > 0, random passages from
- * [0, n) that are neither positives, duplicates of them, exclusions nor already picked are added, with score
- * NAN, as FlagEmbedding pads from its whole corpus.
+ * random order, xrank by score, which is rank order for retriever scores). When fewer remain and
+ * fill_from_corpus = n > 0, random passages from [0, n) that are neither positives, duplicates of them,
+ * exclusions nor already picked are added, with score NAN, as FlagEmbedding pads from its whole corpus.
  *
  * Randomness: one stream per query seeded from (seed, query key), so picks depend on neither the thread count
  * nor the rank count nor the order queries are processed in. The stream is xrank's own: the same seed does not
