@@ -11,5 +11,6 @@ typedef struct {
 int cmd_version(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

@@ -1,0 +1,318 @@
+/* cmd_tokenize.c: `xrank tokenize`: text (BEIR / pair files / FlagEmbedding jsonl) -> an HDF5 dataset
+ * directory (token stores + index.h5). Under mpirun every rank parses the text (deterministic), tokenizes a
+ * byte-balanced contiguous slice, the row lengths are all-gathered so every rank knows the data-only shard
+ * plan, each shard's tokens are gathered on its writer (shard k on rank k % N), and rank 0 writes the index
+ * and renames the directory into place: the bytes written are the same for any N. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "args.h"
+#include "cli.h"
+#include "comm.h"
+#include "dataset.h"
+#include "hfmodel.h"
+#include "textread.h"
+#include "tokenizer.h"
+
+static const ArgSpec TOKENIZE_FLAGS[] = {
+    {"input", ARG_STR, NULL, "PATH[,PATH]",
+     "a BEIR directory, or pair / FlagEmbedding files (.jsonl .json .csv .tsv .txt, each optionally .gz), "
+     "comma separated",
+     NULL, 0},
+    {"output", ARG_STR, NULL, "DIR", "dataset directory to write (written as DIR.tmp.PID, renamed when complete)",
+     NULL, 0},
+    {"model", ARG_STR, NULL, "DIR|ID", "the model whose tokenizer to use: HF directory or hub id in the local cache",
+     NULL, 0},
+    {"overwrite", ARG_SWITCH, NULL, "", "replace an existing output dataset directory", NULL, 0},
+    {"format", ARG_CHOICE, "auto", "",
+     "input format; auto: a directory is BEIR, a jsonl whose first record has \"query\" and a list \"pos\" is "
+     "FlagEmbedding, anything else pairs",
+     "auto|beir|pairs|flagembedding", 0},
+    {"split", ARG_STR, NULL, "NAME", "BEIR: qrels/NAME.tsv (default: test, or the only file in qrels/)", NULL, 0},
+    {"title-sep", ARG_STR, " ", "TEXT", "BEIR: a passage is strip(title + TEXT + text), as BEIR's models join them",
+     NULL, 0},
+    {"no-title", ARG_SWITCH, NULL, "", "BEIR: a passage is the text alone", NULL, 0},
+    {"query-column", ARG_STR, NULL, "NAME", "pair files: the query column (default: positional)", NULL, 0},
+    {"positive-column", ARG_STR, NULL, "NAME", "pair files: the positive column (with --query-column)", NULL, 0},
+    {"negative-columns", ARG_STR, NULL, "A,B", "pair files: negative columns (with --query-column)", NULL, 0},
+    {"label-column", ARG_STR, NULL, "NAME", "pair files: a label / score column (with --query-column)", NULL, 0},
+    {"no-header", ARG_SWITCH, NULL, "", "csv / tsv files have no header line: columns are 0, 1, 2, ...", NULL, 0},
+    {"allow-empty", ARG_SWITCH, NULL, "", "keep empty texts as 0-token rows instead of failing", NULL, 0},
+    {"max-query-tokens", ARG_INT, "0", "N", "keep the first N tokens of a query; 0 = all", NULL, 0},
+    {"max-passage-tokens", ARG_INT, "0", "N", "keep the first N tokens of a passage; 0 = all", NULL, 0},
+    {"shard-size", ARG_STR, "256M", "BYTES", "target bytes of a shard file before compression (K, M, G suffixes)",
+     NULL, 0},
+    {"threads", ARG_INT, "0", "N",
+     "tokenizer threads per rank; 0 = OMP_NUM_THREADS or all cores, split between the ranks of a node", NULL, 0},
+    {"quiet", ARG_SWITCH, NULL, "", "no report on stderr", NULL, 0},
+    {"config", ARG_STR, NULL, "FILE", "JSON file of flag values", NULL, 0},
+};
+#define NFLAGS ((int)(sizeof TOKENIZE_FLAGS / sizeof TOKENIZE_FLAGS[0]))
+
+static const ArgHelp TOKENIZE_HELP = {
+    "Tokenize text into an HDF5 dataset: token stores (queries, passages) + qrels / negatives / labels.",
+    "inputs:\n"
+    "  BEIR directory   corpus.jsonl {_id,title,text}, queries.jsonl {_id,text}, qrels/<split>.tsv\n"
+    "  pair files       jsonl / csv / tsv: query, positive[, negatives...] or query, passage, label (columns\n"
+    "                   named label or score are the label; others are positional unless --query-column)\n"
+    "  FlagEmbedding    jsonl {query, pos: [..], neg: [..], pos_scores, neg_scores}\n"
+    "Passages are de-duplicated by exact text and rows with the same query text become one query (pair and\n"
+    "FlagEmbedding files; BEIR keeps its ids). Sequences are stored without special tokens. Any bad input\n"
+    "stops the run with file:line and leaves no output. The output directory holds index.h5 and shard files\n"
+    "queries-NNNNN.h5 / passages-NNNNN.h5 (docs/FORMATS.md); it is the same, byte for byte, for any number\n"
+    "of ranks and threads.",
+    "  xrank tokenize --model sentence-transformers/all-MiniLM-L6-v2 --input data/scifact --output scifact.h5d\n"
+    "  mpirun -np 8 xrank tokenize --model BAAI/bge-reranker-v2-m3 --input train.jsonl.gz --output train.h5d\n"
+    "  xrank tokenize --model ./minilm --input triples.tsv --no-header --output msmarco --max-passage-tokens 256",
+};
+
+static int parse_size(const char *s, int64_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (end == s || *end || v <= 0 || v * mul > 64.0 * 1024 * 1024 * 1024) return -1;
+    *out = (int64_t)(v * mul);
+    return *out > 0 ? 0 : -1;
+}
+
+static int count_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+typedef struct {
+    Comm *c;
+    int rank, size;
+    Args a;
+    Tokenizer *tok;
+    char *model_dir;
+    char **inputs;
+    int ninputs;
+    char *tmpdir;
+    TextSet ts;
+    int have_ts;
+} TokCtx;
+
+static int tok_finish(TokCtx *x, int code) {
+    if (x->tok) tok_free(x->tok);
+    free(x->model_dir);
+    for (int i = 0; i < x->ninputs; i++) free(x->inputs[i]);
+    free(x->inputs);
+    free(x->tmpdir);
+    if (x->have_ts) textset_free(&x->ts);
+    args_free(&x->a);
+    fflush(stdout);
+    comm_finalize(x->c);
+    return code;
+}
+
+/* Collective: every rank passes its status; on failure rank 0 prints the (lowest rank's) message, removes the
+ * temporary directory, and all ranks return the exit code. */
+static int tok_check(TokCtx *x, int status, XrErr *e) {
+    if (comm_check(x->c, status, e) == 0) return 0;
+    if (x->rank == 0) {
+        fprintf(stderr, "xrank tokenize: error: %s\n", e->msg);
+        if (x->tmpdir) ds_output_abort(x->tmpdir);
+    }
+    return -1;
+}
+
+/* One store over the ranks: tokenize this rank's slice, share the lengths, gather each shard on its writer,
+ * write the shards this rank owns. Fills st (nshards, row_off: caller frees *row_off), *ntok and *ntrunc. */
+static int tokenize_store(TokCtx *x, DsStore *st, const TextList *texts, int threads, int64_t shard_bytes,
+                          int64_t **row_off, int64_t *ntok, int64_t *ntrunc, XrErr *e) {
+    int64_t lo, hi, n = texts->n;
+    ds_slice(texts, x->rank, x->size, &lo, &hi);
+    int64_t *mylens = xr_malloc(sizeof(int64_t) * (size_t)(hi - lo + 1)), myntok, mytrunc;
+    int32_t *mytok = ds_tokenize(x->tok, texts, lo, hi, st->max_tokens, threads, mylens, &myntok, &mytrunc);
+    size_t got;
+    int64_t *lens = (int64_t *)comm_allgather(x->c, mylens, sizeof(int64_t) * (size_t)(hi - lo), &got, NULL);
+    int64_t *tr = (int64_t *)comm_allgather(x->c, &mytrunc, sizeof mytrunc, &got, NULL);
+    *ntrunc = 0;
+    for (int r = 0; r < x->size; r++) *ntrunc += tr[r];
+    free(tr);
+    free(mylens);
+    /* token offset of every row: where a shard's or a slice's tokens start */
+    int64_t *tokoff = xr_malloc(sizeof(int64_t) * (size_t)(n + 1));
+    tokoff[0] = 0;
+    for (int64_t i = 0; i < n; i++) tokoff[i + 1] = tokoff[i] + lens[i];
+    *ntok = tokoff[n];
+    st->nshards = ds_plan_shards(lens, n, st->ids, shard_bytes, row_off);
+    st->row_off = *row_off;
+    int32_t **mine = xr_calloc((size_t)st->nshards, sizeof(int32_t *));
+    for (int k = 0; k < st->nshards; k++) {
+        int64_t a = st->row_off[k], b = st->row_off[k + 1];
+        int64_t s0 = a > lo ? a : lo, s1 = b < hi ? b : hi;
+        size_t bytes = s1 > s0 ? sizeof(int32_t) * (size_t)(tokoff[s1] - tokoff[s0]) : 0;
+        const int32_t *src = s1 > s0 ? mytok + (tokoff[s0] - tokoff[lo]) : mytok;
+        mine[k] = (int32_t *)comm_gather(x->c, src, bytes, k % x->size, &got, NULL);
+        if (mine[k] && got != sizeof(int32_t) * (size_t)(tokoff[b] - tokoff[a])) {
+            fprintf(stderr, "xrank tokenize: internal error: shard %d gathered %zu bytes\n", k, got);
+            abort();
+        }
+    }
+    free(mytok);
+    int status = 0;
+    for (int k = x->rank; k < st->nshards && status == 0; k += x->size)
+        status = ds_write_shard(x->tmpdir, st, k, mine[k], lens + st->row_off[k], e);
+    for (int k = 0; k < st->nshards; k++) free(mine[k]);
+    free(mine);
+    free(tokoff);
+    free(lens);
+    return status;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    TokCtx x = {0};
+    x.c = comm_init(&argc, &argv);
+    x.rank = comm_rank(x.c);
+    x.size = comm_size(x.c);
+    XrErr e = {{0}};
+    int pr = args_parse(&x.a, "tokenize", TOKENIZE_FLAGS, NFLAGS, 0, argc, argv, &e);
+    if (pr == 1) {
+        if (x.rank == 0) args_usage(stdout, "tokenize", TOKENIZE_FLAGS, NFLAGS, &TOKENIZE_HELP);
+        return tok_finish(&x, 0);
+    }
+    const char *input = pr == 0 ? args_str(&x.a, "input") : NULL, *output = pr == 0 ? args_str(&x.a, "output") : NULL;
+    const char *model = pr == 0 ? args_str(&x.a, "model") : NULL;
+    int64_t shard_bytes = 0;
+    if (pr == 0 && (!input || !output || !model))
+        pr = xr_errf(&e, "--input, --output and --model are required (xrank tokenize --help)");
+    if (pr == 0 && parse_size(args_str(&x.a, "shard-size"), &shard_bytes) < 0)
+        pr = xr_errf(&e, "--shard-size %s: expected a positive size such as 256M, 1G or 65536", args_str(&x.a, "shard-size"));
+    if (pr < 0) {
+        if (x.rank == 0) fprintf(stderr, "xrank tokenize: error: %s\n", e.msg);
+        return tok_finish(&x, 2);
+    }
+    int quiet = args_bool(&x.a, "quiet"), overwrite = args_bool(&x.a, "overwrite");
+    int threads = (int)args_int(&x.a, "threads");
+    if (threads == 0) {
+        int local = comm_local_size(x.c);
+#ifdef _OPENMP
+        threads = local > 1 ? count_cpus() / local : omp_get_max_threads();
+#else
+        threads = local > 1 ? count_cpus() / local : 1;
+#endif
+        if (threads < 1) threads = 1;
+    }
+    double t_start = xr_now();
+
+    /* tokenizer on every rank; the output checked by rank 0 before any work */
+    int status = 0;
+    x.model_dir = hf_resolve_model(model, &e);
+    if (!x.model_dir) status = -1;
+    if (status == 0 && !(x.tok = tok_load(x.model_dir, &e))) status = -1;
+    if (status == 0 && x.rank == 0) status = ds_output_check(output, overwrite, &e);
+    if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
+
+    /* every rank parses the text: deterministic, so all hold the same TextSet */
+    for (const char *p = input; p && *p;) {
+        const char *c = strchr(p, ',');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+        x.inputs = xr_realloc(x.inputs, sizeof(char *) * (size_t)(x.ninputs + 1));
+        x.inputs[x.ninputs] = xr_malloc(l + 1);
+        memcpy(x.inputs[x.ninputs], p, l);
+        x.inputs[x.ninputs++][l] = 0;
+        p = c ? c + 1 : NULL;
+    }
+    static const TrFormat fmts[] = {TR_AUTO, TR_BEIR, TR_PAIRS, TR_FLAG};
+    const char *fname = args_str(&x.a, "format");
+    int fi = !strcmp(fname, "beir") ? 1 : !strcmp(fname, "pairs") ? 2 : !strcmp(fname, "flagembedding") ? 3 : 0;
+    TrOptions to = {.format = fmts[fi],
+                    .split = args_str(&x.a, "split"),
+                    .title_sep = args_str(&x.a, "title-sep"),
+                    .no_title = args_bool(&x.a, "no-title"),
+                    .query_column = args_str(&x.a, "query-column"),
+                    .positive_column = args_str(&x.a, "positive-column"),
+                    .negative_columns = args_str(&x.a, "negative-columns"),
+                    .label_column = args_str(&x.a, "label-column"),
+                    .no_header = args_bool(&x.a, "no-header"),
+                    .allow_empty = args_bool(&x.a, "allow-empty")};
+    status = tr_read((const char *const *)x.inputs, x.ninputs, &to, &x.ts, &e);
+    x.have_ts = status == 0;
+    if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
+    double t_parsed = xr_now();
+
+    /* the temporary directory: made by rank 0, its name sent to all */
+    status = 0;
+    size_t tn = 0;
+    if (x.rank == 0) {
+        x.tmpdir = ds_output_begin(output, &e);
+        if (!x.tmpdir) status = -1;
+    }
+    if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
+    if (x.rank == 0) tn = strlen(x.tmpdir);
+    comm_bcast_buf(x.c, &x.tmpdir, &tn, 0);
+
+    DsTokInfo ti;
+    ds_tok_info(x.tok, &ti);
+    DsStore st[2] = {{.name = "queries", .tok = &ti, .max_tokens = args_int(&x.a, "max-query-tokens"), .ts = &x.ts,
+                      .ids = &x.ts.query_ids},
+                     {.name = "passages", .tok = &ti, .max_tokens = args_int(&x.a, "max-passage-tokens"), .ts = &x.ts,
+                      .ids = &x.ts.passage_ids}};
+    const TextList *texts[2] = {&x.ts.queries, &x.ts.passages};
+    int64_t *row_off[2] = {NULL, NULL}, ntok[2] = {0, 0}, ntrunc[2] = {0, 0};
+    double t_tok = 0;
+    int rc = 0;
+    for (int s = 0; s < 2 && rc == 0; s++) {
+        double t0 = xr_now();
+        status = tokenize_store(&x, &st[s], texts[s], threads, shard_bytes, &row_off[s], &ntok[s], &ntrunc[s], &e);
+        if (tok_check(&x, status, &e)) rc = 1;
+        t_tok += xr_now() - t0;
+    }
+    if (rc == 0) {
+        status = x.rank == 0 ? ds_write_index(x.tmpdir, &x.ts, &st[0], &st[1], ntok, ntrunc, &e) : 0;
+        if (status == 0 && x.rank == 0) status = ds_output_commit(x.tmpdir, output, overwrite, &e);
+        if (tok_check(&x, status, &e)) rc = 1;
+    }
+    if (rc == 0 && x.rank == 0 && !quiet) {
+        const TextSet *ts = &x.ts;
+        double bytes = 0;
+        for (int s = 0; s < 2; s++)
+            if (texts[s]->n) bytes += (double)(texts[s]->start[texts[s]->n] - texts[s]->n);
+        double t_end = xr_now();
+        fprintf(stderr,
+                "xrank tokenize: %s -> %s (%s, %s %s)\n"
+                "  queries  %lld rows, %lld tokens, %d shard%s\n"
+                "  passages %lld rows, %lld tokens, %d shard%s\n"
+                "  qrels %lld, negatives %lld, labels %lld\n",
+                input, output, tr_format_name(ts->format), ti.kind, ti.fingerprint, (long long)texts[0]->n,
+                (long long)ntok[0], st[0].nshards, st[0].nshards == 1 ? "" : "s", (long long)texts[1]->n,
+                (long long)ntok[1], st[1].nshards, st[1].nshards == 1 ? "" : "s", (long long)ts->nqrels,
+                (long long)ts->nneg, (long long)ts->nlab);
+        if (ntrunc[0] || ntrunc[1])
+            fprintf(stderr, "  truncated: %lld queries at %lld tokens, %lld passages at %lld tokens\n",
+                    (long long)ntrunc[0], (long long)st[0].max_tokens, (long long)ntrunc[1],
+                    (long long)st[1].max_tokens);
+        if (ts->merged_query_rows || ts->dup_passage_texts || ts->dup_qrels || ts->dup_negatives ||
+            ts->negatives_dropped_as_positive || ts->queries_without_qrels || ts->empty_texts)
+            fprintf(stderr,
+                    "  merged: %lld rows into earlier queries, %lld repeated passage texts; dropped: %lld repeated "
+                    "qrels, %lld repeated negatives, %lld negatives that are positives, %lld queries without "
+                    "qrels; %lld empty texts kept\n",
+                    (long long)ts->merged_query_rows, (long long)ts->dup_passage_texts, (long long)ts->dup_qrels,
+                    (long long)ts->dup_negatives, (long long)ts->negatives_dropped_as_positive,
+                    (long long)ts->queries_without_qrels, (long long)ts->empty_texts);
+        fprintf(stderr,
+                "  %.1f MB of text: parse %.2fs, tokenize+write %.2fs (%.1f MB/s on %d rank%s x %d thread%s, "
+                "%.2f MB/s per core), total %.2fs\n",
+                bytes / 1e6, t_parsed - t_start, t_tok, t_tok > 0 ? bytes / 1e6 / t_tok : 0.0, x.size,
+                x.size == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
+                t_tok > 0 ? bytes / 1e6 / t_tok / (x.size * threads) : 0.0, t_end - t_start);
+    }
+    free(row_off[0]);
+    free(row_off[1]);
+    return tok_finish(&x, rc);
+}
