@@ -26,6 +26,10 @@ struct UgModel {
     UgSlot *slots;
     size_t mask;
     int max_len;
+    /* Bitmaps over hashes (top bits) of every token prefix and of every token: the walk from a start position
+     * stops at the first prefix no token has, and only probable tokens are looked up. */
+    uint64_t *pre_bits, *tok_bits;
+    int bits_log2;
     int unk;
     double unk_score;
 };
@@ -81,6 +85,23 @@ UgModel *ug_build(const SpmShim *sp) {
         m->slots[i].h = h;
         m->slots[i].id = id;
     }
+    size_t prefixes = 0;
+    for (int id = 0; id < m->n; id++) prefixes += m->len[id];
+    m->bits_log2 = 10;
+    while (((size_t)1 << m->bits_log2) < prefixes * 16) m->bits_log2++;
+    size_t words = ((size_t)1 << m->bits_log2) / 64;
+    m->pre_bits = xr_calloc(words, sizeof(uint64_t));
+    m->tok_bits = xr_calloc(words, sizeof(uint64_t));
+    for (int id = 0; id < m->n; id++) {
+        const unsigned char *t = (const unsigned char *)m->blob + m->off[id];
+        uint64_t h = FNV_OFF, b = 0;
+        for (uint32_t k = 0; k < m->len[id]; k++) {
+            h = fnv_step(h, t[k]);
+            b = h >> (64 - m->bits_log2);
+            m->pre_bits[b >> 6] |= 1ULL << (b & 63);
+        }
+        if (m->len[id]) m->tok_bits[b >> 6] |= 1ULL << (b & 63);
+    }
     m->unk = 3;
     m->unk_score = min_score - UG_UNK_PENALTY;
     return m;
@@ -100,6 +121,8 @@ void ug_free(UgModel *m) {
     free(m->len);
     free(m->score);
     free(m->slots);
+    free(m->pre_bits);
+    free(m->tok_bits);
     free(m);
 }
 
@@ -134,8 +157,11 @@ static void ug_piece(const UgModel *m, const char *w, size_t n, UgScratch *sc, i
         size_t lim = n - s < (size_t)m->max_len ? n - s : (size_t)m->max_len;
         for (size_t k = 0; k < lim; k++) {
             h = fnv_step(h, (unsigned char)w[s + k]);
+            uint64_t b = h >> (64 - m->bits_log2);
+            if (!(m->pre_bits[b >> 6] >> (b & 63) & 1)) break; /* no token continues this prefix */
             size_t e = s + k + 1;
             if (e < n && ((unsigned char)w[e] & 0xC0) == 0x80) continue; /* trie keys end on char boundaries */
+            if (!(m->tok_bits[b >> 6] >> (b & 63) & 1)) continue;
             int id = ug_lookup(m, h, w + s, k + 1);
             if (id < 0) continue;
             double cand = here + m->score[id];
