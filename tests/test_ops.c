@@ -31,7 +31,7 @@ static void test_gemm(Backend *be) {
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < ldc; j++) {
                     double s = 0;
-                    for (int k = 0; k < K; k++)
+                    for (int k = 0; k < K && j < N; k++)
                         s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
                              (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
                     ref[(size_t)i * ldc + j] = j < N ? (float)(alpha * s + beta * C[(size_t)i * ldc + j])
