@@ -5,6 +5,7 @@
 #ifndef XR_H5STORE_H
 #define XR_H5STORE_H
 #include <stdint.h>
+#include <stdio.h>
 
 #include "xr_common.h"
 
@@ -85,6 +86,30 @@ int h5store_read_rows(TokenStore *s, const int64_t *rows, int64_t n, TokBatch *b
 int h5store_load(TokenStore *s, TokBatch *b, XrErr *e);
 /* The ids of rows [i, j): returns a malloc'd array of j - i strings living in the same allocation (one free). */
 char **h5store_read_ids(TokenStore *s, int64_t i, int64_t j, XrErr *e);
+
+/* ---- inspection: read a shard or an index without trusting it (`xrank inspect`) ---- */
+
+/* What h5store_scan_shard found in one shard file. Problems are counted and the first few described. */
+typedef struct {
+    char kind[64], fingerprint[64];
+    int64_t rows, ntok, nids, row_start, shard_index, num_shards, num_rows_total, vocab_size, max_tokens;
+    int64_t *lens; /* [rows] token count of each row (0 where the offsets are broken); free() it */
+    int64_t tok_min, tok_max, tok_out_of_range; /* ids < 0 or >= vocab_size */
+    int64_t offsets_backwards;                   /* rows whose end offset is below their start */
+    int nproblems;
+    char problems[8][320];
+} ShardScan;
+/* Read a shard's attributes, offsets, ids count and every token (in 4 MiB pieces) and check them: offsets
+ * start at 0, never go back and end at the token count; ids count = rows; ids in [0, vocab_size). Returns
+ * -1 only when the file cannot be read as a shard at all. */
+int h5store_scan_shard(const char *path, const char *name, ShardScan *s, XrErr *e);
+/* The shard table of store `name` in an index.h5: files (one allocation), row offsets [*ns + 1], tokens. */
+int h5store_index_shards(const char *index_path, const char *name, char ***files, int64_t **row_off, int *ns,
+                         int64_t *num_tokens, XrErr *e);
+/* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable. */
+int h5_file_format(const char *path, char *fmt, size_t cap);
+/* List every group and dataset (shape, type) and the root attributes, like h5ls -r. */
+int h5_list(const char *path, FILE *out, XrErr *e);
 
 /* ---- small typed helpers shared by the index writer/reader and `xrank inspect` (hid_t passed as int64) ---- */
 
