@@ -36,6 +36,10 @@ int ops_get_threads(const Backend *be);
  * unset; NULL otherwise. Acting on it needs a fresh process: set OPENBLAS_CORETYPE and re-exec. */
 const char *ops_cpu_blas_core(void);
 const char *ops_cpu_blas_better_core(void);
+/* Where OpenBLAS would run AVX2 kernels on an AVX-512 CPU, ops_linear (every encoder GEMM) runs xrank's own
+ * AVX-512 kernel instead ($XR_CPU_GEMM=openblas|avx512 forces either). Says which: "xrank-avx512" or
+ * "openblas" ("device" for a GPU backend). */
+const char *ops_cpu_gemm_kernel(const Backend *be);
 
 /* Device memory (CPU: 64-byte aligned host memory). Allocation failure dies with the size. */
 void *ops_alloc(Backend *be, size_t bytes);

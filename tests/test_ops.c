@@ -1,6 +1,7 @@
 /* test_ops.c: every op of the CPU backend against a naive double-precision loop on random inputs (never
  * zeros) with odd sizes, large enough to take the multi-threaded paths; plus the vector exp/GELU helpers over
  * their whole range, and bitwise-equal results for 1 and 3 threads where the work split is by rows. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +46,9 @@ static void test_gemm(Backend *be) {
         }
 }
 
-static void test_linear(Backend *be) {
-    const int M = 301, N = 67, K = 45;
+/* nn.Linear through whichever GEMM the backend chose, at sizes that cut every block of the AVX-512 kernel
+ * (rows 12 / 168, columns 32 / 1024, depth 256) and take both the row and the column split. */
+static void test_linear_size(Backend *be, int M, int N, int K) {
     float *x = rand_vec((size_t)M * K, 1), *W = rand_vec((size_t)N * K, 1), *b = rand_vec(N, 1);
     float *y = malloc((size_t)M * N * sizeof(float)), *ref = malloc((size_t)M * N * sizeof(float));
     for (int with_bias = 0; with_bias < 2; with_bias++) {
@@ -56,10 +58,34 @@ static void test_linear(Backend *be) {
                 for (int k = 0; k < K; k++) s += (double)x[(size_t)i * K + k] * W[(size_t)j * K + k];
                 ref[(size_t)i * N + j] = (float)s;
             }
+        for (size_t i = 0; i < (size_t)M * N; i++) y[i] = 1e30f; /* must be overwritten, never read */
         ops_linear(be, y, x, W, with_bias ? b : NULL, M, N, K);
-        tu_check_close(with_bias ? "linear + bias" : "linear", y, ref, (size_t)M * N, 2e-5);
+        char what[128];
+        snprintf(what, sizeof what, "linear%s %dx%dx%d (%s)", with_bias ? " + bias" : "", M, N, K,
+                 ops_cpu_gemm_kernel(be));
+        tu_check_close(what, y, ref, (size_t)M * N, 2e-5 * sqrt(K / 45.0));
     }
     free(x), free(W), free(b), free(y), free(ref);
+}
+
+static void test_linear(void) {
+    const char *kinds[] = {"openblas", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        setenv("XR_CPU_GEMM", kinds[i], 1); /* read when a backend is made */
+        Backend *be = ops_backend_cpu(2);
+        unsetenv("XR_CPU_GEMM");
+        if (i == 1 && strcmp(ops_cpu_gemm_kernel(be), "xrank-avx512") != 0) {
+            printf("no AVX-512 on this CPU: xrank's GEMM kernel not tested\n");
+            ops_backend_free(be);
+            continue;
+        }
+        test_linear_size(be, 301, 67, 45);
+        test_linear_size(be, 203, 1100, 300);
+        test_linear_size(be, 5, 301, 77);
+        test_linear_size(be, 1, 1, 1);
+        test_linear_size(be, 13, 33, 257);
+        ops_backend_free(be);
+    }
 }
 
 static void test_embed(Backend *be) {
@@ -257,7 +283,7 @@ int main(void) {
     TU_CHECK(ops_get_threads(be) == 2, "threads %d", ops_get_threads(be));
     test_math_helpers();
     test_gemm(be);
-    test_linear(be);
+    test_linear();
     test_embed(be);
     test_layernorm(be);
     test_activations(be);

@@ -50,6 +50,23 @@ void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float 
 void cpu_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
     int rows, nt = gemm_plan(be, M, N, K, &rows);
+    if (cpu_use_own_gemm(be)) {
+        size_t per = (cpu_sgemm_avx512_scratch() + 15) & ~(size_t)15;
+        float *scratch = cpu_scratch(be, per, nt);
+        XR_OMP(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+        for (int p = 0; p < nt; p++) {
+            int lo, hi;
+            split_range(rows ? M : N, nt, p, rows ? 12 : 32, &lo, &hi);
+            if (lo >= hi) continue;
+            int m0 = rows ? lo : 0, m1 = rows ? hi : M, n0 = rows ? 0 : lo, n1 = rows ? N : hi;
+            if (b)
+                for (int i = m0; i < m1; i++)
+                    memcpy(y + (size_t)i * N + n0, b + n0, (size_t)(n1 - n0) * sizeof(float));
+            cpu_sgemm_avx512_nt(m1 - m0, n1 - n0, K, x + (size_t)m0 * K, (size_t)K, W + (size_t)n0 * K, (size_t)K,
+                                y + (size_t)m0 * N + n0, (size_t)N, b != NULL, scratch + per * (size_t)p);
+        }
+        return;
+    }
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
     for (int p = 0; p < nt; p++) {
         int lo, hi;

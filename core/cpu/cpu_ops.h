@@ -29,6 +29,13 @@ void *cpu_alloc(size_t bytes);
 /* Per-thread scratch of at least `floats` floats each, valid until the next call (grow-only). */
 float *cpu_scratch(Backend *be, size_t floats_per_thread, int nthreads);
 
+/* The GEMM behind ops_linear: xrank's AVX-512 kernel (cpu_sgemm_avx512.c) or OpenBLAS; see cpu_backend.c. */
+int cpu_use_own_gemm(const Backend *be);
+int cpu_sgemm_avx512_available(void);
+size_t cpu_sgemm_avx512_scratch(void);
+void cpu_sgemm_avx512_nt(int M, int N, int K, const float *x, size_t ldx, const float *W, size_t ldw, float *y,
+                         size_t ldy, int accumulate, float *scratch);
+
 void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 void cpu_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K);
