@@ -3,10 +3,12 @@
  * tokenizer (expected/beir_tokens.json), with the ids, qrels and shard table of the documented layout;
  * output bytes must not depend on the thread count; truncation, --overwrite guards, the shard plan and
  * the rank slices are checked too.
- * `test_dataset --check DIR` runs the same content check on a directory `xrank tokenize` wrote (tests/h5.cmake). */
+ * `test_dataset --check DIR` runs the same content check on a directory `xrank tokenize` wrote, and
+ * `test_dataset --make-bad DIR OUT` writes damaged copies of it for `xrank inspect` to catch (tests/h5.cmake). */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,7 +168,71 @@ static int count_files(const char *dir, const char *prefix) {
     return n;
 }
 
+/* Copy a flat directory. */
+static int copy_dir(const char *src, const char *dst) {
+    if (mkdir(dst, 0755) != 0) return -1;
+    DIR *d = opendir(src);
+    struct dirent *de;
+    int rc = d ? 0 : -1;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char *a = xr_path_join(src, de->d_name), *b = xr_path_join(dst, de->d_name);
+        XrErr e;
+        size_t n;
+        char *data = xr_read_file(a, &n, &e);
+        FILE *f = data ? fopen(b, "wb") : NULL;
+        if (!f || fwrite(data, 1, n, f) != n) rc = -1;
+        if (f) fclose(f);
+        free(data), free(a), free(b);
+    }
+    if (d) closedir(d);
+    return rc;
+}
+
+/* Overwrite element i of an integer dataset in place. */
+static int patch(const char *dir, const char *file, const char *dset, hsize_t i, long long v) {
+    char *p = xr_path_join(dir, file);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, dset, H5P_DEFAULT) : -1;
+    hid_t fs = d >= 0 ? H5Dget_space(d) : -1;
+    hsize_t one = 1;
+    hid_t ms = H5Screate_simple(1, &one, NULL);
+    int rc = fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &i, NULL, &one, NULL) >= 0 &&
+                     H5Dwrite(d, H5T_NATIVE_LLONG, ms, fs, H5P_DEFAULT, &v) >= 0
+                 ? 0
+                 : -1;
+    H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    free(p);
+    if (rc) fprintf(stderr, "cannot patch %s/%s %s\n", dir, file, dset);
+    return rc;
+}
+
+/* Damaged copies of a good dataset (tokenized from the BEIR fixture with several passage shards). */
+static int make_bad(const char *src, const char *out) {
+    struct {
+        const char *name, *file, *dset;
+        hsize_t i;
+        long long v;
+    } cases[] = {
+        {"dangling_qrels", "index.h5", "qrels/passage", 0, 1000000},
+        {"token_out_of_vocab", "passages-00000.h5", "passages/tokens", 5, 40000},
+        {"offsets_backwards", "passages-00000.h5", "passages/offsets", 3, 0},
+        {"shard_table", "index.h5", "passages/shard_row_offsets", 1, 3},
+    };
+    if (mkdir(out, 0755) != 0 && !xr_file_exists(out)) return 1;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char *d = xr_path_join(out, cases[k].name);
+        if (copy_dir(src, d) || patch(d, cases[k].file, cases[k].dset, cases[k].i, cases[k].v)) return 1;
+        free(d);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--make-bad")) return make_bad(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "--check")) {
         check_dir(argv[2], 0, 0);
         return tu_finish("test_dataset --check");
