@@ -1,5 +1,5 @@
 /* model.h: the encoder (BERT / XLM-R / RoBERTa) loaded from a Hugging Face model directory, its forward
- * pass on the CPU backend (fp32), both classification heads and the bi-encoder poolings.
+ * pass through the op API (CPU backend by default, fp32), both classification heads and the poolings.
  * Parameters live in one flat f32 buffer with named views (llm.c style) so optimizer, all-reduce and
  * checkpoint code later see one buffer. */
 #ifndef XR_MODEL_H
@@ -62,7 +62,9 @@ int encoder_check_batch(const Encoder *m, const Batch *b, XrErr *e);
 
 /* The forward passes compute real tokens only (rows are packed, padding never enters a GEMM or the
  * attention), so the results for a sequence do not depend on how much padding its batch carries.
- * The workspace grows to the largest batch seen and is reused. Outputs are host arrays. */
+ * The workspace grows to the largest batch seen and is reused, so one Encoder serves one thread at a time.
+ * Scores and CLS embeddings run the last layer for the first token only (all a head or CLS pooling reads).
+ * Outputs are host arrays. */
 
 /* Last hidden states [B*T*H]; rows at padded positions are 0. */
 void encoder_forward_hidden(Encoder *m, const Batch *b, float *hidden);
