@@ -2,7 +2,7 @@
 # bench_cpu_forward.sh: CPU forward throughput of `xrank embed` and `xrank score` against sentence-transformers
 # (PyTorch) on all-MiniLM-L6-v2, same texts / batch / max length / threads, in the same run; prints the ratio.
 # Usage: benchmarks/bench_cpu_forward.sh [peer_cpu_forward.py options: --threads 2 --batch-size 32 --max-length 256
-#        --n 1024 --repeats 3 --tasks embed,score --log FILE]
+#        --n 512 --repeats 5 --tasks embed,score --log FILE]
 # Env: BUILD_DIR (build), PYTHON (/work/venv/bin/python: torch + sentence-transformers), XR_MINILM_DIR (the model).
 set -euo pipefail
 cd "$(dirname "$0")/.."

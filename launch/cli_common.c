@@ -246,6 +246,9 @@ int cli_setup(CliCtx *cx, const char *cmd, const ArgSpec *spec, int nspec, const
     if (comm_check(cx->comm, st, &e)) return cli_fail(cx, &e, 1);
 
     st = 0;
+    if (cx->rank == 0 && !strcmp(cx->input, "-") && isatty(0))
+        st = xr_errf(&e, "no --input: give --input FILE, or pipe the input into xrank %s", cmd);
+    if (comm_check(cx->comm, st, &e)) return cli_fail(cx, &e, 2);
     if (cx->rank == 0) {
         cx->input_data = strcmp(cx->input, "-") ? xr_read_file(cx->input, &cx->input_len, &e)
                                                 : cli_read_stdin(&cx->input_len, &e);

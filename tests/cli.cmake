@@ -67,3 +67,7 @@ xr_cli_test(cli_err_rank_abort MODE fail VARS NP=2 "REGEX=token id 1996 is outsi
 set_tests_properties(cli_err_rank_abort PROPERTIES TIMEOUT 60)
 xr_cli_test(cli_help MODE ok VARS NP=0 "REGEX=--activation none\\|sigmoid.*examples:"
             ARGS score --help)
+xr_cli_test(cli_err_config_key MODE fail VARS NP=0 "REGEX=bad_config.json: section \"score\": unknown key \"bach-size\""
+            ARGS score --config bad_config.json --model bert_seqcls --input score_in.jsonl)
+xr_cli_test(cli_err_max_length MODE fail VARS NP=0 "REGEX=--max-length 41 exceeds what the model can take \\(40 tokens"
+            ARGS score --model xlmr_seqcls --input score_in.jsonl --max-length 41)
