@@ -132,12 +132,19 @@ static int tok_check(TokCtx *x, int status, XrErr *e) {
 /* One store over the ranks: tokenize this rank's slice, share the lengths, gather each shard on its writer,
  * write the shards this rank owns. Fills st (nshards, row_off: caller frees *row_off), *ntok and *ntrunc. */
 static int tokenize_store(TokCtx *x, DsStore *st, const TextList *texts, int threads, int64_t shard_bytes,
-                          int64_t **row_off, int64_t *ntok, int64_t *ntrunc, XrErr *e) {
+                          int64_t **row_off, int64_t *ntok, int64_t *ntrunc, double *t_tok, XrErr *e) {
     int64_t lo, hi, n = texts->n;
     ds_slice(texts, x->rank, x->size, &lo, &hi);
     int64_t *mylens = xr_malloc(sizeof(int64_t) * (size_t)(hi - lo + 1)), myntok, mytrunc;
+    double t0 = xr_now();
     int32_t *mytok = ds_tokenize(x->tok, texts, lo, hi, st->max_tokens, threads, mylens, &myntok, &mytrunc);
+    double mine_t = xr_now() - t0;
     size_t got;
+    /* the slowest rank's tokenization time: what the job waited for */
+    double *ts = (double *)comm_allgather(x->c, &mine_t, sizeof mine_t, &got, NULL);
+    for (int r = 0; r < x->size; r++)
+        if (ts[r] > *t_tok) *t_tok = ts[r];
+    free(ts);
     int64_t *lens = (int64_t *)comm_allgather(x->c, mylens, sizeof(int64_t) * (size_t)(hi - lo), &got, NULL);
     int64_t *tr = (int64_t *)comm_allgather(x->c, &mytrunc, sizeof mytrunc, &got, NULL);
     *ntrunc = 0;
@@ -264,14 +271,15 @@ int cmd_tokenize(int argc, char **argv) {
                       .ids = &x.ts.passage_ids}};
     const TextList *texts[2] = {&x.ts.queries, &x.ts.passages};
     int64_t *row_off[2] = {NULL, NULL}, ntok[2] = {0, 0}, ntrunc[2] = {0, 0};
-    double t_tok = 0;
+    double t_phase = xr_now(), t_tok = 0, tt[2] = {0, 0};
     int rc = 0;
     for (int s = 0; s < 2 && rc == 0; s++) {
-        double t0 = xr_now();
-        status = tokenize_store(&x, &st[s], texts[s], threads, shard_bytes, &row_off[s], &ntok[s], &ntrunc[s], &e);
+        status = tokenize_store(&x, &st[s], texts[s], threads, shard_bytes, &row_off[s], &ntok[s], &ntrunc[s], &tt[s],
+                                &e);
         if (tok_check(&x, status, &e)) rc = 1;
-        t_tok += xr_now() - t0;
+        t_tok += tt[s];
     }
+    t_phase = xr_now() - t_phase;
     if (rc == 0) {
         status = x.rank == 0 ? ds_write_index(x.tmpdir, &x.ts, &st[0], &st[1], ntok, ntrunc, &e) : 0;
         if (status == 0 && x.rank == 0) status = ds_output_commit(x.tmpdir, output, overwrite, &e);
@@ -305,12 +313,13 @@ int cmd_tokenize(int argc, char **argv) {
                     (long long)ts->merged_query_rows, (long long)ts->dup_passage_texts, (long long)ts->dup_qrels,
                     (long long)ts->dup_negatives, (long long)ts->negatives_dropped_as_positive,
                     (long long)ts->queries_without_qrels, (long long)ts->empty_texts);
+        int cores = x.size * threads;
         fprintf(stderr,
-                "  %.1f MB of text: parse %.2fs, tokenize+write %.2fs (%.1f MB/s on %d rank%s x %d thread%s, "
-                "%.2f MB/s per core), total %.2fs\n",
-                bytes / 1e6, t_parsed - t_start, t_tok, t_tok > 0 ? bytes / 1e6 / t_tok : 0.0, x.size,
-                x.size == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
-                t_tok > 0 ? bytes / 1e6 / t_tok / (x.size * threads) : 0.0, t_end - t_start);
+                "  %.2f MB of text on %d rank%s x %d thread%s: parse %.2fs, tokenize %.3fs (%.2f MB/s, %.2f MB/s per "
+                "core), gather + write %.3fs, total %.2fs\n",
+                bytes / 1e6, x.size, x.size == 1 ? "" : "s", threads, threads == 1 ? "" : "s", t_parsed - t_start,
+                t_tok, t_tok > 0 ? bytes / 1e6 / t_tok : 0.0, t_tok > 0 ? bytes / 1e6 / t_tok / cores : 0.0,
+                t_phase - t_tok, t_end - t_start);
     }
     free(row_off[0]);
     free(row_off[1]);
