@@ -80,7 +80,9 @@ int64_t h5store_row_len(const TokenStore *s, int64_t row);
 /* Rows [i, j) into b: one H5Dread per shard the range touches. */
 int h5store_read_range(TokenStore *s, int64_t i, int64_t j, TokBatch *b, XrErr *e);
 /* The listed rows (any order, repeats allowed) into b, in the order given: the rows are sorted, merged into
- * runs and read with one H5Dread per shard touched (a union of hyperslabs). */
+ * runs and read with one H5Dread per shard touched (a union of hyperslabs; split every 1024 runs, which HDF5
+ * handles in quadratic time). Random rows still decompress every 1 MiB chunk they touch: for many passes
+ * over a store that fits in memory, h5store_load it once. */
 int h5store_read_rows(TokenStore *s, const int64_t *rows, int64_t n, TokBatch *b, XrErr *e);
 /* The whole store into memory (rows [0, N)). */
 int h5store_load(TokenStore *s, TokBatch *b, XrErr *e);
