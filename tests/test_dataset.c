@@ -251,7 +251,9 @@ int main(int argc, char **argv) {
     Tokenizer *t = tok_load(tu_path("fixtures/tok/bert"), &e);
     TU_CHECK(t != NULL, "tokenizer: %s", e.msg);
     if (!t) return tu_finish("test_dataset");
-    const char *in[1] = {tu_path("fixtures/h5/beir")};
+    char beir_dir[600]; /* tu_path's buffers rotate: keep a copy */
+    snprintf(beir_dir, sizeof beir_dir, "%s", tu_path("fixtures/h5/beir"));
+    const char *in[1] = {beir_dir};
     TrOptions to = {0};
     TextSet ts;
     int rc = tr_read(in, 1, &to, &ts, &e);
@@ -339,6 +341,40 @@ int main(int argc, char **argv) {
     ns = ds_plan_shards(lens, 0, NULL, 100, &off);
     TU_CHECK(ns == 1 && off[0] == 0 && off[1] == 0, "empty plan: %d", ns);
     free(off);
+
+    /* XLM-R SentencePiece: every stored row is the tokenizer's own encoding of its text */
+    Tokenizer *x = tok_load(tu_path("fixtures/tok/xlmr"), &e);
+    TU_CHECK(x != NULL, "xlmr tokenizer: %s", e.msg);
+    rc = x ? tr_read(in, 1, &to, &ts, &e) : -1;
+    char out5[300];
+    snprintf(out5, sizeof out5, "%s/xlmr", root);
+    o = (DsOptions){.shard_bytes = 3000, .threads = 2};
+    if (rc == 0) rc = ds_build(&ts, x, &o, out5, &rep, &e);
+    TU_CHECK(rc == 0 && rep.shards[1] > 1, "xlmr build: %s", e.msg);
+    const TextList *tl[2] = {&ts.queries, &ts.passages};
+    const char *names[2] = {"queries", "passages"};
+    for (int k = 0; rc == 0 && k < 2; k++) {
+        TokenStore *st = h5store_open(out5, names[k], &e);
+        TokBatch all = {0};
+        int bad = st && h5store_load(st, &all, &e) == 0 ? 0 : -1;
+        int32_t *ids = NULL;
+        size_t cap = 0;
+        for (int64_t i = 0; bad >= 0 && i < tl[k]->n; i++) {
+            size_t len;
+            const char *text = textlist_get(tl[k], i, &len);
+            int m = tok_encode(x, text, len, &ids, &cap);
+            bad += m != all.offsets[i + 1] - all.offsets[i] || memcmp(ids, all.tokens + all.offsets[i], 4 * (size_t)m);
+        }
+        TU_CHECK(bad == 0 && all.n == tl[k]->n, "xlmr %s: %d rows differ from tok_encode (%s)", names[k], bad,
+                 bad < 0 ? e.msg : "");
+        TU_CHECK(st && !strcmp(h5store_tokenizer_kind(st), "sentencepiece"), "xlmr kind %s",
+                 st ? h5store_tokenizer_kind(st) : "");
+        free(ids);
+        tokbatch_free(&all);
+        h5store_close(st);
+    }
+    if (rc == 0) textset_free(&ts);
+    if (x) tok_free(x);
 
     /* rank slices tile the rows in order for any rank count */
     rc = tr_read(in, 1, &to, &ts, &e);
