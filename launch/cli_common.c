@@ -17,6 +17,11 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef XR_HAVE_CUDA
+#include <mpi.h>
+
+#include "cuda/ops_cuda.h"
+#endif
 
 /* ---- byte buffer ---- */
 
@@ -77,6 +82,7 @@ void cli_buf_free(CliBuf *b) {
 
 int cli_finish(CliCtx *cx, int code) {
     if (cx->enc) encoder_free(cx->enc);
+    if (cx->be) ops_backend_free(cx->be);
     if (cx->tok) tok_free(cx->tok);
     free(cx->model_dir);
     free(cx->input_data);
@@ -182,6 +188,26 @@ cJSON *cli_model_json(const CliCtx *cx, const char *name) {
     return j;
 }
 
+#ifdef XR_HAVE_CUDA
+/* This rank's index among the ranks of its node, for picking a GPU: the launcher's variable when set, else
+ * an MPI shared-memory split of the world. */
+static int cli_local_rank(const CliCtx *cx) {
+    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    if (cx->size <= 1) return 0;
+    MPI_Comm node;
+    int r = 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, cx->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_rank(node, &r);
+        MPI_Comm_free(&node);
+    }
+    return r;
+}
+#endif
+
 int cli_setup(CliCtx *cx, const char *cmd, const ArgSpec *spec, int nspec, const ArgHelp *help, int argc,
               char **argv) {
     memset(cx, 0, sizeof *cx);
@@ -202,10 +228,25 @@ int cli_setup(CliCtx *cx, const char *cmd, const ArgSpec *spec, int nspec, const
         xr_errf(&e, "missing --model (a Hugging Face model directory or hub id; xrank %s --help)", cmd);
         return cli_fail(cx, &e, 2);
     }
-    if (!strcmp(args_str(a, "device"), "cuda")) {
-        xr_errf(&e, "--device cuda: the CUDA backend is not built yet; use --device cpu");
+    cx->cuda = !strcmp(args_str(a, "device"), "cuda");
+    const char *prec = args_str(a, "precision");
+    cx->bf16 = prec ? !strcmp(prec, "bf16") : cx->cuda;
+    if (cx->bf16 && !cx->cuda) {
+        xr_errf(&e, "--precision bf16 needs --device cuda (the CPU backend computes in fp32)");
         return cli_fail(cx, &e, 2);
     }
+#ifdef XR_HAVE_CUDA
+    if (cx->cuda && cuda_ops_device_count() < 1) {
+        xr_errf(&e, "--device cuda: no GPU visible (driver missing or CUDA_VISIBLE_DEVICES empty); use --device cpu");
+        return cli_fail(cx, &e, 2);
+    }
+#else
+    if (cx->cuda) {
+        xr_errf(&e, "--device cuda: the CUDA backend is not built yet in this xrank (configure with nvcc, cuBLAS, "
+                    "cuDNN and NCCL present); use --device cpu");
+        return cli_fail(cx, &e, 2);
+    }
+#endif
     cx->input = args_str(a, "input");
     cx->output = args_str(a, "output");
     cx->input_name = strcmp(cx->input, "-") ? cx->input : "<stdin>";
@@ -411,7 +452,13 @@ int cli_run(CliCtx *cx, const CliJob *job) {
 
     double t_load0 = xr_now();
     int st = 0;
-    if (!(cx->enc = encoder_load(cx->model_dir, &e))) st = -1;
+#ifdef XR_HAVE_CUDA
+    if (cx->cuda) {
+        cx->be = cuda_ops_backend(cli_local_rank(cx) % cuda_ops_device_count());
+        cuda_ops_set_gemm_mode(cx->be, cx->bf16 ? XR_GEMM_BF16 : XR_GEMM_FP32);
+    }
+#endif
+    if (!(cx->enc = cx->be ? encoder_load_on(cx->model_dir, cx->be, &e) : encoder_load(cx->model_dir, &e))) st = -1;
     if (comm_check(cx->comm, st, &e)) {
         free(rec);
         free(nitems);

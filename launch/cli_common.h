@@ -32,6 +32,8 @@
         {"threads", ARG_INT, "0", "N",                                                                           \
          "CPU threads per rank; 0 = OMP_NUM_THREADS or all cores, split between the ranks of a node", NULL, 0},   \
         {"device", ARG_CHOICE, "cpu", "", "where the model runs", "cpu|cuda", 0},                                \
+        {"precision", ARG_CHOICE, NULL, "",                                                                      \
+         "GEMM and attention precision (default: bf16 with --device cuda, fp32 on the cpu)", "fp32|bf16", 0},     \
         {"bucket-batches", ARG_INT, "64", "N",                                                                   \
          "inputs are sorted by length within windows of N batches to cut padding; a window is also the unit "    \
          "of work a rank takes",                                                                                 \
@@ -60,6 +62,8 @@ typedef struct {
     ModelConfig cfg;
     Tokenizer *tok;
     Encoder *enc;
+    Backend *be; /* --device cuda: the GPU backend the encoder runs on (NULL: the encoder's own CPU one) */
+    int cuda, bf16;
     int max_len, max_len_cap, batch_size, bucket_batches, quiet;
     int threads; /* requested per rank (0 = default) until the encoder is loaded, then what it uses */
     const char *input, *output, *input_name; /* input_name: the file name used in messages */
