@@ -1,19 +1,43 @@
-/* ops_cuda.cu: the CUDA backend of the op API (core/ops.h): backend state (device, stream, cuBLAS handle),
+/* ops_cuda.cu: the CUDA backend of the op API (core/ops.h): backend state (device, stream, cuBLAS handles),
  * device memory, cuBLAS GEMMs and the token-wise, attention and pooling kernels. fp32 storage and fp32
- * accumulation throughout, so results match the CPU backend to float rounding (see tests/test_cuda_ops.c). */
+ * accumulation throughout, so results match the CPU backend to float rounding (see tests/test_cuda_ops.c).
+ * BF16 mode (opt-in) runs ops_linear as bf16 cuBLASLt GEMMs with a fused bias and attention as batched bf16
+ * GEMMs over padded per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). */
 #include "cuda/ops_cuda.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "xr_common.h"
+
+/* Device scratch buffers of the BF16 paths: grown on demand, kept for the backend's life. */
+enum { SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_COUNT };
+
+#define XR_LT_CACHE 64 /* cuBLASLt algorithms remembered per backend, keyed by the GEMM's shape */
+typedef struct {
+    int M, N, K, bias, fast, valid;
+    unsigned al_a, al_b, al_c; /* pointer alignments the algorithm was chosen for */
+    cublasLtMatmulAlgo_t algo;
+} LtAlgo;
 
 typedef struct {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t lt;
     XrGemmMode mode;
+    int bf16_fast;           /* XR_CUDA_BF16_GEMM=fast: fp32 operands rounded inside cuBLAS instead of by us */
+    int fast_attention;      /* 0 with XR_CUDA_ATTENTION=exact: BF16 mode keeps the fp32 attention kernel */
+    int att_chunk;           /* XR_CUDA_ATT_CHUNK > 0: at most that many (sequence, head) blocks per chunk (tests) */
+    void *scr[SCR_COUNT];
+    size_t scr_bytes[SCR_COUNT];
+    LtAlgo lt_cache[XR_LT_CACHE];
+    int lt_next;
 } CudaState;
 
 #define XR_CU(call)                                                                                         \
@@ -41,6 +65,20 @@ static unsigned blocks_for(size_t n, unsigned threads) {
     return (unsigned)(b > 65535u * 32u ? 65535u * 32u : (b ? b : 1)); /* kernels below are grid-stride loops */
 }
 
+/* Scratch buffer `which` of at least `bytes`. Growing frees the old one: cudaFree waits for the device, so no
+ * queued kernel still reads it. Contents are not kept. */
+static void *scratch(CudaState *st, int which, size_t bytes) {
+    if (st->scr_bytes[which] >= bytes) return st->scr[which];
+    if (st->scr[which]) XR_CU(cudaFree(st->scr[which]));
+    st->scr[which] = NULL;
+    size_t want = bytes + bytes / 8; /* some headroom: batch shapes drift upwards */
+    cudaError_t e = cudaMalloc(&st->scr[which], want);
+    if (e != cudaSuccess) xr_die("CUDA: out of device memory allocating %zu bytes of scratch on GPU %d: %s", want,
+                                 st->device, cudaGetErrorString(e));
+    st->scr_bytes[which] = want;
+    return st->scr[which];
+}
+
 /* ---------------- backend and memory ---------------- */
 
 extern "C" int cuda_ops_device_count(void) {
@@ -65,6 +103,12 @@ extern "C" Backend *cuda_ops_backend(int device) {
     XR_BLAS(cublasSetStream(st->blas, st->stream));
     /* exact fp32 unless the caller opts in: never let cuBLAS pick TF32 on its own */
     XR_BLAS(cublasSetMathMode(st->blas, CUBLAS_PEDANTIC_MATH));
+    XR_BLAS(cublasLtCreate(&st->lt));
+    const char *g = getenv("XR_CUDA_BF16_GEMM"), *at = getenv("XR_CUDA_ATTENTION");
+    st->bf16_fast = g && !strcmp(g, "fast");
+    st->fast_attention = !(at && !strcmp(at, "exact"));
+    const char *ch = getenv("XR_CUDA_ATT_CHUNK");
+    st->att_chunk = ch ? atoi(ch) : 0;
     be->device = XR_DEV_CUDA;
     be->threads = 1;
     be->impl = st;
@@ -75,6 +119,9 @@ extern "C" void cuda_ops_backend_free(Backend *be) {
     if (!be) return;
     CudaState *st = st_of(be);
     XR_CU(cudaStreamSynchronize(st->stream));
+    for (int i = 0; i < SCR_COUNT; i++)
+        if (st->scr[i]) XR_CU(cudaFree(st->scr[i]));
+    XR_BLAS(cublasLtDestroy(st->lt));
     XR_BLAS(cublasDestroy(st->blas));
     XR_CU(cudaStreamDestroy(st->stream));
     free(st);
@@ -152,10 +199,133 @@ __global__ void k_bias_rows(float *y, const float *b, int M, int N) {
         y[i] = b[i % N];
 }
 
+__global__ void k_to_bf16(__nv_bfloat16 *out, const float *x, size_t n, int vec) {
+    size_t n4 = vec ? n / 4 : 0;
+    const float4 *x4 = (const float4 *)x; /* cudaMalloc'd activations and weight views are 16-byte aligned */
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+        float4 v = x4[i];
+        __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+        ((__nv_bfloat162 *)out)[2 * i] = a;
+        ((__nv_bfloat162 *)out)[2 * i + 1] = b;
+    }
+    for (size_t i = n4 * 4 + blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(x[i]);
+}
+
+static void to_bf16(CudaState *st, __nv_bfloat16 *out, const float *x, size_t n) {
+    /* float4 loads need 16-byte alignment; weight views inside the flat parameter buffer may lack it */
+    int vec = ((uintptr_t)x & 15) == 0 && ((uintptr_t)out & 7) == 0;
+    k_to_bf16<<<blocks_for(vec ? n / 4 + 1 : n, 256), 256, 0, st->stream>>>(out, x, n, vec);
+    XR_LAUNCHED();
+}
+
+#define XR_LT(call)                                                                                          \
+    do {                                                                                                     \
+        cublasStatus_t s_ = (call);                                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS) xr_die("cuBLASLt: %s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                                                cublasGetStatusString(s_));                                  \
+    } while (0)
+#define XR_LT_WORKSPACE ((size_t)32 << 20)
+
+/* Largest power of two (at most 256) dividing the address: cuBLASLt assumes 256 unless told otherwise. */
+static unsigned align_of(const void *p) {
+    unsigned a = 256;
+    while (a > 1 && ((uintptr_t)p % a) != 0) a >>= 1;
+    return a;
+}
+
+/* y[M,N] = x[M,K] W[N,K]^T (+ b) on cuBLASLt with the bias fused into the epilogue. fast = 0: x and W are
+ * bf16 copies; fast = 1: fp32 operands with CUBLAS_COMPUTE_32F_FAST_16BF. fp32 output and accumulation.
+ * Returns 0 when cuBLASLt has no algorithm for this case (the caller falls back to cublasGemmEx). */
+static int lt_linear(CudaState *st, float *y, const void *x, const void *W, const float *b, int M, int N, int K,
+                     int fast) {
+    cudaDataType_t ab = fast ? CUDA_R_32F : CUDA_R_16BF;
+    cublasComputeType_t ct = fast ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    XR_LT(cublasLtMatmulDescCreate(&op, ct, CUDA_R_32F));
+    cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+    XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
+    XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
+    if (b && align_of(b) < 256) {
+        /* a bias view off the 256-byte grid: give the epilogue an aligned copy (N floats, stream-ordered) */
+        float *bc = (float *)scratch(st, SCR_BIAS, (size_t)N * 4);
+        XR_CU(cudaMemcpyAsync(bc, b, (size_t)N * 4, cudaMemcpyDeviceToDevice, st->stream));
+        b = bc;
+    }
+    if (b) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = CUDA_R_32F;
+        XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
+        XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+    /* column-major view: y^T [N, M] = W [K, N]^T x^T [K, M] */
+    XR_LT(cublasLtMatrixLayoutCreate(&la, ab, K, N, K));
+    XR_LT(cublasLtMatrixLayoutCreate(&lb, ab, K, M, K));
+    XR_LT(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, N, M, N));
+    unsigned al_a = align_of(W), al_b = align_of(x), al_c = align_of(y);
+    LtAlgo *hit = NULL;
+    for (int i = 0; i < XR_LT_CACHE; i++) {
+        LtAlgo *c = &st->lt_cache[i];
+        if (c->valid && c->M == M && c->N == N && c->K == K && c->bias == (b != NULL) && c->fast == fast &&
+            c->al_a == al_a && c->al_b == al_b && c->al_c == al_c)
+            hit = c;
+    }
+    void *ws = scratch(st, SCR_LT, XR_LT_WORKSPACE);
+    int ok = 1;
+    if (!hit) {
+        cublasLtMatmulPreference_t pref;
+        size_t wsb = XR_LT_WORKSPACE;
+        XR_LT(cublasLtMatmulPreferenceCreate(&pref));
+        XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+        uint32_t aa = al_a, ab_ = al_b, ac = al_c;
+        XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa));
+        XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab_, sizeof ab_));
+        XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac));
+        XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac));
+        cublasLtMatmulHeuristicResult_t res;
+        int nres = 0;
+        cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(st->lt, op, la, lb, lc, lc, pref, 1, &res, &nres);
+        XR_LT(cublasLtMatmulPreferenceDestroy(pref));
+        if (hs != CUBLAS_STATUS_SUCCESS || nres < 1) {
+            ok = 0;
+        } else {
+            hit = &st->lt_cache[st->lt_next];
+            st->lt_next = (st->lt_next + 1) % XR_LT_CACHE;
+            hit->M = M, hit->N = N, hit->K = K, hit->bias = b != NULL, hit->fast = fast, hit->valid = 1;
+            hit->al_a = al_a, hit->al_b = al_b, hit->al_c = al_c;
+            hit->algo = res.algo;
+        }
+    }
+    if (ok) {
+        float alpha = 1.0f, beta = 0.0f;
+        XR_LT(cublasLtMatmul(st->lt, op, &alpha, W, la, x, lb, &beta, y, lc, y, lc, &hit->algo, ws, XR_LT_WORKSPACE,
+                             st->stream));
+    }
+    XR_LT(cublasLtMatrixLayoutDestroy(la));
+    XR_LT(cublasLtMatrixLayoutDestroy(lb));
+    XR_LT(cublasLtMatrixLayoutDestroy(lc));
+    XR_LT(cublasLtMatmulDescDestroy(op));
+    return ok;
+}
+
 extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N,
                                 int K) {
     CudaState *st = st_of(be);
     if (M <= 0) return;
+    if (st->mode == XR_GEMM_BF16) {
+        if (st->bf16_fast) {
+            if (lt_linear(st, y, x, W, b, M, N, K, 1)) return;
+        } else {
+            /* round the operands to bf16 once here, so cuBLAS runs its native bf16 kernels */
+            __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
+            __nv_bfloat16 *wb = (__nv_bfloat16 *)scratch(st, SCR_W, (size_t)N * K * 2);
+            to_bf16(st, xb, x, (size_t)M * K);
+            to_bf16(st, wb, W, (size_t)N * K);
+            if (lt_linear(st, y, xb, wb, b, M, N, K, 0)) return;
+        }
+    }
     float beta = 0.0f;
     if (b) {
         /* the bias goes into y first and the GEMM accumulates onto it (beta = 1), as the CPU backend does */
@@ -319,10 +489,110 @@ __global__ void k_attention(float *out, float *att, const float *qkv, const int3
     }
 }
 
+/* ---- BF16 attention: batched GEMMs over padded per-(sequence, head) blocks ----
+ * q, k, v of sequence s, head h go to [Tp, dh] bf16 blocks (rows >= L zero), block index s*NH + h; scores
+ * [Tp, Tp] fp32 = q k^T / sqrt(dh) by one strided-batched GEMM, a softmax kernel masks keys >= L and writes
+ * bf16 probabilities, a second GEMM gives ctx [Tp, dh] fp32, and the real rows are copied back packed. */
+
+__global__ void k_pack_qkv(__nv_bfloat16 *qp, const float *qkv, const int32_t *seq_off, int S, int Tp, int NH,
+                           int dh) {
+    size_t H = (size_t)NH * dh, H3 = 3 * H, blk = (size_t)Tp * dh, part = (size_t)S * NH * blk;
+    size_t total = (size_t)S * Tp * H3;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+        size_t c = e % H3, r = e / H3;
+        int i = (int)(r % Tp), s = (int)(r / Tp);
+        int b0 = seq_off[s], L = seq_off[s + 1] - b0;
+        int which = (int)(c / H), h = (int)((c % H) / dh), d = (int)(c % dh);
+        float v = i < L ? qkv[(size_t)(b0 + i) * H3 + c] : 0.0f;
+        qp[which * part + ((size_t)s * NH + h) * blk + (size_t)i * dh + d] = __float2bfloat16_rn(v);
+    }
+}
+
+/* One warp per score row (block bh0 + bh, query i): softmax over keys j < L, zeros for j >= L and rows i >= L. */
+__global__ void k_softmax_rows(__nv_bfloat16 *p, const float *sc, const int32_t *seq_off, int nrows, int bh0, int NH,
+                               int Tp) {
+    int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= nrows) return;
+    int bh = row / Tp, i = row % Tp, s = (bh0 + bh) / NH;
+    int L = seq_off[s + 1] - seq_off[s];
+    const float *r = sc + (size_t)row * Tp;
+    __nv_bfloat16 *o = p + (size_t)row * Tp;
+    if (i >= L) {
+        for (int j = lane; j < Tp; j += 32) o[j] = __float2bfloat16_rn(0.0f);
+        return;
+    }
+    float mx = -INFINITY;
+    for (int j = lane; j < L; j += 32) mx = fmaxf(mx, r[j]);
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < L; j += 32) sum += __expf(r[j] - mx);
+    float inv = 1.0f / warp_sum(sum);
+    for (int j = lane; j < Tp; j += 32) o[j] = __float2bfloat16_rn(j < L ? __expf(r[j] - mx) * inv : 0.0f);
+}
+
+__global__ void k_unpack_ctx(float *out, const float *ctx, const int32_t *seq_off, int bh0, int nbh, int NH, int Tp,
+                             int dh) {
+    /* ctx holds blocks bh0 .. bh0+nbh-1; block bh's real rows go to out rows seq_off[s] + i, columns h*dh */
+    size_t total = (size_t)nbh * Tp * dh, H = (size_t)NH * dh;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(e % dh), i = (int)((e / dh) % Tp), bh = (int)(e / ((size_t)dh * Tp)) + bh0;
+        int s = bh / NH, h = bh % NH, b0 = seq_off[s];
+        if (i >= seq_off[s + 1] - b0) continue;
+        out[(size_t)(b0 + i) * H + (size_t)h * dh + d] = ctx[e];
+    }
+}
+
+#define XR_SCORES_MAX ((size_t)1 << 30) /* bytes of fp32 scores per chunk of (sequence, head) blocks */
+
+static void attention_bf16(CudaState *st, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
+                           int NH, int dh) {
+    int Tp = (max_len + 7) / 8 * 8; /* 16-byte aligned rows for the tensor-core GEMMs */
+    size_t blk = (size_t)Tp * dh, nb = (size_t)S * NH;
+    __nv_bfloat16 *qp = (__nv_bfloat16 *)scratch(st, SCR_QKV, 3 * nb * blk * 2);
+    __nv_bfloat16 *kp = qp + nb * blk, *vp = kp + nb * blk;
+    k_pack_qkv<<<blocks_for((size_t)S * Tp * 3 * NH * dh, 256), 256, 0, st->stream>>>(qp, qkv, seq_off, S, Tp, NH,
+                                                                                      dh);
+    XR_LAUNCHED();
+    size_t per = (size_t)Tp * Tp * 4;
+    size_t chunk = XR_SCORES_MAX / per;
+    if (chunk < 1) chunk = 1;
+    if (st->att_chunk > 0 && chunk > (size_t)st->att_chunk) chunk = (size_t)st->att_chunk;
+    if (chunk > nb) chunk = nb;
+    float *sc = (float *)scratch(st, SCR_SCORES, chunk * per);
+    __nv_bfloat16 *p = (__nv_bfloat16 *)scratch(st, SCR_P, chunk * (size_t)Tp * Tp * 2);
+    float *ctx = (float *)scratch(st, SCR_CTX, chunk * blk * 4);
+    float scale = 1.0f / sqrtf((float)dh), one = 1.0f, zero = 0.0f;
+    for (size_t c0 = 0; c0 < nb; c0 += chunk) {
+        int n = (int)(nb - c0 < chunk ? nb - c0 : chunk);
+        /* row-major scores [Tp, Tp] = q k^T: column-major (k^T)^T-view, see gemm_rm */
+        XR_BLAS(cublasGemmStridedBatchedEx(st->blas, CUBLAS_OP_T, CUBLAS_OP_N, Tp, Tp, dh, &scale, kp + c0 * blk,
+                                           CUDA_R_16BF, dh, (long long)blk, qp + c0 * blk, CUDA_R_16BF, dh,
+                                           (long long)blk, &zero, sc, CUDA_R_32F, Tp, (long long)Tp * Tp, n,
+                                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        int rows = n * Tp;
+        k_softmax_rows<<<(rows + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
+            p, sc, seq_off, rows, (int)c0, NH, Tp);
+        XR_LAUNCHED();
+        /* row-major ctx [Tp, dh] = p [Tp, Tp] v [Tp, dh] */
+        XR_BLAS(cublasGemmStridedBatchedEx(st->blas, CUBLAS_OP_N, CUBLAS_OP_N, dh, Tp, Tp, &one, vp + c0 * blk,
+                                           CUDA_R_16BF, dh, (long long)blk, p, CUDA_R_16BF, Tp, (long long)Tp * Tp,
+                                           &zero, ctx, CUDA_R_32F, dh, (long long)blk, n, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+        k_unpack_ctx<<<blocks_for((size_t)n * blk, 256), 256, 0, st->stream>>>(out, ctx, seq_off, (int)c0, n, NH, Tp,
+                                                                               dh);
+        XR_LAUNCHED();
+    }
+}
+
 static void attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                       int max_len, int NH, int dh, int first_only) {
     CudaState *st = st_of(be);
     if (S <= 0 || max_len <= 0) return;
+    /* the saved probabilities (att) and the first-row variant keep the exact fp32 kernel */
+    if (st->mode == XR_GEMM_BF16 && st->fast_attention && !att && !first_only) {
+        attention_bf16(st, out, qkv, seq_off, S, max_len, NH, dh);
+        return;
+    }
     size_t shmem = (size_t)XR_ATT_WARPS * (max_len + dh) * sizeof(float);
     static const size_t kShmemMax = 200 * 1024; /* H100 allows 227 KB per block after opting in */
     if (shmem > kShmemMax) xr_die("cuda_ops_attention: max_len %d too long for the shared-memory scores", max_len);

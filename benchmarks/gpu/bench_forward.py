@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""bench_forward.py: xrank's GPU forward vs PyTorch on one GPU, bge-reranker-v2-m3-sized model (XLM-R large,
+random weights), run ON the GPU machine by bench_forward.sh.
+  write DIR               save a random XLMRobertaForSequenceClassification (num_labels 1) to DIR
+  check DIR PREFIX T B    compare xrank's dumped logits (PREFIX.out.f32 for PREFIX.ids.i32) with torch fp32 / bf16
+  peer XRANK_JSONL PEAK   run the PyTorch peer (benchmarks/peer_gpu.py bench_infer) at the same shapes and print
+                          the comparison table (ratio, MFU against PEAK bf16 TFLOP/s)
+"""
+import json, os, sys
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import peer_gpu  # noqa: E402
+from transformers import XLMRobertaForSequenceClassification, XLMRobertaModel  # noqa: E402
+
+SHAPES = [(512, 64), (256, 128)]
+
+
+def write(d):
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        m = XLMRobertaForSequenceClassification(peer_gpu.xlmr_large(1))
+    m.save_pretrained(d)
+    print(json.dumps(dict(kind="model_written", dir=d, params=sum(p.numel() for p in m.parameters()))), flush=True)
+
+
+def check(d, prefix, T, B):
+    ids = torch.from_numpy(np.fromfile(prefix + ".ids.i32", dtype=np.int32).astype(np.int64)).view(B, T).cuda()
+    got = torch.from_numpy(np.fromfile(prefix + ".out.f32", dtype=np.float32)).view(B, -1).cuda()
+    m = XLMRobertaForSequenceClassification.from_pretrained(d).cuda().eval()
+    res = dict(kind="check", max_len=T, batch=B)
+    with torch.inference_mode():
+        ref = torch.cat([m(input_ids=ids[i:i + 8]).logits.float() for i in range(0, B, 8)])
+        res["logit_spread_fp32"] = float(ref.max() - ref.min())
+        res["xrank_bf16_vs_torch_fp32_max_abs"] = float((got - ref).abs().max())
+        mb = m.to(torch.bfloat16)
+        refb = torch.cat([mb(input_ids=ids[i:i + 8]).logits.float() for i in range(0, B, 8)])
+        res["torch_bf16_vs_torch_fp32_max_abs"] = float((refb - ref).abs().max())
+    print(json.dumps(res), flush=True)
+
+
+def flops_per_seq(nonemb, T):
+    return peer_gpu.flops_per_token_fwd(nonemb, 24, 1024, T) * T
+
+
+def peer(xrank_jsonl, peak):
+    xr = [json.loads(l) for l in open(xrank_jsonl) if l.startswith("{") and '"xrank_infer"' in l]
+    with torch.device("cuda"):
+        nonemb = peer_gpu.count_nonemb(XLMRobertaForSequenceClassification(peer_gpu.xlmr_large(1)))
+    rows = []
+    for T, B in SHAPES:
+        for task, name, ctor in [("score", "CrossEncoder.predict (XLMRobertaForSequenceClassification)",
+                                  lambda: XLMRobertaForSequenceClassification(peer_gpu.xlmr_large(1))),
+                                 ("embed", "bge-m3 encode (XLMRobertaModel)", lambda: XLMRobertaModel(peer_gpu.xlmr_large()))]:
+            with torch.device("cuda"):
+                model = ctor()
+            p = peer_gpu.bench_infer(name, model, T, B)
+            print(json.dumps(p), flush=True)
+            for x in xr:
+                if x["task"] == task and x["max_len"] == T and x["batch"] == B:
+                    tf = flops_per_seq(nonemb, T) * x["seqs_per_s"] / 1e12
+                    ptf = flops_per_seq(nonemb, T) * p["seqs_per_s"] / 1e12
+                    rows.append(dict(kind="compare", task=task, variant=x.get("variant", x["precision"]), max_len=T,
+                                     batch=B, xrank_seqs_per_s=x["seqs_per_s"], torch_seqs_per_s=p["seqs_per_s"],
+                                     ratio=round(x["seqs_per_s"] / p["seqs_per_s"], 3), xrank_tflops=round(tf, 1),
+                                     torch_tflops=round(ptf, 1), xrank_mfu=round(tf / peak, 3),
+                                     torch_mfu=round(ptf / peak, 3)))
+    for r in rows:
+        print(json.dumps(r), flush=True)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "write":
+        write(sys.argv[2])
+    elif cmd == "check":
+        check(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        peer(sys.argv[2], float(sys.argv[3]))

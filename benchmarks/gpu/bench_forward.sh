@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# benchmarks/gpu/bench_forward.sh: runs ON the GPU machine (call `run` with carry [".deps"]): builds the project
+# with device_build.sh (ctest included), the bench_encoder driver and gemm_peak, writes a random bge-reranker-v2-m3-
+# sized model, measures xrank's score / embed forward (bf16, also the fast-GEMM variant and exact fp32) and the
+# PyTorch peer at the same shapes, checks xrank's logits against torch, and prints the comparison (JSON lines).
+# Usage: benchmarks/gpu/bench_forward.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_SKIP_CTEST=1, XR_REPS)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+O=${1:-${OUT:-/tmp/xr_bench_out}}
+mkdir -p "$O"
+P=${XRDEPS:-/opt/xrdeps}
+B=${XR_BUILD:-/tmp/xr_build}
+R=${XR_REPS:-5}
+A=x86_64-linux-gnu
+M=/tmp/xr_bge_random
+export PYTHONUNBUFFERED=1
+if [ "${XR_SKIP_CTEST:-0}" = 1 ]; then XR_CUDA_VERBOSE=0 benchmarks/gpu/device_build.sh -R '^test_cuda' >"$O/build.log" 2>&1
+else XR_CUDA_VERBOSE=1 benchmarks/gpu/device_build.sh >"$O/build.log" 2>&1; fi
+echo "device_build.sh rc=$?"; grep -E "tests passed|tests failed|Failed|\*\*\*|BUILD HAD|error:" "$O/build.log" | head -40
+grep -E "bf16|model .*max abs" "$O/build.log" | head -40
+cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/build.log" 2>&1 || { echo "bench_encoder did not build"; tail -30 "$O/build.log"; exit 1; }
+export LD_LIBRARY_PATH="$P/usr/lib/$A:$P/lib/$A:$P/usr/lib/$A/openblas-pthread:$P/usr/lib/$A/hdf5/serial:$P/usr/lib/$A/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for pkg in cudnn nccl; do d=$(python3 -c "import nvidia.$pkg as m; print(list(m.__path__)[0])" 2>/dev/null) && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"; done
+export OPAL_PREFIX="$P/usr" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
+
+nvcc -O2 -o /tmp/gemm_peak benchmarks/gpu/gemm_peak.cu -lcublasLt -lcublas && /tmp/gemm_peak | tee "$O/gemm_peak.jsonl"
+PEAK=$(python3 -c "import json,sys; print(max(json.loads(l)['tflops'] for l in open('$O/gemm_peak.jsonl') if '\"bf16\"' in l))")
+echo "bf16 GEMM peak: $PEAK TFLOP/s"
+nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
+
+python3 benchmarks/gpu/bench_forward.py write "$M" || exit 1
+X="$B/benchmarks/bench_encoder"
+J="$O/xrank.jsonl"; : >"$J"
+xr() { # variant env... -- args
+    local v=$1; shift; local envs=(); while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+    env "${envs[@]}" "$X" "$M" "$@" | sed "s/^{/{\"variant\": \"$v\", /" | tee -a "$J"
+}
+xr bf16 XR_=1 -- score 512 64 "$R" bf16 /tmp/xr_dump512
+xr bf16 XR_=1 -- score 256 128 "$R" bf16
+xr bf16 XR_=1 -- embed 512 64 "$R" bf16
+xr bf16 XR_=1 -- embed 256 128 "$R" bf16
+xr bf16-fastgemm XR_CUDA_BF16_GEMM=fast -- score 512 64 "$R" bf16
+xr bf16-exactattn XR_CUDA_ATTENTION=exact -- score 512 64 2 bf16
+xr fp32 XR_=1 -- score 512 64 2 fp32
+python3 benchmarks/gpu/bench_forward.py check "$M" /tmp/xr_dump512 512 64
+python3 benchmarks/gpu/bench_forward.py peer "$J" "$PEAK" | tee "$O/peer.jsonl"

@@ -1,0 +1,154 @@
+/* test_cuda_bf16: the BF16 mode of the CUDA backend (cuda_ops_set_gemm_mode XR_GEMM_BF16): ops_linear as bf16
+ * cuBLASLt GEMMs (own bf16 copies, and XR_CUDA_BF16_GEMM=fast), attention as padded batched bf16 GEMMs (whole
+ * and chunked), against the fp32 CPU ops, and the tiny model fixtures' logits / embeddings within bf16 tolerance.
+ * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "ops.h"
+#include "testutil.h"
+#ifdef XR_HAVE_CUDA
+#include "cuda/ops_cuda.h"
+#endif
+
+#ifdef XR_HAVE_CUDA
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static float urand(float lo, float hi) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return lo + (hi - lo) * (float)((rng >> 40) / 16777216.0);
+}
+static float *rnd(size_t n, float lo, float hi) {
+    float *p = xr_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = urand(lo, hi);
+    return p;
+}
+static void *up(Backend *g, const void *h, size_t bytes) {
+    void *d = cuda_ops_alloc(g, bytes);
+    cuda_ops_to_device(g, d, h, bytes);
+    return d;
+}
+static void cmp(Backend *g, const char *what, const float *cpu, const float *dev, size_t n, double tol) {
+    float *h = xr_malloc(n * sizeof(float));
+    cuda_ops_to_host(g, h, dev, n * sizeof(float));
+    double md = tu_check_close(what, h, cpu, n, tol);
+    printf("%-40s n=%-8zu max abs diff %.3g (tol %.0e)\n", what, n, md, tol);
+    free(h);
+}
+
+/* A BF16-mode backend built with the given environment (read when the backend is made). */
+static Backend *bf16_backend(const char *gemm, const char *chunk) {
+    if (gemm) setenv("XR_CUDA_BF16_GEMM", gemm, 1); else unsetenv("XR_CUDA_BF16_GEMM");
+    if (chunk) setenv("XR_CUDA_ATT_CHUNK", chunk, 1); else unsetenv("XR_CUDA_ATT_CHUNK");
+    Backend *g = cuda_ops_backend(0);
+    cuda_ops_set_gemm_mode(g, XR_GEMM_BF16);
+    unsetenv("XR_CUDA_BF16_GEMM"), unsetenv("XR_CUDA_ATT_CHUNK");
+    return g;
+}
+
+static void check_linear(Backend *c, Backend *g, const char *tag) {
+    int M = 45, N = 97, K = 384;
+    float *x = rnd((size_t)M * K, -1, 1), *W = rnd((size_t)N * K, -0.1f, 0.1f), *b = rnd(N, -1, 1);
+    float *y = xr_malloc((size_t)M * N * 4);
+    float *dx = up(g, x, (size_t)M * K * 4), *dW = up(g, W, (size_t)N * K * 4), *db = up(g, b, (size_t)N * 4);
+    float *dy = cuda_ops_alloc(g, (size_t)M * N * 4);
+    char name[80];
+    for (int bias = 1; bias >= 0; bias--) {
+        ops_linear(c, y, x, W, bias ? b : NULL, M, N, K);
+        cuda_ops_linear(g, dy, dx, dW, bias ? db : NULL, M, N, K);
+        snprintf(name, sizeof name, "linear bf16 %s %s", tag, bias ? "+bias" : "no bias");
+        cmp(g, name, y, dy, (size_t)M * N, 2e-2);
+    }
+    cuda_ops_free(g, dx), cuda_ops_free(g, dW), cuda_ops_free(g, db), cuda_ops_free(g, dy);
+    free(x), free(W), free(b), free(y);
+}
+
+static void check_attention(Backend *c, Backend *g, const char *tag, int NH, int dh, const int *lens, int S) {
+    int32_t off[16];
+    off[0] = 0;
+    int max_len = 0;
+    for (int s = 0; s < S; s++) {
+        off[s + 1] = off[s] + lens[s];
+        max_len = lens[s] > max_len ? lens[s] : max_len;
+    }
+    int N = off[S];
+    size_t HD = (size_t)NH * dh;
+    float *qkv = rnd((size_t)N * 3 * HD, -2, 2), *out = xr_malloc((size_t)N * HD * 4);
+    int32_t *doff = up(g, off, (S + 1) * 4);
+    float *dqkv = up(g, qkv, (size_t)N * 3 * HD * 4), *dout = cuda_ops_alloc(g, (size_t)N * HD * 4);
+    ops_attention(c, out, NULL, qkv, off, S, max_len, NH, dh);
+    cuda_ops_attention(g, dout, NULL, dqkv, doff, S, max_len, NH, dh);
+    char name[80];
+    snprintf(name, sizeof name, "attention bf16 %s NH=%d dh=%d", tag, NH, dh);
+    cmp(g, name, out, dout, (size_t)N * HD, 3e-2);
+    cuda_ops_free(g, doff), cuda_ops_free(g, dqkv), cuda_ops_free(g, dout);
+    free(qkv), free(out);
+}
+
+/* The fixture models (transformers fp32 outputs) through a BF16-mode backend: logits and CLS embeddings. */
+static void check_model(Backend *g, const char *name) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), name);
+    char p[700];
+    size_t n;
+    snprintf(p, sizeof p, "%s/shape.i32", dir);
+    int32_t *shape = tu_read_i32(p, &n);
+    int B = shape[0], T = shape[1], H = shape[2], NL = shape[3];
+    free(shape);
+    snprintf(p, sizeof p, "%s/ids.i32", dir);
+    int32_t *ids = tu_read_i32(p, &n);
+    snprintf(p, sizeof p, "%s/types.i32", dir);
+    int32_t *types = tu_read_i32(p, &n);
+    snprintf(p, sizeof p, "%s/mask.i32", dir);
+    int32_t *mask = tu_read_i32(p, &n);
+    snprintf(p, sizeof p, "%s/emb_cls.f32", dir);
+    float *want_cls = tu_read_f32(p, &n);
+    XrErr e;
+    Encoder *m = encoder_load_on(dir, g, &e);
+    TU_CHECK(m != NULL, "%s: encoder_load_on failed: %s", name, e.msg);
+    if (!m) return;
+    Batch b = {B, T, ids, types, mask};
+    float *emb = xr_malloc((size_t)B * H * 4), *lg = xr_malloc((size_t)B * (NL ? NL : 1) * 4);
+    encoder_forward_embed(m, &b, POOL_CLS, 1, emb);
+    double dc = tu_check_close(name, emb, want_cls, (size_t)B * H, 2e-2), dl = 0;
+    if (NL) {
+        snprintf(p, sizeof p, "%s/logits.f32", dir);
+        float *want = tu_read_f32(p, &n);
+        encoder_forward_score(m, &b, lg);
+        dl = tu_check_close(name, lg, want, (size_t)B * NL, 2e-2);
+        free(want);
+    }
+    printf("model %-10s bf16 max abs diff: emb_cls %.2e  logits %.2e (tol 2e-2)\n", name, dc, dl);
+    encoder_free(m);
+    free(ids), free(types), free(mask), free(want_cls), free(emb), free(lg);
+}
+#endif
+
+int main(void) {
+#ifndef XR_HAVE_CUDA
+    TU_SKIP("built without the CUDA backend");
+#else
+    if (cuda_ops_device_count() <= 0) TU_SKIP("no GPU visible");
+    Backend *c = ops_backend_cpu(2);
+    static const int lens1[] = {1, 7, 33, 64, 17}, lens2[] = {130, 5, 77};
+    const char *gemm[] = {NULL, "fast"}, *chunk[] = {NULL, "2"}, *tag[] = {"own-copies", "fast / chunks of 2"};
+    for (int v = 0; v < 2; v++) {
+        Backend *g = bf16_backend(gemm[v], chunk[v]);
+        check_linear(c, g, tag[v]);
+        check_attention(c, g, tag[v], 3, 20, lens1, 5);
+        check_attention(c, g, tag[v], 12, 64, lens2, 3);
+        check_attention(c, g, tag[v], 12, 32, lens1, 5);
+        if (v == 0) {
+            check_model(g, "bert_cls");
+            check_model(g, "xlmr_cls");
+            check_model(g, "xlmr_cls3");
+            check_model(g, "xlmr_model");
+        }
+        cuda_ops_sync(g);
+        cuda_ops_backend_free(g);
+    }
+    ops_backend_free(c);
+    return tu_finish("test_cuda_bf16");
+#endif
+}
