@@ -93,6 +93,79 @@ void ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_o
 /* out[i] = x[i] / max(||x[i]||_2, 1e-12) per row, as torch.nn.functional.normalize; out may alias x. */
 void ops_l2norm(Backend *be, float *out, const float *x, int n, int H);
 
+/* ---- training: dropout, backward passes, optimizer arithmetic ----
+ * Backward ops take the gradient of the op's output (d<out>) and what the forward saved. Gradients of
+ * parameters always accumulate (+=) into their buffers, so micro-batches add up; gradients of activations
+ * overwrite unless an `accumulate` flag says otherwise. Results depend only on the inputs, never on the
+ * number of threads: reductions over tokens run per column in a fixed order, never with atomics.
+ * The CUDA backend does not implement these yet: called on a CUDA backend they die naming the op. */
+
+/* Where dropout draws its mask (rng.h, rng_dropout_span): element j of a row of sequence s at position t
+ * keeps with probability 1 - p from Philox(key, {j/4, t, id, id >> 32}), id = seq_ids[s] (s when seq_ids is
+ * NULL). So a mask depends on (key, example, position) only: not on packing, batch order or threads. */
+typedef struct {
+    float p;                  /* drop probability in [0, 1); 0: no dropout */
+    uint64_t key;             /* rng_key(seed, step, site): one key per dropout site and step */
+    const uint64_t *seq_ids;  /* [S] in device memory, or NULL */
+} XrDropout;
+
+/* out = res + dropout(x) over token rows: with seq_off, the packed rows seq_off[0] .. seq_off[S]-1 (row k of
+ * sequence s has position k - seq_off[s]); with seq_off NULL, S rows, row s being sequence s's first token
+ * (position 0). res may be NULL (out = dropout(x)); d NULL or d->p == 0: no dropout. out may alias x or res.
+ * Applied to a gradient with the same d it is its own backward pass. */
+void ops_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
+                     int H, const XrDropout *d);
+
+/* Attention for training: like ops_attention (first_only 0) or ops_attention_first (first_only 1) with the
+ * probabilities saved in att for the backward pass, and dropout on them (d may be NULL) as transformers does
+ * (ctx = dropout(softmax) v, mask position: query row | head << 16 per sequence). att holds the probabilities
+ * before dropout, sequence s's block [NH, nq, L] (nq = L, or 1 with first_only) at offset
+ * NH * sum_{r<s} nq_r L_r. out is [N, H] or, with first_only, [S, H]. */
+void ops_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                         int max_len, int NH, int dh, int first_only, const XrDropout *d);
+/* Its backward: dqkv [N, 3H] (overwritten; with first_only the query part of non-first rows is 0) from
+ * dout ([N, H], or [S, H] with first_only), the forward's qkv and att, and the same dropout d. */
+void ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                            const XrDropout *d);
+
+/* nn.Linear backward for y = x W^T + b: dx[M,K] = dy W (overwrite, or += with accumulate_dx; dx NULL: skip),
+ * dW[N,K] += dy^T x, db[N] += column sums of dy (db NULL: no bias). */
+void ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, int M, int N, int K, int accumulate_dx);
+/* Embedding backward: dword[ids[i]] += dout[i], dpos[pos_ids[i]] += dout[i], dtype[types[i]] += dout[i]
+ * (types NULL: row 0; dtype NULL: skipped). Column ranges per thread: deterministic, no atomics. */
+void ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
+                        const int32_t *pos_ids, const int32_t *types, int n, int H);
+/* LayerNorm backward. x is the LayerNorm's input (x + res of the forward, which the caller keeps), mean/rstd
+ * what the forward saved. dx = d(out)/d(input) (overwrite, or += with accumulate); dg, db accumulate.
+ * dx may alias dout. */
+void ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
+                            const float *mean, const float *rstd, const float *g, int n, int H, int accumulate);
+/* dx = dy * GELU'(x) with the exact derivative Phi(x) + x phi(x); dx may alias dy. */
+void ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n);
+/* dx = dy * (1 - y^2) from the forward's output y; dx may alias dy. */
+void ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n);
+/* Pooling backward: dx[seq_off[s]] += dout[s] (first token), dx[rows of s] += dout[s] / L_s (mean). */
+void ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
+void ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
+/* L2 normalisation backward from the forward's input x: dx = (dy - y (y . dy)) / max(||x||, 1e-12)
+ * (dy / 1e-12 where the norm is clamped); dx may alias dy. */
+void ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H);
+
+/* x[0..n) = 0. */
+void ops_zero(Backend *be, float *x, size_t n);
+/* x *= alpha. */
+void ops_scale(Backend *be, float *x, size_t n, float alpha);
+/* Sum of squares in double, summed in fixed chunks and a fixed order (independent of threads). */
+double ops_sum_squares(Backend *be, const float *x, size_t n);
+/* One torch.optim.AdamW step (single-tensor path, torch's order of operations) on n parameters:
+ * p *= 1 - lr*wd (when wd != 0); m = lerp(m, g, 1 - beta1); v = v*beta2 + (1 - beta2) g^2;
+ * p += (-lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step (step >= 1,
+ * counted including this one). Scalars are computed in double as Python does, then used as fp32. */
+void ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
+               double beta2, double eps, double wd, int64_t step);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,12 +1,15 @@
-/* cpu_attention.c: softmax attention over packed sequences on the CPU. One task per (sequence, head) spread
- * over OpenMP threads; in each, scores = q k^T and ctx = p v are single-threaded OpenBLAS GEMMs over a block
- * of query rows, with the softmax in between. Padding never exists here: the model packs real tokens only. */
+/* cpu_attention.c: softmax attention over packed sequences on the CPU, forward (with optional saved
+ * probabilities and dropout on them) and backward. One task per (sequence, head) spread over OpenMP threads;
+ * in each, the products are single-threaded OpenBLAS GEMMs over a block of query rows. Padding never exists
+ * here: the model packs real tokens only. */
 #include <math.h>
+#include <string.h>
 
 #include <cblas.h>
 
 #include "cpu_math.h"
 #include "cpu_ops.h"
+#include "rng.h"
 
 /* Score block size per thread in floats (1 MiB): query rows are processed in blocks that fit. */
 #define XR_ATT_BLOCK (1 << 18)
@@ -36,13 +39,38 @@ static int query_block(int max_len) {
     return rb < 1 ? 1 : (rb > max_len ? max_len : rb);
 }
 
+/* Offset of sequence s's saved probabilities: blocks [NH, nq, L] one after another (nq = L, or 1 for the first
+ * row only). O(S) per call, small next to a head's work. */
+static size_t att_offset(const int32_t *seq_off, int s, int NH, int first_only) {
+    if (first_only) return (size_t)NH * (size_t)seq_off[s];
+    size_t before = 0;
+    for (int r = 0; r < s; r++) {
+        size_t lr = (size_t)(seq_off[r + 1] - seq_off[r]);
+        before += lr * lr;
+    }
+    return (size_t)NH * before;
+}
+
+/* Dropout on probability rows i0 .. i0+nb-1 of head h (see XrDropout: position = query row | head << 16). */
+static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int h, uint64_t id, const XrDropout *d,
+                        uint32_t thr, float scale) {
+    for (int r = 0; r < nb; r++)
+        rng_dropout_span(dst + (size_t)r * L, src + (size_t)r * L, L, d->key, (uint32_t)(i0 + r) | ((uint32_t)h << 16),
+                         id, thr, scale);
+}
+
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                   int max_len, int NH, int dh, int first_only) {
+                   int max_len, int NH, int dh, int first_only, const XrDropout *d) {
     int H = NH * dh, ld = 3 * H, nt = be->threads;
     int rb = query_block(max_len);
-    float *scratch = cpu_scratch(be, (size_t)rb * max_len, nt);
-    size_t per_al = ((size_t)rb * max_len + 15) & ~(size_t)15;
+    if (d && d->p <= 0.0f) d = NULL;
+    /* per thread: the score block (when the probabilities are not kept in att) and its dropped copy */
+    size_t blk = ((size_t)rb * max_len + 15) & ~(size_t)15;
+    size_t per_al = blk * (d ? 2 : 1);
+    float *scratch = cpu_scratch(be, per_al, nt);
     float scale = 1.0f / sqrtf((float)dh);
+    uint32_t thr = d ? rng_drop_threshold(d->p) : 0;
+    float dscale = d ? 1.0f / (1.0f - d->p) : 1.0f;
     int ntask = S * NH;
     /* a parallel region is only worth it when the batch has enough work */
     size_t work = (size_t)seq_off[S] * (first_only ? 1 : (size_t)max_len) * H;
@@ -57,23 +85,92 @@ void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const 
         if (L <= 0) continue;
         const float *q = qkv + (size_t)off * ld + (size_t)h * dh, *k = q + H, *v = q + 2 * H;
         float *o = first_only ? out + (size_t)s * H + (size_t)h * dh : out + (size_t)off * H + (size_t)h * dh;
-        float *a = NULL;
-        if (att) {
-            size_t before = 0; /* sum of L_r^2 over earlier sequences: O(S), small next to the head's work */
-            for (int r = 0; r < s; r++) {
-                size_t lr = (size_t)(seq_off[r + 1] - seq_off[r]);
-                before += lr * lr;
-            }
-            a = att + (size_t)NH * before + (size_t)h * L * L;
-        }
+        float *a = att ? att + att_offset(seq_off, s, NH, first_only) + (size_t)h * nq * L : NULL;
+        float *mine = scratch + per_al * tid;
+        uint64_t id = d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s;
         for (int i0 = 0; i0 < nq; i0 += rb) {
             int nb = nq - i0 < rb ? nq - i0 : rb;
-            float *sc = a ? a + (size_t)i0 * L : scratch + per_al * tid;
+            float *sc = a ? a + (size_t)i0 * L : mine;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, scale, q + (size_t)i0 * ld, ld, k, ld,
                         0.0f, sc, L);
             softmax_rows(sc, nb, L);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, sc, L, v, ld, 0.0f,
+            const float *pv = sc;
+            if (d) {
+                float *pd = mine + blk;
+                att_dropout(pd, sc, nb, L, i0, h, id, d, thr, dscale);
+                pv = pd;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, pv, L, v, ld, 0.0f,
                         o + (size_t)i0 * H, H);
         }
+    }
+}
+
+/* dS = P * (dP - rowsum(P * dP)) in place of dP (the softmax backward), rows of length L. */
+XR_CLONES
+static void softmax_backward_rows(float *dp, const float *p, int rows, int L) {
+    for (int r = 0; r < rows; r++) {
+        float *g = dp + (size_t)r * L;
+        const float *y = p + (size_t)r * L;
+        float dot = 0.0f;
+        XR_OMP(omp simd reduction(+ : dot))
+        for (int j = 0; j < L; j++) dot += y[j] * g[j];
+        for (int j = 0; j < L; j++) g[j] = y[j] * (g[j] - dot);
+    }
+}
+
+/* Per (sequence, head) and block of query rows, with P the saved probabilities and Pd = dropout(P):
+ * dV += Pd^T dO; dPd = dO V^T; dP = dropout(dPd); dS = softmax'(dP); dQ = scale dS K; dK += scale dS^T Q.
+ * Each task writes only its own sequence's rows and head's columns, so tasks never overlap. */
+void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                            const XrDropout *d) {
+    int H = NH * dh, ld = 3 * H, nt = be->threads;
+    int rb = query_block(max_len);
+    if (d && d->p <= 0.0f) d = NULL;
+    size_t blk = ((size_t)rb * max_len + 15) & ~(size_t)15;
+    size_t per_al = blk * (d ? 2 : 1);
+    float *scratch = cpu_scratch(be, per_al, nt);
+    float scale = 1.0f / sqrtf((float)dh);
+    uint32_t thr = d ? rng_drop_threshold(d->p) : 0;
+    float dscale = d ? 1.0f / (1.0f - d->p) : 1.0f;
+    int ntask = S * NH;
+    size_t work = (size_t)seq_off[S] * (first_only ? 1 : (size_t)max_len) * H;
+    XR_OMP(omp parallel for num_threads(nt) schedule(dynamic, 1) if (work > XR_PAR_MIN && ntask > 1 && nt > 1))
+    for (int task = 0; task < ntask; task++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        int s = task / NH, h = task % NH;
+        int off = seq_off[s], L = seq_off[s + 1] - off, nq = first_only ? 1 : L;
+        if (L <= 0) continue;
+        const float *q = qkv + (size_t)off * ld + (size_t)h * dh, *k = q + H, *v = q + 2 * H;
+        float *dq = dqkv + (size_t)off * ld + (size_t)h * dh, *dk = dq + H, *dv = dq + 2 * H;
+        const float *dO = first_only ? dout + (size_t)s * H + (size_t)h * dh : dout + (size_t)off * H + (size_t)h * dh;
+        const float *a = att + att_offset(seq_off, s, NH, first_only) + (size_t)h * nq * L;
+        float *dp = scratch + per_al * tid, *pd = dp + blk;
+        uint64_t id = d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s;
+        for (int i0 = 0; i0 < nq; i0 += rb) {
+            int nb = nq - i0 < rb ? nq - i0 : rb;
+            const float *P = a + (size_t)i0 * L, *Pv = P;
+            float beta = i0 == 0 ? 0.0f : 1.0f;
+            if (d) {
+                att_dropout(pd, P, nb, L, i0, h, id, d, thr, dscale);
+                Pv = pd;
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, 1.0f, Pv, L, dO + (size_t)i0 * H, H, beta,
+                        dv, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, 1.0f, dO + (size_t)i0 * H, H, v, ld, 0.0f,
+                        dp, L);
+            if (d) att_dropout(dp, dp, nb, L, i0, h, id, d, thr, dscale);
+            softmax_backward_rows(dp, P, nb, L);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, scale, dp, L, k, ld, 0.0f,
+                        dq + (size_t)i0 * ld, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, scale, dp, L, q + (size_t)i0 * ld, ld, beta,
+                        dk, ld);
+        }
+        /* with the first row only, the other rows' queries did not take part */
+        for (int i = nq; i < L; i++) memset(dq + (size_t)i * ld, 0, (size_t)dh * sizeof(float));
     }
 }

@@ -74,18 +74,6 @@ static void tanh_span(float *o, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) o[i] = tanhf(x[i]);
 }
 
-/* Elementwise ops split the array into one contiguous span per thread (aligned to 16 floats). */
-#define XR_SPANS(nt, n, body)                                                          \
-    do {                                                                               \
-        int nspan_ = ((n) > XR_PAR_MIN) ? (nt) : 1;                                    \
-        size_t chunk_ = (((n) + nspan_ - 1) / nspan_ + 15) & ~(size_t)15;              \
-        XR_OMP(omp parallel for num_threads(nspan_) schedule(static))                 \
-        for (int s_ = 0; s_ < nspan_; s_++) {                                          \
-            size_t lo = (size_t)s_ * chunk_, hi = lo + chunk_ > (n) ? (n) : lo + chunk_; \
-            if (lo < hi) body;                                                         \
-        }                                                                              \
-    } while (0)
-
 void cpu_gelu(Backend *be, float *out, const float *x, size_t n) {
     XR_SPANS(be->threads, n, gelu_span(out + lo, x + lo, hi - lo));
 }

@@ -21,6 +21,18 @@
 /* Below this many scalar operations a kernel runs on one thread: a parallel region costs more. */
 #define XR_PAR_MIN 32768
 
+/* Elementwise ops split the array into one contiguous span per thread (aligned to 16 floats). */
+#define XR_SPANS(nt, n, body)                                                          \
+    do {                                                                               \
+        int nspan_ = ((n) > XR_PAR_MIN) ? (nt) : 1;                                    \
+        size_t chunk_ = (((n) + nspan_ - 1) / nspan_ + 15) & ~(size_t)15;              \
+        XR_OMP(omp parallel for num_threads(nspan_) schedule(static))                 \
+        for (int s_ = 0; s_ < nspan_; s_++) {                                          \
+            size_t lo = (size_t)s_ * chunk_, hi = lo + chunk_ > (n) ? (n) : lo + chunk_; \
+            if (lo < hi) body;                                                         \
+        }                                                                              \
+    } while (0)
+
 void cpu_backend_init(Backend *be, int threads);
 void cpu_backend_release(Backend *be);
 void cpu_set_threads(Backend *be, int n);
@@ -46,9 +58,32 @@ void cpu_layernorm(Backend *be, float *out, float *mean, float *rstd, const floa
 void cpu_gelu(Backend *be, float *out, const float *x, size_t n);
 void cpu_tanh(Backend *be, float *out, const float *x, size_t n);
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                   int max_len, int NH, int dh, int first_only);
+                   int max_len, int NH, int dh, int first_only, const XrDropout *d);
 void cpu_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
 void cpu_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
 void cpu_l2norm(Backend *be, float *out, const float *x, int n, int H);
+
+/* training (cpu_train.c, cpu_attention.c) */
+void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
+                     int H, const XrDropout *d);
+void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                            const XrDropout *d);
+/* db[j] += sum_i dy[i, j] over M rows of width N. */
+void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N);
+void cpu_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
+                        const int32_t *pos_ids, const int32_t *types, int n, int H);
+void cpu_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
+                            const float *mean, const float *rstd, const float *g, int n, int H, int accumulate);
+void cpu_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n);
+void cpu_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n);
+void cpu_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
+void cpu_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
+void cpu_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H);
+void cpu_zero(Backend *be, float *x, size_t n);
+void cpu_scale(Backend *be, float *x, size_t n, float alpha);
+double cpu_sum_squares(Backend *be, const float *x, size_t n);
+void cpu_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
+               double beta2, double eps, double wd, int64_t step);
 
 #endif

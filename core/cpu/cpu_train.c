@@ -1,0 +1,292 @@
+/* cpu_train.c: the CPU kernels of training: dropout, the backward passes of the token-wise ops (bias sums,
+ * embeddings, LayerNorm, GELU, tanh, poolings, L2 norm) and the optimizer arithmetic (sum of squares, scale,
+ * AdamW). Sums over tokens run per column range in row order, so results do not depend on the thread count. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_math.h"
+#include "cpu_ops.h"
+#include "rng.h"
+
+/* Column ranges for reductions over rows: part p of nparts, boundaries at multiples of 16 floats. */
+static int col_parts(const Backend *be, size_t rows, int N) {
+    int units = (N + 15) / 16, nt = be->threads;
+    if ((size_t)N * rows < XR_PAR_MIN) nt = 1;
+    return nt < units ? (nt > 0 ? nt : 1) : units;
+}
+
+static void col_range(int N, int parts, int p, int *lo, int *hi) {
+    int units = (N + 15) / 16;
+    int u0 = (int)((long long)units * p / parts), u1 = (int)((long long)units * (p + 1) / parts);
+    *lo = u0 * 16 < N ? u0 * 16 : N;
+    *hi = u1 * 16 < N ? u1 * 16 : N;
+}
+
+/* Sequence of packed row k (binary search in seq_off). */
+static int row_seq(const int32_t *seq_off, int S, int k) {
+    int lo = 0, hi = S - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (seq_off[mid] <= k)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
+                     int H, const XrDropout *d) {
+    int n = seq_off ? seq_off[S] - seq_off[0] : S, nt = be->threads;
+    if (n <= 0) return;
+    int k0 = seq_off ? seq_off[0] : 0;
+    if (!d || d->p <= 0.0f) {
+        size_t total = (size_t)n * H;
+        const float *xs = x + (size_t)k0 * H, *rs = res ? res + (size_t)k0 * H : NULL;
+        float *os = out + (size_t)k0 * H;
+        if (rs) {
+            XR_SPANS(nt, total, {
+                for (size_t i = lo; i < hi; i++) os[i] = rs[i] + xs[i];
+            });
+        } else if (os != xs) {
+            memmove(os, xs, total * sizeof(float));
+        }
+        return;
+    }
+    uint32_t thr = rng_drop_threshold(d->p);
+    float scale = 1.0f / (1.0f - d->p);
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN / 8))
+    for (int i = 0; i < n; i++) {
+        int k = k0 + i, s = seq_off ? row_seq(seq_off, S, k) : k, t = seq_off ? k - seq_off[s] : 0;
+        uint64_t id = d->seq_ids ? d->seq_ids[s] : (uint64_t)s;
+        size_t o = (size_t)k * H;
+        rng_dropout_add_span(out + o, x + o, res ? res + o : NULL, H, d->key, (uint32_t)t, id, thr, scale);
+    }
+}
+
+void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N) {
+    int parts = col_parts(be, (size_t)M, N);
+    XR_OMP(omp parallel for num_threads(parts) schedule(static) if (parts > 1))
+    for (int p = 0; p < parts; p++) {
+        int j0, j1;
+        col_range(N, parts, p, &j0, &j1);
+        for (int j = j0; j < j1; j++) {
+            /* per column in double: a bias gradient sums over every token of the batch */
+            double acc = 0;
+            for (int i = 0; i < M; i++) acc += dy[(size_t)i * N + j];
+            db[j] += (float)acc;
+        }
+    }
+}
+
+XR_CLONES
+static void add_row(float *dst, const float *src, int n) {
+    for (int j = 0; j < n; j++) dst[j] += src[j];
+}
+
+void cpu_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
+                        const int32_t *pos_ids, const int32_t *types, int n, int H) {
+    /* Each thread owns a column range of every table and walks the tokens in order: repeated ids add up in
+     * the same order whatever the thread count, and no two threads write one float. */
+    int parts = col_parts(be, (size_t)n * 3, H);
+    XR_OMP(omp parallel for num_threads(parts) schedule(static) if (parts > 1))
+    for (int p = 0; p < parts; p++) {
+        int j0, j1;
+        col_range(H, parts, p, &j0, &j1);
+        for (int i = 0; i < n; i++) {
+            const float *g = dout + (size_t)i * H + j0;
+            add_row(dword + (size_t)ids[i] * H + j0, g, j1 - j0);
+            add_row(dpos + (size_t)pos_ids[i] * H + j0, g, j1 - j0);
+            if (dtype) add_row(dtype + (types ? (size_t)types[i] * H : 0) + j0, g, j1 - j0);
+        }
+    }
+}
+
+/* One row: dx = rstd * (dy g - mean(dy g) - xhat mean(dy g xhat)). Reads the whole row before writing it. */
+XR_CLONES
+static void layernorm_backward_row(float *dx, const float *dy, const float *x, float mean, float rstd,
+                                   const float *g, int H, int accumulate) {
+    float s1 = 0.0f, s2 = 0.0f;
+    XR_OMP(omp simd reduction(+ : s1, s2))
+    for (int j = 0; j < H; j++) {
+        float dg = dy[j] * g[j];
+        s1 += dg;
+        s2 += dg * (x[j] - mean) * rstd;
+    }
+    float a = s1 / (float)H, b = s2 / (float)H;
+    if (accumulate) {
+        for (int j = 0; j < H; j++) dx[j] += rstd * (dy[j] * g[j] - a - (x[j] - mean) * rstd * b);
+    } else {
+        for (int j = 0; j < H; j++) dx[j] = rstd * (dy[j] * g[j] - a - (x[j] - mean) * rstd * b);
+    }
+}
+
+void cpu_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
+                            const float *mean, const float *rstd, const float *g, int n, int H, int accumulate) {
+    int nt = be->threads;
+    /* dg, db first: dx may overwrite dout */
+    int parts = col_parts(be, (size_t)n * 2, H);
+    XR_OMP(omp parallel for num_threads(parts) schedule(static) if (parts > 1))
+    for (int p = 0; p < parts; p++) {
+        int j0, j1;
+        col_range(H, parts, p, &j0, &j1);
+        for (int j = j0; j < j1; j++) {
+            double sg = 0, sb = 0;
+            for (int i = 0; i < n; i++) {
+                float d = dout[(size_t)i * H + j];
+                sg += d * ((x[(size_t)i * H + j] - mean[i]) * rstd[i]);
+                sb += d;
+            }
+            dg[j] += (float)sg;
+            db[j] += (float)sb;
+        }
+    }
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
+    for (int i = 0; i < n; i++) {
+        size_t o = (size_t)i * H;
+        layernorm_backward_row(dx + o, dout + o, x + o, mean[i], rstd[i], g, H, accumulate);
+    }
+}
+
+XR_CLONES
+static void gelu_backward_span(float *dx, const float *x, const float *dy, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        /* d/dx [x Phi(x)] = Phi(x) + x phi(x), phi the standard normal density */
+        float pdf = 0.3989422804014327f * xr_expf(-0.5f * v * v);
+        dx[i] = dy[i] * (xr_phif(v) + v * pdf);
+    }
+}
+
+XR_CLONES
+static void tanh_backward_span(float *dx, const float *y, const float *dy, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void cpu_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n) {
+    XR_SPANS(be->threads, n, gelu_backward_span(dx + lo, x + lo, dy + lo, hi - lo));
+}
+
+void cpu_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n) {
+    XR_SPANS(be->threads, n, tanh_backward_span(dx + lo, y + lo, dy + lo, hi - lo));
+}
+
+void cpu_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
+    (void)be;
+    for (int s = 0; s < S; s++) add_row(dx + (size_t)seq_off[s] * H, dout + (size_t)s * H, H);
+}
+
+XR_CLONES
+static void add_scaled_rows(float *dx, const float *g, int rows, int H) {
+    float inv = 1.0f / (float)(rows > 0 ? rows : 1);
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < H; j++) dx[(size_t)r * H + j] += g[j] * inv;
+}
+
+void cpu_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
+    int nt = be->threads;
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)seq_off[S] * H > XR_PAR_MIN))
+    for (int s = 0; s < S; s++)
+        add_scaled_rows(dx + (size_t)seq_off[s] * H, dout + (size_t)s * H, seq_off[s + 1] - seq_off[s], H);
+}
+
+XR_CLONES
+static void l2norm_backward_row(float *dx, const float *dy, const float *x, int H) {
+    float ss = 0.0f;
+    XR_OMP(omp simd reduction(+ : ss))
+    for (int j = 0; j < H; j++) ss += x[j] * x[j];
+    float nrm = sqrtf(ss);
+    if (!(nrm > 1e-12f)) {
+        /* the norm was clamped to 1e-12: y = x / 1e-12 is linear in x */
+        for (int j = 0; j < H; j++) dx[j] = dy[j] * 1e12f;
+        return;
+    }
+    float inv = 1.0f / nrm, dot = 0.0f;
+    XR_OMP(omp simd reduction(+ : dot))
+    for (int j = 0; j < H; j++) dot += x[j] * dy[j];
+    dot *= inv; /* y . dy */
+    for (int j = 0; j < H; j++) dx[j] = (dy[j] - x[j] * inv * dot) * inv;
+}
+
+void cpu_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H) {
+    int nt = be->threads;
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
+    for (int i = 0; i < n; i++) l2norm_backward_row(dx + (size_t)i * H, dy + (size_t)i * H, x + (size_t)i * H, H);
+}
+
+void cpu_zero(Backend *be, float *x, size_t n) {
+    XR_SPANS(be->threads, n, memset(x + lo, 0, (hi - lo) * sizeof(float)));
+}
+
+XR_CLONES
+static void scale_span(float *x, size_t n, float a) {
+    for (size_t i = 0; i < n; i++) x[i] *= a;
+}
+
+void cpu_scale(Backend *be, float *x, size_t n, float alpha) {
+    XR_SPANS(be->threads, n, scale_span(x + lo, hi - lo, alpha));
+}
+
+/* Fixed chunks, each summed in double, then the chunk sums in order: the same bits for any thread count. */
+#define XR_SSQ_CHUNK 16384
+
+XR_CLONES
+static double ssq_span(const float *x, size_t n) {
+    double s = 0;
+    XR_OMP(omp simd reduction(+ : s))
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+double cpu_sum_squares(Backend *be, const float *x, size_t n) {
+    if (n == 0) return 0;
+    size_t nc = (n + XR_SSQ_CHUNK - 1) / XR_SSQ_CHUNK;
+    double *part = (double *)cpu_scratch(be, 2 * nc, 1);
+    int nt = be->threads;
+    XR_OMP(omp parallel for num_threads(nt) schedule(static) if (n > XR_PAR_MIN))
+    for (size_t c = 0; c < nc; c++) {
+        size_t lo = c * XR_SSQ_CHUNK, hi = lo + XR_SSQ_CHUNK < n ? lo + XR_SSQ_CHUNK : n;
+        part[c] = ssq_span(x + lo, hi - lo);
+    }
+    double s = 0;
+    for (size_t c = 0; c < nc; c++) s += part[c];
+    return s;
+}
+
+typedef struct {
+    float decay, w1, b2, w2, neg_step, bc2_sqrt, eps;
+    int do_decay, small_w1;
+} AdamScalars;
+
+/* torch's single-tensor AdamW, element by element, each operation rounded to fp32 as torch's CPU kernels do:
+ * mul_(1 - lr wd); lerp_(g, 1 - beta1); mul_(beta2).addcmul_(g, g, 1 - beta2);
+ * denom = sqrt(v) / sqrt(bc2) + eps; addcdiv_(m, denom, -lr / bc1). */
+XR_CLONES
+static void adamw_span(float *p, const float *g, float *m, float *v, size_t n, AdamScalars a) {
+    for (size_t i = 0; i < n; i++) {
+        float pi = p[i], gi = g[i], mi = m[i], vi = v[i];
+        if (a.do_decay) pi = pi * a.decay;
+        mi = a.small_w1 ? mi + a.w1 * (gi - mi) : gi - (gi - mi) * (1.0f - a.w1);
+        vi = vi * a.b2 + a.w2 * gi * gi;
+        float den = sqrtf(vi) / a.bc2_sqrt + a.eps;
+        p[i] = pi + a.neg_step * mi / den;
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+void cpu_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
+               double beta2, double eps, double wd, int64_t step) {
+    AdamScalars a;
+    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+    a.do_decay = wd != 0.0;
+    a.decay = (float)(1.0 - lr * wd);
+    a.w1 = (float)(1.0 - beta1);
+    a.small_w1 = fabs(1.0 - beta1) < 0.5; /* torch's lerp switches formula at weight 0.5 */
+    a.b2 = (float)beta2;
+    a.w2 = (float)(1.0 - beta2);
+    a.neg_step = (float)(-(lr / bc1));
+    a.bc2_sqrt = (float)sqrt(bc2);
+    a.eps = (float)eps;
+    XR_SPANS(be->threads, n, adamw_span(p + lo, g + lo, m + lo, v + lo, hi - lo, a));
+}
