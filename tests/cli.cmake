@@ -56,8 +56,8 @@ xr_cli_test(cli_err_output_exists_np2 MODE fail VARS NP=2 EXISTING=1 "REGEX=exis
             ARGS embed --model bert_st --input embed_in.jsonl --threads 1)
 xr_cli_test(cli_err_not_seqcls MODE fail VARS NP=0 "REGEX=not a sequence-classification model"
             ARGS score --model bert_st --input score_in.jsonl)
-xr_cli_test(cli_err_cuda MODE fail VARS NP=0 "REGEX=--device cuda: the CUDA backend is not built yet"
-            ARGS score --model bert_seqcls --input score_in.jsonl --device cuda)
+xr_cli_test(cli_err_precision MODE fail VARS NP=0 "REGEX=--precision bf16 needs --device cuda"
+            ARGS score --model bert_seqcls --input score_in.jsonl --precision bf16)
 xr_cli_test(cli_err_no_model MODE fail VARS NP=0 "REGEX=no_such_model"
             ARGS score --model ./no_such_model --input score_in.jsonl)
 # Rank 1 meets a token id the model does not have, mid-run: the job must stop with the message (MPI_Abort),
