@@ -16,7 +16,7 @@
 #include "xr_common.h"
 
 /* Device scratch buffers of the BF16 paths: grown on demand, kept for the backend's life. */
-enum { SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_COUNT };
+enum { SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW, SCR_COUNT };
 
 #define XR_LT_CACHE 64 /* cuBLASLt algorithms remembered per backend, keyed by the GEMM's shape */
 typedef struct {
@@ -38,6 +38,13 @@ typedef struct {
     size_t scr_bytes[SCR_COUNT];
     LtAlgo lt_cache[XR_LT_CACHE];
     int lt_next;
+    /* BF16 mode: layernorm, gelu and attention also write a bf16 copy of their output (SCR_SHADOW), which the
+     * very next op may use as its GEMM operand instead of converting again. It is valid only for the op right
+     * after (ops counts every entry point), so no other write can come between. */
+    unsigned long long ops, shadow_op;
+    const float *shadow_src;
+    size_t shadow_n;
+    int shadow_upto; /* shadow_n is an upper bound (attention: rows = the batch's tokens, unknown on the host) */
 } CudaState;
 
 #define XR_CU(call)                                                                                         \
@@ -57,7 +64,9 @@ typedef struct {
 
 static CudaState *st_of(Backend *be) {
     if (!be || be->device != XR_DEV_CUDA || !be->impl) xr_die("cuda_ops: handle is not a CUDA backend");
-    return (CudaState *)be->impl;
+    CudaState *st = (CudaState *)be->impl;
+    st->ops++;
+    return st;
 }
 
 static unsigned blocks_for(size_t n, unsigned threads) {
@@ -77,6 +86,22 @@ static void *scratch(CudaState *st, int which, size_t bytes) {
                                  st->device, cudaGetErrorString(e));
     st->scr_bytes[which] = want;
     return st->scr[which];
+}
+
+/* Where a producer writes the bf16 copy of its n-float output, or NULL when no copy is wanted. */
+static __nv_bfloat16 *shadow_for(CudaState *st, size_t n) {
+    if (st->mode != XR_GEMM_BF16 || st->bf16_fast) return NULL;
+    return (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+}
+static void shadow_set(CudaState *st, const float *out, size_t n, int upto) {
+    st->shadow_src = out, st->shadow_n = n, st->shadow_op = st->ops, st->shadow_upto = upto;
+}
+/* The bf16 copy of x[n] when the op just before this one wrote it. */
+static const __nv_bfloat16 *shadow_hit(CudaState *st, const float *x, size_t n) {
+    int fits = st->shadow_upto ? n <= st->shadow_n : n == st->shadow_n;
+    if (st->shadow_src == x && fits && st->shadow_op + 1 == st->ops)
+        return (const __nv_bfloat16 *)st->scr[SCR_SHADOW];
+    return NULL;
 }
 
 /* ---------------- backend and memory ---------------- */
@@ -318,10 +343,15 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
         if (st->bf16_fast) {
             if (lt_linear(st, y, x, W, b, M, N, K, 1)) return;
         } else {
-            /* round the operands to bf16 once here, so cuBLAS runs its native bf16 kernels */
-            __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
+            /* round the operands to bf16 once here, so cuBLAS runs its native bf16 kernels; x is often
+             * already there (the previous op's bf16 copy of its output) */
+            const __nv_bfloat16 *xb = shadow_hit(st, x, (size_t)M * K);
+            if (!xb) {
+                __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
+                to_bf16(st, xc, x, (size_t)M * K);
+                xb = xc;
+            }
             __nv_bfloat16 *wb = (__nv_bfloat16 *)scratch(st, SCR_W, (size_t)N * K * 2);
-            to_bf16(st, xb, x, (size_t)M * K);
             to_bf16(st, wb, W, (size_t)N * K);
             if (lt_linear(st, y, xb, wb, b, M, N, K, 0)) return;
         }
@@ -371,7 +401,7 @@ __device__ __forceinline__ float warp_max(float v) {
 /* One warp per row, two-pass statistics as the CPU: v = x + res is stored in out first (out may alias x or res:
  * each lane reads and writes only its own columns), then the variance of out, then the affine map. */
 __global__ void k_layernorm(float *out, float *mean, float *rstd, const float *x, const float *res, const float *g,
-                            const float *b, int n, int H, float eps) {
+                            const float *b, int n, int H, float eps, __nv_bfloat16 *out16) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
     size_t off = (size_t)row * H;
@@ -388,7 +418,11 @@ __global__ void k_layernorm(float *out, float *mean, float *rstd, const float *x
         var += d * d;
     }
     float rs = 1.0f / sqrtf(warp_sum(var) / (float)H + eps);
-    for (int j = lane; j < H; j += 32) out[off + j] = (out[off + j] - mu) * rs * g[j] + b[j];
+    for (int j = lane; j < H; j += 32) {
+        float v = (out[off + j] - mu) * rs * g[j] + b[j];
+        out[off + j] = v;
+        if (out16) out16[off + j] = __float2bfloat16_rn(v);
+    }
     if (lane == 0) {
         if (mean) mean[row] = mu;
         if (rstd) rstd[row] = rs;
@@ -399,15 +433,19 @@ extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *
                                    const float *res, const float *g, const float *b, int n, int H, float eps) {
     CudaState *st = st_of(be);
     if (n <= 0) return;
+    __nv_bfloat16 *sh = shadow_for(st, (size_t)n * H);
     k_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
-        out, mean, rstd, x, res, g, b, n, H, eps);
+        out, mean, rstd, x, res, g, b, n, H, eps, sh);
     XR_LAUNCHED();
+    if (sh) shadow_set(st, out, (size_t)n * H, 0);
 }
 
-__global__ void k_gelu(float *out, const float *x, size_t n) {
+__global__ void k_gelu(float *out, const float *x, size_t n, __nv_bfloat16 *out16) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float v = x[i];
-        out[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        out[i] = v;
+        if (out16) out16[i] = __float2bfloat16_rn(v);
     }
 }
 
@@ -419,8 +457,10 @@ __global__ void k_tanh(float *out, const float *x, size_t n) {
 extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = st_of(be);
     if (!n) return;
-    k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n);
+    __nv_bfloat16 *sh = shadow_for(st, n);
+    k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh);
     XR_LAUNCHED();
+    if (sh) shadow_set(st, out, n, 0);
 }
 
 extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n) {
@@ -494,19 +534,21 @@ __global__ void k_attention(float *out, float *att, const float *qkv, const int3
  * [Tp, Tp] fp32 = q k^T / sqrt(dh) by one strided-batched GEMM, a softmax kernel masks keys >= L and writes
  * bf16 probabilities, a second GEMM gives ctx [Tp, dh] fp32, and the real rows are copied back packed. */
 
+/* Block (i, s): row i of sequence s (zeros past its length), all 3*H columns. */
 __global__ void k_pack_qkv(__nv_bfloat16 *qp, const float *qkv, const int32_t *seq_off, int S, int Tp, int NH,
                            int dh) {
-    size_t H = (size_t)NH * dh, H3 = 3 * H, blk = (size_t)Tp * dh, part = (size_t)S * NH * blk;
-    size_t total = (size_t)S * Tp * H3;
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
-        size_t c = e % H3, r = e / H3;
-        int i = (int)(r % Tp), s = (int)(r / Tp);
-        int b0 = seq_off[s], L = seq_off[s + 1] - b0;
-        int which = (int)(c / H), h = (int)((c % H) / dh), d = (int)(c % dh);
-        float v = i < L ? qkv[(size_t)(b0 + i) * H3 + c] : 0.0f;
+    int i = blockIdx.x, s = blockIdx.y, H = NH * dh;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0;
+    size_t blk = (size_t)Tp * dh, part = (size_t)S * NH * blk;
+    const float *src = qkv + (size_t)(b0 + i) * 3 * H;
+    for (int c = threadIdx.x; c < 3 * H; c += blockDim.x) {
+        int which = c / H, t = c - which * H, h = t / dh, d = t - h * dh;
+        float v = i < L ? src[c] : 0.0f;
         qp[which * part + ((size_t)s * NH + h) * blk + (size_t)i * dh + d] = __float2bfloat16_rn(v);
     }
 }
+
+#define XR_SOFTMAX_REGS 32 /* rows up to 1024 keys are held in registers */
 
 /* One warp per score row (block bh0 + bh, query i): softmax over keys j < L, zeros for j >= L and rows i >= L. */
 __global__ void k_softmax_rows(__nv_bfloat16 *p, const float *sc, const int32_t *seq_off, int nrows, int bh0, int NH,
@@ -522,6 +564,31 @@ __global__ void k_softmax_rows(__nv_bfloat16 *p, const float *sc, const int32_t 
         return;
     }
     float mx = -INFINITY;
+    if (Tp <= 32 * XR_SOFTMAX_REGS) {
+        /* the row stays in registers: one read of the scores */
+        float v[XR_SOFTMAX_REGS];
+#pragma unroll
+        for (int k = 0; k < XR_SOFTMAX_REGS; k++) {
+            int j = lane + 32 * k;
+            v[k] = j < L ? r[j] : -INFINITY;
+            mx = fmaxf(mx, v[k]);
+        }
+        mx = warp_max(mx);
+        float sum = 0.0f;
+#pragma unroll
+        for (int k = 0; k < XR_SOFTMAX_REGS; k++) {
+            int j = lane + 32 * k;
+            v[k] = j < L ? __expf(v[k] - mx) : 0.0f;
+            sum += v[k];
+        }
+        float inv = 1.0f / warp_sum(sum);
+#pragma unroll
+        for (int k = 0; k < XR_SOFTMAX_REGS; k++) {
+            int j = lane + 32 * k;
+            if (j < Tp) o[j] = __float2bfloat16_rn(v[k] * inv);
+        }
+        return;
+    }
     for (int j = lane; j < L; j += 32) mx = fmaxf(mx, r[j]);
     mx = warp_max(mx);
     float sum = 0.0f;
@@ -530,15 +597,19 @@ __global__ void k_softmax_rows(__nv_bfloat16 *p, const float *sc, const int32_t 
     for (int j = lane; j < Tp; j += 32) o[j] = __float2bfloat16_rn(j < L ? __expf(r[j] - mx) * inv : 0.0f);
 }
 
-__global__ void k_unpack_ctx(float *out, const float *ctx, const int32_t *seq_off, int bh0, int nbh, int NH, int Tp,
-                             int dh) {
-    /* ctx holds blocks bh0 .. bh0+nbh-1; block bh's real rows go to out rows seq_off[s] + i, columns h*dh */
-    size_t total = (size_t)nbh * Tp * dh, H = (size_t)NH * dh;
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
-        int d = (int)(e % dh), i = (int)((e / dh) % Tp), bh = (int)(e / ((size_t)dh * Tp)) + bh0;
-        int s = bh / NH, h = bh % NH, b0 = seq_off[s];
-        if (i >= seq_off[s + 1] - b0) continue;
-        out[(size_t)(b0 + i) * H + (size_t)h * dh + d] = ctx[e];
+/* Block (i, s - s_first): ctx holds blocks bh0 .. bh0+nbh-1; row i of sequence s goes to out row seq_off[s] + i,
+ * head h at columns h*dh (and to out16, the bf16 copy, when given). */
+__global__ void k_unpack_ctx(float *out, __nv_bfloat16 *out16, const float *ctx, const int32_t *seq_off, int bh0,
+                             int nbh, int NH, int Tp, int dh) {
+    int i = blockIdx.x, s = bh0 / NH + blockIdx.y, H = NH * dh;
+    int b0 = seq_off[s];
+    if (i >= seq_off[s + 1] - b0) return;
+    for (int t = threadIdx.x; t < H; t += blockDim.x) {
+        int h = t / dh, d = t - h * dh, bh = s * NH + h - bh0;
+        if (bh < 0 || bh >= nbh) continue;
+        float v = ctx[((size_t)bh * Tp + i) * dh + d];
+        out[(size_t)(b0 + i) * H + t] = v;
+        if (out16) out16[(size_t)(b0 + i) * H + t] = __float2bfloat16_rn(v);
     }
 }
 
@@ -546,12 +617,13 @@ __global__ void k_unpack_ctx(float *out, const float *ctx, const int32_t *seq_of
 
 static void attention_bf16(CudaState *st, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
                            int NH, int dh) {
+    __nv_bfloat16 *sh = shadow_for(st, (size_t)S * max_len * NH * dh);
     int Tp = (max_len + 7) / 8 * 8; /* 16-byte aligned rows for the tensor-core GEMMs */
     size_t blk = (size_t)Tp * dh, nb = (size_t)S * NH;
     __nv_bfloat16 *qp = (__nv_bfloat16 *)scratch(st, SCR_QKV, 3 * nb * blk * 2);
     __nv_bfloat16 *kp = qp + nb * blk, *vp = kp + nb * blk;
-    k_pack_qkv<<<blocks_for((size_t)S * Tp * 3 * NH * dh, 256), 256, 0, st->stream>>>(qp, qkv, seq_off, S, Tp, NH,
-                                                                                      dh);
+    if (S > 65535) xr_die("cuda_ops_attention: %d sequences in one batch (at most 65535)", S);
+    k_pack_qkv<<<dim3((unsigned)Tp, (unsigned)S), 256, 0, st->stream>>>(qp, qkv, seq_off, S, Tp, NH, dh);
     XR_LAUNCHED();
     size_t per = (size_t)Tp * Tp * 4;
     size_t chunk = XR_SCORES_MAX / per;
@@ -578,10 +650,12 @@ static void attention_bf16(CudaState *st, float *out, const float *qkv, const in
                                            CUDA_R_16BF, dh, (long long)blk, p, CUDA_R_16BF, Tp, (long long)Tp * Tp,
                                            &zero, ctx, CUDA_R_32F, dh, (long long)blk, n, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT));
-        k_unpack_ctx<<<blocks_for((size_t)n * blk, 256), 256, 0, st->stream>>>(out, ctx, seq_off, (int)c0, n, NH, Tp,
-                                                                               dh);
+        int nseq = (int)((c0 + n - 1) / NH - c0 / NH + 1);
+        k_unpack_ctx<<<dim3((unsigned)Tp, (unsigned)nseq), 256, 0, st->stream>>>(out, sh, ctx, seq_off, (int)c0, n, NH,
+                                                                                  Tp, dh);
         XR_LAUNCHED();
     }
+    if (sh) shadow_set(st, out, (size_t)S * max_len * NH * dh, 1); /* the real rows: at most S * max_len */
 }
 
 static void attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
