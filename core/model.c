@@ -4,11 +4,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "model.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ops.h"
+#include "rng.h"
 #include "safetensors.h"
 
 typedef struct {
@@ -23,11 +25,36 @@ typedef struct {
     float *x, *qkv, *ctx, *tmp, *ffn;  /* [N,H] [N,3H] [N,H] [N,H] [N,I] */
     float *first, *pooled, *logits;    /* [S,H] [S,H] [S,NL] */
     int32_t *ids, *pos, *types, *off;  /* device copies of the packed batch */
-    int32_t *h_ids, *h_pos, *h_types, *h_off; /* host staging */
+    int32_t *h_ids, *h_pos, *h_types, *h_off; /* host staging (shared with training, own capacities) */
+    int cap_h_tokens, cap_h_seqs;
 } EncWork;
+
+/* Training workspace: every activation the backward pass reads, per layer, for the last training forward's
+ * batch; grown to the largest batch seen (tokens, sequences, attention probabilities) and reused. */
+typedef struct {
+    int cap_tokens, cap_seqs;
+    size_t cap_att;                          /* floats of saved probabilities per layer */
+    int N, S, max_len, ready;                /* the batch of the last training forward */
+    int use_drop;                            /* its dropout switch */
+    uint64_t seed, step;
+    int32_t *ids, *pos, *types, *off;        /* device copies of the packed batch */
+    uint64_t *seq_ids, *h_seq_ids;           /* dropout ids per sequence (device, host) */
+    float *emb, *emb_mean, *emb_rstd;        /* embeddings LayerNorm input [N,H], stats [N] */
+    float *xs;                               /* layer inputs [layers][N,H]: xs[0] = dropout(LN(emb)) */
+    float *qkv, *att, *ctx;                  /* [layers][N,3H] [layers][cap_att] [layers][N,H] */
+    float *v1, *a, *v2, *f;                  /* LN1 input, LN1 output, LN2 input [layers][N,H]; FFN [layers][N,I] */
+    float *stats;                            /* [layers][4][N]: mean1, rstd1, mean2, rstd2 */
+    float *h0, *hd, *y, *yd, *logits;        /* head [S,H] x4 (first-token output, its dropout, tanh, dropout) */
+    float *dx, *dt, *dctx, *dqkv, *dff, *gact; /* backward: [N,H] x3, [N,3H], [N,I] x2 */
+    float *dh1, *dh2, *dlogits;              /* head gradients [S,H] x2, [S,NL] */
+} EncTrain;
 
 struct Encoder {
     ModelConfig cfg;
+    EncoderDropout drop;      /* dropout probabilities (config.json; settable) */
+    float init_range;         /* config.json initializer_range: std of a new head's weights */
+    float *grads;             /* flat gradient buffer, same layout as params (allocated on first use) */
+    EncTrain t;
     Backend *be;
     int own_be;
     float *params;
@@ -226,6 +253,43 @@ static void build_expected(Encoder *m, ExpList *l, int with_pooler) {
     }
 }
 
+/* The training-only keys of config.json that ModelConfig does not carry: the dropout probabilities
+ * (classifier_dropout null or absent: hidden_dropout_prob, as transformers' heads do) and initializer_range. */
+static float json_prob(const cJSON *root, const char *key, float dflt, int *bad) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) return dflt;
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= 1) {
+        *bad = 1;
+        return dflt;
+    }
+    return (float)v->valuedouble;
+}
+
+static int load_train_config(Encoder *m, const char *dir, XrErr *e) {
+    char *path = xr_path_join(dir, "config.json");
+    char *text = xr_read_file(path, NULL, e);
+    if (!text) {
+        free(path);
+        return -1;
+    }
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    int bad = 0, rc = 0;
+    m->drop.hidden = json_prob(root, "hidden_dropout_prob", 0.1f, &bad);
+    if (!bad) m->drop.attention = json_prob(root, "attention_probs_dropout_prob", 0.1f, &bad);
+    if (!bad) m->drop.classifier = json_prob(root, "classifier_dropout", m->drop.hidden, &bad);
+    const cJSON *ir = cJSON_GetObjectItemCaseSensitive(root, "initializer_range");
+    m->init_range = cJSON_IsNumber(ir) && ir->valuedouble > 0 ? (float)ir->valuedouble : 0.02f;
+    if (!root)
+        rc = xr_errf(e, "%s: not valid JSON", path);
+    else if (bad)
+        rc = xr_errf(e, "%s: hidden_dropout_prob, attention_probs_dropout_prob and classifier_dropout must be "
+                        "numbers in [0, 1) (or null for classifier_dropout)", path);
+    cJSON_Delete(root);
+    free(path);
+    return rc;
+}
+
 Encoder *encoder_load(const char *model_dir, XrErr *e) { return encoder_load_on(model_dir, NULL, e); }
 
 Encoder *encoder_load_on(const char *model_dir, Backend *be, XrErr *e) {
@@ -234,6 +298,7 @@ Encoder *encoder_load_on(const char *model_dir, Backend *be, XrErr *e) {
     StSet s = {0};
     float *host = NULL;
     if (hf_load_config(model_dir, &m->cfg, e)) goto fail;
+    if (load_train_config(m, model_dir, e)) goto fail;
     const ModelConfig *c = &m->cfg;
     if (c->layers < 1 || c->hidden < 1 || c->heads < 1 || c->intermediate < 1)
         goto fail_cfg;
@@ -333,6 +398,8 @@ fail:
     return NULL;
 }
 
+static void train_free(Encoder *m);
+
 static void work_free(Encoder *m) {
     EncWork *w = &m->w;
     float *f[] = {w->x, w->qkv, w->ctx, w->tmp, w->ffn, w->first, w->pooled, w->logits};
@@ -350,6 +417,8 @@ void encoder_free(Encoder *m) {
     if (!m) return;
     if (m->be) {
         work_free(m);
+        train_free(m);
+        ops_free(m->be, m->grads);
         ops_free(m->be, m->params);
         if (m->own_be) ops_backend_free(m->be);
     }
@@ -429,9 +498,6 @@ static void work_reserve(Encoder *m, int N, int S, int max_len) {
         w->ids = grow(m->be, w->ids, (size_t)cap * sizeof(int32_t));
         w->pos = grow(m->be, w->pos, (size_t)cap * sizeof(int32_t));
         w->types = grow(m->be, w->types, (size_t)cap * sizeof(int32_t));
-        w->h_ids = xr_realloc(w->h_ids, (size_t)cap * sizeof(int32_t));
-        w->h_pos = xr_realloc(w->h_pos, (size_t)cap * sizeof(int32_t));
-        w->h_types = xr_realloc(w->h_types, (size_t)cap * sizeof(int32_t));
         w->cap_tokens = cap;
     }
     if (S > w->cap_seqs) {
@@ -441,16 +507,15 @@ static void work_reserve(Encoder *m, int N, int S, int max_len) {
         w->pooled = grow(m->be, w->pooled, (size_t)cap * H * sizeof(float));
         w->logits = grow(m->be, w->logits, (size_t)cap * NL * sizeof(float));
         w->off = grow(m->be, w->off, (size_t)(cap + 1) * sizeof(int32_t));
-        w->h_off = xr_realloc(w->h_off, (size_t)(cap + 1) * sizeof(int32_t));
         w->cap_seqs = cap;
     }
     if (max_len > w->cap_len) w->cap_len = max_len;
 }
 
-/* Validate, then pack the real tokens of the batch with their position ids (BERT: 0..L-1; XLM-R/RoBERTa:
- * cumsum(id != pad) * (id != pad) + pad, exactly as transformers derives them from the ids).
- * Returns the number of real tokens; fills the max length. */
-static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
+/* Validate, then pack the real tokens of the batch into the host staging arrays with their position ids
+ * (BERT: 0..L-1; XLM-R/RoBERTa: cumsum(id != pad) * (id != pad) + pad, exactly as transformers derives them
+ * from the ids). Returns the number of real tokens; fills the max length. */
+static int pack_host(Encoder *m, const Batch *b, int *max_len_out) {
     XrErr e;
     if (encoder_check_batch(m, b, &e)) xr_die("%s", e.msg);
     const ModelConfig *c = &m->cfg;
@@ -460,8 +525,19 @@ static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
         N += L;
         if (L > max_len) max_len = L;
     }
-    work_reserve(m, N, b->B, max_len);
     EncWork *w = &m->w;
+    if (N > w->cap_h_tokens) {
+        int cap = N + N / 2;
+        w->h_ids = xr_realloc(w->h_ids, (size_t)cap * sizeof(int32_t));
+        w->h_pos = xr_realloc(w->h_pos, (size_t)cap * sizeof(int32_t));
+        w->h_types = xr_realloc(w->h_types, (size_t)cap * sizeof(int32_t));
+        w->cap_h_tokens = cap;
+    }
+    if (b->B > w->cap_h_seqs) {
+        int cap = b->B + b->B / 2;
+        w->h_off = xr_realloc(w->h_off, (size_t)(cap + 1) * sizeof(int32_t));
+        w->cap_h_seqs = cap;
+    }
     int k = 0;
     for (int r = 0; r < b->B; r++) {
         const int32_t *id = b->ids + (size_t)r * b->T;
@@ -480,6 +556,15 @@ static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
         }
     }
     w->h_off[b->B] = k;
+    *max_len_out = max_len;
+    return N;
+}
+
+/* pack_host, then the inference workspace's device copies. */
+static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
+    int max_len, N = pack_host(m, b, &max_len);
+    work_reserve(m, N, b->B, max_len);
+    EncWork *w = &m->w;
     ops_to_device(m->be, w->ids, w->h_ids, (size_t)N * sizeof(int32_t));
     ops_to_device(m->be, w->pos, w->h_pos, (size_t)N * sizeof(int32_t));
     ops_to_device(m->be, w->types, w->h_types, (size_t)N * sizeof(int32_t));
@@ -568,4 +653,392 @@ void encoder_forward_embed(Encoder *m, const Batch *b, PoolingMode pool, int nor
     }
     if (normalize) ops_l2norm(m->be, w->first, w->first, S, H);
     ops_to_host(m->be, emb, w->first, (size_t)S * H * sizeof(float));
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* Training                                                                                               */
+
+EncoderDropout encoder_dropout(const Encoder *m) { return m->drop; }
+void encoder_set_dropout(Encoder *m, EncoderDropout d) { m->drop = d; }
+
+int encoder_tensor_decays(const EncoderTensor *t) {
+    /* transformers' Trainer: no decay for parameters whose lower-cased name matches bias, layernorm, rmsnorm,
+     * (^|.)norm($|.) or _norm($|.) (its nn.LayerNorm modules are all named LayerNorm here) */
+    char low[sizeof t->name];
+    size_t n = strlen(t->name);
+    for (size_t i = 0; i <= n; i++) low[i] = (char)(t->name[i] >= 'A' && t->name[i] <= 'Z' ? t->name[i] + 32 : t->name[i]);
+    if (strstr(low, "bias") || strstr(low, "layernorm") || strstr(low, "rmsnorm")) return 0;
+    for (const char *p = strstr(low, "norm"); p; p = strstr(p + 1, "norm")) {
+        int start = p == low || p[-1] == '.' || p[-1] == '_', end = p[4] == '\0' || p[4] == '.';
+        if (start && end) return 0;
+    }
+    return 1;
+}
+
+float *encoder_grads(Encoder *m) {
+    if (!m->grads) {
+        m->grads = ops_alloc(m->be, m->n_params * sizeof(float));
+        ops_zero(m->be, m->grads, m->n_params);
+    }
+    return m->grads;
+}
+
+void encoder_zero_grads(Encoder *m) { ops_zero(m->be, encoder_grads(m), m->n_params); }
+
+/* ---- a new head ---- */
+
+/* Moves every view pointer from one parameter buffer to another with the same layout (plus a tail). */
+static void rebase_views(Encoder *m, float *from, float *to) {
+#define XR_REBASE(p) \
+    if (p) p = to + ((p) - from)
+    XR_REBASE(m->word);
+    XR_REBASE(m->pos);
+    XR_REBASE(m->type);
+    XR_REBASE(m->emb_ln_g);
+    XR_REBASE(m->emb_ln_b);
+    for (int l = 0; l < m->cfg.layers; l++) {
+        EncLayer *L = &m->layers[l];
+        XR_REBASE(L->qkv_w);
+        XR_REBASE(L->qkv_b);
+        XR_REBASE(L->ao_w);
+        XR_REBASE(L->ao_b);
+        XR_REBASE(L->ln1_g);
+        XR_REBASE(L->ln1_b);
+        XR_REBASE(L->fi_w);
+        XR_REBASE(L->fi_b);
+        XR_REBASE(L->fo_w);
+        XR_REBASE(L->fo_b);
+        XR_REBASE(L->ln2_g);
+        XR_REBASE(L->ln2_b);
+    }
+    XR_REBASE(m->pool_w);
+    XR_REBASE(m->pool_b);
+    XR_REBASE(m->head_w);
+    XR_REBASE(m->head_b);
+    XR_REBASE(m->out_w);
+    XR_REBASE(m->out_b);
+#undef XR_REBASE
+}
+
+int encoder_init_head(Encoder *m, int num_labels, uint64_t seed, XrErr *e) {
+    ModelConfig *c = &m->cfg;
+    if (c->is_seq_cls)
+        return xr_errf(e, "encoder_init_head: the model (%s) already has a classification head", c->architecture);
+    if (num_labels < 1) return xr_errf(e, "encoder_init_head: num_labels must be >= 1, got %d", num_labels);
+    int bert = c->family == ARCH_BERT;
+    int64_t H = c->hidden, NL = num_labels;
+    /* the new tensors, in the order build_expected gives a seq-cls checkpoint */
+    typedef struct {
+        const char *name;
+        int64_t d0, d1;
+    } NewTensor;
+    NewTensor nt[4];
+    int n_new = 0;
+    if (bert) {
+        if (!m->pool_w) {
+            nt[n_new++] = (NewTensor){"bert.pooler.dense.weight", H, H};
+            nt[n_new++] = (NewTensor){"bert.pooler.dense.bias", H, 0};
+        }
+        nt[n_new++] = (NewTensor){"classifier.weight", NL, H};
+        nt[n_new++] = (NewTensor){"classifier.bias", NL, 0};
+    } else {
+        nt[n_new++] = (NewTensor){"classifier.dense.weight", H, H};
+        nt[n_new++] = (NewTensor){"classifier.dense.bias", H, 0};
+        nt[n_new++] = (NewTensor){"classifier.out_proj.weight", NL, H};
+        nt[n_new++] = (NewTensor){"classifier.out_proj.bias", NL, 0};
+    }
+    size_t add = 0;
+    for (int i = 0; i < n_new; i++) add += (size_t)(nt[i].d0 * (nt[i].d1 > 0 ? nt[i].d1 : 1));
+    size_t old_n = m->n_params, total = old_n + add;
+    float *host = xr_malloc(total * sizeof(float));
+    ops_to_host(m->be, host, m->params, old_n * sizeof(float));
+    /* base-model tensors take the prefix save_pretrained gives them under a head */
+    const char *prefix = bert ? "bert." : "roberta.";
+    for (int i = 0; i < m->n_tensors; i++) {
+        char tmp[sizeof m->tensors[i].name + 16];
+        if (strncmp(m->tensors[i].name, prefix, strlen(prefix)) == 0) continue;
+        snprintf(tmp, sizeof tmp, "%s%s", prefix, m->tensors[i].name);
+        if (strlen(tmp) >= sizeof m->tensors[i].name) xr_die("encoder_init_head: tensor name %s too long", tmp);
+        memcpy(m->tensors[i].name, tmp, sizeof m->tensors[i].name);
+    }
+    m->tensors = xr_realloc(m->tensors, (size_t)(m->n_tensors + n_new) * sizeof *m->tensors);
+    size_t off = old_n;
+    for (int i = 0; i < n_new; i++) {
+        EncoderTensor *t = &m->tensors[m->n_tensors++];
+        memset(t, 0, sizeof *t);
+        snprintf(t->name, sizeof t->name, "%s", nt[i].name);
+        t->ndim = nt[i].d1 > 0 ? 2 : 1;
+        t->shape[0] = nt[i].d0;
+        t->shape[1] = nt[i].d1 > 0 ? nt[i].d1 : 0;
+        t->offset = off;
+        t->numel = (size_t)(nt[i].d0 * (nt[i].d1 > 0 ? nt[i].d1 : 1));
+        if (t->ndim == 2)
+            rng_normal_fill(host + off, t->numel, rng_key(seed, 0, 0x4845414400ull + (uint64_t)i), 0.0f,
+                            m->init_range);
+        else
+            memset(host + off, 0, t->numel * sizeof(float));
+        off += t->numel;
+    }
+    float *old = m->params;
+    m->params = ops_alloc(m->be, total * sizeof(float));
+    ops_to_device(m->be, m->params, host, total * sizeof(float));
+    free(host);
+    rebase_views(m, old, m->params);
+    ops_free(m->be, old);
+    m->n_params = total;
+    /* views of the new tensors */
+    const EncoderTensor *T = &m->tensors[m->n_tensors - n_new];
+    int k = 0;
+    if (bert) {
+        if (n_new == 4) {
+            m->pool_w = m->params + T[k++].offset;
+            m->pool_b = m->params + T[k++].offset;
+        }
+        m->head_w = m->pool_w, m->head_b = m->pool_b;
+    } else {
+        m->head_w = m->params + T[k++].offset;
+        m->head_b = m->params + T[k++].offset;
+    }
+    m->out_w = m->params + T[k++].offset;
+    m->out_b = m->params + T[k++].offset;
+    /* buffers sized by the parameter count or the label count start again */
+    ops_free(m->be, m->grads);
+    m->grads = NULL;
+    work_free(m);
+    train_free(m);
+    c->is_seq_cls = 1;
+    c->num_labels = num_labels;
+    snprintf(c->architecture, sizeof c->architecture, "%s",
+             bert ? "BertForSequenceClassification"
+                  : (c->family == ARCH_XLMR ? "XLMRobertaForSequenceClassification"
+                                            : "RobertaForSequenceClassification"));
+    return 0;
+}
+
+/* ---- training workspace ---- */
+
+static void train_free(Encoder *m) {
+    EncTrain *t = &m->t;
+    float *f[] = {t->emb, t->emb_mean, t->emb_rstd, t->xs, t->qkv, t->att, t->ctx, t->v1, t->a, t->v2, t->f,
+                  t->stats, t->h0, t->hd, t->y, t->yd, t->logits, t->dx, t->dt, t->dctx, t->dqkv, t->dff,
+                  t->gact, t->dh1, t->dh2, t->dlogits};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) ops_free(m->be, f[i]);
+    int32_t *d[] = {t->ids, t->pos, t->types, t->off};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) ops_free(m->be, d[i]);
+    ops_free(m->be, t->seq_ids);
+    free(t->h_seq_ids);
+    memset(t, 0, sizeof *t);
+}
+
+#define FBYTES(n) ((size_t)(n) * sizeof(float))
+
+static void train_reserve(Encoder *m, int N, int S, size_t att) {
+    EncTrain *t = &m->t;
+    const ModelConfig *c = &m->cfg;
+    size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers;
+    Backend *be = m->be;
+    if (N > t->cap_tokens) {
+        size_t cap = (size_t)N + (size_t)N / 2;
+        t->cap_tokens = (int)cap;
+        t->emb = grow(be, t->emb, FBYTES(cap * H));
+        t->emb_mean = grow(be, t->emb_mean, FBYTES(cap));
+        t->emb_rstd = grow(be, t->emb_rstd, FBYTES(cap));
+        t->xs = grow(be, t->xs, FBYTES(Ly * cap * H));
+        t->qkv = grow(be, t->qkv, FBYTES(Ly * cap * 3 * H));
+        t->ctx = grow(be, t->ctx, FBYTES(Ly * cap * H));
+        t->v1 = grow(be, t->v1, FBYTES(Ly * cap * H));
+        t->a = grow(be, t->a, FBYTES(Ly * cap * H));
+        t->v2 = grow(be, t->v2, FBYTES(Ly * cap * H));
+        t->f = grow(be, t->f, FBYTES(Ly * cap * I));
+        t->stats = grow(be, t->stats, FBYTES(Ly * 4 * cap));
+        t->dx = grow(be, t->dx, FBYTES(cap * H));
+        t->dt = grow(be, t->dt, FBYTES(cap * H));
+        t->dctx = grow(be, t->dctx, FBYTES(cap * H));
+        t->dqkv = grow(be, t->dqkv, FBYTES(cap * 3 * H));
+        t->dff = grow(be, t->dff, FBYTES(cap * I));
+        t->gact = grow(be, t->gact, FBYTES(cap * I));
+        t->ids = grow(be, t->ids, cap * sizeof(int32_t));
+        t->pos = grow(be, t->pos, cap * sizeof(int32_t));
+        t->types = grow(be, t->types, cap * sizeof(int32_t));
+    }
+    if (S > t->cap_seqs) {
+        size_t cap = (size_t)S + (size_t)S / 2, NL = (size_t)c->num_labels;
+        t->cap_seqs = (int)cap;
+        t->h0 = grow(be, t->h0, FBYTES(cap * H));
+        t->hd = grow(be, t->hd, FBYTES(cap * H));
+        t->y = grow(be, t->y, FBYTES(cap * H));
+        t->yd = grow(be, t->yd, FBYTES(cap * H));
+        t->dh1 = grow(be, t->dh1, FBYTES(cap * H));
+        t->dh2 = grow(be, t->dh2, FBYTES(cap * H));
+        t->logits = grow(be, t->logits, FBYTES(cap * NL));
+        t->dlogits = grow(be, t->dlogits, FBYTES(cap * NL));
+        t->off = grow(be, t->off, (cap + 1) * sizeof(int32_t));
+        t->seq_ids = grow(be, t->seq_ids, cap * sizeof(uint64_t));
+        t->h_seq_ids = xr_realloc(t->h_seq_ids, cap * sizeof(uint64_t));
+    }
+    if (att > t->cap_att) {
+        t->cap_att = att + att / 2;
+        t->att = grow(be, t->att, FBYTES(Ly * t->cap_att));
+    }
+}
+
+/* Per-layer slices of the workspace. */
+#define T_XS(t, l) ((t)->xs + (size_t)(l) * (t)->cap_tokens * H)
+#define T_QKV(t, l) ((t)->qkv + (size_t)(l) * (t)->cap_tokens * 3 * H)
+#define T_ATT(t, l) ((t)->att + (size_t)(l) * (t)->cap_att)
+#define T_CTX(t, l) ((t)->ctx + (size_t)(l) * (t)->cap_tokens * H)
+#define T_V1(t, l) ((t)->v1 + (size_t)(l) * (t)->cap_tokens * H)
+#define T_A(t, l) ((t)->a + (size_t)(l) * (t)->cap_tokens * H)
+#define T_V2(t, l) ((t)->v2 + (size_t)(l) * (t)->cap_tokens * H)
+#define T_F(t, l) ((t)->f + (size_t)(l) * (t)->cap_tokens * I)
+#define T_ST(t, l, k) ((t)->stats + ((size_t)(l) * 4 + (k)) * (t)->cap_tokens)
+
+/* Dropout sites: each gets its own key per step (rng_key(seed, step, site)). */
+enum { SITE_EMB = 1, SITE_LAYER0 = 16, SITE_HEAD_IN = 0x7FFF0000, SITE_HEAD_OUT = 0x7FFF0001 };
+#define SITE_ATT_PROBS(l) (SITE_LAYER0 + 4 * (l))
+#define SITE_ATT_OUT(l) (SITE_LAYER0 + 4 * (l) + 1)
+#define SITE_FFN_OUT(l) (SITE_LAYER0 + 4 * (l) + 2)
+
+/* The dropout of one site for the current batch, or NULL when it is off. */
+static const XrDropout *site_drop(const Encoder *m, XrDropout *d, float p, uint64_t site) {
+    const EncTrain *t = &m->t;
+    if (!t->use_drop || p <= 0.0f) return NULL;
+    d->p = p;
+    d->key = rng_key(t->seed, t->step, site);
+    d->seq_ids = t->seq_ids;
+    return d;
+}
+
+/* Gradient view of a parameter view. */
+#define G(p) (m->grads + ((p) - m->params))
+
+void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *step, float *logits) {
+    const ModelConfig *c = &m->cfg;
+    if (!c->is_seq_cls || !m->head_w || !m->out_w)
+        xr_die("encoder_train_forward: %s has no sequence-classification head (encoder_init_head adds one)",
+               c->architecture);
+    if (b->B <= 0) xr_die("encoder_train_forward: empty batch");
+    Backend *be = m->be;
+    EncTrain *t = &m->t;
+    int max_len, N = pack_host(m, b, &max_len), S = b->B;
+    int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH, NL = c->num_labels, Ly = c->layers;
+    float eps = c->ln_eps;
+    const int32_t *h_off = m->w.h_off;
+    size_t att = 0;
+    for (int s = 0; s < S; s++) {
+        size_t L = (size_t)(h_off[s + 1] - h_off[s]);
+        att += L * L;
+    }
+    att *= (size_t)NH;
+    train_reserve(m, N, S, att);
+    t->N = N, t->S = S, t->max_len = max_len;
+    t->use_drop = step ? step->dropout : 0;
+    t->seed = step ? step->seed : 0;
+    t->step = step ? step->step : 0;
+    for (int s = 0; s < S; s++) t->h_seq_ids[s] = step && step->example_ids ? step->example_ids[s] : (uint64_t)s;
+    ops_to_device(be, t->ids, m->w.h_ids, (size_t)N * sizeof(int32_t));
+    ops_to_device(be, t->pos, m->w.h_pos, (size_t)N * sizeof(int32_t));
+    ops_to_device(be, t->types, m->w.h_types, (size_t)N * sizeof(int32_t));
+    ops_to_device(be, t->off, h_off, (size_t)(S + 1) * sizeof(int32_t));
+    ops_to_device(be, t->seq_ids, t->h_seq_ids, (size_t)S * sizeof(uint64_t));
+    XrDropout dd;
+    const EncoderDropout *p = &m->drop;
+
+    ops_embed(be, t->emb, t->ids, t->pos, t->types, m->word, m->pos, m->type, N, H);
+    ops_layernorm(be, T_XS(t, 0), t->emb_mean, t->emb_rstd, t->emb, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
+    ops_dropout_add(be, T_XS(t, 0), T_XS(t, 0), NULL, t->off, S, H, site_drop(m, &dd, p->hidden, SITE_EMB));
+    for (int l = 0; l < Ly; l++) {
+        const EncLayer *L = &m->layers[l];
+        /* the last layer computes the first token of each sequence only: all the head reads */
+        int last = l == Ly - 1, rows = last ? S : N;
+        const int32_t *roff = last ? NULL : t->off;
+        float *X = T_XS(t, l);
+        ops_linear(be, T_QKV(t, l), X, L->qkv_w, L->qkv_b, N, 3 * H, H);
+        ops_attention_train(be, T_CTX(t, l), T_ATT(t, l), T_QKV(t, l), t->off, S, max_len, NH, dh, last,
+                            site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+        ops_linear(be, t->dt, T_CTX(t, l), L->ao_w, L->ao_b, rows, H, H);
+        const float *res = X;
+        if (last) {
+            ops_pool_first(be, t->dx, X, t->off, S, H);
+            res = t->dx;
+        }
+        ops_dropout_add(be, T_V1(t, l), t->dt, res, roff, S, H, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
+        ops_layernorm(be, T_A(t, l), T_ST(t, l, 0), T_ST(t, l, 1), T_V1(t, l), NULL, L->ln1_g, L->ln1_b, rows, H,
+                      eps);
+        ops_linear(be, T_F(t, l), T_A(t, l), L->fi_w, L->fi_b, rows, I, H);
+        ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I);
+        ops_linear(be, t->dt, t->gact, L->fo_w, L->fo_b, rows, H, I);
+        ops_dropout_add(be, T_V2(t, l), t->dt, T_A(t, l), roff, S, H,
+                        site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
+        ops_layernorm(be, last ? t->h0 : T_XS(t, l + 1), T_ST(t, l, 2), T_ST(t, l, 3), T_V2(t, l), NULL, L->ln2_g,
+                      L->ln2_b, rows, H, eps);
+    }
+    /* BERT: classifier(dropout(tanh(pooler(h0)))); XLM-R: out_proj(dropout(tanh(dense(dropout(h0))))) */
+    const float *hin = t->h0;
+    if (c->family != ARCH_BERT) {
+        ops_dropout_add(be, t->hd, t->h0, NULL, NULL, S, H, site_drop(m, &dd, p->classifier, SITE_HEAD_IN));
+        hin = t->hd;
+    }
+    ops_linear(be, t->y, hin, m->head_w, m->head_b, S, H, H);
+    ops_tanh(be, t->y, t->y, (size_t)S * H);
+    ops_dropout_add(be, t->yd, t->y, NULL, NULL, S, H, site_drop(m, &dd, p->classifier, SITE_HEAD_OUT));
+    ops_linear(be, t->logits, t->yd, m->out_w, m->out_b, S, NL, H);
+    ops_to_host(be, logits, t->logits, (size_t)S * NL * sizeof(float));
+    t->ready = 1;
+}
+
+void encoder_train_backward(Encoder *m, const float *dlogits) {
+    const ModelConfig *c = &m->cfg;
+    EncTrain *t = &m->t;
+    if (!t->ready) xr_die("encoder_train_backward: no encoder_train_forward before it");
+    t->ready = 0;
+    encoder_grads(m);
+    Backend *be = m->be;
+    int N = t->N, S = t->S, max_len = t->max_len;
+    int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH, NL = c->num_labels, Ly = c->layers;
+    XrDropout dd;
+    const EncoderDropout *p = &m->drop;
+    ops_to_device(be, t->dlogits, dlogits, (size_t)S * NL * sizeof(float));
+
+    /* head, back to d h0 in dh2 */
+    ops_linear_backward(be, t->dh1, G(m->out_w), G(m->out_b), t->dlogits, t->yd, m->out_w, S, NL, H, 0);
+    ops_dropout_add(be, t->dh1, t->dh1, NULL, NULL, S, H, site_drop(m, &dd, p->classifier, SITE_HEAD_OUT));
+    ops_tanh_backward(be, t->dh1, t->y, t->dh1, (size_t)S * H);
+    int bert = c->family == ARCH_BERT;
+    ops_linear_backward(be, t->dh2, G(m->head_w), G(m->head_b), t->dh1, bert ? t->h0 : t->hd, m->head_w, S, H, H,
+                        0);
+    if (!bert) ops_dropout_add(be, t->dh2, t->dh2, NULL, NULL, S, H, site_drop(m, &dd, p->classifier, SITE_HEAD_IN));
+
+    for (int l = Ly - 1; l >= 0; l--) {
+        const EncLayer *L = &m->layers[l];
+        int last = l == Ly - 1, rows = last ? S : N;
+        const int32_t *roff = last ? NULL : t->off;
+        /* dY: the gradient of this layer's output, turned in place into that of LN2's input, then (adding the
+         * FFN's) of LN1's output, then of LN1's input */
+        float *dY = last ? t->dh2 : t->dx;
+        ops_layernorm_backward(be, dY, G(L->ln2_g), G(L->ln2_b), dY, T_V2(t, l), T_ST(t, l, 2), T_ST(t, l, 3),
+                               L->ln2_g, rows, H, 0);
+        ops_dropout_add(be, t->dt, dY, NULL, roff, S, H, site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
+        ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I); /* recomputed: cheaper than keeping it */
+        ops_linear_backward(be, t->dff, G(L->fo_w), G(L->fo_b), t->dt, t->gact, L->fo_w, rows, H, I, 0);
+        ops_gelu_backward(be, t->dff, T_F(t, l), t->dff, (size_t)rows * I);
+        ops_linear_backward(be, dY, G(L->fi_w), G(L->fi_b), t->dff, T_A(t, l), L->fi_w, rows, I, H, 1);
+        ops_layernorm_backward(be, dY, G(L->ln1_g), G(L->ln1_b), dY, T_V1(t, l), T_ST(t, l, 0), T_ST(t, l, 1),
+                               L->ln1_g, rows, H, 0);
+        ops_dropout_add(be, t->dt, dY, NULL, roff, S, H, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
+        ops_linear_backward(be, t->dctx, G(L->ao_w), G(L->ao_b), t->dt, T_CTX(t, l), L->ao_w, rows, H, H, 0);
+        ops_attention_backward(be, t->dqkv, t->dctx, T_QKV(t, l), T_ATT(t, l), t->off, S, max_len, NH, dh, last,
+                               site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+        /* d X = residual (dY) + dqkv Wqkv; the last layer's residual reaches the first rows only */
+        ops_linear_backward(be, t->dx, G(L->qkv_w), G(L->qkv_b), t->dqkv, T_XS(t, l), L->qkv_w, N, 3 * H, H, !last);
+        if (last) ops_pool_first_backward(be, t->dx, dY, t->off, S, H);
+    }
+    ops_dropout_add(be, t->dx, t->dx, NULL, t->off, S, H, site_drop(m, &dd, p->hidden, SITE_EMB));
+    ops_layernorm_backward(be, t->dx, G(m->emb_ln_g), G(m->emb_ln_b), t->dx, t->emb, t->emb_mean, t->emb_rstd,
+                           m->emb_ln_g, N, H, 0);
+    ops_embed_backward(be, G(m->word), G(m->pos), G(m->type), t->dx, t->ids, t->pos, t->types, N, H);
+    /* torch's padding_idx: the padding id's word row (and XLM-R's padding position row) get no gradient */
+    if (c->pad_id >= 0 && c->pad_id < c->vocab_size) ops_zero(be, G(m->word) + (size_t)c->pad_id * H, (size_t)H);
+    if (c->family != ARCH_BERT && c->pad_id >= 0 && c->pad_id < c->max_pos)
+        ops_zero(be, G(m->pos) + (size_t)c->pad_id * H, (size_t)H);
 }

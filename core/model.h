@@ -73,6 +73,67 @@ void encoder_forward_score(Encoder *m, const Batch *b, float *logits);
 /* Pooled embeddings [B*H] (CLS = first token, or masked mean), L2-normalised when normalize != 0. */
 void encoder_forward_embed(Encoder *m, const Batch *b, PoolingMode pool, int normalize, float *emb);
 
+/* ------------------------------------------------------------------------------------------------------
+ * Training (CPU backend; the CUDA backend lacks the backward ops yet and dies naming the first one).
+ *
+ * Per optimizer step, a trainer calls:
+ *   encoder_zero_grads(m);
+ *   for each micro-batch:  encoder_train_forward(m, &batch, &step, logits);
+ *                          loss_*(logits, ..., dlogits)   (core/loss.h; scale dlogits by 1/accum)
+ *                          encoder_train_backward(m, dlogits);       (gradients add up in encoder_grads)
+ *   optim_clip_grad_norm / adamw_step on encoder_params + encoder_grads (core/optim.h).
+ * Only the last forward's activations are kept: each forward must be followed by its backward.
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* Dropout probabilities as transformers applies them: hidden (after the embeddings' LayerNorm and before each
+ * residual add), attention (on the attention probabilities), classifier (the head's dropout(s): BERT after the
+ * pooler, XLM-R before the dense layer and before out_proj). Read from config.json: hidden_dropout_prob,
+ * attention_probs_dropout_prob, classifier_dropout (null: hidden_dropout_prob). */
+typedef struct {
+    float hidden, attention, classifier;
+} EncoderDropout;
+EncoderDropout encoder_dropout(const Encoder *m);
+void encoder_set_dropout(Encoder *m, EncoderDropout d);
+
+/* Turns a bare model (BertModel / XLMRobertaModel) into a *ForSequenceClassification model with num_labels
+ * outputs, as transformers initialises a head missing from a checkpoint: weights normal(0,
+ * initializer_range) (config.json, default 0.02), biases 0, drawn from the counter-based generator with `seed`
+ * (the values cannot match torch's generator). BERT gets a pooler only when the checkpoint had none. Tensors
+ * are renamed with the "bert." / "roberta." prefix, the config says is_seq_cls and the architecture; the
+ * parameter buffer is reallocated (earlier encoder_params / encoder_grads pointers become invalid).
+ * Fails when the model already has a head. */
+int encoder_init_head(Encoder *m, int num_labels, uint64_t seed, XrErr *e);
+
+/* Whether weight decay applies to a tensor, as transformers' Trainer decides: not for biases and LayerNorm
+ * weights (names matching bias, layernorm, rmsnorm, norm), yes for every other weight and the embeddings. */
+int encoder_tensor_decays(const EncoderTensor *t);
+
+/* The flat gradient buffer: encoder_num_params floats on the encoder's device, the same layout (and tensor
+ * views) as encoder_params. Allocated and zeroed on first use. */
+float *encoder_grads(Encoder *m);
+void encoder_zero_grads(Encoder *m);
+
+/* What makes a training forward's dropout masks: a mask element is a pure function of (seed, step, dropout
+ * site, example id, position), so it does not depend on batch composition, padding, packing, thread or
+ * rank count. */
+typedef struct {
+    uint64_t seed;               /* the run's seed */
+    uint64_t step;               /* optimizer step (all micro-batches of one step share it) */
+    const uint64_t *example_ids; /* [B] host: a distinct id per row within the step (e.g. the pair's global
+                                  * index in the epoch's order); NULL: the row index, so micro-batches of one
+                                  * step would repeat masks: pass ids when accumulating */
+    int dropout;                 /* 0: no dropout (the eval forward; exactness tests) */
+} EncoderTrainStep;
+
+/* Sequence-classification forward that keeps what the backward needs (the model must have a head).
+ * logits [B*num_labels] host. With dropout off the logits equal encoder_forward_score's (up to rounding).
+ * The last layer runs for the first token only, which is exact for a head's loss. */
+void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *step, float *logits);
+/* Backward of the last encoder_train_forward: dlogits [B*num_labels] host, d loss / d logits. Adds the
+ * gradient of every parameter into encoder_grads. The word (and XLM-R position) embedding row of the
+ * padding id stays 0, as torch's padding_idx does. */
+void encoder_train_backward(Encoder *m, const float *dlogits);
+
 #ifdef __cplusplus
 }
 #endif
