@@ -5,7 +5,7 @@
  * A bare BertModel given a new head (its values loaded from the fixture) has the same gradients as
  * transformers'. Then, with dropout on: masks reproducible from (seed, step, example id), independent of
  * batch order, and the gradients still those of the loss (finite differences). New heads are drawn as
- * transformers initialises them. */
+ * transformers initialises them. (Schedules, clipping and the losses alone: test_optim.c.) */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -516,23 +516,6 @@ static void test_dropout(const char *name) {
     fix_free(&f);
 }
 
-/* Schedules as transformers' lambdas; the clip rule. */
-static void test_schedules(void) {
-    /* linear: warmup 2, total 10 */
-    TU_CHECK(sched_lr(SCHED_LINEAR, 1.0, 0, 2, 10) == 0.0 && sched_lr(SCHED_LINEAR, 1.0, 1, 2, 10) == 0.5 &&
-                 sched_lr(SCHED_LINEAR, 1.0, 2, 2, 10) == 1.0 && sched_lr(SCHED_LINEAR, 1.0, 6, 2, 10) == 0.5 &&
-                 sched_lr(SCHED_LINEAR, 1.0, 10, 2, 10) == 0.0 && sched_lr(SCHED_LINEAR, 1.0, 12, 2, 10) == 0.0,
-             "linear schedule");
-    TU_CHECK(fabs(sched_lr(SCHED_COSINE, 2.0, 6, 2, 10) - 1.0) < 1e-15 &&
-                 fabs(sched_lr(SCHED_COSINE, 1.0, 4, 2, 10) - 0.5 * (1 + cos(3.14159265358979323846 * 0.25))) < 1e-15 &&
-                 sched_lr(SCHED_COSINE, 1.0, 10, 2, 10) < 1e-15,
-             "cosine schedule");
-    TU_CHECK(sched_lr(SCHED_CONSTANT, 3.0, 1, 2, 10) == 1.5 && sched_lr(SCHED_CONSTANT, 3.0, 9, 2, 10) == 3.0,
-             "constant schedule");
-    TU_CHECK(sched_warmup_steps(0.1, 95) == 10 && sched_parse("cosine") == SCHED_COSINE && sched_parse("x") == -1,
-             "warmup ratio / parse");
-}
-
 int main(void) {
     test_case("bert_cls", 1);
     test_case("xlmr_cls", 0);
@@ -540,6 +523,5 @@ int main(void) {
     test_init_head_xlmr();
     test_dropout("bert_cls");
     test_dropout("xlmr_cls");
-    test_schedules();
     return tu_finish("test_grad_model");
 }
