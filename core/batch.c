@@ -177,3 +177,35 @@ const Batch *batch_fill(BatchBuf *bb, const Tokenizer *t, const SeqStore *s, con
     }
     return &bb->b;
 }
+
+void batch_run(const Tokenizer *t, const SeqStore *s, const BatchItem *items, int64_t n, int max_len, int batch_size,
+               int64_t window_items, BatchForwardFn fn, void *ctx, int out_dim, float *out, BatchRunStats *st,
+               void (*progress)(void *pctx, int64_t done), void *pctx) {
+    assert(batch_size > 0 && window_items > 0 && out_dim > 0);
+    if (st) memset(st, 0, sizeof *st);
+    if (n <= 0) return;
+    int32_t *lens = xr_malloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) lens[i] = batch_item_len(t, s, items[i], max_len);
+    BatchPlan plan;
+    batch_plan_init(&plan);
+    for (int64_t w = 0; w < n; w += window_items)
+        batch_plan_add(&plan, lens, w, w + window_items < n ? window_items : n - w, batch_size);
+    float *tmp = xr_malloc(sizeof(float) * (size_t)plan.max_B * (size_t)out_dim);
+    BatchBuf bb;
+    batch_buf_init(&bb);
+    int64_t done = 0;
+    for (int64_t k = 0; k < plan.nbatches; k++) {
+        int m = batch_plan_size(&plan, k);
+        const int64_t *idx = plan.order + plan.start[k];
+        fn(ctx, batch_fill(&bb, t, s, items, idx, m, max_len), tmp);
+        for (int i = 0; i < m; i++)
+            memcpy(out + idx[i] * out_dim, tmp + (size_t)i * out_dim, sizeof(float) * (size_t)out_dim);
+        done += m;
+        if (progress) progress(pctx, done);
+    }
+    if (st) *st = (BatchRunStats){n, plan.nbatches, plan.real_tokens, plan.padded_tokens};
+    batch_buf_free(&bb);
+    free(tmp);
+    batch_plan_free(&plan);
+    free(lens);
+}

@@ -75,6 +75,19 @@ void batch_buf_free(BatchBuf *bb);
 const Batch *batch_fill(BatchBuf *bb, const Tokenizer *t, const SeqStore *s, const BatchItem *items,
                         const int64_t *idx, int n, int max_len);
 
+/* Run n items through fn in length-bucketed batches and scatter the results back to item order:
+ * out[i * out_dim ..] = result of items[i]. Windows of window_items consecutive items are sorted longest first
+ * (batch_plan_add) and cut into batches of batch_size, so the batches, and hence every float, depend only on
+ * the items and these two numbers, never on who runs them. progress (may be NULL) is called after each batch
+ * with the items done so far. Fills st (may be NULL) with the plan's batch and token counts. */
+typedef void (*BatchForwardFn)(void *ctx, const Batch *b, float *out);
+typedef struct {
+    int64_t items, batches, real_tokens, padded_tokens;
+} BatchRunStats;
+void batch_run(const Tokenizer *t, const SeqStore *s, const BatchItem *items, int64_t n, int max_len, int batch_size,
+               int64_t window_items, BatchForwardFn fn, void *ctx, int out_dim, float *out, BatchRunStats *st,
+               void (*progress)(void *pctx, int64_t done), void *pctx);
+
 #ifdef __cplusplus
 }
 #endif

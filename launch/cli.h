@@ -13,5 +13,6 @@ int cmd_score(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_mine(int argc, char **argv);
 
 #endif

@@ -8,6 +8,7 @@ static const CliCommand COMMANDS[] = {
     {"score", cmd_score, "score query-passage pairs with a cross-encoder (jsonl in, scores out)"},
     {"embed", cmd_embed, "embed texts with a bi-encoder (jsonl or text in, jsonl or .npy out)"},
     {"tokenize", cmd_tokenize, "text (BEIR, pairs, FlagEmbedding) -> HDF5 token stores + qrels"},
+    {"mine", cmd_mine, "hard-negative mining with a bi-encoder over a tokenized dataset -> HDF5 training groups"},
     {"inspect", cmd_inspect, "describe and check a dataset, token store, HDF5 or safetensors file"},
     {"version", cmd_version, "print the version and the backends compiled in"},
 };
