@@ -11,8 +11,15 @@
 extern "C" {
 #endif
 
+/* The mask helpers are inlined into each ISA clone of the kernels that call them, so they vectorise there. */
+#if defined(__GNUC__)
+#define XR_RNG_INLINE static inline __attribute__((always_inline))
+#else
+#define XR_RNG_INLINE static inline
+#endif
+
 /* Philox4x32 with 10 rounds (Salmon et al., SC'11): four 32-bit outputs per (key, counter). */
-static inline void rng_philox(uint32_t out[4], const uint32_t ctr[4], uint64_t key) {
+XR_RNG_INLINE void rng_philox(uint32_t out[4], const uint32_t ctr[4], uint64_t key) {
     uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
     uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     for (int r = 0; r < 10; r++) {
@@ -46,15 +53,50 @@ static inline uint32_t rng_drop_threshold(float p) {
     return t >= 4294967295.0 ? 0xFFFFFFFFu : (uint32_t)t;
 }
 
+/* Philox on 16 consecutive counters {c0 + l, c1, c2, c3}, l = 0..15, output word k of counter l in out[k][l]:
+ * the same numbers as 16 rng_philox calls, written lane-wise so the compiler vectorises it (64-bit products of
+ * 32-bit lanes). */
+XR_RNG_INLINE void rng_philox16(uint32_t out[4][16], uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                uint64_t key) {
+    /* one straight-line body per lane (rounds unrolled, key schedule precomputed), so the lane loop vectorises;
+     * 32-bit values sit in 64-bit lanes, making the products plain 64-bit multiplies (vpmuludq) */
+    uint64_t ks0[10], ks1[10];
+    for (int r = 0; r < 10; r++)
+        ks0[r] = (uint32_t)((uint32_t)key + (uint32_t)r * 0x9E3779B9u),
+        ks1[r] = (uint32_t)((uint32_t)(key >> 32) + (uint32_t)r * 0xBB67AE85u);
+    for (int l = 0; l < 16; l++) {
+        uint64_t a = (uint32_t)(c0 + (uint32_t)l), b = c1, c = c2, d = c3;
+#pragma GCC unroll 10
+        for (int r = 0; r < 10; r++) {
+            uint64_t p0 = 0xD2511F53ull * a, p1 = 0xCD9E8D57ull * c;
+            uint64_t na = (p1 >> 32) ^ b ^ ks0[r], nc = (p0 >> 32) ^ d ^ ks1[r];
+            b = p1 & 0xFFFFFFFFu, d = p0 & 0xFFFFFFFFu, a = na, c = nc;
+        }
+        out[0][l] = (uint32_t)a, out[1][l] = (uint32_t)b, out[2][l] = (uint32_t)c, out[3][l] = (uint32_t)d;
+    }
+}
+
 /* The dropout mask: dst[j] = (res ? res[j] : 0) + src[j] * (keep ? 1/(1-p) : 0) for j in [0, n), where
- * element j's draw is output j % 4 of Philox(key, {j / 4, c1, id lo, id hi}). c1 is the position (a token's
- * index in its sequence; for attention probabilities query row | head << 16) and id the sequence's id (e.g.
- * its global example index). Element-wise, so dst may alias src or res. Callers pass
- * thr = rng_drop_threshold(p) and scale = 1 / (1 - p). */
-static inline void rng_dropout_add_span(float *dst, const float *src, const float *res, int n, uint64_t key,
+ * element j's draw is output j % 4 of Philox(key, {j / 4, c1, id lo, id hi}) and it is kept when the draw is
+ * >= thr. c1 is the position (a token's index in its sequence; for attention probabilities query row |
+ * head << 16) and id the sequence's id (e.g. its global example index). Element-wise, so dst may alias src or
+ * res. Callers pass thr = rng_drop_threshold(p) and scale = 1 / (1 - p). Blocks of 64 elements take the
+ * vectorised generator; the tail takes rng_philox: the same draws. */
+XR_RNG_INLINE void rng_dropout_add_span(float *dst, const float *src, const float *res, int n, uint64_t key,
                                         uint32_t c1, uint64_t id, uint32_t thr, float scale) {
     uint32_t ctr[4] = {0, c1, (uint32_t)id, (uint32_t)(id >> 32)}, r[4];
-    for (int j0 = 0; j0 < n; j0 += 4) {
+    int j0 = 0;
+    for (; j0 + 64 <= n; j0 += 64) {
+        uint32_t o[4][16], w[64];
+        rng_philox16(o, (uint32_t)(j0 >> 2), c1, ctr[2], ctr[3], key);
+        for (int l = 0; l < 16; l++)
+            for (int k = 0; k < 4; k++) w[4 * l + k] = o[k][l];
+        for (int e = 0; e < 64; e++) {
+            float v = w[e] >= thr ? src[j0 + e] * scale : 0.0f;
+            dst[j0 + e] = res ? res[j0 + e] + v : v;
+        }
+    }
+    for (; j0 < n; j0 += 4) {
         ctr[0] = (uint32_t)(j0 >> 2);
         rng_philox(r, ctr, key);
         int m = n - j0 < 4 ? n - j0 : 4;
@@ -65,7 +107,7 @@ static inline void rng_dropout_add_span(float *dst, const float *src, const floa
     }
 }
 
-static inline void rng_dropout_span(float *dst, const float *src, int n, uint64_t key, uint32_t c1, uint64_t id,
+XR_RNG_INLINE void rng_dropout_span(float *dst, const float *src, int n, uint64_t key, uint32_t c1, uint64_t id,
                                     uint32_t thr, float scale) {
     rng_dropout_add_span(dst, src, (const float *)0, n, key, c1, id, thr, scale);
 }

@@ -516,6 +516,32 @@ static void test_dropout(const char *name) {
     fix_free(&f);
 }
 
+/* The whole backward on 1 and 3 threads: every gradient bitwise equal where the GEMMs are xrank's own kernel
+ * (it sums each output along k in one order whatever the split); reported otherwise. */
+static void test_threads(void) {
+    Fix f;
+    fix_load(&f, "xlmr_cls");
+    Encoder *m = load_model(jstr(f.info, "model"));
+    EncoderTrainStep st = {3, 1, NULL, 1};
+    float *lg = malloc((size_t)f.B * sizeof(float));
+    size_t np = (size_t)encoder_num_params(m);
+    float *g1 = malloc(np * sizeof(float));
+    encoder_set_threads(m, 1);
+    loss_and_grads(m, &f, "ce", &st, lg);
+    memcpy(g1, encoder_grads(m), np * sizeof(float));
+    encoder_set_threads(m, 3);
+    loss_and_grads(m, &f, "ce", &st, lg);
+    size_t differ = 0;
+    for (size_t i = 0; i < np; i++) differ += g1[i] != encoder_grads(m)[i];
+    const char *kernel = ops_cpu_gemm_kernel(encoder_backend(m));
+    if (strcmp(kernel, "xrank-avx512") == 0)
+        TU_CHECK(differ == 0, "gradients differ between 1 and 3 threads in %zu of %zu", differ, np);
+    printf("threads 1 vs 3 (%s GEMMs, dropout on): %zu of %zu gradients differ\n", kernel, differ, np);
+    free(lg), free(g1);
+    encoder_free(m);
+    fix_free(&f);
+}
+
 int main(void) {
     test_case("bert_cls", 1);
     test_case("xlmr_cls", 0);
@@ -523,5 +549,6 @@ int main(void) {
     test_init_head_xlmr();
     test_dropout("bert_cls");
     test_dropout("xlmr_cls");
+    test_threads();
     return tu_finish("test_grad_model");
 }

@@ -3,6 +3,7 @@
  * double-precision reference. Then what the trainer relies on: dropout masks that depend only on
  * (key, sequence id, position) (not on packing or threads, keep rate 1 - p, scale 1/(1-p)); bitwise-equal
  * gradients for 1 and 3 threads; and the op-level AdamW, scale and sum-of-squares arithmetic. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,6 +359,26 @@ static void test_dropout_mask(void) {
     double rate = (double)kept / ((double)N * H);
     TU_CHECK(fabs(rate - 0.9) < 0.005 && bad == 0, "dropout p=0.1 keeps %.4f, %zu kept values not 1/(1-p)", rate, bad);
     printf("  dropout p=0.1: keep rate %.4f over %d elements\n", rate, N * H);
+    /* the kernels' masks are rng.h's definition: element j of position t of sequence id keeps when output j % 4
+     * of Philox(key, {j / 4, t, id lo, id hi}) >= thr (checked on H = 64 + 7: vector blocks and scalar tail) */
+    {
+        int W = 71;
+        float *ones = malloc(W * 4 * 3), *o = zeros((size_t)W * 3);
+        for (int i = 0; i < W * 3; i++) ones[i] = 1.0f;
+        int32_t off3[] = {0, 3};
+        XrDropout d3 = {0.3f, rng_key(9, 9, 9), ids + 5};
+        ops_dropout_add(be, o, ones, NULL, off3, 1, W, &d3);
+        size_t wrong = 0;
+        uint32_t thr = rng_drop_threshold(0.3f);
+        for (int t = 0; t < 3; t++)
+            for (int j = 0; j < W; j++) {
+                uint32_t ctr[4] = {(uint32_t)(j / 4), (uint32_t)t, (uint32_t)ids[5], (uint32_t)(ids[5] >> 32)}, r[4];
+                rng_philox(r, ctr, d3.key);
+                wrong += (r[j % 4] >= thr) != (o[t * W + j] != 0.0f);
+            }
+        TU_CHECK(wrong == 0, "dropout mask differs from rng.h's definition in %zu elements", wrong);
+        free(ones), free(o);
+    }
     /* sequence 17 alone (its id, positions from 0) gets the same mask as inside the batch */
     int32_t one_off[] = {0, L};
     XrDropout d1 = {0.1f, d.key, ids + 17};
@@ -452,8 +473,52 @@ static void test_adamw_op(void) {
     free(p), free(g), free(m), free(v), free(P), free(Mm), free(Vv);
 }
 
+/* The backward passes' GEMMs (alpha 1, beta 0 or 1, any transposition) on both CPU GEMM paths, at sizes that
+ * cut every block of xrank's AVX-512 kernel, against a double loop. */
+static void test_backward_gemm(void) {
+    const char *kinds[] = {"openblas", "avx512"};
+    const int M = 181, N = 67, K = 300;
+    for (int kind = 0; kind < 2; kind++) {
+        setenv("XR_CPU_GEMM", kinds[kind], 1); /* read when a backend is made */
+        Backend *b2 = ops_backend_cpu(2);
+        unsetenv("XR_CPU_GEMM");
+        if (kind == 1 && strcmp(ops_cpu_gemm_kernel(b2), "xrank-avx512") != 0) {
+            printf("  no AVX-512 on this CPU: xrank's GEMM kernel not tested for the backward\n");
+            ops_backend_free(b2);
+            continue;
+        }
+        double worst = 0;
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int beta = 0; beta < 2; beta++) {
+                    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+                    float *A = rand_vec((size_t)(ta ? K : M) * lda, 1), *B = rand_vec((size_t)(tb ? N : K) * ldb, 1);
+                    float *C = rand_vec((size_t)M * ldc, 1), *C0 = malloc((size_t)M * ldc * 4);
+                    memcpy(C0, C, (size_t)M * ldc * 4);
+                    ops_gemm(b2, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
+                    for (int i = 0; i < M; i++)
+                        for (int j = 0; j < ldc; j++) {
+                            double ref = C0[(size_t)i * ldc + j];
+                            if (j < N) {
+                                double sum = 0;
+                                for (int k = 0; k < K; k++)
+                                    sum += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                                           (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+                                ref = beta ? ref + sum : sum;
+                            }
+                            worst = fmax(worst, fabs(C[(size_t)i * ldc + j] - ref));
+                        }
+                    free(A), free(B), free(C), free(C0);
+                }
+        TU_CHECK(worst < 5e-5, "backward GEMMs (%s): max abs diff %.3g", ops_cpu_gemm_kernel(b2), worst);
+        printf("  gemm alpha 1, beta 0/1, 4 transpositions (%s): max abs diff %.2e\n", ops_cpu_gemm_kernel(b2), worst);
+        ops_backend_free(b2);
+    }
+}
+
 int main(void) {
     be = ops_backend_cpu(2);
+    test_backward_gemm();
     test_linear();
     test_embed();
     test_layernorm();

@@ -52,6 +52,7 @@ static size_t att_offset(const int32_t *seq_off, int s, int NH, int first_only) 
 }
 
 /* Dropout on probability rows i0 .. i0+nb-1 of head h (see XrDropout: position = query row | head << 16). */
+XR_CLONES
 static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int h, uint64_t id, const XrDropout *d,
                         uint32_t thr, float scale) {
     for (int r = 0; r < nb; r++)
@@ -104,6 +105,13 @@ void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const 
                         o + (size_t)i0 * H, H);
         }
     }
+}
+
+/* dP = dropout(dPd) with the mask read off Pd = dropout(P) (kept where Pd != 0) instead of drawn again. Where
+ * P itself is 0 the two differ, but there dS = P (dP - dot) is 0 either way, and P dP adds nothing to dot. */
+XR_CLONES
+static void mask_like(float *g, const float *pd, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) g[i] = pd[i] != 0.0f ? g[i] * scale : 0.0f;
 }
 
 /* dS = P * (dP - rowsum(P * dP)) in place of dP (the softmax backward), rows of length L. */
@@ -163,7 +171,7 @@ void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const f
                         dv, ld);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, 1.0f, dO + (size_t)i0 * H, H, v, ld, 0.0f,
                         dp, L);
-            if (d) att_dropout(dp, dp, nb, L, i0, h, id, d, thr, dscale);
+            if (d) mask_like(dp, pd, (size_t)nb * L, dscale);
             softmax_backward_rows(dp, P, nb, L);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, scale, dp, L, k, ld, 0.0f,
                         dq + (size_t)i0 * ld, ld);

@@ -30,6 +30,24 @@ void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float 
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     int rows, nt = gemm_plan(be, M, N, K, &rows);
+    if (cpu_use_own_gemm(be) && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+        /* the backward passes' products (alpha 1, overwrite or accumulate) on xrank's kernel too: C = x W^T with
+         * x = op(A) and W = op(B)^T, each read transposed or not by the packing */
+        size_t per = (cpu_sgemm_avx512_scratch() + 15) & ~(size_t)15;
+        float *scratch = cpu_scratch(be, per, nt);
+        XR_OMP(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
+        for (int p = 0; p < nt; p++) {
+            int lo, hi;
+            split_range(rows ? M : N, nt, p, rows ? 12 : 32, &lo, &hi);
+            if (lo >= hi) continue;
+            int m0 = rows ? lo : 0, m1 = rows ? hi : M, n0 = rows ? 0 : lo, n1 = rows ? N : hi;
+            const float *a = trans_a ? A + m0 : A + (size_t)m0 * lda;
+            const float *w = trans_b ? B + (size_t)n0 * ldb : B + n0;
+            cpu_sgemm_avx512(m1 - m0, n1 - n0, K, a, (size_t)lda, trans_a, w, (size_t)ldb, !trans_b,
+                             C + (size_t)m0 * ldc + n0, (size_t)ldc, beta == 1.0f, scratch + per * (size_t)p);
+        }
+        return;
+    }
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if (nt > 1))
     for (int p = 0; p < nt; p++) {
         int lo, hi;

@@ -47,6 +47,9 @@ int cpu_sgemm_avx512_available(void);
 size_t cpu_sgemm_avx512_scratch(void);
 void cpu_sgemm_avx512_nt(int M, int N, int K, const float *x, size_t ldx, const float *W, size_t ldw, float *y,
                          size_t ldy, int accumulate, float *scratch);
+/* The same with either operand stored transposed (x_t: x is [K, M]; w_t: W is [K, N]). */
+void cpu_sgemm_avx512(int M, int N, int K, const float *x, size_t ldx, int x_t, const float *W, size_t ldw, int w_t,
+                      float *y, size_t ldy, int accumulate, float *scratch);
 
 void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);

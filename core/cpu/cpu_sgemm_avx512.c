@@ -46,11 +46,13 @@ __attribute__((target("avx512f"))) static void xg_kernel(int kc, const float *ap
     }
 }
 
-/* y[M, N] (row stride ldy) = (accumulate ? y : 0) + x[M, K] (ldx) . W[N, K]^T (ldw), on one thread.
+/* y[M, N] (row stride ldy) = (accumulate ? y : 0) + x[M, K] . W[N, K]^T on one thread, where x is stored
+ * as is (x_t 0, ldx its row stride) or transposed ([K, M], x_t 1), and W likewise. Transposed operands only
+ * change how the panels are packed (read along the stored rows), not the kernel.
  * scratch: cpu_sgemm_avx512_scratch() floats, 64-byte aligned. */
-__attribute__((target("avx512f"))) void cpu_sgemm_avx512_nt(int M, int N, int K, const float *x, size_t ldx,
-                                                            const float *W, size_t ldw, float *y, size_t ldy,
-                                                            int accumulate, float *scratch) {
+__attribute__((target("avx512f"))) void cpu_sgemm_avx512(int M, int N, int K, const float *x, size_t ldx, int x_t,
+                                                         const float *W, size_t ldw, int w_t, float *y, size_t ldy,
+                                                         int accumulate, float *scratch) {
     float *bpack = scratch, *apack = scratch + (size_t)XG_KC * XG_NC;
     float tile[XG_MR * XG_NR] __attribute__((aligned(64)));
     if (K <= 0) { /* y = 0 or unchanged, as a GEMM with an empty inner dimension gives */
@@ -67,6 +69,15 @@ __attribute__((target("avx512f"))) void cpu_sgemm_avx512_nt(int M, int N, int K,
             for (int jr = 0; jr < nc; jr += XG_NR) {
                 float *bp = bpack + (size_t)jr * kc;
                 int nr = nc - jr < XG_NR ? nc - jr : XG_NR;
+                if (w_t) { /* W stored [K, N]: row k of the store is row k of the panel */
+                    for (int k = 0; k < kc; k++) {
+                        const float *w = W + (size_t)(pc + k) * ldw + jc + jr;
+                        float *b = bp + (size_t)k * XG_NR;
+                        for (int j = 0; j < nr; j++) b[j] = w[j];
+                        for (int j = nr; j < XG_NR; j++) b[j] = 0.0f;
+                    }
+                    continue;
+                }
                 for (int j = 0; j < XG_NR; j++) {
                     if (j < nr) {
                         const float *w = W + (size_t)(jc + jr + j) * ldw + pc;
@@ -82,6 +93,15 @@ __attribute__((target("avx512f"))) void cpu_sgemm_avx512_nt(int M, int N, int K,
                 for (int ir = 0; ir < mc; ir += XG_MR) {
                     float *ap = apack + (size_t)ir * kc;
                     int mr = mc - ir < XG_MR ? mc - ir : XG_MR;
+                    if (x_t) { /* x stored [K, M] */
+                        for (int k = 0; k < kc; k++) {
+                            const float *xr = x + (size_t)(pc + k) * ldx + ic + ir;
+                            float *a = ap + (size_t)k * XG_MR;
+                            for (int i = 0; i < mr; i++) a[i] = xr[i];
+                            for (int i = mr; i < XG_MR; i++) a[i] = 0.0f;
+                        }
+                        continue;
+                    }
                     for (int i = 0; i < XG_MR; i++) {
                         if (i < mr) {
                             const float *xr = x + (size_t)(ic + ir + i) * ldx + pc;
@@ -114,6 +134,11 @@ __attribute__((target("avx512f"))) void cpu_sgemm_avx512_nt(int M, int N, int K,
     }
 }
 
+void cpu_sgemm_avx512_nt(int M, int N, int K, const float *x, size_t ldx, const float *W, size_t ldw, float *y,
+                         size_t ldy, int accumulate, float *scratch) {
+    cpu_sgemm_avx512(M, N, K, x, ldx, 0, W, ldw, 0, y, ldy, accumulate, scratch);
+}
+
 int cpu_sgemm_avx512_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") != 0;
@@ -126,6 +151,11 @@ void cpu_sgemm_avx512_nt(int M, int N, int K, const float *x, size_t ldx, const 
                          size_t ldy, int accumulate, float *scratch) {
     (void)M, (void)N, (void)K, (void)x, (void)ldx, (void)W, (void)ldw, (void)y, (void)ldy, (void)accumulate;
     (void)scratch;
+}
+void cpu_sgemm_avx512(int M, int N, int K, const float *x, size_t ldx, int x_t, const float *W, size_t ldw, int w_t,
+                      float *y, size_t ldy, int accumulate, float *scratch) {
+    (void)M, (void)N, (void)K, (void)x, (void)ldx, (void)x_t, (void)W, (void)ldw, (void)w_t, (void)y, (void)ldy;
+    (void)accumulate, (void)scratch;
 }
 int cpu_sgemm_avx512_available(void) { return 0; }
 

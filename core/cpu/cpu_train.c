@@ -35,6 +35,13 @@ static int row_seq(const int32_t *seq_off, int S, int k) {
     return lo;
 }
 
+/* One row of the dropout mask (rng.h), compiled per ISA level so the generator vectorises. */
+XR_CLONES
+static void dropout_row(float *dst, const float *src, const float *res, int n, uint64_t key, uint32_t c1, uint64_t id,
+                        uint32_t thr, float scale) {
+    rng_dropout_add_span(dst, src, res, n, key, c1, id, thr, scale);
+}
+
 void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
                      int H, const XrDropout *d) {
     int n = seq_off ? seq_off[S] - seq_off[0] : S, nt = be->threads;
@@ -60,7 +67,21 @@ void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, 
         int k = k0 + i, s = seq_off ? row_seq(seq_off, S, k) : k, t = seq_off ? k - seq_off[s] : 0;
         uint64_t id = d->seq_ids ? d->seq_ids[s] : (uint64_t)s;
         size_t o = (size_t)k * H;
-        rng_dropout_add_span(out + o, x + o, res ? res + o : NULL, H, d->key, (uint32_t)t, id, thr, scale);
+        dropout_row(out + o, x + o, res ? res + o : NULL, H, d->key, (uint32_t)t, id, thr, scale);
+    }
+}
+
+/* Column sums walk the rows in order over blocks of XR_COLBLK columns, with double accumulators (a bias
+ * gradient sums over every token of the batch): rows are read contiguously, and each column's sum has the
+ * same order whatever the split. */
+#define XR_COLBLK 256
+
+XR_CLONES
+static void colsum_block(double *acc, const float *dy, int M, int N, int nb) {
+    for (int j = 0; j < nb; j++) acc[j] = 0;
+    for (int i = 0; i < M; i++) {
+        const float *r = dy + (size_t)i * N;
+        for (int j = 0; j < nb; j++) acc[j] += r[j];
     }
 }
 
@@ -70,11 +91,11 @@ void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N) {
     for (int p = 0; p < parts; p++) {
         int j0, j1;
         col_range(N, parts, p, &j0, &j1);
-        for (int j = j0; j < j1; j++) {
-            /* per column in double: a bias gradient sums over every token of the batch */
-            double acc = 0;
-            for (int i = 0; i < M; i++) acc += dy[(size_t)i * N + j];
-            db[j] += (float)acc;
+        double acc[XR_COLBLK];
+        for (int jb = j0; jb < j1; jb += XR_COLBLK) {
+            int nb = j1 - jb < XR_COLBLK ? j1 - jb : XR_COLBLK;
+            colsum_block(acc, dy + jb, M, N, nb);
+            for (int j = 0; j < nb; j++) db[jb + j] += (float)acc[j];
         }
     }
 }
@@ -121,6 +142,21 @@ static void layernorm_backward_row(float *dx, const float *dy, const float *x, f
     }
 }
 
+/* dgamma, dbeta partial sums of a block of nb columns over all rows, in row order. */
+XR_CLONES
+static void ln_param_block(double *sg, double *sb, const float *dout, const float *x, const float *mean,
+                           const float *rstd, int n, int H, int nb) {
+    for (int j = 0; j < nb; j++) sg[j] = 0, sb[j] = 0;
+    for (int i = 0; i < n; i++) {
+        const float *d = dout + (size_t)i * H, *xr = x + (size_t)i * H;
+        float mu = mean[i], rs = rstd[i];
+        for (int j = 0; j < nb; j++) {
+            sg[j] += d[j] * ((xr[j] - mu) * rs);
+            sb[j] += d[j];
+        }
+    }
+}
+
 void cpu_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
                             const float *mean, const float *rstd, const float *g, int n, int H, int accumulate) {
     int nt = be->threads;
@@ -130,15 +166,11 @@ void cpu_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const 
     for (int p = 0; p < parts; p++) {
         int j0, j1;
         col_range(H, parts, p, &j0, &j1);
-        for (int j = j0; j < j1; j++) {
-            double sg = 0, sb = 0;
-            for (int i = 0; i < n; i++) {
-                float d = dout[(size_t)i * H + j];
-                sg += d * ((x[(size_t)i * H + j] - mean[i]) * rstd[i]);
-                sb += d;
-            }
-            dg[j] += (float)sg;
-            db[j] += (float)sb;
+        double sg[XR_COLBLK], sb[XR_COLBLK];
+        for (int jb = j0; jb < j1; jb += XR_COLBLK) {
+            int nb = j1 - jb < XR_COLBLK ? j1 - jb : XR_COLBLK;
+            ln_param_block(sg, sb, dout + jb, x + jb, mean, rstd, n, H, nb);
+            for (int j = 0; j < nb; j++) dg[jb + j] += (float)sg[j], db[jb + j] += (float)sb[j];
         }
     }
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
