@@ -1,6 +1,7 @@
 /* test_cuda_bf16: the BF16 mode of the CUDA backend (cuda_ops_set_gemm_mode XR_GEMM_BF16): ops_linear as bf16
- * cuBLASLt GEMMs (own bf16 copies, and XR_CUDA_BF16_GEMM=fast), attention as padded batched bf16 GEMMs (whole
- * and chunked), against the fp32 CPU ops, and the tiny model fixtures' logits / embeddings within bf16 tolerance.
+ * cuBLASLt GEMMs (own bf16 copies, and XR_CUDA_BF16_GEMM=fast), attention as the fused flash kernel (both tile
+ * shapes, ragged lengths 1..300) and as padded batched bf16 GEMMs (whole and chunked), against the fp32 CPU ops,
+ * and the tiny model fixtures' logits / embeddings within bf16 tolerance.
  * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
 #include <math.h>
 #include <stdlib.h>
@@ -38,12 +39,13 @@ static void cmp(Backend *g, const char *what, const float *cpu, const float *dev
 }
 
 /* A BF16-mode backend built with the given environment (read when the backend is made). */
-static Backend *bf16_backend(const char *gemm, const char *chunk) {
+static Backend *bf16_backend(const char *gemm, const char *chunk, const char *att) {
     if (gemm) setenv("XR_CUDA_BF16_GEMM", gemm, 1); else unsetenv("XR_CUDA_BF16_GEMM");
     if (chunk) setenv("XR_CUDA_ATT_CHUNK", chunk, 1); else unsetenv("XR_CUDA_ATT_CHUNK");
+    if (att) setenv("XR_CUDA_ATTENTION", att, 1); else unsetenv("XR_CUDA_ATTENTION");
     Backend *g = cuda_ops_backend(0);
     cuda_ops_set_gemm_mode(g, XR_GEMM_BF16);
-    unsetenv("XR_CUDA_BF16_GEMM"), unsetenv("XR_CUDA_ATT_CHUNK");
+    unsetenv("XR_CUDA_BF16_GEMM"), unsetenv("XR_CUDA_ATT_CHUNK"), unsetenv("XR_CUDA_ATTENTION");
     return g;
 }
 
@@ -82,6 +84,33 @@ static void check_attention(Backend *c, Backend *g, const char *tag, int NH, int
     char name[80];
     snprintf(name, sizeof name, "attention bf16 %s NH=%d dh=%d", tag, NH, dh);
     cmp(g, name, out, dout, (size_t)N * HD, 3e-2);
+    cuda_ops_free(g, doff), cuda_ops_free(g, dqkv), cuda_ops_free(g, dout);
+    free(qkv), free(out);
+}
+
+/* Ragged batches as the model packs them: 24 sequences of 1 .. 300 tokens (tile edges 63/64/65, 127/128/129,
+ * 255/256/257 included), inputs uniform in [-amp, amp]; amp 1 gives flat softmax rows, amp 2 peaked ones. */
+static void check_attention_ragged(Backend *c, Backend *g, const char *tag, int NH, int dh, float amp, double tol) {
+    enum { S = 24 };
+    static const int fixed[16] = {1, 300, 64, 65, 63, 128, 129, 2, 17, 200, 255, 256, 257, 31, 33, 96};
+    int32_t off[S + 1];
+    off[0] = 0;
+    int max_len = 0;
+    for (int s = 0; s < S; s++) {
+        int len = s < 16 ? fixed[s] : 1 + (int)urand(0, 299.99f);
+        off[s + 1] = off[s] + len;
+        max_len = len > max_len ? len : max_len;
+    }
+    int N = off[S];
+    size_t HD = (size_t)NH * dh;
+    float *qkv = rnd((size_t)N * 3 * HD, -amp, amp), *out = xr_malloc((size_t)N * HD * 4);
+    int32_t *doff = up(g, off, (S + 1) * 4);
+    float *dqkv = up(g, qkv, (size_t)N * 3 * HD * 4), *dout = cuda_ops_alloc(g, (size_t)N * HD * 4);
+    ops_attention(c, out, NULL, qkv, off, S, max_len, NH, dh);
+    cuda_ops_attention(g, dout, NULL, dqkv, doff, S, max_len, NH, dh);
+    char name[96];
+    snprintf(name, sizeof name, "attention bf16 %s ragged NH=%d dh=%d amp=%g", tag, NH, dh, amp);
+    cmp(g, name, out, dout, (size_t)N * HD, tol);
     cuda_ops_free(g, doff), cuda_ops_free(g, dqkv), cuda_ops_free(g, dout);
     free(qkv), free(out);
 }
@@ -132,13 +161,19 @@ int main(void) {
     if (cuda_ops_device_count() <= 0) TU_SKIP("no GPU visible");
     Backend *c = ops_backend_cpu(2);
     static const int lens1[] = {1, 7, 33, 64, 17}, lens2[] = {130, 5, 77};
-    const char *gemm[] = {NULL, "fast"}, *chunk[] = {NULL, "2"}, *tag[] = {"own-copies", "fast / chunks of 2"};
-    for (int v = 0; v < 2; v++) {
-        Backend *g = bf16_backend(gemm[v], chunk[v]);
-        check_linear(c, g, tag[v]);
+    /* v 0: flash attention (the default) with 64-row tiles; 1: the padded-GEMM attention in chunks of 2 blocks
+     * (and cuBLAS-side rounding); 2: flash attention with 128-row tiles, attention only */
+    const char *gemm[] = {NULL, "fast", NULL}, *chunk[] = {NULL, "2", NULL}, *att[] = {NULL, "gemm", "flash128"};
+    const char *tag[] = {"flash", "gemm fast / chunks of 2", "flash128"};
+    for (int v = 0; v < 3; v++) {
+        Backend *g = bf16_backend(gemm[v], chunk[v], att[v]);
+        if (v < 2) check_linear(c, g, tag[v]);
         check_attention(c, g, tag[v], 3, 20, lens1, 5);
         check_attention(c, g, tag[v], 12, 64, lens2, 3);
         check_attention(c, g, tag[v], 12, 32, lens1, 5);
+        check_attention_ragged(c, g, tag[v], 4, 64, 1.0f, 2e-2);
+        check_attention_ragged(c, g, tag[v], 4, 64, 2.0f, 3e-2);
+        check_attention_ragged(c, g, tag[v], 3, 32, 1.0f, 2e-2);
         if (v == 0) {
             check_model(g, "bert_cls");
             check_model(g, "xlmr_cls");

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # benchmarks/gpu/bench_forward.sh: runs ON the GPU machine (call `run` with carry [".deps"]): builds the project
 # with device_build.sh (ctest included), the bench_encoder driver and gemm_peak, writes a random bge-reranker-v2-m3-
-# sized model, measures xrank's score / embed forward (bf16, also the fast-GEMM variant and exact fp32) and the
-# PyTorch peer at the same shapes, checks xrank's logits against torch, and prints the comparison (JSON lines).
+# sized model, measures xrank's score / embed forward (bf16 with flash attention, also the padded-GEMM attention,
+# 128-row flash tiles, the fast-GEMM variant and exact fp32) and the PyTorch peer at the same shapes, times the
+# attention op alone per path (bench_attention.cu), checks xrank's logits against torch, and prints the
+# comparison (JSON lines).
 # Usage: benchmarks/gpu/bench_forward.sh [OUTDIR]
 # env: XRDEPS, XR_BUILD, XR_SKIP_CTEST=1 (only the CUDA and encoder tests), XR_REPS, XR_SLOW=0 (skip the slow
 # exact-attention and fp32 runs)
@@ -28,6 +30,8 @@ export OPAL_PREFIX="$P/usr" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONF
 nvcc -O2 -o /tmp/gemm_peak benchmarks/gpu/gemm_peak.cu -lcublasLt -lcublas && /tmp/gemm_peak | tee "$O/gemm_peak.jsonl"
 PEAK=$(python3 -c "import json,sys; print(max(json.loads(l)['tflops'] for l in open('$O/gemm_peak.jsonl') if '\"bf16\"' in l))")
 echo "bf16 GEMM peak: $PEAK TFLOP/s"
+nvcc -O2 -arch=sm_90 -Iio -Icore -o /tmp/bench_attention benchmarks/gpu/bench_attention.cu core/cuda/ops_cuda.cu \
+    core/cuda/flash_attn.cu io/xr_common.c -lcublasLt -lcublas && /tmp/bench_attention 20 | tee "$O/attention.jsonl"
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 
 python3 benchmarks/gpu/bench_forward.py write "$M" || exit 1
@@ -41,6 +45,9 @@ xr bf16 XR_=1 -- score 512 64 "$R" bf16 /tmp/xr_dump512
 xr bf16 XR_=1 -- score 256 128 "$R" bf16
 xr bf16 XR_=1 -- embed 512 64 "$R" bf16
 xr bf16 XR_=1 -- embed 256 128 "$R" bf16
+xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 512 64 "$R" bf16
+xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 256 128 "$R" bf16
+xr bf16-flash128 XR_CUDA_ATTENTION=flash128 -- score 512 64 "$R" bf16
 xr bf16-fastgemm XR_CUDA_BF16_GEMM=fast -- score 512 64 "$R" bf16
 if [ "${XR_SLOW:-1}" = 1 ]; then
     xr bf16-exactattn XR_CUDA_ATTENTION=exact -- score 512 64 2 bf16

@@ -1,9 +1,11 @@
 /* ops_cuda.cu: the CUDA backend of the op API (core/ops.h): backend state (device, stream, cuBLAS handles),
  * device memory, cuBLAS GEMMs and the token-wise, attention and pooling kernels. fp32 storage and fp32
  * accumulation throughout, so results match the CPU backend to float rounding (see tests/test_cuda_ops.c).
- * BF16 mode (opt-in) runs ops_linear as bf16 cuBLASLt GEMMs with a fused bias and attention as batched bf16
- * GEMMs over padded per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). */
+ * BF16 mode (opt-in) runs ops_linear as bf16 cuBLASLt GEMMs with a fused bias and inference attention as a
+ * fused flash-style kernel (flash_attn.cu; head sizes 32 and 64), else as batched bf16 GEMMs over padded
+ * per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). */
 #include "cuda/ops_cuda.h"
+#include "cuda/flash_attn.h"
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -14,6 +16,11 @@
 #include <string.h>
 
 #include "xr_common.h"
+
+/* BF16 mode's attention when no probabilities are saved, chosen by XR_CUDA_ATTENTION=flash (the default:
+ * flash_attn.cu, 64-row query tiles) | flash128 (128-row tiles) | gemm (padded batched GEMMs + softmax) |
+ * exact (the fp32 kernel). Head sizes the flash kernel lacks take the gemm path. */
+enum AttPath { ATT_FLASH, ATT_FLASH128, ATT_GEMM, ATT_EXACT };
 
 /* Device scratch buffers of the BF16 paths: grown on demand, kept for the backend's life. */
 enum { SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW, SCR_COUNT };
@@ -32,7 +39,7 @@ typedef struct {
     cublasLtHandle_t lt;
     XrGemmMode mode;
     int bf16_fast;           /* XR_CUDA_BF16_GEMM=fast: fp32 operands rounded inside cuBLAS instead of by us */
-    int fast_attention;      /* 0 with XR_CUDA_ATTENTION=exact: BF16 mode keeps the fp32 attention kernel */
+    int att_path;            /* BF16 mode's inference attention, XR_CUDA_ATTENTION (AttPath) */
     int att_chunk;           /* XR_CUDA_ATT_CHUNK > 0: at most that many (sequence, head) blocks per chunk (tests) */
     void *scr[SCR_COUNT];
     size_t scr_bytes[SCR_COUNT];
@@ -131,7 +138,14 @@ extern "C" Backend *cuda_ops_backend(int device) {
     XR_BLAS(cublasLtCreate(&st->lt));
     const char *g = getenv("XR_CUDA_BF16_GEMM"), *at = getenv("XR_CUDA_ATTENTION");
     st->bf16_fast = g && !strcmp(g, "fast");
-    st->fast_attention = !(at && !strcmp(at, "exact"));
+    st->att_path = ATT_FLASH;
+    if (at && *at) {
+        static const char *const names[] = {"flash", "flash128", "gemm", "exact"};
+        int k = 0;
+        while (k < 4 && strcmp(at, names[k])) k++;
+        if (k == 4) xr_die("XR_CUDA_ATTENTION=%s: expected flash, flash128, gemm or exact", at);
+        st->att_path = k;
+    }
     const char *ch = getenv("XR_CUDA_ATT_CHUNK");
     st->att_chunk = ch ? atoi(ch) : 0;
     be->device = XR_DEV_CUDA;
@@ -663,7 +677,15 @@ static void attention(Backend *be, float *out, float *att, const float *qkv, con
     CudaState *st = st_of(be);
     if (S <= 0 || max_len <= 0) return;
     /* the saved probabilities (att) and the first-row variant keep the exact fp32 kernel */
-    if (st->mode == XR_GEMM_BF16 && st->fast_attention && !att && !first_only) {
+    if (st->mode == XR_GEMM_BF16 && st->att_path != ATT_EXACT && !att && !first_only) {
+        if (st->att_path != ATT_GEMM && xr_flash_supported(dh, qkv, out)) {
+            size_t n = (size_t)S * max_len * NH * dh; /* an upper bound of the batch's rows */
+            __nv_bfloat16 *sh = shadow_for(st, n);
+            XR_CU(xr_flash_attention(st->stream, st->att_path == ATT_FLASH128 ? XR_FLASH_128 : XR_FLASH_64, out, sh,
+                                     qkv, seq_off, S, max_len, NH, dh));
+            if (sh) shadow_set(st, out, n, 1);
+            return;
+        }
         attention_bf16(st, out, qkv, seq_off, S, max_len, NH, dh);
         return;
     }

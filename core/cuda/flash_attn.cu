@@ -1,0 +1,250 @@
+/* flash_attn.cu: fused attention over packed sequences (see flash_attn.h). One block = one (sequence, head) and
+ * a tile of query rows; it walks the sequence's keys in tiles, keeping Q in registers, the running max / sum of
+ * each softmax row and the output accumulator in registers, so the scores never leave the chip. */
+#include "cuda/flash_attn.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int kWarps = 4, kThreads = 32 * kWarps;
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (lo) is the lower half: the lower column */
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ uint32_t lds32(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+/* c += a b for one 16x8x16 tile: a row-major 16x16 bf16 (4 regs), b column-major 16x8 bf16 (2 regs), c fp32.
+ * Fragment ownership (PTX ISA, mma.m16n8k16): lane = 4 g + t holds a{0,1,2,3} = A[g | g+8 | g | g+8][2t..2t+1
+ * | 2t..2t+1 | 2t+8.. | 2t+8..], b{0,1} = B[2t..2t+1 | 2t+8..2t+9][g], c{0,1,2,3} = C[g, g, g+8, g+8][2t, 2t+1,
+ * 2t, 2t+1]. So two adjacent 8-column C tiles, rounded to bf16, are exactly the A fragment of the next product. */
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* DH: head size; MW: 16-row MMA tiles per warp (query rows per block = 16 MW kWarps); BC: keys per step.
+ * Shared memory (bf16): Q [BR][DH+8], K [BC][DH+8] and V transposed [DH][BC+8]; the 8-element pads put the 8
+ * rows a fragment load touches on different banks. The next K/V tile is loaded (fp32, from global memory)
+ * into registers while the tensor cores work on the current one, then rounded and stored. */
+template <int DH, int MW, int BC>
+__global__ void __launch_bounds__(kThreads) k_flash(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
+                                                    const float *__restrict__ qkv, const int32_t *__restrict__ seq_off,
+                                                    int NH, int nqt, float scale_log2) {
+    constexpr int BR = 16 * MW * kWarps, QS = DH + 8, VS = BC + 8, CPR = DH / 4;
+    constexpr int NK = BC * CPR / kThreads, NV = BC * DH / 8 / kThreads, PH = BC / 32;
+    static_assert(DH % 16 == 0 && BC % 32 == 0, "tile shapes");
+    static_assert(NK * kThreads == BC * CPR && NV * kThreads * 8 == BC * DH && NV >= 1, "loader covers the tile");
+    static_assert(kWarps * NV == (DH / 8) * PH, "V loader: one (column pair, row half) per warp and step");
+    __shared__ __align__(16) __nv_bfloat16 Qs[BR * QS];
+    __shared__ __align__(16) __nv_bfloat16 Ks[BC * QS];
+    __shared__ __align__(16) __nv_bfloat16 Vt[DH * VS];
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.x / nqt, qt = blockIdx.x % nqt;
+    const int s = bh / NH, h = bh % NH;
+    const int b0 = seq_off[s], L = seq_off[s + 1] - b0, q0 = qt * BR;
+    if (q0 >= L) return; /* whole block: past this sequence's end */
+    const size_t stride = (size_t)3 * NH * DH, HD = (size_t)NH * DH;
+    const float *qg = qkv + (size_t)b0 * stride + (size_t)h * DH;
+    const float *kg = qg + HD, *vg = kg + HD;
+    const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+
+    /* Q tile, rows past the end zero (their outputs are never stored; zeros keep them finite) */
+    for (int it = tid; it < BR * CPR; it += kThreads) {
+        int r = it / CPR, c = it % CPR;
+        float4 v = q0 + r < L ? __ldg(reinterpret_cast<const float4 *>(qg + (size_t)(q0 + r) * stride) + c) : zero4;
+        *reinterpret_cast<uint2 *>(&Qs[r * QS + 4 * c]) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+    }
+
+    /* K: 16-byte chunks in row order (a warp reads whole rows). V: lane bit 0 picks one of two adjacent chunks,
+     * lanes >> 1 one of 16 row pairs, so the transposed 32-bit stores (two keys, one column) hit 32 banks. */
+    float4 kr[NK], vr[NV][2];
+    auto load_kv = [&](int j0) {
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+            int it = tid + k * kThreads, r = it / CPR, c = it % CPR, key = j0 + r;
+            kr[k] = key < L ? __ldg(reinterpret_cast<const float4 *>(kg + (size_t)key * stride) + c) : zero4;
+        }
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int combo = warp * NV + k, c = 2 * (combo / PH) + (lane & 1);
+            int key = j0 + 2 * ((combo % PH) * 16 + (lane >> 1));
+            vr[k][0] = key < L ? __ldg(reinterpret_cast<const float4 *>(vg + (size_t)key * stride) + c) : zero4;
+            vr[k][1] = key + 1 < L ? __ldg(reinterpret_cast<const float4 *>(vg + (size_t)(key + 1) * stride) + c)
+                                   : zero4;
+        }
+    };
+    auto store_kv = [&]() {
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+            int it = tid + k * kThreads, r = it / CPR, c = it % CPR;
+            *reinterpret_cast<uint2 *>(&Ks[r * QS + 4 * c]) =
+                make_uint2(pack_bf16(kr[k].x, kr[k].y), pack_bf16(kr[k].z, kr[k].w));
+        }
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int combo = warp * NV + k, c = 2 * (combo / PH) + (lane & 1);
+            int p = (combo % PH) * 16 + (lane >> 1);
+            __nv_bfloat16 *d = &Vt[4 * c * VS + 2 * p];
+            *reinterpret_cast<uint32_t *>(d) = pack_bf16(vr[k][0].x, vr[k][1].x);
+            *reinterpret_cast<uint32_t *>(d + VS) = pack_bf16(vr[k][0].y, vr[k][1].y);
+            *reinterpret_cast<uint32_t *>(d + 2 * VS) = pack_bf16(vr[k][0].z, vr[k][1].z);
+            *reinterpret_cast<uint32_t *>(d + 3 * VS) = pack_bf16(vr[k][0].w, vr[k][1].w);
+        }
+    };
+
+    uint32_t qa[MW][DH / 16][4];
+    float o[MW][DH / 8][4], m[MW][2], l[MW][2];
+#pragma unroll
+    for (int mw = 0; mw < MW; mw++) {
+#pragma unroll
+        for (int nt = 0; nt < DH / 8; nt++) o[mw][nt][0] = o[mw][nt][1] = o[mw][nt][2] = o[mw][nt][3] = 0.0f;
+        m[mw][0] = m[mw][1] = -INFINITY;
+        l[mw][0] = l[mw][1] = 0.0f;
+    }
+
+    const int ntiles = (L + BC - 1) / BC;
+    load_kv(0);
+    for (int jt = 0; jt < ntiles; jt++) {
+        if (jt > 0) __syncthreads(); /* every warp is done with the previous K/V tile */
+        store_kv();
+        __syncthreads();
+        if (jt == 0) {
+#pragma unroll
+            for (int mw = 0; mw < MW; mw++)
+#pragma unroll
+                for (int kk = 0; kk < DH / 16; kk++) {
+                    const __nv_bfloat16 *q = &Qs[(warp * 16 * MW + mw * 16 + g) * QS + kk * 16 + 2 * t];
+                    qa[mw][kk][0] = lds32(q), qa[mw][kk][1] = lds32(q + 8 * QS);
+                    qa[mw][kk][2] = lds32(q + 8), qa[mw][kk][3] = lds32(q + 8 * QS + 8);
+                }
+        }
+        if (jt + 1 < ntiles) load_kv((jt + 1) * BC); /* in flight during the products below */
+
+        /* scores S = Q K^T for this warp's rows and BC keys */
+        float sc[MW][BC / 8][4];
+#pragma unroll
+        for (int mw = 0; mw < MW; mw++)
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) sc[mw][nt][0] = sc[mw][nt][1] = sc[mw][nt][2] = sc[mw][nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DH / 16; kk++)
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) {
+                const __nv_bfloat16 *kp = &Ks[(nt * 8 + g) * QS + kk * 16 + 2 * t];
+                uint32_t kb0 = lds32(kp), kb1 = lds32(kp + 8);
+#pragma unroll
+                for (int mw = 0; mw < MW; mw++) mma_bf16(sc[mw][nt], qa[mw][kk], kb0, kb1);
+            }
+
+        /* online softmax (base 2): row g uses c0, c1, row g+8 c2, c3; a row's 4 owners are lanes 4g .. 4g+3 */
+        const int j0 = jt * BC;
+        const bool tail = j0 + BC > L;
+#pragma unroll
+        for (int mw = 0; mw < MW; mw++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = sc[mw][nt][2 * r + e] * scale_log2;
+                        if (tail && j0 + nt * 8 + 2 * t + e >= L) v = -INFINITY;
+                        sc[mw][nt][2 * r + e] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                /* key j0 < L is in every tile, so mx is finite; the first tile's alpha is exp2(-inf) = 0 */
+                float mn = fmaxf(m[mw][r], mx), alpha = exp2f(m[mw][r] - mn), rs = 0.0f;
+                m[mw][r] = mn;
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float p = exp2f(sc[mw][nt][2 * r + e] - mn);
+                        sc[mw][nt][2 * r + e] = p;
+                        rs += p;
+                    }
+                l[mw][r] = l[mw][r] * alpha + rs; /* this lane's share of the row sum; reduced at the end */
+#pragma unroll
+                for (int nt = 0; nt < DH / 8; nt++) o[mw][nt][2 * r] *= alpha, o[mw][nt][2 * r + 1] *= alpha;
+            }
+
+        /* O += P V: P's C fragments become A fragments (16 keys = two 8-key tiles) */
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            uint32_t pa[MW][4];
+#pragma unroll
+            for (int mw = 0; mw < MW; mw++) {
+                pa[mw][0] = pack_bf16(sc[mw][2 * kk][0], sc[mw][2 * kk][1]);
+                pa[mw][1] = pack_bf16(sc[mw][2 * kk][2], sc[mw][2 * kk][3]);
+                pa[mw][2] = pack_bf16(sc[mw][2 * kk + 1][0], sc[mw][2 * kk + 1][1]);
+                pa[mw][3] = pack_bf16(sc[mw][2 * kk + 1][2], sc[mw][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < DH / 8; nt++) {
+                const __nv_bfloat16 *vp = &Vt[(nt * 8 + g) * VS + kk * 16 + 2 * t];
+                uint32_t vb0 = lds32(vp), vb1 = lds32(vp + 8);
+#pragma unroll
+                for (int mw = 0; mw < MW; mw++) mma_bf16(o[mw][nt], pa[mw], vb0, vb1);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int mw = 0; mw < MW; mw++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float ls = l[mw][r];
+            ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+            ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+            float inv = 1.0f / ls;
+            int row = q0 + warp * 16 * MW + mw * 16 + g + 8 * r;
+            if (row >= L) continue;
+            size_t base = (size_t)(b0 + row) * HD + (size_t)h * DH + 2 * t;
+#pragma unroll
+            for (int nt = 0; nt < DH / 8; nt++) {
+                float2 v = make_float2(o[mw][nt][2 * r] * inv, o[mw][nt][2 * r + 1] * inv);
+                *reinterpret_cast<float2 *>(out + base + nt * 8) = v;
+                if (out16) *reinterpret_cast<uint32_t *>(out16 + base + nt * 8) = pack_bf16(v.x, v.y);
+            }
+        }
+}
+
+template <int DH, int MW, int BC>
+cudaError_t launch(cudaStream_t stream, float *out, __nv_bfloat16 *out16, const float *qkv, const int32_t *seq_off,
+                   int S, int max_len, int NH) {
+    constexpr int BR = 16 * MW * kWarps;
+    int nqt = (max_len + BR - 1) / BR;
+    long long blocks = (long long)S * NH * nqt;
+    if (blocks > INT_MAX) return cudaErrorInvalidConfiguration;
+    float scale_log2 = (float)(1.4426950408889634 / sqrt((double)DH));
+    k_flash<DH, MW, BC><<<(unsigned)blocks, kThreads, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt, scale_log2);
+    return cudaGetLastError();
+}
+
+} // namespace
+
+int xr_flash_supported(int dh, const float *qkv, const float *out) {
+    return (dh == 64 || dh == 32) && ((uintptr_t)qkv & 15) == 0 && ((uintptr_t)out & 7) == 0;
+}
+
+cudaError_t xr_flash_attention(cudaStream_t stream, XrFlashTile tile, float *out, __nv_bfloat16 *out16,
+                               const float *qkv, const int32_t *seq_off, int S, int max_len, int NH, int dh) {
+    if (S <= 0 || max_len <= 0) return cudaSuccess;
+    if (!xr_flash_supported(dh, qkv, out)) return cudaErrorInvalidValue;
+    if (dh == 64)
+        return tile == XR_FLASH_128 ? launch<64, 2, 32>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                                    : launch<64, 1, 64>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    return tile == XR_FLASH_128 ? launch<32, 2, 32>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                                : launch<32, 1, 64>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+}

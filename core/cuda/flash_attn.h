@@ -1,0 +1,25 @@
+/* flash_attn.h: fused (flash-style) attention over packed sequences for the CUDA backend's BF16 mode: bf16
+ * tensor-core products (mma.sync m16n8k16, fp32 accumulation), online softmax in fp32, no score matrix in
+ * device memory. Inference only (no probabilities saved). Used by ops_cuda.cu; C++ linkage, CUDA only. */
+#ifndef XR_FLASH_ATTN_H
+#define XR_FLASH_ATTN_H
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+/* Tile shapes: XR_FLASH_64 = 64 query rows per block (16 per warp) x 64 keys per step; XR_FLASH_128 = 128 query
+ * rows (32 per warp: each shared-memory K/V fragment feeds two products) x 32 keys per step. */
+typedef enum { XR_FLASH_64 = 0, XR_FLASH_128 = 1 } XrFlashTile;
+
+/* Whether xr_flash_attention handles this head size and these pointers (dh 32 or 64; qkv 16-byte aligned,
+ * out 8-byte aligned). Callers fall back to another attention path when it does not. */
+int xr_flash_supported(int dh, const float *qkv, const float *out);
+
+/* out [N, NH*dh] fp32 (and out16, its bf16 copy, when non-NULL) = softmax(q k^T / sqrt(dh)) v per sequence and
+ * head, for qkv [N, 3*NH*dh] fp32 rows as ops_attention (core/ops.h) defines them; seq_off [S+1] in device
+ * memory, max_len >= every sequence's length. q, k and v are rounded to bf16 as they are loaded. Queued on
+ * `stream`; returns the launch's error (cudaSuccess when queued). */
+cudaError_t xr_flash_attention(cudaStream_t stream, XrFlashTile tile, float *out, __nv_bfloat16 *out16,
+                               const float *qkv, const int32_t *seq_off, int S, int max_len, int NH, int dh);
+
+#endif
