@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "model.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdlib.h>
@@ -749,7 +750,16 @@ int encoder_init_head(Encoder *m, int num_labels, uint64_t seed, XrErr *e) {
     }
     size_t add = 0;
     for (int i = 0; i < n_new; i++) add += (size_t)(nt[i].d0 * (nt[i].d1 > 0 ? nt[i].d1 : 1));
-    size_t old_n = m->n_params, total = old_n + add;
+    size_t old_n = m->n_params;
+    if (!bert && m->pool_w) {
+        /* XLM-R / RoBERTa sequence classifiers have no pooler (transformers builds them without one and
+         * from_pretrained ignores a bare checkpoint's): drop it; it is the base model's last tensor pair */
+        assert(m->n_tensors >= 2 && m->tensors[m->n_tensors - 2].offset == (size_t)(m->pool_w - m->params));
+        old_n = m->tensors[m->n_tensors - 2].offset;
+        m->n_tensors -= 2;
+        m->pool_w = m->pool_b = NULL;
+    }
+    size_t total = old_n + add;
     float *host = xr_malloc(total * sizeof(float));
     ops_to_host(m->be, host, m->params, old_n * sizeof(float));
     /* base-model tensors take the prefix save_pretrained gives them under a head */

@@ -395,8 +395,12 @@ static void test_init_head_xlmr(void) {
     XrErr e;
     TU_CHECK(encoder_init_head(m, 1, 7, &e) == 0, "encoder_init_head: %s", e.msg);
     int32_t H = encoder_config(m)->hidden;
-    TU_CHECK(encoder_num_params(m) == before + H * H + H + H + 1, "params %lld after the head, %lld before",
+    /* the checkpoint's pooler goes (XLMRobertaForSequenceClassification has none), the head comes */
+    TU_CHECK(encoder_num_params(m) == before + H + 1, "params %lld after the head, %lld before",
              (long long)encoder_num_params(m), (long long)before);
+    for (int i = 0; i < encoder_num_tensors(m); i++)
+        TU_CHECK(strstr(encoder_tensor(m, i)->name, "pooler") == NULL, "XLM-R head: %s kept",
+                 encoder_tensor(m, i)->name);
     const EncoderTensor *dw = find_view(m, "classifier.dense.weight"), *db = find_view(m, "classifier.dense.bias");
     const EncoderTensor *ow = find_view(m, "classifier.out_proj.weight"), *ob = find_view(m, "classifier.out_proj.bias");
     TU_CHECK(dw && db && ow && ob, "XLM-R head tensors");
@@ -427,6 +431,25 @@ static void test_init_head_xlmr(void) {
     encoder_init_head(m2, 1, 8, &e);
     TU_CHECK(encoder_params(m2)[dw->offset] != first, "another seed, another head");
     encoder_free(m2);
+    /* it trains: the training forward equals the inference forward with dropout off, gradients reach the head
+     * and the embeddings */
+    Fix f;
+    fix_load(&f, "xlmr_cls");
+    Batch b = {f.B, f.T, f.ids, f.types, f.mask};
+    float *lg = malloc((size_t)f.B * 4), *sc = malloc((size_t)f.B * 4);
+    EncoderTrainStep st = {1, 0, NULL, 0};
+    loss_and_grads(m, &f, "ce", &st, lg);
+    encoder_forward_score(m, &b, sc);
+    double d = tu_check_close("new head: train forward = score", lg, sc, (size_t)f.B, 1e-5);
+    const float *g = encoder_grads(m);
+    double gw = 0, ge = 0;
+    for (size_t i = 0; i < dw->numel; i++) gw = fmax(gw, fabs(g[dw->offset + i]));
+    for (size_t i = 0; i < encoder_tensor(m, 0)->numel; i++) ge = fmax(ge, fabs(g[i]));
+    TU_CHECK(gw > 0 && ge > 0 && isfinite(gw) && isfinite(ge), "new head gradients: dense %.3g embeddings %.3g", gw,
+             ge);
+    printf("xlmr new head   trains: logits = inference %.1e, max |grad| dense %.2e, word embeddings %.2e\n", d, gw, ge);
+    free(lg), free(sc);
+    fix_free(&f);
     encoder_free(m);
 }
 
@@ -483,14 +506,18 @@ static void test_dropout(const char *name) {
     float *g = malloc(np * 4);
     memcpy(g, encoder_grads(m), np * 4);
     float *p = encoder_params(m);
-    double worst = 0;
+    double worst = 0, gmax = 0;
     const char *wn = "";
+    int nchecked = 0;
+    for (size_t j = 0; j < np; j++) gmax = fmax(gmax, fabs(g[j]));
     for (int i = 0; i < encoder_num_tensors(m); i++) {
         const EncoderTensor *t = encoder_tensor(m, i);
         size_t k = t->offset;
         for (size_t j = t->offset; j < t->offset + t->numel; j++)
             if (fabs(g[j]) > fabs(g[k])) k = j;
-        if (g[k] == 0) continue;
+        /* the key biases' gradient is 0 in exact arithmetic (see check_grads): differences would measure noise */
+        if (fabs(g[k]) < ZERO_REL * gmax) continue;
+        nchecked++;
         float v = p[k];
         double h = 1e-2 * fmax(1.0, fabs(v));
         p[k] = (float)(v + h);
@@ -507,10 +534,10 @@ static void test_dropout(const char *name) {
         double fd = (lp - lm) / (hp + hm), err = fabs(fd - g[k]) / (fabs(g[k]) + 1e-3);
         if (err > worst) worst = err, wn = t->name;
     }
-    TU_CHECK(worst < 2e-2, "%s: dropout gradients vs finite differences: relative error %.3g (in %s)", name, worst,
+    TU_CHECK(worst < 5e-3, "%s: dropout gradients vs finite differences: relative error %.3g (in %s)", name, worst,
              wn);
-    printf("%-15s dropout 0.2: reproducible, batch-order independent (%.1e), fd rel err over %d tensors %.2e\n", name,
-           d_order, encoder_num_tensors(m), worst);
+    printf("%-15s dropout 0.2: reproducible, batch-order independent (%.1e), fd rel err over %d tensors %.2e (%s)\n",
+           name, d_order, nchecked, worst, wn);
     free(g), free(ids), free(l0), free(l1), free(l2), free(i2), free(t2), free(m2);
     encoder_free(m);
     fix_free(&f);

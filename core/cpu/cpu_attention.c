@@ -10,6 +10,7 @@
 #include "cpu_math.h"
 #include "cpu_ops.h"
 #include "rng.h"
+#include "xr_common.h"
 
 /* Score block size per thread in floats (1 MiB): query rows are processed in blocks that fit. */
 #define XR_ATT_BLOCK (1 << 18)
@@ -65,6 +66,8 @@ void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const 
     int H = NH * dh, ld = 3 * H, nt = be->threads;
     int rb = query_block(max_len);
     if (d && d->p <= 0.0f) d = NULL;
+    /* the mask position packs the query row in 16 bits (model positions stop at 8194) */
+    if (d && (max_len > 65536 || NH > 65536)) xr_die("attention dropout: %d tokens or %d heads exceed 65536", max_len, NH);
     /* per thread: the score block (when the probabilities are not kept in att) and its dropped copy */
     size_t blk = ((size_t)rb * max_len + 15) & ~(size_t)15;
     size_t per_al = blk * (d ? 2 : 1);
