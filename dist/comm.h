@@ -42,6 +42,11 @@ char *comm_gather(Comm *c, const void *buf, size_t n, int root, size_t *out_n, s
 /* Same, but every rank receives the concatenation. */
 char *comm_allgather(Comm *c, const void *buf, size_t n, size_t *out_n, size_t *counts);
 
+/* In-place all-reduce SUM of n floats / doubles (MPI_Allreduce; any n: cut into pieces of at most 2^28
+ * elements). Every rank gets the same bits: the reduction order is MPI's, fixed for a given rank count. */
+void comm_allreduce_sum_f32(Comm *c, float *buf, size_t n);
+void comm_allreduce_sum_f64(Comm *c, double *buf, size_t n);
+
 /* Collective error check: every rank passes its own status (0 ok, -1 failed with e filled). Returns 0 when
  * all succeeded; otherwise copies the message of the lowest failing rank into e on every rank (so rank 0
  * can print it once and all ranks can exit cleanly) and returns -1. */

@@ -171,3 +171,22 @@ int comm_check(Comm *c, int status, XrErr *e) {
     if (e) *e = tmp;
     return -1;
 }
+
+/* Pieces of at most 2^28 elements keep MPI's int count in range for any element size. */
+#define XR_COMM_ELEMS ((size_t)1 << 28)
+
+void comm_allreduce_sum_f32(Comm *c, float *buf, size_t n) {
+    if (c->size == 1) return;
+    for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
+        size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
+        comm_checked(MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_FLOAT, MPI_SUM, c->world), "MPI_Allreduce");
+    }
+}
+
+void comm_allreduce_sum_f64(Comm *c, double *buf, size_t n) {
+    if (c->size == 1) return;
+    for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
+        size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
+        comm_checked(MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_DOUBLE, MPI_SUM, c->world), "MPI_Allreduce");
+    }
+}
