@@ -619,14 +619,16 @@ int cmd_mine(int argc, char **argv) {
                  r.sel.num_negatives, r.sel.range_min, r.sel.range_max,
                  r.sel.sampling == SELECT_SAMPLE_TOP ? "top" : "random", (unsigned long long)r.sel.seed);
         r.groups.meta_json = xr_strdup(meta);
-        st = groups_write(output, &r.groups, &e);
+        /* texts first (they may not match), then both files; a failed jsonl takes the group file with it */
+        McTexts t;
+        if (jsonl) st = mc_load_texts(&x, &r.groups, input, &t, &e);
+        if (st == 0) st = groups_write(output, &r.groups, &e);
         if (st == 0 && jsonl) {
             MineJsonlFormat jf = MINE_JSONL_TRIPLET;
             mine_jsonl_parse_format(args_str(a, "jsonl-format"), &jf);
-            McTexts t;
-            st = mc_load_texts(&x, &r.groups, input, &t, &e);
             MineTexts mt = {mc_text_q, mc_text_p, &t, !args_str(a, "text-from")};
-            if (st == 0) st = mine_write_jsonl(&r.groups, jf, args_bool(a, "output-scores"), &mt, jsonl, &e);
+            st = mine_write_jsonl(&r.groups, jf, args_bool(a, "output-scores"), &mt, jsonl, &e);
+            if (st) unlink(output);
         }
         if (st == 0 && !quiet) {
             mine_report(stderr, &o, &r);
