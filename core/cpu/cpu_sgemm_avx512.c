@@ -102,6 +102,28 @@ __attribute__((target("avx512f"))) void cpu_sgemm_avx512(int M, int N, int K, co
                         }
                         continue;
                     }
+                    if (mr == XG_MR) { /* full panel: 4 x 4 transposes, stores of 4 contiguous floats */
+                        int k4 = kc & ~3;
+                        for (int ig = 0; ig < XG_MR; ig += 4) {
+                            const float *r0 = x + (size_t)(ic + ir + ig) * ldx + pc, *r1 = r0 + ldx, *r2 = r1 + ldx,
+                                        *r3 = r2 + ldx;
+                            for (int k = 0; k < k4; k += 4) {
+                                __m128 a0 = _mm_loadu_ps(r0 + k), a1 = _mm_loadu_ps(r1 + k), a2 = _mm_loadu_ps(r2 + k),
+                                       a3 = _mm_loadu_ps(r3 + k);
+                                _MM_TRANSPOSE4_PS(a0, a1, a2, a3);
+                                float *a = ap + (size_t)k * XG_MR + ig;
+                                _mm_storeu_ps(a, a0);
+                                _mm_storeu_ps(a + XG_MR, a1);
+                                _mm_storeu_ps(a + 2 * XG_MR, a2);
+                                _mm_storeu_ps(a + 3 * XG_MR, a3);
+                            }
+                            for (int k = k4; k < kc; k++) {
+                                float *a = ap + (size_t)k * XG_MR + ig;
+                                a[0] = r0[k], a[1] = r1[k], a[2] = r2[k], a[3] = r3[k];
+                            }
+                        }
+                        continue;
+                    }
                     for (int i = 0; i < XG_MR; i++) {
                         if (i < mr) {
                             const float *xr = x + (size_t)(ic + ir + i) * ldx + pc;
