@@ -1,7 +1,8 @@
 /* model.h: the encoder (BERT / XLM-R / RoBERTa) loaded from a Hugging Face model directory, its forward
- * pass through the op API (CPU backend by default, fp32), both classification heads and the poolings.
- * Parameters live in one flat f32 buffer with named views (llm.c style) so optimizer, all-reduce and
- * checkpoint code later see one buffer. */
+ * pass through the op API (CPU backend by default, fp32), both classification heads and the poolings, and
+ * its training: forward with saved activations and dropout, backward into a flat gradient buffer, new heads.
+ * Parameters (and gradients) live in one flat f32 buffer with named views (llm.c style) so optimizer,
+ * all-reduce and checkpoint code see one buffer. */
 #ifndef XR_MODEL_H
 #define XR_MODEL_H
 #include "hfmodel.h"
@@ -88,7 +89,8 @@ void encoder_forward_embed(Encoder *m, const Batch *b, PoolingMode pool, int nor
 /* Dropout probabilities as transformers applies them: hidden (after the embeddings' LayerNorm and before each
  * residual add), attention (on the attention probabilities), classifier (the head's dropout(s): BERT after the
  * pooler, XLM-R before the dense layer and before out_proj). Read from config.json: hidden_dropout_prob,
- * attention_probs_dropout_prob, classifier_dropout (null: hidden_dropout_prob). */
+ * attention_probs_dropout_prob, classifier_dropout (null: hidden_dropout_prob). Dropout is off when these are
+ * 0 or when a step says dropout 0. */
 typedef struct {
     float hidden, attention, classifier;
 } EncoderDropout;
@@ -98,7 +100,8 @@ void encoder_set_dropout(Encoder *m, EncoderDropout d);
 /* Turns a bare model (BertModel / XLMRobertaModel) into a *ForSequenceClassification model with num_labels
  * outputs, as transformers initialises a head missing from a checkpoint: weights normal(0,
  * initializer_range) (config.json, default 0.02), biases 0, drawn from the counter-based generator with `seed`
- * (the values cannot match torch's generator). BERT gets a pooler only when the checkpoint had none. Tensors
+ * (the values cannot match torch's generator). BERT gets a pooler only when the checkpoint had none; a bare
+ * XLM-R / RoBERTa checkpoint's pooler is dropped (their seq-cls models have none). Tensors
  * are renamed with the "bert." / "roberta." prefix, the config says is_seq_cls and the architecture; the
  * parameter buffer is reallocated (earlier encoder_params / encoder_grads pointers become invalid).
  * Fails when the model already has a head. */
