@@ -161,11 +161,12 @@ int main(void) {
     if (cuda_ops_device_count() <= 0) TU_SKIP("no GPU visible");
     Backend *c = ops_backend_cpu(2);
     static const int lens1[] = {1, 7, 33, 64, 17}, lens2[] = {130, 5, 77};
-    /* v 0: flash attention (the default) with 64-row tiles; 1: the padded-GEMM attention in chunks of 2 blocks
-     * (and cuBLAS-side rounding); 2: flash attention with 128-row tiles, attention only */
-    const char *gemm[] = {NULL, "fast", NULL}, *chunk[] = {NULL, "2", NULL}, *att[] = {NULL, "gemm", "flash128"};
-    const char *tag[] = {"flash", "gemm fast / chunks of 2", "flash128"};
-    for (int v = 0; v < 3; v++) {
+    /* v 0: flash attention (the default tile); 1: the padded-GEMM attention in chunks of 2 blocks (and
+     * cuBLAS-side rounding); 2..5: flash attention with each tile shape, attention only */
+    const char *gemm[] = {NULL, "fast", NULL, NULL, NULL, NULL}, *chunk[] = {NULL, "2", NULL, NULL, NULL, NULL};
+    const char *att[] = {NULL, "gemm", "flash64", "flash128", "flash128w8", "flash256"};
+    const char *tag[] = {"flash", "gemm fast / chunks of 2", "flash64", "flash128", "flash128w8", "flash256"};
+    for (int v = 0; v < 6; v++) {
         Backend *g = bf16_backend(gemm[v], chunk[v], att[v]);
         if (v < 2) check_linear(c, g, tag[v]);
         check_attention(c, g, tag[v], 3, 20, lens1, 5);

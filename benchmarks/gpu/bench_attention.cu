@@ -19,8 +19,8 @@ static double now(void) {
 }
 
 static void run_shape(const char *name, const int *lens, int S, int NH, int dh, int reps) {
-    static const char *const paths[] = {"gemm", "flash", "flash128"};
-    enum { NP = 3 };
+    static const char *const paths[] = {"gemm", "flash64", "flash128", "flash128w8", "flash256"};
+    enum { NP = 5 };
     int32_t *off = (int32_t *)xr_malloc((S + 1) * sizeof *off);
     off[0] = 0;
     int max_len = 0;

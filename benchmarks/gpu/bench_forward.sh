@@ -2,7 +2,7 @@
 # benchmarks/gpu/bench_forward.sh: runs ON the GPU machine (call `run` with carry [".deps"]): builds the project
 # with device_build.sh (ctest included), the bench_encoder driver and gemm_peak, writes a random bge-reranker-v2-m3-
 # sized model, measures xrank's score / embed forward (bf16 with flash attention, also the padded-GEMM attention,
-# 128-row flash tiles, the fast-GEMM variant and exact fp32) and the PyTorch peer at the same shapes, times the
+# each flash tile shape and exact fp32) and the PyTorch peer at the same shapes, times the
 # attention op alone per path (bench_attention.cu), checks xrank's logits against torch, and prints the
 # comparison (JSON lines).
 # Usage: benchmarks/gpu/bench_forward.sh [OUTDIR]
@@ -47,8 +47,7 @@ xr bf16 XR_=1 -- embed 512 64 "$R" bf16
 xr bf16 XR_=1 -- embed 256 128 "$R" bf16
 xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 512 64 "$R" bf16
 xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 256 128 "$R" bf16
-xr bf16-flash128 XR_CUDA_ATTENTION=flash128 -- score 512 64 "$R" bf16
-xr bf16-fastgemm XR_CUDA_BF16_GEMM=fast -- score 512 64 "$R" bf16
+for t in flash64 flash128 flash128w8 flash256; do xr bf16-$t XR_CUDA_ATTENTION=$t -- score 512 64 "$R" bf16; done
 if [ "${XR_SLOW:-1}" = 1 ]; then
     xr bf16-exactattn XR_CUDA_ATTENTION=exact -- score 512 64 2 bf16
     xr fp32 XR_=1 -- score 512 64 2 fp32

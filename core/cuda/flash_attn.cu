@@ -9,11 +9,16 @@
 
 namespace {
 
-constexpr int kWarps = 4, kThreads = 32 * kWarps;
-
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (lo) is the lower half: the lower column */
     return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* 2^x by the special-function unit (about 2 ulp; exp2(-inf) = 0), without exp2f's range handling */
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 __device__ __forceinline__ uint32_t lds32(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
@@ -29,20 +34,20 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* DH: head size; MW: 16-row MMA tiles per warp (query rows per block = 16 MW kWarps); BC: keys per step.
- * Shared memory (bf16): Q [BR][DH+8], K [BC][DH+8] and V transposed [DH][BC+8]; the 8-element pads put the 8
- * rows a fragment load touches on different banks. The next K/V tile is loaded (fp32, from global memory)
- * into registers while the tensor cores work on the current one, then rounded and stored. */
-template <int DH, int MW, int BC>
-__global__ void __launch_bounds__(kThreads) k_flash(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
+/* DH: head size; MW: 16-row MMA tiles per warp; BC: keys per step; NW warps (query rows per block = 16 MW NW).
+ * Q goes from global memory straight into registers. Shared memory (bf16): K [BC][DH+8] and V transposed
+ * [DH][BC+8]; the 8-element pads put the 8 rows a fragment load touches on different banks. The next K/V tile
+ * is loaded (fp32, from global memory) into registers while the tensor cores work on the current one, then
+ * rounded and stored. */
+template <int DH, int MW, int BC, int NW>
+__global__ void __launch_bounds__(32 * NW) k_flash(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
                                                     const float *__restrict__ qkv, const int32_t *__restrict__ seq_off,
                                                     int NH, int nqt, float scale_log2) {
-    constexpr int BR = 16 * MW * kWarps, QS = DH + 8, VS = BC + 8, CPR = DH / 4;
+    constexpr int kWarps = NW, kThreads = 32 * NW, BR = 16 * MW * kWarps, QS = DH + 8, VS = BC + 8, CPR = DH / 4;
     constexpr int NK = BC * CPR / kThreads, NV = BC * DH / 8 / kThreads, PH = BC / 32;
     static_assert(DH % 16 == 0 && BC % 32 == 0, "tile shapes");
     static_assert(NK * kThreads == BC * CPR && NV * kThreads * 8 == BC * DH && NV >= 1, "loader covers the tile");
     static_assert(kWarps * NV == (DH / 8) * PH, "V loader: one (column pair, row half) per warp and step");
-    __shared__ __align__(16) __nv_bfloat16 Qs[BR * QS];
     __shared__ __align__(16) __nv_bfloat16 Ks[BC * QS];
     __shared__ __align__(16) __nv_bfloat16 Vt[DH * VS];
 
@@ -55,13 +60,6 @@ __global__ void __launch_bounds__(kThreads) k_flash(float *__restrict__ out, __n
     const float *qg = qkv + (size_t)b0 * stride + (size_t)h * DH;
     const float *kg = qg + HD, *vg = kg + HD;
     const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-
-    /* Q tile, rows past the end zero (their outputs are never stored; zeros keep them finite) */
-    for (int it = tid; it < BR * CPR; it += kThreads) {
-        int r = it / CPR, c = it % CPR;
-        float4 v = q0 + r < L ? __ldg(reinterpret_cast<const float4 *>(qg + (size_t)(q0 + r) * stride) + c) : zero4;
-        *reinterpret_cast<uint2 *>(&Qs[r * QS + 4 * c]) = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
-    }
 
     /* K: 16-byte chunks in row order (a warp reads whole rows). V: lane bit 0 picks one of two adjacent chunks,
      * lanes >> 1 one of 16 row pairs, so the transposed 32-bit stores (two keys, one column) hit 32 banks. */
@@ -110,22 +108,32 @@ __global__ void __launch_bounds__(kThreads) k_flash(float *__restrict__ out, __n
         l[mw][0] = l[mw][1] = 0.0f;
     }
 
+    /* Q straight into A fragments: a quad reads 32 contiguous bytes of a row; rows past the end are zero (their
+     * outputs are never stored; zeros keep them finite) */
+#pragma unroll
+    for (int mw = 0; mw < MW; mw++)
+#pragma unroll
+        for (int hi = 0; hi < 2; hi++) {
+            int row = q0 + warp * 16 * MW + mw * 16 + g + 8 * hi;
+            const float *qr = qg + (size_t)row * stride + 2 * t;
+#pragma unroll
+            for (int kk = 0; kk < DH / 16; kk++) {
+                float2 lo = make_float2(0.0f, 0.0f), up = lo;
+                if (row < L) {
+                    lo = __ldg(reinterpret_cast<const float2 *>(qr + kk * 16));
+                    up = __ldg(reinterpret_cast<const float2 *>(qr + kk * 16 + 8));
+                }
+                qa[mw][kk][hi] = pack_bf16(lo.x, lo.y);
+                qa[mw][kk][2 + hi] = pack_bf16(up.x, up.y);
+            }
+        }
+
     const int ntiles = (L + BC - 1) / BC;
     load_kv(0);
     for (int jt = 0; jt < ntiles; jt++) {
         if (jt > 0) __syncthreads(); /* every warp is done with the previous K/V tile */
         store_kv();
         __syncthreads();
-        if (jt == 0) {
-#pragma unroll
-            for (int mw = 0; mw < MW; mw++)
-#pragma unroll
-                for (int kk = 0; kk < DH / 16; kk++) {
-                    const __nv_bfloat16 *q = &Qs[(warp * 16 * MW + mw * 16 + g) * QS + kk * 16 + 2 * t];
-                    qa[mw][kk][0] = lds32(q), qa[mw][kk][1] = lds32(q + 8 * QS);
-                    qa[mw][kk][2] = lds32(q + 8), qa[mw][kk][3] = lds32(q + 8 * QS + 8);
-                }
-        }
         if (jt + 1 < ntiles) load_kv((jt + 1) * BC); /* in flight during the products below */
 
         /* scores S = Q K^T for this warp's rows and BC keys */
@@ -164,13 +172,13 @@ __global__ void __launch_bounds__(kThreads) k_flash(float *__restrict__ out, __n
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 /* key j0 < L is in every tile, so mx is finite; the first tile's alpha is exp2(-inf) = 0 */
-                float mn = fmaxf(m[mw][r], mx), alpha = exp2f(m[mw][r] - mn), rs = 0.0f;
+                float mn = fmaxf(m[mw][r], mx), alpha = ex2(m[mw][r] - mn), rs = 0.0f;
                 m[mw][r] = mn;
 #pragma unroll
                 for (int nt = 0; nt < BC / 8; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float p = exp2f(sc[mw][nt][2 * r + e] - mn);
+                        float p = ex2(sc[mw][nt][2 * r + e] - mn);
                         sc[mw][nt][2 * r + e] = p;
                         rs += p;
                     }
@@ -220,15 +228,15 @@ __global__ void __launch_bounds__(kThreads) k_flash(float *__restrict__ out, __n
         }
 }
 
-template <int DH, int MW, int BC>
+template <int DH, int MW, int BC, int NW>
 cudaError_t launch(cudaStream_t stream, float *out, __nv_bfloat16 *out16, const float *qkv, const int32_t *seq_off,
                    int S, int max_len, int NH) {
-    constexpr int BR = 16 * MW * kWarps;
+    constexpr int BR = 16 * MW * NW;
     int nqt = (max_len + BR - 1) / BR;
     long long blocks = (long long)S * NH * nqt;
     if (blocks > INT_MAX) return cudaErrorInvalidConfiguration;
     float scale_log2 = (float)(1.4426950408889634 / sqrt((double)DH));
-    k_flash<DH, MW, BC><<<(unsigned)blocks, kThreads, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt, scale_log2);
+    k_flash<DH, MW, BC, NW><<<(unsigned)blocks, 32 * NW, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt, scale_log2);
     return cudaGetLastError();
 }
 
@@ -242,9 +250,19 @@ cudaError_t xr_flash_attention(cudaStream_t stream, XrFlashTile tile, float *out
                                const float *qkv, const int32_t *seq_off, int S, int max_len, int NH, int dh) {
     if (S <= 0 || max_len <= 0) return cudaSuccess;
     if (!xr_flash_supported(dh, qkv, out)) return cudaErrorInvalidValue;
-    if (dh == 64)
-        return tile == XR_FLASH_128 ? launch<64, 2, 32>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                                    : launch<64, 1, 64>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    return tile == XR_FLASH_128 ? launch<32, 2, 32>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                                : launch<32, 1, 64>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    switch (tile) {
+    case XR_FLASH_64:
+        return dh == 64 ? launch<64, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<32, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    case XR_FLASH_128:
+        return dh == 64 ? launch<64, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<32, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    case XR_FLASH_128W8:
+        return dh == 64 ? launch<64, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<32, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    case XR_FLASH_256:
+        return dh == 64 ? launch<64, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<32, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    }
+    return cudaErrorInvalidValue;
 }

@@ -7,9 +7,10 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-/* Tile shapes: XR_FLASH_64 = 64 query rows per block (16 per warp) x 64 keys per step; XR_FLASH_128 = 128 query
- * rows (32 per warp: each shared-memory K/V fragment feeds two products) x 32 keys per step. */
-typedef enum { XR_FLASH_64 = 0, XR_FLASH_128 = 1 } XrFlashTile;
+/* Tile shapes (query rows per block x keys per step, warps): XR_FLASH_64 = 64 x 64, 4 warps of 16 rows;
+ * XR_FLASH_128 = 128 x 32, 4 warps of 32 rows (each shared-memory K/V fragment feeds two products);
+ * XR_FLASH_128W8 = 128 x 64, 8 warps of 16 rows; XR_FLASH_256 = 256 x 64, 8 warps of 32 rows. */
+typedef enum { XR_FLASH_64 = 0, XR_FLASH_128 = 1, XR_FLASH_128W8 = 2, XR_FLASH_256 = 3 } XrFlashTile;
 
 /* Whether xr_flash_attention handles this head size and these pointers (dh 32 or 64; qkv 16-byte aligned,
  * out 8-byte aligned). Callers fall back to another attention path when it does not. */

@@ -18,9 +18,11 @@
 #include "xr_common.h"
 
 /* BF16 mode's attention when no probabilities are saved, chosen by XR_CUDA_ATTENTION=flash (the default:
- * flash_attn.cu, 64-row query tiles) | flash128 (128-row tiles) | gemm (padded batched GEMMs + softmax) |
- * exact (the fp32 kernel). Head sizes the flash kernel lacks take the gemm path. */
-enum AttPath { ATT_FLASH, ATT_FLASH128, ATT_GEMM, ATT_EXACT };
+ * flash_attn.cu with the fastest tile measured on H100) | flash64 | flash128 | flash128w8 | flash256 (that
+ * tile, flash_attn.h) | gemm (padded batched GEMMs + softmax) | exact (the fp32 kernel). Head sizes the flash
+ * kernel lacks take the gemm path. */
+enum AttPath { ATT_FLASH, ATT_GEMM, ATT_EXACT };
+#define XR_FLASH_DEFAULT XR_FLASH_128
 
 /* Device scratch buffers of the BF16 paths: grown on demand, kept for the backend's life. */
 enum { SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW, SCR_COUNT };
@@ -40,6 +42,7 @@ typedef struct {
     XrGemmMode mode;
     int bf16_fast;           /* XR_CUDA_BF16_GEMM=fast: fp32 operands rounded inside cuBLAS instead of by us */
     int att_path;            /* BF16 mode's inference attention, XR_CUDA_ATTENTION (AttPath) */
+    XrFlashTile flash_tile;  /* its tile shape when att_path is ATT_FLASH */
     int att_chunk;           /* XR_CUDA_ATT_CHUNK > 0: at most that many (sequence, head) blocks per chunk (tests) */
     void *scr[SCR_COUNT];
     size_t scr_bytes[SCR_COUNT];
@@ -139,12 +142,18 @@ extern "C" Backend *cuda_ops_backend(int device) {
     const char *g = getenv("XR_CUDA_BF16_GEMM"), *at = getenv("XR_CUDA_ATTENTION");
     st->bf16_fast = g && !strcmp(g, "fast");
     st->att_path = ATT_FLASH;
+    st->flash_tile = XR_FLASH_DEFAULT;
     if (at && *at) {
-        static const char *const names[] = {"flash", "flash128", "gemm", "exact"};
-        int k = 0;
-        while (k < 4 && strcmp(at, names[k])) k++;
-        if (k == 4) xr_die("XR_CUDA_ATTENTION=%s: expected flash, flash128, gemm or exact", at);
-        st->att_path = k;
+        static const struct { const char *name; int path; XrFlashTile tile; } paths[] = {
+            {"flash", ATT_FLASH, XR_FLASH_DEFAULT}, {"flash64", ATT_FLASH, XR_FLASH_64},
+            {"flash128", ATT_FLASH, XR_FLASH_128},  {"flash128w8", ATT_FLASH, XR_FLASH_128W8},
+            {"flash256", ATT_FLASH, XR_FLASH_256},  {"gemm", ATT_GEMM, XR_FLASH_DEFAULT},
+            {"exact", ATT_EXACT, XR_FLASH_DEFAULT}};
+        size_t k = 0, np = sizeof paths / sizeof paths[0];
+        while (k < np && strcmp(at, paths[k].name)) k++;
+        if (k == np)
+            xr_die("XR_CUDA_ATTENTION=%s: expected flash, flash64, flash128, flash128w8, flash256, gemm or exact", at);
+        st->att_path = paths[k].path, st->flash_tile = paths[k].tile;
     }
     const char *ch = getenv("XR_CUDA_ATT_CHUNK");
     st->att_chunk = ch ? atoi(ch) : 0;
@@ -681,8 +690,7 @@ static void attention(Backend *be, float *out, float *att, const float *qkv, con
         if (st->att_path != ATT_GEMM && xr_flash_supported(dh, qkv, out)) {
             size_t n = (size_t)S * max_len * NH * dh; /* an upper bound of the batch's rows */
             __nv_bfloat16 *sh = shadow_for(st, n);
-            XR_CU(xr_flash_attention(st->stream, st->att_path == ATT_FLASH128 ? XR_FLASH_128 : XR_FLASH_64, out, sh,
-                                     qkv, seq_off, S, max_len, NH, dh));
+            XR_CU(xr_flash_attention(st->stream, st->flash_tile, out, sh, qkv, seq_off, S, max_len, NH, dh));
             if (sh) shadow_set(st, out, n, 1);
             return;
         }
