@@ -1,0 +1,197 @@
+/* trainer.c: the data-parallel training loop (see trainer.h): global batches from one permutation per epoch,
+ * length-sorted chunks dealt to ranks and micro-batches, share-weighted loss gradients, an all-reduce of the flat
+ * gradient buffer, clipping, the schedule and AdamW; logging to the terminal and metrics.jsonl on rank 0. */
+#include "trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loss.h"
+
+void trainer_defaults(TrainOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->per_device_batch = 16;
+    o->accumulation = 1;
+    o->epochs = 1;
+    o->lr = 2e-5;
+    o->weight_decay = 0.01;
+    o->warmup_ratio = 0.1;
+    o->max_grad_norm = 1.0;
+    o->sched = SCHED_LINEAR;
+    o->pos_weight = 1.0f;
+    o->dropout = 1;
+    o->max_len = 512;
+    o->logging_steps = 10;
+}
+
+/* Sort key of the length bucketing: longest first, ties by position in the global batch (a total order). */
+typedef struct {
+    int32_t len;
+    int32_t pos;
+} TrLen;
+
+static int tr_cmp_len(const void *a, const void *b) {
+    const TrLen *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? 1 : -1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+static void tr_fmt_time(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, const TrainOpts *o, TrainStats *st,
+                XrErr *e) {
+    const ModelConfig *cfg = encoder_config(m);
+    if (!cfg->is_seq_cls || cfg->num_labels != 1)
+        return xr_errf(e, "training needs a sequence-classification model with one label (got %s with %d labels)",
+                       cfg->is_seq_cls ? "a classifier" : "a bare encoder", cfg->num_labels);
+    if (o->per_device_batch < 1 || o->accumulation < 1) return xr_errf(e, "batch size and accumulation must be >= 1");
+    int R = comm_size(c), rank = comm_rank(c);
+    int B = o->per_device_batch, A = o->accumulation, G = d->group_size;
+    int64_t GB = (int64_t)B * R * A, n = d->n;
+    int64_t spe = (n + GB - 1) / GB;
+    int64_t total = o->max_steps > 0 ? o->max_steps : (int64_t)ceil(o->epochs * (double)spe - 1e-9);
+    if (total < 1) total = 1;
+    int64_t warmup = sched_warmup_steps(o->warmup_ratio, total);
+    memset(st, 0, sizeof *st);
+    st->total_steps = total, st->steps_per_epoch = spe, st->global_batch = GB;
+
+    Backend *be = encoder_backend(m);
+    size_t np = (size_t)encoder_num_params(m);
+    AdamWConfig ac = adamw_defaults();
+    ac.weight_decay = o->weight_decay;
+    AdamW *opt = adamw_create(be, 0, np, &ac);
+    for (int i = 0; i < encoder_num_tensors(m); i++) {
+        const EncoderTensor *tt = encoder_tensor(m, i);
+        if (!encoder_tensor_decays(tt)) adamw_no_decay(opt, tt->offset, tt->numel);
+    }
+
+    int64_t *perm = xr_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    BatchItem *items = xr_malloc(sizeof(BatchItem) * (size_t)(GB * G));
+    float *labels = xr_malloc(sizeof(float) * (size_t)(GB * G));
+    int32_t *item_len = xr_malloc(sizeof(int32_t) * (size_t)(GB * G));
+    TrLen *order = xr_malloc(sizeof(TrLen) * (size_t)GB);
+    int64_t *cidx = xr_malloc(sizeof(int64_t) * (size_t)(B * G));
+    uint64_t *exid = xr_malloc(sizeof(uint64_t) * (size_t)(B * G));
+    float *clab = xr_malloc(sizeof(float) * (size_t)(B * G));
+    float *logits = xr_malloc(sizeof(float) * (size_t)(B * G));
+    float *dlogits = xr_malloc(sizeof(float) * (size_t)(B * G));
+    BatchBuf bb;
+    batch_buf_init(&bb);
+    int64_t cur_epoch = -1;
+    double t0 = xr_now(), t_log = t0, log_loss = 0, log_w = 0;
+    int64_t log_pairs = 0, log_real = 0, log_pad = 0, log_from = 0;
+    int rc = 0, progress_shown = 0;
+
+    for (int64_t s = 0; s < total && rc == 0; s++) {
+        int64_t epoch = s / spe, pos = (s % spe) * GB, gn = n - pos < GB ? n - pos : GB;
+        if (epoch != cur_epoch) {
+            td_epoch_order(n, o->seed, epoch, perm);
+            cur_epoch = epoch;
+        }
+        for (int64_t i = 0; i < gn; i++) {
+            td_example_items(d, perm[pos + i], o->seed, epoch, items + i * G, labels + i * G);
+            int32_t l = 0;
+            for (int j = 0; j < G; j++) {
+                item_len[i * G + j] = batch_item_len(t, &d->seqs, items[i * G + j], o->max_len);
+                l += item_len[i * G + j];
+            }
+            order[i] = (TrLen){l, (int32_t)i};
+        }
+        qsort(order, (size_t)gn, sizeof *order, tr_cmp_len);
+
+        encoder_zero_grads(m);
+        double loc[4] = {0, 0, 0, 0}; /* loss x examples, examples, real tokens, padded tokens */
+        for (int mi = 0; mi < A; mi++) {
+            int64_t start = ((int64_t)mi * R + rank) * B;
+            if (start >= gn) continue;
+            int cnt = (int)(gn - start < B ? gn - start : B);
+            for (int k = 0; k < cnt; k++) {
+                int64_t i = order[start + k].pos;
+                for (int j = 0; j < G; j++) {
+                    cidx[k * G + j] = i * G + j;
+                    exid[k * G + j] = (uint64_t)(i * G + j); /* position in the global batch: rank-independent */
+                    clab[k * G + j] = labels[i * G + j];
+                    loc[2] += item_len[i * G + j];
+                }
+            }
+            const Batch *b = batch_fill(&bb, t, &d->seqs, items, cidx, cnt * G, o->max_len);
+            EncoderTrainStep ts = {o->seed, (uint64_t)s, exid, o->dropout};
+            encoder_train_forward(m, b, &ts, logits);
+            float share = (float)((double)cnt / (double)gn);
+            double l = G == 1 ? loss_bce_with_logits(logits, clab, cnt, o->pos_weight, share, dlogits)
+                              : loss_group_ce(logits, cnt, G, share, dlogits);
+            encoder_train_backward(m, dlogits);
+            loc[0] += l * cnt;
+            loc[1] += cnt;
+            loc[3] += (double)b->B * b->T;
+        }
+        float *grads = encoder_grads(m);
+        comm_allreduce_sum_f32(c, grads, np);
+        comm_allreduce_sum_f64(c, loc, 4);
+        double norm = o->max_grad_norm > 0 ? optim_clip_grad_norm(be, grads, np, o->max_grad_norm)
+                                           : optim_grad_norm(be, grads, np);
+        double lr = sched_lr(o->sched, o->lr, s, warmup, total);
+        adamw_step(opt, encoder_params(m), grads, lr);
+
+        double loss = loc[0] / (loc[1] > 0 ? loc[1] : 1);
+        if (!isfinite(loss) || !isfinite(norm)) {
+            rc = xr_errf(e, "step %lld: loss %g, gradient norm %g: training diverged (lower --learning-rate)",
+                         (long long)s + 1, loss, norm);
+            break;
+        }
+        st->steps = s + 1;
+        st->last_loss = loss;
+        st->pairs += (int64_t)loc[1] * G;
+        st->real_tokens += (int64_t)loc[2];
+        st->padded_tokens += (int64_t)loc[3];
+        log_loss += loc[0], log_w += loc[1];
+        log_pairs += (int64_t)loc[1] * G, log_real += (int64_t)loc[2], log_pad += (int64_t)loc[3];
+        int last = s + 1 == total;
+        double now = xr_now(), ep = (double)(s + 1) / (double)spe;
+        if (rank == 0 && o->progress) {
+            double el = now - t0, eta = el / (double)(s + 1) * (double)(total - s - 1);
+            char eb[32];
+            tr_fmt_time(eb, sizeof eb, eta);
+            fprintf(stderr, "\rstep %lld/%lld  epoch %.2f  loss %.4f  lr %.2e  pairs/s %.1f  tokens/s %.0f  ETA %s   ",
+                    (long long)s + 1, (long long)total, ep, loss, lr, (double)st->pairs / el,
+                    (double)st->real_tokens / el, eb);
+            fflush(stderr);
+            progress_shown = 1;
+        }
+        if ((o->logging_steps > 0 && (s + 1) % o->logging_steps == 0) || last) {
+            double dt = now - t_log > 1e-9 ? now - t_log : 1e-9;
+            st->mean_loss_last_log = log_loss / (log_w > 0 ? log_w : 1);
+            if (rank == 0 && o->metrics) {
+                fprintf(o->metrics,
+                        "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.6g, \"learning_rate\": %.6g, "
+                        "\"grad_norm\": %.6g, \"pairs_per_s\": %.2f, \"tokens_per_s\": %.1f, "
+                        "\"padding_efficiency\": %.4f, \"steps_logged\": %lld, \"elapsed_s\": %.2f}\n",
+                        (long long)s + 1, ep, st->mean_loss_last_log, lr, norm, (double)log_pairs / dt,
+                        (double)log_real / dt, log_pad > 0 ? (double)log_real / (double)log_pad : 1.0,
+                        (long long)(s + 1 - log_from), now - t0);
+                fflush(o->metrics);
+            }
+            t_log = now, log_loss = 0, log_w = 0, log_pairs = log_real = log_pad = 0, log_from = s + 1;
+        }
+        if (o->evaluate && ((o->eval_steps > 0 && (s + 1) % o->eval_steps == 0) || last)) {
+            if (rank == 0 && progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
+            double te = xr_now();
+            rc = o->evaluate(o->eval_ctx, m, s + 1, ep, e);
+            t0 += xr_now() - te; /* throughput and ETA count training time only */
+            t_log += xr_now() - te;
+        }
+    }
+    if (rank == 0 && progress_shown) fprintf(stderr, "\n");
+    st->seconds = xr_now() - t0;
+    batch_buf_free(&bb);
+    free(perm), free(items), free(labels), free(item_len), free(order), free(cidx), free(exid), free(clab);
+    free(logits), free(dlogits);
+    adamw_free(opt);
+    return rc;
+}

@@ -1,0 +1,59 @@
+/* trainer.h: the data-parallel training loop on the CPU backend over MPI ranks. One global batch per optimizer
+ * step = per_device_batch x ranks x accumulation examples, taken from one permutation of the examples per epoch
+ * (from the seed); its examples are sorted by assembled length and cut into chunks of per_device_batch (length
+ * bucketing), rank r runs chunks m * ranks + r (m < accumulation). Every chunk's loss gradient is scaled by its
+ * share of the global batch, the flat gradient buffer is all-reduced (SUM), clipped, and AdamW steps on every
+ * rank. So the parameters depend on the rank count only through float summation order. */
+#ifndef XR_TRAINER_H
+#define XR_TRAINER_H
+#include <stdint.h>
+#include <stdio.h>
+
+#include "comm.h"
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+#include "tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int per_device_batch;  /* examples per rank per micro-batch: pairs (bce) or groups of G pairs (listwise) */
+    int accumulation;      /* micro-batches per rank per optimizer step */
+    double epochs;         /* used when max_steps <= 0 */
+    int64_t max_steps;     /* > 0: exactly this many optimizer steps (epochs wrap around) */
+    double lr, weight_decay, warmup_ratio, max_grad_norm; /* max_grad_norm <= 0: no clipping */
+    SchedKind sched;
+    float pos_weight;      /* bce */
+    uint64_t seed;
+    int dropout;           /* 0: no dropout (exactness tests) */
+    int max_len;           /* tokens per pair with specials */
+    int logging_steps;     /* log every N steps (and the last) */
+    int eval_steps;        /* evaluate every N steps (0: only at the end) */
+    int progress;          /* rank 0: progress line on stderr */
+    FILE *metrics;         /* rank 0: metrics.jsonl (NULL: none) */
+    /* Evaluation hook, called on every rank (collective) after step `step` (1-based) every eval_steps and after
+     * the last; returns -1 on error. May be NULL. */
+    int (*evaluate)(void *ctx, Encoder *m, int64_t step, double epoch, XrErr *e);
+    void *eval_ctx;
+} TrainOpts;
+
+void trainer_defaults(TrainOpts *o);
+
+typedef struct {
+    int64_t steps, total_steps, steps_per_epoch, global_batch;
+    double last_loss, mean_loss_last_log, seconds;
+    int64_t pairs, real_tokens, padded_tokens; /* over all ranks */
+} TrainStats;
+
+/* Train m (a seq-cls model with one label) on d. Collective: every rank calls it with the same data and options
+ * (d and m identical on every rank). Returns 0, or -1 with e filled (the same on every rank). */
+int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, const TrainOpts *o, TrainStats *st,
+                XrErr *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
