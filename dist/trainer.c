@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hfexport.h"
 #include "loss.h"
 
 void trainer_defaults(TrainOpts *o) {
@@ -193,5 +194,24 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     free(perm), free(items), free(labels), free(item_len), free(order), free(cidx), free(exid), free(clab);
     free(logits), free(dlogits);
     adamw_free(opt);
+    return rc;
+}
+
+int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, XrErr *e) {
+    const ModelConfig *cfg = encoder_config(m);
+    const char *arch = hf_seq_cls_architecture(cfg->model_type);
+    if (!arch) return xr_errf(e, "cannot export a model of type %s", cfg->model_type);
+    int n = encoder_num_tensors(m);
+    StWriteTensor *t = xr_calloc((size_t)n, sizeof *t);
+    const float *p = encoder_params(m);
+    for (int i = 0; i < n; i++) {
+        const EncoderTensor *v = encoder_tensor(m, i);
+        t[i].name = v->name;
+        t[i].ndim = v->ndim;
+        for (int k = 0; k < v->ndim; k++) t[i].shape[k] = v->shape[k];
+        t[i].data = p + v->offset;
+    }
+    int rc = hf_export_dir(out, base_dir, t, n, arch, cfg->num_labels, e);
+    free(t);
     return rc;
 }

@@ -53,6 +53,10 @@ typedef struct {
 int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, const TrainOpts *o, TrainStats *st,
                 XrErr *e);
 
+/* Write m as a Hugging Face *ForSequenceClassification directory out (io/hfexport.h): its tensors under the names
+ * transformers saves, base_dir's config.json (architecture and labels set) and tokenizer files. */
+int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, XrErr *e);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,6 @@
 #include "comm.h"
 #include "data.h"
 #include "evaluate.h"
-#include "hfexport.h"
 #include "hfmodel.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -125,26 +124,6 @@ static int tc_fail(TrainCli *x, const XrErr *e, int code) {
     return tc_finish(x, code);
 }
 
-/* Write m as a Hugging Face seq-cls model directory (rank 0). */
-static int cli_export_model(Encoder *m, const char *base_dir, const char *out, XrErr *e) {
-    const ModelConfig *cfg = encoder_config(m);
-    const char *arch = hf_seq_cls_architecture(cfg->model_type);
-    if (!arch) return xr_errf(e, "cannot export a model of type %s", cfg->model_type);
-    int n = encoder_num_tensors(m);
-    StWriteTensor *t = xr_calloc((size_t)n, sizeof *t);
-    const float *p = encoder_params(m);
-    for (int i = 0; i < n; i++) {
-        const EncoderTensor *v = encoder_tensor(m, i);
-        t[i].name = v->name;
-        t[i].ndim = v->ndim;
-        for (int k = 0; k < v->ndim; k++) t[i].shape[k] = v->shape[k];
-        t[i].data = p + v->offset;
-    }
-    int rc = hf_export_dir(out, base_dir, t, n, arch, cfg->num_labels, e);
-    free(t);
-    return rc;
-}
-
 static int cli_count_cpus(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
@@ -200,7 +179,7 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
         }
         if (better) {
             char *p = xr_path_join(x->out, "best");
-            st = cli_export_model(m, x->model_dir, p, e);
+            st = trainer_export_hf(m, x->model_dir, p, e);
             free(p);
         }
     }
@@ -344,7 +323,7 @@ int cmd_train(int argc, char **argv) {
     st = 0;
     if (x.rank == 0) {
         char *p = xr_path_join(out, "final");
-        st = cli_export_model(x.m, x.model_dir, p, &e);
+        st = trainer_export_hf(x.m, x.model_dir, p, &e);
         free(p);
         if (st == 0 && !quiet) {
             fprintf(stderr,
