@@ -32,7 +32,8 @@
 #endif
 
 static const ArgSpec MINE_FLAGS[] = {
-    {"input", ARG_STR, NULL, "DIR", "dataset directory written by `xrank tokenize` (queries, passages, qrels)", NULL, 0},
+    {"input", ARG_STR, NULL, "DIR", "dataset directory written by `xrank tokenize` (queries, passages, qrels)", NULL,
+     0},
     {"output", ARG_STR, NULL, "FILE", "HDF5 group file to write (temporary name, renamed when complete)", NULL, 0},
     {"model", ARG_STR, NULL, "DIR|ID", "bi-encoder: Hugging Face model directory, or a hub id in the local HF cache",
      NULL, 0},
@@ -103,8 +104,8 @@ static const ArgSpec MINE_FLAGS[] = {
      "queries searched together: their embeddings are all-gathered, each rank searches its shard, the per-rank "
      "top-k lists are all-gathered and merged",
      NULL, 1},
-    {"passage-tile", ARG_INT, "4096", "N", "passages per search GEMM: the score tile is query-block x N floats", NULL,
-     1},
+    {"passage-tile", ARG_INT, "4096", "N",
+     "passages per search GEMM: a score tile holds min(query-block, 256) x N floats (per search thread)", NULL, 1},
     {"eval-depth", ARG_INT, "100", "N",
      "report MRR@10, NDCG@10, Recall@10 and Recall@N of the bi-encoder on the qrels (0 = off)", NULL, 0},
     {"jsonl", ARG_STR, NULL, "FILE", "also write the mined set as jsonl (- for stdout)", NULL, 0},
@@ -359,7 +360,8 @@ static int mc_load_texts(MineCli *x, const GroupSet *g, const char *dataset, McT
             for (int64_t i = 0; i < g->n; i++) {
                 if (i == 0 || g->query[i] != g->query[i - 1]) qr[nq++] = g->query[i];
                 pr[npr++] = g->positive[i];
-                for (int j = 0; j < g->k && g->negatives[i * g->k + j] >= 0; j++) pr[npr++] = g->negatives[i * g->k + j];
+                for (int j = 0; j < g->k && g->negatives[i * g->k + j] >= 0; j++)
+                    pr[npr++] = g->negatives[i * g->k + j];
             }
             rc = mc_check_texts(qs, &x->ts.queries, x->tok, qr, nq, "query", from, e);
             if (rc == 0) rc = mc_check_texts(ps, &x->ts.passages, x->tok, pr, npr, "passage", from, e);
@@ -492,8 +494,9 @@ int cmd_mine(int argc, char **argv) {
 
     /* models (config + tokenizer) on every rank; output paths on rank 0 */
     int st = mc_model(args_str(a, "model"), &x.model_dir, &x.cfg, &x.tok, &e);
-    if (st == 0) st = mc_max_len(&x.cfg, x.tok, "max-length", args_is_set(a, "max-length") ? args_int(a, "max-length") : 0,
-                                 1, x.model_dir, &o.max_len, &e);
+    if (st == 0)
+        st = mc_max_len(&x.cfg, x.tok, "max-length", args_is_set(a, "max-length") ? args_int(a, "max-length") : 0, 1,
+                        x.model_dir, &o.max_len, &e);
     const char *ce_spec = args_str(a, "cross-encoder");
     if (st == 0 && ce_spec && !groups_in) {
         st = mc_model(ce_spec, &x.ce_dir, &x.ce_cfg, &x.ce_tok, &e);
@@ -531,7 +534,8 @@ int cmd_mine(int argc, char **argv) {
                 MineTexts mt = {mc_text_q, mc_text_p, &t, !args_str(a, "text-from")};
                 if (st == 0) st = mine_write_jsonl(&g, jf, args_bool(a, "output-scores"), &mt, jsonl, &e);
                 if (st == 0 && !quiet)
-                    fprintf(stderr, "xrank mine: %lld groups from %s written to %s\n", (long long)g.n, groups_in, jsonl);
+                    fprintf(stderr, "xrank mine: %lld groups from %s written to %s\n", (long long)g.n, groups_in,
+                            jsonl);
                 groups_free(&g);
             }
         }

@@ -211,7 +211,9 @@ int embcache_commit(const char *path, const char *desc_json, XrErr *e) {
         char *jp = xr_malloc(n);
         snprintf(jp, n, "%.*s.json", (int)(strlen(path) - 4), path);
         FILE *f = fopen(jp, "w");
-        if (!f || fputs(desc_json, f) < 0 || fclose(f) != 0) rc = xr_errf(e, "%s: cannot write", jp);
+        int bad = !f || fputs(desc_json, f) < 0;
+        if (f && fclose(f) != 0) bad = 1;
+        if (bad) rc = xr_errf(e, "%s: cannot write", jp);
         free(jp);
     }
     if (rc == 0 && rename(tmp, path) != 0) rc = xr_errf(e, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));

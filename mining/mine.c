@@ -449,8 +449,8 @@ static void mine_ce_fwd(void *ctx, const Batch *b, float *out) {
 
 /* Score the pairs (block query pq[t], passage pp[t]) of this block: windows of ce_batch_size * bucket_batches
  * pairs counted from the block's first pair, whole windows per rank; every rank gets all scores. */
-static int mine_ce_block(Mine *m, const int64_t *qrows, int64_t nb, const int64_t *pq, const int64_t *pp, int64_t npairs,
-                         float **scores, BatchRunStats *acc, XrErr *e) {
+static int mine_ce_block(Mine *m, const int64_t *qrows, int64_t nb, const int64_t *pq, const int64_t *pp,
+                         int64_t npairs, float **scores, BatchRunStats *acc, XrErr *e) {
     const MineOpts *o = m->o;
     int64_t window = (int64_t)o->ce_batch_size * o->bucket_batches;
     int64_t nw = (npairs + window - 1) / window;

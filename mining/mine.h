@@ -99,7 +99,13 @@ void mine_result_free(MineResult *r);
 void mine_report(FILE *f, const MineOpts *o, const MineResult *r);
 
 /* jsonl in the sentence-transformers output formats or FlagEmbedding's. */
-typedef enum { MINE_JSONL_TRIPLET, MINE_JSONL_NTUPLE, MINE_JSONL_LABELED_PAIR, MINE_JSONL_LABELED_LIST, MINE_JSONL_FLAG } MineJsonlFormat;
+typedef enum {
+    MINE_JSONL_TRIPLET,
+    MINE_JSONL_NTUPLE,
+    MINE_JSONL_LABELED_PAIR,
+    MINE_JSONL_LABELED_LIST,
+    MINE_JSONL_FLAG
+} MineJsonlFormat;
 int mine_jsonl_parse_format(const char *s, MineJsonlFormat *f);
 
 /* Texts (or ids) of the rows a group file names. */

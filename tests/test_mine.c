@@ -125,7 +125,8 @@ static void test_groups(void) {
     H5Dclose(d);
     H5Fclose(f);
     GroupSet r;
-    TU_CHECK(groups_read(path, &r, &e) < 0 && strstr(e.msg, "row 4: negative 1 = 1000 is outside the passage store (60 rows)"),
+    TU_CHECK(groups_read(path, &r, &e) < 0 &&
+                 strstr(e.msg, "row 4: negative 1 = 1000 is outside the passage store (60 rows)"),
              "damaged file: %s", e.msg);
     /* not a group file */
     char *other = tmp_path("not_groups.h5");
@@ -269,7 +270,8 @@ static float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 static float ce_alone(Encoder *ce, const Tokenizer *t, const TokBatch *q, int64_t qi, const TokBatch *p, int64_t pi,
                       int max_len) {
     int na = (int)(q->offsets[qi + 1] - q->offsets[qi]), nb = (int)(p->offsets[pi + 1] - p->offsets[pi]);
-    int32_t *row = xr_malloc(sizeof(int32_t) * (size_t)(na + nb + 8)), *ty = xr_malloc(sizeof(int32_t) * (size_t)(na + nb + 8));
+    int32_t *row = xr_malloc(sizeof(int32_t) * (size_t)(na + nb + 8));
+    int32_t *ty = xr_malloc(sizeof(int32_t) * (size_t)(na + nb + 8));
     int len = tok_pair(t, q->tokens + q->offsets[qi], na, p->tokens + p->offsets[pi], nb, max_len, row, ty);
     int32_t *mask = xr_malloc(sizeof(int32_t) * (size_t)len);
     for (int i = 0; i < len; i++) mask[i] = 1;
