@@ -12,16 +12,9 @@
 #include "rng.h"
 #include "testutil.h"
 
-static uint64_t rng_state = 0x243F6A8885A308D3ULL;
-static double urand(void) { /* xorshift64*: uniform in (0, 1) */
-    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
-    return ((rng_state * 2685821657736338717ULL >> 11) + 0.5) / 9007199254740992.0;
-}
-static float *rand_vec(size_t n, float scale) {
-    float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) v[i] = (float)((2 * urand() - 1) * scale);
-    return v;
-}
+static TuRng rng = {0x243F6A8885A308D3ULL};
+static double urand(void) { return tu_rng_unit(&rng); }
+static float *rand_vec(size_t n, float scale) { return tu_rng_vec(&rng, n, scale); }
 static float *zeros(size_t n) { return calloc(n, sizeof(float)); }
 
 static Backend *be;

@@ -60,3 +60,14 @@ int tu_finish(const char *name) {
     printf("%s: %d checks passed\n", name, tu_checks);
     return 0;
 }
+
+double tu_rng_unit(TuRng *r) {
+    r->s ^= r->s >> 12, r->s ^= r->s << 25, r->s ^= r->s >> 27;
+    return ((r->s * 2685821657736338717ULL >> 11) + 0.5) / 9007199254740992.0;
+}
+
+float *tu_rng_vec(TuRng *r, size_t n, float scale) {
+    float *v = xr_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = (float)((2 * tu_rng_unit(r) - 1) * scale);
+    return v;
+}

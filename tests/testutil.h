@@ -29,6 +29,12 @@ const char *tu_path(const char *rel);
 float *tu_read_f32(const char *path, size_t *n);
 int32_t *tu_read_i32(const char *path, size_t *n);
 int tu_finish(const char *name);
+/* Seeded xorshift64* stream for test inputs: deterministic across machines and runs. */
+typedef struct {
+    uint64_t s;
+} TuRng;
+double tu_rng_unit(TuRng *r);                       /* uniform in (0, 1) */
+float *tu_rng_vec(TuRng *r, size_t n, float scale); /* n floats uniform in (-scale, scale), malloc'd */
 #define TU_SKIP(...)                      \
     do {                                  \
         printf("SKIPPED: " __VA_ARGS__); \
