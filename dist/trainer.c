@@ -197,7 +197,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     return rc;
 }
 
-int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, XrErr *e) {
+int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, int max_length, XrErr *e) {
     const ModelConfig *cfg = encoder_config(m);
     const char *arch = hf_seq_cls_architecture(cfg->model_type);
     if (!arch) return xr_errf(e, "cannot export a model of type %s", cfg->model_type);
@@ -211,7 +211,7 @@ int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, XrErr *
         for (int k = 0; k < v->ndim; k++) t[i].shape[k] = v->shape[k];
         t[i].data = p + v->offset;
     }
-    int rc = hf_export_dir(out, base_dir, t, n, arch, cfg->num_labels, e);
+    int rc = hf_export_dir(out, base_dir, t, n, arch, cfg->num_labels, max_length, e);
     free(t);
     return rc;
 }

@@ -54,8 +54,9 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                 XrErr *e);
 
 /* Write m as a Hugging Face *ForSequenceClassification directory out (io/hfexport.h): its tensors under the names
- * transformers saves, base_dir's config.json (architecture and labels set) and tokenizer files. */
-int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, XrErr *e);
+ * transformers saves, base_dir's config.json (architecture and labels set) and tokenizer files; max_length > 0
+ * becomes the export's model_max_length (tokenizer_config.json), so loaders default to the training length. */
+int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, int max_length, XrErr *e);
 
 #ifdef __cplusplus
 }

@@ -36,6 +36,32 @@ static int hf_copy_file(const char *src, const char *dst, XrErr *e) {
     return ok ? 0 : xr_errf(e, "cannot write %s: %s", dst, strerror(errno));
 }
 
+/* tokenizer_config.json with model_max_length set to max_len: the length the model was trained with, so that
+ * xrank, transformers and sentence-transformers (whose CrossEncoder saves its max_length the same way) default
+ * to it when they load the export. Every other key is kept. */
+static int hf_write_tokenizer_config(const char *src, const char *dst, int max_len, XrErr *e) {
+    size_t len;
+    char *text = xr_read_file(src, &len, e);
+    if (!text) return -1;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return xr_errf(e, "%s: not a JSON object", src);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "model_max_length");
+    cJSON_AddItemToObject(j, "model_max_length", cJSON_CreateNumber(max_len));
+    char *out = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!out) return xr_errf(e, "%s: cannot serialise JSON", dst);
+    FILE *f = fopen(dst, "wb");
+    size_t n = strlen(out);
+    int ok = f && fwrite(out, 1, n, f) == n && fputc('\n', f) != EOF;
+    if (f && fclose(f)) ok = 0;
+    free(out);
+    return ok ? 0 : xr_errf(e, "cannot write %s: %s", dst, strerror(errno));
+}
+
 /* Remove a flat directory of files (our own output: no subdirectories). */
 static void hf_remove_dir(const char *dir) {
     DIR *d = opendir(dir);
@@ -96,7 +122,7 @@ static int hf_write_config(const char *base_dir, const char *path, const char *a
 }
 
 int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t, int n, const char *architecture,
-                  int num_labels, XrErr *e) {
+                  int num_labels, int model_max_length, XrErr *e) {
     struct stat sb;
     if (stat(out, &sb) == 0) {
         char *cj = xr_path_join(out, "config.json");
@@ -134,7 +160,9 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
         char *src = xr_path_join(base_dir, HF_TOKENIZER_FILES[i]);
         if (xr_file_exists(src)) {
             p = xr_path_join(tmp, HF_TOKENIZER_FILES[i]);
-            rc = hf_copy_file(src, p, e);
+            rc = model_max_length > 0 && !strcmp(HF_TOKENIZER_FILES[i], "tokenizer_config.json")
+                     ? hf_write_tokenizer_config(src, p, model_max_length, e)
+                     : hf_copy_file(src, p, e);
             free(p);
         }
         free(src);

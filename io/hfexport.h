@@ -13,9 +13,11 @@ extern "C" {
 
 /* Write out (replacing an existing directory of that name: only one holding config.json or nothing) from
  * the tensors t[0..n) and the base model directory base_dir (config.json and tokenizer files). architecture:
- * e.g. "BertForSequenceClassification"; num_labels: the head's outputs. */
+ * e.g. "BertForSequenceClassification"; num_labels: the head's outputs. model_max_length > 0: the copy of
+ * tokenizer_config.json gets that model_max_length (the length the model was trained with, as
+ * sentence-transformers' CrossEncoder saves its max_length); 0 copies the tokenizer files byte for byte. */
 int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t, int n, const char *architecture,
-                  int num_labels, XrErr *e);
+                  int num_labels, int model_max_length, XrErr *e);
 
 /* The *ForSequenceClassification class of a config's model_type ("bert", "xlm-roberta", "roberta"); NULL when
  * unknown. */

@@ -179,7 +179,7 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
         }
         if (better) {
             char *p = xr_path_join(x->out, "best");
-            st = trainer_export_hf(m, x->model_dir, p, e);
+            st = trainer_export_hf(m, x->model_dir, p, v->max_len, e);
             free(p);
         }
     }
@@ -323,7 +323,7 @@ int cmd_train(int argc, char **argv) {
     st = 0;
     if (x.rank == 0) {
         char *p = xr_path_join(out, "final");
-        st = trainer_export_hf(x.m, x.model_dir, p, &e);
+        st = trainer_export_hf(x.m, x.model_dir, p, o.max_len, &e);
         free(p);
         if (st == 0 && !quiet) {
             fprintf(stderr,

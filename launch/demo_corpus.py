@@ -5,7 +5,9 @@ query   = the NAME line's description   ("ls \\- list directory contents" -> "li
 passage = the first words of the DESCRIPTION section (roff markup stripped)
 qrels   = each query's own page (grade 1). Pages are picked deterministically (hash of the file name), queries
 whose text repeats are dropped, so the corpus is the same on every machine with the same man pages.
-Usage: demo_corpus.py OUT_DIR [--pages N] [--words W] [--mandir /usr/share/man]
+Splits: qrels/test.tsv holds every query; qrels/dev.tsv every --dev-every'th query (the 4th, 8th, ...) and
+qrels/train.tsv the others, so training and evaluation never share a query (they share the corpus, as BEIR does).
+Usage: demo_corpus.py OUT_DIR [--pages N] [--words W] [--dev-every K] [--mandir /usr/share/man]
 """
 import argparse, gzip, hashlib, json, os, re, sys
 
@@ -64,6 +66,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--pages", type=int, default=600)
     ap.add_argument("--words", type=int, default=120)
+    ap.add_argument("--dev-every", type=int, default=4)
     ap.add_argument("--mandir", default="/usr/share/man")
     a = ap.parse_args()
     files = []
@@ -98,13 +101,17 @@ def main():
         name = os.path.basename(path)[:-3]
         rows.append((name, q, p))
     os.makedirs(os.path.join(a.out, "qrels"), exist_ok=True)
-    with open(os.path.join(a.out, "corpus.jsonl"), "w") as fc, open(os.path.join(a.out, "queries.jsonl"), "w") as fq, \
-            open(os.path.join(a.out, "qrels", "test.tsv"), "w") as fr:
-        fr.write("query-id\tcorpus-id\tscore\n")
+    qrels = {s: open(os.path.join(a.out, "qrels", s + ".tsv"), "w") for s in ("test", "train", "dev")}
+    with open(os.path.join(a.out, "corpus.jsonl"), "w") as fc, open(os.path.join(a.out, "queries.jsonl"), "w") as fq:
+        for f in qrels.values():
+            f.write("query-id\tcorpus-id\tscore\n")
         for i, (name, q, p) in enumerate(rows):
             fc.write(json.dumps({"_id": f"d{i}", "title": "", "text": p, "page": name}) + "\n")
             fq.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
-            fr.write(f"q{i}\td{i}\t1\n")
+            for s in ("test", "dev" if a.dev_every > 0 and i % a.dev_every == a.dev_every - 1 else "train"):
+                qrels[s].write(f"q{i}\td{i}\t1\n")
+    for f in qrels.values():
+        f.close()
     print(f"demo corpus: {len(rows)} man pages from {a.mandir} -> {a.out}")
 
 

@@ -133,8 +133,18 @@ static void test_export(const char *model, int new_head) {
     char dir[256];
     snprintf(dir, sizeof dir, "%s/test_trainer_export_%d_%ld", XR_BUILD_DIR, new_head, (long)getpid());
     /* the base dir gives config + tokenizer files: the model's own (a bare model gets the seq-cls arch) */
-    TU_CHECK(trainer_export_hf(m, tu_path(model), dir, &e) == 0, "export: %s", e.msg);
-    TU_CHECK(trainer_export_hf(m, tu_path(model), dir, &e) == 0, "export over an earlier export: %s", e.msg);
+    /* new_head: the export records a training length of 77 (tokenizer_config.json's model_max_length); the
+     * other copies the tokenizer files as they are (512) */
+    int max_len = new_head ? 77 : 0;
+    TU_CHECK(trainer_export_hf(m, tu_path(model), dir, max_len, &e) == 0, "export: %s", e.msg);
+    TU_CHECK(trainer_export_hf(m, tu_path(model), dir, max_len, &e) == 0, "export over an earlier export: %s", e.msg);
+    Tokenizer *rt = tok_load(dir, &e);
+    TU_CHECK(rt != NULL, "reload tokenizer of %s: %s", dir, e.msg);
+    if (rt) {
+        TU_CHECK(tok_model_max_length(rt) == (new_head ? 77 : tok_model_max_length(t)),
+                 "exported model_max_length %d (base %d)", tok_model_max_length(rt), tok_model_max_length(t));
+        tok_free(rt);
+    }
     Encoder *r = encoder_load(dir, &e);
     TU_CHECK(r != NULL, "reload %s: %s", dir, e.msg);
     if (r) {
