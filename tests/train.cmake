@@ -18,3 +18,12 @@ xr_train_test(train_rank_invariance_bce bce)
 xr_train_test(train_rank_invariance_listwise listwise)
 xr_train_test(train_eval_ranks eval)
 xr_train_test(train_bad_input errors)
+
+# The whole pipeline learns on real data (tokenize -> mine -> 2-rank listwise training -> eval) with the real
+# all-MiniLM-L6-v2: skipped (77) without $XR_MINILM_DIR. Corpus: 40 man pages, launch/demo_corpus.py --pages 40
+# --dev-every 0. (Held-out learning is shown by launch/demo.sh on 2,000 pages; too slow for ctest.)
+add_test(NAME train_learns_minilm
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_learn.sh $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE}
+                 ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/learn_beir ${CMAKE_CURRENT_BINARY_DIR}/train_learns_minilm.out)
+set_tests_properties(train_learns_minilm PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_TRAIN_ENV}"
+                     LABELS "cli;mpi;train")
