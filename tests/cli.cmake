@@ -3,23 +3,11 @@
 # existing output, wrong model kind, one rank failing mid-run aborting the whole job). The numbers themselves
 # are checked against the reference by test_cli_reference.c. Driver: fixtures/cli/run_cli.cmake.
 set(XR_CLI_WORK ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/cli)
-set(XR_CLI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-               "OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_btl=self,vader,tcp;OMPI_MCA_pml=ob1"
-               "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 
-# xr_cli_test(NAME MODE <mode> ARGS <xrank args> [other run_cli.cmake variables as KEY=VALUE])
+# xr_cli_test(NAME MODE <mode> ARGS <xrank args> [VARS KEY=VALUE ...]: other run_cli.cmake variables)
 function(xr_cli_test name)
-  cmake_parse_arguments(T "" "MODE" "ARGS;VARS" ${ARGN})
-  list(JOIN T_ARGS "|" args)
-  set(defs "")
-  foreach(v ${T_VARS})
-    list(APPEND defs "-D${v}")
-  endforeach()
-  add_test(NAME ${name}
-           COMMAND ${CMAKE_COMMAND} -DXRANK=$<TARGET_FILE:xrank> -DMPIEXEC=${MPIEXEC_EXECUTABLE}
-                   -DWORK=${XR_CLI_WORK} -DOUT=${CMAKE_CURRENT_BINARY_DIR}/${name}.out -DMODE=${T_MODE}
-                   "-DARGS=${args}" ${defs} -P ${XR_CLI_WORK}/run_cli.cmake)
-  set_tests_properties(${name} PROPERTIES TIMEOUT 180 ENVIRONMENT "${XR_CLI_ENV}" LABELS "cli;mpi")
+  xr_script_test(${name} SCRIPT ${XR_CLI_WORK}/run_cli.cmake LABELS cli mpi DEFS -DWORK=${XR_CLI_WORK}
+                 ENV OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ${ARGN})
 endfunction()
 
 # Small batches and windows so that every rank gets several windows of work.

@@ -5,24 +5,12 @@
 # file:line and leaving no output; `xrank inspect` catching damaged datasets. Driver: fixtures/h5/run_h5.cmake.
 find_program(XR_H5LS h5ls)
 find_program(XR_H5DUMP h5dump)
-set(XR_H5_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-              "OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_btl=self,vader,tcp;OMPI_MCA_pml=ob1"
-              "OMP_NUM_THREADS=2")
-
 # xr_h5_test(NAME MODE <mode> ARGS <xrank args> [VARS KEY=VALUE ...])
 function(xr_h5_test name)
-  cmake_parse_arguments(T "" "MODE" "ARGS;VARS" ${ARGN})
-  list(JOIN T_ARGS "|" args)
-  set(defs "")
-  foreach(v ${T_VARS})
-    list(APPEND defs "-D${v}")
-  endforeach()
-  add_test(NAME ${name}
-           COMMAND ${CMAKE_COMMAND} -DXRANK=$<TARGET_FILE:xrank> -DMPIEXEC=${MPIEXEC_EXECUTABLE}
-                   -DCHECKER=$<TARGET_FILE:test_dataset> -DH5LS=${XR_H5LS} -DH5DUMP=${XR_H5DUMP}
-                   -DWORK=${CMAKE_CURRENT_SOURCE_DIR} -DOUT=${CMAKE_CURRENT_BINARY_DIR}/${name}.out -DMODE=${T_MODE}
-                   "-DARGS=${args}" ${defs} -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/h5/run_h5.cmake)
-  set_tests_properties(${name} PROPERTIES TIMEOUT 180 ENVIRONMENT "${XR_H5_ENV}" LABELS "cli;mpi;h5")
+  xr_script_test(${name} SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/h5/run_h5.cmake LABELS cli mpi h5
+                 DEFS -DWORK=${CMAKE_CURRENT_SOURCE_DIR} -DCHECKER=$<TARGET_FILE:test_dataset> -DH5LS=${XR_H5LS}
+                      -DH5DUMP=${XR_H5DUMP}
+                 ENV OMP_NUM_THREADS=2 ${ARGN})
   if(NOT XR_H5LS OR NOT XR_H5DUMP)
     set_tests_properties(${name} PROPERTIES DISABLED TRUE) # hdf5-tools missing
   endif()

@@ -4,23 +4,12 @@
 # the stores; and the bad inputs: a store of another tokenizer, num_negatives beyond the window, a group file
 # re-exported against another dataset, text that does not match the stores. The mined values themselves are
 # checked against a brute-force reference by test_mine.c. Driver: fixtures/mine/run_mine.cmake.
-set(XR_MINE_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-                "OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_btl=self,vader,tcp;OMPI_MCA_pml=ob1"
-                "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
-
 # xr_mine_test(NAME MODE <mode> DATA <input> ARGS <mine args> [VARS KEY=VALUE ...])
 function(xr_mine_test name)
-  cmake_parse_arguments(T "" "MODE;DATA" "ARGS;VARS" ${ARGN})
-  list(JOIN T_ARGS "|" args)
-  set(defs "")
-  foreach(v ${T_VARS})
-    list(APPEND defs "-D${v}")
-  endforeach()
-  add_test(NAME ${name}
-           COMMAND ${CMAKE_COMMAND} -DXRANK=$<TARGET_FILE:xrank> -DMPIEXEC=${MPIEXEC_EXECUTABLE}
-                   -DWORK=${CMAKE_CURRENT_SOURCE_DIR} -DOUT=${CMAKE_CURRENT_BINARY_DIR}/${name}.out -DMODE=${T_MODE}
-                   -DDATA=${T_DATA} "-DARGS=${args}" ${defs} -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/mine/run_mine.cmake)
-  set_tests_properties(${name} PROPERTIES TIMEOUT 180 ENVIRONMENT "${XR_MINE_ENV}" LABELS "cli;mpi;mine")
+  cmake_parse_arguments(M "" "DATA" "" ${ARGN})
+  xr_script_test(${name} SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/mine/run_mine.cmake LABELS cli mpi mine
+                 DEFS -DWORK=${CMAKE_CURRENT_SOURCE_DIR} -DDATA=${M_DATA}
+                 ENV OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ${M_UNPARSED_ARGUMENTS})
 endfunction()
 
 # Small batches, windows and blocks so that every rank embeds, searches, rescores and selects something.

@@ -3,16 +3,11 @@
 # and listwise with dropout on, whose masks are keyed by the example's place in the global batch), eval on 1 and 2
 # ranks giving the same JSON, the exported model read back by `xrank eval`, and bad input failing with a clear
 # message. Driver: fixtures/train/run_train.cmake; data: the FlagEmbedding fixture tokenized for the tiny BERT.
-set(XR_TRAIN_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-                 "OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_btl=self,vader,tcp;OMPI_MCA_pml=ob1"
-                 "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+set(XR_TRAIN_THREADS OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
 function(xr_train_test name mode)
-  add_test(NAME ${name}
-           COMMAND ${CMAKE_COMMAND} -DXRANK=$<TARGET_FILE:xrank> -DMPIEXEC=${MPIEXEC_EXECUTABLE}
-                   -DCOMPARE=$<TARGET_FILE:test_trainer> -DTESTS=${CMAKE_CURRENT_SOURCE_DIR}
-                   -DOUT=${CMAKE_CURRENT_BINARY_DIR}/${name}.out -DMODE=${mode}
-                   -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_train.cmake)
-  set_tests_properties(${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${XR_TRAIN_ENV}" LABELS "cli;mpi;train")
+  xr_script_test(${name} SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_train.cmake MODE ${mode} TIMEOUT 300
+                 LABELS cli mpi train ENV ${XR_TRAIN_THREADS}
+                 DEFS -DCOMPARE=$<TARGET_FILE:test_trainer> -DTESTS=${CMAKE_CURRENT_SOURCE_DIR})
 endfunction()
 xr_train_test(train_rank_invariance_bce bce)
 xr_train_test(train_rank_invariance_listwise listwise)
@@ -25,5 +20,5 @@ xr_train_test(train_bad_input errors)
 add_test(NAME train_learns_minilm
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_learn.sh $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE}
                  ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/learn_beir ${CMAKE_CURRENT_BINARY_DIR}/train_learns_minilm.out)
-set_tests_properties(train_learns_minilm PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_TRAIN_ENV}"
+set_tests_properties(train_learns_minilm PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_MPI_TEST_ENV};${XR_TRAIN_THREADS}"
                      LABELS "cli;mpi;train")
