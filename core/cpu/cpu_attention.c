@@ -52,6 +52,62 @@ static size_t att_offset(const int32_t *seq_off, int s, int NH, int first_only) 
     return (size_t)NH * before;
 }
 
+/* What forward and backward share: the row block, the per-thread scratch (a score block, and its dropped copy
+ * under dropout), the scales and the dropout threshold, and whether a parallel region pays. */
+typedef struct {
+    int H, ld, rb, ntask, parallel;
+    size_t blk, per_thread; /* floats */
+    float *scratch, scale, dscale;
+    uint32_t thr;
+    const XrDropout *d; /* NULL when dropout is off */
+} AttPlan;
+
+static AttPlan att_plan(Backend *be, const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                        const XrDropout *d) {
+    AttPlan p;
+    p.H = NH * dh, p.ld = 3 * p.H, p.rb = query_block(max_len), p.ntask = S * NH;
+    p.d = d && d->p > 0.0f ? d : NULL;
+    /* the mask position packs the query row in 16 bits (model positions stop at 8194) */
+    if (p.d && (max_len > 65536 || NH > 65536))
+        xr_die("attention dropout: %d tokens or %d heads exceed 65536", max_len, NH);
+    p.blk = ((size_t)p.rb * max_len + 15) & ~(size_t)15;
+    p.per_thread = p.blk * (p.d ? 2 : 1);
+    p.scratch = cpu_scratch(be, p.per_thread, be->threads);
+    p.scale = 1.0f / sqrtf((float)dh);
+    p.thr = p.d ? rng_drop_threshold(p.d->p) : 0;
+    p.dscale = p.d ? 1.0f / (1.0f - p.d->p) : 1.0f;
+    /* a parallel region is only worth it when the batch has enough work */
+    size_t work = (size_t)seq_off[S] * (first_only ? 1 : (size_t)max_len) * p.H;
+    p.parallel = work > XR_PAR_MIN && p.ntask > 1 && be->threads > 1;
+    return p;
+}
+
+/* Task t = (sequence s, head h): its rows, its query rows (all, or the first only), its q/k/v columns, the offset
+ * of its saved probabilities, its dropout stream and its thread's scratch. */
+typedef struct {
+    int s, h, off, L, nq;
+    const float *q, *k, *v;
+    size_t att;
+    uint64_t id;
+    float *mine;
+} AttTask;
+
+static AttTask att_task(const AttPlan *p, int task, const int32_t *seq_off, const float *qkv, int NH, int dh,
+                        int first_only) {
+    AttTask t;
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    t.s = task / NH, t.h = task % NH;
+    t.off = seq_off[t.s], t.L = seq_off[t.s + 1] - t.off, t.nq = first_only ? 1 : t.L;
+    t.q = qkv + (size_t)t.off * p->ld + (size_t)t.h * dh, t.k = t.q + p->H, t.v = t.q + 2 * p->H;
+    t.att = att_offset(seq_off, t.s, NH, first_only) + (size_t)t.h * t.nq * t.L;
+    t.id = p->d && p->d->seq_ids ? p->d->seq_ids[t.s] : (uint64_t)t.s;
+    t.mine = p->scratch + p->per_thread * tid;
+    return t;
+}
+
 /* Dropout on probability rows i0 .. i0+nb-1 of head h (see XrDropout: position = query row | head << 16). */
 XR_CLONES
 static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int h, uint64_t id, const XrDropout *d,
@@ -63,48 +119,28 @@ static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                    int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    int H = NH * dh, ld = 3 * H, nt = be->threads;
-    int rb = query_block(max_len);
-    if (d && d->p <= 0.0f) d = NULL;
-    /* the mask position packs the query row in 16 bits (model positions stop at 8194) */
-    if (d && (max_len > 65536 || NH > 65536)) xr_die("attention dropout: %d tokens or %d heads exceed 65536", max_len, NH);
-    /* per thread: the score block (when the probabilities are not kept in att) and its dropped copy */
-    size_t blk = ((size_t)rb * max_len + 15) & ~(size_t)15;
-    size_t per_al = blk * (d ? 2 : 1);
-    float *scratch = cpu_scratch(be, per_al, nt);
-    float scale = 1.0f / sqrtf((float)dh);
-    uint32_t thr = d ? rng_drop_threshold(d->p) : 0;
-    float dscale = d ? 1.0f / (1.0f - d->p) : 1.0f;
-    int ntask = S * NH;
-    /* a parallel region is only worth it when the batch has enough work */
-    size_t work = (size_t)seq_off[S] * (first_only ? 1 : (size_t)max_len) * H;
-    XR_OMP(omp parallel for num_threads(nt) schedule(dynamic, 1) if (work > XR_PAR_MIN && ntask > 1 && nt > 1))
-    for (int task = 0; task < ntask; task++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        int s = task / NH, h = task % NH;
-        int off = seq_off[s], L = seq_off[s + 1] - off, nq = first_only ? 1 : L;
+    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d);
+    int H = p.H, ld = p.ld;
+    XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
+    for (int task = 0; task < p.ntask; task++) {
+        AttTask t = att_task(&p, task, seq_off, qkv, NH, dh, first_only);
+        int L = t.L;
         if (L <= 0) continue;
-        const float *q = qkv + (size_t)off * ld + (size_t)h * dh, *k = q + H, *v = q + 2 * H;
-        float *o = first_only ? out + (size_t)s * H + (size_t)h * dh : out + (size_t)off * H + (size_t)h * dh;
-        float *a = att ? att + att_offset(seq_off, s, NH, first_only) + (size_t)h * nq * L : NULL;
-        float *mine = scratch + per_al * tid;
-        uint64_t id = d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s;
-        for (int i0 = 0; i0 < nq; i0 += rb) {
-            int nb = nq - i0 < rb ? nq - i0 : rb;
-            float *sc = a ? a + (size_t)i0 * L : mine;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, scale, q + (size_t)i0 * ld, ld, k, ld,
-                        0.0f, sc, L);
+        float *o = out + (size_t)(first_only ? t.s : t.off) * H + (size_t)t.h * dh;
+        float *a = att ? att + t.att : NULL;
+        for (int i0 = 0; i0 < t.nq; i0 += p.rb) {
+            int nb = t.nq - i0 < p.rb ? t.nq - i0 : p.rb;
+            float *sc = a ? a + (size_t)i0 * L : t.mine;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, t.q + (size_t)i0 * ld, ld, t.k,
+                        ld, 0.0f, sc, L);
             softmax_rows(sc, nb, L);
             const float *pv = sc;
-            if (d) {
-                float *pd = mine + blk;
-                att_dropout(pd, sc, nb, L, i0, h, id, d, thr, dscale);
+            if (p.d) {
+                float *pd = t.mine + p.blk;
+                att_dropout(pd, sc, nb, L, i0, t.h, t.id, p.d, p.thr, p.dscale);
                 pv = pd;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, pv, L, v, ld, 0.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, pv, L, t.v, ld, 0.0f,
                         o + (size_t)i0 * H, H);
         }
     }
@@ -136,50 +172,36 @@ static void softmax_backward_rows(float *dp, const float *p, int rows, int L) {
 void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                             const XrDropout *d) {
-    int H = NH * dh, ld = 3 * H, nt = be->threads;
-    int rb = query_block(max_len);
-    if (d && d->p <= 0.0f) d = NULL;
-    size_t blk = ((size_t)rb * max_len + 15) & ~(size_t)15;
-    size_t per_al = blk * (d ? 2 : 1);
-    float *scratch = cpu_scratch(be, per_al, nt);
-    float scale = 1.0f / sqrtf((float)dh);
-    uint32_t thr = d ? rng_drop_threshold(d->p) : 0;
-    float dscale = d ? 1.0f / (1.0f - d->p) : 1.0f;
-    int ntask = S * NH;
-    size_t work = (size_t)seq_off[S] * (first_only ? 1 : (size_t)max_len) * H;
-    XR_OMP(omp parallel for num_threads(nt) schedule(dynamic, 1) if (work > XR_PAR_MIN && ntask > 1 && nt > 1))
-    for (int task = 0; task < ntask; task++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        int s = task / NH, h = task % NH;
-        int off = seq_off[s], L = seq_off[s + 1] - off, nq = first_only ? 1 : L;
+    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d);
+    int H = p.H, ld = p.ld;
+    XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
+    for (int task = 0; task < p.ntask; task++) {
+        AttTask t = att_task(&p, task, seq_off, qkv, NH, dh, first_only);
+        int L = t.L, nq = t.nq;
         if (L <= 0) continue;
-        const float *q = qkv + (size_t)off * ld + (size_t)h * dh, *k = q + H, *v = q + 2 * H;
-        float *dq = dqkv + (size_t)off * ld + (size_t)h * dh, *dk = dq + H, *dv = dq + 2 * H;
-        const float *dO = first_only ? dout + (size_t)s * H + (size_t)h * dh : dout + (size_t)off * H + (size_t)h * dh;
-        const float *a = att + att_offset(seq_off, s, NH, first_only) + (size_t)h * nq * L;
-        float *dp = scratch + per_al * tid, *pd = dp + blk;
-        uint64_t id = d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s;
-        for (int i0 = 0; i0 < nq; i0 += rb) {
-            int nb = nq - i0 < rb ? nq - i0 : rb;
+        const float *q = t.q, *k = t.k, *v = t.v;
+        float *dq = dqkv + (size_t)t.off * ld + (size_t)t.h * dh, *dk = dq + H, *dv = dq + 2 * H;
+        const float *dO = dout + (size_t)(first_only ? t.s : t.off) * H + (size_t)t.h * dh;
+        const float *a = att + t.att;
+        float *dp = t.mine, *pd = dp + p.blk;
+        for (int i0 = 0; i0 < nq; i0 += p.rb) {
+            int nb = nq - i0 < p.rb ? nq - i0 : p.rb;
             const float *P = a + (size_t)i0 * L, *Pv = P;
             float beta = i0 == 0 ? 0.0f : 1.0f;
-            if (d) {
-                att_dropout(pd, P, nb, L, i0, h, id, d, thr, dscale);
+            if (p.d) {
+                att_dropout(pd, P, nb, L, i0, t.h, t.id, p.d, p.thr, p.dscale);
                 Pv = pd;
             }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, 1.0f, Pv, L, dO + (size_t)i0 * H, H, beta,
                         dv, ld);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, 1.0f, dO + (size_t)i0 * H, H, v, ld, 0.0f,
                         dp, L);
-            if (d) mask_like(dp, pd, (size_t)nb * L, dscale);
+            if (p.d) mask_like(dp, pd, (size_t)nb * L, p.dscale);
             softmax_backward_rows(dp, P, nb, L);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, scale, dp, L, k, ld, 0.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, p.scale, dp, L, k, ld, 0.0f,
                         dq + (size_t)i0 * ld, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, scale, dp, L, q + (size_t)i0 * ld, ld, beta,
-                        dk, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, p.scale, dp, L, q + (size_t)i0 * ld, ld,
+                        beta, dk, ld);
         }
         /* with the first row only, the other rows' queries did not take part */
         for (int i = nq; i < L; i++) memset(dq + (size_t)i * ld, 0, (size_t)dh * sizeof(float));
