@@ -1,6 +1,7 @@
 /* knn.c: exact inner-product top-k by GEMM tiles with per-query bounded heaps, an exact re-scoring of the
  * survivors, and the k-way merge of per-shard lists. See knn.h for the ordering and determinism contract.
- * Parallelism follows core/cpu: OpenMP threads each own a block of queries and call single-threaded sgemm. */
+ * Parallelism follows core/cpu: OpenMP threads each own a block of queries and run a single-threaded GEMM
+ * (OpenBLAS, or xrank's AVX-512 kernel where the CPU backend would pick it), then a vectorised top-k screen. */
 #include "knn.h"
 
 #include <assert.h>
@@ -11,11 +12,14 @@
 #include <string.h>
 
 #include <cblas.h>
-#ifdef _OPENMP
-#include <omp.h>
-#define XR_OMP(x) _Pragma(#x)
+
+#include "cpu/cpu_ops.h" /* XR_OMP, cpu_alloc and xrank's AVX-512 GEMM (cpu_sgemm_avx512_nt) */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define XR_KNN_X86 1
 #else
-#define XR_OMP(x)
+#define XR_KNN_X86 0
 #endif
 
 typedef struct {
@@ -78,24 +82,41 @@ float knn_score(const float *q, const float *p, size_t dim) {
     return (float)((a0 + a1) + (a2 + a3));
 }
 
-static int check_finite(const float *x, size_t rows, size_t dim, int64_t offset, const char *what, XrErr *e) {
+/* Sum of squares of a row in double (exact products, a fixed order of 8 interleaved partial sums, so the value
+ * does not depend on the compiled ISA). It is non-finite exactly when an element is: a float squared cannot
+ * overflow a double, nor can a sum of fewer than 2^900 of them. */
+XR_CLONES static double row_sumsq(const float *x, size_t dim) {
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int u = 0; u < 8; u++) a[u] += (double)x[i + u] * (double)x[i + u];
+    for (; i < dim; i++) a[0] += (double)x[i] * (double)x[i];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* One pass over rows: the largest L2 norm (scales the bound on GEMM rounding error) and the finite check.
+ * norms (optional) receives every row's norm. Fails naming the first bad row and element. */
+static int rows_check_norms(const float *x, size_t rows, size_t dim, int64_t offset, const char *what,
+                            double *norms, double *max_norm, XrErr *e) {
     size_t bad = rows; /* first bad row */
-    XR_OMP(omp parallel for schedule(static) reduction(min : bad) if (rows * dim > 65536))
-    for (size_t r = 0; r < rows; r++)
-        for (size_t i = 0; i < dim; i++)
-            if (!isfinite(x[r * dim + i]) && r < bad) bad = r;
+    double mx = 0;
+    XR_OMP(omp parallel for schedule(static) reduction(min : bad) reduction(max : mx) if (rows * dim > 65536))
+    for (size_t r = 0; r < rows; r++) {
+        double s = row_sumsq(x + r * dim, dim);
+        if (!isfinite(s)) {
+            if (r < bad) bad = r;
+            continue;
+        }
+        if (norms) norms[r] = sqrt(s);
+        if (s > mx) mx = s;
+    }
+    *max_norm = sqrt(mx);
     if (bad == rows) return 0;
     size_t i = 0;
     while (isfinite(x[bad * dim + i])) i++;
     return xr_errf(e, "knn: %s vector %lld has a non-finite value (%g) at element %zu; the embeddings are corrupt: "
                       "delete the embedding cache and re-embed",
                    what, (long long)(offset + (int64_t)bad), (double)x[bad * dim + i], i);
-}
-
-static double vec_norm(const float *x, size_t dim) {
-    double s = 0;
-    for (size_t i = 0; i < dim; i++) s += (double)x[i] * x[i];
-    return sqrt(s);
 }
 
 /* Exhaustive exact top-k of one query over the shard, used when the GEMM screen could not decide. */
@@ -113,6 +134,139 @@ static size_t exhaustive_topk(const float *q, const float *passages, size_t n_pa
     return n;
 }
 
+/* The screen of one score tile: tile[j * m + r] = GEMM score of passage base + j against query r of a block of m
+ * (passages down, queries across), offered in ascending passage order to the queries' heaps of kk candidates
+ * (h + r * kk, counts[r]); thr[r] caches heap r's root score. Every query of a block has seen the same passages,
+ * so all its heaps fill together: the first rows push, then a heap is full and an incoming candidate, having
+ * the largest index seen so far, loses ties: `> root` is the whole test. Almost every score fails it, so the
+ * portable screen compares 16 at a time and walks single scores only where one passed. Returns the first row
+ * left for the full-heap screen (n when the heaps are still filling). */
+static size_t screen_fill(const float *tile, size_t n, size_t m, int64_t base, Cand *h, size_t *counts, float *thr,
+                          size_t kk) {
+    size_t j = 0;
+    for (; j < n && counts[0] < kk; j++)
+        for (size_t r = 0; r < m; r++) heap_push(h + r * kk, &counts[r], (Cand){tile[j * m + r], base + (int64_t)j});
+    if (counts[0] == kk)
+        for (size_t r = 0; r < m; r++) thr[r] = h[r * kk].s;
+    return j;
+}
+
+/* A score that passed `> thr[r]`: it replaces heap r's root. */
+static inline void screen_take(Cand *h, size_t kk, float *thr, size_t r, float s, int64_t idx) {
+    Cand *hr = h + r * kk;
+    if (!(s > thr[r])) return; /* an earlier passage of this query raised the bar */
+    hr[0] = (Cand){s, idx};
+    heap_sift_down(hr, kk, 0);
+    thr[r] = hr[0].s;
+}
+
+/* Rows [j0, j1) x queries [r0, r1) of a tile whose heaps are full. */
+static void screen_tile(const float *tile, size_t j0, size_t j1, size_t m, size_t r0, size_t r1, int64_t base,
+                        Cand *h, float *thr, size_t kk) {
+    for (size_t j = j0; j < j1; j++) {
+        const float *row = tile + j * m;
+        size_t r = r0;
+        for (; r + 16 <= r1; r += 16) {
+            int any = 0;
+            for (int u = 0; u < 16; u++) any |= row[r + u] > thr[r + u];
+            if (!any) continue;
+            for (size_t u = r; u < r + 16; u++) screen_take(h, kk, thr, u, row[u], base + (int64_t)j);
+        }
+        for (; r < r1; r++) screen_take(h, kk, thr, r, row[r], base + (int64_t)j);
+    }
+}
+
+#if XR_KNN_X86
+/* The same on AVX-512 for whole groups of 4 rows x 16 queries: the max of the 4 passages' scores against the
+ * 16 thresholds, then each row in order where one passed. The ragged rest goes to the portable screen, after
+ * (each query still sees its passages in ascending order). */
+__attribute__((target("avx512f"))) static void screen_tile_avx512(const float *tile, size_t j0, size_t j1, size_t m,
+                                                                   int64_t base, Cand *h, float *thr, size_t kk) {
+    size_t j4 = j0 + (j1 - j0) / 4 * 4, m16 = m / 16 * 16;
+    for (size_t j = j0; j < j4; j += 4) {
+        const float *row = tile + j * m;
+        for (size_t r = 0; r < m16; r += 16) {
+            __m512 mx = _mm512_max_ps(_mm512_max_ps(_mm512_loadu_ps(row + r), _mm512_loadu_ps(row + m + r)),
+                                      _mm512_max_ps(_mm512_loadu_ps(row + 2 * m + r), _mm512_loadu_ps(row + 3 * m + r)));
+            if (!_mm512_cmp_ps_mask(mx, _mm512_loadu_ps(thr + r), _CMP_GT_OQ)) continue;
+            for (size_t u = 0; u < 4; u++) {
+                const float *ru = row + u * m;
+                unsigned hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(ru + r), _mm512_loadu_ps(thr + r), _CMP_GT_OQ);
+                while (hit) {
+                    size_t q = r + (size_t)__builtin_ctz(hit);
+                    hit &= hit - 1;
+                    screen_take(h, kk, thr, q, ru[q], base + (int64_t)(j + u));
+                }
+            }
+        }
+    }
+    screen_tile(tile, j0, j4, m, m16, m, base, h, thr, kk);
+    screen_tile(tile, j4, j1, m, 0, m, base, h, thr, kk);
+}
+#endif
+
+/* knn_score of the candidates h[0..cnt) against q, in place. On AVX2, four candidates at a time: lane u of a
+ * candidate's accumulator is knn_score's partial sum a_u, added in the same order (the products of floats are
+ * exact in double, so the sums match bit for bit); four independent chains instead of one hide the add
+ * latency and the cache misses on the candidates' rows. */
+#if XR_KNN_X86
+__attribute__((target("avx2"))) static void score_cands_avx2(const float *q, const float *passages, size_t dim,
+                                                              int64_t offset, Cand *h, size_t cnt) {
+    size_t c = 0;
+    for (; c + 4 <= cnt; c += 4) {
+        const float *p[4];
+        __m256d acc[4];
+        for (int u = 0; u < 4; u++) p[u] = passages + (size_t)(h[c + u].i - offset) * dim, acc[u] = _mm256_setzero_pd();
+        size_t i = 0;
+        for (; i + 4 <= dim; i += 4) {
+            __m256d qv = _mm256_cvtps_pd(_mm_loadu_ps(q + i));
+            for (int u = 0; u < 4; u++)
+                acc[u] = _mm256_add_pd(acc[u], _mm256_mul_pd(qv, _mm256_cvtps_pd(_mm_loadu_ps(p[u] + i))));
+        }
+        for (int u = 0; u < 4; u++) {
+            double a[4];
+            _mm256_storeu_pd(a, acc[u]);
+            for (size_t j = i; j < dim; j++) a[0] += (double)q[j] * (double)p[u][j];
+            h[c + u].s = (float)((a[0] + a[1]) + (a[2] + a[3]));
+        }
+    }
+    for (; c < cnt; c++) h[c].s = knn_score(q, passages + (size_t)(h[c].i - offset) * dim, dim);
+}
+#endif
+
+static void score_cands(int avx2, const float *q, const float *passages, size_t dim, int64_t offset, Cand *h,
+                        size_t cnt) {
+#if XR_KNN_X86
+    if (avx2) {
+        score_cands_avx2(q, passages, dim, offset, h, cnt);
+        return;
+    }
+#endif
+    for (size_t c = 0; c < cnt; c++) h[c].s = knn_score(q, passages + (size_t)(h[c].i - offset) * dim, dim);
+}
+
+/* The screening GEMM on this thread: tile[n x m] = p[n x dim] . q[m x dim]^T, passages down and queries
+ * across. That way round, the operand xrank's kernel re-packs per call (W, here the block's queries) is the
+ * small one, and the passages go through its fast row-panel packing. */
+static void screen_gemm(int own, const float *p, size_t n, const float *q, size_t m, size_t dim, float *tile,
+                        float *scratch) {
+    if (own) {
+        cpu_sgemm_avx512_nt((int)n, (int)m, (int)dim, p, dim, q, dim, tile, m, 0, scratch);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)dim, 1.0f, p, (int)dim, q, (int)dim,
+                0.0f, tile, (int)m);
+}
+
+/* The GEMM that ops_linear runs (xrank's AVX-512 kernel where OpenBLAS's kernels lack AVX-512, or as
+ * $XR_CPU_GEMM says): the backend's rule, asked of a throwaway CPU backend so there is one rule. */
+static int knn_own_gemm(void) {
+    Backend *be = ops_backend_cpu(1);
+    int own = strcmp(ops_cpu_gemm_kernel(be), "xrank-avx512") == 0;
+    ops_backend_free(be);
+    return own;
+}
+
 int knn_search(const float *queries, size_t n_queries, const float *passages, size_t n_passages, size_t dim,
                int64_t passage_offset, int k, const KnnOpts *opts, float *out_scores, int64_t *out_index,
                KnnStats *stats, XrErr *e) {
@@ -127,99 +281,115 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
         return xr_errf(e, "knn: bad tiling (query_block %zu, passage_tile %zu, guard %d)", o.query_block,
                        o.passage_tile, o.guard);
     if (passage_offset < 0) return xr_errf(e, "knn: negative passage offset %lld", (long long)passage_offset);
-    if (check_finite(queries, n_queries, dim, 0, "query", e)) return -1;
-    if (check_finite(passages, n_passages, dim, passage_offset, "passage", e)) return -1;
-    if (n_queries == 0) return 0;
+    double qmax, pmax;
+    double *qnorm = xr_malloc((n_queries ? n_queries : 1) * sizeof *qnorm);
+    if (rows_check_norms(queries, n_queries, dim, 0, "query", qnorm, &qmax, e) ||
+        rows_check_norms(passages, n_passages, dim, passage_offset, "passage", NULL, &pmax, e)) {
+        free(qnorm);
+        return -1;
+    }
+    if (n_queries == 0) {
+        free(qnorm);
+        return 0;
+    }
 
     size_t kk = (size_t)k + (size_t)o.guard;
     if (kk > n_passages) kk = n_passages ? n_passages : 1;
-    /* largest passage norm: scales the bound on GEMM rounding error */
-    double pmax = 0;
-    XR_OMP(omp parallel for schedule(static) reduction(max : pmax) if (n_passages * dim > 65536))
-    for (size_t j = 0; j < n_passages; j++) {
-        double nrm = vec_norm(passages + j * dim, dim);
-        if (nrm > pmax) pmax = nrm;
-    }
     int nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
+#endif
+    int own = cpu_sgemm_avx512_available() && knn_own_gemm();
     /* one sgemm per thread; OpenBLAS's own pool would fight the OpenMP workers (as in core/cpu) */
     openblas_set_num_threads(1);
+    int vec = 0, avx2 = 0;
+#if XR_KNN_X86
+    __builtin_cpu_init();
+    vec = __builtin_cpu_supports("avx512f") != 0;
+    avx2 = __builtin_cpu_supports("avx2") != 0;
 #endif
-    /* enough query blocks to keep every thread busy */
-    size_t bq = o.query_block;
-    if (nt > 1 && (n_queries + bq - 1) / bq < (size_t)nt) bq = (n_queries + (size_t)nt - 1) / (size_t)nt;
-    if (bq < 1) bq = 1;
+    /* Each thread owns a contiguous range of queries, cut into blocks of at most query_block, and walks the
+     * shard tile by tile, every block of its range against a tile before the next tile: a tile is read from
+     * memory once per thread and then from cache (block-major order read the whole shard once per block). The
+     * heaps of all queries live through the pass: O(n_queries * (k + guard)), as knn.h says. Ranges and blocks
+     * are cut at multiples of 32 queries for xrank's kernel (the columns of its register tile) when there are
+     * enough queries; the result does not depend on any of this. */
+    size_t al = own ? 32 : 8;
+    if (n_queries < 2 * al * (size_t)nt) al = 1;
+    size_t bq_max = o.query_block >= al ? o.query_block - o.query_block % al : o.query_block;
     size_t tp = o.passage_tile < n_passages ? o.passage_tile : (n_passages ? n_passages : 1);
-    size_t n_blocks = (n_queries + bq - 1) / bq;
+    Cand *heaps = xr_malloc(n_queries * kk * sizeof *heaps);
+    size_t *counts = xr_calloc(n_queries, sizeof *counts);
+    float *thr = xr_malloc(n_queries * sizeof *thr);
     int64_t n_exh = 0;
 
     XR_OMP(omp parallel num_threads(nt) reduction(+ : n_exh)) {
-        float *tile = xr_malloc(bq * tp * sizeof *tile);
-        Cand *heaps = xr_malloc(bq * kk * sizeof *heaps);
-        size_t *counts = xr_malloc(bq * sizeof *counts);
-        float *hmin = xr_malloc(bq * sizeof *hmin);
-        XR_OMP(omp for schedule(dynamic, 1))
-        for (size_t b = 0; b < n_blocks; b++) {
-            size_t q0 = b * bq, m = n_queries - q0 < bq ? n_queries - q0 : bq;
-            memset(counts, 0, m * sizeof *counts);
-            /* screen: GEMM tiles in ascending passage order, so an incoming candidate always has the largest
-             * index seen so far and loses ties; `>` against the root is the whole test */
-            for (size_t p0 = 0; p0 < n_passages; p0 += tp) {
-                size_t n = n_passages - p0 < tp ? n_passages - p0 : tp;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)dim, 1.0f,
-                            queries + q0 * dim, (int)dim, passages + p0 * dim, (int)dim, 0.0f, tile, (int)n);
-                for (size_t r = 0; r < m; r++) {
-                    Cand *h = heaps + r * kk;
-                    size_t cnt = counts[r];
-                    const float *row = tile + r * n;
-                    size_t j = 0;
-                    for (; j < n && cnt < kk; j++)
-                        heap_push(h, &cnt, (Cand){row[j], passage_offset + (int64_t)(p0 + j)});
-                    float thr = cnt ? h[0].s : -INFINITY;
-                    for (; j < n; j++) {
-                        if (row[j] > thr) {
-                            h[0] = (Cand){row[j], passage_offset + (int64_t)(p0 + j)};
-                            heap_sift_down(h, cnt, 0);
-                            thr = h[0].s;
-                        }
-                    }
-                    counts[r] = cnt;
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        size_t units = (n_queries + al - 1) / al;
+        size_t lo = units * (size_t)t / (size_t)nt * al, hi = units * (size_t)(t + 1) / (size_t)nt * al;
+        if (lo > n_queries) lo = n_queries;
+        if (hi > n_queries) hi = n_queries;
+        size_t len = hi - lo;
+        /* equal blocks: as few as query_block allows, each a multiple of al */
+        size_t nb = len ? (len + bq_max - 1) / bq_max : 0, bq = nb ? (len + nb - 1) / nb : 1;
+        bq = (bq + al - 1) / al * al;
+        if (bq > bq_max) bq = bq_max;
+        float *tile = len ? xr_malloc(bq * tp * sizeof *tile) : NULL;
+        float *scratch = own && len ? cpu_alloc(cpu_sgemm_avx512_scratch() * sizeof(float)) : NULL;
+        /* screen: tiles in ascending passage order; each heap keeps its query's kk best GEMM scores */
+        for (size_t p0 = 0; p0 < n_passages && len; p0 += tp) {
+            size_t n = n_passages - p0 < tp ? n_passages - p0 : tp;
+            int64_t base = passage_offset + (int64_t)p0;
+            for (size_t q0 = lo; q0 < hi; q0 += bq) {
+                size_t m = hi - q0 < bq ? hi - q0 : bq;
+                screen_gemm(own, passages + p0 * dim, n, queries + q0 * dim, m, dim, tile, scratch);
+                Cand *h = heaps + q0 * kk;
+                size_t j = screen_fill(tile, n, m, base, h, counts + q0, thr + q0, kk);
+#if XR_KNN_X86
+                if (vec) {
+                    screen_tile_avx512(tile, j, n, m, base, h, thr + q0, kk);
+                    continue;
+                }
+#endif
+                screen_tile(tile, j, n, m, 0, m, base, h, thr + q0, kk);
+            }
+        }
+        /* exact scores for the survivors, then decide whether anything discarded could still rank */
+        for (size_t qi = lo; qi < hi; qi++) {
+            const float *q = queries + qi * dim;
+            Cand *h = heaps + qi * kk;
+            size_t cnt = counts[qi];
+            float hmin = cnt ? h[0].s : -INFINITY;
+            score_cands(avx2, q, passages, dim, passage_offset, h, cnt);
+            qsort(h, cnt, sizeof *h, cand_order);
+            if (n_passages > cnt && cnt >= (size_t)k) {
+                /* |gemm - exact| <= dim * u * |q| * |p| for any summation order (u = FLT_EPSILON / 2), plus
+                 * the float rounding of the exact score; doubled for slack */
+                double err = (double)dim * FLT_EPSILON * qnorm[qi] * pmax +
+                             FLT_EPSILON * (fabs((double)hmin) + fabs((double)h[k - 1].s)) + 1e-30;
+                if (!((double)hmin + err < (double)h[k - 1].s)) {
+                    cnt = exhaustive_topk(q, passages, n_passages, dim, passage_offset, (size_t)k, h);
+                    qsort(h, cnt, sizeof *h, cand_order);
+                    n_exh++;
                 }
             }
-            /* exact scores for the survivors, then decide whether anything discarded could still rank */
-            for (size_t r = 0; r < m; r++) {
-                const float *q = queries + (q0 + r) * dim;
-                Cand *h = heaps + r * kk;
-                size_t cnt = counts[r];
-                hmin[r] = cnt ? h[0].s : -INFINITY;
-                for (size_t c = 0; c < cnt; c++)
-                    h[c].s = knn_score(q, passages + (size_t)(h[c].i - passage_offset) * dim, dim);
-                qsort(h, cnt, sizeof *h, cand_order);
-                if (n_passages > cnt && cnt >= (size_t)k) {
-                    /* |gemm - exact| <= dim * u * |q| * |p| for any summation order (u = FLT_EPSILON / 2), plus
-                     * the float rounding of the exact score; doubled for slack */
-                    double err = (double)dim * FLT_EPSILON * vec_norm(q, dim) * pmax +
-                                 FLT_EPSILON * (fabs((double)hmin[r]) + fabs((double)h[k - 1].s)) + 1e-30;
-                    if (!((double)hmin[r] + err < (double)h[k - 1].s)) {
-                        cnt = exhaustive_topk(q, passages, n_passages, dim, passage_offset, (size_t)k, h);
-                        qsort(h, cnt, sizeof *h, cand_order);
-                        n_exh++;
-                    }
-                }
-                float *os = out_scores + (q0 + r) * (size_t)k;
-                int64_t *oi = out_index + (q0 + r) * (size_t)k;
-                for (size_t j = 0; j < (size_t)k; j++) {
-                    os[j] = j < cnt ? h[j].s : -INFINITY;
-                    oi[j] = j < cnt ? h[j].i : -1;
-                }
+            float *os = out_scores + qi * (size_t)k;
+            int64_t *oi = out_index + qi * (size_t)k;
+            for (size_t j = 0; j < (size_t)k; j++) {
+                os[j] = j < cnt ? h[j].s : -INFINITY;
+                oi[j] = j < cnt ? h[j].i : -1;
             }
         }
         free(tile);
-        free(heaps);
-        free(counts);
-        free(hmin);
+        free(scratch);
     }
+    free(heaps);
+    free(counts);
+    free(thr);
+    free(qnorm);
     if (stats) stats->n_exhaustive = n_exh;
     return 0;
 }

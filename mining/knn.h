@@ -23,9 +23,9 @@ extern "C" {
 #endif
 
 typedef struct {
-    size_t query_block;  /* queries per GEMM (default 256) */
+    size_t query_block;  /* queries per GEMM, at most (default 256; on xrank's kernel cut to a multiple of 32) */
     size_t passage_tile; /* passages per GEMM (default 4096); the score tile is query_block * passage_tile * 4
-                            bytes, the only memory beyond O(n_queries * (k + guard)) */
+                            bytes per thread, the only memory beyond O(n_queries * (k + guard)) */
     int guard;           /* GEMM candidates kept per query beyond k (default 16) */
 } KnnOpts;
 
@@ -41,7 +41,9 @@ float knn_score(const float *q, const float *p, size_t dim);
 
 /* Top-k of every query (rows of `queries`, n_queries x dim, row-major f32) against the shard `passages`
  * (n_passages x dim) whose row j has global index passage_offset + j. out_scores / out_index are
- * n_queries x k. OpenMP threads split the queries; the GEMM uses BLAS threads. stats may be NULL.
+ * n_queries x k. OpenMP threads split the queries; each screens its range tile by tile with a single-threaded
+ * GEMM: xrank's AVX-512 kernel where the CPU backend runs it for ops_linear (OpenBLAS without AVX-512 kernels,
+ * or $XR_CPU_GEMM=avx512), else OpenBLAS. stats may be NULL.
  * Fails (-1, e set) on k < 1, dim == 0, sizes beyond BLAS int range, or a non-finite vector element
  * (named by its global passage / query row). */
 int knn_search(const float *queries, size_t n_queries, const float *passages, size_t n_passages, size_t dim,
