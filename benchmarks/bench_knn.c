@@ -244,7 +244,7 @@ static void print_peak(const GemmResult *b, int nt, const char *other) {
     /* the best measurement's fields first (gflops, impl, ...), then each environment's own line */
     printf("{\"bench\":\"gemm_peak\",\"threads\":%d,%.*s,\"env_as_set\":%s", nt, (int)strlen(best) - 2, best + 1,
            mine);
-    if (at) printf(",\"env_unset\":%.*s", (int)strlen(other) - 2, other + 1);
+    if (at) printf(",\"env_unset\":%s", other);
     printf("}\n");
     fflush(stdout);
 }
