@@ -17,9 +17,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef XR_HAVE_CUDA
 #include <mpi.h>
 
+#ifdef XR_HAVE_CUDA
 #include "cuda/ops_cuda.h"
 #endif
 
@@ -174,8 +174,8 @@ static void cli_set_threads(CliCtx *cx, long threads) {
     cx->threads = (int)threads;
 }
 
-cJSON *cli_model_json(const CliCtx *cx, const char *name) {
-    char *path = xr_path_join(cx->model_dir, name);
+cJSON *cli_dir_json(const char *dir, const char *name) {
+    char *path = xr_path_join(dir, name);
     cJSON *j = NULL;
     if (xr_file_exists(path)) {
         XrErr e;
@@ -188,25 +188,23 @@ cJSON *cli_model_json(const CliCtx *cx, const char *name) {
     return j;
 }
 
-#ifdef XR_HAVE_CUDA
-/* This rank's index among the ranks of its node, for picking a GPU: the launcher's variable when set, else
- * an MPI shared-memory split of the world. */
-static int cli_local_rank(const CliCtx *cx) {
+cJSON *cli_model_json(const CliCtx *cx, const char *name) { return cli_dir_json(cx->model_dir, name); }
+
+int cli_node_rank(int rank, int size) {
     static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         const char *v = getenv(vars[i]);
         if (v && *v) return atoi(v);
     }
-    if (cx->size <= 1) return 0;
+    if (size <= 1) return 0;
     MPI_Comm node;
     int r = 0;
-    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, cx->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
         MPI_Comm_rank(node, &r);
         MPI_Comm_free(&node);
     }
     return r;
 }
-#endif
 
 int cli_setup(CliCtx *cx, const char *cmd, const ArgSpec *spec, int nspec, const ArgHelp *help, int argc,
               char **argv) {
@@ -454,7 +452,7 @@ int cli_run(CliCtx *cx, const CliJob *job) {
     int st = 0;
 #ifdef XR_HAVE_CUDA
     if (cx->cuda) {
-        cx->be = cuda_ops_backend(cli_local_rank(cx) % cuda_ops_device_count());
+        cx->be = cuda_ops_backend(cli_node_rank(cx->rank, cx->size) % cuda_ops_device_count());
         cuda_ops_set_gemm_mode(cx->be, cx->bf16 ? XR_GEMM_BF16 : XR_GEMM_FP32);
     }
 #endif

@@ -83,8 +83,13 @@ int cli_setup(CliCtx *cx, const char *cmd, const ArgSpec *spec, int nspec, const
 int cli_fail(CliCtx *cx, const XrErr *e, int code);
 /* Free everything and finalise MPI; returns code. */
 int cli_finish(CliCtx *cx, int code);
-/* Parse an optional JSON file of the model directory (NULL when absent or not JSON); cJSON_Delete it. */
+/* Parse an optional JSON file dir/name (NULL when absent or not JSON); cJSON_Delete it. cli_model_json: of the
+ * command's model directory. */
+cJSON *cli_dir_json(const char *dir, const char *name);
 cJSON *cli_model_json(const CliCtx *cx, const char *name);
+/* This rank's index among the ranks of its node (for picking a GPU): the launcher's variable when set
+ * (Open MPI, MPICH, Slurm), else an MPI shared-memory split of the world. Collective in that last case. */
+int cli_node_rank(int rank, int size);
 
 /* One command's part of a batched job. A record is one input line; it yields nitems model inputs. */
 typedef struct {

@@ -17,6 +17,7 @@
 
 #include "args.h"
 #include "cli.h"
+#include "cli_common.h"
 #include "comm.h"
 #include "dataset.h"
 #include "embcache.h"
@@ -203,20 +204,6 @@ static int mc_count_cpus(void) {
     return n > 0 ? (int)n : 1;
 }
 
-static cJSON *mc_model_json(const char *dir, const char *name) {
-    char *path = xr_path_join(dir, name);
-    cJSON *j = NULL;
-    if (xr_file_exists(path)) {
-        XrErr e;
-        size_t len;
-        char *text = xr_read_file(path, &len, &e);
-        if (text) j = cJSON_ParseWithLength(text, len);
-        free(text);
-    }
-    free(path);
-    return j;
-}
-
 /* An output path: refuse an existing file without --overwrite, and make sure the directory takes a new file. */
 static int mc_check_output(const char *path, int overwrite, XrErr *e) {
     struct stat st;
@@ -255,7 +242,7 @@ static int mc_max_len(const ModelConfig *cfg, const Tokenizer *tok, const char *
     int m = tok_model_max_length(tok);
     *out = m > 0 && m < cap ? m : cap;
     if (from_st) { /* sentence-transformers' max_seq_length counts the specials too */
-        cJSON *sb = mc_model_json(dir, "sentence_bert_config.json");
+        cJSON *sb = cli_dir_json(dir, "sentence_bert_config.json");
         const cJSON *v = sb ? cJSON_GetObjectItemCaseSensitive(sb, "max_seq_length") : NULL;
         if (cJSON_IsNumber(v) && v->valueint > 0) *out = v->valueint < cap ? v->valueint : cap;
         cJSON_Delete(sb);
@@ -428,15 +415,6 @@ static int mc_select_opts(const Args *a, MineOpts *o, XrErr *e) {
     return 0;
 }
 
-static int mc_local_rank(const MineCli *x) {
-    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) return atoi(v);
-    }
-    return x->rank;
-}
-
 int cmd_mine(int argc, char **argv) {
     MineCli x = {0};
     x.c = comm_init(&argc, &argv);
@@ -586,11 +564,9 @@ int cmd_mine(int argc, char **argv) {
     st = 0;
 #ifdef XR_HAVE_CUDA
     if (cuda) {
-        x.be = cuda_ops_backend(mc_local_rank(&x) % cuda_ops_device_count());
+        x.be = cuda_ops_backend(cli_node_rank(x.rank, x.size) % cuda_ops_device_count());
         cuda_ops_set_gemm_mode(x.be, bf16 ? XR_GEMM_BF16 : XR_GEMM_FP32);
     }
-#else
-    (void)mc_local_rank;
 #endif
     x.bi = x.be ? encoder_load_on(x.model_dir, x.be, &e) : encoder_load(x.model_dir, &e);
     if (!x.bi) st = -1;
