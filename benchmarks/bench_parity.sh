@@ -72,11 +72,11 @@ for seed in $SEEDS; do
   [ -n "${REDO_TRAIN:-}" ] && rm -rf "$XR" "$ST"
   if [ ! -f "$XR/final/config.json" ]; then
     echo "== xrank train, seed $seed, $EPOCHS epoch(s), 1 rank x $THREADS threads"
-    t0=$(date +%s%N)
-    "${LOCK[@]}" "$X" train --model "$M" --data train.ds --groups train7.groups.h5 --loss listwise "${COMMON[@]}" \
-      --seed "$seed" --num-train-epochs "$EPOCHS" --threads "$THREADS" --logging-steps 20 --output "$XR" \
-      --overwrite --quiet
-    echo "{\"wall_s\": $((($(date +%s%N) - t0) / 1000000)).0e-3}" > "$XR/wall.json"
+    # the wall clock starts once the lock is held (the command's own time, not the wait for the lock)
+    "${LOCK[@]}" bash -c 't0=$(date +%s%N); "$@" || exit; echo "{\"wall_s\": $((($(date +%s%N) - t0) / 1000000)).0e-3}" \
+      > "$0/wall.json"' "$XR" "$X" train --model "$M" --data train.ds --groups train7.groups.h5 --loss listwise \
+      "${COMMON[@]}" --seed "$seed" --num-train-epochs "$EPOCHS" --threads "$THREADS" --logging-steps 20 \
+      --output "$XR" --overwrite --quiet
   fi
   if [ ! -f "$ST/final/config.json" ]; then
     echo "== sentence-transformers CrossEncoderTrainer, seed $seed, $EPOCHS epoch(s), torch threads $THREADS"
