@@ -9,7 +9,7 @@
 # one run: benchmarks/parity_train.py train --segment-seconds) so that no lock is held for more than ~10 minutes.
 # Env: BUILD_DIR (build-parity), PARITY_DIR (/tmp/xrank_parity), SEEDS ("42"), EPOCHS (1), PAGES (2000),
 #      THREADS (2), ST_SEGMENT_S (480), PY (/work/venv/bin/python), XR_MINILM_DIR (/work/models/all-MiniLM-L6-v2),
-#      REDO_DATA=1 (rebuild the corpus and datasets), REDO_TRAIN=1 (retrain existing runs).
+#      OUT_JSONL (the record file), REDO_DATA=1 (rebuild the corpus and datasets), REDO_TRAIN=1 (retrain runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,7 +23,7 @@ ST_SEGMENT_S=${ST_SEGMENT_S:-480}
 PY=${PY:-/work/venv/bin/python}
 M=${XR_MINILM_DIR:-/work/models/all-MiniLM-L6-v2}
 LOCK=(flock /tmp/cpu.lock)
-OUT_JSONL="$ROOT/benchmarks/parity_cpu_$(date +%F).jsonl"
+OUT_JSONL=${OUT_JSONL:-"$ROOT/benchmarks/parity_cpu_$(date +%F).jsonl"}
 K=7 # negatives per group: train-group-size 8
 [ -f "$M/config.json" ] || { echo "no model at $M (XR_MINILM_DIR)" >&2; exit 1; }
 export OMP_NUM_THREADS=$THREADS OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
