@@ -125,20 +125,15 @@ static uint64_t tok_hash_opts(uint64_t h, int kind, const WpOptions *o) {
     return xr_hash64(b, sizeof b, h);
 }
 
-static Tokenizer *tok_load_wp_opts(const char *vocab_txt, const WpOptions *opt, int model_max_length, XrErr *e) {
-    size_t n;
-    char *buf = xr_read_file(vocab_txt, &n, e);
-    if (!buf) return NULL;
+/* A WordPiece tokenizer from vocab.txt bytes (path names them in errors). */
+static Tokenizer *tok_load_wp_buf(const char *buf, size_t n, const char *vocab_txt, const WpOptions *opt,
+                                  int model_max_length, XrErr *e) {
     WpVocab *wp = wp_load(buf, n, vocab_txt, opt, e);
-    if (!wp) {
-        free(buf);
-        return NULL;
-    }
+    if (!wp) return NULL;
     Tokenizer *t = xr_calloc(1, sizeof *t);
     t->kind = TOK_WORDPIECE;
     t->wp = wp;
     t->fp = tok_hash_opts(xr_hash64(buf, n, 0x746f6b656e697aULL), TOK_WORDPIECE, opt);
-    free(buf);
     static const char *need[4] = {"[CLS]", "[SEP]", "[PAD]", "[UNK]"};
     int ids[4];
     for (int i = 0; i < 4; i++) {
@@ -161,6 +156,15 @@ static Tokenizer *tok_load_wp_opts(const char *vocab_txt, const WpOptions *opt, 
     tok_add_special(t, "[CLS]", t->cls);
     tok_add_special(t, "[SEP]", t->sep);
     tok_add_special(t, "[MASK]", t->mask);
+    return t;
+}
+
+static Tokenizer *tok_load_wp_opts(const char *vocab_txt, const WpOptions *opt, int model_max_length, XrErr *e) {
+    size_t n;
+    char *buf = xr_read_file(vocab_txt, &n, e);
+    if (!buf) return NULL;
+    Tokenizer *t = tok_load_wp_buf(buf, n, vocab_txt, opt, model_max_length, e);
+    free(buf);
     return t;
 }
 
@@ -262,10 +266,79 @@ static int tok_read_config(const char *dir, TokConfig *c, XrErr *e) {
     return 0;
 }
 
+/* A BERT tokenizer saved by transformers 5 as tokenizer.json alone: the WordPiece model's vocab (token -> id)
+ * becomes the vocab.txt bytes transformers would have written (one token per line in id order), so the
+ * fingerprint equals that of the same vocabulary read from vocab.txt; the BertNormalizer's switches override
+ * tokenizer_config.json's, as the fast tokenizer obeys them. */
+static Tokenizer *tok_load_wp_json(const char *path, const TokConfig *c, XrErr *e) {
+    size_t n;
+    char *buf = xr_read_file(path, &n, e);
+    if (!buf) return NULL;
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    Tokenizer *t = NULL;
+    const cJSON *model = j ? cJSON_GetObjectItemCaseSensitive(j, "model") : NULL;
+    const cJSON *type = model ? cJSON_GetObjectItemCaseSensitive(model, "type") : NULL;
+    const cJSON *vocab = model ? cJSON_GetObjectItemCaseSensitive(model, "vocab") : NULL;
+    const cJSON *prefix = model ? cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix") : NULL;
+    if (!cJSON_IsObject(j)) {
+        xr_errf(e, "%s: not a JSON object", path);
+    } else if (!cJSON_IsString(type) || strcmp(type->valuestring, "WordPiece") != 0) {
+        xr_errf(e, "%s: model type %s: without vocab.txt or sentencepiece.bpe.model only a WordPiece tokenizer.json is "
+                   "supported", path, cJSON_IsString(type) ? type->valuestring : "(missing)");
+    } else if (!cJSON_IsObject(vocab)) {
+        xr_errf(e, "%s: model.vocab is not an object of token -> id", path);
+    } else if (cJSON_IsString(prefix) && strcmp(prefix->valuestring, "##") != 0) {
+        xr_errf(e, "%s: continuing_subword_prefix \"%s\" (BERT WordPiece uses \"##\")", path, prefix->valuestring);
+    } else {
+        int nv = cJSON_GetArraySize(vocab), ok = 1;
+        const char **tok = xr_calloc(nv > 0 ? (size_t)nv : 1, sizeof *tok);
+        size_t total = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, vocab) {
+            double id = cJSON_IsNumber(v) ? v->valuedouble : -1;
+            if (id < 0 || id >= nv || id != (int)id || tok[(int)id] || strchr(v->string, '\n')) {
+                xr_errf(e, "%s: model.vocab entry \"%s\": ids must be 0..%d, each once (tokens without newlines)", path,
+                        v->string, nv - 1);
+                ok = 0;
+                break;
+            }
+            tok[(int)id] = v->string;
+            total += strlen(v->string) + 1;
+        }
+        if (ok) {
+            char *txt = xr_malloc(total + 1), *w = txt;
+            for (int i = 0; i < nv; i++) {
+                size_t l = strlen(tok[i]);
+                memcpy(w, tok[i], l);
+                w += l;
+                *w++ = '\n';
+            }
+            WpOptions o = {c->lower, c->strip < 0 ? c->lower : c->strip, c->chinese};
+            const cJSON *norm = cJSON_GetObjectItemCaseSensitive(j, "normalizer"), *x;
+            if (norm && (x = cJSON_GetObjectItemCaseSensitive(norm, "type")) && cJSON_IsString(x) &&
+                !strcmp(x->valuestring, "BertNormalizer")) {
+                if ((x = cJSON_GetObjectItemCaseSensitive(norm, "lowercase")) && cJSON_IsBool(x)) o.lowercase = cJSON_IsTrue(x);
+                o.strip_accents = o.lowercase; /* null: follows lowercase */
+                if ((x = cJSON_GetObjectItemCaseSensitive(norm, "strip_accents")) && cJSON_IsBool(x))
+                    o.strip_accents = cJSON_IsTrue(x);
+                if ((x = cJSON_GetObjectItemCaseSensitive(norm, "handle_chinese_chars")) && cJSON_IsBool(x))
+                    o.chinese_chars = cJSON_IsTrue(x);
+            }
+            t = tok_load_wp_buf(txt, (size_t)(w - txt), path, &o, c->max_len, e);
+            free(txt);
+        }
+        free(tok);
+    }
+    cJSON_Delete(j);
+    return t;
+}
+
 Tokenizer *tok_load(const char *model_dir, XrErr *e) {
     TokConfig c;
     char *vocab = xr_path_join(model_dir, "vocab.txt");
     char *spm = xr_path_join(model_dir, "sentencepiece.bpe.model");
+    char *tj = xr_path_join(model_dir, "tokenizer.json");
     Tokenizer *t = NULL;
     if (tok_read_config(model_dir, &c, e) != 0) {
         /* e filled */
@@ -275,12 +348,15 @@ Tokenizer *tok_load(const char *model_dir, XrErr *e) {
     } else if (xr_file_exists(spm)) {
         t = tok_load_sentencepiece(spm, e);
         if (t) t->model_max_length = c.max_len;
+    } else if (xr_file_exists(tj)) {
+        t = tok_load_wp_json(tj, &c, e);
     } else {
-        xr_errf(e, "%s: no tokenizer found: expected %s (BERT WordPiece) or %s (XLM-R SentencePiece)", model_dir,
-                vocab, spm);
+        xr_errf(e, "%s: no tokenizer found: expected %s (BERT WordPiece), %s (XLM-R SentencePiece) or a WordPiece "
+                   "tokenizer.json", model_dir, vocab, spm);
     }
     free(vocab);
     free(spm);
+    free(tj);
     return t;
 }
 
