@@ -5,7 +5,7 @@
 # invocation; then the measured fp32 GEMM peak (bench_knn --peak) and a table: pairs/s, tokens/s, paired
 # ratios, model GFLOP/s and MFU. Every timed command runs under `flock $XR_CPU_LOCK` (the machine is shared).
 # Usage: benchmarks/bench_train_cpu.sh [--runs 3] [--steps 60] [--warmup-steps 10] [--loops plain,trainer]
-#        [--threads 2] [--no-mpi]
+#        [--threads 2] [--no-mpi] [--openblas-unset (adds 1 rank with OPENBLAS_CORETYPE/L2_SIZE unset)]
 # Env: BUILD_DIR (build), PYTHON (/work/venv/bin/python: torch + sentence-transformers + datasets),
 #      XR_MINILM_DIR (the model), TRAIN_DIR (/tmp/train/demo: train.ds, train.groups.h5, manpages/; built
 #      with launch/demo_corpus.py + xrank tokenize + xrank mine when absent), XR_CPU_LOCK (/tmp/cpu.lock),
@@ -18,7 +18,7 @@ MODEL=${XR_MINILM_DIR:-/work/models/all-MiniLM-L6-v2}
 TRAIN_DIR=${TRAIN_DIR:-/tmp/train/demo}
 LOCK=${XR_CPU_LOCK:-/tmp/cpu.lock}
 OUT=${OUT:-benchmarks/train_cpu_$(date +%Y-%m-%d).jsonl}
-RUNS=3 STEPS=60 WARM=10 LOOPS=plain,trainer THREADS=2 MPI=1
+RUNS=3 STEPS=60 WARM=10 LOOPS=plain,trainer THREADS=2 MPI=1 UNSET=0
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
@@ -27,6 +27,7 @@ while [ $# -gt 0 ]; do
     --loops) LOOPS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --no-mpi) MPI=0; shift ;;
+    --openblas-unset) UNSET=1; shift ;;
     *) echo "bench_train_cpu.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -62,7 +63,7 @@ RES=$WORK/results.jsonl
 : >"$RES"
 PAIRS=$WORK/pairs.jsonl
 "$XRANK" mine --model "$MODEL" --input "$TRAIN_DIR/train.ds" --groups-in "$TRAIN_DIR/train.groups.h5" \
-  --jsonl "$PAIRS" --jsonl-format labeled-pair --text-from "$TRAIN_DIR/manpages" --split train >/dev/null
+  --jsonl "$PAIRS" --jsonl-format labeled-pair --text-from "$TRAIN_DIR/manpages" --split train --overwrite >/dev/null
 
 # the demo config's settings (configs/demo.json), given as flags so that the config can change without
 # changing what is measured
@@ -77,19 +78,15 @@ PEER_FLAGS=(--pairs "$PAIRS" --model "$MODEL" --threads "$THREADS" --batch-size 
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" \
   " $(nproc) cpus  OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>}  $STEPS timed steps of 16 pairs after $WARM -> $OUT"
 
-xrank_run() { # label ranks threads_per_rank per_device_batch run
-  local label=$1 np=$2 nt=$3 b=$4 run=$5 dir=$WORK/xrank_$1 t0 t1
-  t0=$(date +%s.%N)
-  if [ "$np" = 1 ]; then
-    OMP_NUM_THREADS=$nt locked "$XRANK" train "${TRAIN_FLAGS[@]}" --per-device-train-batch-size "$b" --threads "$nt" \
-      --output "$dir"
-  else
-    OMP_NUM_THREADS=$nt locked mpirun -np "$np" --oversubscribe --bind-to none "$XRANK" train "${TRAIN_FLAGS[@]}" \
-      --per-device-train-batch-size "$b" --threads "$nt" --output "$dir"
-  fi
-  t1=$(date +%s.%N)
+xrank_run() { # label ranks threads_per_rank per_device_batch run [env ...]: one locked `xrank train`
+  local label=$1 np=$2 nt=$3 b=$4 run=$5 dir=$WORK/xrank_$1
+  shift 5
+  local cmd=("$XRANK" train "${TRAIN_FLAGS[@]}" --per-device-train-batch-size "$b" --threads "$nt" --output "$dir")
+  [ "$np" = 1 ] || cmd=(mpirun -np "$np" --oversubscribe --bind-to none "${cmd[@]}")
+  # the whole process (start, model and data load, training, export) is timed inside the lock
+  OMP_NUM_THREADS=$nt locked /usr/bin/time -f %e -o "$dir.time" env "$@" "${cmd[@]}"
   "$PYTHON" benchmarks/peer_train_cpu.py xrank --metrics "$dir/metrics.jsonl" --warmup-steps "$WARM" \
-    --label "$label" --ranks "$np" --threads "$nt" --wall "$(awk "BEGIN{print $t1 - $t0}")" --run "$run" | tee -a "$RES"
+    --label "$label" --ranks "$np" --threads "$nt" --wall "$(tail -n 1 "$dir.time")" --run "$run" | tee -a "$RES"
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -102,7 +99,12 @@ for run in $(seq 1 "$RUNS"); do
   # global batch 16 on every layout: 1 rank x 16 pairs, 2 ranks x 8 pairs
   xrank_run "1x${THREADS}threads" 1 "$THREADS" 16 "$run"
   if [ "$MPI" = 1 ] && [ "$THREADS" -ge 2 ]; then xrank_run "2ranksx$((THREADS / 2))thread" 2 $((THREADS / 2)) 8 "$run"; fi
+  # OpenBLAS's own AVX-512 kernels instead of xrank's (xrank picks its kernel when OpenBLAS runs AVX2 ones)
+  if [ "$UNSET" = 1 ]; then xrank_run "1x${THREADS}threads-openblas-unset" 1 "$THREADS" 16 "$run" -u OPENBLAS_CORETYPE \
+    -u OPENBLAS_L2_SIZE; fi
 done
+# context for the peer: PyTorch's own fp32 GEMM on this CPU
+OMP_NUM_THREADS=$THREADS locked "$PYTHON" benchmarks/peer_train_cpu.py gemm --threads "$THREADS" | tee -a "$RES"
 
 # the MFU denominator: the machine's measured fp32 GEMM peak at the same thread count (benchmarks/bench_knn.c)
 if locked cmake --build "$BUILD_DIR" -j"$(nproc)" --target bench_knn >/dev/null 2>&1; then

@@ -5,6 +5,7 @@ bench_train_cpu.sh, plus the parser of xrank's metrics.jsonl and the summary tab
 
   peer_train_cpu.py run --pairs PAIRS.jsonl --loop plain|trainer ...   one JSON line: the peer's steady state
   peer_train_cpu.py xrank --metrics RUN/metrics.jsonl --warmup-steps W  one JSON line from xrank's own log
+  peer_train_cpu.py gemm --threads T                                    PyTorch's own fp32 GEMM GFLOP/s (context)
   peer_train_cpu.py summary FILE.jsonl [--peak-gflops X]                the table of bench_train_cpu.sh
 
 The peer: CrossEncoder(model dir, num_labels=1) = BertForSequenceClassification with a new 1-label head (as
@@ -241,6 +242,34 @@ def cmd_xrank(a):
     print(json.dumps(out), flush=True)
 
 
+# ------------------------------------------------------------------------------------ the peer's GEMM
+
+
+def cmd_gemm(a):
+    """PyTorch's own fp32 GEMM on this CPU (context for the peer's MFU, not the denominator): torch.matmul at
+    2048^3 and at the peer's FFN shape (a batch of 16 x ~110 tokens times the 384 x 1536 weight), best of 5."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    import torch
+
+    torch.set_num_threads(a.threads)
+    g = torch.Generator().manual_seed(0)
+    for name, (m, n, k) in (("square", (2048, 2048, 2048)), ("ffn-up", (1760, 1536, 384)),
+                            ("ffn-down", (1760, 384, 1536))):
+        x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+        torch.matmul(x, w.t())
+        reps = max(3, int(2e10 / (2 * m * n * k)))
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(reps):
+                torch.matmul(x, w.t())
+            best = min(best, (time.perf_counter() - t) / reps)
+        print(json.dumps(dict(side="torch_gemm", shape=name, M=m, N=n, K=k, threads=a.threads,
+                              gflops=round(2 * m * n * k / best / 1e9, 2), torch=torch.__version__,
+                              mkl=torch.backends.mkl.is_available(), mkldnn=torch.backends.mkldnn.is_available(),
+                              load_average=round(os.getloadavg()[0], 2))), flush=True)
+
+
 # ------------------------------------------------------------------------------------------------ summary
 
 
@@ -290,7 +319,7 @@ def cmd_summary(a):
     peer_loops = [l for sd, l in configs if sd == "peer"]
     runs = sorted({r["run"] for r in rows if "run" in r})
     hdr = "".join(f" {'vs ' + l + ' (pairs, tok)':>24}" for l in peer_loops)
-    print(f"{'side':<8} {'loop':<16} {'runs':>4} {'pairs/s best':>12} {'tokens/s best':>13} {'pad eff':>7}{hdr} "
+    print(f"{'side':<8} {'loop':<28} {'runs':>4} {'pairs/s best':>12} {'tokens/s best':>13} {'pad eff':>7}{hdr} "
           f"{'GFLOP/s':>8} {'MFU':>6}")
     summary = {}
     for side, loop in configs:
@@ -317,7 +346,7 @@ def cmd_summary(a):
             else:
                 cells += f" {'-':>24}"
         summary[f"{side}:{loop}"] = entry
-        print(f"{side:<8} {loop:<16} {len(rs):>4} {best['pairs_per_s']:>12.2f} {best['tokens_per_s']:>13.1f} "
+        print(f"{side:<8} {loop:<28} {len(rs):>4} {best['pairs_per_s']:>12.2f} {best['tokens_per_s']:>13.1f} "
               f"{best['padding_efficiency']:>7.3f}{cells} {gf or 0:>8.2f} {(f'{100 * mfu:.1f}%' if mfu else '-'):>6}")
     print("ratios: medians of per-round ratios (each xrank run against the peer run of the same round); "
           "GFLOP/s and MFU of the best run (model FLOPs on real tokens)")
@@ -331,6 +360,9 @@ def cmd_summary(a):
         print(f"  run {run}: " + "; ".join(cells))
     if peak:
         print(f"MFU denominator: measured fp32 GEMM peak {peak:.1f} GFLOP/s")
+    for r in rows:
+        if r.get("side") == "torch_gemm":
+            print(f"PyTorch's own GEMM (context): {r['shape']} {r['M']}x{r['N']}x{r['K']} {r['gflops']:.1f} GFLOP/s")
     print(json.dumps(dict(side="summary", peak_gflops=peak, configs=summary)))
 
 
@@ -361,12 +393,14 @@ def main():
     x.add_argument("--threads", type=int, default=2)
     x.add_argument("--wall", type=float, default=None, help="the whole process, seconds")
     x.add_argument("--run", type=int, default=1)
+    g = sub.add_parser("gemm", help="PyTorch's fp32 GEMM GFLOP/s on this CPU (context)")
+    g.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("summary", help="table of a bench_train_cpu jsonl")
     s.add_argument("file")
     s.add_argument("--model", default=os.environ.get("XR_MINILM_DIR", "/work/models/all-MiniLM-L6-v2"))
     s.add_argument("--peak-gflops", type=float, default=None)
     a = ap.parse_args()
-    {"run": cmd_run, "xrank": cmd_xrank, "summary": cmd_summary}[a.cmd](a)
+    {"run": cmd_run, "xrank": cmd_xrank, "gemm": cmd_gemm, "summary": cmd_summary}[a.cmd](a)
 
 
 if __name__ == "__main__":
