@@ -27,40 +27,6 @@ static void random_unit_rows(float *x, size_t rows, size_t dim) {
     }
 }
 
-typedef struct {
-    float s;
-    int64_t i;
-} Pair;
-
-static int pair_order(const void *pa, const void *pb) {
-    const Pair *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-/* The reference: every score with knn_score, a full sort, the first k. */
-static void brute_force(const float *q, size_t nq, const float *p, size_t np, size_t dim, int64_t off, int k,
-                        float *s, int64_t *idx) {
-    Pair *all = malloc((np ? np : 1) * sizeof *all);
-    for (size_t a = 0; a < nq; a++) {
-        for (size_t j = 0; j < np; j++) all[j] = (Pair){knn_score(q + a * dim, p + j * dim, dim), off + (int64_t)j};
-        qsort(all, np, sizeof *all, pair_order);
-        for (int j = 0; j < k; j++) {
-            s[a * k + j] = (size_t)j < np ? all[j].s : -INFINITY;
-            idx[a * k + j] = (size_t)j < np ? all[j].i : -1;
-        }
-    }
-    free(all);
-}
-
-/* Exact equality of two top-k tables; returns the number of differing slots. */
-static size_t count_diff(const float *s1, const int64_t *i1, const float *s2, const int64_t *i2, size_t n) {
-    size_t d = 0;
-    for (size_t j = 0; j < n; j++)
-        if (i1[j] != i2[j] || memcmp(&s1[j], &s2[j], sizeof(float))) d++;
-    return d;
-}
-
 enum { NQ = 61, NP = 900, DIM = 37 };
 
 static float *Q, *P;
@@ -92,7 +58,7 @@ static void test_against_brute_force(void) {
         int k = ks[ki];
         float *want_s = malloc((size_t)NQ * k * sizeof(float)), *got_s = malloc((size_t)NQ * k * sizeof(float));
         int64_t *want_i = malloc((size_t)NQ * k * sizeof(int64_t)), *got_i = malloc((size_t)NQ * k * sizeof(int64_t));
-        brute_force(Q, NQ, P, NP, DIM, 0, k, want_s, want_i);
+        tu_knn_brute_force(Q, NQ, P, NP, DIM, 0, k, want_s, want_i);
         for (size_t a = 0; a < 3; a++)
             for (size_t b = 0; b < 4; b++)
                 for (size_t g = 0; g < 3; g++) {
@@ -101,7 +67,7 @@ static void test_against_brute_force(void) {
                     XrErr e;
                     int rc = knn_search(Q, NQ, P, NP, DIM, 0, k, &o, got_s, got_i, &st, &e);
                     TU_CHECK(rc == 0, "knn_search: %s", e.msg);
-                    size_t d = count_diff(got_s, got_i, want_s, want_i, (size_t)NQ * k);
+                    size_t d = tu_topk_diff(got_s, got_i, want_s, want_i, (size_t)NQ * k);
                     TU_CHECK(d == 0, "k=%d qblock=%zu tile=%zu guard=%d: %zu of %d slots differ from brute force", k,
                              o.query_block, o.passage_tile, o.guard, d, NQ * k);
                     exhaustive_total += st.n_exhaustive;
@@ -132,8 +98,8 @@ static void test_k_larger_than_p(void) {
     KnnOpts o;
     knn_opts_default(&o);
     TU_CHECK(knn_search(Q, NQ, P + 40 * DIM, SMALL, DIM, 1000, K, &o, s, ix, NULL, &e) == 0, "%s", e.msg);
-    brute_force(Q, NQ, P + 40 * DIM, SMALL, DIM, 1000, K, ws, wi);
-    TU_CHECK(count_diff(s, ix, ws, wi, NQ * K) == 0, "k > P differs");
+    tu_knn_brute_force(Q, NQ, P + 40 * DIM, SMALL, DIM, 1000, K, ws, wi);
+    TU_CHECK(tu_topk_diff(s, ix, ws, wi, NQ * K) == 0, "k > P differs");
     int pads_ok = 1;
     for (int a = 0; a < NQ; a++)
         for (int j = 0; j < K; j++) {
@@ -175,20 +141,20 @@ static void test_shards_merge(void) {
             memcpy(gi + sh * NQ * K, parts_i[sh], sizeof parts_i[sh]);
         }
         knn_merge_topk(NQ, K, ns, gs, gi, merged_s, merged_i);
-        size_t d = count_diff(merged_s, merged_i, whole_s, whole_i, NQ * K);
+        size_t d = tu_topk_diff(merged_s, merged_i, whole_s, whole_i, NQ * K);
         TU_CHECK(d == 0, "%zu shards: merged differs from unsharded in %zu slots", ns, d);
         free(gs), free(gi);
     }
     /* merging one list is the identity; merging a list with an all-empty list too */
     knn_merge_topk(NQ, K, 1, whole_s, whole_i, merged_s, merged_i);
-    TU_CHECK(count_diff(merged_s, merged_i, whole_s, whole_i, NQ * K) == 0, "merge of one list");
+    TU_CHECK(tu_topk_diff(merged_s, merged_i, whole_s, whole_i, NQ * K) == 0, "merge of one list");
     float *gs = malloc(2 * NQ * K * sizeof *gs);
     int64_t *gi = malloc(2 * NQ * K * sizeof *gi);
     for (size_t j = 0; j < NQ * K; j++) gs[j] = -INFINITY, gi[j] = -1;
     memcpy(gs + NQ * K, whole_s, sizeof whole_s);
     memcpy(gi + NQ * K, whole_i, sizeof whole_i);
     knn_merge_topk(NQ, K, 2, gs, gi, merged_s, merged_i);
-    TU_CHECK(count_diff(merged_s, merged_i, whole_s, whole_i, NQ * K) == 0, "merge with an empty list");
+    TU_CHECK(tu_topk_diff(merged_s, merged_i, whole_s, whole_i, NQ * K) == 0, "merge with an empty list");
     free(gs), free(gi);
     printf("shards: 2, 3 and 4 uneven shards (one smaller than k) merged == unsharded, k=%d\n", K);
 }
@@ -206,7 +172,7 @@ static void test_threads(void) {
     omp_set_num_threads(3);
     knn_search(Q, NQ, P, NP, DIM, 0, K, &o, s2, i2, NULL, &e);
     omp_set_num_threads(saved);
-    TU_CHECK(count_diff(s1, i1, s2, i2, NQ * K) == 0, "1 thread and 3 threads differ");
+    TU_CHECK(tu_topk_diff(s1, i1, s2, i2, NQ * K) == 0, "1 thread and 3 threads differ");
     printf("threads: 1 and 3 OpenMP threads identical\n");
 #endif
 }

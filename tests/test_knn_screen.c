@@ -14,34 +14,6 @@
 
 enum { NQ = 50, NP = 3001, DIM = 100 };
 
-typedef struct {
-    float s;
-    int64_t i;
-} Pair;
-
-static int pair_order(const void *pa, const void *pb) {
-    const Pair *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-static void brute_force(const float *q, const float *p, int64_t off, int k, float *s, int64_t *idx) {
-    Pair *all = malloc(NP * sizeof *all);
-    for (size_t a = 0; a < NQ; a++) {
-        for (size_t j = 0; j < NP; j++) all[j] = (Pair){knn_score(q + a * DIM, p + j * DIM, DIM), off + (int64_t)j};
-        qsort(all, NP, sizeof *all, pair_order);
-        for (int j = 0; j < k; j++) s[a * k + j] = all[j].s, idx[a * k + j] = all[j].i;
-    }
-    free(all);
-}
-
-static size_t count_diff(const float *s1, const int64_t *i1, const float *s2, const int64_t *i2, size_t n) {
-    size_t d = 0;
-    for (size_t j = 0; j < n; j++)
-        if (i1[j] != i2[j] || memcmp(&s1[j], &s2[j], sizeof(float))) d++;
-    return d;
-}
-
 int main(void) {
     TuRng rng = {0x5DEECE66Dull};
     float *Q = tu_rng_vec(&rng, (size_t)NQ * DIM, 1.0f), *P = tu_rng_vec(&rng, (size_t)NP * DIM, 1.0f);
@@ -80,7 +52,7 @@ int main(void) {
             size_t n = (size_t)NQ * k;
             float *want_s = malloc(n * sizeof(float)), *got_s = malloc(n * sizeof(float));
             int64_t *want_i = malloc(n * sizeof(int64_t)), *got_i = malloc(n * sizeof(int64_t));
-            brute_force(Q, P, 1000, k, want_s, want_i);
+            tu_knn_brute_force(Q, NQ, P, NP, DIM, 1000, k, want_s, want_i);
             for (size_t o = 0; o < sizeof opts / sizeof opts[0]; o++)
                 for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
 #ifdef _OPENMP
@@ -90,7 +62,7 @@ int main(void) {
                     XrErr e;
                     TU_CHECK(knn_search(Q, NQ, P, NP, DIM, 1000, k, &opts[o], got_s, got_i, &st, &e) == 0, "%s",
                              e.msg);
-                    size_t d = count_diff(got_s, got_i, want_s, want_i, n);
+                    size_t d = tu_topk_diff(got_s, got_i, want_s, want_i, n);
                     TU_CHECK(d == 0, "%s screen, k=%d qblock=%zu tile=%zu guard=%d threads=%d: %zu of %zu slots differ",
                              kernel, k, opts[o].query_block, opts[o].passage_tile, opts[o].guard, threads[t], d, n);
                     exhaustive += st.n_exhaustive;

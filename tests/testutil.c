@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "knn.h"
+
 int tu_failures = 0;
 int tu_checks = 0;
 
@@ -70,4 +72,36 @@ float *tu_rng_vec(TuRng *r, size_t n, float scale) {
     float *v = xr_malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) v[i] = (float)((2 * tu_rng_unit(r) - 1) * scale);
     return v;
+}
+
+typedef struct {
+    float s;
+    int64_t i;
+} TuPair;
+
+static int tu_pair_order(const void *pa, const void *pb) {
+    const TuPair *a = pa, *b = pb;
+    if (a->s != b->s) return a->s > b->s ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+void tu_knn_brute_force(const float *q, size_t nq, const float *p, size_t np, size_t dim, int64_t off, int k,
+                        float *s, int64_t *idx) {
+    TuPair *all = malloc((np ? np : 1) * sizeof *all);
+    for (size_t a = 0; a < nq; a++) {
+        for (size_t j = 0; j < np; j++) all[j] = (TuPair){knn_score(q + a * dim, p + j * dim, dim), off + (int64_t)j};
+        qsort(all, np, sizeof *all, tu_pair_order);
+        for (int j = 0; j < k; j++) {
+            s[a * k + j] = (size_t)j < np ? all[j].s : -INFINITY;
+            idx[a * k + j] = (size_t)j < np ? all[j].i : -1;
+        }
+    }
+    free(all);
+}
+
+size_t tu_topk_diff(const float *s1, const int64_t *i1, const float *s2, const int64_t *i2, size_t n) {
+    size_t d = 0;
+    for (size_t j = 0; j < n; j++)
+        if (i1[j] != i2[j] || memcmp(&s1[j], &s2[j], sizeof(float))) d++;
+    return d;
 }

@@ -41,4 +41,13 @@ float *tu_rng_vec(TuRng *r, size_t n, float scale); /* n floats uniform in (-sca
         printf("\n");                     \
         return 77;                        \
     } while (0)
+
+/* The k-NN reference of test_knn / test_knn_screen: for each of nq queries, every passage scored with
+ * knn_score (mining/knn.h), fully sorted (score descending, then index ascending), the first k (index -1,
+ * score -inf past np); passage j has global index off + j. */
+void tu_knn_brute_force(const float *q, size_t nq, const float *p, size_t np, size_t dim, int64_t off, int k,
+                        float *s, int64_t *idx);
+/* Number of the n top-k slots whose index or score bits differ. */
+size_t tu_topk_diff(const float *s1, const int64_t *i1, const float *s2, const int64_t *i2, size_t n);
+
 #endif
