@@ -1,8 +1,9 @@
 /* trainer.c: the data-parallel training loop (see trainer.h): global batches from one permutation per epoch,
- * length-sorted chunks dealt to ranks and micro-batches, share-weighted loss gradients, an all-reduce of the flat
+ * length-sorted examples dealt to ranks and micro-batches in snake order (even token loads), share-weighted loss gradients, an all-reduce of the flat
  * gradient buffer, clipping, the schedule and AdamW; logging to the terminal and metrics.jsonl on rank 0. */
 #include "trainer.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     float *labels = xr_malloc(sizeof(float) * (size_t)(GB * G));
     int32_t *item_len = xr_malloc(sizeof(int32_t) * (size_t)(GB * G));
     TrLen *order = xr_malloc(sizeof(TrLen) * (size_t)GB);
+    int64_t *dealt = xr_malloc(sizeof(int64_t) * (size_t)B); /* this chunk's positions in order[] */
     int64_t *cidx = xr_malloc(sizeof(int64_t) * (size_t)(B * G));
     uint64_t *exid = xr_malloc(sizeof(uint64_t) * (size_t)(B * G));
     float *clab = xr_malloc(sizeof(float) * (size_t)(B * G));
@@ -109,11 +111,22 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         encoder_zero_grads(m);
         double loc[4] = {0, 0, 0, 0}; /* loss x examples, examples, real tokens, padded tokens */
         for (int mi = 0; mi < A; mi++) {
-            int64_t start = ((int64_t)mi * R + rank) * B;
-            if (start >= gn) continue;
-            int cnt = (int)(gn - start < B ? gn - start : B);
+            /* Chunk c of C = ranks x accumulation takes the length-sorted examples in snake order (round r of C
+             * examples goes to chunks 0..C-1, the next round C-1..0), so every rank carries about the same
+             * number of tokens (the model packs sequences: mixing lengths in a chunk costs no padding). The
+             * split depends on C only, not on how it factors into ranks and micro-batches. */
+            int64_t C = (int64_t)A * R, c = (int64_t)mi * R + rank;
+            int cnt = 0;
+            for (int64_t r = 0; r * C < gn; r++) {
+                int64_t at = r * C + (r % 2 ? C - 1 - c : c);
+                if (at < gn) {
+                    assert(cnt < B);
+                    dealt[cnt++] = at;
+                }
+            }
+            if (cnt == 0) continue;
             for (int k = 0; k < cnt; k++) {
-                int64_t i = order[start + k].pos;
+                int64_t i = order[dealt[k]].pos;
                 for (int j = 0; j < G; j++) {
                     cidx[k * G + j] = i * G + j;
                     exid[k * G + j] = (uint64_t)(i * G + j); /* position in the global batch: rank-independent */
@@ -191,7 +204,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     if (rank == 0 && progress_shown) fprintf(stderr, "\n");
     st->seconds = xr_now() - t0;
     batch_buf_free(&bb);
-    free(perm), free(items), free(labels), free(item_len), free(order), free(cidx), free(exid), free(clab);
+    free(perm), free(items), free(labels), free(item_len), free(order), free(dealt), free(cidx), free(exid), free(clab);
     free(logits), free(dlogits);
     adamw_free(opt);
     return rc;
