@@ -253,17 +253,6 @@ static int build_dataset(const char *beir, const char *model_dir, const char *ou
     return rc;
 }
 
-typedef struct {
-    float s;
-    int64_t i;
-} Ref;
-
-static int ref_cmp(const void *pa, const void *pb) {
-    const Ref *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
 static float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Score one (query, passage) pair alone with the cross-encoder. */
@@ -343,7 +332,7 @@ static void reference_mine(const MineOpts *o, Encoder *ce, const Tokenizer *t, G
     want->scores = xr_malloc(sizeof(float) * (size_t)(ix.nqrels + 1) * (K + 1));
     if (ce) want->ce_scores = xr_malloc(sizeof(float) * (size_t)(ix.nqrels + 1) * (K + 1));
     memset(wst, 0, sizeof *wst);
-    Ref *all = xr_malloc(sizeof(Ref) * (size_t)np);
+    TuPair *all = xr_malloc(sizeof(TuPair) * (size_t)np);
     int64_t *ci = xr_malloc(sizeof(int64_t) * nc);
     float *cs = xr_malloc(sizeof(float) * nc), *cc = xr_malloc(sizeof(float) * nc);
     float ps_[16], pc_[16], ns[64];
@@ -352,8 +341,8 @@ static void reference_mine(const MineOpts *o, Encoder *ce, const Tokenizer *t, G
         if (!npos[qq]) continue;
         int64_t na = 0;
         for (int64_t j = 0; j < np; j++)
-            if (canon[j] == j) all[na++] = (Ref){knn_score(qe + qq * H, pe + j * H, (size_t)H), j};
-        qsort(all, (size_t)na, sizeof(Ref), ref_cmp);
+            if (canon[j] == j) all[na++] = (TuPair){knn_score(qe + qq * H, pe + j * H, (size_t)H), j};
+        qsort(all, (size_t)na, sizeof(TuPair), tu_pair_order);
         for (size_t j = 0; j < nc; j++) {
             ci[j] = (int64_t)j < na ? all[j].i : -1;
             cs[j] = (int64_t)j < na ? all[j].s : -INFINITY;

@@ -74,12 +74,7 @@ float *tu_rng_vec(TuRng *r, size_t n, float scale) {
     return v;
 }
 
-typedef struct {
-    float s;
-    int64_t i;
-} TuPair;
-
-static int tu_pair_order(const void *pa, const void *pb) {
+int tu_pair_order(const void *pa, const void *pb) {
     const TuPair *a = pa, *b = pb;
     if (a->s != b->s) return a->s > b->s ? -1 : 1;
     return (a->i > b->i) - (a->i < b->i);

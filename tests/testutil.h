@@ -47,6 +47,12 @@ float *tu_rng_vec(TuRng *r, size_t n, float scale); /* n floats uniform in (-sca
  * score -inf past np); passage j has global index off + j. */
 void tu_knn_brute_force(const float *q, size_t nq, const float *p, size_t np, size_t dim, int64_t off, int k,
                         float *s, int64_t *idx);
+/* A scored passage and the top-k order (score descending, then index ascending), for qsort. */
+typedef struct {
+    float s;
+    int64_t i;
+} TuPair;
+int tu_pair_order(const void *pa, const void *pb);
 /* Number of the n top-k slots whose index or score bits differ. */
 size_t tu_topk_diff(const float *s1, const int64_t *i1, const float *s2, const int64_t *i2, size_t n);
 
