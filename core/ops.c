@@ -31,6 +31,48 @@ Backend *ops_backend_cpu(int threads) {
     return be;
 }
 
+int ops_device_count(XrDevice dev) {
+    if (dev == XR_DEV_CPU) return 1;
+#ifdef XR_HAVE_CUDA
+    if (dev == XR_DEV_CUDA) return cuda_ops_device_count();
+#endif
+    return 0;
+}
+
+const char *ops_device_name(XrDevice dev) { return dev == XR_DEV_CUDA ? "cuda" : "cpu"; }
+
+Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threads, XrErr *e) {
+    if (dev == XR_DEV_CPU) {
+        if (prec != XR_PREC_FP32) {
+            xr_errf(e, "--precision bf16 needs --device cuda (the CPU backend computes in fp32)");
+            return NULL;
+        }
+        return ops_backend_cpu(threads);
+    }
+#ifdef XR_HAVE_CUDA
+    int n = cuda_ops_device_count();
+    if (n < 1) {
+        xr_errf(e, "--device cuda: no GPU is visible (CUDA_VISIBLE_DEVICES='%s')",
+                getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "");
+        return NULL;
+    }
+    if (index < 0 || index >= n) {
+        xr_errf(e, "--device cuda: GPU index %d is out of range (%d visible)", index, n);
+        return NULL;
+    }
+    Backend *be = cuda_ops_backend(index);
+    cuda_ops_set_gemm_mode(be, prec == XR_PREC_BF16 ? XR_GEMM_BF16 : XR_GEMM_FP32);
+    return be;
+#else
+    (void)index;
+    (void)prec;
+    (void)threads;
+    xr_errf(e, "--device cuda: this xrank was built without the CUDA backend (nvcc, cuBLAS, cuDNN and NCCL are "
+               "needed at build time)");
+    return NULL;
+#endif
+}
+
 void ops_backend_free(Backend *be) {
     if (!be) return;
     if (be->device == XR_DEV_CPU) {

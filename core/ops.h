@@ -7,11 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "xr_common.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef enum { XR_DEV_CPU = 0, XR_DEV_CUDA = 1 } XrDevice;
+/* What GEMMs and attention compute in. FP32: exact fp32 products. BF16: bf16 inputs, fp32 accumulation
+ * (CUDA only). */
+typedef enum { XR_PREC_FP32 = 0, XR_PREC_BF16 = 1 } XrPrecision;
 
 typedef struct {
     XrDevice device;
@@ -23,6 +28,15 @@ typedef struct {
  * All its parallelism is OpenMP's: OpenBLAS is pinned to one thread per call (process-wide), and the GEMMs
  * split their output over the OpenMP threads. One Backend is used by one thread at a time. */
 Backend *ops_backend_cpu(int threads);
+/* The one way code above core makes a backend. CPU: `threads` as ops_backend_cpu, index ignored, precision must
+ * be FP32. CUDA: GPU `index` (0 .. ops_device_count(XR_DEV_CUDA) - 1), its own stream, GEMMs in `prec`.
+ * Returns NULL with e filled (what is missing: a build without CUDA, no GPU visible, an index out of range,
+ * bf16 on the CPU) instead of dying. */
+Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threads, XrErr *e);
+/* Devices of this kind visible to this build: CPU 1; CUDA the visible GPUs (0 without the CUDA backend or a
+ * GPU; never dies). */
+int ops_device_count(XrDevice dev);
+const char *ops_device_name(XrDevice dev); /* "cpu", "cuda" */
 void ops_backend_free(Backend *be);
 /* Sets the kernel and GEMM thread count (n <= 0: default as above). OpenBLAS's count is process-wide. */
 void ops_set_threads(Backend *be, int n);

@@ -25,6 +25,10 @@ int comm_rank(const Comm *c);
 int comm_size(const Comm *c);
 /* Ranks on this node (MPI_Comm_split_type SHARED), for splitting the node's cores between them. */
 int comm_local_size(const Comm *c);
+/* This rank's index among the ranks of its node (for picking a GPU): the launcher's variable when set
+ * (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID), else the shared-memory split of the world
+ * made at comm_init. */
+int comm_local_rank(const Comm *c);
 void comm_barrier(Comm *c);
 /* Abort every rank of the job with this exit code (MPI_Abort; plain exit with one rank). */
 void comm_abort(Comm *c, int code) __attribute__((noreturn));

@@ -14,7 +14,7 @@
 
 struct Comm {
     MPI_Comm world;
-    int rank, size, local_size;
+    int rank, size, local_rank, local_size;
     int we_initialised;
 };
 
@@ -52,6 +52,7 @@ Comm *comm_init(int *argc, char ***argv) {
         comm_checked(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node),
                      "MPI_Comm_split_type");
         comm_checked(MPI_Comm_size(node, &c->local_size), "MPI_Comm_size(node)");
+        comm_checked(MPI_Comm_rank(node, &c->local_rank), "MPI_Comm_rank(node)");
         MPI_Comm_free(&node);
         xr_abort_hook = comm_mpi_abort_hook;
     }
@@ -70,6 +71,15 @@ void comm_finalize(Comm *c) {
 int comm_rank(const Comm *c) { return c->rank; }
 int comm_size(const Comm *c) { return c->size; }
 int comm_local_size(const Comm *c) { return c->local_size; }
+
+int comm_local_rank(const Comm *c) {
+    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    return c->local_rank;
+}
 
 void comm_barrier(Comm *c) {
     comm_checked(MPI_Barrier(c->world), "MPI_Barrier");
