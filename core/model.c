@@ -55,6 +55,8 @@ struct Encoder {
     EncoderDropout drop;      /* dropout probabilities (config.json; settable) */
     float init_range;         /* config.json initializer_range: std of a new head's weights */
     float *grads;             /* flat gradient buffer, same layout as params (allocated on first use) */
+    EncoderGradReady grad_hook; /* encoder_set_grad_hook */
+    void *grad_hook_ctx;
     EncTrain t;
     Backend *be;
     int own_be;
@@ -997,6 +999,26 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     t->ready = 1;
 }
 
+void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx) {
+    m->grad_hook = fn;
+    m->grad_hook_ctx = ctx;
+}
+
+/* The lowest flat offset among n views (NULL views skipped). */
+static size_t views_lo(const Encoder *m, float *const *v, int n) {
+    size_t lo = m->n_params;
+    for (int i = 0; i < n; i++)
+        if (v[i] && (size_t)(v[i] - m->params) < lo) lo = (size_t)(v[i] - m->params);
+    return lo;
+}
+
+/* Tells the hook that everything from offset lo up to the previous mark is final; *mark moves down to lo. */
+static void grads_final_from(Encoder *m, size_t lo, size_t *mark) {
+    if (lo >= *mark) return;
+    if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, lo, *mark);
+    *mark = lo;
+}
+
 void encoder_train_backward(Encoder *m, const float *dlogits) {
     const ModelConfig *c = &m->cfg;
     EncTrain *t = &m->t;
@@ -1018,6 +1040,11 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
     ops_linear_backward(be, t->dh2, G(m->head_w), G(m->head_b), t->dh1, bert ? t->h0 : t->hd, m->head_w, S, H, H,
                         0);
     if (!bert) ops_dropout_add(be, t->dh2, t->dh2, NULL, NULL, S, H, site_drop(m, &dd, p->classifier, SITE_HEAD_IN));
+    size_t mark = m->n_params;
+    {
+        float *const head[] = {m->out_w, m->out_b, m->head_w, m->head_b, m->pool_w, m->pool_b};
+        grads_final_from(m, views_lo(m, head, 6), &mark);
+    }
 
     for (int l = Ly - 1; l >= 0; l--) {
         const EncLayer *L = &m->layers[l];
@@ -1042,6 +1069,9 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
         /* d X = residual (dY) + dqkv Wqkv; the last layer's residual reaches the first rows only */
         ops_linear_backward(be, t->dx, G(L->qkv_w), G(L->qkv_b), t->dqkv, T_XS(t, l), L->qkv_w, N, 3 * H, H, !last);
         if (last) ops_pool_first_backward(be, t->dx, dY, t->off, S, H);
+        float *const lv[] = {L->qkv_w, L->qkv_b, L->ao_w, L->ao_b, L->ln1_g, L->ln1_b,
+                             L->fi_w,  L->fi_b,  L->fo_w, L->fo_b, L->ln2_g, L->ln2_b};
+        grads_final_from(m, views_lo(m, lv, 12), &mark);
     }
     ops_dropout_add(be, t->dx, t->dx, NULL, t->off, S, H, site_drop(m, &dd, p->hidden, SITE_EMB));
     ops_layernorm_backward(be, t->dx, G(m->emb_ln_g), G(m->emb_ln_b), t->dx, t->emb, t->emb_mean, t->emb_rstd,
@@ -1051,4 +1081,5 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
     if (c->pad_id >= 0 && c->pad_id < c->vocab_size) ops_zero(be, G(m->word) + (size_t)c->pad_id * H, (size_t)H);
     if (c->family != ARCH_BERT && c->pad_id >= 0 && c->pad_id < c->max_pos)
         ops_zero(be, G(m->pos) + (size_t)c->pad_id * H, (size_t)H);
+    grads_final_from(m, 0, &mark);
 }

@@ -137,6 +137,13 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
  * padding id stays 0, as torch's padding_idx does. */
 void encoder_train_backward(Encoder *m, const float *dlogits);
 
+/* Told during encoder_train_backward that the gradients of params [lo, hi) of the flat buffer are final for this
+ * backward (no later op of the pass writes them): the head first, then each layer from the last, then the
+ * embeddings, so the ranges move down the buffer and together cover it. A data-parallel trainer starts reducing
+ * them while the rest of the backward runs. fn NULL: no calls. */
+typedef void (*EncoderGradReady)(void *ctx, size_t lo, size_t hi);
+void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -83,6 +83,18 @@ void ops_backend_free(Backend *be) {
     XR_CALL(be, (void)0, cuda_ops_backend_free(be));
 }
 
+void *ops_native_stream(Backend *be) {
+    void *s = NULL;
+    XR_CALL(be, (void)0, s = cuda_ops_stream(be));
+    return s;
+}
+
+int ops_device_index(Backend *be) {
+    int i = -1;
+    XR_CALL(be, (void)0, i = cuda_ops_device_index(be));
+    return i;
+}
+
 void ops_set_threads(Backend *be, int n) {
     /* GPU kernels have no thread count to set */
     if (be->device == XR_DEV_CPU) cpu_set_threads(be, n);

@@ -38,6 +38,11 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
 int ops_device_count(XrDevice dev);
 const char *ops_device_name(XrDevice dev); /* "cpu", "cuda" */
 void ops_backend_free(Backend *be);
+/* The backend's native handles, opaque above core: the CUDA stream its ops are queued on (a cudaStream_t) and
+ * its GPU index; NULL and -1 on the CPU backend. For a communicator that orders its transfers after the ops
+ * on the GPU (dist/comm_nccl.c) without including a backend header. */
+void *ops_native_stream(Backend *be);
+int ops_device_index(Backend *be);
 /* Sets the kernel and GEMM thread count (n <= 0: default as above). OpenBLAS's count is process-wide. */
 void ops_set_threads(Backend *be, int n);
 int ops_get_threads(const Backend *be);

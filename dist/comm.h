@@ -1,11 +1,19 @@
-/* comm.h: the host-memory communicator (MPI): rank and size, barrier, broadcast and gathers of
- * variable-size byte buffers (any size: counts above 2 GiB are sent in pieces), and the abort hook that
- * makes one rank's fatal error stop the whole job instead of leaving the others hanging. */
+/* comm.h: the communicator of the trainer, mining and eval. Two halves:
+ * - host messages over MPI (always): rank and size, node topology, barrier, broadcast and gathers of
+ *   variable-size byte buffers (any size: counts above 2 GiB are sent in pieces), error agreement, and the
+ *   abort hook that makes one rank's fatal error stop the whole job instead of leaving the others hanging;
+ * - collectives on float buffers in the memory of the attached backend ("buffer collectives", comm_buf_*):
+ *   all-reduce, reduce-scatter, all-gather, broadcast, blocking and non-blocking, by one of three
+ *   implementations: MPI on host memory (CPU backend), NCCL on device memory (CUDA builds), or device memory
+ *   staged through host buffers over MPI (any backend; GPUs shared by several ranks, or no NCCL).
+ *   Every wait has a timeout: a dead or hung peer stops the job with a message naming the rank that waited
+ *   and the peers it waited on, instead of hanging. */
 #ifndef XR_COMM_H
 #define XR_COMM_H
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops.h"
 #include "xr_common.h"
 
 #ifdef __cplusplus
@@ -55,6 +63,54 @@ void comm_allreduce_sum_f64(Comm *c, double *buf, size_t n);
  * all succeeded; otherwise copies the message of the lowest failing rank into e on every rank (so rank 0
  * can print it once and all ranks can exit cleanly) and returns -1. */
 int comm_check(Comm *c, int status, XrErr *e);
+
+/* ---- buffer collectives ----
+ * Buffers live in the memory of the backend given to comm_attach (host memory before any comm_attach). Sums
+ * are in fp32 in an order fixed by the implementation and the rank count (every rank gets the same bits).
+ * Every rank must issue the same collectives in the same order. A collective on one rank is a no-op copy-free
+ * call. `counts` arrays have comm_size entries: rank r's part is the counts[r] floats after the parts of ranks
+ * 0..r-1 (any sizes, zeros allowed, need not divide evenly). */
+
+typedef enum {
+    COMM_AUTO = 0,  /* MPI for a CPU backend; NCCL for a CUDA one unless ranks share a GPU or NCCL is missing,
+                     * then staged (with a one-line notice on rank 0) */
+    COMM_MPI = 1,   /* MPI on host memory (CPU backend only) */
+    COMM_NCCL = 2,  /* NCCL on device memory, bootstrapped over MPI (CUDA builds) */
+    COMM_STAGED = 3 /* device memory copied through host buffers, MPI between them (any backend) */
+} CommImpl;
+
+/* "auto" | "mpi" | "nccl" | "staged" -> CommImpl; -1 for another name. */
+int comm_impl_parse(const char *name);
+/* Route the buffer collectives through `want` for buffers on be's device. Collective. Returns -1 with e filled
+ * (the same on every rank) when the implementation cannot run here (NCCL without a CUDA build or GPU, MPI with
+ * device memory). */
+int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e);
+/* "mpi", "nccl" or "staged". */
+const char *comm_impl_name(const Comm *c);
+/* Seconds a wait for a collective may take before the job is stopped (<= 0: wait forever; default 600). */
+void comm_set_timeout(Comm *c, double seconds);
+double comm_timeout(const Comm *c);
+
+/* In-place sum over ranks of n floats. */
+void comm_buf_allreduce(Comm *c, float *buf, size_t n);
+/* In-place reduce-scatter: buf holds sum(counts) floats on every rank; afterwards this rank's part (at its
+ * offset) holds the sum over ranks of that part; the rest of buf is undefined. */
+void comm_buf_reduce_scatter(Comm *c, float *buf, const size_t *counts);
+/* In-place all-gather: each rank's part (at its offset) goes to every rank. */
+void comm_buf_allgather(Comm *c, float *buf, const size_t *counts);
+/* n floats from root to every rank. */
+void comm_buf_bcast(Comm *c, float *buf, size_t n, int root);
+
+/* Non-blocking versions: the call starts the collective and returns a request; the buffer must not be touched
+ * until comm_wait returns. comm_test advances it (call it while computing: MPI progresses only inside MPI
+ * calls) and says whether it finished; comm_wait finishes and frees it (dies naming the ranks after the
+ * timeout). `counts` is copied. */
+typedef struct CommReq CommReq;
+CommReq *comm_buf_iallreduce(Comm *c, float *buf, size_t n);
+CommReq *comm_buf_ireduce_scatter(Comm *c, float *buf, const size_t *counts);
+CommReq *comm_buf_iallgather(Comm *c, float *buf, const size_t *counts);
+int comm_test(Comm *c, CommReq *r);
+void comm_wait(Comm *c, CommReq *r);
 
 #ifdef __cplusplus
 }

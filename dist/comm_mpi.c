@@ -1,22 +1,19 @@
-/* comm_mpi.c: the communicator of dist/comm.h on MPI (host memory). Byte counts are size_t; MPI counts are
- * int, so transfers are cut into pieces of at most XR_COMM_PIECE bytes and gathers go point to point. */
+/* comm_mpi.c: the communicator of dist/comm.h on MPI: the host messages, node topology, the dispatch of the
+ * buffer collectives to the attached implementation with timed waits, and the MPI implementation of those on
+ * host memory. Byte counts are size_t; MPI counts are int, so transfers are cut into pieces of at most
+ * XR_COMM_PIECE bytes and gathers go point to point. */
+#define _POSIX_C_SOURCE 200809L
 #include <assert.h>
 #include <limits.h>
-#include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "comm.h"
+#include "comm_impl.h"
 
 /* Largest single MPI transfer; 1 GiB keeps every count well inside int. */
 #define XR_COMM_PIECE ((size_t)1 << 30)
 #define XR_COMM_TAG 4711
-
-struct Comm {
-    MPI_Comm world;
-    int rank, size, local_rank, local_size;
-    int we_initialised;
-};
 
 /* Declared in io/xr_common.c: called by xr_die before exit. */
 extern void (*xr_abort_hook)(int code);
@@ -25,7 +22,7 @@ static void comm_mpi_abort_hook(int code) {
     MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-static void comm_checked(int rc, const char *what) {
+void comm_checked(int rc, const char *what) {
     if (rc == MPI_SUCCESS) return;
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -42,6 +39,8 @@ Comm *comm_init(int *argc, char ***argv) {
         c->we_initialised = 1;
     }
     c->world = MPI_COMM_WORLD;
+    c->timeout_s = 600;
+    c->ops = &comm_mpi_ops;
     /* Errors come back as codes so they are reported with our message instead of MPI's default abort. */
     comm_checked(MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     comm_checked(MPI_Comm_rank(c->world, &c->rank), "MPI_Comm_rank");
@@ -61,6 +60,7 @@ Comm *comm_init(int *argc, char ***argv) {
 
 void comm_finalize(Comm *c) {
     if (!c) return;
+    if (c->ops && c->ops->destroy) c->ops->destroy(c);
     if (c->we_initialised) {
         xr_abort_hook = NULL;
         MPI_Finalize();
@@ -82,7 +82,10 @@ int comm_local_rank(const Comm *c) {
 }
 
 void comm_barrier(Comm *c) {
-    comm_checked(MPI_Barrier(c->world), "MPI_Barrier");
+    if (c->size == 1) return;
+    MPI_Request rq;
+    comm_checked(MPI_Ibarrier(c->world, &rq), "MPI_Ibarrier");
+    comm_mpi_wait_timed(c, 1, &rq, "barrier");
 }
 
 void comm_abort(Comm *c, int code) {
@@ -172,7 +175,9 @@ char *comm_allgather(Comm *c, const void *buf, size_t n, size_t *out_n, size_t *
 int comm_check(Comm *c, int status, XrErr *e) {
     assert(status == 0 || status == -1);
     int failed = status != 0 ? c->rank : INT_MAX, first = INT_MAX;
-    comm_checked(MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, c->world), "MPI_Allreduce");
+    MPI_Request rq;
+    comm_checked(MPI_Iallreduce(&failed, &first, 1, MPI_INT, MPI_MIN, c->world, &rq), "MPI_Iallreduce");
+    comm_mpi_wait_timed(c, 1, &rq, "error check");
     if (first == INT_MAX) return 0;
     XrErr tmp;
     if (c->rank == first) tmp = *e;
@@ -185,18 +190,256 @@ int comm_check(Comm *c, int status, XrErr *e) {
 /* Pieces of at most 2^28 elements keep MPI's int count in range for any element size. */
 #define XR_COMM_ELEMS ((size_t)1 << 28)
 
-void comm_allreduce_sum_f32(Comm *c, float *buf, size_t n) {
+static void comm_allreduce_host(Comm *c, void *buf, size_t n, MPI_Datatype t, size_t esz, const char *what) {
     if (c->size == 1) return;
     for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
         size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
-        comm_checked(MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_FLOAT, MPI_SUM, c->world), "MPI_Allreduce");
+        MPI_Request rq;
+        comm_checked(MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + i * esz, (int)k, t, MPI_SUM, c->world, &rq),
+                     "MPI_Iallreduce");
+        comm_mpi_wait_timed(c, 1, &rq, what);
     }
 }
 
+void comm_allreduce_sum_f32(Comm *c, float *buf, size_t n) {
+    comm_allreduce_host(c, buf, n, MPI_FLOAT, sizeof(float), "all-reduce (host floats)");
+}
+
 void comm_allreduce_sum_f64(Comm *c, double *buf, size_t n) {
-    if (c->size == 1) return;
-    for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
-        size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
-        comm_checked(MPI_Allreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_DOUBLE, MPI_SUM, c->world), "MPI_Allreduce");
+    comm_allreduce_host(c, buf, n, MPI_DOUBLE, sizeof(double), "all-reduce (host doubles)");
+}
+
+/* ---- timed waits ---- */
+
+static double comm_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Polling with a short sleep instead of MPI_Wait's busy loop: a waiting rank leaves the core to a peer that
+ * shares it (oversubscribed test runs, ranks x threads > cores), and the deadline can be checked. The sleep
+ * grows from 20 us to 1 ms, so a collective that finishes quickly is not delayed by more than ~its own time. */
+typedef struct {
+    double t0, next_sleep;
+} CommPoll;
+
+static void comm_poll_init(CommPoll *p) {
+    p->t0 = comm_now();
+    p->next_sleep = 20e-6;
+}
+
+static void comm_poll_pause(Comm *c, CommPoll *p, const char *what) {
+    double waited = comm_now() - p->t0;
+    if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, what, waited);
+    struct timespec ts = {0, (long)(p->next_sleep * 1e9)};
+    nanosleep(&ts, NULL);
+    p->next_sleep = p->next_sleep * 2 < 1e-3 ? p->next_sleep * 2 : 1e-3;
+}
+
+void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) {
+    CommPoll p;
+    comm_poll_init(&p);
+    for (;;) {
+        int done = 0;
+        comm_checked(MPI_Testall(n, rq, &done, MPI_STATUSES_IGNORE), what);
+        if (done) return;
+        comm_poll_pause(c, &p, what);
     }
 }
+
+void comm_die_timeout(Comm *c, const char *what, double waited) {
+    char peers[96];
+    if (c->size == 2)
+        snprintf(peers, sizeof peers, "rank %d", 1 - c->rank);
+    else
+        snprintf(peers, sizeof peers, "one of ranks 0-%d other than %d", c->size - 1, c->rank);
+    fprintf(stderr,
+            "xrank: rank %d: %s did not complete within %.0f s (--comm-timeout %.0f): %s stopped answering (dead "
+            "or hung); stopping the job\n",
+            c->rank, what, waited, c->timeout_s, peers);
+    fflush(stderr);
+    if (c->ops && c->ops->abort) c->ops->abort(c);
+    MPI_Abort(c->world, 3);
+    exit(3);
+}
+
+void comm_set_timeout(Comm *c, double seconds) { c->timeout_s = seconds; }
+double comm_timeout(const Comm *c) { return c->timeout_s; }
+
+/* ---- buffer collectives: dispatch ---- */
+
+struct CommReq {
+    const CommOps *ops;
+    void *impl;
+    const char *what;
+    size_t n;
+};
+
+static const char *coll_names[] = {"all-reduce", "reduce-scatter", "all-gather"};
+
+static size_t counts_sum(const Comm *c, const size_t *counts) {
+    size_t n = 0;
+    for (int r = 0; r < c->size; r++) n += counts[r];
+    return n;
+}
+
+static CommReq *comm_start(Comm *c, CollKind kind, float *buf, size_t n, const size_t *counts) {
+    CommReq *r = xr_calloc(1, sizeof *r);
+    r->ops = c->ops;
+    r->what = coll_names[kind];
+    r->n = n;
+    r->impl = c->ops->start(c, kind, buf, n, counts); /* also at one rank: the 1-rank tests reach NCCL */
+    return r;
+}
+
+CommReq *comm_buf_iallreduce(Comm *c, float *buf, size_t n) { return comm_start(c, COLL_ALLREDUCE, buf, n, NULL); }
+CommReq *comm_buf_ireduce_scatter(Comm *c, float *buf, const size_t *counts) {
+    return comm_start(c, COLL_REDUCE_SCATTER, buf, counts_sum(c, counts), counts);
+}
+CommReq *comm_buf_iallgather(Comm *c, float *buf, const size_t *counts) {
+    return comm_start(c, COLL_ALLGATHER, buf, counts_sum(c, counts), counts);
+}
+
+int comm_test(Comm *c, CommReq *r) {
+    if (!r->impl) return 1;
+    if (r->ops->test(c, r->impl)) r->impl = NULL;
+    return r->impl == NULL;
+}
+
+void comm_wait(Comm *c, CommReq *r) {
+    if (r->impl) {
+        CommPoll p;
+        comm_poll_init(&p);
+        char what[96];
+        snprintf(what, sizeof what, "%s of %zu floats (%s)", r->what, r->n, r->ops->name);
+        while (!comm_test(c, r)) comm_poll_pause(c, &p, what);
+    }
+    free(r);
+}
+
+void comm_buf_allreduce(Comm *c, float *buf, size_t n) { comm_wait(c, comm_buf_iallreduce(c, buf, n)); }
+void comm_buf_reduce_scatter(Comm *c, float *buf, const size_t *counts) {
+    comm_wait(c, comm_buf_ireduce_scatter(c, buf, counts));
+}
+void comm_buf_allgather(Comm *c, float *buf, const size_t *counts) {
+    comm_wait(c, comm_buf_iallgather(c, buf, counts));
+}
+void comm_buf_bcast(Comm *c, float *buf, size_t n, int root) {
+    c->ops->bcast(c, buf, n, root);
+}
+
+const char *comm_impl_name(const Comm *c) { return c->ops->name; }
+
+int comm_impl_parse(const char *name) {
+    static const char *names[] = {"auto", "mpi", "nccl", "staged"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) return i;
+    return -1;
+}
+
+int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e) {
+    int cuda = be && be->device == XR_DEV_CUDA;
+    if (want == COMM_AUTO && cuda) {
+        /* NCCL refuses two ranks on one GPU: when any node has more ranks than GPUs, every rank stages. */
+        int share = comm_local_size(c) > ops_device_count(XR_DEV_CUDA), any = 0;
+        MPI_Request rq;
+        comm_checked(MPI_Iallreduce(&share, &any, 1, MPI_INT, MPI_MAX, c->world, &rq), "MPI_Iallreduce");
+        comm_mpi_wait_timed(c, 1, &rq, "communicator choice");
+        want = any || !comm_nccl_available() ? COMM_STAGED : COMM_NCCL;
+        if (want == COMM_STAGED && c->rank == 0 && c->size > 1)
+            fprintf(stderr, "xrank: gradients go through host memory over MPI (%s); --comm nccl to insist\n",
+                    any ? "ranks share a GPU: NCCL needs one GPU per rank" : "this build has no NCCL");
+    } else if (want == COMM_AUTO) {
+        want = COMM_MPI;
+    }
+    int st = 0;
+    XrErr mine = {{0}};
+    if (want == COMM_MPI && cuda)
+        st = xr_errf(&mine, "--comm mpi takes host memory: with --device cuda use --comm nccl or staged");
+    if (st == 0 && c->ops->destroy) c->ops->destroy(c);
+    if (st == 0) {
+        c->ops = &comm_mpi_ops, c->impl = NULL, c->be = NULL;
+        if (want == COMM_STAGED) st = comm_staged_attach(c, be, &mine);
+        else if (want == COMM_NCCL) st = comm_nccl_attach(c, be, &mine);
+    }
+    if (comm_check(c, st, &mine)) {
+        if (e) *e = mine;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the MPI implementation on host memory ---- */
+
+/* MPI counts are int: a part or a whole above INT_MAX floats (8 GiB) is refused with a message. */
+static int comm_int_count(size_t n, const char *what) {
+    if (n > (size_t)INT_MAX) xr_die("%s of %zu floats: more than MPI's int count (split the buffer)", what, n);
+    return (int)n;
+}
+
+typedef struct {
+    CollKind kind;
+    float *buf;
+    int nrq;
+    MPI_Request *rq;
+    int *cnt, *displ;
+    size_t move_to, move_n; /* reduce-scatter in place: MPI leaves the result at buf[0], moved to its offset */
+} MpiReq;
+
+void *comm_mpi_start(Comm *c, CollKind kind, float *buf, size_t n, const size_t *counts) {
+    MpiReq *q = xr_calloc(1, sizeof *q);
+    q->kind = kind, q->buf = buf;
+    if (kind == COLL_ALLREDUCE) {
+        q->rq = xr_malloc(sizeof(MPI_Request) * (n / XR_COMM_ELEMS + 1));
+        for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
+            size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
+            comm_checked(MPI_Iallreduce(MPI_IN_PLACE, buf + i, (int)k, MPI_FLOAT, MPI_SUM, c->world, &q->rq[q->nrq++]),
+                         "MPI_Iallreduce");
+        }
+        return q;
+    }
+    q->rq = xr_malloc(sizeof(MPI_Request));
+    q->cnt = xr_malloc(sizeof(int) * (size_t)c->size);
+    q->displ = xr_malloc(sizeof(int) * (size_t)c->size);
+    size_t off = 0;
+    for (int r = 0; r < c->size; r++) {
+        q->cnt[r] = comm_int_count(counts[r], coll_names[kind]);
+        q->displ[r] = comm_int_count(off, coll_names[kind]);
+        if (r == c->rank) q->move_to = off, q->move_n = counts[r];
+        off += counts[r];
+    }
+    comm_int_count(n, coll_names[kind]);
+    if (kind == COLL_REDUCE_SCATTER)
+        comm_checked(MPI_Ireduce_scatter(MPI_IN_PLACE, buf, q->cnt, MPI_FLOAT, MPI_SUM, c->world, q->rq),
+                     "MPI_Ireduce_scatter");
+    else
+        comm_checked(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, q->cnt, q->displ, MPI_FLOAT, c->world,
+                                     q->rq),
+                     "MPI_Iallgatherv");
+    q->nrq = 1;
+    return q;
+}
+
+int comm_mpi_test(Comm *c, void *req) {
+    (void)c;
+    MpiReq *q = req;
+    int done = 0;
+    comm_checked(MPI_Testall(q->nrq, q->rq, &done, MPI_STATUSES_IGNORE), coll_names[q->kind]);
+    if (!done) return 0;
+    if (q->kind == COLL_REDUCE_SCATTER && q->move_to && q->move_n)
+        memmove(q->buf + q->move_to, q->buf, q->move_n * sizeof(float));
+    free(q->rq), free(q->cnt), free(q->displ), free(q);
+    return 1;
+}
+
+static void comm_mpi_bcast_f32(Comm *c, float *buf, size_t n, int root) {
+    for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
+        size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
+        MPI_Request rq;
+        comm_checked(MPI_Ibcast(buf + i, (int)k, MPI_FLOAT, root, c->world, &rq), "MPI_Ibcast");
+        comm_mpi_wait_timed(c, 1, &rq, "broadcast");
+    }
+}
+
+const CommOps comm_mpi_ops = {"mpi", comm_mpi_start, comm_mpi_test, comm_mpi_bcast_f32, NULL, NULL};

@@ -25,6 +25,10 @@ void trainer_defaults(TrainOpts *o) {
     o->dropout = 1;
     o->max_len = 512;
     o->logging_steps = 10;
+    o->zero = -1;
+    o->bucket_mb = GS_DEFAULT_BUCKET_MB;
+    o->overlap = 1;
+    o->comm = COMM_AUTO;
 }
 
 /* Sort key of the length bucketing: longest first, ties by position in the global batch (a total order). */
@@ -64,14 +68,14 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     st->total_steps = total, st->steps_per_epoch = spe, st->global_batch = GB;
 
     Backend *be = encoder_backend(m);
-    size_t np = (size_t)encoder_num_params(m);
+    if (comm_attach(c, be, o->comm, e)) return -1;
     AdamWConfig ac = adamw_defaults();
     ac.weight_decay = o->weight_decay;
-    AdamW *opt = adamw_create(be, 0, np, &ac);
-    for (int i = 0; i < encoder_num_tensors(m); i++) {
-        const EncoderTensor *tt = encoder_tensor(m, i);
-        if (!encoder_tensor_decays(tt)) adamw_no_decay(opt, tt->offset, tt->numel);
-    }
+    GsOpts gso = {o->zero < 0 ? R > 1 : o->zero, o->bucket_mb, o->overlap};
+    GradSync *gs = gsync_create(c, m, &gso, &ac);
+    st->zero = gso.zero && R > 1;
+    st->buckets = gsync_num_buckets(gs);
+    st->optimizer_bytes = gsync_optimizer_bytes(encoder_num_params(m), R, st->zero, 0);
 
     int64_t *perm = xr_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
     BatchItem *items = xr_malloc(sizeof(BatchItem) * (size_t)(GB * G));
@@ -136,6 +140,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             }
             const Batch *b = batch_fill(&bb, t, &d->seqs, items, cidx, cnt * G, o->max_len);
             EncoderTrainStep ts = {o->seed, (uint64_t)s, exid, o->dropout};
+            if (mi == A - 1) gsync_arm(gs); /* the last backward starts the reductions as it goes */
             encoder_train_forward(m, b, &ts, logits);
             float share = (float)((double)cnt / (double)gn);
             double l = G == 1 ? loss_bce_with_logits(logits, clab, cnt, o->pos_weight, share, dlogits)
@@ -145,13 +150,10 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             loc[1] += cnt;
             loc[3] += (double)b->B * b->T;
         }
-        float *grads = encoder_grads(m);
-        comm_allreduce_sum_f32(c, grads, np);
+        double norm = gsync_reduce(gs);
         comm_allreduce_sum_f64(c, loc, 4);
-        double norm = o->max_grad_norm > 0 ? optim_clip_grad_norm(be, grads, np, o->max_grad_norm)
-                                           : optim_grad_norm(be, grads, np);
         double lr = sched_lr(o->sched, o->lr, s, warmup, total);
-        adamw_step(opt, encoder_params(m), grads, lr);
+        gsync_step(gs, norm, o->max_grad_norm, lr);
 
         double loss = loc[0] / (loc[1] > 0 ? loc[1] : 1);
         if (!isfinite(loss) || !isfinite(norm)) {
@@ -203,10 +205,11 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     }
     if (rank == 0 && progress_shown) fprintf(stderr, "\n");
     st->seconds = xr_now() - t0;
+    gsync_times(gs, &st->comm_wait_s, &st->comm_s);
     batch_buf_free(&bb);
     free(perm), free(items), free(labels), free(item_len), free(order), free(dealt), free(cidx), free(exid), free(clab);
     free(logits), free(dlogits);
-    adamw_free(opt);
+    gsync_free(gs);
     return rc;
 }
 

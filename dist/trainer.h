@@ -3,7 +3,8 @@
  * (from the seed); its examples are sorted by assembled length and cut into chunks of per_device_batch (length
  * bucketing), rank r runs chunks m * ranks + r (m < accumulation). Every chunk's loss gradient is scaled by its
  * share of the global batch, the flat gradient buffer is all-reduced (SUM), clipped, and AdamW steps on every
- * rank. So the parameters depend on the rank count only through float summation order. */
+ * rank. So the parameters depend on the rank count only through float summation order. The exchange and the
+ * step are dist/gradsync.h's: gradient buckets reduced while the last backward runs, ZeRO-1 optimizer shards. */
 #ifndef XR_TRAINER_H
 #define XR_TRAINER_H
 #include <stdint.h>
@@ -11,6 +12,7 @@
 
 #include "comm.h"
 #include "data.h"
+#include "gradsync.h"
 #include "model.h"
 #include "optim.h"
 #include "tokenizer.h"
@@ -38,6 +40,10 @@ typedef struct {
      * the last; returns -1 on error. May be NULL. */
     int (*evaluate)(void *ctx, Encoder *m, int64_t step, double epoch, XrErr *e);
     void *eval_ctx;
+    int zero;              /* ZeRO-1 optimizer shards: 1 on, 0 off, -1 (default): on with more than one rank */
+    double bucket_mb;      /* gradient bucket size, MiB (default GS_DEFAULT_BUCKET_MB; <= 0: one bucket) */
+    int overlap;           /* reduce buckets during the last backward (default 1) */
+    CommImpl comm;         /* buffer collectives (default COMM_AUTO; see comm_attach) */
 } TrainOpts;
 
 void trainer_defaults(TrainOpts *o);
@@ -46,6 +52,9 @@ typedef struct {
     int64_t steps, total_steps, steps_per_epoch, global_batch;
     double last_loss, mean_loss_last_log, seconds;
     int64_t pairs, real_tokens, padded_tokens; /* over all ranks */
+    int zero, buckets;                         /* as run */
+    int64_t optimizer_bytes;                   /* per rank */
+    double comm_wait_s, comm_s;                /* rank 0: waited for gradient reductions / their total time */
 } TrainStats;
 
 /* Train m (a seq-cls model with one label) on d. Collective: every rank calls it with the same data and options

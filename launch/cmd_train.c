@@ -67,6 +67,20 @@ static const ArgSpec TRAIN_FLAGS[] = {
      NULL, 1},
     {"threads", ARG_INT, "0", "N", "CPU threads per rank; 0 = OMP_NUM_THREADS or the node's cores split between ranks",
      NULL, 0},
+    {"zero", ARG_CHOICE, "auto", "",
+     "ZeRO-1: each rank keeps and steps the AdamW state of 1/ranks of the parameters (auto: on with > 1 rank)",
+     "auto|0|1", 0},
+    {"bucket-size-mb", ARG_FLOAT, "25", "X",
+     "gradient bucket size in MiB: each bucket's reduction starts once the backward has finished it (0: one bucket)",
+     NULL, 0},
+    {"overlap", ARG_CHOICE, "on", "", "reduce gradient buckets during the last backward of a step, or after it",
+     "on|off", 0},
+    {"comm", ARG_CHOICE, "auto", "",
+     "gradient communicator: mpi (host memory), nccl (GPU memory), staged (GPU memory through host copies over MPI; "
+     "for ranks sharing a GPU); auto picks",
+     "auto|mpi|nccl|staged", 0},
+    {"comm-timeout", ARG_FLOAT, "600", "S",
+     "stop the job when a collective waits this long for a dead or hung rank (0: wait forever)", NULL, 0},
     {"quiet", ARG_SWITCH, NULL, "", "no progress line and no report on stderr", NULL, 0},
     {"config", ARG_STR, NULL, "FILE", "JSON file of flag values (configs/demo.json)", NULL, 0},
 };
@@ -225,6 +239,14 @@ int cmd_train(int argc, char **argv) {
     o.dropout = !strcmp(args_str(a, "dropout"), "on");
     o.logging_steps = (int)args_int(a, "logging-steps");
     o.eval_steps = (int)args_int(a, "eval-steps");
+    o.zero = !strcmp(args_str(a, "zero"), "auto") ? -1 : atoi(args_str(a, "zero"));
+    o.bucket_mb = args_float(a, "bucket-size-mb");
+    o.overlap = !strcmp(args_str(a, "overlap"), "on");
+    o.comm = (CommImpl)comm_impl_parse(args_str(a, "comm"));
+    if (o.bucket_mb < 0) xr_errf(&e, "--bucket-size-mb must be >= 0 (0: one bucket)");
+    if (args_float(a, "comm-timeout") < 0) xr_errf(&e, "--comm-timeout must be >= 0 (0: wait forever)");
+    if (e.msg[0]) return tc_fail(&x, &e, 2);
+    comm_set_timeout(x.c, args_float(a, "comm-timeout"));
     if (!(o.lr > 0) || !(o.warmup_ratio >= 0 && o.warmup_ratio <= 1) || o.weight_decay < 0 || !(o.pos_weight > 0) ||
         (o.max_steps <= 0 && !(o.epochs > 0)))
         xr_errf(&e, "bad hyperparameters: --learning-rate > 0, --warmup-ratio in [0, 1], --weight-decay >= 0, "
@@ -312,6 +334,12 @@ int cmd_train(int argc, char **argv) {
                 x.size > 1 ? "s" : "", encoder_backend(x.m) ? (int)(threads > 0 ? threads : cli_count_cpus()) : 1,
                 (long long)gb, to.mode == TD_GROUPS ? "groups" : "pairs", o.per_device_batch, o.accumulation,
                 o.max_len, o.lr, o.dropout ? "on" : "off");
+        int zero = o.zero < 0 ? x.size > 1 : o.zero && x.size > 1;
+        int64_t n = encoder_num_params(x.m);
+        fprintf(stderr, "  optimizer: AdamW state %.1f MiB per rank (%s; %.1f MiB unsharded)\n",
+                (double)gsync_optimizer_bytes(n, x.size, zero, 0) / 1048576.0,
+                zero ? "ZeRO-1 shards" : x.size > 1 ? "ZeRO off" : "one rank",
+                (double)gsync_optimizer_bytes(n, 1, 0, 0) / 1048576.0);
         if (x.have_es)
             fprintf(stderr, "  eval: %lld queries, %lld candidate pairs (%s; %lld positives retrieved, %lld not)\n",
                     (long long)x.es.nq, (long long)x.es.cand_off[x.es.nq], x.es.source, (long long)x.es.retrieved_pos,
@@ -332,6 +360,11 @@ int cmd_train(int argc, char **argv) {
                     (long long)ts.steps, (double)ts.steps / (double)ts.steps_per_epoch, ts.seconds,
                     (double)ts.pairs / ts.seconds, (double)ts.real_tokens / ts.seconds,
                     100.0 * (double)ts.real_tokens / (double)(ts.padded_tokens ? ts.padded_tokens : 1), ts.last_loss);
+            if (x.size > 1)
+                fprintf(stderr, "  gradients: %s, %d bucket%s%s, %s; rank 0 waited %.2f s for reductions (%.1f%% of "
+                        "the time)\n", comm_impl_name(x.c), ts.buckets, ts.buckets > 1 ? "s" : "",
+                        o.overlap ? " reduced during the backward" : " reduced after it",
+                        ts.zero ? "ZeRO-1" : "ZeRO off", ts.comm_wait_s, 100.0 * ts.comm_wait_s / ts.seconds);
             fprintf(stderr, "  wrote %s/final%s and %s/metrics.jsonl\n", out, x.have_es ? ", best" : "", out);
             if (x.have_es) fprintf(stderr, "  best %s %.4f at step %lld\n", ev.best_metric, ev.best, (long long)ev.best_step);
         }

@@ -1,8 +1,9 @@
-# train.cmake: `xrank train` / `xrank eval` through the built CLI under mpirun: rank invariance (1 rank with
-# gradient accumulation 2 and 2 ranks with 1 give the same parameters after 10 steps, 1e-5: BCE with dropout off,
-# and listwise with dropout on, whose masks are keyed by the example's place in the global batch), eval on 1 and 2
-# ranks giving the same JSON, the exported model read back by `xrank eval`, and bad input failing with a clear
-# message. Driver: fixtures/train/run_train.cmake; data: the FlagEmbedding fixture tokenized for the tiny BERT.
+# train.cmake: `xrank train` / `xrank eval` through the built CLI under mpirun: rank invariance (1 rank x
+# accumulation 4, 2 x 2 and 4 x 1 give the same parameters after 10 steps, 1e-5, with ZeRO-1 on and off, many
+# small gradient buckets reduced during the backward or one after it, and the staged communicator: BCE with
+# dropout off, and listwise with dropout on, whose masks are keyed by the example's place in the global batch),
+# eval on 1 and 2 ranks giving the same JSON, the exported model read back by `xrank eval`, and bad input failing
+# with a clear message. Driver: fixtures/train/run_train.cmake; data: the FlagEmbedding fixture tokenized for the tiny BERT.
 set(XR_TRAIN_THREADS OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
 function(xr_train_test name mode)
   xr_script_test(${name} SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_train.cmake MODE ${mode} TIMEOUT 300

@@ -183,6 +183,8 @@ extern "C" void cuda_ops_set_gemm_mode(Backend *be, XrGemmMode mode) {
     XR_BLAS(cublasSetMathMode(st->blas, mode == XR_GEMM_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
 }
 
+extern "C" void *cuda_ops_stream(Backend *be) { return (void *)st_of(be)->stream; }
+extern "C" int cuda_ops_device_index(Backend *be) { return st_of(be)->device; }
 extern "C" void cuda_ops_sync(Backend *be) { XR_CU(cudaStreamSynchronize(st_of(be)->stream)); }
 
 extern "C" void *cuda_ops_alloc(Backend *be, size_t bytes) {

@@ -23,6 +23,9 @@ void cuda_ops_backend_free(Backend *be);
 /* Number of visible GPUs (0 when there is no GPU or no driver; never dies). */
 int cuda_ops_device_count(void);
 void cuda_ops_set_gemm_mode(Backend *be, XrGemmMode mode);
+/* The backend's stream (cudaStream_t) and GPU index (ops_native_stream / ops_device_index). */
+void *cuda_ops_stream(Backend *be);
+int cuda_ops_device_index(Backend *be);
 /* Waits for every op queued on the backend's stream; dies with the CUDA error of a failed kernel. */
 void cuda_ops_sync(Backend *be);
 

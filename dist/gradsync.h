@@ -1,0 +1,60 @@
+/* gradsync.h: the gradient exchange and optimizer step of data-parallel training. The flat gradient is cut into
+ * buckets of whole tensors (about bucket_mb each) in the order the backward finishes them (head, last layer
+ * first, embeddings last); on the last micro-batch of a step each bucket's reduction starts as soon as the
+ * model's backward says its gradients are final (encoder_set_grad_hook) and runs while the backward goes on.
+ * With ZeRO-1 the reduction is a reduce-scatter onto contiguous shards of the flat buffer (one per rank): each
+ * rank clips and steps AdamW on its shard only (moments for its shard only), the global gradient norm being the
+ * sum of the shards' squares, and the updated parameters are all-gathered. Without it, an all-reduce and every
+ * rank steps every parameter. The update is the same up to float summation order either way. */
+#ifndef XR_GRADSYNC_H
+#define XR_GRADSYNC_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "comm.h"
+#include "model.h"
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GS_DEFAULT_BUCKET_MB 25.0
+
+typedef struct {
+    int zero;         /* 1: ZeRO-1 shards; 0: all-reduce, full optimizer on every rank */
+    double bucket_mb; /* bucket size in MiB of fp32 gradients (<= 0: one bucket, the whole buffer) */
+    int overlap;      /* 1: start each bucket from the backward's hook; 0: all at the end of the step */
+} GsOpts;
+
+typedef struct GradSync GradSync;
+
+/* For m's flat buffer over c's ranks; AdamW with cfg, weight decay off where encoder_tensor_decays says so. */
+GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *cfg);
+void gsync_free(GradSync *g);
+/* Call before the backward of a step's last micro-batch: from then on the backward's hook starts the buckets. */
+void gsync_arm(GradSync *g);
+/* After the step's backward passes: starts what is left, waits for all; returns the global gradient norm
+ * (before clipping). The reduced gradients are then in encoder_grads (ZeRO-1: this rank's shard only). */
+double gsync_reduce(GradSync *g);
+/* Clip to max_norm (<= 0: no clipping) with the norm gsync_reduce returned, step AdamW with lr, and (ZeRO-1)
+ * all-gather the parameters. */
+void gsync_step(GradSync *g, double norm, double max_norm, double lr);
+
+/* This rank's optimizer shard [*lo, *hi) of the flat buffer and its AdamW (for checkpoints). */
+void gsync_shard(const GradSync *g, size_t *lo, size_t *hi);
+AdamW *gsync_optimizer(GradSync *g);
+int gsync_num_buckets(const GradSync *g);
+/* Seconds this rank waited in gsync_reduce for reductions (communication not hidden behind the backward), and
+ * seconds the reductions took in all, measured from each bucket's start to its completion as seen by comm_test
+ * polls (an upper bound): over the run so far. */
+void gsync_times(const GradSync *g, double *wait_s, double *comm_s);
+
+/* Bytes of optimizer state per rank for n parameters over R ranks: the AdamW moments (2 x 4 bytes per parameter
+ * of the shard), plus fp32 master weights (4 bytes) when master != 0 (a bf16 GPU model). ZeRO-1 shards it by R. */
+int64_t gsync_optimizer_bytes(int64_t n, int R, int zero, int master);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

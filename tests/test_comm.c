@@ -1,0 +1,160 @@
+/* test_comm.c: the buffer collectives of dist/comm.h (all-reduce, reduce-scatter, all-gather, broadcast, blocking
+ * and several non-blocking ones in flight at once) on sizes 0, 1, odd, not divisible by the rank count and above
+ * 1 Mi floats, against sums computed here; values are small integers so every sum is exact in fp32.
+ * Usage: test_comm [--impl mpi|staged|nccl] [--device cpu|cuda]; run by ctest alone (1 rank) and under mpirun
+ * (tests/comm.cmake). NCCL and the CUDA device: skipped (77) without a GPU.
+ * test_comm --stall kill|stop --timeout S: rank 1 of 2 kills (SIGKILL) or stops (SIGSTOP) itself during a loop of
+ * all-reduces; rank 0 must stop the job (the kill test of tests/comm.cmake checks the time and the message). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "comm.h"
+#include "ops.h"
+#include "testutil.h"
+
+static float val(int rank, size_t i, int salt) { return (float)((int)((i * 7 + (size_t)salt) % 13) - 6 + rank); }
+
+/* Parts of n floats over R ranks: uneven on purpose (rank r gets about (r + 1) / sum shares, last takes the rest). */
+static void split(size_t n, int R, size_t *counts) {
+    size_t left = n, tot = (size_t)R * (R + 1) / 2;
+    for (int r = 0; r < R; r++) {
+        counts[r] = r == R - 1 ? left : n * (size_t)(r + 1) / tot;
+        left -= counts[r];
+    }
+}
+
+typedef struct {
+    Comm *c;
+    Backend *be;
+    int R, rank;
+} Ctx;
+
+static float *upload(Ctx *x, const float *h, size_t n) {
+    float *d = ops_alloc(x->be, (n ? n : 1) * sizeof(float));
+    ops_to_device(x->be, d, h, n * sizeof(float));
+    return d;
+}
+
+static void download(Ctx *x, float *h, const float *d, size_t n) { ops_to_host(x->be, h, d, n * sizeof(float)); }
+
+static int check_eq(const char *what, size_t n, const float *got, const float *want, size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; i++)
+        if (got[i] != want[i]) {
+            TU_CHECK(0, "%s n=%zu: [%zu] = %g, want %g", what, n, i, got[i], want[i]);
+            return 1;
+        }
+    tu_checks++;
+    return 0;
+}
+
+/* Checks all four collectives on n floats; nb: 1 blocking, else that many non-blocking copies in flight. */
+static void run_size(Ctx *x, size_t n, int nb) {
+    int R = x->R, me = x->rank;
+    size_t *counts = xr_malloc(sizeof(size_t) * (size_t)R), off = 0;
+    split(n, R, counts);
+    for (int r = 0; r < me; r++) off += counts[r];
+    float *h = xr_malloc((n ? n : 1) * sizeof(float)), *want = xr_malloc((n ? n : 1) * sizeof(float));
+    float **d = xr_malloc(sizeof(float *) * (size_t)nb);
+    CommReq **rq = xr_malloc(sizeof(CommReq *) * (size_t)nb);
+    char what[64];
+    for (int kind = 0; kind < 4; kind++) {
+        for (int k = 0; k < nb; k++) {
+            for (size_t i = 0; i < n; i++) h[i] = val(me, i, kind * 10 + k);
+            d[k] = upload(x, h, n);
+        }
+        for (int k = 0; k < nb; k++) {
+            rq[k] = NULL;
+            if (kind == 3) comm_buf_bcast(x->c, d[k], n, R - 1);
+            else if (nb == 1 && kind == 0) comm_buf_allreduce(x->c, d[k], n);
+            else if (nb == 1 && kind == 1) comm_buf_reduce_scatter(x->c, d[k], counts);
+            else if (nb == 1) comm_buf_allgather(x->c, d[k], counts);
+            else if (kind == 0) rq[k] = comm_buf_iallreduce(x->c, d[k], n);
+            else if (kind == 1) rq[k] = comm_buf_ireduce_scatter(x->c, d[k], counts);
+            else rq[k] = comm_buf_iallgather(x->c, d[k], counts);
+        }
+        if (nb > 1 && kind < 3) {
+            for (int k = 0; k < nb; k++) comm_test(x->c, rq[k]);
+            for (int k = nb - 1; k >= 0; k--) comm_wait(x->c, rq[k]); /* finishing out of order is allowed */
+        }
+        for (int k = 0; k < nb; k++) {
+            int salt = kind * 10 + k;
+            for (size_t i = 0; i < n; i++) {
+                float s = 0;
+                for (int r = 0; r < R; r++) s += val(r, i, salt);
+                if (kind == 0 || kind == 1) want[i] = s;
+                else if (kind == 2) {
+                    size_t o = 0;
+                    int owner = 0;
+                    while (owner < R - 1 && i >= o + counts[owner]) o += counts[owner++];
+                    want[i] = val(owner, i, salt);
+                } else
+                    want[i] = val(R - 1, i, salt);
+            }
+            download(x, h, d[k], n);
+            static const char *names[] = {"all-reduce", "reduce-scatter", "all-gather", "broadcast"};
+            snprintf(what, sizeof what, "%s%s rank %d/%d", names[kind], nb > 1 ? " (non-blocking)" : "", me, R);
+            if (kind == 1) check_eq(what, n, h, want, off, off + counts[me]);
+            else check_eq(what, n, h, want, 0, n);
+            ops_free(x->be, d[k]);
+        }
+    }
+    free(counts), free(h), free(want), free(d), free(rq);
+}
+
+static int stall_test(Comm *c, const char *how, double timeout) {
+    comm_set_timeout(c, timeout);
+    if (comm_size(c) != 2) {
+        fprintf(stderr, "--stall needs 2 ranks\n");
+        return 2;
+    }
+    float buf[1024];
+    for (int it = 0; it < 1000000; it++) {
+        if (it == 20 && comm_rank(c) == 1) {
+            fprintf(stderr, "test_comm: raising SIG%s in this process\n", how[0] == 'k' ? "KILL" : "STOP");
+            fflush(stderr);
+            raise(how[0] == 'k' ? SIGKILL : SIGSTOP);
+        }
+        for (int i = 0; i < 1024; i++) buf[i] = 1;
+        comm_buf_allreduce(c, buf, 1024);
+    }
+    return 1; /* not reached: rank 0 must have been stopped */
+}
+
+int main(int argc, char **argv) {
+    Comm *c = comm_init(&argc, &argv);
+    const char *impl = "mpi", *dev = "cpu", *stall = NULL;
+    double timeout = 10;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--impl")) impl = argv[i + 1];
+        else if (!strcmp(argv[i], "--device")) dev = argv[i + 1];
+        else if (!strcmp(argv[i], "--stall")) stall = argv[i + 1];
+        else if (!strcmp(argv[i], "--timeout")) timeout = atof(argv[i + 1]);
+    }
+    if (stall) return stall_test(c, stall, timeout);
+    Ctx x = {c, NULL, comm_size(c), comm_rank(c)};
+    int want_cuda = !strcmp(dev, "cuda") || !strcmp(impl, "nccl");
+    if (want_cuda && ops_device_count(XR_DEV_CUDA) == 0) {
+        comm_finalize(c);
+        TU_SKIP("no GPU visible: %s on cuda not tested", impl);
+    }
+    XrErr e;
+    x.be = ops_backend_create(want_cuda ? XR_DEV_CUDA : XR_DEV_CPU, want_cuda ? comm_local_rank(c) % ops_device_count(XR_DEV_CUDA) : 0,
+                              XR_PREC_FP32, 1, &e);
+    if (!x.be) xr_die("%s", e.msg);
+    if (comm_attach(c, x.be, (CommImpl)comm_impl_parse(impl), &e)) xr_die("%s", e.msg);
+    TU_CHECK(!strcmp(comm_impl_name(c), impl), "implementation %s, asked for %s", comm_impl_name(c), impl);
+    static const size_t sizes[] = {0, 1, 2, 3, 7, 1000, 1001, 4099, (1u << 20) + 3};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        run_size(&x, sizes[s], 1);
+        run_size(&x, sizes[s], 3);
+    }
+    if (x.rank == 0) printf("%s on %s, %d rank(s): %d checks\n", impl, dev, x.R, tu_checks);
+    int failed = tu_failures;
+    comm_barrier(c);
+    comm_finalize(c);
+    ops_backend_free(x.be);
+    return failed ? 1 : tu_finish("test_comm");
+}
