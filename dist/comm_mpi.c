@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <assert.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -217,20 +218,26 @@ static double comm_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Polling with a short sleep instead of MPI_Wait's busy loop: a waiting rank leaves the core to a peer that
- * shares it (oversubscribed test runs, ranks x threads > cores), and the deadline can be checked. The sleep
- * grows from 20 us to 1 ms, so a collective that finishes quickly is not delayed by more than ~its own time. */
+/* Waits poll: for the first XR_COMM_SPIN seconds with sched_yield between tests (a collective moves data only
+ * inside MPI calls, so a sleeping poller would stretch every round of its algorithm; yielding still lets a peer
+ * that shares the core run: oversubscribed test runs, ranks x threads > cores), then with a sleep growing to
+ * 1 ms, checking the deadline. */
+#define XR_COMM_SPIN 0.05
 typedef struct {
     double t0, next_sleep;
 } CommPoll;
 
 static void comm_poll_init(CommPoll *p) {
     p->t0 = comm_now();
-    p->next_sleep = 20e-6;
+    p->next_sleep = 50e-6;
 }
 
 static void comm_poll_pause(Comm *c, CommPoll *p, const char *what) {
     double waited = comm_now() - p->t0;
+    if (waited < XR_COMM_SPIN) {
+        sched_yield();
+        return;
+    }
     if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, what, waited);
     struct timespec ts = {0, (long)(p->next_sleep * 1e9)};
     nanosleep(&ts, NULL);

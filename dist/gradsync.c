@@ -27,6 +27,12 @@ struct GradSync {
     int armed;
     AdamW *opt;
     double wait_s, comm_s;
+    /* sparse word-embedding exchange (sp_rows 0: off) */
+    size_t sp_off, sp_rows, sp_width;
+    uint8_t *sp_touched;  /* [sp_rows] this step's rows on this rank */
+    float *sp_pack;       /* packed rows */
+    size_t sp_cap;
+    int64_t sp_total, sp_steps;
 };
 
 static int gs_tensor_desc(const void *a, const void *b) {
@@ -54,6 +60,11 @@ static void gs_make_buckets(GradSync *g) {
         size_t hi = g->n;
         for (int i = 0; i < nt; i++) {
             size_t lo = t[i]->offset;
+            if (g->sp_rows && lo == g->sp_off) { /* the sparse tensor: close the bucket above it, skip it */
+                if (hi > lo + t[i]->numel) g->b[g->nb++] = (GsBucket){lo + t[i]->numel, hi, NULL, 0, 0};
+                hi = lo;
+                continue;
+            }
             if (hi - lo >= cap || i == nt - 1) {
                 g->b[g->nb++] = (GsBucket){lo, hi, NULL, 0, 0};
                 hi = lo;
@@ -79,6 +90,14 @@ GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *
         if (r == g->rank) g->shard_lo = lo, g->shard_hi = hi;
     }
     if (!g->o.zero) g->shard_lo = 0, g->shard_hi = g->n;
+    for (int i = 0; g->o.sparse_embedding && g->R > 1 && g->be->device == XR_DEV_CPU && i < encoder_num_tensors(m); i++) {
+        const EncoderTensor *t = encoder_tensor(m, i);
+        size_t L = strlen(t->name), S = strlen("embeddings.word_embeddings.weight");
+        if (t->ndim == 2 && L >= S && !strcmp(t->name + L - S, "embeddings.word_embeddings.weight")) {
+            g->sp_off = t->offset, g->sp_rows = (size_t)t->shape[0], g->sp_width = (size_t)t->shape[1];
+            g->sp_touched = xr_calloc(g->sp_rows, 1);
+        }
+    }
     gs_make_buckets(g);
     g->opt = adamw_create(g->be, g->shard_lo, g->shard_hi - g->shard_lo, cfg);
     for (int i = 0; i < encoder_num_tensors(m); i++) {
@@ -92,7 +111,7 @@ void gsync_free(GradSync *g) {
     if (!g) return;
     encoder_set_grad_hook(g->m, NULL, NULL);
     adamw_free(g->opt);
-    free(g->shard_counts), free(g->part), free(g->b), free(g);
+    free(g->shard_counts), free(g->part), free(g->b), free(g->sp_touched), free(g->sp_pack), free(g);
 }
 
 static void gs_start(GradSync *g, GsBucket *b) {
@@ -137,11 +156,51 @@ void gsync_arm(GradSync *g) {
     encoder_set_grad_hook(g->m, gs_hook, g);
 }
 
+void gsync_touch(GradSync *g, const int32_t *ids, size_t n) {
+    if (!g->sp_rows) return;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && (size_t)ids[i] < g->sp_rows) g->sp_touched[ids[i]] = 1;
+}
+
+static int gs_cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The rows touched on any rank: ids all-gathered, sorted, deduplicated (the same list on every rank); their
+ * gradient rows packed, summed, unpacked. Rows outside the list are 0 on every rank: their sum is 0 too. */
+static void gs_sparse_exchange(GradSync *g) {
+    int32_t *mine = xr_malloc(sizeof(int32_t) * (g->sp_rows ? g->sp_rows : 1));
+    size_t k = 0;
+    for (size_t r = 0; r < g->sp_rows; r++)
+        if (g->sp_touched[r]) mine[k++] = (int32_t)r, g->sp_touched[r] = 0;
+    size_t got = 0;
+    int32_t *all = (int32_t *)comm_allgather(g->c, mine, k * sizeof(int32_t), &got, NULL);
+    size_t na = got / sizeof(int32_t), nu = 0;
+    qsort(all, na, sizeof *all, gs_cmp_i32);
+    for (size_t i = 0; i < na; i++)
+        if (nu == 0 || all[i] != all[nu - 1]) all[nu++] = all[i];
+    size_t H = g->sp_width, need = nu * H;
+    if (need > g->sp_cap) {
+        free(g->sp_pack);
+        g->sp_cap = need;
+        g->sp_pack = xr_malloc((need ? need : 1) * sizeof(float));
+    }
+    float *w = encoder_grads(g->m) + g->sp_off;
+    for (size_t i = 0; i < nu; i++) memcpy(g->sp_pack + i * H, w + (size_t)all[i] * H, H * sizeof(float));
+    comm_buf_allreduce(g->c, g->sp_pack, need);
+    for (size_t i = 0; i < nu; i++) memcpy(w + (size_t)all[i] * H, g->sp_pack + i * H, H * sizeof(float));
+    g->sp_total += (int64_t)nu;
+    g->sp_steps++;
+    free(mine), free(all);
+}
+
 double gsync_reduce(GradSync *g) {
     float *grads = encoder_grads(g->m);
     if (g->R > 1) {
         double t0 = xr_now();
         while (g->next < g->nb) gs_start(g, &g->b[g->next++]);
+        if (g->sp_rows) gs_sparse_exchange(g);
         for (int i = 0; i < g->nb; i++)
             if (g->b[i].req) {
                 comm_wait(g->c, g->b[i].req);
@@ -172,6 +231,11 @@ void gsync_shard(const GradSync *g, size_t *lo, size_t *hi) {
 }
 AdamW *gsync_optimizer(GradSync *g) { return g->opt; }
 int gsync_num_buckets(const GradSync *g) { return g->nb; }
+void gsync_sparse_stats(const GradSync *g, int64_t *rows, int64_t *steps, int64_t *vocab) {
+    *rows = g->sp_total;
+    *steps = g->sp_steps;
+    *vocab = (int64_t)g->sp_rows;
+}
 void gsync_times(const GradSync *g, double *wait_s, double *comm_s) {
     *wait_s = g->wait_s;
     *comm_s = g->comm_s;

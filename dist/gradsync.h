@@ -5,7 +5,11 @@
  * With ZeRO-1 the reduction is a reduce-scatter onto contiguous shards of the flat buffer (one per rank): each
  * rank clips and steps AdamW on its shard only (moments for its shard only), the global gradient norm being the
  * sum of the shards' squares, and the updated parameters are all-gathered. Without it, an all-reduce and every
- * rank steps every parameter. The update is the same up to float summation order either way. */
+ * rank steps every parameter. The update is the same up to float summation order either way.
+ * Sparse word embeddings: a step touches a few percent of the vocabulary, so instead of the dense [V, H] gradient
+ * only the rows touched anywhere in the global batch are summed (their ids all-gathered first, rows packed,
+ * all-reduced, unpacked); the other rows' gradients are 0 on every rank, so the sum and the AdamW update (moment
+ * decay and weight decay of untouched rows included) are exactly the dense ones. CPU backend (host rows). */
 #ifndef XR_GRADSYNC_H
 #define XR_GRADSYNC_H
 #include <stddef.h>
@@ -25,6 +29,7 @@ typedef struct {
     int zero;         /* 1: ZeRO-1 shards; 0: all-reduce, full optimizer on every rank */
     double bucket_mb; /* bucket size in MiB of fp32 gradients (<= 0: one bucket, the whole buffer) */
     int overlap;      /* 1: start each bucket from the backward's hook; 0: all at the end of the step */
+    int sparse_embedding; /* 1: exchange only the touched word-embedding rows (gsync_touch) */
 } GsOpts;
 
 typedef struct GradSync GradSync;
@@ -34,6 +39,8 @@ GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *
 void gsync_free(GradSync *g);
 /* Call before the backward of a step's last micro-batch: from then on the backward's hook starts the buckets. */
 void gsync_arm(GradSync *g);
+/* The token ids of a micro-batch of this step (any superset of the ids whose embedding rows get a gradient). */
+void gsync_touch(GradSync *g, const int32_t *ids, size_t n);
 /* After the step's backward passes: starts what is left, waits for all; returns the global gradient norm
  * (before clipping). The reduced gradients are then in encoder_grads (ZeRO-1: this rank's shard only). */
 double gsync_reduce(GradSync *g);
@@ -45,6 +52,8 @@ void gsync_step(GradSync *g, double norm, double max_norm, double lr);
 void gsync_shard(const GradSync *g, size_t *lo, size_t *hi);
 AdamW *gsync_optimizer(GradSync *g);
 int gsync_num_buckets(const GradSync *g);
+/* Word-embedding rows exchanged over the run so far (0 when the exchange is dense) and the steps. */
+void gsync_sparse_stats(const GradSync *g, int64_t *rows, int64_t *steps, int64_t *vocab);
 /* Seconds this rank waited in gsync_reduce for reductions (communication not hidden behind the backward), and
  * seconds the reductions took in all, measured from each bucket's start to its completion as seen by comm_test
  * polls (an upper bound): over the run so far. */

@@ -29,6 +29,7 @@ void trainer_defaults(TrainOpts *o) {
     o->bucket_mb = GS_DEFAULT_BUCKET_MB;
     o->overlap = 1;
     o->comm = COMM_AUTO;
+    o->sparse_embedding = 1;
 }
 
 /* Sort key of the length bucketing: longest first, ties by position in the global batch (a total order). */
@@ -71,7 +72,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     if (comm_attach(c, be, o->comm, e)) return -1;
     AdamWConfig ac = adamw_defaults();
     ac.weight_decay = o->weight_decay;
-    GsOpts gso = {o->zero < 0 ? R > 1 : o->zero, o->bucket_mb, o->overlap};
+    GsOpts gso = {o->zero < 0 ? R > 1 : o->zero, o->bucket_mb, o->overlap, o->sparse_embedding};
     GradSync *gs = gsync_create(c, m, &gso, &ac);
     st->zero = gso.zero && R > 1;
     st->buckets = gsync_num_buckets(gs);
@@ -139,6 +140,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                 }
             }
             const Batch *b = batch_fill(&bb, t, &d->seqs, items, cidx, cnt * G, o->max_len);
+            gsync_touch(gs, b->ids, (size_t)b->B * (size_t)b->T);
             EncoderTrainStep ts = {o->seed, (uint64_t)s, exid, o->dropout};
             if (mi == A - 1) gsync_arm(gs); /* the last backward starts the reductions as it goes */
             encoder_train_forward(m, b, &ts, logits);
@@ -206,6 +208,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     if (rank == 0 && progress_shown) fprintf(stderr, "\n");
     st->seconds = xr_now() - t0;
     gsync_times(gs, &st->comm_wait_s, &st->comm_s);
+    gsync_sparse_stats(gs, &st->sparse_rows, &st->sparse_steps, &st->vocab);
     batch_buf_free(&bb);
     free(perm), free(items), free(labels), free(item_len), free(order), free(dealt), free(cidx), free(exid), free(clab);
     free(logits), free(dlogits);

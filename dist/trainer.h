@@ -44,6 +44,7 @@ typedef struct {
     double bucket_mb;      /* gradient bucket size, MiB (default GS_DEFAULT_BUCKET_MB; <= 0: one bucket) */
     int overlap;           /* reduce buckets during the last backward (default 1) */
     CommImpl comm;         /* buffer collectives (default COMM_AUTO; see comm_attach) */
+    int sparse_embedding;  /* exchange only the touched word-embedding rows (default 1; gradsync.h) */
 } TrainOpts;
 
 void trainer_defaults(TrainOpts *o);
@@ -55,6 +56,7 @@ typedef struct {
     int zero, buckets;                         /* as run */
     int64_t optimizer_bytes;                   /* per rank */
     double comm_wait_s, comm_s;                /* rank 0: waited for gradient reductions / their total time */
+    int64_t sparse_rows, sparse_steps, vocab;  /* word-embedding rows exchanged over the steps (0: dense) */
 } TrainStats;
 
 /* Train m (a seq-cls model with one label) on d. Collective: every rank calls it with the same data and options

@@ -75,6 +75,9 @@ static const ArgSpec TRAIN_FLAGS[] = {
      NULL, 0},
     {"overlap", ARG_CHOICE, "on", "", "reduce gradient buckets during the last backward of a step, or after it",
      "on|off", 0},
+    {"sparse-embedding", ARG_CHOICE, "on", "",
+     "exchange only the word-embedding rows the global batch touched (the same update as the dense exchange)",
+     "on|off", 0},
     {"comm", ARG_CHOICE, "auto", "",
      "gradient communicator: mpi (host memory), nccl (GPU memory), staged (GPU memory through host copies over MPI; "
      "for ranks sharing a GPU); auto picks",
@@ -242,6 +245,7 @@ int cmd_train(int argc, char **argv) {
     o.zero = !strcmp(args_str(a, "zero"), "auto") ? -1 : atoi(args_str(a, "zero"));
     o.bucket_mb = args_float(a, "bucket-size-mb");
     o.overlap = !strcmp(args_str(a, "overlap"), "on");
+    o.sparse_embedding = !strcmp(args_str(a, "sparse-embedding"), "on");
     o.comm = (CommImpl)comm_impl_parse(args_str(a, "comm"));
     if (o.bucket_mb < 0) xr_errf(&e, "--bucket-size-mb must be >= 0 (0: one bucket)");
     if (args_float(a, "comm-timeout") < 0) xr_errf(&e, "--comm-timeout must be >= 0 (0: wait forever)");
@@ -365,6 +369,10 @@ int cmd_train(int argc, char **argv) {
                         "the time)\n", comm_impl_name(x.c), ts.buckets, ts.buckets > 1 ? "s" : "",
                         o.overlap ? " reduced during the backward" : " reduced after it",
                         ts.zero ? "ZeRO-1" : "ZeRO off", ts.comm_wait_s, 100.0 * ts.comm_wait_s / ts.seconds);
+            if (x.size > 1 && ts.sparse_steps > 0)
+                fprintf(stderr, "  word embeddings: %.0f of %lld rows exchanged per step (%.1f%%)\n",
+                        (double)ts.sparse_rows / (double)ts.sparse_steps, (long long)ts.vocab,
+                        100.0 * (double)ts.sparse_rows / (double)ts.sparse_steps / (double)(ts.vocab ? ts.vocab : 1));
             fprintf(stderr, "  wrote %s/final%s and %s/metrics.jsonl\n", out, x.have_es ? ", best" : "", out);
             if (x.have_es) fprintf(stderr, "  best %s %.4f at step %lld\n", ev.best_metric, ev.best, (long long)ev.best_step);
         }

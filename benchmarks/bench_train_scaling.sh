@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# bench_train_scaling.sh: data-parallel scaling of `xrank train` on the CPU (issue 11): 2 ranks x 1 thread against
+# 1 rank x 2 threads on the demo recipe (all-MiniLM-L6-v2 + new head, the demo's mined man-page pairs, BCE
+# pos_weight 3, global batch 16, max length 128, as bench_train_cpu.sh), and the 2-rank variants of the gradient
+# exchange: defaults (ZeRO-1, 25 MiB buckets reduced during the backward, sparse word embeddings), --zero 0,
+# --overlap off, --sparse-embedding off. Rounds alternate the layouts; pairs/s is over the steps after the first
+# logging window (--warmup-steps), from metrics.jsonl; "wait" is the share of rank 0's training time spent waiting
+# for gradient reductions (the xrank train report). Every run is timed under `flock $XR_CPU_LOCK`.
+# Usage: benchmarks/bench_train_scaling.sh [--rounds 2] [--steps 40] [--warmup-steps 10] [--variants all|default]
+# Env: BUILD_DIR (build), XR_MINILM_DIR, TRAIN_DIR (a dir with train.ds and train.groups.h5; built from 600 man pages
+#      as bench_train_cpu.sh does when absent), XR_CPU_LOCK (/tmp/cpu.lock), OUT (benchmarks/results/ jsonl, appended)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+MODEL=${XR_MINILM_DIR:-/work/models/all-MiniLM-L6-v2}
+TRAIN_DIR=${TRAIN_DIR:-$BUILD_DIR/bench_train/data}
+LOCK=${XR_CPU_LOCK:-/tmp/cpu.lock}
+OUT=${OUT:-benchmarks/train_scaling_$(date +%Y-%m-%d).jsonl}
+ROUNDS=2 STEPS=40 WARM=10 VARIANTS=all
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --warmup-steps) WARM=$2; shift 2 ;;
+    --variants) VARIANTS=$2; shift 2 ;;
+    *) echo "bench_train_scaling.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+. launch/env.sh
+XRANK=$PWD/$BUILD_DIR/xrank
+WORK=$PWD/$BUILD_DIR/bench_scaling
+mkdir -p "$WORK"
+if [ ! -f "$TRAIN_DIR/train.groups.h5" ]; then
+  echo "== building the demo training set in $TRAIN_DIR"
+  python3 launch/demo_corpus.py "$TRAIN_DIR/manpages" --pages 600
+  "$XRANK" tokenize --model "$MODEL" --input "$TRAIN_DIR/manpages" --split train --output "$TRAIN_DIR/train.ds" \
+    --overwrite --quiet
+  mpirun -np 2 --oversubscribe "$XRANK" mine --model "$MODEL" --input "$TRAIN_DIR/train.ds" \
+    --output "$TRAIN_DIR/train.groups.h5" --num-negatives 15 --overwrite --quiet
+fi
+TOTAL=$((WARM + STEPS))
+FLAGS=(--model "$MODEL" --data "$TRAIN_DIR/train.ds" --groups "$TRAIN_DIR/train.groups.h5" --loss bce --pos-weight 3
+  --learning-rate 5e-5 --weight-decay 0.01 --warmup-ratio 0.1 --lr-scheduler-type linear --max-grad-norm 1
+  --max-length 128 --seed 42 --dropout on --max-steps "$TOTAL" --logging-steps "$WARM" --eval-steps 0 --overwrite)
+RES=$WORK/results.jsonl
+: >"$RES"
+run() { # label ranks threads per_device_batch round [xrank flags...]
+  local label=$1 np=$2 nt=$3 b=$4 round=$5 dir=$WORK/$1
+  shift 5
+  local cmd=("$XRANK" train "${FLAGS[@]}" --per-device-train-batch-size "$b" --threads "$nt" --output "$dir" "$@")
+  [ "$np" = 1 ] || cmd=(mpirun -np "$np" --oversubscribe --bind-to none "${cmd[@]}")
+  OMP_NUM_THREADS=$nt flock "$LOCK" "${cmd[@]}" 2>"$dir.log" >/dev/null
+  python3 - "$dir/metrics.jsonl" "$dir.log" "$label" "$np" "$nt" "$round" "$*" <<'PY' | tee -a "$RES"
+import json, re, sys
+m, log, label, np_, nt, rnd, flags = sys.argv[1:]
+lines = [json.loads(l) for l in open(m) if '"train"' in l]
+pairs = sum(l["pairs_per_s"] * 0 + l["steps_logged"] for l in lines[1:]) * 16
+dt = lines[-1]["elapsed_s"] - lines[0]["elapsed_s"]
+txt = open(log).read()
+w = re.search(r"waited ([0-9.]+) s for reductions \(([0-9.]+)% of", txt)
+rows = re.search(r"word embeddings: ([0-9]+) of ([0-9]+) rows", txt)
+print(json.dumps({"bench": "train_scaling", "label": label, "ranks": int(np_), "threads": int(nt), "round": int(rnd),
+                  "flags": flags, "pairs_per_s": round(pairs / dt, 2), "timed_steps": sum(l["steps_logged"] for l in lines[1:]),
+                  "wait_s": float(w.group(1)) if w else 0.0, "wait_pct": float(w.group(2)) if w else 0.0,
+                  "emb_rows_per_step": int(rows.group(1)) if rows else None}))
+PY
+}
+echo "commit $(git rev-parse --short HEAD)  $(nproc) cpus  $STEPS timed steps of 16 pairs after $WARM -> $OUT"
+for round in $(seq 1 "$ROUNDS"); do
+  run 1x2threads 1 2 16 "$round"
+  run 2x1thread 2 1 8 "$round"
+  if [ "$VARIANTS" = all ]; then
+    run 2x1thread-zero0 2 1 8 "$round" --zero 0
+    run 2x1thread-overlap-off 2 1 8 "$round" --overlap off
+    run 2x1thread-dense-emb 2 1 8 "$round" --sparse-embedding off
+    run 2x1thread-zero0-overlap-off-dense 2 1 8 "$round" --zero 0 --overlap off --sparse-embedding off --bucket-size-mb 0
+  fi
+done
+cat "$RES" >>"$OUT"
+python3 - "$RES" <<'PY'
+import json, sys, collections
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = collections.defaultdict(list)
+for r in rows: by[r["label"]].append(r)
+base = sum(r["pairs_per_s"] for r in by["1x2threads"]) / len(by["1x2threads"])
+print("| layout | pairs/s (mean of %d) | vs 1 x 2 threads | rank 0 waiting for reductions |" % len(by["1x2threads"]))
+print("|---|---|---|---|")
+for k, v in by.items():
+    p = sum(r["pairs_per_s"] for r in v) / len(v)
+    w = sum(r["wait_pct"] for r in v) / len(v)
+    print("| %s | %.1f | %.3fx | %s |" % (k, p, p / base, "%.1f%%" % w if v[0]["ranks"] > 1 else "-"))
+PY
