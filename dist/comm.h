@@ -64,6 +64,15 @@ void comm_allreduce_sum_f64(Comm *c, double *buf, size_t n);
  * can print it once and all ranks can exit cleanly) and returns -1. */
 int comm_check(Comm *c, int status, XrErr *e);
 
+/* ---- one copy per node: MPI-3 shared memory ----
+ * comm_node_share: collective over the ranks of a node. The node's leader (comm_node_leader) passes n bytes at src
+ * (others: any src, n ignored); every rank of the node gets a pointer to one shared read-only copy (*out_n
+ * bytes), valid until comm_node_share_free (collective over the node). */
+typedef struct CommShm CommShm;
+int comm_node_leader(const Comm *c);
+void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h);
+void comm_node_share_free(Comm *c, CommShm *h);
+
 /* ---- buffer collectives ----
  * Buffers live in the memory of the backend given to comm_attach (host memory before any comm_attach). Sums
  * are in fp32 in an order fixed by the implementation and the rank count (every rank gets the same bits).

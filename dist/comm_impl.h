@@ -24,6 +24,7 @@ typedef struct {
 
 struct Comm {
     MPI_Comm world;
+    MPI_Comm node;       /* the ranks of this node (MPI_COMM_SELF with one rank) */
     int rank, size, local_rank, local_size;
     int we_initialised;
     double timeout_s;

@@ -47,13 +47,14 @@ Comm *comm_init(int *argc, char ***argv) {
     comm_checked(MPI_Comm_rank(c->world, &c->rank), "MPI_Comm_rank");
     comm_checked(MPI_Comm_size(c->world, &c->size), "MPI_Comm_size");
     c->local_size = 1;
+    c->node = MPI_COMM_SELF;
     if (c->size > 1) {
         MPI_Comm node;
         comm_checked(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node),
                      "MPI_Comm_split_type");
         comm_checked(MPI_Comm_size(node, &c->local_size), "MPI_Comm_size(node)");
         comm_checked(MPI_Comm_rank(node, &c->local_rank), "MPI_Comm_rank(node)");
-        MPI_Comm_free(&node);
+        c->node = node;
         xr_abort_hook = comm_mpi_abort_hook;
     }
     return c;
@@ -62,6 +63,7 @@ Comm *comm_init(int *argc, char ***argv) {
 void comm_finalize(Comm *c) {
     if (!c) return;
     if (c->ops && c->ops->destroy) c->ops->destroy(c);
+    if (c->node != MPI_COMM_SELF) MPI_Comm_free(&c->node);
     if (c->we_initialised) {
         xr_abort_hook = NULL;
         MPI_Finalize();
@@ -450,3 +452,47 @@ static void comm_mpi_bcast_f32(Comm *c, float *buf, size_t n, int root) {
 }
 
 const CommOps comm_mpi_ops = {"mpi", comm_mpi_start, comm_mpi_test, comm_mpi_bcast_f32, NULL, NULL};
+
+/* ---- node-shared memory ---- */
+
+struct CommShm {
+    MPI_Win win;
+};
+
+void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h) {
+    *h = NULL;
+    uint64_t len = n;
+    MPI_Request rq;
+    comm_checked(MPI_Ibcast(&len, 1, MPI_UINT64_T, 0, c->node, &rq), "MPI_Ibcast(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "node-shared size");
+    *out_n = (size_t)len;
+    int node_rank;
+    comm_checked(MPI_Comm_rank(c->node, &node_rank), "MPI_Comm_rank(node)");
+    CommShm *s = xr_calloc(1, sizeof *s);
+    char *base = NULL;
+    /* at least one byte, so an empty buffer still has an address */
+    comm_checked(MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)(len ? len : 1) : 0, 1, MPI_INFO_NULL, c->node,
+                                         &base, &s->win),
+                 "MPI_Win_allocate_shared");
+    MPI_Aint sz;
+    int du;
+    comm_checked(MPI_Win_shared_query(s->win, 0, &sz, &du, &base), "MPI_Win_shared_query");
+    if (node_rank == 0 && len) memcpy(base, src, (size_t)len);
+    comm_checked(MPI_Ibarrier(c->node, &rq), "MPI_Ibarrier(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "node-shared copy");
+    *h = s;
+    return base;
+}
+
+void comm_node_share_free(Comm *c, CommShm *h) {
+    (void)c;
+    if (!h) return;
+    MPI_Win_free(&h->win);
+    free(h);
+}
+
+int comm_node_leader(const Comm *c) {
+    int r = 0;
+    MPI_Comm_rank(c->node, &r);
+    return r == 0;
+}

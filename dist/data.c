@@ -179,9 +179,9 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
     if (rc == 0 && d->n == 0)
         rc = xr_errf(e, "%s%s%s: no training examples (%lld groups without negatives)", o->dataset,
                      o->groups ? " + " : "", o->groups ? o->groups : "", (long long)d->skipped);
-    if (rc == 0) rc = td_load_store(d, o->dataset, "queries", e);
-    if (rc == 0) rc = td_load_store(d, o->dataset, "passages", e);
-    if (rc == 0 && d->seqs.n != d->nq + d->np)
+    if (rc == 0 && !o->skip_tokens) rc = td_load_store(d, o->dataset, "queries", e);
+    if (rc == 0 && !o->skip_tokens) rc = td_load_store(d, o->dataset, "passages", e);
+    if (rc == 0 && !o->skip_tokens && d->seqs.n != d->nq + d->np)
         rc = xr_errf(e, "%s: stores hold %lld rows, the index says %lld queries + %lld passages", o->dataset,
                      (long long)d->seqs.n, (long long)d->nq, (long long)d->np);
     ds_index_free(&ix);
@@ -193,6 +193,42 @@ void td_free(TrainData *d) {
     seqs_free(&d->seqs);
     free(d->q), free(d->p), free(d->label), free(d->neg_off), free(d->neg);
     memset(d, 0, sizeof *d);
+}
+
+struct TdShared {
+    CommShm *tok, *off;
+};
+
+int td_load_node(Comm *c, TrainData *d, const TdOptions *o, TdShared **sh, XrErr *e) {
+    *sh = NULL;
+    if (comm_local_size(c) <= 1) return comm_check(c, td_load(d, o, e), e);
+    TdOptions oo = *o;
+    int lead = comm_node_leader(c);
+    oo.skip_tokens = !lead;
+    int st = td_load(d, &oo, e);
+    if (comm_check(c, st, e)) {
+        if (st == 0) td_free(d);
+        return -1;
+    }
+    TdShared *s = xr_calloc(1, sizeof *s);
+    size_t nt = 0, no = 0;
+    int64_t ntok = lead ? d->seqs.off[d->seqs.n] : 0;
+    int32_t *tok = comm_node_share(c, d->seqs.tok, sizeof(int32_t) * (size_t)ntok, &nt, &s->tok);
+    int64_t *off = comm_node_share(c, d->seqs.off, sizeof(int64_t) * (size_t)(d->seqs.n + 1), &no, &s->off);
+    seqs_free(&d->seqs);
+    d->seqs.tok = tok, d->seqs.off = off, d->seqs.n = (int64_t)(no / sizeof(int64_t)) - 1;
+    *sh = s;
+    return 0;
+}
+
+void td_free_node(Comm *c, TrainData *d, TdShared *sh) {
+    if (sh) {
+        d->seqs.tok = NULL, d->seqs.off = NULL; /* the node's copy: not ours to free */
+        comm_node_share_free(c, sh->tok);
+        comm_node_share_free(c, sh->off);
+        free(sh);
+    }
+    td_free(d);
 }
 
 /* The j-th draw of a stream: a counter-based generator, so any draw is a pure function of (key, j). */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "comm.h"
 #include "tokenizer.h"
 #include "xr_common.h"
 
@@ -37,6 +38,7 @@ typedef struct {
     const char *groups;  /* group file of xrank mine, or NULL: the dataset's own negatives / labels */
     TdMode mode;
     int group_size;      /* listwise: G >= 2 */
+    int skip_tokens;     /* 1: the index only, seqs left empty (td_load_node fills it from the node's copy) */
 } TdOptions;
 
 /* Read the dataset index, the group file (checked against the dataset) and both token stores. Pairs: from the
@@ -45,6 +47,13 @@ typedef struct {
  * qrel positive with the query's given negatives); rows without negatives are skipped (counted). */
 int td_load(TrainData *d, const TdOptions *o, XrErr *e);
 void td_free(TrainData *d);
+
+/* td_load with one copy of the token stores per node: the node's leader rank reads them, every rank of the node
+ * reads the index and maps the leader's tokens (MPI-3 shared memory), so R ranks on a node hold the (large) token
+ * stores once instead of R times. Collective; d->seqs is read-only. Free with td_free_node. */
+typedef struct TdShared TdShared;
+int td_load_node(Comm *c, TrainData *d, const TdOptions *o, TdShared **sh, XrErr *e);
+void td_free_node(Comm *c, TrainData *d, TdShared *sh);
 
 /* The dataset was tokenized with t's tokenizer (fingerprints agree), else an error naming both. */
 int td_check_tokenizer(const char *dataset, const Tokenizer *t, const char *model, XrErr *e);

@@ -116,6 +116,7 @@ typedef struct {
     Encoder *m;
     TrainData d;
     int have_d;
+    TdShared *dsh; /* the node-shared token stores (NULL with one rank per node) */
     EvalSet es;
     int have_es;
     FILE *metrics;
@@ -124,7 +125,7 @@ typedef struct {
 static int tc_finish(TrainCli *x, int code) {
     if (x->metrics) fclose(x->metrics);
     if (x->have_es) evalset_free(&x->es);
-    if (x->have_d) td_free(&x->d);
+    if (x->have_d) td_free_node(x->c, &x->d, x->dsh);
     if (x->m) encoder_free(x->m);
     if (x->tok) tok_free(x->tok);
     free(x->model_dir);
@@ -301,10 +302,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
 
-    /* data (every rank reads the same files) */
+    /* data (every rank reads the same index; the node's leader the token stores, shared with the node) */
     TdOptions to = {data, args_str(a, "groups"), !strcmp(args_str(a, "loss"), "listwise") ? TD_GROUPS : TD_PAIRS,
-                    (int)args_int(a, "train-group-size")};
-    st = td_load(&x.d, &to, &e);
+                    (int)args_int(a, "train-group-size"), 0};
+    st = td_load_node(x.c, &x.d, &to, &x.dsh, &e); /* token stores: one copy per node */
     x.have_d = st == 0;
     if (st == 0 && args_str(a, "eval-data")) {
         st = evalset_load(&x.es, args_str(a, "eval-data"), args_str(a, "eval-groups"), &e);
