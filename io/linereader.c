@@ -1,0 +1,69 @@
+/* linereader.c: the streaming line reader of the text inputs (LineReader in textread.h) over a plain or gzip
+ * file through zlib; a truncated or corrupt gzip stream is an error naming the file and the line reached. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "textread.h"
+
+int lr_open(LineReader *r, const char *path, XrErr *e) {
+    memset(r, 0, sizeof *r);
+    r->path = path;
+    struct stat st;
+    if (stat(path, &st) != 0) return xr_errf(e, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return xr_errf(e, "%s: is a directory, a file was expected", path);
+    gzFile g = gzopen(path, "rb"); /* reads plain files as they are (transparent mode) */
+    if (!g) return xr_errf(e, "%s: cannot open: %s", path, errno ? strerror(errno) : "zlib out of memory");
+    gzbuffer(g, 1 << 17);
+    r->gz = g;
+    r->cap = 1 << 16;
+    r->buf = xr_malloc(r->cap);
+    return 0;
+}
+
+void lr_close(LineReader *r) {
+    if (r->gz) gzclose_r((gzFile)r->gz);
+    free(r->buf);
+    r->gz = NULL;
+    r->buf = NULL;
+}
+
+int lr_next(LineReader *r, char **line, size_t *len, XrErr *e) {
+    size_t scanned = r->beg;
+    for (;;) {
+        char *nl = memchr(r->buf + scanned, '\n', r->end - scanned);
+        if (nl || (r->eof && r->beg < r->end)) {
+            char *s = r->buf + r->beg;
+            size_t n = nl ? (size_t)(nl - s) : r->end - r->beg;
+            s[n] = 0; /* end < cap always leaves room for this NUL */
+            r->beg = nl ? (size_t)(nl + 1 - r->buf) : r->end;
+            if (n && s[n - 1] == '\r') s[--n] = 0;
+            r->line++;
+            *line = s;
+            *len = n;
+            return 1;
+        }
+        if (r->eof) return 0;
+        if (r->beg > 0) {
+            memmove(r->buf, r->buf + r->beg, r->end - r->beg);
+            r->end -= r->beg;
+            r->beg = 0;
+        }
+        scanned = r->end;
+        if (r->end + 1 >= r->cap) r->buf = xr_realloc(r->buf, r->cap *= 2);
+        size_t want = r->cap - r->end - 1;
+        if (want > INT_MAX / 2) want = INT_MAX / 2;
+        int got = gzread((gzFile)r->gz, r->buf + r->end, (unsigned)want);
+        int zerr = Z_OK;
+        const char *zmsg = got <= 0 ? gzerror((gzFile)r->gz, &zerr) : NULL;
+        if (got < 0 || (got == 0 && zerr != Z_OK))
+            return xr_errf(e, "%s: truncated or corrupt gzip data after line %lld (zlib: %s)", r->path,
+                           (long long)r->line, zmsg && *zmsg ? zmsg : "read error");
+        if (got == 0) r->eof = 1;
+        r->end += (size_t)got;
+    }
+}
