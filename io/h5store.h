@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "h5util.h" /* the generic HDF5 helpers (h5_*), declared here before the split */
 #include "xr_common.h"
 
 #ifdef __cplusplus
@@ -17,10 +18,6 @@ extern "C" {
 #define H5STORE_SHARD_FORMAT "xrank.tokens"    /* root attribute xrank_format of a shard file */
 #define H5STORE_INDEX_FORMAT "xrank.dataset"   /* root attribute xrank_format of index.h5 */
 #define H5STORE_INDEX_FILE "index.h5"
-/* Elements per chunk: 256 Ki int32 tokens or 128 Ki int64 offsets = 1 MiB, the size the chunk cache and
- * deflate handle well; strings get as many rows as fit in 1 MiB. */
-#define H5STORE_CHUNK_BYTES (1 << 20)
-#define H5STORE_DEFLATE_LEVEL 1
 
 /* What a shard says about itself (attributes of the /<name> group). */
 typedef struct {
@@ -108,40 +105,6 @@ int h5store_scan_shard(const char *path, const char *name, ShardScan *s, XrErr *
 /* The shard table of store `name` in an index.h5: files (one allocation), row offsets [*ns + 1], tokens. */
 int h5store_index_shards(const char *index_path, const char *name, char ***files, int64_t **row_off, int *ns,
                          int64_t *num_tokens, XrErr *e);
-/* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable. */
-int h5_file_format(const char *path, char *fmt, size_t cap);
-/* List every group and dataset (shape, type) and the root attributes, like h5ls -r. */
-int h5_list(const char *path, FILE *out, XrErr *e);
-
-/* ---- small typed helpers shared by the index writer/reader and `xrank inspect` (hid_t passed as int64) ---- */
-
-/* Silence HDF5's automatic error stack printing; our messages name the file and dataset instead. */
-void h5_quiet(void);
-/* Fill e with "msg: <innermost HDF5 error>" and return -1. */
-int h5_errf(XrErr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Create a 1-D chunked, shuffled, deflated dataset of n elements of type (H5T_NATIVE_*) and write data. */
-int h5_write_1d(int64_t loc, const char *name, int64_t type, const void *data, int64_t n, const char *file,
-                XrErr *e);
-/* Fixed-length UTF-8 string dataset (NUL padded to the longest string). */
-int h5_write_strings(int64_t loc, const char *name, const char *const *s, int64_t n, const char *file, XrErr *e);
-/* Read a whole 1-D dataset converted to type (elem bytes each): returns malloc'd data, *n its length. */
-void *h5_read_1d(int64_t loc, const char *name, int64_t type, size_t elem, int64_t *n, const char *file, XrErr *e);
-/* Read a 1-D string dataset (fixed or variable length): malloc'd array of *n strings in one allocation. */
-char **h5_read_strings(int64_t loc, const char *name, int64_t *n, const char *file, XrErr *e);
-int h5_attr_write_str(int64_t obj, const char *name, const char *value, const char *file, XrErr *e);
-int h5_attr_write_i64(int64_t obj, const char *name, int64_t value, const char *file, XrErr *e);
-int h5_attr_write_strs(int64_t obj, const char *name, const char *const *v, int n, const char *file, XrErr *e);
-/* Read attributes; return -1 with e filled when absent or of the wrong class. */
-int h5_attr_read_str(int64_t obj, const char *name, char *out, size_t cap, const char *file, XrErr *e);
-int h5_attr_read_i64(int64_t obj, const char *name, int64_t *out, const char *file, XrErr *e);
-int h5_exists(int64_t loc, const char *path);
-/* Group / object creation property list with time tracking off, so identical content gives identical bytes. */
-int64_t h5_gcpl(void);
-/* Create (truncate) an HDF5 file with time tracking off; -1 with e filled on failure. */
-int64_t h5_create(const char *tmp, XrErr *e);
-/* Close f (created at tmp), fsync it and rename it over path when ok != 0 and all went well; otherwise (or
- * on any failure) remove tmp. Returns 0 when path now holds the complete file. */
-int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e);
 
 #ifdef __cplusplus
 }

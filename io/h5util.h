@@ -1,0 +1,58 @@
+/* h5util.h: small typed HDF5 helpers shared by the token stores, the dataset index and `xrank inspect`
+ * (hid_t passed as int64_t so that callers need not include hdf5.h): errors, 1-D and string datasets,
+ * attributes, reproducible file creation and the temp-name commit, the format sniff and a listing. */
+#ifndef XR_H5UTIL_H
+#define XR_H5UTIL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "xr_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Datasets h5_write_1d / h5_write_strings make (the token stores' layout). */
+/* Elements per chunk: 256 Ki int32 tokens or 128 Ki int64 offsets = 1 MiB, the size the chunk cache and
+ * deflate handle well; strings get as many rows as fit in 1 MiB. */
+#define H5STORE_CHUNK_BYTES (1 << 20)
+#define H5STORE_DEFLATE_LEVEL 1
+
+/* Silence HDF5's automatic error stack printing; our messages name the file and dataset instead. */
+void h5_quiet(void);
+/* Fill e with "msg: <innermost HDF5 error>" and return -1. */
+int h5_errf(XrErr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Create a 1-D chunked, shuffled, deflated dataset of n elements of type (H5T_NATIVE_*) and write data. */
+int h5_write_1d(int64_t loc, const char *name, int64_t type, const void *data, int64_t n, const char *file,
+                XrErr *e);
+/* Fixed-length UTF-8 string dataset (NUL padded to the longest string). */
+int h5_write_strings(int64_t loc, const char *name, const char *const *s, int64_t n, const char *file, XrErr *e);
+/* Read a whole 1-D dataset converted to type (elem bytes each): returns malloc'd data, *n its length. */
+void *h5_read_1d(int64_t loc, const char *name, int64_t type, size_t elem, int64_t *n, const char *file, XrErr *e);
+/* Read a 1-D string dataset (fixed or variable length): malloc'd array of *n strings in one allocation. */
+char **h5_read_strings(int64_t loc, const char *name, int64_t *n, const char *file, XrErr *e);
+int h5_attr_write_str(int64_t obj, const char *name, const char *value, const char *file, XrErr *e);
+int h5_attr_write_i64(int64_t obj, const char *name, int64_t value, const char *file, XrErr *e);
+int h5_attr_write_strs(int64_t obj, const char *name, const char *const *v, int n, const char *file, XrErr *e);
+/* Read attributes; return -1 with e filled when absent or of the wrong class. */
+int h5_attr_read_str(int64_t obj, const char *name, char *out, size_t cap, const char *file, XrErr *e);
+int h5_attr_read_i64(int64_t obj, const char *name, int64_t *out, const char *file, XrErr *e);
+int h5_exists(int64_t loc, const char *path);
+/* Group / object creation property list with time tracking off, so identical content gives identical bytes. */
+int64_t h5_gcpl(void);
+/* Create (truncate) an HDF5 file with time tracking off; -1 with e filled on failure. */
+int64_t h5_create(const char *tmp, XrErr *e);
+/* Close f (created at tmp), fsync it and rename it over path when ok != 0 and all went well; otherwise (or
+ * on any failure) remove tmp. Returns 0 when path now holds the complete file. */
+int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e);
+
+/* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable. */
+int h5_file_format(const char *path, char *fmt, size_t cap);
+/* List every group and dataset (shape, type) and the root attributes, like h5ls -r. */
+int h5_list(const char *path, FILE *out, XrErr *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
