@@ -9,10 +9,61 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A flag by name, - and _ being the same character (--learning_rate is --learning-rate). */
 static int args_find(const ArgSpec *spec, int n, const char *name, size_t len) {
-    for (int i = 0; i < n; i++)
-        if (strlen(spec[i].name) == len && !strncmp(spec[i].name, name, len)) return i;
+    for (int i = 0; i < n; i++) {
+        const char *f = spec[i].name;
+        if (strlen(f) != len) continue;
+        size_t k = 0;
+        while (k < len && (f[k] == name[k] || (f[k] == '-' && name[k] == '_'))) k++;
+        if (k == len) return i;
+    }
     return -1;
+}
+
+/* Edit distance (insertions, deletions, substitutions; _ = -), for "did you mean". */
+static int args_distance(const char *a, const char *b) {
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 63 || m > 63) return 99;
+    int row[64];
+    for (size_t j = 0; j <= m; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= n; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= m; j++) {
+            int same = a[i - 1] == b[j - 1] || (a[i - 1] == '_' && b[j - 1] == '-') || (a[i - 1] == '-' && b[j - 1] == '_');
+            int best = diag + !same;
+            if (row[j] + 1 < best) best = row[j] + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diag = row[j];
+            row[j] = best;
+        }
+    }
+    return row[m];
+}
+
+/* The closest flag of spec (and of the other commands' tables) to a misspelt key, or NULL when none is close. */
+static const char *args_closest(const Args *a, const char *key, int own_only) {
+    const char *best = NULL;
+    int bd = (int)strlen(key) / 3 + 1;
+    if (bd > 3) bd = 3;
+    for (int t = -1; t < (own_only ? 0 : a->nall); t++) {
+        const ArgSpec *sp = t < 0 ? a->spec : a->all[t].spec;
+        int n = t < 0 ? a->n : a->all[t].n;
+        for (int i = 0; i < n; i++) {
+            int d = args_distance(key, sp[i].name);
+            if (d < bd) bd = d, best = sp[i].name;
+        }
+    }
+    return best;
+}
+
+/* " (did you mean --x? xrank cmd --help lists the flags)"; a config key is quoted instead: "x". */
+static void args_hint(const Args *a, const char *key, int flag, int own_only, char *buf, size_t n) {
+    const char *c = args_closest(a, key, own_only);
+    if (c && flag) snprintf(buf, n, " (did you mean --%s? xrank %s --help lists the flags)", c, a->cmd);
+    else if (c) snprintf(buf, n, " (did you mean \"%s\"? xrank %s --help lists the flags)", c, a->cmd);
+    else snprintf(buf, n, " (xrank %s --help lists the flags)", a->cmd);
 }
 
 static int args_parse_long(const char *s, long *out) {
@@ -79,14 +130,8 @@ static void args_set(Args *a, int i, const char *v, ArgSource from) {
     a->from[i] = from;
 }
 
-/* Config keys are flag names; snake_case spellings are accepted as the same key. */
-static int args_find_key(const Args *a, const char *key) {
-    char buf[128];
-    size_t n = strlen(key);
-    if (n >= sizeof buf) return -1;
-    for (size_t i = 0; i <= n; i++) buf[i] = key[i] == '_' ? '-' : key[i];
-    return args_find(a->spec, a->n, buf, n);
-}
+/* Config keys are flag names, in either spelling (args_find). */
+static int args_find_key(const Args *a, const char *key) { return args_find(a->spec, a->n, key, strlen(key)); }
 
 static int args_apply_config_value(Args *a, int i, const cJSON *v, const char *path, XrErr *e) {
     char buf[64], where[1100];
@@ -112,10 +157,24 @@ static int args_apply_config_value(Args *a, int i, const cJSON *v, const char *p
 /* Top-level keys that name one of this command's flags apply; others belong to other commands of the
  * pipeline and are skipped. An object under the command's own name ("score": {...}) applies after them
  * and must hold only this command's flags (a typo there is an error, not silently ignored). */
+/* Is key a flag of another command (a shared config file), or the name of a command's section? */
+static int args_other_key(const Args *a, const char *key, int *is_section) {
+    *is_section = 0;
+    for (int t = 0; t < a->nall; t++) {
+        if (!strcmp(a->all[t].cmd, key)) {
+            *is_section = 1;
+            return 1;
+        }
+        if (args_find(a->all[t].spec, a->all[t].n, key, strlen(key)) >= 0) return 1;
+    }
+    return 0;
+}
+
 static int args_apply_config(Args *a, const char *path, XrErr *e) {
     size_t len;
-    char *text = xr_read_file(path, &len, e);
-    if (!text) return xr_errf(e, "--config: %s", e->msg);
+    XrErr re;
+    char *text = xr_read_file(path, &len, &re);
+    if (!text) return xr_errf(e, "--config %s", re.msg);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
@@ -131,19 +190,36 @@ static int args_apply_config(Args *a, const char *path, XrErr *e) {
         goto done;
     }
     const cJSON *it;
+    char hint[256];
     cJSON_ArrayForEach(it, root) {
-        int i = args_find_key(a, it->string);
-        if (i < 0 || cJSON_IsObject(it)) continue;
-        if (!strcmp(a->spec[i].name, "config")) continue;
+        int section, i = args_find_key(a, it->string);
+        if (!strcmp(it->string, a->cmd)) continue; /* this command's section: below */
+        if (i < 0) {
+            if (args_other_key(a, it->string, &section)) {
+                if (section && !cJSON_IsObject(it)) {
+                    rc = xr_errf(e, "%s: key \"%s\" names a command: it must hold an object of that command's flags",
+                                 path, it->string);
+                    goto done;
+                }
+                continue;
+            }
+            args_hint(a, it->string, 0, 0, hint, sizeof hint);
+            rc = xr_errf(e, "%s: unknown key \"%s\"%s", path, it->string, hint);
+            goto done;
+        }
+        if (!strcmp(a->spec[i].name, "config")) {
+            rc = xr_errf(e, "%s: key \"config\": a config file cannot name another one", path);
+            goto done;
+        }
         if ((rc = args_apply_config_value(a, i, it, path, e))) goto done;
     }
     const cJSON *sec = cJSON_GetObjectItemCaseSensitive(root, a->cmd);
     if (cJSON_IsObject(sec)) {
         cJSON_ArrayForEach(it, sec) {
             int i = args_find_key(a, it->string);
-            if (i < 0) {
-                rc = xr_errf(e, "%s: section \"%s\": unknown key \"%s\" (xrank %s --help lists the flags)", path,
-                             a->cmd, it->string, a->cmd);
+            if (i < 0 || !strcmp(a->spec[i].name, "config")) {
+                args_hint(a, it->string, 0, 1, hint, sizeof hint);
+                rc = xr_errf(e, "%s: section \"%s\": unknown key \"%s\"%s", path, a->cmd, it->string, hint);
                 goto done;
             }
             if ((rc = args_apply_config_value(a, i, it, path, e))) goto done;
@@ -154,10 +230,12 @@ done:
     return rc;
 }
 
-int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max_positional, int argc,
-               char **argv, XrErr *e) {
+int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max_positional, const ArgTable *all,
+               int nall, int argc, char **argv, XrErr *e) {
     memset(a, 0, sizeof *a);
     a->cmd = cmd;
+    a->all = all;
+    a->nall = nall;
     a->spec = spec;
     a->n = nspec;
     a->val = xr_calloc((size_t)nspec, sizeof(char *));
@@ -178,7 +256,12 @@ int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         int k = args_find(spec, nspec, name, len);
-        if (k < 0) return xr_errf(e, "unknown flag '--%.*s' (xrank %s --help lists the flags)", (int)len, name, cmd);
+        if (k < 0) {
+            char key[128], hint[256];
+            snprintf(key, sizeof key, "%.*s", (int)len, name);
+            args_hint(a, key, 1, 1, hint, sizeof hint);
+            return xr_errf(e, "unknown flag '--%s'%s", key, hint);
+        }
         const char *v;
         if (spec[k].type == ARG_SWITCH) {
             v = eq ? eq + 1 : "1";
@@ -252,8 +335,10 @@ void args_usage(FILE *f, const char *cmd, const ArgSpec *spec, int nspec, const 
         args_wrap(f, text, LEFT, LEFT, WIDTH);
         (void)col;
     }
-    fprintf(f, "\nAny flag can also come from --config FILE, a JSON object whose keys are the flag names\n"
-               "({\"batch-size\": 32}, or inside a \"%s\": {...} section); the command line wins over the file.\n",
+    fprintf(f, "\nFlags may be spelled with - or _ (--batch-size or --batch_size). Any flag can also come from\n"
+               "--config FILE, a JSON object whose keys are the flag names in either spelling ({\"batch-size\": 32},\n"
+               "or inside a \"%s\": {...} section); the command line wins over the file. A key that is no command's\n"
+               "flag is an error.\n",
             cmd);
     if (h->details) fprintf(f, "\n%s\n", h->details);
     if (h->examples) fprintf(f, "\nexamples:\n%s\n", h->examples);

@@ -26,6 +26,13 @@ typedef struct {
     long min;            /* ARG_INT: smallest accepted value */
 } ArgSpec;
 
+/* One command's flag table: what a config file shared by the pipeline's commands may name. */
+typedef struct ArgTable {
+    const char *cmd;
+    const ArgSpec *spec;
+    int n;
+} ArgTable;
+
 typedef enum { ARG_FROM_DEFAULT = 0, ARG_FROM_CONFIG = 1, ARG_FROM_CMDLINE = 2 } ArgSource;
 
 typedef struct {
@@ -36,6 +43,8 @@ typedef struct {
     ArgSource *from;  /* [n] */
     char **positional;
     int npositional;
+    const struct ArgTable *all; /* every command's table (config files), may be NULL */
+    int nall;
 } Args;
 
 /* What a command's page shows besides the flag table. */
@@ -47,9 +56,12 @@ typedef struct {
 
 /* Parse argv (argv[0] is the command name). Returns 0 on success, 1 when --help was given (the caller
  * prints the page with args_usage and exits 0), -1 on a bad flag or value with e naming it. Positional
- * arguments are an error unless max_positional > 0. */
-int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max_positional, int argc,
-               char **argv, XrErr *e);
+ * arguments are an error unless max_positional > 0. A flag may be spelled with - or _ (--learning_rate is
+ * --learning-rate), on the command line and in a config file. A config file's top-level keys are the flags
+ * of this command (applied) or of another one of `all` (skipped: one file serves the whole pipeline), or a
+ * section named after a command; any other key is an error naming the key, the file and the closest flag. */
+int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max_positional, const ArgTable *all,
+               int nall, int argc, char **argv, XrErr *e);
 void args_free(Args *a);
 void args_usage(FILE *f, const char *cmd, const ArgSpec *spec, int nspec, const ArgHelp *h);
 

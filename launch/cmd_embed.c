@@ -145,12 +145,14 @@ static int embed_ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
+const CliCmd CLI_CMD_EMBED = {"embed", EMBED_FLAGS, (int)(sizeof EMBED_FLAGS / sizeof EMBED_FLAGS[0]), &EMBED_HELP,
+                               0, NULL};
+
 int cmd_embed(int argc, char **argv) {
     CliCtx cx;
-    int rc = cli_setup(&cx, "embed", EMBED_FLAGS, (int)(sizeof EMBED_FLAGS / sizeof EMBED_FLAGS[0]), &EMBED_HELP,
-                       argc, argv);
+    int rc = cli_setup(&cx, &CLI_CMD_EMBED, 1, argc, argv);
     if (rc >= 0) return rc;
-    const Args *a = &cx.args;
+    const Args *a = &cx.b.args;
     EmbedCtx ec = {0};
     ec.tok = cx.tok;
     ec.prompt = args_str(a, "prompt");
@@ -158,7 +160,7 @@ int cmd_embed(int argc, char **argv) {
     ec.npy = embed_ends_with(cx.output, ".npy");
     ec.hidden = cx.cfg.hidden;
 
-    /* sentence-transformers' own defaults: its Pooling / Normalize modules and max_seq_length. */
+    /* sentence-transformers' own defaults: its Pooling / Normalize modules (max_seq_length: cli_setup). */
     const char *pool_from = "--pooling", *norm_from = "--normalize";
     if (args_is_set(a, "pooling")) {
         ec.pooling = !strcmp(args_str(a, "pooling"), "mean") ? POOL_MEAN : POOL_CLS;
@@ -171,13 +173,6 @@ int cmd_embed(int argc, char **argv) {
     } else {
         ec.normalize = cx.cfg.has_pooling_config ? cx.cfg.normalize : 1;
         norm_from = cx.cfg.has_pooling_config ? "modules.json" : "no sentence-transformers config: default";
-    }
-    if (!args_is_set(a, "max-length")) {
-        cJSON *sb = cli_model_json(&cx, "sentence_bert_config.json");
-        const cJSON *m = sb ? cJSON_GetObjectItemCaseSensitive(sb, "max_seq_length") : NULL;
-        /* max_seq_length is the tokenizer's max_length: it counts the special tokens too. */
-        if (cJSON_IsNumber(m) && m->valueint > 0) cx.max_len = m->valueint < cx.max_len_cap ? m->valueint : cx.max_len_cap;
-        cJSON_Delete(sb);
     }
     if (cx.rank == 0 && !cx.quiet)
         fprintf(stderr, "xrank embed: %s pooling (%s), normalize %d (%s), max length %d\n",

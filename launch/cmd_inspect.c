@@ -9,9 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "args.h"
 #include "cli.h"
+#include "cli_common.h"
 #include "dataset.h"
+#include "groups.h"
 #include "h5store.h"
 #include "hfmodel.h"
 #include "safetensors.h"
@@ -22,13 +23,14 @@ static const ArgSpec INSPECT_FLAGS[] = {
      "check that token stores were made with this model's tokenizer (fingerprint); --show prints its pieces", NULL, 0},
     {"show", ARG_INT, "0", "N", "print the first N rows of each token store (id, token ids, pieces with --model)",
      NULL, 0},
-    {"config", ARG_STR, NULL, "FILE", "JSON file of flag values", NULL, 0},
+    CLI_FLAG_CONFIG("JSON file of flag values"),
 };
 #define NFLAGS ((int)(sizeof INSPECT_FLAGS / sizeof INSPECT_FLAGS[0]))
 
 static const ArgHelp INSPECT_HELP = {
     "Describe and check an xrank dataset, token store, HDF5 file, safetensors file or model directory.",
-    "PATH is a dataset directory (index.h5 + shards) or its index.h5, one shard file, any other HDF5 file\n"
+    "PATH is a dataset directory (index.h5 + shards) or its index.h5, one shard file, a group file (xrank mine),\n"
+    "any other HDF5 file\n"
     "(listed like h5ls -r), a .safetensors file or a Hugging Face model directory. For token stores it prints\n"
     "rows, tokens, shards, tokens per row (min / median / p99 / max) and the tokenizer, and checks offsets\n"
     "(start at 0, never go back, end at the token count), token ids (inside the vocabulary), the index's\n"
@@ -301,6 +303,30 @@ static int inspect_safetensors(Insp *in, const char *path) {
     return 0;
 }
 
+/* A group file (xrank mine): counts and how it was mined; groups_read checks every index and shape. */
+static int inspect_groups(Insp *in, const char *path) {
+    GroupSet g;
+    XrErr e;
+    printf("%s: xrank group file (format %d)\n", path, GROUPS_FORMAT_VERSION);
+    if (groups_read(path, &g, &e)) {
+        problem(in, "%s", e.msg);
+        return 1;
+    }
+    int64_t filled = 0, queries = 0;
+    for (int64_t r = 0; r < g.n; r++) {
+        filled += groups_row_negatives(&g, r);
+        queries += r == 0 || g.query[r] != g.query[r - 1];
+    }
+    printf("  %lld rows (query, positive) over %lld queries, %d negative slots per row, %lld filled (%.1f per row)\n",
+           (long long)g.n, (long long)queries, g.k, (long long)filled, g.n ? (double)filled / (double)g.n : 0.0);
+    printf("  dataset %s: %lld queries, %lld passages, tokenizer %s\n", g.dataset[0] ? g.dataset : "(not recorded)",
+           (long long)g.num_queries, (long long)g.num_passages, g.tokenizer_fingerprint);
+    printf("  cross-encoder scores: %s\n", g.ce_scores ? "yes" : "no");
+    if (g.meta_json) printf("  mined with: %s\n", g.meta_json);
+    groups_free(&g);
+    return 0;
+}
+
 static int inspect_path(Insp *in, const char *path) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -336,6 +362,7 @@ static int inspect_path(Insp *in, const char *path) {
     if (h == 1) {
         if (!strcmp(fmt, H5STORE_INDEX_FORMAT)) return inspect_dataset(in, path);
         if (!strcmp(fmt, H5STORE_SHARD_FORMAT)) return inspect_shard(in, path);
+        if (!strcmp(fmt, GROUPS_FORMAT)) return inspect_groups(in, path);
         printf("%s: HDF5 file%s%s%s\n", path, fmt[0] ? " (xrank_format \"" : " (not written by xrank)", fmt,
                fmt[0] ? "\", not one this version reads)" : "");
         XrErr e;
@@ -351,37 +378,30 @@ static int inspect_path(Insp *in, const char *path) {
     return 2;
 }
 
+const CliCmd CLI_CMD_INSPECT = {"inspect", INSPECT_FLAGS, NFLAGS, &INSPECT_HELP, 1, NULL};
+
 int cmd_inspect(int argc, char **argv) {
-    Args a;
+    CliBase b;
+    int pr = cli_start(&b, &CLI_CMD_INSPECT, 1, argc, argv);
+    if (pr >= 0) return pr;
     XrErr e = {{0}};
-    int pr = args_parse(&a, "inspect", INSPECT_FLAGS, NFLAGS, 1, argc, argv, &e);
-    if (pr == 1) {
-        args_usage(stdout, "inspect", INSPECT_FLAGS, NFLAGS, &INSPECT_HELP);
-        args_free(&a);
-        return 0;
+    const Args *a = &b.args;
+    if (a->npositional != 1) {
+        xr_errf(&e, "give one PATH to inspect (xrank inspect --help)");
+        return cli_fail_base(&b, &e, 2);
     }
-    if (pr == 0 && a.npositional != 1) pr = xr_errf(&e, "give one PATH to inspect (xrank inspect --help)");
-    if (pr < 0) {
-        fprintf(stderr, "xrank inspect: error: %s\n", e.msg);
-        args_free(&a);
-        return 2;
-    }
-    Insp in = {.show = (int)args_int(&a, "show")};
-    const char *model = args_str(&a, "model");
+    Insp in = {.show = (int)args_int(a, "show")};
+    const char *model = args_str(a, "model");
     if (model) {
         char *dir = hf_resolve_model(model, &e);
         in.tok = dir ? tok_load(dir, &e) : NULL;
         free(dir);
-        if (!in.tok) {
-            fprintf(stderr, "xrank inspect: error: %s\n", e.msg);
-            args_free(&a);
-            return 2;
-        }
+        if (!in.tok) return cli_fail_base(&b, &e, 2);
         DsTokInfo ti;
         ds_tok_info(in.tok, &ti);
         snprintf(in.fingerprint, sizeof in.fingerprint, "%s", ti.fingerprint);
     }
-    int rc = inspect_path(&in, a.positional[0]);
+    int rc = inspect_path(&in, a->positional[0]);
     if (rc == 0 || rc == 1) {
         if (in.nproblems)
             printf("%d problem%s found\n", in.nproblems, in.nproblems == 1 ? "" : "s");
@@ -390,6 +410,5 @@ int cmd_inspect(int argc, char **argv) {
         rc = in.nproblems ? 1 : 0;
     }
     if (in.tok) tok_free(in.tok);
-    args_free(&a);
-    return rc;
+    return cli_end(&b, rc);
 }

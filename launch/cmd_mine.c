@@ -2,20 +2,13 @@
  * over MPI ranks (mining/mine.h), optional cross-encoder rescoring, and the output: the HDF5 group file
  * (io/groups.h) and on request jsonl in the sentence-transformers / FlagEmbedding formats, with the original
  * text when --text-from gives the input the dataset was tokenized from (checked token by token), else ids. */
-#define _GNU_SOURCE
 #include <math.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
-#include "args.h"
 #include "cli.h"
 #include "cli_common.h"
 #include "comm.h"
@@ -28,29 +21,19 @@
 #include "model.h"
 #include "textread.h"
 #include "tokenizer.h"
-#ifdef XR_HAVE_CUDA
-#include "cuda/ops_cuda.h"
-#endif
 
 static const ArgSpec MINE_FLAGS[] = {
     {"input", ARG_STR, NULL, "DIR", "dataset directory written by `xrank tokenize` (queries, passages, qrels)", NULL,
      0},
-    {"output", ARG_STR, NULL, "FILE", "HDF5 group file to write (temporary name, renamed when complete)", NULL, 0},
-    {"model", ARG_STR, NULL, "DIR|ID", "bi-encoder: Hugging Face model directory, or a hub id in the local HF cache",
-     NULL, 0},
-    {"overwrite", ARG_SWITCH, NULL, "", "replace existing output files", NULL, 0},
+    CLI_FLAG_OUTPUT(NULL, "FILE", "HDF5 group file to write (temporary name, renamed when complete)"),
+    CLI_FLAG_MODEL("bi-encoder: Hugging Face model directory, or a hub id in the local HF cache"),
+    CLI_FLAG_OVERWRITE("replace existing output files"),
     {"batch-size", ARG_INT, "32", "N", "sequences per embedding batch", NULL, 1},
-    {"max-length", ARG_INT, NULL, "N",
-     "bi-encoder tokens per sequence with specials (default: max_seq_length of sentence_bert_config.json, else "
-     "the tokenizer's model_max_length capped by the positions)",
-     NULL, 1},
+    CLI_FLAG_MAX_LENGTH("bi-encoder tokens per sequence with specials (default: max_seq_length of "
+                        "sentence_bert_config.json, else the tokenizer's model_max_length capped by the positions)"),
     {"bucket-batches", ARG_INT, "64", "N",
      "rows are sorted by length within windows of N batches; a rank embeds whole windows", NULL, 1},
-    {"threads", ARG_INT, "0", "N",
-     "CPU threads per rank; 0 = OMP_NUM_THREADS or all cores, split between the ranks of a node", NULL, 0},
-    {"device", ARG_CHOICE, "cpu", "", "where the models run", "cpu|cuda", 0},
-    {"precision", ARG_CHOICE, NULL, "", "GEMM precision (default: bf16 with --device cuda, fp32 on the cpu)",
-     "fp32|bf16", 0},
+    CLI_FLAGS_COMPUTE,
     {"pooling", ARG_CHOICE, NULL, "", "token pooling (default: the model's sentence-transformers Pooling, else cls)",
      "cls|mean", 0},
     {"normalize", ARG_BOOL, NULL, "0|1",
@@ -129,8 +112,8 @@ static const ArgSpec MINE_FLAGS[] = {
     {"allow-empty", ARG_SWITCH, NULL, "", "--text-from: as given to xrank tokenize", NULL, 0},
     {"groups-in", ARG_STR, NULL, "FILE",
      "do not mine: read this group file, check it against --input, and write --jsonl from it", NULL, 0},
-    {"quiet", ARG_SWITCH, NULL, "", "no progress line and no report on stderr", NULL, 0},
-    {"config", ARG_STR, NULL, "FILE", "JSON file of flag values", NULL, 0},
+    CLI_FLAG_QUIET,
+    CLI_FLAG_CONFIG("JSON file of flag values"),
 };
 #define NFLAGS ((int)(sizeof MINE_FLAGS / sizeof MINE_FLAGS[0]))
 
@@ -149,7 +132,7 @@ static const ArgHelp MINE_HELP = {
     "row indices, negatives [K] (-1 = not found), retriever scores [1+K] and cross-encoder scores [1+K] when\n"
     "rescored (docs/FORMATS.md \"Training groups\"). --jsonl writes the same rows in a sentence-transformers\n"
     "format or FlagEmbedding's; texts come from --text-from (the stores hold token ids only), else ids.",
-    "  xrank mine --model /work/models/all-MiniLM-L6-v2 --input scifact.h5d --output groups.h5\n"
+    "  xrank mine --model all-MiniLM-L6-v2 --input scifact.h5d --output groups.h5\n"
     "  mpirun -np 4 xrank mine --model M --input D --output g.h5 --num-negatives 5 --relative-margin 0.05 \\\n"
     "      --jsonl train.jsonl --jsonl-format n-tuple --text-from data/scifact\n"
     "  xrank mine --model M --input D --output g.h5 --range-for-sampling 2-200 --negative-number 15\n"
@@ -157,26 +140,25 @@ static const ArgHelp MINE_HELP = {
     "      --ce-max-score 0.9 --device cuda",
 };
 
+const CliCmd CLI_CMD_MINE = {"mine", MINE_FLAGS, NFLAGS, &MINE_HELP, 0, NULL};
+
 typedef struct {
+    CliBase b;
     Comm *c;
     int rank, size;
-    Args a;
     char *model_dir, *ce_dir;
     ModelConfig cfg, ce_cfg;
     Tokenizer *tok, *ce_tok;
     Encoder *bi, *ce;
-    Backend *be;
     char *cache_dir;
     TextSet ts;
     int have_ts;
     char **qids, **pids;
-    int threads;
 } MineCli;
 
 static int mc_finish(MineCli *x, int code) {
     if (x->ce) encoder_free(x->ce);
     if (x->bi) encoder_free(x->bi);
-    if (x->be) ops_backend_free(x->be);
     if (x->tok) tok_free(x->tok);
     if (x->ce_tok) tok_free(x->ce_tok);
     free(x->model_dir);
@@ -185,69 +167,13 @@ static int mc_finish(MineCli *x, int code) {
     if (x->have_ts) textset_free(&x->ts);
     free(x->qids);
     free(x->pids);
-    args_free(&x->a);
-    fflush(stdout);
-    comm_finalize(x->c);
-    return code;
+    return cli_end(&x->b, code);
 }
 
 static int mc_fail(MineCli *x, const XrErr *e, int code) {
     if (x->rank == 0) fprintf(stderr, "xrank mine: error: %s\n", e->msg);
     fflush(stderr);
     return mc_finish(x, code);
-}
-
-static int mc_count_cpus(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-/* An output path: refuse an existing file without --overwrite, and make sure the directory takes a new file. */
-static int mc_check_output(const char *path, int overwrite, XrErr *e) {
-    struct stat st;
-    if (!strcmp(path, "-")) return 0;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return xr_errf(e, "output %s is a directory", path);
-    if (stat(path, &st) == 0 && !overwrite) return xr_errf(e, "output %s exists (use --overwrite to replace it)", path);
-    size_t n = strlen(path) + 32;
-    char *tmp = xr_malloc(n);
-    snprintf(tmp, n, "%s.probe.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    int rc = f ? 0 : xr_errf(e, "cannot create output %s: %s", path, "directory missing or not writable");
-    if (f) fclose(f);
-    remove(tmp);
-    free(tmp);
-    return rc;
-}
-
-/* Model directory, config, tokenizer and max length of one model; the same files on every rank. */
-static int mc_model(const char *spec, char **dir, ModelConfig *cfg, Tokenizer **tok, XrErr *e) {
-    if (!(*dir = hf_resolve_model(spec, e))) return -1;
-    if (hf_load_config(*dir, cfg, e)) return -1;
-    if (!(*tok = tok_load(*dir, e))) return -1;
-    return 0;
-}
-
-static int mc_max_len(const ModelConfig *cfg, const Tokenizer *tok, const char *flag, long given, int from_st,
-                      const char *dir, int *out, XrErr *e) {
-    int cap = cfg->family == ARCH_BERT ? cfg->max_pos : cfg->max_pos - 2;
-    int min_len = tok_num_special(tok, 1) + 2;
-    if (given > 0) {
-        if (given > cap) return xr_errf(e, "--%s %ld exceeds what the model can take (%d tokens)", flag, given, cap);
-        if (given < min_len) return xr_errf(e, "--%s %ld is too short: at least %d", flag, given, min_len);
-        *out = (int)given;
-        return 0;
-    }
-    int m = tok_model_max_length(tok);
-    *out = m > 0 && m < cap ? m : cap;
-    if (from_st) { /* sentence-transformers' max_seq_length counts the specials too */
-        cJSON *sb = cli_dir_json(dir, "sentence_bert_config.json");
-        const cJSON *v = sb ? cJSON_GetObjectItemCaseSensitive(sb, "max_seq_length") : NULL;
-        if (cJSON_IsNumber(v) && v->valueint > 0) *out = v->valueint < cap ? v->valueint : cap;
-        cJSON_Delete(sb);
-    }
-    return 0;
 }
 
 /* ---- texts for the jsonl ---- */
@@ -299,7 +225,7 @@ static int mc_check_texts(TokenStore *s, const TextList *texts, const Tokenizer 
 }
 
 static int mc_load_texts(MineCli *x, const GroupSet *g, const char *dataset, McTexts *t, XrErr *e) {
-    const Args *a = &x->a;
+    const Args *a = &x->b.args;
     const char *from = args_str(a, "text-from");
     TokenStore *qs = h5store_open(dataset, "queries", e), *ps = qs ? h5store_open(dataset, "passages", e) : NULL;
     int rc = qs && ps ? 0 : -1;
@@ -417,20 +343,16 @@ static int mc_select_opts(const Args *a, MineOpts *o, XrErr *e) {
 
 int cmd_mine(int argc, char **argv) {
     MineCli x = {0};
-    x.c = comm_init(&argc, &argv);
-    x.rank = comm_rank(x.c);
-    x.size = comm_size(x.c);
+    int pr = cli_start(&x.b, &CLI_CMD_MINE, 0, argc, argv);
+    if (pr >= 0) return pr;
+    x.c = x.b.comm;
+    x.rank = x.b.rank;
+    x.size = x.b.size;
     XrErr e = {{0}};
-    int pr = args_parse(&x.a, "mine", MINE_FLAGS, NFLAGS, 0, argc, argv, &e);
-    if (pr == 1) {
-        if (x.rank == 0) args_usage(stdout, "mine", MINE_FLAGS, NFLAGS, &MINE_HELP);
-        return mc_finish(&x, 0);
-    }
-    if (pr < 0) return mc_fail(&x, &e, 2);
-    const Args *a = &x.a;
-    const char *input = args_str(a, "input"), *output = args_str(a, "output"), *groups_in = args_str(a, "groups-in");
+    const Args *a = &x.b.args;
+    const char *input = args_str(a, "input"), *output = x.b.output, *groups_in = args_str(a, "groups-in");
     const char *jsonl = args_str(a, "jsonl");
-    int quiet = args_bool(a, "quiet"), overwrite = args_bool(a, "overwrite");
+    int quiet = x.b.quiet, overwrite = x.b.overwrite;
     MineOpts o;
     mine_opts_default(&o);
     if (!input || !args_str(a, "model") || (!output && !groups_in))
@@ -442,53 +364,23 @@ int cmd_mine(int argc, char **argv) {
     else
         mc_select_opts(a, &o, &e);
     if (e.msg[0]) return mc_fail(&x, &e, 2);
-    int cuda = !strcmp(args_str(a, "device"), "cuda");
-    const char *prec = args_str(a, "precision");
-    int bf16 = prec ? !strcmp(prec, "bf16") : cuda;
-    if (bf16 && !cuda) {
-        xr_errf(&e, "--precision bf16 needs --device cuda (the CPU backend computes in fp32)");
-        return mc_fail(&x, &e, 2);
-    }
-#ifdef XR_HAVE_CUDA
-    if (cuda && cuda_ops_device_count() < 1) {
-        xr_errf(&e, "--device cuda: no GPU visible; use --device cpu");
-        return mc_fail(&x, &e, 2);
-    }
-#else
-    if (cuda) {
-        xr_errf(&e, "--device cuda: this xrank was built without the CUDA backend; use --device cpu");
-        return mc_fail(&x, &e, 2);
-    }
-#endif
-    /* threads: split a node's cores between its ranks unless told */
-    long threads = args_int(a, "threads");
-    if (threads == 0 && comm_local_size(x.c) > 1) {
-        threads = mc_count_cpus() / comm_local_size(x.c);
-        if (threads < 1) threads = 1;
-    }
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#endif
-
     /* models (config + tokenizer) on every rank; output paths on rank 0 */
-    int st = mc_model(args_str(a, "model"), &x.model_dir, &x.cfg, &x.tok, &e);
-    if (st == 0)
-        st = mc_max_len(&x.cfg, x.tok, "max-length", args_is_set(a, "max-length") ? args_int(a, "max-length") : 0, 1,
-                        x.model_dir, &o.max_len, &e);
+    int st = cli_load_model_files(x.b.model, &x.model_dir, &x.cfg, &x.tok, &e);
+    if (st == 0 && cli_max_len("max-length", x.b.max_length, &x.cfg, x.tok, x.model_dir, &o.max_len, &e))
+        return mc_fail(&x, &e, 2);
     const char *ce_spec = args_str(a, "cross-encoder");
     if (st == 0 && ce_spec && !groups_in) {
-        st = mc_model(ce_spec, &x.ce_dir, &x.ce_cfg, &x.ce_tok, &e);
+        st = cli_load_model_files(ce_spec, &x.ce_dir, &x.ce_cfg, &x.ce_tok, &e);
         if (st == 0 && (!x.ce_cfg.is_seq_cls || x.ce_cfg.num_labels != 1))
             st = xr_errf(&e, "--cross-encoder %s: expected a sequence-classification model with one label (got %s, %d "
                              "labels)",
                          ce_spec, x.ce_cfg.is_seq_cls ? "a classifier" : "a bare encoder", x.ce_cfg.num_labels);
-        if (st == 0)
-            st = mc_max_len(&x.ce_cfg, x.ce_tok, "ce-max-length",
-                            args_is_set(a, "ce-max-length") ? args_int(a, "ce-max-length") : 0, 0, x.ce_dir,
-                            &o.ce_max_len, &e);
+        if (st == 0 && cli_max_len("ce-max-length", args_is_set(a, "ce-max-length") ? args_int(a, "ce-max-length") : 0,
+                                   &x.ce_cfg, x.ce_tok, NULL, &o.ce_max_len, &e))
+            return mc_fail(&x, &e, 2);
     }
-    if (st == 0 && x.rank == 0 && output && !groups_in) st = mc_check_output(output, overwrite, &e);
-    if (st == 0 && x.rank == 0 && jsonl) st = mc_check_output(jsonl, overwrite, &e);
+    if (st == 0 && x.rank == 0 && output && !groups_in) st = cli_check_output(output, overwrite, 0, &e);
+    if (st == 0 && x.rank == 0 && jsonl) st = cli_check_output(jsonl, overwrite, 0, &e);
     if (comm_check(x.c, st, &e)) return mc_fail(&x, &e, 1);
 
     /* re-export: read a group file, check it against the dataset, write the jsonl */
@@ -540,7 +432,7 @@ int cmd_mine(int argc, char **argv) {
     o.eval_depth = (int)args_int(a, "eval-depth");
     o.progress = !quiet && x.rank == 0 && isatty(2);
     o.model_desc = args_str(a, "model");
-    o.precision = cuda ? (bf16 ? "bf16-cuda" : "fp32-cuda") : "fp32-cpu";
+    o.precision = x.b.device == XR_DEV_CUDA ? (x.b.precision == XR_PREC_BF16 ? "bf16-cuda" : "fp32-cuda") : "fp32-cpu";
     if (!args_bool(a, "no-cache")) {
         const char *cd = args_str(a, "cache-dir");
         x.cache_dir = cd ? xr_strdup(cd) : xr_path_join(input, "embeddings");
@@ -561,26 +453,12 @@ int cmd_mine(int argc, char **argv) {
     }
 
     /* encoders on every rank */
-    st = 0;
-#ifdef XR_HAVE_CUDA
-    if (cuda) {
-        x.be = cuda_ops_backend(cli_node_rank(x.rank, x.size) % cuda_ops_device_count());
-        cuda_ops_set_gemm_mode(x.be, bf16 ? XR_GEMM_BF16 : XR_GEMM_FP32);
-    }
-#endif
-    x.bi = x.be ? encoder_load_on(x.model_dir, x.be, &e) : encoder_load(x.model_dir, &e);
-    if (!x.bi) st = -1;
-    if (st == 0 && x.ce_dir) {
-        x.ce = x.be ? encoder_load_on(x.ce_dir, x.be, &e) : encoder_load(x.ce_dir, &e);
-        if (!x.ce) st = -1;
-    }
+    st = cli_backend(&x.b, &e);
+    if (st == 0 && !(x.bi = encoder_load_on(x.model_dir, x.b.be, &e))) st = -1;
+    if (st == 0 && x.ce_dir && !(x.ce = encoder_load_on(x.ce_dir, x.b.be, &e))) st = -1;
     if (st == 0 && o.cache_dir && x.rank == 0) st = embcache_model_fingerprint(x.model_dir, &o.model_fp, &e);
     if (comm_check(x.c, st, &e)) return mc_fail(&x, &e, 1);
     comm_bcast(x.c, &o.model_fp, sizeof o.model_fp, 0);
-    if (threads > 0) {
-        encoder_set_threads(x.bi, (int)threads);
-        if (x.ce) encoder_set_threads(x.ce, (int)threads);
-    }
     o.bi = x.bi;
     o.ce = x.ce;
     o.ce_tok = x.ce_tok;

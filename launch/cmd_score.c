@@ -23,7 +23,7 @@ static const ArgHelp SCORE_HELP = {
     "rank 0 writes the output: the result is the same for any number of ranks.",
     "  xrank score --model cross-encoder/ms-marco-MiniLM-L6-v2 --input pairs.jsonl --output scores.jsonl\n"
     "  echo '[\"what is xrank\", \"xrank trains rerankers\"]' | xrank score --model ./my-reranker --activation sigmoid\n"
-    "  mpirun -np 4 xrank score --config configs/demo.json --input q.jsonl --output s.jsonl --overwrite",
+    "  mpirun -np 4 xrank score --config configs/demo.json --model M --input q.jsonl --output s.jsonl --overwrite",
 };
 
 typedef struct {
@@ -140,10 +140,12 @@ static void score_format(void *ctx, const char *id_json, int kind, const float *
     }
 }
 
+const CliCmd CLI_CMD_SCORE = {"score", SCORE_FLAGS, (int)(sizeof SCORE_FLAGS / sizeof SCORE_FLAGS[0]), &SCORE_HELP,
+                               0, NULL};
+
 int cmd_score(int argc, char **argv) {
     CliCtx cx;
-    int rc = cli_setup(&cx, "score", SCORE_FLAGS, (int)(sizeof SCORE_FLAGS / sizeof SCORE_FLAGS[0]), &SCORE_HELP,
-                       argc, argv);
+    int rc = cli_setup(&cx, &CLI_CMD_SCORE, 0, argc, argv);
     if (rc >= 0) return rc;
     XrErr e;
     if (!cx.cfg.is_seq_cls) {
@@ -154,7 +156,7 @@ int cmd_score(int argc, char **argv) {
         return cli_fail(&cx, &e, 1);
     }
     ScoreCtx sc = {cx.tok, cx.cfg.num_labels > 0 ? cx.cfg.num_labels : 1,
-                   !strcmp(args_str(&cx.args, "activation"), "sigmoid")};
+                   !strcmp(args_str(&cx.b.args, "activation"), "sigmoid")};
     CliJob job = {.unit = "pairs",
                   .keep_blank_lines = 0,
                   .out_dim = sc.num_labels,

@@ -3,17 +3,11 @@
  * byte-balanced contiguous slice, the row lengths are all-gathered so every rank knows the data-only shard
  * plan, each shard's tokens are gathered on its writer (shard k on rank k % N), and rank 0 writes the index
  * and renames the directory into place: the bytes written are the same for any N. */
-#define _GNU_SOURCE
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
-#include "args.h"
 #include "cli.h"
+#include "cli_common.h"
 #include "comm.h"
 #include "dataset.h"
 #include "hfmodel.h"
@@ -25,11 +19,9 @@ static const ArgSpec TOKENIZE_FLAGS[] = {
      "a BEIR directory, or pair / FlagEmbedding files (.jsonl .json .csv .tsv .txt, each optionally .gz), "
      "comma separated",
      NULL, 0},
-    {"output", ARG_STR, NULL, "DIR", "dataset directory to write (written as DIR.tmp.PID, renamed when complete)",
-     NULL, 0},
-    {"model", ARG_STR, NULL, "DIR|ID", "the model whose tokenizer to use: HF directory or hub id in the local cache",
-     NULL, 0},
-    {"overwrite", ARG_SWITCH, NULL, "", "replace an existing output dataset directory", NULL, 0},
+    CLI_FLAG_OUTPUT(NULL, "DIR", "dataset directory to write (written as DIR.tmp.PID, renamed when complete)"),
+    CLI_FLAG_MODEL("the model whose tokenizer to use: HF directory or hub id in the local cache"),
+    CLI_FLAG_OVERWRITE("replace an existing output dataset directory"),
     {"format", ARG_CHOICE, "auto", "",
      "input format; auto: a directory is BEIR, a jsonl whose first record has \"query\" and a list \"pos\" is "
      "FlagEmbedding, anything else pairs",
@@ -48,10 +40,9 @@ static const ArgSpec TOKENIZE_FLAGS[] = {
     {"max-passage-tokens", ARG_INT, "0", "N", "keep the first N tokens of a passage; 0 = all", NULL, 0},
     {"shard-size", ARG_STR, "256M", "BYTES", "target bytes of a shard file before compression (K, M, G suffixes)",
      NULL, 0},
-    {"threads", ARG_INT, "0", "N",
-     "tokenizer threads per rank; 0 = OMP_NUM_THREADS or all cores, split between the ranks of a node", NULL, 0},
+    CLI_FLAG_THREADS,
     {"quiet", ARG_SWITCH, NULL, "", "no report on stderr", NULL, 0},
-    {"config", ARG_STR, NULL, "FILE", "JSON file of flag values", NULL, 0},
+    CLI_FLAG_CONFIG("JSON file of flag values"),
 };
 #define NFLAGS ((int)(sizeof TOKENIZE_FLAGS / sizeof TOKENIZE_FLAGS[0]))
 
@@ -85,17 +76,12 @@ static int parse_size(const char *s, int64_t *out) {
     return *out > 0 ? 0 : -1;
 }
 
-static int count_cpus(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
+const CliCmd CLI_CMD_TOKENIZE = {"tokenize", TOKENIZE_FLAGS, NFLAGS, &TOKENIZE_HELP, 0, NULL};
 
 typedef struct {
+    CliBase b;
     Comm *c;
     int rank, size;
-    Args a;
     Tokenizer *tok;
     char *model_dir;
     char **inputs;
@@ -112,10 +98,7 @@ static int tok_finish(TokCtx *x, int code) {
     free(x->inputs);
     free(x->tmpdir);
     if (x->have_ts) textset_free(&x->ts);
-    args_free(&x->a);
-    fflush(stdout);
-    comm_finalize(x->c);
-    return code;
+    return cli_end(&x->b, code);
 }
 
 /* Collective: every rank passes its status; on failure rank 0 prints the (lowest rank's) message, removes the
@@ -183,37 +166,22 @@ static int tokenize_store(TokCtx *x, DsStore *st, const TextList *texts, int thr
 
 int cmd_tokenize(int argc, char **argv) {
     TokCtx x = {0};
-    x.c = comm_init(&argc, &argv);
-    x.rank = comm_rank(x.c);
-    x.size = comm_size(x.c);
+    int pr = cli_start(&x.b, &CLI_CMD_TOKENIZE, 0, argc, argv);
+    if (pr >= 0) return pr;
+    x.c = x.b.comm;
+    x.rank = x.b.rank;
+    x.size = x.b.size;
     XrErr e = {{0}};
-    int pr = args_parse(&x.a, "tokenize", TOKENIZE_FLAGS, NFLAGS, 0, argc, argv, &e);
-    if (pr == 1) {
-        if (x.rank == 0) args_usage(stdout, "tokenize", TOKENIZE_FLAGS, NFLAGS, &TOKENIZE_HELP);
-        return tok_finish(&x, 0);
-    }
-    const char *input = pr == 0 ? args_str(&x.a, "input") : NULL, *output = pr == 0 ? args_str(&x.a, "output") : NULL;
-    const char *model = pr == 0 ? args_str(&x.a, "model") : NULL;
+    const Args *a = &x.b.args;
+    const char *input = args_str(a, "input"), *output = x.b.output, *model = x.b.model;
     int64_t shard_bytes = 0;
-    if (pr == 0 && (!input || !output || !model))
-        pr = xr_errf(&e, "--input, --output and --model are required (xrank tokenize --help)");
-    if (pr == 0 && parse_size(args_str(&x.a, "shard-size"), &shard_bytes) < 0)
-        pr = xr_errf(&e, "--shard-size %s: expected a positive size such as 256M, 1G or 65536", args_str(&x.a, "shard-size"));
-    if (pr < 0) {
-        if (x.rank == 0) fprintf(stderr, "xrank tokenize: error: %s\n", e.msg);
-        return tok_finish(&x, 2);
-    }
-    int quiet = args_bool(&x.a, "quiet"), overwrite = args_bool(&x.a, "overwrite");
-    int threads = (int)args_int(&x.a, "threads");
-    if (threads == 0) {
-        int local = comm_local_size(x.c);
-#ifdef _OPENMP
-        threads = local > 1 ? count_cpus() / local : omp_get_max_threads();
-#else
-        threads = local > 1 ? count_cpus() / local : 1;
-#endif
-        if (threads < 1) threads = 1;
-    }
+    if (!input || !output || !model)
+        xr_errf(&e, "--input, --output and --model are required (xrank tokenize --help)");
+    else if (parse_size(args_str(a, "shard-size"), &shard_bytes) < 0)
+        xr_errf(&e, "--shard-size %s: expected a positive size such as 256M, 1G or 65536", args_str(a, "shard-size"));
+    if (e.msg[0]) return cli_fail_base(&x.b, &e, 2);
+    int quiet = x.b.quiet, overwrite = x.b.overwrite;
+    int threads = cli_threads_resolved(&x.b);
     double t_start = xr_now();
 
     /* tokenizer on every rank; the output checked by rank 0 before any work */
@@ -235,18 +203,18 @@ int cmd_tokenize(int argc, char **argv) {
         p = c ? c + 1 : NULL;
     }
     static const TrFormat fmts[] = {TR_AUTO, TR_BEIR, TR_PAIRS, TR_FLAG};
-    const char *fname = args_str(&x.a, "format");
+    const char *fname = args_str(a, "format");
     int fi = !strcmp(fname, "beir") ? 1 : !strcmp(fname, "pairs") ? 2 : !strcmp(fname, "flagembedding") ? 3 : 0;
     TrOptions to = {.format = fmts[fi],
-                    .split = args_str(&x.a, "split"),
-                    .title_sep = args_str(&x.a, "title-sep"),
-                    .no_title = args_bool(&x.a, "no-title"),
-                    .query_column = args_str(&x.a, "query-column"),
-                    .positive_column = args_str(&x.a, "positive-column"),
-                    .negative_columns = args_str(&x.a, "negative-columns"),
-                    .label_column = args_str(&x.a, "label-column"),
-                    .no_header = args_bool(&x.a, "no-header"),
-                    .allow_empty = args_bool(&x.a, "allow-empty")};
+                    .split = args_str(a, "split"),
+                    .title_sep = args_str(a, "title-sep"),
+                    .no_title = args_bool(a, "no-title"),
+                    .query_column = args_str(a, "query-column"),
+                    .positive_column = args_str(a, "positive-column"),
+                    .negative_columns = args_str(a, "negative-columns"),
+                    .label_column = args_str(a, "label-column"),
+                    .no_header = args_bool(a, "no-header"),
+                    .allow_empty = args_bool(a, "allow-empty")};
     status = tr_read((const char *const *)x.inputs, x.ninputs, &to, &x.ts, &e);
     x.have_ts = status == 0;
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
@@ -265,9 +233,9 @@ int cmd_tokenize(int argc, char **argv) {
 
     DsTokInfo ti;
     ds_tok_info(x.tok, &ti);
-    DsStore st[2] = {{.name = "queries", .tok = &ti, .max_tokens = args_int(&x.a, "max-query-tokens"), .ts = &x.ts,
+    DsStore st[2] = {{.name = "queries", .tok = &ti, .max_tokens = args_int(a, "max-query-tokens"), .ts = &x.ts,
                       .ids = &x.ts.query_ids},
-                     {.name = "passages", .tok = &ti, .max_tokens = args_int(&x.a, "max-passage-tokens"), .ts = &x.ts,
+                     {.name = "passages", .tok = &ti, .max_tokens = args_int(a, "max-passage-tokens"), .ts = &x.ts,
                       .ids = &x.ts.passage_ids}};
     const TextList *texts[2] = {&x.ts.queries, &x.ts.passages};
     int64_t *row_off[2] = {NULL, NULL}, ntok[2] = {0, 0}, ntrunc[2] = {0, 0};

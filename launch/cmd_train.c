@@ -2,20 +2,15 @@
  * pairs (BCE) or groups (listwise CE) from a tokenized dataset and an optional mined group file, evaluation on a
  * dev set every --eval-steps (dist/evaluate.h), and the output directory: final/ and best/ as Hugging Face model
  * directories (io/hfexport.h) plus metrics.jsonl. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
-#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
-#include "args.h"
 #include "cli.h"
+#include "cli_common.h"
 #include "comm.h"
 #include "data.h"
 #include "evaluate.h"
@@ -24,49 +19,53 @@
 #include "tokenizer.h"
 #include "trainer.h"
 
-static const ArgSpec TRAIN_FLAGS[] = {
-    {"model", ARG_STR, NULL, "DIR|ID",
-     "start from this Hugging Face model: a cross-encoder (seq-cls, one label) or a plain encoder (a new head)", NULL,
-     0},
+/* Flags marked TRAINER_DEFAULT take their default from trainer_defaults (dist/trainer.c, the one place they are
+ * written): train_fill_defaults puts its values into the table before parsing, so --help shows them. To add a
+ * flag: a line here, and where cmd_train fills TrainOpts, a line reading it. */
+#define TRAINER_DEFAULT NULL
+static ArgSpec TRAIN_FLAGS[] = {
+    CLI_FLAG_MODEL("start from this Hugging Face model: a cross-encoder (seq-cls, one label) or a plain encoder (a "
+                   "new head)"),
     {"data", ARG_STR, NULL, "DIR", "training dataset directory (xrank tokenize)", NULL, 0},
     {"groups", ARG_STR, NULL, "FILE",
      "mined group file of --data (xrank mine); without it the dataset's own negatives or labels are used", NULL, 0},
     {"eval-data", ARG_STR, NULL, "DIR", "dev dataset directory: evaluated every --eval-steps and at the end", NULL, 0},
     {"eval-groups", ARG_STR, NULL, "FILE", "the dev set's candidates: a group file mined from --eval-data", NULL, 0},
-    {"output", ARG_STR, NULL, "DIR", "output directory: final/, best/ (HF model dirs) and metrics.jsonl", NULL, 0},
-    {"overwrite", ARG_SWITCH, NULL, "", "reuse an existing output directory", NULL, 0},
+    CLI_FLAG_OUTPUT(NULL, "DIR", "output directory: final/, best/ (HF model dirs) and metrics.jsonl"),
+    CLI_FLAG_OVERWRITE("reuse an existing output directory"),
     {"loss", ARG_CHOICE, "bce", "",
      "bce: pointwise BCE on labeled pairs (sentence-transformers); listwise: group CE, 1 positive + G-1 negatives "
      "(FlagEmbedding)",
      "bce|listwise", 0},
-    {"pos-weight", ARG_FLOAT, "1", "X", "bce: weight of positive pairs (torch BCEWithLogitsLoss pos_weight)", NULL, 0},
+    {"pos-weight", ARG_FLOAT, TRAINER_DEFAULT, "X", "bce: weight of positive pairs (torch BCEWithLogitsLoss pos_weight)",
+     NULL, 0},
     {"train-group-size", ARG_INT, "8", "G", "listwise: pairs per group (1 positive + G-1 sampled negatives)", NULL, 2},
-    {"num-train-epochs", ARG_FLOAT, "1", "X", "epochs (fractions allowed) when --max-steps is not given", NULL, 0},
+    {"num-train-epochs", ARG_FLOAT, TRAINER_DEFAULT, "X", "epochs (fractions allowed) when --max-steps is not given",
+     NULL, 0},
     {"max-steps", ARG_INT, "0", "N", "optimizer steps (overrides --num-train-epochs; 0 = from the epochs)", NULL, 0},
-    {"learning-rate", ARG_FLOAT, "2e-5", "X", "peak learning rate (AdamW)", NULL, 0},
+    {"learning-rate", ARG_FLOAT, TRAINER_DEFAULT, "X", "peak learning rate (AdamW)", NULL, 0},
     {"lr", ARG_FLOAT, NULL, "X", "alias of --learning-rate", NULL, 0},
-    {"weight-decay", ARG_FLOAT, "0.01", "X", "decoupled weight decay (not on biases and LayerNorm weights)", NULL, 0},
-    {"warmup-ratio", ARG_FLOAT, "0.1", "X", "fraction of the steps with a linear warmup", NULL, 0},
-    {"lr-scheduler-type", ARG_CHOICE, "linear", "", "decay after the warmup", "linear|cosine|constant", 0},
-    {"max-grad-norm", ARG_FLOAT, "1", "X", "clip the global gradient norm (0 = off)", NULL, 0},
-    {"per-device-train-batch-size", ARG_INT, "16", "N",
+    {"weight-decay", ARG_FLOAT, TRAINER_DEFAULT, "X", "decoupled weight decay (not on biases and LayerNorm weights)",
+     NULL, 0},
+    {"warmup-ratio", ARG_FLOAT, TRAINER_DEFAULT, "X", "fraction of the steps with a linear warmup", NULL, 0},
+    {"lr-scheduler-type", ARG_CHOICE, TRAINER_DEFAULT, "", "decay after the warmup", "linear|cosine|constant", 0},
+    {"max-grad-norm", ARG_FLOAT, TRAINER_DEFAULT, "X", "clip the global gradient norm (0 = off)", NULL, 0},
+    {"per-device-train-batch-size", ARG_INT, TRAINER_DEFAULT, "N",
      "per rank and micro-batch: N pairs (bce) or N groups of G pairs (listwise); the global batch is N x ranks x "
      "accumulation",
      NULL, 1},
-    {"gradient-accumulation-steps", ARG_INT, "1", "N", "micro-batches per rank per optimizer step", NULL, 1},
+    {"gradient-accumulation-steps", ARG_INT, TRAINER_DEFAULT, "N", "micro-batches per rank per optimizer step", NULL,
+     1},
     {"seed", ARG_INT, "42", "N", "shuffle, negative sampling, dropout and new-head seed", NULL, 0},
-    {"dropout", ARG_CHOICE, "on", "", "dropout as the model's config.json gives it, or none", "on|off", 0},
+    {"dropout", ARG_CHOICE, TRAINER_DEFAULT, "", "dropout as the model's config.json gives it, or none", "on|off", 0},
     {"eval-steps", ARG_INT, "0", "N", "evaluate every N steps (0: at the end only)", NULL, 0},
-    {"logging-steps", ARG_INT, "10", "N", "a metrics.jsonl line every N steps", NULL, 1},
+    {"logging-steps", ARG_INT, TRAINER_DEFAULT, "N", "a metrics.jsonl line every N steps", NULL, 1},
     {"metric-for-best-model", ARG_STR, "ndcg@10", "NAME", "reranked metric that picks best/", NULL, 0},
     {"metrics", ARG_STR, "mrr@10,ndcg@10,map@100,recall@10,recall@100", "LIST", "evaluation metrics", NULL, 0},
     {"eval-batch-size", ARG_INT, "32", "N", "pairs per evaluation batch", NULL, 1},
-    {"max-length", ARG_INT, NULL, "N",
-     "tokens per pair with specials, longest_first truncation (default: the tokenizer's model_max_length capped by "
-     "the positions)",
-     NULL, 1},
-    {"threads", ARG_INT, "0", "N", "CPU threads per rank; 0 = OMP_NUM_THREADS or the node's cores split between ranks",
-     NULL, 0},
+    CLI_FLAG_MAX_LENGTH("tokens per pair with specials, longest_first truncation (default: the tokenizer's "
+                        "model_max_length capped by the positions)"),
+    CLI_FLAGS_COMPUTE,
     {"zero", ARG_CHOICE, "auto", "",
      "ZeRO-1: each rank keeps and steps the AdamW state of 1/ranks of the parameters (auto: on with > 1 rank)",
      "auto|0|1", 0},
@@ -84,8 +83,8 @@ static const ArgSpec TRAIN_FLAGS[] = {
      "auto|mpi|nccl|staged", 0},
     {"comm-timeout", ARG_FLOAT, "600", "S",
      "stop the job when a collective waits this long for a dead or hung rank (0: wait forever)", NULL, 0},
-    {"quiet", ARG_SWITCH, NULL, "", "no progress line and no report on stderr", NULL, 0},
-    {"config", ARG_STR, NULL, "FILE", "JSON file of flag values (configs/demo.json)", NULL, 0},
+    CLI_FLAG_QUIET,
+    CLI_FLAG_CONFIG("JSON file of flag values (configs/demo.json)"),
 };
 #define NFLAGS ((int)(sizeof TRAIN_FLAGS / sizeof TRAIN_FLAGS[0]))
 
@@ -101,15 +100,61 @@ static const ArgHelp TRAIN_HELP = {
     "classification head (one label). OUTPUT/final and OUTPUT/best (best --metric-for-best-model on --eval-data)\n"
     "are Hugging Face model directories; OUTPUT/metrics.jsonl holds one JSON object per logging step and per\n"
     "evaluation.",
-    "  xrank train --model /work/models/all-MiniLM-L6-v2 --data train.h5d --groups train_groups.h5 --output run1\n"
-    "  mpirun -np 2 xrank train --config configs/demo.json --eval-data dev.h5d --eval-groups dev_groups.h5\n"
+    "  xrank train --model all-MiniLM-L6-v2 --data train.h5d --groups train_groups.h5 --output run1\n"
+    "  mpirun -np 2 xrank train --config configs/demo.json --model M --data D --groups G --output R \\\n"
+    "      --eval-data dev.h5d --eval-groups dev_groups.h5\n"
     "  xrank train --model BAAI/bge-reranker-base --data D --groups G --loss listwise --train-group-size 16 --output R",
 };
 
+const CliCmd CLI_CMD_TRAIN = {"train", TRAIN_FLAGS, NFLAGS, &TRAIN_HELP, 0,
+                               "training on the GPU is not available in this build yet"};
+
+/* The shortest text that reads back as the same double. */
+static void train_num_text(char *buf, size_t n, double v) {
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+/* The TRAINER_DEFAULT entries of the table get trainer_defaults' values (once per process). */
+static void train_fill_defaults(void) {
+    static char text[16][32];
+    static const char *const sched[] = {"linear", "cosine", "constant"};
+    TrainOpts o;
+    trainer_defaults(&o);
+    int k = 0;
+    for (int i = 0; i < NFLAGS; i++) {
+        ArgSpec *f = &TRAIN_FLAGS[i];
+        const char *nm = f->name;
+        double v;
+        if (!strcmp(nm, "pos-weight")) v = o.pos_weight;
+        else if (!strcmp(nm, "num-train-epochs")) v = o.epochs;
+        else if (!strcmp(nm, "learning-rate")) v = o.lr;
+        else if (!strcmp(nm, "weight-decay")) v = o.weight_decay;
+        else if (!strcmp(nm, "warmup-ratio")) v = o.warmup_ratio;
+        else if (!strcmp(nm, "max-grad-norm")) v = o.max_grad_norm;
+        else if (!strcmp(nm, "per-device-train-batch-size")) v = o.per_device_batch;
+        else if (!strcmp(nm, "gradient-accumulation-steps")) v = o.accumulation;
+        else if (!strcmp(nm, "logging-steps")) v = o.logging_steps;
+        else if (!strcmp(nm, "lr-scheduler-type")) {
+            f->def = sched[o.sched];
+            continue;
+        } else if (!strcmp(nm, "dropout")) {
+            f->def = o.dropout ? "on" : "off";
+            continue;
+        } else {
+            continue;
+        }
+        train_num_text(text[k], sizeof text[k], v);
+        f->def = text[k++];
+    }
+}
+
 typedef struct {
+    CliBase b;
     Comm *c;
     int rank, size;
-    Args a;
     char *model_dir, *out;
     ModelConfig cfg;
     Tokenizer *tok;
@@ -130,10 +175,7 @@ static int tc_finish(TrainCli *x, int code) {
     if (x->tok) tok_free(x->tok);
     free(x->model_dir);
     free(x->out);
-    args_free(&x->a);
-    fflush(stdout);
-    comm_finalize(x->c);
-    return code;
+    return cli_end(&x->b, code);
 }
 
 static int tc_fail(TrainCli *x, const XrErr *e, int code) {
@@ -142,26 +184,16 @@ static int tc_fail(TrainCli *x, const XrErr *e, int code) {
     return tc_finish(x, code);
 }
 
-static int cli_count_cpus(void) {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-/* The max length: given (checked against the positions), else the tokenizer's capped by the positions. */
-static int cli_pair_max_len(const ModelConfig *cfg, const Tokenizer *tok, const Args *a, int *out, XrErr *e) {
-    int cap = cfg->family == ARCH_BERT ? cfg->max_pos : cfg->max_pos - 2;
-    int min_len = tok_num_special(tok, 1) + 2;
-    if (args_is_set(a, "max-length")) {
-        long g = args_int(a, "max-length");
-        if (g > cap) return xr_errf(e, "--max-length %ld exceeds what the model can take (%d tokens)", g, cap);
-        if (g < min_len) return xr_errf(e, "--max-length %ld is too short for a pair: at least %d", g, min_len);
-        *out = (int)g;
-        return 0;
-    }
-    int mm = tok_model_max_length(tok);
-    *out = mm > 0 && mm < cap ? mm : cap;
+/* The hyperparameters' ranges, the flag that broke one named (as the user spelled it: --lr or --learning-rate). */
+static int train_check_opts(const Args *a, const TrainOpts *o, XrErr *e) {
+    const char *lr_flag = args_is_set(a, "lr") ? "lr" : "learning-rate";
+    if (!(o->lr > 0)) return xr_errf(e, "--%s must be > 0, got %g", lr_flag, o->lr);
+    if (!(o->warmup_ratio >= 0 && o->warmup_ratio <= 1))
+        return xr_errf(e, "--warmup-ratio must be in [0, 1], got %g", o->warmup_ratio);
+    if (o->weight_decay < 0) return xr_errf(e, "--weight-decay must be >= 0, got %g", o->weight_decay);
+    if (!(o->pos_weight > 0)) return xr_errf(e, "--pos-weight must be > 0, got %g", (double)o->pos_weight);
+    if (o->max_steps <= 0 && !(o->epochs > 0))
+        return xr_errf(e, "--num-train-epochs must be > 0 (or give --max-steps N), got %g", o->epochs);
     return 0;
 }
 
@@ -207,22 +239,19 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
 
 int cmd_train(int argc, char **argv) {
     TrainCli x = {0};
-    x.c = comm_init(&argc, &argv);
-    x.rank = comm_rank(x.c);
-    x.size = comm_size(x.c);
+    train_fill_defaults();
+    int code = cli_start(&x.b, &CLI_CMD_TRAIN, 0, argc, argv);
+    if (code >= 0) return code;
+    x.c = x.b.comm;
+    x.rank = x.b.rank;
+    x.size = x.b.size;
     XrErr e = {{0}};
-    int pr = args_parse(&x.a, "train", TRAIN_FLAGS, NFLAGS, 0, argc, argv, &e);
-    if (pr == 1) {
-        if (x.rank == 0) args_usage(stdout, "train", TRAIN_FLAGS, NFLAGS, &TRAIN_HELP);
-        return tc_finish(&x, 0);
-    }
-    if (pr < 0) return tc_fail(&x, &e, 2);
-    const Args *a = &x.a;
-    int quiet = args_bool(a, "quiet");
+    const Args *a = &x.b.args;
+    int quiet = x.b.quiet;
     TrainOpts o;
     trainer_defaults(&o);
-    const char *data = args_str(a, "data"), *out = args_str(a, "output");
-    if (!args_str(a, "model") || !data || !out) xr_errf(&e, "--model, --data and --output are required (xrank train --help)");
+    const char *data = args_str(a, "data"), *out = x.b.output;
+    if (!x.b.model || !data || !out) xr_errf(&e, "--model, --data and --output are required (xrank train --help)");
     else if (args_is_set(a, "lr") && args_is_set(a, "learning-rate") && args_float(a, "lr") != args_float(a, "learning-rate"))
         xr_errf(&e, "--lr %g and --learning-rate %g disagree (they are the same setting)", args_float(a, "lr"),
                 args_float(a, "learning-rate"));
@@ -252,10 +281,7 @@ int cmd_train(int argc, char **argv) {
     if (args_float(a, "comm-timeout") < 0) xr_errf(&e, "--comm-timeout must be >= 0 (0: wait forever)");
     if (e.msg[0]) return tc_fail(&x, &e, 2);
     comm_set_timeout(x.c, args_float(a, "comm-timeout"));
-    if (!(o.lr > 0) || !(o.warmup_ratio >= 0 && o.warmup_ratio <= 1) || o.weight_decay < 0 || !(o.pos_weight > 0) ||
-        (o.max_steps <= 0 && !(o.epochs > 0)))
-        xr_errf(&e, "bad hyperparameters: --learning-rate > 0, --warmup-ratio in [0, 1], --weight-decay >= 0, "
-                    "--pos-weight > 0, and --num-train-epochs > 0 or --max-steps > 0");
+    train_check_opts(a, &o, &e);
     EvalResult proto = {0};
     if (!e.msg[0]) eval_parse_specs(args_str(a, "metrics"), &proto, &e);
     MetricSpec best_spec;
@@ -268,20 +294,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (e.msg[0]) return tc_fail(&x, &e, 2);
 
-    long threads = args_int(a, "threads");
-    if (threads == 0 && comm_local_size(x.c) > 1) {
-        threads = cli_count_cpus() / comm_local_size(x.c);
-        if (threads < 1) threads = 1;
-    }
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#endif
     /* model, tokenizer, output directory */
-    int st = 0;
-    if (!(x.model_dir = hf_resolve_model(args_str(a, "model"), &e))) st = -1;
-    if (st == 0) st = hf_load_config(x.model_dir, &x.cfg, &e);
-    if (st == 0 && !(x.tok = tok_load(x.model_dir, &e))) st = -1;
-    if (st == 0) st = cli_pair_max_len(&x.cfg, x.tok, a, &o.max_len, &e);
+    int st = cli_load_model_files(x.b.model, &x.model_dir, &x.cfg, &x.tok, &e);
+    if (st == 0 && cli_max_len("max-length", x.b.max_length, &x.cfg, x.tok, NULL, &o.max_len, &e))
+        return tc_fail(&x, &e, 2);
     if (st == 0 && x.cfg.is_seq_cls && x.cfg.num_labels != 1)
         st = xr_errf(&e, "%s has %d labels: a reranker has one (start from a plain encoder or a one-label model)",
                      x.model_dir, x.cfg.num_labels);
@@ -289,15 +305,9 @@ int cmd_train(int argc, char **argv) {
     if (st == 0 && args_str(a, "eval-data")) st = td_check_tokenizer(args_str(a, "eval-data"), x.tok, x.model_dir, &e);
     x.out = xr_strdup(out);
     if (st == 0 && x.rank == 0) {
-        struct stat sb;
         char *mj = xr_path_join(out, "metrics.jsonl");
-        if (stat(out, &sb) == 0 && !S_ISDIR(sb.st_mode)) st = xr_errf(&e, "--output %s is a file, not a directory", out);
-        else if (xr_file_exists(mj) && !args_bool(a, "overwrite"))
-            st = xr_errf(&e, "--output %s already holds a run (use --overwrite to replace it)", out);
-        else if (mkdir(out, 0755) && errno != EEXIST)
-            st = xr_errf(&e, "cannot create --output %s: %s", out, strerror(errno));
-        else if (!(x.metrics = fopen(mj, "w")))
-            st = xr_errf(&e, "cannot write %s: %s", mj, strerror(errno));
+        st = cli_check_output_dir(out, "metrics.jsonl", x.b.overwrite, &e);
+        if (st == 0 && !(x.metrics = fopen(mj, "w"))) st = xr_errf(&e, "cannot write %s: %s", mj, strerror(errno));
         free(mj);
     }
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
@@ -311,14 +321,14 @@ int cmd_train(int argc, char **argv) {
         st = evalset_load(&x.es, args_str(a, "eval-data"), args_str(a, "eval-groups"), &e);
         x.have_es = st == 0;
     }
-    if (st == 0 && !(x.m = encoder_load(x.model_dir, &e))) st = -1;
+    if (comm_check(x.c, st, &e) || cli_backend(&x.b, &e)) return tc_fail(&x, &e, 1);
+    if (!(x.m = encoder_load_on(x.model_dir, x.b.be, &e))) st = -1;
     int new_head = 0;
     if (st == 0 && !x.cfg.is_seq_cls) {
         st = encoder_init_head(x.m, 1, o.seed, &e);
         new_head = 1;
     }
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
-    if (threads > 0) encoder_set_threads(x.m, (int)threads);
 
     o.progress = !quiet && x.rank == 0 && isatty(2);
     o.metrics = x.metrics;
@@ -336,7 +346,7 @@ int cmd_train(int argc, char **argv) {
                 x.model_dir, new_head ? " + new head" : "", to.mode == TD_GROUPS ? "listwise" : "bce",
                 (long long)x.d.n, to.mode == TD_GROUPS ? "groups" : "pairs", x.d.source, (long long)x.d.npos,
                 (long long)x.d.nneg, x.d.skipped ? ", some groups without negatives skipped" : "", x.size,
-                x.size > 1 ? "s" : "", encoder_backend(x.m) ? (int)(threads > 0 ? threads : cli_count_cpus()) : 1,
+                x.size > 1 ? "s" : "", ops_get_threads(x.b.be),
                 (long long)gb, to.mode == TD_GROUPS ? "groups" : "pairs", o.per_device_batch, o.accumulation,
                 o.max_len, o.lr, o.dropout ? "on" : "off");
         int zero = o.zero < 0 ? x.size > 1 : o.zero && x.size > 1;

@@ -16,7 +16,8 @@ static const CliCommand COMMANDS[] = {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: xrank <command> [options]   (xrank <command> --help for its options)\n\ncommands:\n");
+    fprintf(f, "usage: xrank <command> [options]   (xrank <command> --help for its options; xrank --version)\n\n"
+               "commands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
 }
@@ -26,6 +27,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) return cmd_version(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "xrank: unknown command '%s'\n", argv[1]);

@@ -59,3 +59,13 @@ xr_cli_test(cli_err_config_key MODE fail VARS NP=0 "REGEX=bad_config.json: secti
             ARGS score --config bad_config.json --model bert_seqcls --input score_in.jsonl)
 xr_cli_test(cli_err_max_length MODE fail VARS NP=0 "REGEX=--max-length 41 exceeds what the model can take \\(40 tokens"
             ARGS score --model xlmr_seqcls --input score_in.jsonl --max-length 41)
+
+# The one setup path (issue 9): the same mistake gives the same message on every command, --device / --precision
+# are accepted by every computing command and what cannot run is refused up front with the reason, config files
+# and flags take both spellings and refuse unknown keys, and the user-found bugs stay fixed. Driver:
+# fixtures/cli/run_cli_checks.cmake (one MODE per check).
+foreach(check max_length threads device output_exists config hyperparameters version inspect_groups)
+  xr_script_test(cli_setup_${check} SCRIPT ${XR_CLI_WORK}/run_cli_checks.cmake MODE ${check} LABELS cli
+                 DEFS -DTESTS=${CMAKE_CURRENT_SOURCE_DIR} -DROOT=${CMAKE_SOURCE_DIR}
+                 ENV OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
+endforeach()
