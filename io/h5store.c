@@ -371,7 +371,8 @@ int h5store_read_range(TokenStore *s, int64_t i, int64_t j, TokBatch *b, XrErr *
         Shard *sh = &s->sh[shard_of(s, r)];
         int64_t lo = r - sh->row_start, hi = j - sh->row_start;
         if (hi > sh->rows) hi = sh->rows;
-        if (h5_read_tokens(sh->tokens, sh->off[lo], sh->off[hi], b->tokens + b->offsets[r - i], sh->path, e) < 0) return -1;
+        if (h5_read_tokens(sh->tokens, sh->off[lo], sh->off[hi], b->tokens + b->offsets[r - i], sh->path, e) < 0)
+            return -1;
         r += hi - lo;
     }
     return 0;

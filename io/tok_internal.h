@@ -1,7 +1,9 @@
 /* tok_internal.h: pieces shared by tokenizer.c and wordpiece.c (not a public API): the WordPiece vocabulary and
- * encoder, and the UTF-8 helpers both tokenizers use. Text reaching wp_encode is always valid UTF-8. */
+ * encoder, and (through tok_utf8.h) the UTF-8 helpers both tokenizers use. Text reaching wp_encode is always
+ * valid UTF-8. */
 #ifndef XR_TOK_INTERNAL_H
 #define XR_TOK_INTERNAL_H
+#include "tok_utf8.h" /* tok_utf8_decode / encode / valid_prefix / lossy */
 #include "xr_common.h"
 
 typedef struct WpVocab WpVocab;
@@ -59,53 +61,6 @@ void ug_scratch_free(UgScratch *sc);
 struct Tokenizer;
 /* The WordPiece vocab of a WordPiece tokenizer (NULL for SentencePiece). */
 const WpVocab *tok_wordpiece_vocab(const struct Tokenizer *t);
-
-/* Decode one code point of valid UTF-8 at s (n >= 1 bytes left); sets *adv to its byte length. */
-static inline int32_t tok_utf8_decode(const unsigned char *s, int *adv) {
-    if (s[0] < 0x80) {
-        *adv = 1;
-        return s[0];
-    }
-    if (s[0] < 0xE0) {
-        *adv = 2;
-        return ((s[0] & 0x1F) << 6) | (s[1] & 0x3F);
-    }
-    if (s[0] < 0xF0) {
-        *adv = 3;
-        return ((s[0] & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-    }
-    *adv = 4;
-    return ((s[0] & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-}
-
-static inline int tok_utf8_encode(int32_t c, char *out) {
-    if (c < 0x80) {
-        out[0] = (char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        out[0] = (char)(0xC0 | (c >> 6));
-        out[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        out[0] = (char)(0xE0 | (c >> 12));
-        out[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (c >> 18));
-    out[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
-/* Length of the longest valid UTF-8 prefix of s[0..n) (the whole n when the text is valid). */
-size_t tok_utf8_valid_prefix(const char *s, size_t n);
-/* Copy s[0..n) into *buf (realloc'd, *cap) replacing each maximal invalid subpart by U+FFFD, the rule of
- * Rust's String::from_utf8_lossy and Python's decode('utf-8', 'replace'). Returns the new length. */
-size_t tok_utf8_lossy(const char *s, size_t n, char **buf, size_t *cap);
 
 /* Rust char::is_whitespace (Unicode White_Space), which both HF pre-tokenizers split on. */
 static inline int tok_is_rust_ws(int32_t c) {
