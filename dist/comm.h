@@ -82,7 +82,7 @@ void comm_node_share_free(Comm *c, CommShm *h);
 
 typedef enum {
     COMM_AUTO = 0,  /* MPI for a CPU backend; NCCL for a CUDA one unless ranks share a GPU or NCCL is missing,
-                     * then staged (with a one-line notice on rank 0) */
+                     * then staged (with a one-line notice on rank 0; silently with one rank: nothing to reduce) */
     COMM_MPI = 1,   /* MPI on host memory (CPU backend only) */
     COMM_NCCL = 2,  /* NCCL on device memory, bootstrapped over MPI (CUDA builds) */
     COMM_STAGED = 3 /* device memory copied through host buffers, MPI between them (any backend) */

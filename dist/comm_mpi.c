@@ -355,7 +355,8 @@ int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e) {
         MPI_Request rq;
         comm_checked(MPI_Iallreduce(&share, &any, 1, MPI_INT, MPI_MAX, c->world, &rq), "MPI_Iallreduce");
         comm_mpi_wait_timed(c, 1, &rq, "communicator choice");
-        want = any || !comm_nccl_available() ? COMM_STAGED : COMM_NCCL;
+        /* one rank: nothing to reduce, so no NCCL start-up (the staged one costs nothing until used) */
+        want = any || !comm_nccl_available() || c->size == 1 ? COMM_STAGED : COMM_NCCL;
         if (want == COMM_STAGED && c->rank == 0 && c->size > 1)
             fprintf(stderr, "xrank: gradients go through host memory over MPI (%s); --comm nccl to insist\n",
                     any ? "ranks share a GPU: NCCL needs one GPU per rank" : "this build has no NCCL");
