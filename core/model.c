@@ -140,7 +140,8 @@ static int stset_open(StSet *s, const char *dir, XrErr *e) {
     struct dirent *de;
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
-        if (len > 12 && strcmp(de->d_name + len - 12, ".safetensors") == 0) {
+        /* a checkpoint directory (io/ckpt.h) also holds optimizer-*.safetensors shards: not weights */
+        if (len > 12 && strcmp(de->d_name + len - 12, ".safetensors") == 0 && strncmp(de->d_name, "optimizer-", 10)) {
             names = xr_realloc(names, (size_t)(n + 1) * sizeof *names);
             names[n++] = xr_strdup(de->d_name);
         }

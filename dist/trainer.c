@@ -78,6 +78,23 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     st->buckets = gsync_num_buckets(gs);
     st->optimizer_bytes = gsync_optimizer_bytes(encoder_num_params(m), R, st->zero, 0);
 
+    TrainCkpt *ck = NULL;
+    TrainCounters tcn = {0};
+    tcn.best_step = -1;
+    if (o->ckpt.output || o->ckpt.resume) {
+        CkptPlan plan = {total, spe, GB, B, A, o->seed};
+        ck = tckpt_create(c, &o->ckpt, &plan);
+    }
+    if (ck && o->ckpt.resume && tckpt_resume(ck, m, gs, &tcn, e)) {
+        tckpt_free(ck);
+        gsync_free(gs);
+        return -1;
+    }
+    if (o->best_step && tcn.best_step >= 0) *o->best_step = tcn.best_step, *o->best_value = tcn.best_value;
+    st->resumed_from = tcn.step;
+    st->steps = tcn.step;
+    st->pairs = tcn.pairs, st->real_tokens = tcn.real_tokens, st->padded_tokens = tcn.padded_tokens;
+
     int64_t *perm = xr_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
     BatchItem *items = xr_malloc(sizeof(BatchItem) * (size_t)(GB * G));
     float *labels = xr_malloc(sizeof(float) * (size_t)(GB * G));
@@ -92,11 +109,11 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     BatchBuf bb;
     batch_buf_init(&bb);
     int64_t cur_epoch = -1;
-    double t0 = xr_now(), t_log = t0, log_loss = 0, log_w = 0;
-    int64_t log_pairs = 0, log_real = 0, log_pad = 0, log_from = 0;
+    double t0 = xr_now(), t_log = t0, log_loss = tcn.log_loss, log_w = tcn.log_w;
+    int64_t log_pairs = tcn.log_pairs, log_real = tcn.log_real, log_pad = tcn.log_pad, log_from = tcn.log_from;
     int rc = 0, progress_shown = 0;
 
-    for (int64_t s = 0; s < total && rc == 0; s++) {
+    for (int64_t s = tcn.step; s < total && rc == 0; s++) {
         int64_t epoch = s / spe, pos = (s % spe) * GB, gn = n - pos < GB ? n - pos : GB;
         if (epoch != cur_epoch) {
             td_epoch_order(n, o->seed, epoch, perm);
@@ -204,6 +221,28 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             t0 += xr_now() - te; /* throughput and ETA count training time only */
             t_log += xr_now() - te;
         }
+        if (ck && rc == 0) {
+            TrainCounters now_c = {s + 1, log_loss, log_w, log_pairs, log_real, log_pad, log_from, st->pairs,
+                                   st->real_tokens, st->padded_tokens, o->best_value ? *o->best_value : 0,
+                                   o->best_step ? *o->best_step : -1};
+            int stop = 0;
+            double tc0 = xr_now();
+            if (rank == 0 && progress_shown && tckpt_signalled()) fprintf(stderr, "\n"), progress_shown = 0;
+            rc = tckpt_step_end(ck, m, gs, &now_c, &stop, e);
+            t0 += xr_now() - tc0;
+            t_log += xr_now() - tc0;
+            if (stop) {
+                st->stopped = 1;
+                break;
+            }
+        }
+    }
+    if (ck) {
+        if (rc == 0) rc = tckpt_finish(ck, e);
+        st->checkpoints = tckpt_count(ck);
+        st->checkpoint_pause_s = tckpt_pause_seconds(ck);
+        tckpt_io_stats(ck, &st->ckpt_write_s, &st->ckpt_write_bytes, &st->ckpt_read_s, &st->ckpt_read_bytes);
+        tckpt_free(ck);
     }
     if (rank == 0 && progress_shown) fprintf(stderr, "\n");
     st->seconds = xr_now() - t0;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "checkpoint.h"
 #include "comm.h"
 #include "data.h"
 #include "gradsync.h"
@@ -45,6 +46,9 @@ typedef struct {
     int overlap;           /* reduce buckets during the last backward (default 1) */
     CommImpl comm;         /* buffer collectives (default COMM_AUTO; see comm_attach) */
     int sparse_embedding;  /* exchange only the touched word-embedding rows (default 1; gradsync.h) */
+    CkptOpts ckpt;         /* checkpoints (dist/checkpoint.h): saving, stop signals, resume; output NULL: none */
+    double *best_value;    /* the evaluation's best so far (may be NULL): saved in checkpoints, restored on resume */
+    int64_t *best_step;
 } TrainOpts;
 
 void trainer_defaults(TrainOpts *o);
@@ -57,6 +61,12 @@ typedef struct {
     int64_t optimizer_bytes;                   /* per rank */
     double comm_wait_s, comm_s;                /* rank 0: waited for gradient reductions / their total time */
     int64_t sparse_rows, sparse_steps, vocab;  /* word-embedding rows exchanged over the steps (0: dense) */
+    int64_t resumed_from;                      /* the checkpoint's step (0: a fresh start) */
+    int stopped;                               /* 1: a stop signal ended training after a checkpoint */
+    int checkpoints;                           /* committed by this run */
+    double checkpoint_pause_s;                 /* rank 0: training paused by checkpoints */
+    double ckpt_write_s, ckpt_read_s;          /* rank 0: checkpoint writer time, resume read time */
+    int64_t ckpt_write_bytes, ckpt_read_bytes; /* rank 0: bytes written / read */
 } TrainStats;
 
 /* Train m (a seq-cls model with one label) on d. Collective: every rank calls it with the same data and options

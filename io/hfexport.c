@@ -121,6 +121,35 @@ static int hf_write_config(const char *base_dir, const char *path, const char *a
     return ok ? 0 : xr_errf(e, "cannot write %s: %s", path, strerror(errno));
 }
 
+int hf_write_model_files(const char *dir, const char *base_dir, const StWriteTensor *t, int n,
+                         const char *architecture, int num_labels, int model_max_length, XrErr *e) {
+    int rc = 0;
+    char *p = NULL;
+    if (rc == 0) {
+        p = xr_path_join(dir, "config.json");
+        rc = hf_write_config(base_dir, p, architecture, num_labels, e);
+        free(p);
+    }
+    if (rc == 0) {
+        const char *meta[2] = {"format", "pt"};
+        p = xr_path_join(dir, "model.safetensors");
+        rc = st_write(p, t, n, meta, 1, 0, e);
+        free(p);
+    }
+    for (size_t i = 0; rc == 0 && i < sizeof HF_TOKENIZER_FILES / sizeof HF_TOKENIZER_FILES[0]; i++) {
+        char *src = xr_path_join(base_dir, HF_TOKENIZER_FILES[i]);
+        if (xr_file_exists(src)) {
+            p = xr_path_join(dir, HF_TOKENIZER_FILES[i]);
+            rc = model_max_length > 0 && !strcmp(HF_TOKENIZER_FILES[i], "tokenizer_config.json")
+                     ? hf_write_tokenizer_config(src, p, model_max_length, e)
+                     : hf_copy_file(src, p, e);
+            free(p);
+        }
+        free(src);
+    }
+    return rc;
+}
+
 int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t, int n, const char *architecture,
                   int num_labels, int model_max_length, XrErr *e) {
     struct stat sb;
@@ -144,29 +173,7 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
     hf_remove_dir(tmp);
     int rc = 0;
     if (mkdir(tmp, 0755)) rc = xr_errf(e, "cannot create %s: %s", tmp, strerror(errno));
-    char *p = NULL;
-    if (rc == 0) {
-        p = xr_path_join(tmp, "config.json");
-        rc = hf_write_config(base_dir, p, architecture, num_labels, e);
-        free(p);
-    }
-    if (rc == 0) {
-        const char *meta[2] = {"format", "pt"};
-        p = xr_path_join(tmp, "model.safetensors");
-        rc = st_write(p, t, n, meta, 1, 0, e);
-        free(p);
-    }
-    for (size_t i = 0; rc == 0 && i < sizeof HF_TOKENIZER_FILES / sizeof HF_TOKENIZER_FILES[0]; i++) {
-        char *src = xr_path_join(base_dir, HF_TOKENIZER_FILES[i]);
-        if (xr_file_exists(src)) {
-            p = xr_path_join(tmp, HF_TOKENIZER_FILES[i]);
-            rc = model_max_length > 0 && !strcmp(HF_TOKENIZER_FILES[i], "tokenizer_config.json")
-                     ? hf_write_tokenizer_config(src, p, model_max_length, e)
-                     : hf_copy_file(src, p, e);
-            free(p);
-        }
-        free(src);
-    }
+    if (rc == 0) rc = hf_write_model_files(tmp, base_dir, t, n, architecture, num_labels, model_max_length, e);
     if (rc == 0) {
         int had = stat(out, &sb) == 0;
         if (had && rename(out, old)) rc = xr_errf(e, "cannot move %s aside: %s", out, strerror(errno));

@@ -19,6 +19,11 @@ extern "C" {
 int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t, int n, const char *architecture,
                   int num_labels, int model_max_length, XrErr *e);
 
+/* The files of such a directory (config.json, model.safetensors, tokenizer files) written into the existing
+ * directory dir, as hf_export_dir writes them (checkpoints hold them next to their other files). */
+int hf_write_model_files(const char *dir, const char *base_dir, const StWriteTensor *t, int n,
+                         const char *architecture, int num_labels, int model_max_length, XrErr *e);
+
 /* The *ForSequenceClassification class of a config's model_type ("bert", "xlm-roberta", "roberta"); NULL when
  * unknown. */
 const char *hf_seq_cls_architecture(const char *model_type);

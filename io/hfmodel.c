@@ -4,6 +4,8 @@
 #define _XOPEN_SOURCE 700
 #include "hfmodel.h"
 
+#include "ckpt.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -84,7 +86,15 @@ char *hf_resolve_model(const char *spec, XrErr *e) {
         xr_errf(e, "no model given: pass a model directory or a hub id such as BAAI/bge-reranker-v2-m3");
         return NULL;
     }
-    if (hf_is_dir(spec)) return hf_realpath_dup(spec, e);
+    if (hf_is_dir(spec)) {
+        /* a training checkpoint is a model directory too, used only when its manifest's files check out */
+        CkptManifest m;
+        if (ckpt_is_checkpoint(spec)) {
+            if (ckpt_open(spec, &m, 1, e)) return NULL;
+            ckpt_manifest_free(&m);
+        }
+        return hf_realpath_dup(spec, e);
+    }
     if (xr_file_exists(spec)) {
         xr_errf(e, "%s: is a file, a model must be a directory (with config.json) or a hub id", spec);
         return NULL;

@@ -76,7 +76,8 @@ void cli_buf_free(CliBuf *b) {
 /* ---- the shared options block ---- */
 
 static const CliCmd *const CLI_ALL[] = {&CLI_CMD_SCORE, &CLI_CMD_EMBED, &CLI_CMD_TOKENIZE, &CLI_CMD_MINE,
-                                        &CLI_CMD_TRAIN, &CLI_CMD_EVAL,  &CLI_CMD_INSPECT};
+                                        &CLI_CMD_TRAIN, &CLI_CMD_EVAL,  &CLI_CMD_INSPECT,
+                                        &CLI_CMD_EXPORT};
 enum { CLI_NCMD = sizeof CLI_ALL / sizeof CLI_ALL[0] };
 
 static int cli_has_flag(const CliCmd *c, const char *name) {

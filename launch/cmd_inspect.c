@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ckpt.h"
 #include "cli.h"
 #include "cli_common.h"
 #include "dataset.h"
@@ -337,6 +338,21 @@ static int inspect_path(Insp *in, const char *path) {
         char *ix = xr_path_join(path, H5STORE_INDEX_FILE), *st = xr_path_join(path, "model.safetensors");
         char *cfg = xr_path_join(path, "config.json");
         int rc;
+        if (ckpt_is_checkpoint(path)) { /* a training checkpoint: its files checked against the manifest first */
+            CkptManifest cm;
+            XrErr e;
+            if (ckpt_open(path, &cm, 1, &e)) {
+                problem(in, "%s", e.msg);
+                free(ix), free(st), free(cfg);
+                return 1;
+            }
+            printf("%s: xrank checkpoint (format %d): step %lld of %lld (epoch %lld, position %lld), %d rank%s x "
+                   "accumulation %d, global batch %lld, %d optimizer shard%s, %d files checked (size, crc32)\n",
+                   path, cm.version, (long long)cm.step, (long long)cm.total_steps, (long long)cm.epoch,
+                   (long long)cm.epoch_pos, cm.world_size, cm.world_size > 1 ? "s" : "", cm.accumulation,
+                   (long long)cm.global_batch, cm.nshards, cm.nshards > 1 ? "s" : "", cm.nfiles);
+            ckpt_manifest_free(&cm);
+        }
         if (xr_file_exists(ix)) {
             rc = inspect_dataset(in, ix);
         } else if (xr_file_exists(cfg)) {

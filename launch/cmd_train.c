@@ -9,6 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "ckpt.h"
 #include "cli.h"
 #include "cli_common.h"
 #include "comm.h"
@@ -83,6 +86,13 @@ static ArgSpec TRAIN_FLAGS[] = {
      "auto|mpi|nccl|staged", 0},
     {"comm-timeout", ARG_FLOAT, "600", "S",
      "stop the job when a collective waits this long for a dead or hung rank (0: wait forever)", NULL, 0},
+    {"save-steps", ARG_INT, "0", "N",
+     "write OUTPUT/checkpoint-<step> every N steps (model, optimizer shards, data position; 0: only on SIGTERM / "
+     "SIGUSR1)", NULL, 0},
+    {"save-total-limit", ARG_INT, "0", "K", "keep the newest K checkpoints (and the best one; 0: all)", NULL, 0},
+    {"resume", ARG_STR, NULL, "DIR|latest",
+     "continue exactly from a checkpoint (latest: the one OUTPUT/latest names, else the newest complete one)", NULL,
+     0},
     CLI_FLAG_QUIET,
     CLI_FLAG_CONFIG("JSON file of flag values (configs/demo.json)"),
 };
@@ -155,7 +165,7 @@ typedef struct {
     CliBase b;
     Comm *c;
     int rank, size;
-    char *model_dir, *out;
+    char *model_dir, *out, *resume_dir, *config_json;
     ModelConfig cfg;
     Tokenizer *tok;
     Encoder *m;
@@ -175,6 +185,8 @@ static int tc_finish(TrainCli *x, int code) {
     if (x->tok) tok_free(x->tok);
     free(x->model_dir);
     free(x->out);
+    free(x->resume_dir);
+    free(x->config_json);
     return cli_end(&x->b, code);
 }
 
@@ -235,6 +247,98 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
     }
     if (better) v->best = val, v->best_step = step;
     return comm_check(x->c, st, e);
+}
+
+/* --resume: rank 0 resolves and verifies the checkpoint (a fallback from a damaged `latest` is said), every rank
+ * gets its path; the global batch is kept: on another rank count the accumulation is recomputed, or refused. */
+static int tc_resume_plan(TrainCli *x, TrainOpts *o, int64_t *step, int quiet, XrErr *e) {
+    char note[2048] = "";
+    char *rd = NULL;
+    size_t rl = 0;
+    int st = 0;
+    if (x->rank == 0) {
+        rd = ckpt_resolve(args_str(&x->b.args, "resume"), x->out, note, sizeof note, e);
+        if (!rd) st = -1;
+        else rl = strlen(rd);
+        if (rd && note[0]) fprintf(stderr, "xrank train: %s\n", note);
+    }
+    if (comm_check(x->c, st, e)) return -1;
+    comm_bcast_buf(x->c, &rd, &rl, 0);
+    x->resume_dir = rd;
+    CkptManifest mf;
+    if (ckpt_open(rd, &mf, 0, e)) return -1;
+    int64_t br = (int64_t)o->per_device_batch * x->size, gb = br * o->accumulation;
+    if (mf.global_batch != gb) {
+        if (mf.global_batch % br)
+            st = xr_errf(e, "%s was trained with a global batch of %lld; with %d ranks x per-device batch %d it cannot "
+                            "be kept (pick --per-device-train-batch-size so that ranks x it divides %lld)", rd,
+                         (long long)mf.global_batch, x->size, o->per_device_batch, (long long)mf.global_batch);
+        else {
+            o->accumulation = (int)(mf.global_batch / br);
+            if (x->rank == 0 && !quiet)
+                fprintf(stderr, "xrank train: %s was written by %d ranks x accumulation %d; continuing on %d ranks x "
+                                "accumulation %d (global batch %lld kept)\n", rd, mf.world_size, mf.accumulation,
+                        x->size, o->accumulation, (long long)mf.global_batch);
+        }
+    }
+    *step = mf.step;
+    if (st == 0 && x->rank == 0 && !quiet)
+        fprintf(stderr, "xrank train: resuming from %s (step %lld)\n", rd, (long long)mf.step);
+    ckpt_manifest_free(&mf);
+    return st;
+}
+
+/* Keep the lines of metrics.jsonl up to step `step` (a resumed run appends what follows). */
+static int tc_metrics_upto(const char *path, int64_t step, XrErr *e) {
+    if (!xr_file_exists(path)) return 0;
+    size_t len;
+    char *text = xr_read_file(path, &len, e);
+    if (!text) return -1;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        free(text);
+        return xr_errf(e, "cannot write %s: %s", path, strerror(errno));
+    }
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) + 1 : strlen(line);
+        const char *k = strstr(line, "\"step\": ");
+        if (k && (!nl || k < nl) && atoll(k + 8) <= step) fwrite(line, 1, n, f);
+        line += n;
+    }
+    free(text);
+    return fclose(f) ? xr_errf(e, "cannot write %s: %s", path, strerror(errno)) : 0;
+}
+
+/* The resolved configuration stored in each checkpoint's manifest. */
+static char *tc_config_json(const TrainCli *x, const TrainOpts *o) {
+    const Args *a = &x->b.args;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", x->model_dir);
+    cJSON_AddStringToObject(j, "data", args_str(a, "data"));
+    if (args_str(a, "groups")) cJSON_AddStringToObject(j, "groups", args_str(a, "groups"));
+    cJSON_AddStringToObject(j, "loss", args_str(a, "loss"));
+    cJSON_AddNumberToObject(j, "train_group_size", (double)args_int(a, "train-group-size"));
+    cJSON_AddNumberToObject(j, "learning_rate", o->lr);
+    cJSON_AddNumberToObject(j, "weight_decay", o->weight_decay);
+    cJSON_AddNumberToObject(j, "warmup_ratio", o->warmup_ratio);
+    cJSON_AddNumberToObject(j, "max_grad_norm", o->max_grad_norm);
+    cJSON_AddStringToObject(j, "lr_scheduler_type", args_str(a, "lr-scheduler-type"));
+    cJSON_AddNumberToObject(j, "pos_weight", o->pos_weight);
+    cJSON_AddNumberToObject(j, "per_device_train_batch_size", o->per_device_batch);
+    cJSON_AddNumberToObject(j, "gradient_accumulation_steps", o->accumulation);
+    cJSON_AddNumberToObject(j, "num_train_epochs", o->epochs);
+    cJSON_AddNumberToObject(j, "max_steps", (double)o->max_steps);
+    cJSON_AddNumberToObject(j, "max_length", o->max_len);
+    cJSON_AddBoolToObject(j, "dropout", o->dropout);
+    cJSON_AddNumberToObject(j, "logging_steps", o->logging_steps);
+    cJSON_AddNumberToObject(j, "eval_steps", o->eval_steps);
+    cJSON_AddNumberToObject(j, "save_steps", (double)o->ckpt.save_steps);
+    cJSON_AddNumberToObject(j, "save_total_limit", o->ckpt.save_total_limit);
+    cJSON_AddStringToObject(j, "zero", args_str(a, "zero"));
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return t;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -304,10 +408,15 @@ int cmd_train(int argc, char **argv) {
     if (st == 0) st = td_check_tokenizer(data, x.tok, x.model_dir, &e);
     if (st == 0 && args_str(a, "eval-data")) st = td_check_tokenizer(args_str(a, "eval-data"), x.tok, x.model_dir, &e);
     x.out = xr_strdup(out);
+    int64_t resume_step = 0;
+    if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
+    if (args_str(a, "resume") && tc_resume_plan(&x, &o, &resume_step, quiet, &e)) return tc_fail(&x, &e, 1);
     if (st == 0 && x.rank == 0) {
         char *mj = xr_path_join(out, "metrics.jsonl");
-        st = cli_check_output_dir(out, "metrics.jsonl", x.b.overwrite, &e);
-        if (st == 0 && !(x.metrics = fopen(mj, "w"))) st = xr_errf(&e, "cannot write %s: %s", mj, strerror(errno));
+        st = cli_check_output_dir(out, "metrics.jsonl", x.b.overwrite || x.resume_dir, &e);
+        if (st == 0 && x.resume_dir) st = tc_metrics_upto(mj, resume_step, &e); /* a resumed run appends */
+        if (st == 0 && !(x.metrics = fopen(mj, x.resume_dir ? "a" : "w")))
+            st = xr_errf(&e, "cannot write %s: %s", mj, strerror(errno));
         free(mj);
     }
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
@@ -338,6 +447,15 @@ int cmd_train(int argc, char **argv) {
         o.evaluate = tc_evaluate;
         o.eval_ctx = &ev;
     }
+    o.best_value = &ev.best;
+    o.best_step = &ev.best_step;
+    o.ckpt.output = out;
+    o.ckpt.save_steps = args_int(a, "save-steps");
+    o.ckpt.save_total_limit = (int)args_int(a, "save-total-limit");
+    o.ckpt.resume = x.resume_dir;
+    o.ckpt.base_model = x.model_dir;
+    o.ckpt.max_len = o.max_len;
+    o.ckpt.config_json = x.config_json = tc_config_json(&x, &o);
     if (x.rank == 0 && !quiet) {
         int64_t gb = (int64_t)o.per_device_batch * x.size * o.accumulation;
         fprintf(stderr,
@@ -364,6 +482,13 @@ int cmd_train(int argc, char **argv) {
     st = trainer_run(x.c, x.m, x.tok, &x.d, &o, &ts, &e);
     if (st) return tc_fail(&x, &e, 1);
     st = 0;
+    if (ts.stopped) {
+        if (x.rank == 0)
+            fprintf(stderr, "xrank train: stopped by a signal after step %lld of %lld: wrote %s/checkpoint-%lld; "
+                            "continue with --resume latest\n", (long long)ts.steps, (long long)ts.total_steps, out,
+                    (long long)ts.steps);
+        return tc_finish(&x, 0);
+    }
     if (x.rank == 0) {
         char *p = xr_path_join(out, "final");
         st = trainer_export_hf(x.m, x.model_dir, p, o.max_len, &e);
@@ -384,6 +509,15 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "  word embeddings: %.0f of %lld rows exchanged per step (%.1f%%)\n",
                         (double)ts.sparse_rows / (double)ts.sparse_steps, (long long)ts.vocab,
                         100.0 * (double)ts.sparse_rows / (double)ts.sparse_steps / (double)(ts.vocab ? ts.vocab : 1));
+            if (ts.checkpoints)
+                fprintf(stderr, "  %d checkpoint%s written; training paused %.3f s for them; rank 0 wrote %.1f MB in "
+                        "%.3f s (%.1f MB/s with fsync and crc32)\n", ts.checkpoints, ts.checkpoints > 1 ? "s" : "",
+                        ts.checkpoint_pause_s, (double)ts.ckpt_write_bytes / 1e6, ts.ckpt_write_s,
+                        (double)ts.ckpt_write_bytes / 1e6 / (ts.ckpt_write_s > 0 ? ts.ckpt_write_s : 1e-9));
+            if (ts.resumed_from)
+                fprintf(stderr, "  resumed from step %lld: rank 0 read %.1f MB in %.3f s (%.1f MB/s)\n",
+                        (long long)ts.resumed_from, (double)ts.ckpt_read_bytes / 1e6, ts.ckpt_read_s,
+                        (double)ts.ckpt_read_bytes / 1e6 / (ts.ckpt_read_s > 0 ? ts.ckpt_read_s : 1e-9));
             fprintf(stderr, "  wrote %s/final%s and %s/metrics.jsonl\n", out, x.have_es ? ", best" : "", out);
             if (x.have_es) fprintf(stderr, "  best %s %.4f at step %lld\n", ev.best_metric, ev.best, (long long)ev.best_step);
         }

@@ -10,6 +10,7 @@ static const CliCommand COMMANDS[] = {
     {"tokenize", cmd_tokenize, "text (BEIR, pairs, FlagEmbedding) -> HDF5 token stores + qrels"},
     {"mine", cmd_mine, "hard-negative mining with a bi-encoder over a tokenized dataset -> HDF5 training groups"},
     {"train", cmd_train, "data-parallel cross-encoder fine-tuning (bce or listwise) -> HF model dirs + metrics.jsonl"},
+    {"export", cmd_export, "a training checkpoint -> a Hugging Face / sentence-transformers CrossEncoder directory"},
     {"eval", cmd_eval, "rerank candidates with a cross-encoder: MRR@10, NDCG@10, MAP, Recall (base vs reranked)"},
     {"inspect", cmd_inspect, "describe and check a dataset, token store, HDF5 or safetensors file"},
     {"version", cmd_version, "print the version and the backends compiled in"},
