@@ -175,91 +175,81 @@ void ops_l2norm(Backend *be, float *out, const float *x, int n, int H) {
     XR_CALL(be, cpu_l2norm(be, out, x, n, H), cuda_ops_l2norm(be, out, x, n, H));
 }
 
-/* ---- training ops: CPU only so far ---- */
-
-/* A training op called on a backend that lacks it (the CUDA backend, until it gets these kernels). */
-#define XR_CPU_ONLY(be, name, cpu_call)                                                                  \
-    do {                                                                                                 \
-        if ((be)->device != XR_DEV_CPU) xr_die("ops: op %s has no CUDA implementation yet", name); \
-        cpu_call;                                                                                        \
-    } while (0)
+/* ---- training ops ---- */
 
 void ops_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
                      int H, const XrDropout *d) {
-    XR_CPU_ONLY(be, "dropout_add", cpu_dropout_add(be, out, x, res, seq_off, S, H, d));
+    XR_CALL(be, cpu_dropout_add(be, out, x, res, seq_off, S, H, d),
+            cuda_ops_dropout_add(be, out, x, res, seq_off, S, H, d));
 }
 
 void ops_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                          int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-#ifdef XR_HAVE_CUDA
-    /* the CUDA kernel already saves the probabilities of the full attention without dropout */
-    if (be->device == XR_DEV_CUDA && !first_only && (!d || d->p == 0.0f)) {
-        cuda_ops_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh);
-        return;
-    }
-#endif
-    XR_CPU_ONLY(be, "attention_train (first-row or dropout variant)",
-                cpu_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d));
+    XR_CALL(be, cpu_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d),
+            cuda_ops_attention_train(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d));
 }
 
 void ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                             const XrDropout *d) {
-    XR_CPU_ONLY(be, "attention_backward",
-                cpu_attention_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d));
+    XR_CALL(be, cpu_attention_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d),
+            cuda_ops_attention_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d));
 }
 
 void ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
                          const float *W, int M, int N, int K, int accumulate_dx) {
-    if (M <= 0) return;
-    /* the two products go through ops_gemm (either backend); the bias column sums are the backend's kernel */
-    if (dx) ops_gemm(be, 0, 0, M, K, N, 1.0f, dy, N, W, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
-    if (dW) ops_gemm(be, 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
-    if (db) XR_CPU_ONLY(be, "linear_backward (bias)", cpu_colsum_add(be, db, dy, M, N));
+    XR_CALL(be, cpu_linear_backward(be, dx, dW, db, dy, x, W, M, N, K, accumulate_dx),
+            cuda_ops_linear_backward(be, dx, dW, db, dy, x, W, M, N, K, accumulate_dx));
 }
 
 void ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
                         const int32_t *pos_ids, const int32_t *types, int n, int H) {
-    XR_CPU_ONLY(be, "embed_backward", cpu_embed_backward(be, dword, dpos, dtype, dout, ids, pos_ids, types, n, H));
+    XR_CALL(be, cpu_embed_backward(be, dword, dpos, dtype, dout, ids, pos_ids, types, n, H),
+            cuda_ops_embed_backward(be, dword, dpos, dtype, dout, ids, pos_ids, types, n, H));
 }
 
 void ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
                             const float *mean, const float *rstd, const float *g, int n, int H, int accumulate) {
-    XR_CPU_ONLY(be, "layernorm_backward",
-                cpu_layernorm_backward(be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate));
+    XR_CALL(be, cpu_layernorm_backward(be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate),
+            cuda_ops_layernorm_backward(be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate));
 }
 
 void ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n) {
-    XR_CPU_ONLY(be, "gelu_backward", cpu_gelu_backward(be, dx, x, dy, n));
+    XR_CALL(be, cpu_gelu_backward(be, dx, x, dy, n), cuda_ops_gelu_backward(be, dx, x, dy, n));
 }
 
 void ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n) {
-    XR_CPU_ONLY(be, "tanh_backward", cpu_tanh_backward(be, dx, y, dy, n));
+    XR_CALL(be, cpu_tanh_backward(be, dx, y, dy, n), cuda_ops_tanh_backward(be, dx, y, dy, n));
 }
 
 void ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
-    XR_CPU_ONLY(be, "pool_first_backward", cpu_pool_first_backward(be, dx, dout, seq_off, S, H));
+    XR_CALL(be, cpu_pool_first_backward(be, dx, dout, seq_off, S, H),
+            cuda_ops_pool_first_backward(be, dx, dout, seq_off, S, H));
 }
 
 void ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
-    XR_CPU_ONLY(be, "pool_mean_backward", cpu_pool_mean_backward(be, dx, dout, seq_off, S, H));
+    XR_CALL(be, cpu_pool_mean_backward(be, dx, dout, seq_off, S, H),
+            cuda_ops_pool_mean_backward(be, dx, dout, seq_off, S, H));
 }
 
 void ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H) {
-    XR_CPU_ONLY(be, "l2norm_backward", cpu_l2norm_backward(be, dx, dy, x, n, H));
+    XR_CALL(be, cpu_l2norm_backward(be, dx, dy, x, n, H), cuda_ops_l2norm_backward(be, dx, dy, x, n, H));
 }
 
-void ops_zero(Backend *be, float *x, size_t n) { XR_CPU_ONLY(be, "zero", cpu_zero(be, x, n)); }
+void ops_zero(Backend *be, float *x, size_t n) { XR_CALL(be, cpu_zero(be, x, n), cuda_ops_zero(be, x, n)); }
 
-void ops_scale(Backend *be, float *x, size_t n, float alpha) { XR_CPU_ONLY(be, "scale", cpu_scale(be, x, n, alpha)); }
+void ops_scale(Backend *be, float *x, size_t n, float alpha) {
+    XR_CALL(be, cpu_scale(be, x, n, alpha), cuda_ops_scale(be, x, n, alpha));
+}
 
 double ops_sum_squares(Backend *be, const float *x, size_t n) {
     double r = 0;
-    XR_CPU_ONLY(be, "sum_squares", r = cpu_sum_squares(be, x, n));
+    XR_CALL(be, r = cpu_sum_squares(be, x, n), r = cuda_ops_sum_squares(be, x, n));
     return r;
 }
 
 void ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
                double beta2, double eps, double wd, int64_t step) {
-    XR_CPU_ONLY(be, "adamw", cpu_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step));
+    XR_CALL(be, cpu_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step),
+            cuda_ops_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step));
 }

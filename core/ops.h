@@ -116,8 +116,8 @@ void ops_l2norm(Backend *be, float *out, const float *x, int n, int H);
  * Backward ops take the gradient of the op's output (d<out>) and what the forward saved. Gradients of
  * parameters always accumulate (+=) into their buffers, so micro-batches add up; gradients of activations
  * overwrite unless an `accumulate` flag says otherwise. Results depend only on the inputs, never on the
- * number of threads: reductions over tokens run per column in a fixed order, never with atomics.
- * The CUDA backend does not implement these yet: called on a CUDA backend they die naming the op. */
+ * number of threads or the launch configuration: reductions over tokens run per column in a fixed order, never
+ * with atomics. Both backends implement them (core/cpu/cpu_train.c, core/cuda/train_ops.cu). */
 
 /* Where dropout draws its mask (rng.h, rng_dropout_span): element j of a row of sequence s at position t
  * keeps with probability 1 - p from Philox(key, {j/4, t, id, id >> 32}), id = seq_ids[s] (s when seq_ids is

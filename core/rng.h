@@ -1,7 +1,7 @@
 /* rng.h: xrank's counter-based random numbers (Philox4x32-10): every value is a pure function of a 64-bit key
  * and a 128-bit counter, so dropout masks and initial weights depend only on (seed, step, site, position),
- * never on thread count, work split, packing or device. Also the definition of the dropout mask itself, so a
- * future GPU kernel can reproduce the CPU's masks bit for bit. */
+ * never on thread count, work split, packing or device. Also the definition of the dropout mask itself, which
+ * the GPU kernels (core/cuda/train_ops.cu) reproduce bit for bit with the same rng_philox. */
 #ifndef XR_RNG_H
 #define XR_RNG_H
 #include <stddef.h>
@@ -17,9 +17,15 @@ extern "C" {
 #else
 #define XR_RNG_INLINE static inline
 #endif
+/* The generator itself also compiles for the GPU (nvcc), so device kernels draw the very same masks. */
+#ifdef __CUDACC__
+#define XR_RNG_HD static __forceinline__ __host__ __device__
+#else
+#define XR_RNG_HD XR_RNG_INLINE
+#endif
 
 /* Philox4x32 with 10 rounds (Salmon et al., SC'11): four 32-bit outputs per (key, counter). */
-XR_RNG_INLINE void rng_philox(uint32_t out[4], const uint32_t ctr[4], uint64_t key) {
+XR_RNG_HD void rng_philox(uint32_t out[4], const uint32_t ctr[4], uint64_t key) {
     uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
     uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     for (int r = 0; r < 10; r++) {
@@ -66,7 +72,9 @@ XR_RNG_INLINE void rng_philox16(uint32_t out[4][16], uint32_t c0, uint32_t c1, u
         ks1[r] = (uint32_t)((uint32_t)(key >> 32) + (uint32_t)r * 0xBB67AE85u);
     for (int l = 0; l < 16; l++) {
         uint64_t a = (uint32_t)(c0 + (uint32_t)l), b = c1, c = c2, d = c3;
+#ifndef __CUDACC__ /* nvcc compiles this host helper too and does not know the GCC pragma */
 #pragma GCC unroll 10
+#endif
         for (int r = 0; r < 10; r++) {
             uint64_t p0 = 0xD2511F53ull * a, p1 = 0xCD9E8D57ull * c;
             uint64_t na = (p1 >> 32) ^ b ^ ks0[r], nc = (p0 >> 32) ^ d ^ ks1[r];

@@ -28,4 +28,29 @@ static double cmp(Backend *g, const char *what, const float *cpu, const float *d
     free(h);
     return md;
 }
+/* The same with a relative bound: each difference over max(|cpu|, rms of cpu), so elements that cancel to
+ * nearly 0 are judged at the array's scale; NaN on one side only fails. Prints the worst ratio. */
+static inline double cmp_rel(Backend *g, const char *what, const float *cpu, const float *dev, size_t n,
+                             double rtol) {
+    float *h = xr_malloc(n * sizeof(float));
+    cuda_ops_to_host(g, h, dev, n * sizeof(float));
+    double ss = 0, worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)cpu[i] * cpu[i];
+    double rms = n ? sqrt(ss / (double)n) : 0;
+    for (size_t i = 0; i < n; i++) {
+        double w = fabs((double)cpu[i]), sc = w > rms ? w : rms, d = fabs((double)h[i] - (double)cpu[i]);
+        double r = isnan(h[i]) || isnan(cpu[i]) ? INFINITY : (sc > 0 ? d / sc : d);
+        if (r > worst || (i == 0 && r == worst)) worst = r, wi = i;
+    }
+    tu_checks++;
+    if (worst > rtol) {
+        tu_failures++;
+        fprintf(stderr, "%s: relative diff %.3g > %.0e at [%zu]: got %.9g want %.9g\n", what, worst, rtol, wi,
+                n ? h[wi] : 0.0f, n ? cpu[wi] : 0.0f);
+    }
+    printf("%-48s n=%-8zu max rel diff %.3g (tol %.0e)\n", what, n, worst, rtol);
+    free(h);
+    return worst;
+}
 #endif

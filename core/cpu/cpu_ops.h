@@ -74,6 +74,8 @@ void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const f
                             const XrDropout *d);
 /* db[j] += sum_i dy[i, j] over M rows of width N. */
 void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N);
+void cpu_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, int M, int N, int K, int accumulate_dx);
 void cpu_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
                         const int32_t *pos_ids, const int32_t *types, int n, int H);
 void cpu_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,

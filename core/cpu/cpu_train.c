@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "adamw_step.h"
 #include "cpu_math.h"
 #include "cpu_ops.h"
 #include "rng.h"
@@ -98,6 +99,15 @@ void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N) {
             for (int j = 0; j < nb; j++) db[jb + j] += (float)acc[j];
         }
     }
+}
+
+/* nn.Linear backward: the two products on the GEMM kernels, the bias sums above. */
+void cpu_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, int M, int N, int K, int accumulate_dx) {
+    if (M <= 0) return;
+    if (dx) cpu_gemm(be, 0, 0, M, K, N, 1.0f, dy, N, W, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
+    if (dW) cpu_gemm(be, 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
+    if (db) cpu_colsum_add(be, db, dy, M, N);
 }
 
 XR_CLONES
@@ -285,40 +295,14 @@ double cpu_sum_squares(Backend *be, const float *x, size_t n) {
     return s;
 }
 
-typedef struct {
-    float decay, w1, b2, w2, neg_step, bc2_sqrt, eps;
-    int do_decay, small_w1;
-} AdamScalars;
-
-/* torch's single-tensor AdamW, element by element, each operation rounded to fp32 as torch's CPU kernels do:
- * mul_(1 - lr wd); lerp_(g, 1 - beta1); mul_(beta2).addcmul_(g, g, 1 - beta2);
- * denom = sqrt(v) / sqrt(bc2) + eps; addcdiv_(m, denom, -lr / bc1). */
+/* torch's single-tensor AdamW, element by element (adamw_step.h). */
 XR_CLONES
-static void adamw_span(float *p, const float *g, float *m, float *v, size_t n, AdamScalars a) {
-    for (size_t i = 0; i < n; i++) {
-        float pi = p[i], gi = g[i], mi = m[i], vi = v[i];
-        if (a.do_decay) pi = pi * a.decay;
-        mi = a.small_w1 ? mi + a.w1 * (gi - mi) : gi - (gi - mi) * (1.0f - a.w1);
-        vi = vi * a.b2 + a.w2 * gi * gi;
-        float den = sqrtf(vi) / a.bc2_sqrt + a.eps;
-        p[i] = pi + a.neg_step * mi / den;
-        m[i] = mi;
-        v[i] = vi;
-    }
+static void adamw_span(float *p, const float *g, float *m, float *v, size_t n, XrAdamScalars a) {
+    for (size_t i = 0; i < n; i++) adamw_element(p + i, m + i, v + i, g[i], a);
 }
 
 void cpu_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
                double beta2, double eps, double wd, int64_t step) {
-    AdamScalars a;
-    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
-    a.do_decay = wd != 0.0;
-    a.decay = (float)(1.0 - lr * wd);
-    a.w1 = (float)(1.0 - beta1);
-    a.small_w1 = fabs(1.0 - beta1) < 0.5; /* torch's lerp switches formula at weight 0.5 */
-    a.b2 = (float)beta2;
-    a.w2 = (float)(1.0 - beta2);
-    a.neg_step = (float)(-(lr / bc1));
-    a.bc2_sqrt = (float)sqrt(bc2);
-    a.eps = (float)eps;
+    XrAdamScalars a = adamw_scalars(lr, beta1, beta2, eps, wd, step);
     XR_SPANS(be->threads, n, adamw_span(p + lo, g + lo, m + lo, v + lo, hi - lo, a));
 }

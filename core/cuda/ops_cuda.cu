@@ -6,6 +6,7 @@
  * per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). */
 #include "cuda/ops_cuda.h"
 #include "cuda/flash_attn.h"
+#include "cuda/cuda_internal.cuh"
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -24,8 +25,12 @@
 enum AttPath { ATT_FLASH, ATT_GEMM, ATT_EXACT };
 #define XR_FLASH_DEFAULT XR_FLASH_128
 
-/* Device scratch buffers of the BF16 paths: grown on demand, kept for the backend's life. */
-enum { SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW, SCR_COUNT };
+/* Device scratch buffers of the BF16 paths and of the training ops (cuda_ops_scratch): grown on demand, kept
+ * for the backend's life. */
+enum {
+    SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW,
+    SCR_TRAIN0, SCR_COUNT = SCR_TRAIN0 + XR_TRAIN_SCRATCH
+};
 
 #define XR_LT_CACHE 64 /* cuBLASLt algorithms remembered per backend, keyed by the GEMM's shape */
 typedef struct {
@@ -57,31 +62,11 @@ typedef struct {
     int shadow_upto; /* shadow_n is an upper bound (attention: rows = the batch's tokens, unknown on the host) */
 } CudaState;
 
-#define XR_CU(call)                                                                                         \
-    do {                                                                                                    \
-        cudaError_t e_ = (call);                                                                            \
-        if (e_ != cudaSuccess) xr_die("CUDA: %s failed at %s:%d: %s", #call, __FILE__, __LINE__,             \
-                                      cudaGetErrorString(e_));                                              \
-    } while (0)
-#define XR_BLAS(call)                                                                                       \
-    do {                                                                                                    \
-        cublasStatus_t s_ = (call);                                                                         \
-        if (s_ != CUBLAS_STATUS_SUCCESS) xr_die("cuBLAS: %s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
-                                                cublasGetStatusString(s_));                                 \
-    } while (0)
-/* A bad launch configuration shows here; a fault inside a kernel shows at the next synchronising call. */
-#define XR_LAUNCHED() XR_CU(cudaGetLastError())
-
 static CudaState *st_of(Backend *be) {
     if (!be || be->device != XR_DEV_CUDA || !be->impl) xr_die("cuda_ops: handle is not a CUDA backend");
     CudaState *st = (CudaState *)be->impl;
     st->ops++;
     return st;
-}
-
-static unsigned blocks_for(size_t n, unsigned threads) {
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b > 65535u * 32u ? 65535u * 32u : (b ? b : 1)); /* kernels below are grid-stride loops */
 }
 
 /* Scratch buffer `which` of at least `bytes`. Growing frees the old one: cudaFree waits for the device, so no
@@ -185,6 +170,12 @@ extern "C" void cuda_ops_set_gemm_mode(Backend *be, XrGemmMode mode) {
 
 extern "C" void *cuda_ops_stream(Backend *be) { return (void *)st_of(be)->stream; }
 extern "C" int cuda_ops_device_index(Backend *be) { return st_of(be)->device; }
+
+void *cuda_ops_scratch(Backend *be, int slot, size_t bytes) {
+    if (slot < 0 || slot >= XR_TRAIN_SCRATCH) xr_die("cuda_ops_scratch: slot %d out of range", slot);
+    return scratch((CudaState *)be->impl, SCR_TRAIN0 + slot, bytes);
+}
+
 extern "C" void cuda_ops_sync(Backend *be) { XR_CU(cudaStreamSynchronize(st_of(be)->stream)); }
 
 extern "C" void *cuda_ops_alloc(Backend *be, size_t bytes) {
@@ -410,15 +401,6 @@ extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, cons
     if (n <= 0) return;
     k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(out, ids, pos_ids, types, word, pos, type, n, H);
     XR_LAUNCHED();
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
 }
 
 #define XR_ROWS_PER_BLOCK 8 /* one warp per row */

@@ -54,6 +54,32 @@ void cuda_ops_pool_first(Backend *be, float *out, const float *x, const int32_t 
 void cuda_ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
 void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, int H);
 
+/* Training (train_ops.cu): dropout with the CPU's masks, the backward passes and the optimizer arithmetic.
+ * Deterministic: fixed-order reductions, no atomics. sum_squares waits for the stream (it returns a value). */
+void cuda_ops_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
+                          int H, const XrDropout *d);
+void cuda_ops_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                              int max_len, int NH, int dh, int first_only, const XrDropout *d);
+void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                                 const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                                 const XrDropout *d);
+void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
+                              const float *W, int M, int N, int K, int accumulate_dx);
+void cuda_ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout,
+                             const int32_t *ids, const int32_t *pos_ids, const int32_t *types, int n, int H);
+void cuda_ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
+                                 const float *mean, const float *rstd, const float *g, int n, int H, int accumulate);
+void cuda_ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n);
+void cuda_ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n);
+void cuda_ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
+void cuda_ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
+void cuda_ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H);
+void cuda_ops_zero(Backend *be, float *x, size_t n);
+void cuda_ops_scale(Backend *be, float *x, size_t n, float alpha);
+double cuda_ops_sum_squares(Backend *be, const float *x, size_t n);
+void cuda_ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
+                    double beta2, double eps, double wd, int64_t step);
+
 #ifdef __cplusplus
 }
 #endif

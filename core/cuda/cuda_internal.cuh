@@ -1,0 +1,52 @@
+/* cuda_internal.cuh: what the CUDA backend's .cu files share (C++ only, never included from C): the error-check
+ * macros, the grid size of grid-stride kernels, warp reductions, and access to a backend's stream and scratch
+ * buffers for the kernels that live outside ops_cuda.cu (train_ops.cu: the training ops). */
+#ifndef XR_CUDA_INTERNAL_CUH
+#define XR_CUDA_INTERNAL_CUH
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+
+#include "cuda/ops_cuda.h"
+#include "ops.h"
+#include "xr_common.h"
+
+#define XR_CU(call)                                                                                         \
+    do {                                                                                                    \
+        cudaError_t e_ = (call);                                                                            \
+        if (e_ != cudaSuccess) xr_die("CUDA: %s failed at %s:%d: %s", #call, __FILE__, __LINE__,             \
+                                      cudaGetErrorString(e_));                                              \
+    } while (0)
+#define XR_BLAS(call)                                                                                       \
+    do {                                                                                                    \
+        cublasStatus_t s_ = (call);                                                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS) xr_die("cuBLAS: %s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                                                cublasGetStatusString(s_));                                 \
+    } while (0)
+/* A bad launch configuration shows here; a fault inside a kernel shows at the next synchronising call. */
+#define XR_LAUNCHED() XR_CU(cudaGetLastError())
+
+/* Blocks of a grid-stride kernel over n elements (capped: the kernels loop). */
+static inline unsigned blocks_for(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b > 65535u * 32u ? 65535u * 32u : (b ? b : 1));
+}
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* The backend's stream (ops_cuda.h's cuda_ops_stream, typed). Call it once at the start of every op: it also
+ * counts the op (ops_cuda.cu's bf16 copies of an op's output are valid only for the very next op). */
+static inline cudaStream_t op_stream(Backend *be) { return (cudaStream_t)cuda_ops_stream(be); }
+/* Device scratch slot `slot` (0 .. XR_TRAIN_SCRATCH-1) of at least `bytes`, kept for the backend's life; growing
+ * waits for the device. Contents are not kept between ops. */
+#define XR_TRAIN_SCRATCH 3
+void *cuda_ops_scratch(Backend *be, int slot, size_t bytes);
+
+#endif

@@ -1,0 +1,666 @@
+/* train_ops.cu: the CUDA backend's training ops (core/ops.h, "training"): dropout with the CPU's Philox masks,
+ * the backward passes (linear, LayerNorm, GELU, tanh, attention over packed sequences, poolings, L2 norm,
+ * embeddings) and the optimizer arithmetic (zero, scale, sum of squares, AdamW). fp32 storage. Every reduction
+ * whose order changes the result runs in an order fixed by this file's constants (never by atomics or the launch
+ * configuration), so two runs give the same bits; sums over tokens accumulate in double, as the CPU's do. */
+#include <cub/cub.cuh>
+#include <math.h>
+
+#include "adamw_step.h"
+#include "cuda/cuda_internal.cuh"
+#include "cuda/ops_cuda.h"
+#include "rng.h"
+
+/* ---------------- dropout (rng.h's mask, drawn on the device) ---------------- */
+
+/* A dropout site as the kernels see it: on = 0 means no dropout (every element kept, scale 1). */
+struct DropDev {
+    uint64_t key;
+    const uint64_t *ids; /* [S] device memory, or NULL: sequence s has id s */
+    uint32_t thr;
+    float scale;
+    int on;
+};
+
+static DropDev drop_dev(const XrDropout *d) {
+    DropDev r;
+    r.on = d && d->p > 0.0f;
+    r.key = r.on ? d->key : 0;
+    r.ids = r.on ? d->seq_ids : NULL;
+    r.thr = r.on ? rng_drop_threshold(d->p) : 0;
+    r.scale = r.on ? 1.0f / (1.0f - d->p) : 1.0f; /* the CPU's float expression */
+    return r;
+}
+
+static __device__ __forceinline__ uint64_t drop_id(const DropDev &d, int s) { return d.ids ? d.ids[s] : (uint64_t)s; }
+
+/* The four draws of elements 4g .. 4g+3 of a mask row at position c1 of sequence `id` (rng_dropout_add_span:
+ * element j's draw is word j % 4 of Philox(key, {j / 4, c1, id lo, id hi})). */
+static __device__ __forceinline__ void drop_draw4(uint32_t r[4], const DropDev &d, int g, uint32_t c1, uint64_t id) {
+    uint32_t ctr[4] = {(uint32_t)g, c1, (uint32_t)id, (uint32_t)(id >> 32)};
+    rng_philox(r, ctr, d.key);
+}
+
+/* The draw of element j alone. */
+static __device__ __forceinline__ uint32_t drop_draw1(const DropDev &d, int j, uint32_t c1, uint64_t id) {
+    uint32_t r[4];
+    drop_draw4(r, d, j >> 2, c1, id);
+    int k = j & 3;
+    return k == 0 ? r[0] : k == 1 ? r[1] : k == 2 ? r[2] : r[3];
+}
+
+/* Block s: the rows of sequence s (seq_off NULL: row s alone, position 0); a thread takes 4 columns of a row
+ * (one Philox call gives their 4 draws). Element-wise, so out may alias x or res. */
+__global__ void k_dropout_add(float *out, const float *x, const float *res, const int32_t *seq_off, int H,
+                              DropDev d) {
+    int s = blockIdx.x;
+    int r0 = seq_off ? seq_off[s] : s, L = seq_off ? seq_off[s + 1] - r0 : 1;
+    uint64_t id = drop_id(d, s);
+    int G = (H + 3) / 4;
+    long long total = (long long)L * G;
+    for (long long e = threadIdx.x; e < total; e += blockDim.x) {
+        int t = (int)(e / G), g = (int)(e % G);
+        size_t o = (size_t)(r0 + t) * H;
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d.on) drop_draw4(r, d, g, (uint32_t)t, id);
+        for (int k = 0; k < 4; k++) {
+            int j = 4 * g + k;
+            if (j >= H) break;
+            float v = d.on ? (r[k] >= d.thr ? __fmul_rn(x[o + j], d.scale) : 0.0f) : x[o + j];
+            out[o + j] = res ? __fadd_rn(res[o + j], v) : v;
+        }
+    }
+}
+
+extern "C" void cuda_ops_dropout_add(Backend *be, float *out, const float *x, const float *res,
+                                     const int32_t *seq_off, int S, int H, const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || H <= 0) return;
+    DropDev dd = drop_dev(d);
+    if (!dd.on && !res && out == x) return;
+    k_dropout_add<<<(unsigned)S, 256, 0, st>>>(out, x, res, seq_off, H, dd);
+    XR_LAUNCHED();
+}
+
+/* ---------------- column sums over rows (bias and LayerNorm parameter gradients) ----------------
+ * Pass 1: part[b, j] = the sum over the rows of block b (XR_SUM_ROWS rows) of column j, in row order, in double.
+ * Pass 2: the blocks' sums in block order, added to the fp32 gradient. The order is set by XR_SUM_ROWS alone. */
+#define XR_SUM_ROWS 64
+#define XR_SUM_THREADS 256
+
+/* two = 0: part0 = sums of a. two = 1 (LayerNorm): part0 = sums of a * ((x - mean) rstd), part1 = sums of a. */
+__global__ void k_colsum_part(double *part0, double *part1, const float *a, const float *x, const float *mean,
+                              const float *rstd, int M, int N, int two) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (j >= N) return;
+    int i0 = b * XR_SUM_ROWS, i1 = i0 + XR_SUM_ROWS < M ? i0 + XR_SUM_ROWS : M;
+    double s0 = 0, s1 = 0;
+    for (int i = i0; i < i1; i++) {
+        float v = a[(size_t)i * N + j];
+        if (two) {
+            /* the CPU's float product, accumulated in double */
+            float xh = __fmul_rn(__fsub_rn(x[(size_t)i * N + j], mean[i]), rstd[i]);
+            s0 += (double)__fmul_rn(v, xh);
+            s1 += (double)v;
+        } else {
+            s0 += (double)v;
+        }
+    }
+    part0[(size_t)b * N + j] = s0;
+    if (two) part1[(size_t)b * N + j] = s1;
+}
+
+__global__ void k_colsum_finish(float *out0, float *out1, const double *part0, const double *part1, int nb, int N) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    double s0 = 0, s1 = 0;
+    for (int b = 0; b < nb; b++) {
+        s0 += part0[(size_t)b * N + j];
+        if (out1) s1 += part1[(size_t)b * N + j];
+    }
+    out0[j] += (float)s0;
+    if (out1) out1[j] += (float)s1;
+}
+
+/* out0 += column sums of a[M,N] (x NULL), or (LayerNorm, x given) out0 += sums of a xhat, out1 += sums of a. */
+static void colsums(Backend *be, cudaStream_t st, float *out0, float *out1, const float *a, const float *x,
+                    const float *mean, const float *rstd, int M, int N) {
+    if (M <= 0 || N <= 0) return;
+    int nb = (M + XR_SUM_ROWS - 1) / XR_SUM_ROWS, two = x != NULL;
+    if (nb > 65535) xr_die("cuda_ops: %d rows exceed the column-sum grid (%d)", M, 65535 * XR_SUM_ROWS);
+    double *part = (double *)cuda_ops_scratch(be, 0, (size_t)nb * N * sizeof(double) * (two ? 2 : 1));
+    double *part1 = two ? part + (size_t)nb * N : NULL;
+    unsigned gx = (unsigned)((N + XR_SUM_THREADS - 1) / XR_SUM_THREADS);
+    k_colsum_part<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(part, part1, a, x, mean, rstd, M, N, two);
+    XR_LAUNCHED();
+    k_colsum_finish<<<gx, XR_SUM_THREADS, 0, st>>>(out0, two ? out1 : NULL, part, part1, nb, N);
+    XR_LAUNCHED();
+}
+
+/* ---------------- linear ---------------- */
+
+extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy,
+                                         const float *x, const float *W, int M, int N, int K, int accumulate_dx) {
+    cudaStream_t st = op_stream(be);
+    if (M <= 0) return;
+    /* cuBLAS GEMMs on the same stream (deterministic for a given GPU and shape) */
+    if (dx) cuda_ops_gemm(be, 0, 0, M, K, N, 1.0f, dy, N, W, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
+    if (dW) cuda_ops_gemm(be, 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
+    if (db) colsums(be, st, db, NULL, dy, NULL, NULL, NULL, M, N);
+}
+
+/* ---------------- LayerNorm ---------------- */
+
+#define XR_ROWS_PER_BLOCK 8 /* row kernels: one warp per row */
+
+/* One warp per row: dx = rstd (dy g - mean(dy g) - xhat mean(dy g xhat)). Each lane reads and writes only its
+ * own columns after the row's sums, so dx may alias dout. */
+__global__ void k_layernorm_backward_dx(float *dx, const float *dout, const float *x, const float *mean,
+                                        const float *rstd, const float *g, int n, int H, int accumulate) {
+    int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n) return;
+    size_t off = (size_t)row * H;
+    float mu = mean[row], rs = rstd[row], s1 = 0.0f, s2 = 0.0f;
+    for (int j = lane; j < H; j += 32) {
+        float dg = dout[off + j] * g[j];
+        s1 += dg;
+        s2 += dg * (x[off + j] - mu) * rs;
+    }
+    float a = warp_sum(s1) / (float)H, b = warp_sum(s2) / (float)H;
+    for (int j = lane; j < H; j += 32) {
+        float v = rs * (dout[off + j] * g[j] - a - (x[off + j] - mu) * rs * b);
+        dx[off + j] = accumulate ? dx[off + j] + v : v;
+    }
+}
+
+extern "C" void cuda_ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout,
+                                            const float *x, const float *mean, const float *rstd, const float *g,
+                                            int n, int H, int accumulate) {
+    cudaStream_t st = op_stream(be);
+    if (n <= 0) return;
+    /* the parameter sums first: dx may overwrite dout (stream order) */
+    colsums(be, st, dg, db, dout, x, mean, rstd, n, H);
+    k_layernorm_backward_dx<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
+        dx, dout, x, mean, rstd, g, n, H, accumulate);
+    XR_LAUNCHED();
+}
+
+/* ---------------- element-wise ---------------- */
+
+__global__ void k_gelu_backward(float *dx, const float *x, const float *dy, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        /* d/dx [x Phi(x)] = Phi(x) + x phi(x), exact erf */
+        float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+        float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
+        dx[i] = dy[i] * (cdf + v * pdf);
+    }
+}
+
+__global__ void k_tanh_backward(float *dx, const float *y, const float *dy, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+__global__ void k_scale(float *x, size_t n, float alpha) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= alpha;
+}
+
+extern "C" void cuda_ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n) {
+    cudaStream_t st = op_stream(be);
+    if (!n) return;
+    k_gelu_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, x, dy, n);
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n) {
+    cudaStream_t st = op_stream(be);
+    if (!n) return;
+    k_tanh_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, y, dy, n);
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_zero(Backend *be, float *x, size_t n) {
+    cudaStream_t st = op_stream(be);
+    if (!n) return;
+    XR_CU(cudaMemsetAsync(x, 0, n * sizeof(float), st));
+}
+
+extern "C" void cuda_ops_scale(Backend *be, float *x, size_t n, float alpha) {
+    cudaStream_t st = op_stream(be);
+    if (!n) return;
+    k_scale<<<blocks_for(n, 256), 256, 0, st>>>(x, n, alpha);
+    XR_LAUNCHED();
+}
+
+/* ---------------- pooling and L2 norm ---------------- */
+
+/* Block s adds dout[s] to the first row of sequence s. An empty sequence's row is the next sequence's first row:
+ * the block of the next non-empty sequence adds the empty ones' gradients before its own, in sequence order, as
+ * the CPU's loop does; trailing empty sequences (no row of the batch) add nothing. */
+__global__ void k_pool_first_backward(float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
+    int s = blockIdx.x;
+    if (seq_off[s + 1] == seq_off[s]) return;
+    int r0 = s;
+    while (r0 > 0 && seq_off[r0] == seq_off[r0 - 1]) r0--;
+    float *row = dx + (size_t)seq_off[s] * H;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+        float acc = row[j];
+        for (int r = r0; r <= s; r++) acc += dout[(size_t)r * H + j];
+        row[j] = acc;
+    }
+}
+
+/* Block s: dx[rows of s] += dout[s] / L_s. */
+__global__ void k_pool_mean_backward(float *dx, const float *dout, const int32_t *seq_off, int H) {
+    int s = blockIdx.x;
+    int r0 = seq_off[s], L = seq_off[s + 1] - r0;
+    float inv = 1.0f / (float)(L > 0 ? L : 1);
+    long long total = (long long)L * H;
+    for (long long e = threadIdx.x; e < total; e += blockDim.x) {
+        int j = (int)(e % H);
+        size_t o = (size_t)r0 * H + (size_t)e;
+        dx[o] = __fadd_rn(dx[o], __fmul_rn(dout[(size_t)s * H + j], inv));
+    }
+}
+
+extern "C" void cuda_ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S,
+                                             int H) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || H <= 0) return;
+    k_pool_first_backward<<<(unsigned)S, 128, 0, st>>>(dx, dout, seq_off, S, H);
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S,
+                                            int H) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || H <= 0) return;
+    k_pool_mean_backward<<<(unsigned)S, 256, 0, st>>>(dx, dout, seq_off, H);
+    XR_LAUNCHED();
+}
+
+/* One warp per row: dx = (dy - y (y . dy)) / ||x||, y = x / ||x||; dy * 1e12 where the norm was clamped. Lanes
+ * write only their own columns after the row's sums, so dx may alias dy. */
+__global__ void k_l2norm_backward(float *dx, const float *dy, const float *x, int n, int H) {
+    int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n) return;
+    size_t off = (size_t)row * H;
+    float ss = 0.0f, dot = 0.0f;
+    for (int j = lane; j < H; j += 32) {
+        float xv = x[off + j];
+        ss += xv * xv;
+        dot += xv * dy[off + j];
+    }
+    float nrm = sqrtf(warp_sum(ss));
+    dot = warp_sum(dot);
+    if (!(nrm > 1e-12f)) {
+        for (int j = lane; j < H; j += 32) dx[off + j] = dy[off + j] * 1e12f;
+        return;
+    }
+    float inv = 1.0f / nrm;
+    dot *= inv; /* y . dy */
+    for (int j = lane; j < H; j += 32) dx[off + j] = (dy[off + j] - x[off + j] * inv * dot) * inv;
+}
+
+extern "C" void cuda_ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H) {
+    cudaStream_t st = op_stream(be);
+    if (n <= 0) return;
+    k_l2norm_backward<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(dx, dy, x,
+                                                                                                         n, H);
+    XR_LAUNCHED();
+}
+
+/* ---------------- embedding backward ----------------
+ * Tokens are sorted by row id with a stable radix sort (cub), so each id's tokens form a run in token order; the
+ * block at the head of a run adds the run's gradient rows to the table row one after another, the very order of
+ * the CPU's loop. No atomics, and no two blocks write one row. */
+
+__global__ void k_iota(int32_t *v, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) v[i] = i;
+}
+
+/* Block p: when sorted position p heads a run of equal ids (key NULL: every token has id 0, one run), adds the
+ * run's rows dout[tok[r]] to table[id] in run order. */
+__global__ void k_embed_runs(float *table, const float *dout, const int32_t *key, const int32_t *tok, int n, int H) {
+    __shared__ int run_end;
+    int p = blockIdx.x;
+    int id = key ? key[p] : 0;
+    if (p > 0 && key && key[p - 1] == id) return;
+    if (threadIdx.x == 0) {
+        int q = p + 1;
+        while (q < n && (!key || key[q] == id)) q++;
+        run_end = q;
+    }
+    __syncthreads();
+    int q = run_end;
+    float *row = table + (size_t)id * H;
+    for (int j = threadIdx.x; j < H; j += blockDim.x) {
+        float acc = row[j];
+        for (int r = p; r < q; r++) acc += dout[(size_t)(tok ? tok[r] : r) * H + j];
+        row[j] = acc;
+    }
+}
+
+static void embed_table_backward(Backend *be, cudaStream_t st, float *table, const float *dout, const int32_t *idx,
+                                 int n, int H) {
+    if (!idx) {
+        /* every token on row 0: one run in token order */
+        k_embed_runs<<<1, 256, 0, st>>>(table, dout, NULL, NULL, n, H);
+        XR_LAUNCHED();
+        return;
+    }
+    size_t temp = 0;
+    XR_CU(cub::DeviceRadixSort::SortPairs(NULL, temp, idx, (int32_t *)NULL, (const int32_t *)NULL, (int32_t *)NULL,
+                                          n, 0, 32, st));
+    size_t ints = ((size_t)3 * n + 63) / 64 * 64; /* keys out, tokens in, tokens out; temp 256-byte aligned */
+    char *buf = (char *)cuda_ops_scratch(be, 1, ints * sizeof(int32_t) + temp);
+    int32_t *keys = (int32_t *)buf, *tok_in = keys + n, *tok = tok_in + n;
+    void *tmp = buf + ints * sizeof(int32_t);
+    k_iota<<<blocks_for((size_t)n, 256), 256, 0, st>>>(tok_in, n);
+    XR_LAUNCHED();
+    XR_CU(cub::DeviceRadixSort::SortPairs(tmp, temp, idx, keys, tok_in, tok, n, 0, 32, st));
+    k_embed_runs<<<(unsigned)n, 256, 0, st>>>(table, dout, keys, tok, n, H);
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout,
+                                        const int32_t *ids, const int32_t *pos_ids, const int32_t *types, int n,
+                                        int H) {
+    cudaStream_t st = op_stream(be);
+    if (n <= 0 || H <= 0) return;
+    /* the tables one after another on the stream: they share the sort's scratch */
+    embed_table_backward(be, st, dword, dout, ids, n, H);
+    embed_table_backward(be, st, dpos, dout, pos_ids, n, H);
+    if (dtype) embed_table_backward(be, st, dtype, dout, types, n, H);
+}
+
+/* ---------------- sum of squares and AdamW ---------------- */
+
+#define XR_SSQ_CHUNK 16384  /* elements per partial sum */
+#define XR_SSQ_THREADS 256  /* fixes the order inside a chunk: strided sums, then a fixed tree */
+
+static __device__ double block_sum_fixed(double v) {
+    __shared__ double sh[XR_SSQ_THREADS];
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = XR_SSQ_THREADS / 2; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+__global__ void k_ssq_chunks(double *part, const float *x, size_t n) {
+    size_t lo = (size_t)blockIdx.x * XR_SSQ_CHUNK, hi = lo + XR_SSQ_CHUNK < n ? lo + XR_SSQ_CHUNK : n;
+    double acc = 0;
+    for (size_t i = lo + threadIdx.x; i < hi; i += XR_SSQ_THREADS) acc += (double)x[i] * (double)x[i];
+    double s = block_sum_fixed(acc);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+__global__ void k_ssq_finish(double *out, const double *part, size_t nc) {
+    double acc = 0;
+    for (size_t c = threadIdx.x; c < nc; c += XR_SSQ_THREADS) acc += part[c];
+    double s = block_sum_fixed(acc);
+    if (threadIdx.x == 0) out[0] = s;
+}
+
+extern "C" double cuda_ops_sum_squares(Backend *be, const float *x, size_t n) {
+    cudaStream_t st = op_stream(be);
+    if (n == 0) return 0;
+    size_t nc = (n + XR_SSQ_CHUNK - 1) / XR_SSQ_CHUNK;
+    if (nc > 0x7fffffffu) xr_die("cuda_ops_sum_squares: %zu elements are too many", n);
+    double *part = (double *)cuda_ops_scratch(be, 2, (nc + 1) * sizeof(double));
+    k_ssq_chunks<<<(unsigned)nc, XR_SSQ_THREADS, 0, st>>>(part + 1, x, n);
+    XR_LAUNCHED();
+    k_ssq_finish<<<1, XR_SSQ_THREADS, 0, st>>>(part, part + 1, nc);
+    XR_LAUNCHED();
+    double r = 0;
+    XR_CU(cudaMemcpyAsync(&r, part, sizeof r, cudaMemcpyDeviceToHost, st));
+    XR_CU(cudaStreamSynchronize(st));
+    return r;
+}
+
+__global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, XrAdamScalars a) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        adamw_element(p + i, m + i, v + i, g[i], a);
+}
+
+extern "C" void cuda_ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr,
+                               double beta1, double beta2, double eps, double wd, int64_t step) {
+    cudaStream_t st = op_stream(be);
+    if (!n) return;
+    XrAdamScalars a = adamw_scalars(lr, beta1, beta2, eps, wd, step); /* the CPU's scalars, in double */
+    k_adamw<<<blocks_for(n, 256), 256, 0, st>>>(p, g, m, v, n, a);
+    XR_LAUNCHED();
+}
+
+/* ---------------- attention for training over packed sequences ----------------
+ * Block (s*NH + h, y), warp w: one row of sequence s, head h (a query row in the forward and in the backward's
+ * first pass, a key row in its second), row = y*XR_ATT_TRAIN_WARPS + w. Exact fp32 softmax; dropout on the
+ * probabilities with the mask position query row | head << 16 (ops.h). */
+#define XR_ATT_TRAIN_WARPS 4
+#define XR_ATT_SHMEM_MAX (200 * 1024)
+
+/* NH * sum_{r<s} nq_r L_r: where sequence s's saved probabilities start (nq = L, or 1 with first_only). All 32
+ * lanes of the warp must call it. */
+static __device__ size_t att_base(const int32_t *seq_off, int s, int NH, int first_only, int lane) {
+    size_t before = 0;
+    for (int r = lane; r < s; r += 32) {
+        size_t lr = (size_t)(seq_off[r + 1] - seq_off[r]);
+        before += first_only ? lr : lr * lr;
+    }
+    for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
+    return before * (size_t)NH;
+}
+
+/* Forward: P = softmax(q k^T scale) saved in att (before dropout), ctx = dropout(P) v. Shared memory per warp:
+ * max_len scores, then dh floats of q. */
+__global__ void k_attention_train(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
+                                  int first_only, int max_len, float scale, DropDev d) {
+    extern __shared__ float sh[];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int s = blockIdx.x / NH, h = blockIdx.x % NH;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0, nq = first_only ? 1 : L;
+    int i = blockIdx.y * XR_ATT_TRAIN_WARPS + warp;
+    if (i >= nq || i >= L) return;
+    float *sc = sh + (size_t)warp * (max_len + dh), *qs = sc + max_len;
+    size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
+    const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    for (int e = lane; e < dh; e += 32) qs[e] = q[e];
+    __syncwarp();
+    float mx = -INFINITY;
+    for (int j = lane; j < L; j += 32) {
+        const float *k = k0 + (size_t)j * ld;
+        float dot = 0.0f;
+        for (int e = 0; e < dh; e++) dot += qs[e] * k[e];
+        dot *= scale;
+        sc[j] = dot;
+        mx = fmaxf(mx, dot);
+    }
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < L; j += 32) {
+        float e = expf(sc[j] - mx);
+        sc[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / warp_sum(sum);
+    size_t base = att_base(seq_off, s, NH, first_only, lane);
+    float *a = att ? att + base + ((size_t)h * nq + i) * L : NULL;
+    for (int j = lane; j < L; j += 32) {
+        float pj = sc[j] * inv;
+        sc[j] = pj;
+        if (a) a[j] = pj;
+    }
+    __syncwarp();
+    if (d.on) {
+        uint64_t id = drop_id(d, s);
+        uint32_t c1 = (uint32_t)i | ((uint32_t)h << 16);
+        for (int g = lane; 4 * g < L; g += 32) {
+            uint32_t r[4];
+            drop_draw4(r, d, g, c1, id);
+            for (int k = 0; k < 4 && 4 * g + k < L; k++) {
+                int j = 4 * g + k;
+                sc[j] = r[k] >= d.thr ? __fmul_rn(sc[j], d.scale) : 0.0f;
+            }
+        }
+        __syncwarp();
+    }
+    float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    for (int e = lane; e < dh; e += 32) {
+        float acc = 0.0f;
+        for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
+        o[e] = acc;
+    }
+}
+
+/* Backward, first pass (query row i < nq): dp_j = M_ij ds (dO_i . v_j) with the dropout mask M and scale ds;
+ * D_i = sum_j P_ij dp_j; dS_ij = P_ij (dp_j - D_i); dq_i = scale sum_j dS_ij k_j (overwrite). D_i goes to
+ * rowd[(b0 + i) * NH + h] for the second pass. Shared memory per warp: max_len floats of dp / dS, dh of dO_i. */
+__global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout, const float *qkv, const float *att,
+                                     const int32_t *seq_off, int NH, int dh, int first_only, int max_len,
+                                     float scale, DropDev d) {
+    extern __shared__ float sh[];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int s = blockIdx.x / NH, h = blockIdx.x % NH;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0, nq = first_only ? 1 : L;
+    int i = blockIdx.y * XR_ATT_TRAIN_WARPS + warp;
+    if (i >= nq || i >= L) return;
+    float *dp = sh + (size_t)warp * (max_len + dh), *os = dp + max_len;
+    size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
+    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    for (int e = lane; e < dh; e += 32) os[e] = dO[e];
+    __syncwarp();
+    const float *P = att + att_base(seq_off, s, NH, first_only, lane) + ((size_t)h * nq + i) * L;
+    uint64_t id = drop_id(d, s);
+    uint32_t c1 = (uint32_t)i | ((uint32_t)h << 16);
+    for (int g = lane; 4 * g < L; g += 32) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d.on) drop_draw4(r, d, g, c1, id);
+        for (int k = 0; k < 4 && 4 * g + k < L; k++) {
+            int j = 4 * g + k;
+            const float *v = v0 + (size_t)j * ld;
+            float dot = 0.0f;
+            for (int e = 0; e < dh; e++) dot += os[e] * v[e];
+            dp[j] = d.on ? (r[k] >= d.thr ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
+        }
+    }
+    __syncwarp();
+    float D = 0.0f;
+    for (int j = lane; j < L; j += 32) D += P[j] * dp[j];
+    D = warp_sum(D);
+    for (int j = lane; j < L; j += 32) dp[j] = P[j] * (dp[j] - D);
+    __syncwarp();
+    if (lane == 0) rowd[(size_t)(b0 + i) * NH + h] = D;
+    float *dq = dqkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    for (int e = lane; e < dh; e += 32) {
+        float acc = 0.0f;
+        for (int j = 0; j < L; j++) acc += dp[j] * k0[(size_t)j * ld + e];
+        dq[e] = acc * scale;
+    }
+}
+
+/* Backward, second pass (key row j < L): dv_j = sum_i Pd_ij dO_i and dk_j = scale sum_i dS_ij q_i over the
+ * query rows i < nq in row order, Pd = M ds P and dS recomputed as in the first pass from its D_i (overwrite).
+ * With first_only the query part of rows j >= 1 is zeroed (they were no queries). Shared memory per warp:
+ * max_len floats of Pd, max_len of dS, dh of v_j. */
+__global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float *dout, const float *qkv,
+                                     const float *att, const int32_t *seq_off, int NH, int dh, int first_only,
+                                     int max_len, float scale, DropDev d) {
+    extern __shared__ float sh[];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int s = blockIdx.x / NH, h = blockIdx.x % NH;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0, nq = first_only ? 1 : L;
+    int j = blockIdx.y * XR_ATT_TRAIN_WARPS + warp;
+    if (j >= L) return;
+    float *pd = sh + (size_t)warp * (2 * max_len + dh), *ds = pd + max_len, *vs = ds + max_len;
+    size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
+    const float *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
+    const float *v = q0 + 2 * HD + (size_t)j * ld;
+    for (int e = lane; e < dh; e += 32) vs[e] = v[e];
+    __syncwarp();
+    const float *P = att + att_base(seq_off, s, NH, first_only, lane) + (size_t)h * nq * L;
+    uint64_t id = drop_id(d, s);
+    for (int i = lane; i < nq; i += 32) {
+        const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+        float dot = 0.0f;
+        for (int e = 0; e < dh; e++) dot += dO[e] * vs[e];
+        float p = P[(size_t)i * L + j];
+        int keep = !d.on || drop_draw1(d, j, (uint32_t)i | ((uint32_t)h << 16), id) >= d.thr;
+        float dpv = d.on ? (keep ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
+        pd[i] = d.on ? (keep ? __fmul_rn(p, d.scale) : 0.0f) : p;
+        ds[i] = p * (dpv - rowd[(size_t)(b0 + i) * NH + h]);
+    }
+    __syncwarp();
+    float *dk = dqkv + (size_t)(b0 + j) * ld + HD + (size_t)h * dh, *dv = dk + HD;
+    for (int e = lane; e < dh; e += 32) {
+        float av = 0.0f, ak = 0.0f;
+        for (int i = 0; i < nq; i++) {
+            av += pd[i] * dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e];
+            ak += ds[i] * q0[(size_t)i * ld + e];
+        }
+        dv[e] = av;
+        dk[e] = ak * scale;
+    }
+    if (first_only && j >= 1)
+        for (int e = lane; e < dh; e += 32) dqkv[(size_t)(b0 + j) * ld + (size_t)h * dh + e] = 0.0f;
+}
+
+/* Dynamic shared memory of a kernel above; opts in past 48 KiB, dies past what the GPU allows. */
+static size_t att_shmem(const void *kernel, size_t per_warp_floats, int max_len, const char *op) {
+    size_t bytes = (size_t)XR_ATT_TRAIN_WARPS * per_warp_floats * sizeof(float);
+    if (bytes > XR_ATT_SHMEM_MAX)
+        xr_die("cuda_ops_%s: max_len %d too long for the shared-memory rows (%zu bytes)", op, max_len, bytes);
+    if (bytes > 48 * 1024)
+        XR_CU(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    return bytes;
+}
+
+static void att_check(const XrDropout *d, int S, int max_len, int NH, const char *op) {
+    /* the mask position packs the query row and the head in 16 bits each, as the CPU */
+    if (d && d->p > 0.0f && (max_len > 65536 || NH > 65536))
+        xr_die("cuda_ops_%s: dropout with %d tokens or %d heads exceeds 65536", op, max_len, NH);
+    if ((long long)S * NH > 0x7fffffffLL) xr_die("cuda_ops_%s: %d sequences x %d heads is too many", op, S, NH);
+    if ((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS > 65535)
+        xr_die("cuda_ops_%s: max_len %d is too long", op, max_len);
+}
+
+extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, const float *qkv,
+                                         const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                                         const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || max_len <= 0) return;
+    att_check(d, S, max_len, NH, "attention_train");
+    size_t shm = att_shmem((const void *)k_attention_train, (size_t)max_len + dh, max_len, "attention_train");
+    dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
+    k_attention_train<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
+                                                                   1.0f / sqrtf((float)dh), drop_dev(d));
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv,
+                                            const float *att, const int32_t *seq_off, int S, int max_len, int NH,
+                                            int dh, int first_only, const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || max_len <= 0) return;
+    att_check(d, S, max_len, NH, "attention_backward");
+    DropDev dd = drop_dev(d);
+    float scale = 1.0f / sqrtf((float)dh);
+    /* D_i per (token, head): the batch has at most S * max_len tokens */
+    float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
+    unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
+    size_t shm1 = att_shmem((const void *)k_attention_bwd_rows, (size_t)max_len + dh, max_len, "attention_backward");
+    k_attention_bwd_rows<<<dim3((unsigned)(S * NH), first_only ? 1u : gy), 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
+        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd);
+    XR_LAUNCHED();
+    size_t shm2 =
+        att_shmem((const void *)k_attention_bwd_keys, (size_t)2 * max_len + dh, max_len, "attention_backward");
+    k_attention_bwd_keys<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
+        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd);
+    XR_LAUNCHED();
+}
