@@ -262,6 +262,15 @@ int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, int max
     int n = encoder_num_tensors(m);
     StWriteTensor *t = xr_calloc((size_t)n, sizeof *t);
     const float *p = encoder_params(m);
+    Backend *be = encoder_backend(m);
+    float *host = NULL;
+    if (be->device != XR_DEV_CPU) {
+        /* the writer reads host memory: bring the weights back from the device */
+        size_t np = encoder_num_params(m);
+        host = xr_malloc(np * sizeof(float));
+        ops_to_host(be, host, p, np * sizeof(float));
+        p = host;
+    }
     for (int i = 0; i < n; i++) {
         const EncoderTensor *v = encoder_tensor(m, i);
         t[i].name = v->name;
@@ -271,5 +280,6 @@ int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, int max
     }
     int rc = hf_export_dir(out, base_dir, t, n, arch, cfg->num_labels, max_length, e);
     free(t);
+    free(host);
     return rc;
 }
