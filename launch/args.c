@@ -192,10 +192,10 @@ static int args_apply_config(Args *a, const char *path, XrErr *e) {
     const cJSON *it;
     char hint[256];
     cJSON_ArrayForEach(it, root) {
-        int section, i = args_find_key(a, it->string);
-        if (!strcmp(it->string, a->cmd)) continue; /* this command's section: below */
+        int section = !strcmp(it->string, a->cmd), i = args_find_key(a, it->string);
+        if (section && cJSON_IsObject(it)) continue; /* this command's section: below */
         if (i < 0) {
-            if (args_other_key(a, it->string, &section)) {
+            if (section || args_other_key(a, it->string, &section)) {
                 if (section && !cJSON_IsObject(it)) {
                     rc = xr_errf(e, "%s: key \"%s\" names a command: it must hold an object of that command's flags",
                                  path, it->string);
