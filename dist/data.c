@@ -3,6 +3,7 @@
  * never on the rank count. */
 #include "data.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,36 +25,51 @@ static void td_push(TrainData *d, int64_t *cap, int64_t q, int64_t p, float labe
     else d->nneg++;
 }
 
-/* Group rows: example i = (q[i], p[i]) and its negatives; neg_cap grows with the list. */
+/* Group rows: example i = (q[i], p[i]) and its negatives; neg_cap grows with the list. With teacher scores
+ * (d->teacher_pos allocated), tp is the positive's and tn[k] the negatives'; a non-finite one counts the group in
+ * *missing. */
 static void td_push_group(TrainData *d, int64_t *cap, int64_t *neg_cap, int64_t q, int64_t p, const int64_t *negs,
-                          int64_t k) {
+                          int64_t k, float grade, float tp, const float *tn, int64_t *missing) {
     if (k == 0) {
         d->skipped++;
         return;
     }
     int64_t tot = d->neg_off[d->n];
+    int teacher = d->teacher_pos != NULL;
     if (d->n + 1 >= *cap) {
         *cap = *cap ? *cap * 2 : 1024;
         d->q = xr_realloc(d->q, sizeof(int64_t) * (size_t)*cap);
         d->p = xr_realloc(d->p, sizeof(int64_t) * (size_t)*cap);
         d->neg_off = xr_realloc(d->neg_off, sizeof(int64_t) * (size_t)(*cap + 1));
+        d->pos_label = xr_realloc(d->pos_label, sizeof(float) * (size_t)*cap);
+        if (teacher) d->teacher_pos = xr_realloc(d->teacher_pos, sizeof(float) * (size_t)*cap);
     }
     if (tot + k > *neg_cap) {
         while (tot + k > *neg_cap) *neg_cap = *neg_cap ? *neg_cap * 2 : 4096;
         d->neg = xr_realloc(d->neg, sizeof(int64_t) * (size_t)*neg_cap);
+        if (teacher) d->teacher_neg = xr_realloc(d->teacher_neg, sizeof(float) * (size_t)*neg_cap);
     }
     memcpy(d->neg + tot, negs, sizeof(int64_t) * (size_t)k);
-    d->q[d->n] = q, d->p[d->n] = p;
+    if (teacher) {
+        int bad = !isfinite(tp);
+        for (int64_t j = 0; j < k; j++) bad |= !isfinite(tn[j]);
+        *missing += bad;
+        d->teacher_pos[d->n] = tp;
+        memcpy(d->teacher_neg + tot, tn, sizeof(float) * (size_t)k);
+    }
+    d->q[d->n] = q, d->p[d->n] = p, d->pos_label[d->n] = grade;
     d->neg_off[++d->n] = tot + k;
     d->npos++;
     d->nneg += k;
 }
 
-/* (query, passage) pairs by query, then passage: a total order, so qsort's result is unique. */
+/* (query, passage, index row) triples by query, then passage, then row: a total order, so qsort's result is
+ * unique. */
 static int cmp_pair(const void *a, const void *b) {
     const int64_t *x = a, *y = b;
-    if (x[0] != y[0]) return (x[0] > y[0]) - (x[0] < y[0]);
-    return (x[1] > y[1]) - (x[1] < y[1]);
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i]) return (x[i] > y[i]) - (x[i] < y[i]);
+    return 0;
 }
 
 static int td_load_store(TrainData *d, const char *dataset, const char *name, XrErr *e) {
@@ -109,8 +125,10 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
     d->nq = ix.num_queries, d->np = ix.num_passages;
     int rc = 0;
     int64_t cap = 0, neg_cap = 0;
+    int64_t missing = 0; /* groups without teacher scores */
     if (o->mode == TD_GROUPS) {
         d->neg_off = xr_calloc(1, sizeof(int64_t));
+        if (o->teacher) d->teacher_pos = xr_malloc(sizeof(float));
         cap = 0;
     }
     if (o->groups) {
@@ -118,6 +136,11 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
         if (groups_read(o->groups, &g, e)) rc = -1;
         else {
             rc = groups_check_dataset(&g, o->groups, ix.num_queries, ix.num_passages, ix.tokenizer_fingerprint, e);
+            if (rc == 0 && d->teacher_pos && !g.ce_scores)
+                rc = xr_errf(e,
+                             "%s has no teacher scores (ce_scores): rescore its groups with xrank mine --cross-encoder "
+                             "(the teacher), or train without --loss distill",
+                             o->groups);
             for (int64_t r = 0; rc == 0 && r < g.n; r++) {
                 int k = groups_row_negatives(&g, r);
                 const int64_t *negs = g.negatives + r * g.k;
@@ -125,7 +148,9 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
                     td_push(d, &cap, g.query[r], g.positive[r], 1.0f);
                     for (int j = 0; j < k; j++) td_push(d, &cap, g.query[r], negs[j], 0.0f);
                 } else {
-                    td_push_group(d, &cap, &neg_cap, g.query[r], g.positive[r], negs, k);
+                    const float *ce = d->teacher_pos ? g.ce_scores + r * (1 + g.k) : NULL;
+                    td_push_group(d, &cap, &neg_cap, g.query[r], g.positive[r], negs, k, 1.0f, ce ? ce[0] : NAN,
+                                  ce ? ce + 1 : NULL, &missing);
                 }
             }
             snprintf(d->source, sizeof d->source, "groups");
@@ -145,11 +170,14 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
     } else {
         /* qrels positives and the dataset's given negatives (sorted by query: their order in the index) */
         int64_t *nq = xr_malloc(sizeof(int64_t) * (size_t)(ix.nneg + 1)), nn = ix.nneg;
-        int64_t *order = xr_malloc(sizeof(int64_t) * (size_t)(2 * ix.nneg + 1));
-        for (int64_t i = 0; i < nn; i++) order[2 * i] = ix.neg_query[i], order[2 * i + 1] = ix.neg_passage[i];
-        qsort(order, (size_t)nn, 2 * sizeof(int64_t), cmp_pair);
-        for (int64_t i = 0; i < nn; i++) nq[i] = order[2 * i];
+        /* (query, passage, row in the index) sorted by query and passage; the row finds the negative's score */
+        int64_t *order = xr_malloc(sizeof(int64_t) * (size_t)(3 * ix.nneg + 1));
+        for (int64_t i = 0; i < nn; i++)
+            order[3 * i] = ix.neg_query[i], order[3 * i + 1] = ix.neg_passage[i], order[3 * i + 2] = i;
+        qsort(order, (size_t)nn, 3 * sizeof(int64_t), cmp_pair);
+        for (int64_t i = 0; i < nn; i++) nq[i] = order[3 * i];
         int64_t *negs = xr_malloc(sizeof(int64_t) * (size_t)(nn + 1));
+        float *tneg = xr_malloc(sizeof(float) * (size_t)(nn + 1));
         if (nn == 0 && o->mode == TD_GROUPS)
             rc = xr_errf(e, "%s has no negatives: mine some with xrank mine and pass the group file (--groups)",
                          o->dataset);
@@ -167,15 +195,26 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
                 else hi = mid;
             }
             int64_t k = 0;
-            for (int64_t j = lo; j < nn && nq[j] == q; j++) negs[k++] = order[2 * j + 1];
+            for (int64_t j = lo; j < nn && nq[j] == q; j++, k++) {
+                negs[k] = order[3 * j + 1];
+                tneg[k] = ix.neg_score ? ix.neg_score[order[3 * j + 2]] : NAN;
+            }
             if (o->mode == TD_PAIRS) td_push(d, &cap, q, ix.qrel_passage[i], 1.0f);
-            else td_push_group(d, &cap, &neg_cap, q, ix.qrel_passage[i], negs, k);
+            else
+                td_push_group(d, &cap, &neg_cap, q, ix.qrel_passage[i], negs, k, (float)ix.qrel_grade[i],
+                              ix.qrel_score ? ix.qrel_score[i] : NAN, tneg, &missing);
         }
         if (rc == 0 && o->mode == TD_PAIRS) /* each given negative once */
-            for (int64_t j = 0; j < nn; j++) td_push(d, &cap, order[2 * j], order[2 * j + 1], 0.0f);
+            for (int64_t j = 0; j < nn; j++) td_push(d, &cap, order[3 * j], order[3 * j + 1], 0.0f);
         snprintf(d->source, sizeof d->source, "qrels+negatives");
-        free(nq), free(order), free(negs);
+        free(nq), free(order), free(negs), free(tneg);
     }
+    if (rc == 0 && missing > 0)
+        rc = xr_errf(e,
+                     "%lld of %lld groups of %s%s%s lack a teacher score for the positive or a negative: distillation "
+                     "needs every one (xrank mine --cross-encoder writes them; FlagEmbedding jsonl: pos_scores / "
+                     "neg_scores)",
+                     (long long)missing, (long long)d->n, o->dataset, o->groups ? " + " : "", o->groups ? o->groups : "");
     if (rc == 0 && d->n == 0)
         rc = xr_errf(e, "%s%s%s: no training examples (%lld groups without negatives)", o->dataset,
                      o->groups ? " + " : "", o->groups ? o->groups : "", (long long)d->skipped);
@@ -192,6 +231,7 @@ int td_load(TrainData *d, const TdOptions *o, XrErr *e) {
 void td_free(TrainData *d) {
     seqs_free(&d->seqs);
     free(d->q), free(d->p), free(d->label), free(d->neg_off), free(d->neg);
+    free(d->teacher_pos), free(d->teacher_neg), free(d->pos_label);
     memset(d, 0, sizeof *d);
 }
 
@@ -250,6 +290,11 @@ void td_epoch_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm) {
 }
 
 int td_example_items(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoch, BatchItem *items, float *labels) {
+    return td_example_targets(d, ex, seed, epoch, items, d->mode == TD_PAIRS ? labels : NULL, NULL);
+}
+
+int td_example_targets(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoch, BatchItem *items,
+                       float *labels, float *teacher) {
     if (d->mode == TD_PAIRS) {
         items[0] = (BatchItem){d->q[ex], d->nq + d->p[ex]};
         if (labels) labels[0] = d->label[ex];
@@ -258,6 +303,11 @@ int td_example_items(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoc
     int G = d->group_size;
     int64_t q = d->q[ex], lo = d->neg_off[ex], k = d->neg_off[ex + 1] - lo;
     items[0] = (BatchItem){q, d->nq + d->p[ex]};
+    if (labels) {
+        labels[0] = d->pos_label ? d->pos_label[ex] : 1.0f;
+        for (int j = 1; j < G; j++) labels[j] = 0.0f;
+    }
+    if (teacher) teacher[0] = d->teacher_pos ? d->teacher_pos[ex] : NAN;
     /* candidates: the list, repeated ceil((G-1) / k) times when short (FlagEmbedding), then a partial
      * Fisher-Yates draw of G-1 of them on a virtual index array */
     int64_t reps = k >= G - 1 ? 1 : (G - 1 + k - 1) / k, m = k * reps;
@@ -270,6 +320,7 @@ int td_example_items(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoc
         int64_t t = pool[j];
         pool[j] = pool[r], pool[r] = t;
         items[1 + j] = (BatchItem){q, d->nq + d->neg[lo + pool[j]]};
+        if (teacher) teacher[1 + j] = d->teacher_neg ? d->teacher_neg[lo + pool[j]] : NAN;
     }
     if (pool != idx) free(pool);
     return G;

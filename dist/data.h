@@ -30,6 +30,10 @@ typedef struct {
     int64_t *neg;
     int64_t npos, nneg;  /* pairs labeled >= 0.5 / below (pairs); groups: negatives available in all */
     int64_t skipped;     /* groups without any negative (left out) */
+    /* groups, when loaded with teacher scores (TdOptions.teacher): the teacher's score of the positive and of each
+     * negative (parallel to neg), from the group file's ce_scores or the dataset's pos_scores / neg_scores */
+    float *teacher_pos, *teacher_neg;
+    float *pos_label;    /* [n] groups: the positive's relevance grade (qrels; 1 from a group file) */
     char source[64];     /* "groups", "qrels+negatives", "labels" */
 } TrainData;
 
@@ -39,6 +43,7 @@ typedef struct {
     TdMode mode;
     int group_size;      /* listwise: G >= 2 */
     int skip_tokens;     /* 1: the index only, seqs left empty (td_load_node fills it from the node's copy) */
+    int teacher;         /* groups: load teacher scores; a group without them is an error that counts them */
 } TdOptions;
 
 /* Read the dataset index, the group file (checked against the dataset) and both token stores. Pairs: from the
@@ -68,6 +73,10 @@ void td_epoch_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm);
  * sampled without replacement from (seed, epoch, ex) (from the list repeated as FlagEmbedding does when fewer
  * are available). labels (may be NULL) get the pair label (pairs). Returns the item count. */
 int td_example_items(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoch, BatchItem *items, float *labels);
+/* The same, groups also giving graded labels (the positive's grade, 0 for negatives) and, when loaded, the
+ * teacher's scores of the G items (teacher may be NULL). */
+int td_example_targets(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoch, BatchItem *items,
+                       float *labels, float *teacher);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "guards.h"
 #include "hfexport.h"
 #include "loss.h"
 
@@ -30,6 +31,10 @@ void trainer_defaults(TrainOpts *o) {
     o->overlap = 1;
     o->comm = COMM_AUTO;
     o->sparse_embedding = 1;
+    o->loss = (LossSpec){LOSS_BCE, 1.0f, DISTILL_KL, 1.0f, 0.0f};
+    o->collapse_windows = 3;
+    o->collapse_spread = 1e-2;
+    o->collapse_tol = 1e-2;
 }
 
 /* Sort key of the length bucketing: longest first, ties by position in the global batch (a total order). */
@@ -49,6 +54,27 @@ static void tr_fmt_time(char *buf, size_t n, double s) {
     long t = (long)(s + 0.5);
     if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
     else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+/* The error of a step whose loss or gradients are not finite: the step, and the first tensor (model order) whose
+ * reduced gradient is not finite over all ranks' shards. Collective. */
+static int tr_nonfinite_error(Comm *c, Encoder *m, GradSync *gs, int64_t step, double bad_losses, double loss,
+                              double norm, XrErr *e) {
+    size_t lo, hi;
+    gsync_shard(gs, &lo, &hi);
+    int mine = guard_first_nonfinite(m, encoder_grads(m), lo, hi), first = -1;
+    size_t got = 0;
+    int *all = (int *)comm_allgather(c, &mine, sizeof mine, &got, NULL);
+    for (size_t r = 0; r < got / sizeof(int); r++)
+        if (all[r] >= 0 && (first < 0 || all[r] < first)) first = all[r];
+    free(all);
+    char where[160] = "";
+    if (first >= 0) snprintf(where, sizeof where, "; first non-finite gradient: %s", encoder_tensor(m, first)->name);
+    return xr_errf(e,
+                   "step %lld: %s (loss %g, gradient norm %g%s): training stopped before the update (lower "
+                   "--learning-rate, or --nan-policy skip to skip such steps)",
+                   (long long)step, bad_losses > 0 ? "the loss is not finite" : "a gradient is not finite", loss, norm,
+                   where);
 }
 
 int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, const TrainOpts *o, TrainStats *st,
@@ -106,6 +132,16 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     float *clab = xr_malloc(sizeof(float) * (size_t)(B * G));
     float *logits = xr_malloc(sizeof(float) * (size_t)(B * G));
     float *dlogits = xr_malloc(sizeof(float) * (size_t)(B * G));
+    /* the loss: pairs are BCE; groups the chosen loss (default: group CE) with graded labels / teacher scores */
+    LossSpec ls = o->loss;
+    ls.pos_weight = o->pos_weight;
+    if (G == 1) ls.kind = LOSS_BCE;
+    else if (ls.kind == LOSS_BCE) ls.kind = LOSS_LISTWISE;
+    float *teach = xr_malloc(sizeof(float) * (size_t)(GB * G)), *cteach = xr_malloc(sizeof(float) * (size_t)(B * G));
+    float *scratch = xr_malloc(sizeof(float) * (size_t)(B * G));
+    CollapseDetector cd;
+    collapse_init(&cd, o->collapse_windows, o->collapse_spread, o->collapse_tol, loss_collapse_value(&ls, G));
+    double log_spread = 0;
     BatchBuf bb;
     batch_buf_init(&bb);
     int64_t cur_epoch = -1;
@@ -120,7 +156,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             cur_epoch = epoch;
         }
         for (int64_t i = 0; i < gn; i++) {
-            td_example_items(d, perm[pos + i], o->seed, epoch, items + i * G, labels + i * G);
+            td_example_targets(d, perm[pos + i], o->seed, epoch, items + i * G, labels + i * G, teach + i * G);
             int32_t l = 0;
             for (int j = 0; j < G; j++) {
                 item_len[i * G + j] = batch_item_len(t, &d->seqs, items[i * G + j], o->max_len);
@@ -131,7 +167,8 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         qsort(order, (size_t)gn, sizeof *order, tr_cmp_len);
 
         encoder_zero_grads(m);
-        double loc[4] = {0, 0, 0, 0}; /* loss x examples, examples, real tokens, padded tokens */
+        /* loss x examples, examples, real tokens, padded tokens, score spread x examples, non-finite losses */
+        double loc[6] = {0, 0, 0, 0, 0, 0};
         for (int mi = 0; mi < A; mi++) {
             /* Chunk c of C = ranks x accumulation takes the length-sorted examples in snake order (round r of C
              * examples goes to chunks 0..C-1, the next round C-1..0), so every rank carries about the same
@@ -153,6 +190,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                     cidx[k * G + j] = i * G + j;
                     exid[k * G + j] = (uint64_t)(i * G + j); /* position in the global batch: rank-independent */
                     clab[k * G + j] = labels[i * G + j];
+                    cteach[k * G + j] = teach[i * G + j];
                     loc[2] += item_len[i * G + j];
                 }
             }
@@ -162,30 +200,41 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             if (mi == A - 1) gsync_arm(gs); /* the last backward starts the reductions as it goes */
             encoder_train_forward(m, b, &ts, logits);
             float share = (float)((double)cnt / (double)gn);
-            double l = G == 1 ? loss_bce_with_logits(logits, clab, cnt, o->pos_weight, share, dlogits)
-                              : loss_group_ce(logits, cnt, G, share, dlogits);
+            int hook = o->test_nan_step == s + 1 && rank == 0 && mi == 0; /* tests: a NaN where asked */
+            if (hook && !o->test_nan_grad) logits[0] = NAN;
+            double l = loss_compute(&ls, logits, clab, cteach, cnt, G, share, dlogits, scratch);
+            if (hook && o->test_nan_grad) dlogits[0] = NAN;
             encoder_train_backward(m, dlogits);
+            loc[4] += collapse_spread_sum(logits, cnt, G);
+            loc[5] += !isfinite(l);
             loc[0] += l * cnt;
             loc[1] += cnt;
             loc[3] += (double)b->B * b->T;
         }
         double norm = gsync_reduce(gs);
-        comm_allreduce_sum_f64(c, loc, 4);
+        comm_allreduce_sum_f64(c, loc, 6);
         double lr = sched_lr(o->sched, o->lr, s, warmup, total);
-        gsync_step(gs, norm, o->max_grad_norm, lr);
-
         double loss = loc[0] / (loc[1] > 0 ? loc[1] : 1);
-        if (!isfinite(loss) || !isfinite(norm)) {
-            rc = xr_errf(e, "step %lld: loss %g, gradient norm %g: training diverged (lower --learning-rate)",
-                         (long long)s + 1, loss, norm);
+        int skip = loc[5] > 0 || !isfinite(norm); /* the same on every rank: loc and norm are global */
+        if (skip && !o->nan_skip) {
+            rc = tr_nonfinite_error(c, m, gs, s + 1, loc[5], loss, norm, e);
             break;
         }
+        if (skip) { /* no update, nothing counted; logging and evaluation go on */
+            st->skipped_steps++;
+            if (rank == 0 && progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
+            if (rank == 0) fprintf(stderr, "xrank train: warning: step %lld skipped: loss %g, gradient norm %g\n",
+                                   (long long)s + 1, loss, norm);
+            memset(loc, 0, sizeof loc);
+        } else {
+            gsync_step(gs, norm, o->max_grad_norm, lr);
+            st->last_loss = loss;
+        }
         st->steps = s + 1;
-        st->last_loss = loss;
         st->pairs += (int64_t)loc[1] * G;
         st->real_tokens += (int64_t)loc[2];
         st->padded_tokens += (int64_t)loc[3];
-        log_loss += loc[0], log_w += loc[1];
+        log_loss += loc[0], log_w += loc[1], log_spread += loc[4];
         log_pairs += (int64_t)loc[1] * G, log_real += (int64_t)loc[2], log_pad += (int64_t)loc[3];
         int last = s + 1 == total;
         double now = xr_now(), ep = (double)(s + 1) / (double)spe;
@@ -206,13 +255,33 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                 fprintf(o->metrics,
                         "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.6g, \"learning_rate\": %.6g, "
                         "\"grad_norm\": %.6g, \"pairs_per_s\": %.2f, \"tokens_per_s\": %.1f, "
-                        "\"padding_efficiency\": %.4f, \"steps_logged\": %lld, \"elapsed_s\": %.2f}\n",
+                        "\"padding_efficiency\": %.4f, \"score_std\": %.4g, \"steps_logged\": %lld, \"elapsed_s\": %.2f}\n",
                         (long long)s + 1, ep, st->mean_loss_last_log, lr, norm, (double)log_pairs / dt,
                         (double)log_real / dt, log_pad > 0 ? (double)log_real / (double)log_pad : 1.0,
-                        (long long)(s + 1 - log_from), now - t0);
+                        log_spread / (log_w > 0 ? log_w : 1), (long long)(s + 1 - log_from), now - t0);
                 fflush(o->metrics);
             }
-            t_log = now, log_loss = 0, log_w = 0, log_pairs = log_real = log_pad = 0, log_from = s + 1;
+            double spread = log_spread / (log_w > 0 ? log_w : 1);
+            if (collapse_window(&cd, spread, st->mean_loss_last_log)) {
+                st->collapse_warned = 1;
+                if (rank == 0) {
+                    if (progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
+                    fprintf(stderr,
+                            "xrank train: warning: step %lld: the model looks collapsed: scores nearly constant within "
+                            "groups (mean standard deviation %.3g) and loss %.4f at its constant-score value for %d "
+                            "logging windows (learning rate too high? see docs/TRAINING.md)\n",
+                            (long long)s + 1, spread, st->mean_loss_last_log, cd.run);
+                    if (o->metrics)
+                        fprintf(o->metrics, "{\"type\": \"collapse\", \"step\": %lld, \"score_std\": %.6g, \"loss\": %.6g}\n",
+                                (long long)s + 1, spread, st->mean_loss_last_log);
+                }
+                if (o->stop_on_collapse) {
+                    rc = xr_errf(e, "step %lld: stopped on collapse (--stop-on-collapse): scores constant within groups "
+                                 "for %d logging windows", (long long)s + 1, cd.run);
+                    break;
+                }
+            }
+            t_log = now, log_loss = 0, log_w = 0, log_spread = 0, log_pairs = log_real = log_pad = 0, log_from = s + 1;
         }
         if (o->evaluate && ((o->eval_steps > 0 && (s + 1) % o->eval_steps == 0) || last)) {
             if (rank == 0 && progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
@@ -220,6 +289,10 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             rc = o->evaluate(o->eval_ctx, m, s + 1, ep, e);
             t0 += xr_now() - te; /* throughput and ETA count training time only */
             t_log += xr_now() - te;
+            if (rc > 0) { /* early stopping */
+                st->stopped_early = 1, rc = 0;
+                break;
+            }
         }
         if (ck && rc == 0) {
             TrainCounters now_c = {s + 1, log_loss, log_w, log_pairs, log_real, log_pad, log_from, st->pairs,
@@ -250,7 +323,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     gsync_sparse_stats(gs, &st->sparse_rows, &st->sparse_steps, &st->vocab);
     batch_buf_free(&bb);
     free(perm), free(items), free(labels), free(item_len), free(order), free(dealt), free(cidx), free(exid), free(clab);
-    free(logits), free(dlogits);
+    free(logits), free(dlogits), free(teach), free(cteach), free(scratch);
     gsync_free(gs);
     return rc;
 }
@@ -260,6 +333,11 @@ int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, int max
     const char *arch = hf_seq_cls_architecture(cfg->model_type);
     if (!arch) return xr_errf(e, "cannot export a model of type %s", cfg->model_type);
     int n = encoder_num_tensors(m);
+    const float *pv = encoder_params(m);
+    int bad = guard_first_nonfinite(m, pv, 0, (size_t)encoder_num_params(m));
+    if (bad >= 0)
+        return xr_errf(e, "%s not written: %s holds a non-finite value (NaN or Inf); the model is unusable",
+                       out, encoder_tensor(m, bad)->name);
     StWriteTensor *t = xr_calloc((size_t)n, sizeof *t);
     const float *p = encoder_params(m);
     Backend *be = encoder_backend(m);

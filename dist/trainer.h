@@ -14,6 +14,7 @@
 #include "comm.h"
 #include "data.h"
 #include "gradsync.h"
+#include "loss.h"
 #include "model.h"
 #include "optim.h"
 #include "tokenizer.h"
@@ -38,7 +39,8 @@ typedef struct {
     int progress;          /* rank 0: progress line on stderr */
     FILE *metrics;         /* rank 0: metrics.jsonl (NULL: none) */
     /* Evaluation hook, called on every rank (collective) after step `step` (1-based) every eval_steps and after
-     * the last; returns -1 on error. May be NULL. */
+     * the last; returns -1 on error, 1 to stop training here (early stopping; the same on every rank). May be
+     * NULL. */
     int (*evaluate)(void *ctx, Encoder *m, int64_t step, double epoch, XrErr *e);
     void *eval_ctx;
     int zero;              /* ZeRO-1 optimizer shards: 1 on, 0 off, -1 (default): on with more than one rank */
@@ -49,6 +51,19 @@ typedef struct {
     CkptOpts ckpt;         /* checkpoints (dist/checkpoint.h): saving, stop signals, resume; output NULL: none */
     double *best_value;    /* the evaluation's best so far (may be NULL): saved in checkpoints, restored on resume */
     int64_t *best_step;
+    /* The loss: kind LOSS_BCE (default) means BCE on pairs and group CE on groups (G >= 2); the others need
+     * groups (distill: teacher scores in the data). pos_weight above is the BCE's. */
+    LossSpec loss;
+    /* Guards (docs/TRAINING.md). Collapse: a logging window whose mean within-group score spread (standard
+     * deviation) is below collapse_spread and whose loss is within collapse_tol of the constant-score loss
+     * (loss_collapse_value; not checked when it has none) counts; collapse_windows (> 0) in a row warn, and stop
+     * the run when stop_on_collapse. Non-finite loss or gradients stop the run naming the step and the first
+     * non-finite tensor, or with nan_skip skip the step (no update) and count it. */
+    int collapse_windows;
+    double collapse_spread, collapse_tol;
+    int stop_on_collapse, nan_skip;
+    int64_t test_nan_step; /* test hook: step (1-based) whose first micro-batch on rank 0 gets a NaN ... */
+    int test_nan_grad;     /* ... in its loss (0) or in d loss / d logits (1) */
 } TrainOpts;
 
 void trainer_defaults(TrainOpts *o);
@@ -67,6 +82,9 @@ typedef struct {
     double checkpoint_pause_s;                 /* rank 0: training paused by checkpoints */
     double ckpt_write_s, ckpt_read_s;          /* rank 0: checkpoint writer time, resume read time */
     int64_t ckpt_write_bytes, ckpt_read_bytes; /* rank 0: bytes written / read */
+    int64_t skipped_steps;                     /* non-finite steps skipped (nan_skip) */
+    int collapse_warned;                       /* the collapse detector fired */
+    int stopped_early;                         /* the evaluation hook stopped the run */
 } TrainStats;
 
 /* Train m (a seq-cls model with one label) on d. Collective: every rank calls it with the same data and options
@@ -76,7 +94,8 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
 
 /* Write m as a Hugging Face *ForSequenceClassification directory out (io/hfexport.h): its tensors under the names
  * transformers saves, base_dir's config.json (architecture and labels set) and tokenizer files; max_length > 0
- * becomes the export's model_max_length (tokenizer_config.json), so loaders default to the training length. */
+ * becomes the export's model_max_length (tokenizer_config.json), so loaders default to the training length.
+ * A model with a non-finite weight is never written (an error naming the tensor). */
 int trainer_export_hf(Encoder *m, const char *base_dir, const char *out, int max_length, XrErr *e);
 
 #ifdef __cplusplus

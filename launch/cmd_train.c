@@ -38,8 +38,24 @@ static ArgSpec TRAIN_FLAGS[] = {
     CLI_FLAG_OVERWRITE("reuse an existing output directory"),
     {"loss", ARG_CHOICE, "bce", "",
      "bce: pointwise BCE on labeled pairs (sentence-transformers); listwise: group CE, 1 positive + G-1 negatives "
-     "(FlagEmbedding)",
-     "bce|listwise", 0},
+     "(FlagEmbedding); distill: learn the teacher's scores of the groups (--distill-mode); listnet, lambdaloss: "
+     "listwise ranking losses on graded labels (docs/TRAINING.md)",
+     "bce|listwise|distill|listnet|lambdaloss", 0},
+    {"distill-mode", ARG_CHOICE, "kl", "",
+     "distill: kl = soft CE against the teacher's group softmax (FlagEmbedding knowledge_distillation); margin_mse / "
+     "mse = sentence-transformers MarginMSELoss / MSELoss",
+     "kl|margin_mse|mse", 0},
+    {"distill-temperature", ARG_FLOAT, TRAINER_DEFAULT, "T", "distill kl: both softmaxes at temperature T", NULL, 0},
+    {"hard-label-weight", ARG_FLOAT, TRAINER_DEFAULT, "W",
+     "distill: add W x the hard-label group CE (FlagEmbedding's recipe: 1)", NULL, 0},
+    {"stop-on-collapse", ARG_SWITCH, NULL, "",
+     "stop when the collapse detector fires (scores constant within groups, loss at ln G / ln 2)", NULL, 0},
+    {"collapse-windows", ARG_INT, TRAINER_DEFAULT, "N", "logging windows in a row that make a collapse (0: detector off)", NULL, 0},
+    {"nan-policy", ARG_CHOICE, "stop", "",
+     "a step with a non-finite loss or gradient: stop naming it (and the first non-finite tensor), or skip it",
+     "stop|skip", 0},
+    {"early-stopping-patience", ARG_INT, "0", "N",
+     "stop after N evaluations without a better --metric-for-best-model (0: never)", NULL, 0},
     {"pos-weight", ARG_FLOAT, TRAINER_DEFAULT, "X", "bce: weight of positive pairs (torch BCEWithLogitsLoss pos_weight)",
      NULL, 0},
     {"train-group-size", ARG_INT, "8", "G", "listwise: pairs per group (1 positive + G-1 sampled negatives)", NULL, 2},
@@ -147,6 +163,9 @@ static void train_fill_defaults(void) {
         else if (!strcmp(nm, "per-device-train-batch-size")) v = o.per_device_batch;
         else if (!strcmp(nm, "gradient-accumulation-steps")) v = o.accumulation;
         else if (!strcmp(nm, "logging-steps")) v = o.logging_steps;
+        else if (!strcmp(nm, "distill-temperature")) v = o.loss.temperature;
+        else if (!strcmp(nm, "hard-label-weight")) v = o.loss.hard_weight;
+        else if (!strcmp(nm, "collapse-windows")) v = o.collapse_windows;
         else if (!strcmp(nm, "lr-scheduler-type")) {
             f->def = sched[o.sched];
             continue;
@@ -216,6 +235,7 @@ typedef struct {
     double best;
     int64_t best_step;
     int max_len, batch_size, quiet;
+    int patience, stale; /* early stopping: evaluations allowed without a better metric / seen so far */
 } TcEval;
 
 static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr *e) {
@@ -246,7 +266,15 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
         }
     }
     if (better) v->best = val, v->best_step = step;
-    return comm_check(x->c, st, e);
+    v->stale = better ? 0 : v->stale + 1;
+    if (comm_check(x->c, st, e)) return -1;
+    if (v->patience > 0 && v->stale >= v->patience) { /* the same on every rank: the metrics are broadcast */
+        if (x->rank == 0 && !v->quiet)
+            fprintf(stderr, "early stopping at step %lld: %s not better for %d evaluations (best %.4f at step %lld)\n",
+                    (long long)step, v->best_metric, v->stale, v->best, (long long)v->best_step);
+        return 1;
+    }
+    return 0;
 }
 
 /* --resume: rank 0 resolves and verifies the checkpoint (a fallback from a damaged `latest` is said), every rank
@@ -376,6 +404,25 @@ int cmd_train(int argc, char **argv) {
     o.dropout = !strcmp(args_str(a, "dropout"), "on");
     o.logging_steps = (int)args_int(a, "logging-steps");
     o.eval_steps = (int)args_int(a, "eval-steps");
+    o.loss.kind = (LossKind)loss_kind_parse(args_str(a, "loss"));
+    o.loss.distill = (DistillMode)loss_distill_parse(args_str(a, "distill-mode"));
+    o.loss.temperature = (float)args_float(a, "distill-temperature");
+    o.loss.hard_weight = (float)args_float(a, "hard-label-weight");
+    o.stop_on_collapse = args_bool(a, "stop-on-collapse");
+    o.collapse_windows = (int)args_int(a, "collapse-windows");
+    o.nan_skip = !strcmp(args_str(a, "nan-policy"), "skip");
+    if (!(o.loss.temperature > 0)) xr_errf(&e, "--distill-temperature must be > 0");
+    else if (!(o.loss.hard_weight >= 0)) xr_errf(&e, "--hard-label-weight must be >= 0");
+    else if (o.collapse_windows < 0) xr_errf(&e, "--collapse-windows must be >= 0 (0: off)");
+    else if (args_int(a, "early-stopping-patience") < 0) xr_errf(&e, "--early-stopping-patience must be >= 0");
+    else if (args_int(a, "early-stopping-patience") > 0 && !args_str(a, "eval-data"))
+        xr_errf(&e, "--early-stopping-patience needs --eval-data (it watches --metric-for-best-model)");
+    if (e.msg[0]) return tc_fail(&x, &e, 2);
+    const char *hook = getenv("XR_TEST_NAN"); /* tests: "STEP:loss" or "STEP:grad" puts a NaN there */
+    if (hook) {
+        o.test_nan_step = atoll(hook);
+        o.test_nan_grad = strstr(hook, ":grad") != NULL;
+    }
     o.zero = !strcmp(args_str(a, "zero"), "auto") ? -1 : atoi(args_str(a, "zero"));
     o.bucket_mb = args_float(a, "bucket-size-mb");
     o.overlap = !strcmp(args_str(a, "overlap"), "on");
@@ -422,8 +469,9 @@ int cmd_train(int argc, char **argv) {
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
 
     /* data (every rank reads the same index; the node's leader the token stores, shared with the node) */
-    TdOptions to = {data, args_str(a, "groups"), !strcmp(args_str(a, "loss"), "listwise") ? TD_GROUPS : TD_PAIRS,
-                    (int)args_int(a, "train-group-size"), 0};
+    TdOptions to = {.dataset = data, .groups = args_str(a, "groups"),
+                    .mode = o.loss.kind != LOSS_BCE ? TD_GROUPS : TD_PAIRS,
+                    .group_size = (int)args_int(a, "train-group-size"), .teacher = o.loss.kind == LOSS_DISTILL};
     st = td_load_node(x.c, &x.d, &to, &x.dsh, &e); /* token stores: one copy per node */
     x.have_d = st == 0;
     if (st == 0 && args_str(a, "eval-data")) {
@@ -442,7 +490,7 @@ int cmd_train(int argc, char **argv) {
     o.progress = !quiet && x.rank == 0 && isatty(2);
     o.metrics = x.metrics;
     TcEval ev = {&x, proto, args_str(a, "metric-for-best-model"), -INFINITY, -1, o.max_len,
-                 (int)args_int(a, "eval-batch-size"), quiet};
+                 (int)args_int(a, "eval-batch-size"), quiet, (int)args_int(a, "early-stopping-patience"), 0};
     if (x.have_es) {
         o.evaluate = tc_evaluate;
         o.eval_ctx = &ev;
@@ -461,7 +509,8 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr,
                 "xrank train: %s%s, %s loss on %lld %s from %s (%lld positive, %lld negative%s), %d rank%s x %d "
                 "threads, global batch %lld %s (%d per rank x %d accumulation), max length %d, lr %g, dropout %s\n",
-                x.model_dir, new_head ? " + new head" : "", to.mode == TD_GROUPS ? "listwise" : "bce",
+                x.model_dir, new_head ? " + new head" : "",
+                o.loss.kind == LOSS_DISTILL ? (o.loss.distill == DISTILL_KL ? "distill kl" : o.loss.distill == DISTILL_MSE ? "distill mse" : "distill margin_mse") : loss_kind_name(o.loss.kind),
                 (long long)x.d.n, to.mode == TD_GROUPS ? "groups" : "pairs", x.d.source, (long long)x.d.npos,
                 (long long)x.d.nneg, x.d.skipped ? ", some groups without negatives skipped" : "", x.size,
                 x.size > 1 ? "s" : "", ops_get_threads(x.b.be),
@@ -518,6 +567,12 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "  resumed from step %lld: rank 0 read %.1f MB in %.3f s (%.1f MB/s)\n",
                         (long long)ts.resumed_from, (double)ts.ckpt_read_bytes / 1e6, ts.ckpt_read_s,
                         (double)ts.ckpt_read_bytes / 1e6 / (ts.ckpt_read_s > 0 ? ts.ckpt_read_s : 1e-9));
+            if (ts.skipped_steps > 0)
+                fprintf(stderr, "  %lld step%s skipped for a non-finite loss or gradient (--nan-policy skip)\n",
+                        (long long)ts.skipped_steps, ts.skipped_steps > 1 ? "s" : "");
+            if (ts.stopped_early) fprintf(stderr, "  stopped early (--early-stopping-patience)\n");
+            if (ts.collapse_warned)
+                fprintf(stderr, "  warning: the collapse detector fired during this run (see the warnings above)\n");
             fprintf(stderr, "  wrote %s/final%s and %s/metrics.jsonl\n", out, x.have_es ? ", best" : "", out);
             if (x.have_es) fprintf(stderr, "  best %s %.4f at step %lld\n", ev.best_metric, ev.best, (long long)ev.best_step);
         }

@@ -14,6 +14,12 @@ xr_train_test(train_rank_invariance_bce bce)
 xr_train_test(train_rank_invariance_listwise listwise)
 xr_train_test(train_eval_ranks eval)
 xr_train_test(train_bad_input errors)
+# The recipe losses (docs/TRAINING.md): rank invariance of each, as above; the guards (NaN stop / skip, the
+# collapse detector on a too-high learning rate and a healthy run, early stopping, teacher scores refused).
+foreach(mode distill_kl distill_margin_mse distill_mse listnet lambdaloss)
+  xr_train_test(train_rank_invariance_${mode} ${mode})
+endforeach()
+xr_train_test(train_guards guards)
 
 # The whole pipeline learns on real data (tokenize -> mine -> 2-rank listwise training -> eval) with the real
 # all-MiniLM-L6-v2: skipped (77) without $XR_MINILM_DIR. Corpus: 40 man pages, launch/demo_corpus.py --pages 40
