@@ -40,7 +40,7 @@ static uint64_t splitmix(uint64_t *s) {
 
 /* rows of uniform(-1, 1) values scaled to unit L2 norm (isotropic enough for inner-product scores) */
 static float *random_unit_rows(size_t rows, size_t dim, uint64_t seed) {
-    float *x = cpu_alloc(rows * dim * sizeof *x);
+    float *x = cpu_host_alloc(rows * dim * sizeof *x);
     XR_OMP(omp parallel for schedule(static))
     for (size_t r = 0; r < rows; r++) {
         uint64_t s = seed ^ (r * 0xD1B54A32D192ED03ull);
@@ -130,9 +130,9 @@ static double now_s(void) { return xr_now(); }
 static GemmResult gemm_square(GemmImpl impl, int nt, int S, int reps, double min_s) {
     GemmResult r = {impl, "square", S, S, S, 0, 0, 0, 0};
     float *A = random_unit_rows((size_t)S, (size_t)S, 11), *B = random_unit_rows((size_t)S, (size_t)S, 12);
-    float *C = cpu_alloc((size_t)S * S * sizeof *C);
+    float *C = cpu_host_alloc((size_t)S * S * sizeof *C);
     size_t per = (cpu_sgemm_avx512_scratch() + 15) & ~(size_t)15;
-    float *scratch = cpu_alloc(per * (size_t)nt * sizeof *scratch + 64);
+    float *scratch = cpu_host_alloc(per * (size_t)nt * sizeof *scratch + 64);
     openblas_set_num_threads(impl == IMPL_OPENBLAS ? nt : 1);
     gemm_square_once(impl, nt, S, S, S, A, B, C, scratch, per); /* warm-up: pages, pools */
     for (int rep = 0; rep < reps; rep++) {
@@ -158,9 +158,9 @@ static GemmResult gemm_search_tile(GemmImpl impl, int nt, int P, int Q, int K, i
     GemmResult r = {impl, "search-tile", P, Q, K, 0, 0, 0, 0};
     const size_t n_tiles = (size_t)((256u << 20) / ((size_t)P * K * sizeof(float))) + 1; /* > 256 MiB of passages */
     float *Qs = random_unit_rows((size_t)Q * nt, (size_t)K, 21), *Ps = random_unit_rows(n_tiles * P, (size_t)K, 22);
-    float *C = cpu_alloc((size_t)nt * P * Q * sizeof *C);
+    float *C = cpu_host_alloc((size_t)nt * P * Q * sizeof *C);
     size_t per = (cpu_sgemm_avx512_scratch() + 15) & ~(size_t)15;
-    float *scratch = cpu_alloc(per * (size_t)nt * sizeof *scratch + 64);
+    float *scratch = cpu_host_alloc(per * (size_t)nt * sizeof *scratch + 64);
     openblas_set_num_threads(1);
     for (int rep = -1; rep < reps; rep++) { /* rep -1: warm-up */
         long long calls = 0;

@@ -1,33 +1,102 @@
-/* ops.c: the op API's dispatch: each ops_* call goes to the backend that owns the Backend handle: core/cpu
- * always, core/cuda (cuda_ops_*, same arguments, device pointers) in builds with the CUDA backend. */
+/* ops.c: the op API's dispatch, generated from ops_list.h: ops_<name> calls the backend's table entry
+ * (be->ops-><name>); backend creation, and the "which ops does a backend lack" queries. */
 #include "ops.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/cpu_ops.h"
+#include "ops_table.h"
 #include "xr_common.h"
 #ifdef XR_HAVE_CUDA
 #include "cuda/ops_cuda.h"
-#define XR_CALL(be, cpu_call, cuda_call) \
-    do {                                 \
-        if ((be)->device == XR_DEV_CUDA) \
-            cuda_call;                   \
-        else                             \
-            cpu_call;                    \
-    } while (0)
-#else
-/* A handle of a backend this build lacks is a programming error, not user input. */
-#define XR_CALL(be, cpu_call, cuda_call)                                                                     \
-    do {                                                                                                     \
-        if ((be)->device != XR_DEV_CPU) xr_die("ops: device %d has no backend in this build", (int)(be)->device); \
-        cpu_call;                                                                                            \
-    } while (0)
+#include "cuda/xr_cuda.h"
 #endif
+
+/* The CPU backend has every op: its table is the whole list (a missing cpu_<name> fails the link). */
+static const OpsTable cpu_table = {
+#define XR_OP(set, name, params, args) .name = cpu_##name,
+#define XR_OP_RET(set, type, name, params, args) .name = cpu_##name,
+#include "ops_list.h"
+#undef XR_OP
+#undef XR_OP_RET
+};
+
+/* Last resort: a command should have asked ops_backend_missing before running an op the backend lacks. */
+static void op_missing(const Backend *be, const char *name) {
+    xr_die("ops: op %s has no %s implementation yet (ask ops_backend_missing before running)", name,
+           ops_device_name(be->device));
+}
+
+#define XR_OP(set, name, params, args)                  \
+    void ops_##name params {                            \
+        if (!be->ops->name) op_missing(be, #name);      \
+        be->ops->name args;                             \
+    }
+#define XR_OP_RET(set, type, name, params, args)        \
+    type ops_##name params {                            \
+        if (!be->ops->name) op_missing(be, #name);      \
+        return be->ops->name args;                      \
+    }
+#include "ops_list.h"
+#undef XR_OP
+#undef XR_OP_RET
+
+static void name_append(char *buf, size_t n, size_t *len, const char *name) {
+    if (!buf || n == 0) return;
+    int w = snprintf(buf + *len, n - *len, "%s%s", *len ? ", " : "", name);
+    if (w > 0) *len = *len + (size_t)w < n ? *len + (size_t)w : n - 1;
+}
+
+int ops_table_missing(const OpsTable *t, unsigned sets, char *buf, size_t n) {
+    int count = 0;
+    size_t len = 0;
+    if (buf && n) buf[0] = '\0';
+#define XR_OP(set, name, params, args)                 \
+    if ((XR_OPSET_##set & sets) && (!t || !t->name)) { \
+        count++;                                       \
+        name_append(buf, n, &len, #name);              \
+    }
+#define XR_OP_RET(set, type, name, params, args) XR_OP(set, name, params, args)
+#include "ops_list.h"
+#undef XR_OP
+#undef XR_OP_RET
+    return count;
+}
+
+/* The table of a device kind in this build (NULL: no backend for it). */
+static const OpsTable *device_table(XrDevice dev) {
+    if (dev == XR_DEV_CPU) return &cpu_table;
+#ifdef XR_HAVE_CUDA
+    if (dev == XR_DEV_CUDA) return cuda_ops_table();
+#endif
+    return NULL;
+}
+
+int ops_backend_missing(const Backend *be, unsigned sets, char *buf, size_t n) {
+    return ops_table_missing(be->ops, sets, buf, n);
+}
+
+int ops_device_missing(XrDevice dev, unsigned sets, char *buf, size_t n) {
+    return ops_table_missing(device_table(dev), sets, buf, n);
+}
+
+int ops_device_require(XrDevice dev, unsigned sets, const char *what, XrErr *e) {
+    char names[1024];
+    int k = ops_device_missing(dev, sets, names, sizeof names);
+    if (k == 0) return 0;
+    if (!device_table(dev))
+        return xr_errf(e, "--device %s: this xrank was built without the %s backend", ops_device_name(dev),
+                       ops_device_name(dev));
+    return xr_errf(e, "--device %s: the %s backend of this build lacks %d op(s) that %s needs: %s",
+                   ops_device_name(dev), ops_device_name(dev), k, what, names);
+}
 
 Backend *ops_backend_cpu(int threads) {
     Backend *be = xr_calloc(1, sizeof *be);
     cpu_backend_init(be, threads);
+    be->ops = &cpu_table;
     return be;
 }
 
@@ -41,6 +110,31 @@ int ops_device_count(XrDevice dev) {
 
 const char *ops_device_name(XrDevice dev) { return dev == XR_DEV_CUDA ? "cuda" : "cpu"; }
 
+void ops_device_info(XrDevice dev, XrDeviceInfo *info) {
+    memset(info, 0, sizeof *info);
+    if (dev == XR_DEV_CPU) {
+        info->built = 1;
+        info->count = 1;
+        snprintf(info->name, sizeof info->name, "cpu (OpenBLAS %s)", ops_cpu_blas_core());
+        return;
+    }
+#ifdef XR_HAVE_CUDA
+    XrCudaInfo c;
+    xr_cuda_info(&c);
+    info->built = 1;
+    info->count = c.device_count;
+    snprintf(info->name, sizeof info->name, "%s", c.name);
+    info->cc_major = c.cc_major;
+    info->cc_minor = c.cc_minor;
+    info->total_mem = c.total_mem;
+    info->sm_count = c.sm_count;
+    info->runtime_version = c.cuda_runtime_version;
+    info->driver_version = c.cuda_driver_version;
+    info->blas_version = c.cublas_version;
+    info->dnn_version = c.cudnn_version;
+#endif
+}
+
 Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threads, XrErr *e) {
     if (dev == XR_DEV_CPU) {
         if (prec != XR_PREC_FP32) {
@@ -50,6 +144,10 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
         return ops_backend_cpu(threads);
     }
 #ifdef XR_HAVE_CUDA
+    char names[1024];
+    /* every backend runs inference: a table without it is a bug of this build, said before any work */
+    if (ops_device_missing(dev, XR_OPSET_BASE | XR_OPSET_INFER, names, sizeof names))
+        xr_die("ops: the %s backend lacks base or inference ops: %s", ops_device_name(dev), names);
     int n = cuda_ops_device_count();
     if (n < 1) {
         xr_errf(e, "--device cuda: no GPU is visible (CUDA_VISIBLE_DEVICES='%s')",
@@ -75,24 +173,29 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
 
 void ops_backend_free(Backend *be) {
     if (!be) return;
-    if (be->device == XR_DEV_CPU) {
-        cpu_backend_release(be);
-        free(be);
+#ifdef XR_HAVE_CUDA
+    if (be->device == XR_DEV_CUDA) {
+        cuda_ops_backend_free(be);
         return;
     }
-    XR_CALL(be, (void)0, cuda_ops_backend_free(be));
+#endif
+    if (be->device != XR_DEV_CPU) xr_die("ops: device %d has no backend in this build", (int)be->device);
+    cpu_backend_release(be);
+    free(be);
 }
 
 void *ops_native_stream(Backend *be) {
-    void *s = NULL;
-    XR_CALL(be, (void)0, s = cuda_ops_stream(be));
-    return s;
+#ifdef XR_HAVE_CUDA
+    if (be->device == XR_DEV_CUDA) return cuda_ops_stream(be);
+#endif
+    return NULL;
 }
 
 int ops_device_index(Backend *be) {
-    int i = -1;
-    XR_CALL(be, (void)0, i = cuda_ops_device_index(be));
-    return i;
+#ifdef XR_HAVE_CUDA
+    if (be->device == XR_DEV_CUDA) return cuda_ops_device_index(be);
+#endif
+    return -1;
 }
 
 void ops_set_threads(Backend *be, int n) {
@@ -101,155 +204,3 @@ void ops_set_threads(Backend *be, int n) {
 }
 
 int ops_get_threads(const Backend *be) { return be->threads; }
-
-void *ops_alloc(Backend *be, size_t bytes) {
-    void *p = NULL;
-    XR_CALL(be, p = cpu_alloc(bytes), p = cuda_ops_alloc(be, bytes));
-    return p;
-}
-
-void ops_free(Backend *be, void *p) {
-    if (!p) return;
-    XR_CALL(be, free(p), cuda_ops_free(be, p));
-}
-
-void ops_to_device(Backend *be, void *dst, const void *src, size_t bytes) {
-    XR_CALL(be, if (dst != src) memcpy(dst, src, bytes), cuda_ops_to_device(be, dst, src, bytes));
-}
-
-void ops_to_host(Backend *be, void *dst, const void *src, size_t bytes) {
-    XR_CALL(be, if (dst != src) memcpy(dst, src, bytes), cuda_ops_to_host(be, dst, src, bytes));
-}
-
-void ops_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc) {
-    XR_CALL(be, cpu_gemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc),
-            cuda_ops_gemm(be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc));
-}
-
-void ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
-    XR_CALL(be, cpu_linear(be, y, x, W, b, M, N, K), cuda_ops_linear(be, y, x, W, b, M, N, K));
-}
-
-void ops_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
-               const float *word, const float *pos, const float *type, int n, int H) {
-    XR_CALL(be, cpu_embed(be, out, ids, pos_ids, types, word, pos, type, n, H),
-            cuda_ops_embed(be, out, ids, pos_ids, types, word, pos, type, n, H));
-}
-
-void ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res,
-                   const float *g, const float *b, int n, int H, float eps) {
-    XR_CALL(be, cpu_layernorm(be, out, mean, rstd, x, res, g, b, n, H, eps),
-            cuda_ops_layernorm(be, out, mean, rstd, x, res, g, b, n, H, eps));
-}
-
-void ops_gelu(Backend *be, float *out, const float *x, size_t n) {
-    XR_CALL(be, cpu_gelu(be, out, x, n), cuda_ops_gelu(be, out, x, n));
-}
-
-void ops_tanh(Backend *be, float *out, const float *x, size_t n) {
-    XR_CALL(be, cpu_tanh(be, out, x, n), cuda_ops_tanh(be, out, x, n));
-}
-
-void ops_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                   int max_len, int NH, int dh) {
-    XR_CALL(be, cpu_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh, 0, NULL),
-            cuda_ops_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh));
-}
-
-void ops_attention_first(Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
-                         int NH, int dh) {
-    XR_CALL(be, cpu_attention(be, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1, NULL),
-            cuda_ops_attention_first(be, out, qkv, seq_off, S, max_len, NH, dh));
-}
-
-void ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    XR_CALL(be, cpu_pool_first(be, out, x, seq_off, S, H), cuda_ops_pool_first(be, out, x, seq_off, S, H));
-}
-
-void ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    XR_CALL(be, cpu_pool_mean(be, out, x, seq_off, S, H), cuda_ops_pool_mean(be, out, x, seq_off, S, H));
-}
-
-void ops_l2norm(Backend *be, float *out, const float *x, int n, int H) {
-    XR_CALL(be, cpu_l2norm(be, out, x, n, H), cuda_ops_l2norm(be, out, x, n, H));
-}
-
-/* ---- training ops ---- */
-
-void ops_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
-                     int H, const XrDropout *d) {
-    XR_CALL(be, cpu_dropout_add(be, out, x, res, seq_off, S, H, d),
-            cuda_ops_dropout_add(be, out, x, res, seq_off, S, H, d));
-}
-
-void ops_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                         int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    XR_CALL(be, cpu_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d),
-            cuda_ops_attention_train(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d));
-}
-
-void ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
-                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                            const XrDropout *d) {
-    XR_CALL(be, cpu_attention_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d),
-            cuda_ops_attention_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d));
-}
-
-void ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
-                         const float *W, int M, int N, int K, int accumulate_dx) {
-    XR_CALL(be, cpu_linear_backward(be, dx, dW, db, dy, x, W, M, N, K, accumulate_dx),
-            cuda_ops_linear_backward(be, dx, dW, db, dy, x, W, M, N, K, accumulate_dx));
-}
-
-void ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
-                        const int32_t *pos_ids, const int32_t *types, int n, int H) {
-    XR_CALL(be, cpu_embed_backward(be, dword, dpos, dtype, dout, ids, pos_ids, types, n, H),
-            cuda_ops_embed_backward(be, dword, dpos, dtype, dout, ids, pos_ids, types, n, H));
-}
-
-void ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
-                            const float *mean, const float *rstd, const float *g, int n, int H, int accumulate) {
-    XR_CALL(be, cpu_layernorm_backward(be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate),
-            cuda_ops_layernorm_backward(be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate));
-}
-
-void ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n) {
-    XR_CALL(be, cpu_gelu_backward(be, dx, x, dy, n), cuda_ops_gelu_backward(be, dx, x, dy, n));
-}
-
-void ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n) {
-    XR_CALL(be, cpu_tanh_backward(be, dx, y, dy, n), cuda_ops_tanh_backward(be, dx, y, dy, n));
-}
-
-void ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
-    XR_CALL(be, cpu_pool_first_backward(be, dx, dout, seq_off, S, H),
-            cuda_ops_pool_first_backward(be, dx, dout, seq_off, S, H));
-}
-
-void ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H) {
-    XR_CALL(be, cpu_pool_mean_backward(be, dx, dout, seq_off, S, H),
-            cuda_ops_pool_mean_backward(be, dx, dout, seq_off, S, H));
-}
-
-void ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H) {
-    XR_CALL(be, cpu_l2norm_backward(be, dx, dy, x, n, H), cuda_ops_l2norm_backward(be, dx, dy, x, n, H));
-}
-
-void ops_zero(Backend *be, float *x, size_t n) { XR_CALL(be, cpu_zero(be, x, n), cuda_ops_zero(be, x, n)); }
-
-void ops_scale(Backend *be, float *x, size_t n, float alpha) {
-    XR_CALL(be, cpu_scale(be, x, n, alpha), cuda_ops_scale(be, x, n, alpha));
-}
-
-double ops_sum_squares(Backend *be, const float *x, size_t n) {
-    double r = 0;
-    XR_CALL(be, r = cpu_sum_squares(be, x, n), r = cuda_ops_sum_squares(be, x, n));
-    return r;
-}
-
-void ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
-               double beta2, double eps, double wd, int64_t step) {
-    XR_CALL(be, cpu_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step),
-            cuda_ops_adamw(be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step));
-}

@@ -1,7 +1,16 @@
 /* ops.h: the op API that model code calls. One Backend handle per device; every pointer given to an op
  * lives on that backend's device (host memory for the CPU backend). core/cpu implements the ops in fp32
  * with OpenBLAS GEMMs and OpenMP kernels; a CUDA backend implements the same calls (core/cuda).
- * Forward ops are pure: they write only their outputs, and optionally save what a backward pass needs. */
+ *
+ * How an op is declared once: core/ops_list.h lists every op (its contract, its op set, its parameters) and
+ * everything else is generated from it: the ops_<name> declarations below, each backend's table of function
+ * pointers (OpsTable, core/ops_table.h), the dispatch ops_<name> -> be->ops-><name> (ops.c), the CPU
+ * prototypes cpu_<name> and the CUDA prototypes cuda_ops_<name> (same arguments as ops_<name>). The CPU
+ * backend's table is filled from the whole list, so a missing cpu_<name> fails the link; the CUDA backend's
+ * table names the kernels it has (core/cuda/ops_cuda_table.cu, one line per op), and what it lacks is asked
+ * up front with ops_backend_missing / ops_device_missing (a command refuses a device that lacks an op of the
+ * set it needs, naming the ops) instead of failing in the middle of a run. ops_backend_create checks BASE
+ * and INFER. */
 #ifndef XR_OPS_H
 #define XR_OPS_H
 #include <stddef.h>
@@ -18,8 +27,20 @@ typedef enum { XR_DEV_CPU = 0, XR_DEV_CUDA = 1 } XrDevice;
  * (CUDA only). */
 typedef enum { XR_PREC_FP32 = 0, XR_PREC_BF16 = 1 } XrPrecision;
 
+/* The op sets of ops_list.h, as bits: what a command needs of a backend. */
+typedef enum {
+    XR_OPSET_BASE = 1,   /* memory: alloc, free, copies */
+    XR_OPSET_INFER = 2,  /* forward ops: scoring and embedding */
+    XR_OPSET_TRAIN = 4,  /* dropout, backward passes, optimizer arithmetic */
+    XR_OPSET_SEARCH = 8, /* the k-NN screening product (mining) */
+} XrOpSet;
+#define XR_OPSET_ALL (XR_OPSET_BASE | XR_OPSET_INFER | XR_OPSET_TRAIN | XR_OPSET_SEARCH)
+
+struct OpsTable; /* ops_table.h: one function pointer per op, NULL where the backend lacks it */
+
 typedef struct {
     XrDevice device;
+    const struct OpsTable *ops; /* the backend's ops (set at creation) */
     int threads;  /* CPU: OpenMP threads of the kernels and OpenBLAS threads of the GEMMs */
     void *impl;   /* backend-private state (CPU: per-thread scratch) */
 } Backend;
@@ -37,6 +58,19 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
  * GPU; never dies). */
 int ops_device_count(XrDevice dev);
 const char *ops_device_name(XrDevice dev); /* "cpu", "cuda" */
+/* What a device kind offers in this build, for `xrank version` and reports. Never dies, needs no GPU. */
+typedef struct {
+    int built;                  /* this build has the backend */
+    int count;                  /* devices visible, as ops_device_count */
+    char name[256];             /* device 0 ("" when none visible) */
+    int cc_major, cc_minor;     /* CUDA compute capability of device 0 */
+    size_t total_mem;           /* bytes of device 0's memory */
+    int sm_count;
+    int runtime_version, driver_version; /* CUDA runtime / driver */
+    int blas_version;           /* cuBLAS (0 unless a GPU is visible) */
+    size_t dnn_version;         /* cuDNN */
+} XrDeviceInfo;
+void ops_device_info(XrDevice dev, XrDeviceInfo *info);
 void ops_backend_free(Backend *be);
 /* The backend's native handles, opaque above core: the CUDA stream its ops are queued on (a cudaStream_t) and
  * its GPU index; NULL and -1 on the CPU backend. For a communicator that orders its transfers after the ops
@@ -46,6 +80,15 @@ int ops_device_index(Backend *be);
 /* Sets the kernel and GEMM thread count (n <= 0: default as above). OpenBLAS's count is process-wide. */
 void ops_set_threads(Backend *be, int n);
 int ops_get_threads(const Backend *be);
+
+/* The ops of `sets` (XrOpSet bits) that a backend, or the backend of a device kind in this build, lacks: their
+ * number, and their names in list order, comma-separated, in buf (cut to n bytes; buf may be NULL). A device
+ * kind without a backend in this build lacks every op. Needs no GPU: the tables are static. */
+int ops_backend_missing(const Backend *be, unsigned sets, char *buf, size_t n);
+int ops_device_missing(XrDevice dev, unsigned sets, char *buf, size_t n);
+/* 0 when the device's backend has every op of `sets`; else -1 with e: "--device cuda: the CUDA backend of
+ * this build lacks ops that <what> needs: a, b, ...". */
+int ops_device_require(XrDevice dev, unsigned sets, const char *what, XrErr *e);
 
 /* OpenBLAS picks its kernels once, when the library loads, from the CPU it recognises or $OPENBLAS_CORETYPE.
  * Releases that predate a CPU fall back to an older kernel set: OpenBLAS 0.3.21 (Debian 12) runs AMD Zen 5
@@ -60,65 +103,6 @@ const char *ops_cpu_blas_better_core(void);
  * "openblas" ("device" for a GPU backend). */
 const char *ops_cpu_gemm_kernel(const Backend *be);
 
-/* Device memory (CPU: 64-byte aligned host memory). Allocation failure dies with the size. */
-void *ops_alloc(Backend *be, size_t bytes);
-void ops_free(Backend *be, void *p);
-void ops_to_device(Backend *be, void *dst, const void *src, size_t bytes);
-void ops_to_host(Backend *be, void *dst, const void *src, size_t bytes);
-
-/* ---- dense algebra (row-major everywhere) ---- */
-
-/* C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T; lda/ldb/ldc are row strides as stored. */
-void ops_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc);
-/* nn.Linear: y[M,N] = x[M,K] W[N,K]^T + b[N] (b may be NULL). y must not alias x. */
-void ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K);
-
-/* ---- token-wise ops (n rows of width H) ---- */
-
-/* out[i] = word[ids[i]] + pos[pos_ids[i]] + type[types[i]] (types may be NULL: row 0). Indices are trusted:
- * the model validates them against the table sizes before calling. */
-void ops_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
-               const float *word, const float *pos, const float *type, int n, int H);
-/* out = LayerNorm(x + res) * g + b per row (res may be NULL; out may alias x or res). mean/rstd [n] are saved
- * for the backward pass when non-NULL. Biased variance, eps inside the square root, as torch. */
-void ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res,
-                   const float *g, const float *b, int n, int H, float eps);
-/* Exact GELU 0.5 x (1 + erf(x / sqrt 2)), elementwise; out may alias x. */
-void ops_gelu(Backend *be, float *out, const float *x, size_t n);
-void ops_tanh(Backend *be, float *out, const float *x, size_t n);
-
-/* ---- attention over packed (unpadded) sequences ----
- * Sequence s owns rows seq_off[s] .. seq_off[s+1]-1 (seq_off has S+1 entries, seq_off[0] = 0); only tokens of
- * the same sequence attend to each other, so padding never enters the computation.
- * qkv [N, 3*NH*dh]: each row is q | k | v, head h at columns h*dh of each part (one fused QKV projection).
- * out [N, NH*dh]: softmax(q k^T / sqrt(dh)) v per head. att: when non-NULL, the probabilities are saved for
- * the backward pass, sequence s's [NH, L, L] block at offset NH * sum_{r<s} L_r^2. max_len = max_s L_s. */
-void ops_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                   int max_len, int NH, int dh);
-
-/* The same for the first query row of each sequence only (its [CLS] / <s>), all rows as keys and values:
- * out [S, NH*dh]. The last layer uses it when only the first token's output is needed (scores, CLS
- * pooling), which is exact and skips most of that layer's work. */
-void ops_attention_first(Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
-                         int NH, int dh);
-
-/* ---- pooling over packed sequences (rows seq_off[s] .. seq_off[s+1]-1) ---- */
-
-/* out[s] = x[seq_off[s]] (the first token: [CLS] / <s>). */
-void ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
-/* out[s] = mean of the rows of sequence s. */
-void ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
-/* out[i] = x[i] / max(||x[i]||_2, 1e-12) per row, as torch.nn.functional.normalize; out may alias x. */
-void ops_l2norm(Backend *be, float *out, const float *x, int n, int H);
-
-/* ---- training: dropout, backward passes, optimizer arithmetic ----
- * Backward ops take the gradient of the op's output (d<out>) and what the forward saved. Gradients of
- * parameters always accumulate (+=) into their buffers, so micro-batches add up; gradients of activations
- * overwrite unless an `accumulate` flag says otherwise. Results depend only on the inputs, never on the
- * number of threads or the launch configuration: reductions over tokens run per column in a fixed order, never
- * with atomics. Both backends implement them (core/cpu/cpu_train.c, core/cuda/train_ops.cu). */
-
 /* Where dropout draws its mask (rng.h, rng_dropout_span): element j of a row of sequence s at position t
  * keeps with probability 1 - p from Philox(key, {j/4, t, id, id >> 32}), id = seq_ids[s] (s when seq_ids is
  * NULL). So a mask depends on (key, example, position) only: not on packing, batch order or threads. */
@@ -128,62 +112,13 @@ typedef struct {
     const uint64_t *seq_ids;  /* [S] in device memory, or NULL */
 } XrDropout;
 
-/* out = res + dropout(x) over token rows: with seq_off, the packed rows seq_off[0] .. seq_off[S]-1 (row k of
- * sequence s has position k - seq_off[s]); with seq_off NULL, S rows, row s being sequence s's first token
- * (position 0). res may be NULL (out = dropout(x)); d NULL or d->p == 0: no dropout. out may alias x or res.
- * Applied to a gradient with the same d it is its own backward pass. */
-void ops_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
-                     int H, const XrDropout *d);
-
-/* Attention for training: like ops_attention (first_only 0) or ops_attention_first (first_only 1) with the
- * probabilities saved in att for the backward pass, and dropout on them (d may be NULL) as transformers does
- * (ctx = dropout(softmax) v, mask position: query row | head << 16 per sequence). att holds the probabilities
- * before dropout, sequence s's block [NH, nq, L] (nq = L, or 1 with first_only) at offset
- * NH * sum_{r<s} nq_r L_r. out is [N, H] or, with first_only, [S, H]. */
-void ops_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                         int max_len, int NH, int dh, int first_only, const XrDropout *d);
-/* Its backward: dqkv [N, 3H] (overwritten; with first_only the query part of non-first rows is 0) from
- * dout ([N, H], or [S, H] with first_only), the forward's qkv and att, and the same dropout d. */
-void ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
-                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                            const XrDropout *d);
-
-/* nn.Linear backward for y = x W^T + b: dx[M,K] = dy W (overwrite, or += with accumulate_dx; dx NULL: skip),
- * dW[N,K] += dy^T x, db[N] += column sums of dy (db NULL: no bias). */
-void ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
-                         const float *W, int M, int N, int K, int accumulate_dx);
-/* Embedding backward: dword[ids[i]] += dout[i], dpos[pos_ids[i]] += dout[i], dtype[types[i]] += dout[i]
- * (types NULL: row 0; dtype NULL: skipped). Column ranges per thread: deterministic, no atomics. */
-void ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
-                        const int32_t *pos_ids, const int32_t *types, int n, int H);
-/* LayerNorm backward. x is the LayerNorm's input (x + res of the forward, which the caller keeps), mean/rstd
- * what the forward saved. dx = d(out)/d(input) (overwrite, or += with accumulate); dg, db accumulate.
- * dx may alias dout. */
-void ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
-                            const float *mean, const float *rstd, const float *g, int n, int H, int accumulate);
-/* dx = dy * GELU'(x) with the exact derivative Phi(x) + x phi(x); dx may alias dy. */
-void ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n);
-/* dx = dy * (1 - y^2) from the forward's output y; dx may alias dy. */
-void ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n);
-/* Pooling backward: dx[seq_off[s]] += dout[s] (first token), dx[rows of s] += dout[s] / L_s (mean). */
-void ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
-void ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
-/* L2 normalisation backward from the forward's input x: dx = (dy - y (y . dy)) / max(||x||, 1e-12)
- * (dy / 1e-12 where the norm is clamped); dx may alias dy. */
-void ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H);
-
-/* x[0..n) = 0. */
-void ops_zero(Backend *be, float *x, size_t n);
-/* x *= alpha. */
-void ops_scale(Backend *be, float *x, size_t n, float alpha);
-/* Sum of squares in double, summed in fixed chunks and a fixed order (independent of threads). */
-double ops_sum_squares(Backend *be, const float *x, size_t n);
-/* One torch.optim.AdamW step (single-tensor path, torch's order of operations) on n parameters:
- * p *= 1 - lr*wd (when wd != 0); m = lerp(m, g, 1 - beta1); v = v*beta2 + (1 - beta2) g^2;
- * p += (-lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step (step >= 1,
- * counted including this one). Scalars are computed in double as Python does, then used as fp32. */
-void ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
-               double beta2, double eps, double wd, int64_t step);
+/* The ops themselves: ops_<name>(Backend *be, ...) for every entry of ops_list.h, where each op's contract
+ * (shapes, aliasing, accumulation, determinism) is written. */
+#define XR_OP(set, name, params, args) void ops_##name params;
+#define XR_OP_RET(set, type, name, params, args) type ops_##name params;
+#include "ops_list.h"
+#undef XR_OP
+#undef XR_OP_RET
 
 #ifdef __cplusplus
 }

@@ -2,20 +2,17 @@
 #include <stdio.h>
 
 #include "cli.h"
-#ifdef XR_HAVE_CUDA
-#include "cuda/xr_cuda.h"
-#endif
+#include "ops.h"
 
 #define XRANK_VERSION "0.1.0"
 
 int cmd_version(int argc, char **argv) {
     printf("xrank %s\nbackends: cpu (OpenBLAS)", XRANK_VERSION);
-#ifdef XR_HAVE_CUDA
-    XrCudaInfo info;
-    xr_cuda_info(&info);
-    printf(", cuda (runtime %d, cuDNN %zu, NCCL %d; %d device(s)%s%s)", info.cuda_runtime_version,
-           info.cudnn_version, info.nccl_version, info.device_count, info.device_count ? ": " : "", info.name);
-#endif
+    XrDeviceInfo info;
+    ops_device_info(XR_DEV_CUDA, &info);
+    if (info.built)
+        printf(", cuda (runtime %d, cuDNN %zu; %d device(s)%s%s)", info.runtime_version, info.dnn_version, info.count,
+               info.count ? ": " : "", info.name);
     printf("\n");
     return 0;
 }

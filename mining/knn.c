@@ -11,9 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
+#include "ops.h" /* the screening GEMM: ops_knn_gemm on a CPU backend */
 
-#include "cpu/cpu_ops.h" /* XR_OMP, cpu_alloc and xrank's AVX-512 GEMM (cpu_sgemm_avx512_nt) */
+#ifdef _OPENMP
+#include <omp.h>
+#define XR_OMP(x) _Pragma(#x)
+#else
+#define XR_OMP(x)
+#endif
+/* the norm pass is compiled for three ISA levels, picked at load time (the build targets x86-64-v2) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define XR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define XR_CLONES
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -245,28 +256,6 @@ static void score_cands(int avx2, const float *q, const float *passages, size_t 
     for (size_t c = 0; c < cnt; c++) h[c].s = knn_score(q, passages + (size_t)(h[c].i - offset) * dim, dim);
 }
 
-/* The screening GEMM on this thread: tile[n x m] = p[n x dim] . q[m x dim]^T, passages down and queries
- * across. That way round, the operand xrank's kernel re-packs per call (W, here the block's queries) is the
- * small one, and the passages go through its fast row-panel packing. */
-static void screen_gemm(int own, const float *p, size_t n, const float *q, size_t m, size_t dim, float *tile,
-                        float *scratch) {
-    if (own) {
-        cpu_sgemm_avx512_nt((int)n, (int)m, (int)dim, p, dim, q, dim, tile, m, 0, scratch);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)dim, 1.0f, p, (int)dim, q, (int)dim,
-                0.0f, tile, (int)m);
-}
-
-/* The GEMM that ops_linear runs (xrank's AVX-512 kernel where OpenBLAS's kernels lack AVX-512, or as
- * $XR_CPU_GEMM says): the backend's rule, asked of a throwaway CPU backend so there is one rule. */
-static int knn_own_gemm(void) {
-    Backend *be = ops_backend_cpu(1);
-    int own = strcmp(ops_cpu_gemm_kernel(be), "xrank-avx512") == 0;
-    ops_backend_free(be);
-    return own;
-}
-
 int knn_search(const float *queries, size_t n_queries, const float *passages, size_t n_passages, size_t dim,
                int64_t passage_offset, int k, const KnnOpts *opts, float *out_scores, int64_t *out_index,
                KnnStats *stats, XrErr *e) {
@@ -299,9 +288,10 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
 #ifdef _OPENMP
     nt = omp_get_max_threads();
 #endif
-    int own = cpu_sgemm_avx512_available() && knn_own_gemm();
-    /* one sgemm per thread; OpenBLAS's own pool would fight the OpenMP workers (as in core/cpu) */
-    openblas_set_num_threads(1);
+    /* the backend whose screening op each thread calls as worker t: a single-threaded GEMM per call, the
+     * kernel ops_linear runs (xrank's AVX-512 kernel where OpenBLAS lacks AVX-512 kernels, else OpenBLAS) */
+    Backend *be = ops_backend_cpu(nt);
+    int own = strcmp(ops_cpu_gemm_kernel(be), "xrank-avx512") == 0;
     int vec = 0, avx2 = 0;
 #if XR_KNN_X86
     __builtin_cpu_init();
@@ -338,14 +328,13 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
         bq = (bq + al - 1) / al * al;
         if (bq > bq_max) bq = bq_max;
         float *tile = len ? xr_malloc(bq * tp * sizeof *tile) : NULL;
-        float *scratch = own && len ? cpu_alloc(cpu_sgemm_avx512_scratch() * sizeof(float)) : NULL;
         /* screen: tiles in ascending passage order; each heap keeps its query's kk best GEMM scores */
         for (size_t p0 = 0; p0 < n_passages && len; p0 += tp) {
             size_t n = n_passages - p0 < tp ? n_passages - p0 : tp;
             int64_t base = passage_offset + (int64_t)p0;
             for (size_t q0 = lo; q0 < hi; q0 += bq) {
                 size_t m = hi - q0 < bq ? hi - q0 : bq;
-                screen_gemm(own, passages + p0 * dim, n, queries + q0 * dim, m, dim, tile, scratch);
+                ops_knn_gemm(be, tile, passages + p0 * dim, (int)n, queries + q0 * dim, (int)m, (int)dim, t);
                 Cand *h = heaps + q0 * kk;
                 size_t j = screen_fill(tile, n, m, base, h, counts + q0, thr + q0, kk);
 #if XR_KNN_X86
@@ -384,8 +373,8 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
             }
         }
         free(tile);
-        free(scratch);
     }
+    ops_backend_free(be);
     free(heaps);
     free(counts);
     free(thr);

@@ -117,8 +117,8 @@ static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int
                          id, thr, scale);
 }
 
-void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                   int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                       int max_len, int NH, int dh, int first_only, const XrDropout *d) {
     AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d);
     int H = p.H, ld = p.ld;
     XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
@@ -144,6 +144,21 @@ void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const 
                         o + (size_t)i0 * H, H);
         }
     }
+}
+
+void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                   int max_len, int NH, int dh) {
+    cpu_attention_fwd(be, out, att, qkv, seq_off, S, max_len, NH, dh, 0, NULL);
+}
+
+void cpu_attention_first(Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
+                         int NH, int dh) {
+    cpu_attention_fwd(be, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1, NULL);
+}
+
+void cpu_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                         int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+    cpu_attention_fwd(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d);
 }
 
 /* dP = dropout(dPd) with the mask read off Pd = dropout(P) (kept where Pd != 0) instead of drawn again. Where

@@ -14,6 +14,8 @@ typedef struct {
     float *scratch;
     size_t scratch_floats;
     int own_gemm; /* ops_linear runs xrank's AVX-512 kernel instead of OpenBLAS */
+    float **worker_scratch; /* [n_workers]: each worker's GEMM scratch for ops_knn_gemm, made on first use */
+    int n_workers;
 } CpuState;
 
 /* Kernel sets of OpenBLAS without AVX-512 that it uses, or falls back to on x86-64 CPUs it does not know. */
@@ -53,8 +55,21 @@ static int cpu_default_threads(void) {
 #endif
 }
 
+static void free_workers(CpuState *st) {
+    for (int i = 0; i < st->n_workers; i++) free(st->worker_scratch[i]);
+    free(st->worker_scratch);
+    st->worker_scratch = NULL;
+    st->n_workers = 0;
+}
+
 void cpu_set_threads(Backend *be, int n) {
     be->threads = n > 0 ? n : cpu_default_threads();
+    CpuState *st = be->impl;
+    if (st->n_workers != be->threads) {
+        free_workers(st);
+        st->worker_scratch = xr_calloc((size_t)be->threads, sizeof *st->worker_scratch);
+        st->n_workers = be->threads;
+    }
     /* The GEMMs split their output over OpenMP threads and call OpenBLAS single-threaded in each (see
      * cpu_gemm.c); OpenBLAS's count is process-wide, so it is pinned to 1 here. */
     openblas_set_num_threads(1);
@@ -71,16 +86,38 @@ void cpu_backend_init(Backend *be, int threads) {
 void cpu_backend_release(Backend *be) {
     CpuState *st = be->impl;
     if (!st) return;
+    free_workers(st);
     free(st->scratch);
     free(st);
     be->impl = NULL;
 }
 
-void *cpu_alloc(size_t bytes) {
+void *cpu_host_alloc(size_t bytes) {
     size_t n = (bytes + 63) & ~(size_t)63; /* aligned_alloc wants a multiple of the alignment */
     void *p = aligned_alloc(64, n ? n : 64);
     if (!p) xr_die("out of memory allocating %zu bytes", bytes);
     return p;
+}
+
+void *cpu_alloc(Backend *be, size_t bytes) { return cpu_host_alloc(bytes); }
+
+void cpu_free(Backend *be, void *p) { free(p); }
+
+void cpu_to_device(Backend *be, void *dst, const void *src, size_t bytes) {
+    if (dst != src) memcpy(dst, src, bytes);
+}
+
+void cpu_to_host(Backend *be, void *dst, const void *src, size_t bytes) {
+    if (dst != src) memcpy(dst, src, bytes);
+}
+
+float *cpu_worker_scratch(Backend *be, int worker) {
+    CpuState *st = be->impl;
+    if (worker < 0 || worker >= st->n_workers)
+        xr_die("ops_knn_gemm: worker %d out of range (the backend has %d threads)", worker, st->n_workers);
+    /* only worker `worker` touches its slot, so the first use may allocate without a lock */
+    if (!st->worker_scratch[worker]) st->worker_scratch[worker] = cpu_host_alloc(cpu_sgemm_avx512_scratch() * sizeof(float));
+    return st->worker_scratch[worker];
 }
 
 float *cpu_scratch(Backend *be, size_t floats_per_thread, int nthreads) {

@@ -99,3 +99,14 @@ void cpu_linear(Backend *be, float *y, const float *x, const float *W, const flo
                     W + (size_t)n0 * K, K, b ? 1.0f : 0.0f, y + (size_t)m0 * N + n0, N);
     }
 }
+
+void cpu_knn_gemm(Backend *be, float *S, const float *P, int n, const float *Q, int m, int dim, int worker) {
+    if (n <= 0 || m <= 0) return;
+    /* passages down and queries across: the operand xrank's kernel re-packs per call (W, here the queries) is
+     * the small one, and the passages go through its fast row-panel packing */
+    if (cpu_use_own_gemm(be)) {
+        cpu_sgemm_avx512_nt(n, m, dim, P, (size_t)dim, Q, (size_t)dim, S, (size_t)m, 0, cpu_worker_scratch(be, worker));
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, dim, 1.0f, P, dim, Q, dim, 0.0f, S, m);
+}

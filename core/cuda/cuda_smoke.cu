@@ -1,11 +1,10 @@
-// cuda_smoke.cu: the CUDA backend's first brick: device / library report, a cuBLAS GEMM that tests compare
-// with the CPU, and a one-rank NCCL all-reduce. Kernels proper arrive with the GPU backend.
+// cuda_smoke.cu: the CUDA backend's device / library report (behind ops_device_info) and a bare cuBLAS GEMM
+// that test_cuda_smoke compares with the CPU. NCCL is dist/'s: its communicator tests it.
 #include "xr_cuda.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
-#include <nccl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,7 +22,6 @@ extern "C" void xr_cuda_info(XrCudaInfo *info) {
     cudaRuntimeGetVersion(&info->cuda_runtime_version);
     cudaDriverGetVersion(&info->cuda_driver_version);
     info->cudnn_version = cudnnGetVersion();
-    ncclGetVersion(&info->nccl_version);
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
         cudaGetLastError();
@@ -76,42 +74,5 @@ extern "C" int xr_cuda_sgemm_check(int m, int n, int k, const float *A, const fl
 fail:
     if (h) cublasDestroy(h);
     cudaFree(dA), cudaFree(dB), cudaFree(dC);
-    return -1;
-}
-
-extern "C" int xr_cuda_nccl_selftest(int n, char *msg, size_t msg_len) {
-    ncclComm_t comm = nullptr;
-    float *d = nullptr;
-    float *h = nullptr;
-    int dev = 0;
-    ncclResult_t r;
-    XR_CU_TRY(cudaSetDevice(0), "cudaSetDevice");
-    if ((r = ncclCommInitAll(&comm, 1, &dev)) != ncclSuccess) {
-        snprintf(msg, msg_len, "ncclCommInitAll: %s", ncclGetErrorString(r));
-        goto fail;
-    }
-    h = (float *)malloc(sizeof(float) * n);
-    for (int i = 0; i < n; i++) h[i] = (float)(i % 97) * 0.5f;
-    XR_CU_TRY(cudaMalloc(&d, sizeof(float) * n), "cudaMalloc");
-    XR_CU_TRY(cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice), "copy");
-    if ((r = ncclAllReduce(d, d, n, ncclFloat, ncclSum, comm, 0)) != ncclSuccess) {
-        snprintf(msg, msg_len, "ncclAllReduce: %s", ncclGetErrorString(r));
-        goto fail;
-    }
-    XR_CU_TRY(cudaStreamSynchronize(0), "sync");
-    XR_CU_TRY(cudaMemcpy(h, d, sizeof(float) * n, cudaMemcpyDeviceToHost), "copy back");
-    for (int i = 0; i < n; i++)
-        if (h[i] != (float)(i % 97) * 0.5f) {
-            snprintf(msg, msg_len, "one-rank all-reduce changed element %d: %g", i, h[i]);
-            goto fail;
-        }
-    ncclCommDestroy(comm);
-    cudaFree(d);
-    free(h);
-    return 0;
-fail:
-    if (comm) ncclCommDestroy(comm);
-    cudaFree(d);
-    free(h);
     return -1;
 }

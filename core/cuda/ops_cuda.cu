@@ -143,6 +143,7 @@ extern "C" Backend *cuda_ops_backend(int device) {
     const char *ch = getenv("XR_CUDA_ATT_CHUNK");
     st->att_chunk = ch ? atoi(ch) : 0;
     be->device = XR_DEV_CUDA;
+    be->ops = cuda_ops_table();
     be->threads = 1;
     be->impl = st;
     return be;

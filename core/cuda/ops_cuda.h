@@ -1,5 +1,6 @@
 /* ops_cuda.h: the CUDA backend of the op API in core/ops.h (C linkage, callable from C). Each cuda_ops_<name>
- * takes the arguments of ops_<name>, with every pointer (seq_off and token ids included) in device memory.
+ * takes the arguments of ops_<name>, with every pointer (seq_off and token ids included) in device memory;
+ * which ops it has is its table (ops_cuda_table.cu), and ops.h says how the two fit.
  * fp32 in and out with fp32 accumulation; GEMMs run on cuBLAS, exact fp32 by default (TF32 off). */
 #ifndef XR_OPS_CUDA_H
 #define XR_OPS_CUDA_H
@@ -29,56 +30,21 @@ int cuda_ops_device_index(Backend *be);
 /* Waits for every op queued on the backend's stream; dies with the CUDA error of a failed kernel. */
 void cuda_ops_sync(Backend *be);
 
-/* Device memory. Allocation failure dies with the size. to_device / to_host are synchronous. */
-void *cuda_ops_alloc(Backend *be, size_t bytes);
-void cuda_ops_free(Backend *be, void *p);
-void cuda_ops_to_device(Backend *be, void *dst, const void *src, size_t bytes);
-void cuda_ops_to_host(Backend *be, void *dst, const void *src, size_t bytes);
 /* Device-to-device copy on the backend's stream. */
 void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t bytes);
 
-void cuda_ops_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                   const float *B, int ldb, float beta, float *C, int ldc);
-void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K);
-void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
-                    const float *word, const float *pos, const float *type, int n, int H);
-void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res,
-                        const float *g, const float *b, int n, int H, float eps);
-void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n);
-void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n);
-void cuda_ops_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                        int max_len, int NH, int dh);
-void cuda_ops_attention_first(Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
-                              int NH, int dh);
-void cuda_ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
-void cuda_ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H);
-void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, int H);
+/* The backend's table of ops (core/cuda/ops_cuda_table.cu): the cuda_ops_<name> below that exist, NULL for
+ * the others. Static: asking it needs no GPU. */
+const struct OpsTable *cuda_ops_table(void);
 
-/* Training (train_ops.cu): dropout with the CPU's masks, the backward passes and the optimizer arithmetic.
- * Deterministic: fixed-order reductions, no atomics. sum_squares waits for the stream (it returns a value). */
-void cuda_ops_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
-                          int H, const XrDropout *d);
-void cuda_ops_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                              int max_len, int NH, int dh, int first_only, const XrDropout *d);
-void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
-                                 const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                                 const XrDropout *d);
-void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
-                              const float *W, int M, int N, int K, int accumulate_dx);
-void cuda_ops_embed_backward(Backend *be, float *dword, float *dpos, float *dtype, const float *dout,
-                             const int32_t *ids, const int32_t *pos_ids, const int32_t *types, int n, int H);
-void cuda_ops_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
-                                 const float *mean, const float *rstd, const float *g, int n, int H, int accumulate);
-void cuda_ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n);
-void cuda_ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n);
-void cuda_ops_pool_first_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
-void cuda_ops_pool_mean_backward(Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H);
-void cuda_ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H);
-void cuda_ops_zero(Backend *be, float *x, size_t n);
-void cuda_ops_scale(Backend *be, float *x, size_t n, float alpha);
-double cuda_ops_sum_squares(Backend *be, const float *x, size_t n);
-void cuda_ops_adamw(Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1,
-                    double beta2, double eps, double wd, int64_t step);
+/* The ops: cuda_ops_<name> with ops_<name>'s arguments (every pointer, seq_off and token ids included, in
+ * device memory), declared for every entry of ops_list.h; the backend defines those its table names.
+ * Memory: allocation failure dies with the size; to_device / to_host are synchronous. */
+#define XR_OP(set, name, params, args) void cuda_ops_##name params;
+#define XR_OP_RET(set, type, name, params, args) type cuda_ops_##name params;
+#include "ops_list.h"
+#undef XR_OP
+#undef XR_OP_RET
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,49 @@
+// ops_cuda_table.cu: the CUDA backend's table of ops: one line per op it implements (cuda_ops_<name>, declared
+// from core/ops_list.h in ops_cuda.h). An op of the list without a line here is one this backend lacks:
+// ops_backend_missing / ops_device_missing name it, and ops_<name> on this backend dies naming it.
+// Adding a CUDA kernel for an op: define cuda_ops_<name> in a .cu file of core/cuda and add its line below.
+#include "cuda/ops_cuda.h"
+#include "ops_table.h"
+
+static OpsTable cuda_table_fill(void) {
+    OpsTable t = {};
+    // memory
+    t.alloc = cuda_ops_alloc;
+    t.free = cuda_ops_free;
+    t.to_device = cuda_ops_to_device;
+    t.to_host = cuda_ops_to_host;
+    // inference
+    t.gemm = cuda_ops_gemm;
+    t.linear = cuda_ops_linear;
+    t.embed = cuda_ops_embed;
+    t.layernorm = cuda_ops_layernorm;
+    t.gelu = cuda_ops_gelu;
+    t.tanh = cuda_ops_tanh;
+    t.attention = cuda_ops_attention;
+    t.attention_first = cuda_ops_attention_first;
+    t.pool_first = cuda_ops_pool_first;
+    t.pool_mean = cuda_ops_pool_mean;
+    t.l2norm = cuda_ops_l2norm;
+    // training (train_ops.cu)
+    t.dropout_add = cuda_ops_dropout_add;
+    t.attention_train = cuda_ops_attention_train;
+    t.attention_backward = cuda_ops_attention_backward;
+    t.linear_backward = cuda_ops_linear_backward;
+    t.embed_backward = cuda_ops_embed_backward;
+    t.layernorm_backward = cuda_ops_layernorm_backward;
+    t.gelu_backward = cuda_ops_gelu_backward;
+    t.tanh_backward = cuda_ops_tanh_backward;
+    t.pool_first_backward = cuda_ops_pool_first_backward;
+    t.pool_mean_backward = cuda_ops_pool_mean_backward;
+    t.l2norm_backward = cuda_ops_l2norm_backward;
+    t.zero = cuda_ops_zero;
+    t.scale = cuda_ops_scale;
+    t.sum_squares = cuda_ops_sum_squares;
+    t.adamw = cuda_ops_adamw;
+    return t;
+}
+
+extern "C" const OpsTable *cuda_ops_table(void) {
+    static const OpsTable table = cuda_table_fill();
+    return &table;
+}

@@ -1,0 +1,170 @@
+/* ops_list.h: the op table: every op of the API, once, with its contract. No include guard: each includer
+ * defines XR_OP / XR_OP_RET, includes this file, and gets one line per op:
+ *   XR_OP(set, name, (params), (args))            void ops_<name>(params)
+ *   XR_OP_RET(set, type, name, (params), (args))  type ops_<name>(params)
+ * params always start with `Backend *be`; args are the same names, in order (the dispatch forwards them).
+ * set is the op set it belongs to (XR_OPSET_<set> in ops.h): BASE, INFER, TRAIN or SEARCH.
+ * From this list come: the declarations of ops_<name> (ops.h), the backend table OpsTable (ops_table.h), the
+ * dispatch and the "which ops does this backend lack" check (ops.c), the CPU prototypes cpu_<name> (cpu_ops.h,
+ * every op: the CPU backend is the reference) and the CUDA prototypes cuda_ops_<name> (cuda/ops_cuda.h).
+ * Adding an op: its contract and one entry here, cpu_<name> in core/cpu, optionally cuda_ops_<name> in
+ * core/cuda plus one line in core/cuda/ops_cuda_table.cu, and its test. Nothing else.
+ *
+ * Every pointer given to an op lives on the backend's device (host memory for the CPU backend). Forward ops
+ * are pure: they write only their outputs, and optionally save what a backward pass needs. */
+
+/* ---- memory (CPU: 64-byte aligned host memory; CUDA: device memory) ---- */
+
+/* Allocation failure dies with the size. */
+XR_OP_RET(BASE, void *, alloc, (Backend *be, size_t bytes), (be, bytes))
+/* p may be NULL. */
+XR_OP(BASE, free, (Backend *be, void *p), (be, p))
+/* Synchronous copies between host memory and the backend's memory. */
+XR_OP(BASE, to_device, (Backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
+XR_OP(BASE, to_host, (Backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
+
+/* ---- dense algebra (row-major everywhere) ---- */
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T; lda/ldb/ldc are row strides as stored. */
+XR_OP(INFER, gemm,
+      (Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+       const float *B, int ldb, float beta, float *C, int ldc),
+      (be, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+/* nn.Linear: y[M,N] = x[M,K] W[N,K]^T + b[N] (b may be NULL). y must not alias x. */
+XR_OP(INFER, linear, (Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K),
+      (be, y, x, W, b, M, N, K))
+
+/* ---- token-wise ops (n rows of width H) ---- */
+
+/* out[i] = word[ids[i]] + pos[pos_ids[i]] + type[types[i]] (types may be NULL: row 0). Indices are trusted:
+ * the model validates them against the table sizes before calling. */
+XR_OP(INFER, embed,
+      (Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types, const float *word,
+       const float *pos, const float *type, int n, int H),
+      (be, out, ids, pos_ids, types, word, pos, type, n, H))
+/* out = LayerNorm(x + res) * g + b per row (res may be NULL; out may alias x or res). mean/rstd [n] are saved
+ * for the backward pass when non-NULL. Biased variance, eps inside the square root, as torch. */
+XR_OP(INFER, layernorm,
+      (Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res, const float *g,
+       const float *b, int n, int H, float eps),
+      (be, out, mean, rstd, x, res, g, b, n, H, eps))
+/* Exact GELU 0.5 x (1 + erf(x / sqrt 2)), elementwise; out may alias x. */
+XR_OP(INFER, gelu, (Backend *be, float *out, const float *x, size_t n), (be, out, x, n))
+XR_OP(INFER, tanh, (Backend *be, float *out, const float *x, size_t n), (be, out, x, n))
+
+/* ---- attention over packed (unpadded) sequences ----
+ * Sequence s owns rows seq_off[s] .. seq_off[s+1]-1 (seq_off has S+1 entries, seq_off[0] = 0); only tokens of
+ * the same sequence attend to each other, so padding never enters the computation.
+ * qkv [N, 3*NH*dh]: each row is q | k | v, head h at columns h*dh of each part (one fused QKV projection).
+ * out [N, NH*dh]: softmax(q k^T / sqrt(dh)) v per head. att: when non-NULL, the probabilities are saved for
+ * the backward pass, sequence s's [NH, L, L] block at offset NH * sum_{r<s} L_r^2. max_len = max_s L_s. */
+XR_OP(INFER, attention,
+      (Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S, int max_len, int NH,
+       int dh),
+      (be, out, att, qkv, seq_off, S, max_len, NH, dh))
+/* The same for the first query row of each sequence only (its [CLS] / <s>), all rows as keys and values:
+ * out [S, NH*dh]. The last layer uses it when only the first token's output is needed (scores, CLS
+ * pooling), which is exact and skips most of that layer's work. */
+XR_OP(INFER, attention_first,
+      (Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len, int NH, int dh),
+      (be, out, qkv, seq_off, S, max_len, NH, dh))
+
+/* ---- pooling over packed sequences (rows seq_off[s] .. seq_off[s+1]-1) ---- */
+
+/* out[s] = x[seq_off[s]] (the first token: [CLS] / <s>). */
+XR_OP(INFER, pool_first, (Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H),
+      (be, out, x, seq_off, S, H))
+/* out[s] = mean of the rows of sequence s. */
+XR_OP(INFER, pool_mean, (Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H),
+      (be, out, x, seq_off, S, H))
+/* out[i] = x[i] / max(||x[i]||_2, 1e-12) per row, as torch.nn.functional.normalize; out may alias x. */
+XR_OP(INFER, l2norm, (Backend *be, float *out, const float *x, int n, int H), (be, out, x, n, H))
+
+/* ---- training: dropout, backward passes, optimizer arithmetic ----
+ * Backward ops take the gradient of the op's output (d<out>) and what the forward saved. Gradients of
+ * parameters always accumulate (+=) into their buffers, so micro-batches add up; gradients of activations
+ * overwrite unless an `accumulate` flag says otherwise. Results depend only on the inputs, never on the
+ * number of threads or the launch configuration: reductions over tokens run per column in a fixed order, never
+ * with atomics. Both backends implement them (core/cpu/cpu_train.c, core/cuda/train_ops.cu). */
+
+/* out = res + dropout(x) over token rows: with seq_off, the packed rows seq_off[0] .. seq_off[S]-1 (row k of
+ * sequence s has position k - seq_off[s]); with seq_off NULL, S rows, row s being sequence s's first token
+ * (position 0). res may be NULL (out = dropout(x)); d NULL or d->p == 0: no dropout. out may alias x or res.
+ * Applied to a gradient with the same d it is its own backward pass. The mask: XrDropout in ops.h. */
+XR_OP(TRAIN, dropout_add,
+      (Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S, int H,
+       const XrDropout *d),
+      (be, out, x, res, seq_off, S, H, d))
+/* Attention for training: like ops_attention (first_only 0) or ops_attention_first (first_only 1) with the
+ * probabilities saved in att for the backward pass, and dropout on them (d may be NULL) as transformers does
+ * (ctx = dropout(softmax) v, mask position: query row | head << 16 per sequence). att holds the probabilities
+ * before dropout, sequence s's block [NH, nq, L] (nq = L, or 1 with first_only) at offset
+ * NH * sum_{r<s} nq_r L_r. out is [N, H] or, with first_only, [S, H]. */
+XR_OP(TRAIN, attention_train,
+      (Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S, int max_len, int NH,
+       int dh, int first_only, const XrDropout *d),
+      (be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d))
+/* Its backward: dqkv [N, 3H] (overwritten; with first_only the query part of non-first rows is 0) from
+ * dout ([N, H], or [S, H] with first_only), the forward's qkv and att, and the same dropout d. */
+XR_OP(TRAIN, attention_backward,
+      (Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *seq_off,
+       int S, int max_len, int NH, int dh, int first_only, const XrDropout *d),
+      (be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d))
+/* nn.Linear backward for y = x W^T + b: dx[M,K] = dy W (overwrite, or += with accumulate_dx; dx NULL: skip),
+ * dW[N,K] += dy^T x, db[N] += column sums of dy (db NULL: no bias). */
+XR_OP(TRAIN, linear_backward,
+      (Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x, const float *W, int M, int N,
+       int K, int accumulate_dx),
+      (be, dx, dW, db, dy, x, W, M, N, K, accumulate_dx))
+/* Embedding backward: dword[ids[i]] += dout[i], dpos[pos_ids[i]] += dout[i], dtype[types[i]] += dout[i]
+ * (types NULL: row 0; dtype NULL: skipped). Column ranges per thread: deterministic, no atomics. */
+XR_OP(TRAIN, embed_backward,
+      (Backend *be, float *dword, float *dpos, float *dtype, const float *dout, const int32_t *ids,
+       const int32_t *pos_ids, const int32_t *types, int n, int H),
+      (be, dword, dpos, dtype, dout, ids, pos_ids, types, n, H))
+/* LayerNorm backward. x is the LayerNorm's input (x + res of the forward, which the caller keeps), mean/rstd
+ * what the forward saved. dx = d(out)/d(input) (overwrite, or += with accumulate); dg, db accumulate.
+ * dx may alias dout. */
+XR_OP(TRAIN, layernorm_backward,
+      (Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x, const float *mean,
+       const float *rstd, const float *g, int n, int H, int accumulate),
+      (be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate))
+/* dx = dy * GELU'(x) with the exact derivative Phi(x) + x phi(x); dx may alias dy. */
+XR_OP(TRAIN, gelu_backward, (Backend *be, float *dx, const float *x, const float *dy, size_t n), (be, dx, x, dy, n))
+/* dx = dy * (1 - y^2) from the forward's output y; dx may alias dy. */
+XR_OP(TRAIN, tanh_backward, (Backend *be, float *dx, const float *y, const float *dy, size_t n), (be, dx, y, dy, n))
+/* Pooling backward: dx[seq_off[s]] += dout[s] (first token), dx[rows of s] += dout[s] / L_s (mean). */
+XR_OP(TRAIN, pool_first_backward,
+      (Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H), (be, dx, dout, seq_off, S, H))
+XR_OP(TRAIN, pool_mean_backward,
+      (Backend *be, float *dx, const float *dout, const int32_t *seq_off, int S, int H), (be, dx, dout, seq_off, S, H))
+/* L2 normalisation backward from the forward's input x: dx = (dy - y (y . dy)) / max(||x||, 1e-12)
+ * (dy / 1e-12 where the norm is clamped); dx may alias dy. */
+XR_OP(TRAIN, l2norm_backward, (Backend *be, float *dx, const float *dy, const float *x, int n, int H),
+      (be, dx, dy, x, n, H))
+/* x[0..n) = 0. */
+XR_OP(TRAIN, zero, (Backend *be, float *x, size_t n), (be, x, n))
+/* x *= alpha. */
+XR_OP(TRAIN, scale, (Backend *be, float *x, size_t n, float alpha), (be, x, n, alpha))
+/* Sum of squares in double, summed in fixed chunks and a fixed order (independent of threads). */
+XR_OP_RET(TRAIN, double, sum_squares, (Backend *be, const float *x, size_t n), (be, x, n))
+/* One torch.optim.AdamW step (single-tensor path, torch's order of operations) on n parameters:
+ * p *= 1 - lr*wd (when wd != 0); m = lerp(m, g, 1 - beta1); v = v*beta2 + (1 - beta2) g^2;
+ * p += (-lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step (step >= 1,
+ * counted including this one). Scalars are computed in double as Python does, then used as fp32. */
+XR_OP(TRAIN, adamw,
+      (Backend *be, float *p, const float *g, float *m, float *v, size_t n, double lr, double beta1, double beta2,
+       double eps, double wd, int64_t step),
+      (be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step))
+
+/* ---- search (mining/knn.c) ---- */
+
+/* The screening product of exact k-NN search: S[n, m] = P[n, dim] Q[m, dim]^T, row j of S being passage j
+ * against every query (row stride m). Its rounding depends on the kernel and the shapes (on the CPU: the GEMM
+ * that ops_linear runs, see ops_cpu_gemm_kernel), so it is a filter whose survivors the caller rescores.
+ * The one op that several threads may call at once on one backend: `worker` (0 .. ops_get_threads(be) - 1)
+ * names the calling thread of the caller's parallel loop; calls with different workers may overlap, each
+ * runs on its calling thread alone with that worker's own scratch. */
+XR_OP(SEARCH, knn_gemm,
+      (Backend *be, float *S, const float *P, int n, const float *Q, int m, int dim, int worker),
+      (be, S, P, n, Q, m, dim, worker))
