@@ -6,12 +6,12 @@
 # and with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (every search checks 4 queries against brute force).
 # Each measurement runs under `flock $LOCK` (the shared CPU lock), one short command at a time.
 # Usage: benchmarks/bench_knn.sh [--quick]    (--quick: 50k passages, 1 repeat)
-# Env: BUILD_DIR (build-knn), LOCK (/tmp/cpu.lock; empty: no lock), OUT (benchmarks/knn_cpu_<date>.jsonl)
+# Env: BUILD_DIR (build-knn), LOCK (/tmp/cpu.lock; empty: no lock), OUT (benchmarks/results/knn_cpu_<date>.jsonl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build-knn}
 LOCK=${LOCK-/tmp/cpu.lock}
-OUT=${OUT:-benchmarks/knn_cpu_$(date +%F).jsonl}
+OUT=${OUT:-benchmarks/results/knn_cpu_$(date +%F).jsonl}
 PASSAGES=200000 REPEATS=2
 [ "${1:-}" = --quick ] && PASSAGES=50000 REPEATS=1
 

@@ -4,7 +4,7 @@
 # with the listwise recipe (1 positive + 7 negatives, softmax CE, target 0) and the same hyperparameters, and both
 # are evaluated by the same evaluator (`xrank eval` on the retriever's top-16 dev candidates, trec_eval metrics).
 # Prints base / xrank / sentence-transformers NDCG@10 and MRR@10 and training times; writes
-# benchmarks/parity_cpu_<date>.jsonl. Every long command runs under the shared CPU lock (/tmp/cpu.lock); the
+# benchmarks/results/parity_cpu_<date>.jsonl. Every long command runs under the shared CPU lock (/tmp/cpu.lock); the
 # sentence-transformers training runs in resumable segments of ST_SEGMENT_S seconds (bitwise the same result as
 # one run: benchmarks/parity_train.py train --segment-seconds) so that no lock is held for more than ~10 minutes.
 # Env: BUILD_DIR (build-parity), PARITY_DIR (/tmp/xrank_parity), SEEDS ("42"), EPOCHS (1), PAGES (2000),
@@ -23,7 +23,7 @@ ST_SEGMENT_S=${ST_SEGMENT_S:-480}
 PY=${PY:-/work/venv/bin/python}
 M=${XR_MINILM_DIR:-/work/models/all-MiniLM-L6-v2}
 LOCK=(flock /tmp/cpu.lock)
-OUT_JSONL=${OUT_JSONL:-"$ROOT/benchmarks/parity_cpu_$(date +%F).jsonl"}
+OUT_JSONL=${OUT_JSONL:-"$ROOT/benchmarks/results/parity_cpu_$(date +%F).jsonl"}
 K=7 # negatives per group: train-group-size 8
 [ -f "$M/config.json" ] || { echo "no model at $M (XR_MINILM_DIR)" >&2; exit 1; }
 export OMP_NUM_THREADS=$THREADS OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -37,7 +37,7 @@ mkdir -p "$D"
 cd "$D"
 if [ -n "${REDO_DATA:-}" ] || [ ! -f train7.jsonl ] || [ ! -f dev.groups.h5 ]; then
   echo "== data: $PAGES man pages (1 in 4 queries held out for dev), tokenized; train mined with $K negatives"
-  python3 "$ROOT/launch/demo_corpus.py" manpages --pages "$PAGES" --dev-every 4
+  python3 "$ROOT/tools/demo_corpus.py" manpages --pages "$PAGES" --dev-every 4
   "${LOCK[@]}" bash -c "for s in train dev; do '$X' tokenize --model '$M' --input manpages --split \$s \
       --output \$s.ds --overwrite --quiet || exit 1; done"
   # train: the demo's mining (relative margin 0.05) with exactly K negatives per query; dev: the retriever's

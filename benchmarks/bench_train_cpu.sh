@@ -8,8 +8,8 @@
 #        [--threads 2] [--no-mpi] [--openblas-unset (adds 1 rank with OPENBLAS_CORETYPE/L2_SIZE unset)]
 # Env: BUILD_DIR (build), PYTHON (/work/venv/bin/python: torch + sentence-transformers + datasets),
 #      XR_MINILM_DIR (the model), TRAIN_DIR (/tmp/train/demo: train.ds, train.groups.h5, manpages/; built
-#      with launch/demo_corpus.py + xrank tokenize + xrank mine when absent), XR_CPU_LOCK (/tmp/cpu.lock),
-#      OUT (benchmarks/train_cpu_<date>.jsonl, appended).
+#      with tools/demo_corpus.py + xrank tokenize + xrank mine when absent), XR_CPU_LOCK (/tmp/cpu.lock),
+#      OUT (benchmarks/results/train_cpu_<date>.jsonl, appended).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-/work/venv/bin/python}
 MODEL=${XR_MINILM_DIR:-/work/models/all-MiniLM-L6-v2}
 TRAIN_DIR=${TRAIN_DIR:-/tmp/train/demo}
 LOCK=${XR_CPU_LOCK:-/tmp/cpu.lock}
-OUT=${OUT:-benchmarks/train_cpu_$(date +%Y-%m-%d).jsonl}
+OUT=${OUT:-benchmarks/results/train_cpu_$(date +%Y-%m-%d).jsonl}
 RUNS=3 STEPS=60 WARM=10 LOOPS=plain,trainer THREADS=2 MPI=1 UNSET=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -53,7 +53,7 @@ export PYTHONPATH=$PYDEPS${PYTHONPATH:+:$PYTHONPATH}
 if [ ! -f "$TRAIN_DIR/train.groups.h5" ]; then
   TRAIN_DIR=$WORK/data
   echo "== building the demo training set in $TRAIN_DIR"
-  python3 launch/demo_corpus.py "$TRAIN_DIR/manpages" --pages 600
+  python3 tools/demo_corpus.py "$TRAIN_DIR/manpages" --pages 600
   locked "$XRANK" tokenize --model "$MODEL" --input "$TRAIN_DIR/manpages" --split train --output "$TRAIN_DIR/train.ds" \
     --overwrite --quiet
   locked "$XRANK" mine --model "$MODEL" --input "$TRAIN_DIR/train.ds" --output "$TRAIN_DIR/train.groups.h5" \

@@ -15,7 +15,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 MODEL=${XR_MINILM_DIR:-/work/models/all-MiniLM-L6-v2}
 TRAIN_DIR=${TRAIN_DIR:-$BUILD_DIR/bench_train/data}
 LOCK=${XR_CPU_LOCK:-/tmp/cpu.lock}
-OUT=${OUT:-benchmarks/train_scaling_$(date +%Y-%m-%d).jsonl}
+OUT=${OUT:-benchmarks/results/train_scaling_$(date +%Y-%m-%d).jsonl}
 ROUNDS=2 STEPS=40 WARM=10 VARIANTS=all
 while [ $# -gt 0 ]; do
   case $1 in
@@ -32,7 +32,7 @@ WORK=$PWD/$BUILD_DIR/bench_scaling
 mkdir -p "$WORK"
 if [ ! -f "$TRAIN_DIR/train.groups.h5" ]; then
   echo "== building the demo training set in $TRAIN_DIR"
-  python3 launch/demo_corpus.py "$TRAIN_DIR/manpages" --pages 600
+  python3 tools/demo_corpus.py "$TRAIN_DIR/manpages" --pages 600
   "$XRANK" tokenize --model "$MODEL" --input "$TRAIN_DIR/manpages" --split train --output "$TRAIN_DIR/train.ds" \
     --overwrite --quiet
   mpirun -np 2 --oversubscribe "$XRANK" mine --model "$MODEL" --input "$TRAIN_DIR/train.ds" \

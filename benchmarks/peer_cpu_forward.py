@@ -6,7 +6,7 @@ embed: SentenceTransformer(all-MiniLM-L6-v2).encode(texts)            vs  xrank 
 score: CrossEncoder.predict(pairs) on a BertForSequenceClassification   vs  xrank score --activation sigmoid
        built from the MiniLM weights with a seeded random classifier head (saved to a temp dir, so both load
        the same files)
-Texts: man-page paragraphs (manpage_texts.py). Each side runs --repeats times, alternating, after a warm-up;
+Texts: man-page paragraphs (tools/manpage_texts.py). Each side runs --repeats times, alternating, after a warm-up;
 each xrank run is paired with the peer run just before it and the median of the paired ratios is the
 headline (the machine may be shared); the best run of each side is reported too. The peer's timed region is encode/predict
 (tokenization + forward); xrank is timed as a whole process (start, model load, reading and writing files
@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import manpage_texts  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 """peer_mine.py: `xrank mine` against sentence-transformers' own `mine_hard_negatives` (use_faiss=False) on the
 same model, corpus and options, in the same run.
 
-Data: the demo's man-page corpus (launch/demo_corpus.py, a BEIR directory; built here when --beir is not given):
+Data: the demo's man-page corpus (tools/demo_corpus.py, a BEIR directory; built here when --beir is not given):
 queries = NAME lines, passages = DESCRIPTION paragraphs, qrels = each query's own page. sentence-transformers
 gets a datasets.Dataset of (query, positive passage text) rows, one per qrel with grade > 0, and corpus = every
 passage text (it de-duplicates the corpus by exact text; xrank by identical tokens).
@@ -107,7 +107,7 @@ def main():
         if not beir:
             beir = os.path.join(work, "manpages")
             here = os.path.dirname(os.path.abspath(__file__))
-            subprocess.run([sys.executable, os.path.join(here, "..", "launch", "demo_corpus.py"), beir, "--pages",
+            subprocess.run([sys.executable, os.path.join(here, "..", "tools", "demo_corpus.py"), beir, "--pages",
                             str(a.pages)], check=True)
         corpus, pairs = read_beir(beir)
         print(f"corpus: {len(corpus)} passages, {len(pairs)} (query, positive) pairs; {a.threads} threads, "

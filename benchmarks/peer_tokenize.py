@@ -2,7 +2,7 @@
 """peer_tokenize.py: tokenization throughput (MB of text per second per core) of `xrank tokenize` against the
 Hugging Face fast tokenizers (Rust `tokenizers`) on the same corpus and vocabulary, in the same run.
 
-Corpus: man-page paragraphs (manpage_texts.py), repeated --repeat times, written as a BEIR directory.
+Corpus: man-page paragraphs (tools/manpage_texts.py), repeated --repeat times, written as a BEIR directory.
 Peer: Tokenizer.from_file(tokenizer.json) with truncation and padding off, encode_batch(texts,
 add_special_tokens=False) and encode_batch_fast (the same without character offsets), timed alone (texts already in memory), in a fresh process per thread count with
 RAYON_NUM_THREADS set (the Rust thread pool reads it once). xrank: the whole `xrank tokenize` process (read and
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import manpage_texts  # noqa: E402
 
 

@@ -16,7 +16,7 @@
 #define XR_COMM_PIECE ((size_t)1 << 30)
 #define XR_COMM_TAG 4711
 
-/* Declared in io/xr_common.c: called by xr_die before exit. */
+/* Declared in base/xr_common.c: called by xr_die before exit. */
 extern void (*xr_abort_hook)(int code);
 
 static void comm_mpi_abort_hook(int code) {

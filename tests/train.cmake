@@ -22,7 +22,7 @@ endforeach()
 xr_train_test(train_guards guards)
 
 # The whole pipeline learns on real data (tokenize -> mine -> 2-rank listwise training -> eval) with the real
-# all-MiniLM-L6-v2: skipped (77) without $XR_MINILM_DIR. Corpus: 40 man pages, launch/demo_corpus.py --pages 40
+# all-MiniLM-L6-v2: skipped (77) without $XR_MINILM_DIR. Corpus: 40 man pages, tools/demo_corpus.py --pages 40
 # --dev-every 0. (Held-out learning is shown by launch/demo.sh on 2,000 pages; too slow for ctest.)
 add_test(NAME train_learns_minilm
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_learn.sh $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE}

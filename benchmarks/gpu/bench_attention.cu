@@ -1,8 +1,8 @@
 /* bench_attention.cu: times BF16 mode's inference attention op alone (cuda_ops_attention, att NULL) for each
  * XR_CUDA_ATTENTION path at the bench_forward.sh shapes (XLM-R large: 16 heads of 64) and on a ragged batch, and
  * checks the paths against each other at full size. One JSON line per (shape, path). Built by bench_forward.sh:
- *   nvcc -O2 -arch=sm_90 -Iio -Icore benchmarks/gpu/bench_attention.cu core/cuda/ops_cuda.cu \
- *        core/cuda/flash_attn.cu io/xr_common.c -lcublasLt -lcublas
+ *   nvcc -O2 -arch=sm_90 -Ibase -Iio -Icore benchmarks/gpu/bench_attention.cu core/cuda/ops_cuda.cu \
+ *        core/cuda/flash_attn.cu base/xr_common.c -lcublasLt -lcublas
  * Usage: bench_attention [REPS] */
 #include <math.h>
 #include <stdio.h>

@@ -16,9 +16,9 @@ for pkg in cudnn nccl; do
   so=$(ls "$d"/lib/lib$pkg.so* | head -1); ln -sf "$so" "$B/lib/lib$pkg.so"
   echo "$pkg from $d"
 done
-nvcc -O2 -arch=sm_90 -Iio -Icore "${inc[@]}" -c core/cuda/cuda_smoke.cu -o $B/cuda_smoke.o
-for f in tests/test_cuda_smoke.c tests/testutil.c io/xr_common.c; do
-  gcc -O2 -std=c11 -D_GNU_SOURCE -DXR_HAVE_CUDA=1 -Iio -Icore -Itests -DXR_TEST_DIR="\"$PWD/tests\"" \
+nvcc -O2 -arch=sm_90 -Ibase -Iio -Icore "${inc[@]}" -c core/cuda/cuda_smoke.cu -o $B/cuda_smoke.o
+for f in tests/test_cuda_smoke.c tests/testutil.c base/xr_common.c; do
+  gcc -O2 -std=c11 -D_GNU_SOURCE -DXR_HAVE_CUDA=1 -Ibase -Iio -Icore -Itests -DXR_TEST_DIR="\"$PWD/tests\"" \
     -DXR_BUILD_DIR="\"$B\"" -c $f -o $B/$(basename $f .c).o
 done
 nvcc -o $B/test_cuda_smoke $B/cuda_smoke.o $B/test_cuda_smoke.o $B/testutil.o $B/xr_common.o "${lib[@]}" -lcublas -lcudnn -lnccl

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Exact dense retrieval + trec_eval-style metrics for the demo, standard library only.
 
-Stands in for `xrank mine` / `xrank eval` until those exist: reads query and passage embeddings written by
+An independent check of the retriever metrics `xrank mine` prints (benchmarks/RESULTS.md: both agree on the
+demo corpus); it once stood in for `xrank mine` / `xrank eval`. Reads query and passage embeddings written by
 `xrank embed --output X.npy` (float32 [N, H], L2-normalised), ranks every passage for every query by inner
 product (ties by passage index), and prints MRR@10, NDCG@10 and Recall@{1,10,100} against the BEIR qrels.
 Usage: demo_eval.py QUERIES.npy PASSAGES.npy BEIR_DIR
