@@ -86,9 +86,9 @@ int ops_device_require(XrDevice dev, unsigned sets, const char *what, XrErr *e) 
     char names[1024];
     int k = ops_device_missing(dev, sets, names, sizeof names);
     if (k == 0) return 0;
-    if (!device_table(dev))
-        return xr_errf(e, "--device %s: this xrank was built without the %s backend", ops_device_name(dev),
-                       ops_device_name(dev));
+    if (!device_table(dev)) /* the wording of ops_backend_create's refusal: one message for one cause */
+        return xr_errf(e, "--device %s: this xrank was built without the CUDA backend (nvcc, cuBLAS, cuDNN and "
+                          "NCCL are needed at build time)", ops_device_name(dev));
     return xr_errf(e, "--device %s: the %s backend of this build lacks %d op(s) that %s needs: %s",
                    ops_device_name(dev), ops_device_name(dev), k, what, names);
 }

@@ -147,7 +147,8 @@ int cli_start(CliBase *b, const CliCmd *cmd, int no_comm, int argc, char **argv)
     if (cli_has_flag(cmd, "device")) {
         b->device = !strcmp(args_str(a, "device"), "cuda") ? XR_DEV_CUDA : XR_DEV_CPU;
         const char *prec = args_str(a, "precision");
-        b->precision = (prec ? !strcmp(prec, "bf16") : b->device == XR_DEV_CUDA) ? XR_PREC_BF16 : XR_PREC_FP32;
+        int gpu_bf16 = b->device == XR_DEV_CUDA && !cmd->no_bf16; /* the GPU default */
+        b->precision = (prec ? !strcmp(prec, "bf16") : gpu_bf16) ? XR_PREC_BF16 : XR_PREC_FP32;
         if (b->device == XR_DEV_CUDA && cmd->no_gpu) {
             xr_errf(&e, "--device cuda: %s; use --device cpu", cmd->no_gpu);
             return cli_fail_base(b, &e, 2);
@@ -156,6 +157,17 @@ int cli_start(CliBase *b, const CliCmd *cmd, int no_comm, int argc, char **argv)
             xr_errf(&e, "--precision bf16 needs --device cuda (the CPU backend computes in fp32)");
             return cli_fail_base(b, &e, 2);
         }
+        if (b->precision == XR_PREC_BF16 && cmd->no_bf16) {
+            xr_errf(&e, "--precision bf16: %s; use --precision fp32 (the default)", cmd->no_bf16);
+            return cli_fail_base(b, &e, 2);
+        }
+        /* the ops the command needs, before any GPU is touched: a build without the CUDA backend says so, a
+         * backend lacking an op names it */
+        char what[64];
+        snprintf(what, sizeof what, "xrank %s", cmd->name);
+        if (b->device == XR_DEV_CUDA &&
+            ops_device_require(XR_DEV_CUDA, XR_OPSET_BASE | XR_OPSET_INFER | cmd->opsets, what, &e))
+            return cli_fail_base(b, &e, 2);
         if (b->device == XR_DEV_CUDA && ops_device_count(XR_DEV_CUDA) < 1) {
             /* ops_backend_create names the reason: no CUDA in this build, or no GPU visible */
             Backend *be = ops_backend_create(XR_DEV_CUDA, 0, b->precision, 0, &e);

@@ -38,8 +38,13 @@
      "GEMM and attention precision (default: bf16 with --device cuda, fp32 on the cpu)", "fp32|bf16", 0}
 #define CLI_FLAG_QUIET {"quiet", ARG_SWITCH, NULL, "", "no progress line and no report on stderr", NULL, 0}
 #define CLI_FLAG_CONFIG(help) {"config", ARG_STR, NULL, "FILE", help, NULL, 0}
+/* train / eval: fp32 on every device until the bf16 training path lands (CliCmd.no_bf16). */
+#define CLI_FLAG_PRECISION_FP32                                                                                  \
+    {"precision", ARG_CHOICE, NULL, "",                                                                          \
+     "GEMM and attention precision (fp32 on every device: bf16 training is not available yet)", "fp32|bf16", 0}
 /* Where the model runs: every command that computes with a model has these three. */
 #define CLI_FLAGS_COMPUTE CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION
+#define CLI_FLAGS_COMPUTE_FP32 CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION_FP32
 
 /* The flags score and embed share, first in their tables. */
 #define CLI_COMMON_FLAGS                                                                                         \
@@ -66,6 +71,12 @@ typedef struct {
     int max_positional;
     /* --device cuda is refused up front with this reason (NULL: the command runs on the GPU) */
     const char *no_gpu;
+    /* The op sets (XrOpSet bits) the command needs of the device's backend besides BASE and INFER: with
+     * --device cuda a build whose CUDA backend lacks one of them is refused up front, naming the ops. */
+    unsigned opsets;
+    /* --device cuda --precision bf16 is refused with this reason and the GPU default is fp32 (NULL: bf16 runs,
+     * and is the default on the GPU). */
+    const char *no_bf16;
 } CliCmd;
 
 /* Every command's definition (in its cmd_<name>.c): a config file may hold any command's flags. */

@@ -146,7 +146,7 @@ static int embed_ends_with(const char *s, const char *suffix) {
 }
 
 const CliCmd CLI_CMD_EMBED = {"embed", EMBED_FLAGS, (int)(sizeof EMBED_FLAGS / sizeof EMBED_FLAGS[0]), &EMBED_HELP,
-                               0, NULL};
+                               0, NULL, 0, NULL};
 
 int cmd_embed(int argc, char **argv) {
     CliCtx cx;

@@ -84,7 +84,7 @@ static void ex_rmdir(const char *dir) {
     rmdir(dir);
 }
 
-const CliCmd CLI_CMD_EXPORT = {"export", EXPORT_FLAGS, NFLAGS, &EXPORT_HELP, 2, NULL};
+const CliCmd CLI_CMD_EXPORT = {"export", EXPORT_FLAGS, NFLAGS, &EXPORT_HELP, 2, NULL, 0, NULL};
 
 int cmd_export(int argc, char **argv) {
     CliBase b;

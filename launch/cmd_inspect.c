@@ -394,7 +394,7 @@ static int inspect_path(Insp *in, const char *path) {
     return 2;
 }
 
-const CliCmd CLI_CMD_INSPECT = {"inspect", INSPECT_FLAGS, NFLAGS, &INSPECT_HELP, 1, NULL};
+const CliCmd CLI_CMD_INSPECT = {"inspect", INSPECT_FLAGS, NFLAGS, &INSPECT_HELP, 1, NULL, 0, NULL};
 
 int cmd_inspect(int argc, char **argv) {
     CliBase b;

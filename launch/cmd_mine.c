@@ -140,7 +140,7 @@ static const ArgHelp MINE_HELP = {
     "      --ce-max-score 0.9 --device cuda",
 };
 
-const CliCmd CLI_CMD_MINE = {"mine", MINE_FLAGS, NFLAGS, &MINE_HELP, 0, NULL};
+const CliCmd CLI_CMD_MINE = {"mine", MINE_FLAGS, NFLAGS, &MINE_HELP, 0, NULL, 0, NULL};
 
 typedef struct {
     CliBase b;

@@ -141,7 +141,7 @@ static void score_format(void *ctx, const char *id_json, int kind, const float *
 }
 
 const CliCmd CLI_CMD_SCORE = {"score", SCORE_FLAGS, (int)(sizeof SCORE_FLAGS / sizeof SCORE_FLAGS[0]), &SCORE_HELP,
-                               0, NULL};
+                               0, NULL, 0, NULL};
 
 int cmd_score(int argc, char **argv) {
     CliCtx cx;

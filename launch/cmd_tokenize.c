@@ -76,7 +76,7 @@ static int parse_size(const char *s, int64_t *out) {
     return *out > 0 ? 0 : -1;
 }
 
-const CliCmd CLI_CMD_TOKENIZE = {"tokenize", TOKENIZE_FLAGS, NFLAGS, &TOKENIZE_HELP, 0, NULL};
+const CliCmd CLI_CMD_TOKENIZE = {"tokenize", TOKENIZE_FLAGS, NFLAGS, &TOKENIZE_HELP, 0, NULL, 0, NULL};
 
 typedef struct {
     CliBase b;

@@ -84,7 +84,7 @@ static ArgSpec TRAIN_FLAGS[] = {
     {"eval-batch-size", ARG_INT, "32", "N", "pairs per evaluation batch", NULL, 1},
     CLI_FLAG_MAX_LENGTH("tokens per pair with specials, longest_first truncation (default: the tokenizer's "
                         "model_max_length capped by the positions)"),
-    CLI_FLAGS_COMPUTE,
+    CLI_FLAGS_COMPUTE_FP32,
     {"zero", ARG_CHOICE, "auto", "",
      "ZeRO-1: each rank keeps and steps the AdamW state of 1/ranks of the parameters (auto: on with > 1 rank)",
      "auto|0|1", 0},
@@ -132,8 +132,8 @@ static const ArgHelp TRAIN_HELP = {
     "  xrank train --model BAAI/bge-reranker-base --data D --groups G --loss listwise --train-group-size 16 --output R",
 };
 
-const CliCmd CLI_CMD_TRAIN = {"train", TRAIN_FLAGS, NFLAGS, &TRAIN_HELP, 0,
-                               "training on the GPU is not available in this build yet"};
+const CliCmd CLI_CMD_TRAIN = {"train", TRAIN_FLAGS, NFLAGS, &TRAIN_HELP, 0, NULL, XR_OPSET_TRAIN,
+                               "bf16 training is not available yet (the GPU trains in fp32)"};
 
 /* The shortest text that reads back as the same double. */
 static void train_num_text(char *buf, size_t n, double v) {
@@ -506,14 +506,17 @@ int cmd_train(int argc, char **argv) {
     o.ckpt.config_json = x.config_json = tc_config_json(&x, &o);
     if (x.rank == 0 && !quiet) {
         int64_t gb = (int64_t)o.per_device_batch * x.size * o.accumulation;
+        char where[64]; /* what each rank computes on */
+        if (x.b.be->device == XR_DEV_CPU) snprintf(where, sizeof where, "%d threads", ops_get_threads(x.b.be));
+        else snprintf(where, sizeof where, "GPU %d (fp32)", ops_device_index(x.b.be));
         fprintf(stderr,
-                "xrank train: %s%s, %s loss on %lld %s from %s (%lld positive, %lld negative%s), %d rank%s x %d "
-                "threads, global batch %lld %s (%d per rank x %d accumulation), max length %d, lr %g, dropout %s\n",
+                "xrank train: %s%s, %s loss on %lld %s from %s (%lld positive, %lld negative%s), %d rank%s x "
+                "%s, global batch %lld %s (%d per rank x %d accumulation), max length %d, lr %g, dropout %s\n",
                 x.model_dir, new_head ? " + new head" : "",
                 o.loss.kind == LOSS_DISTILL ? (o.loss.distill == DISTILL_KL ? "distill kl" : o.loss.distill == DISTILL_MSE ? "distill mse" : "distill margin_mse") : loss_kind_name(o.loss.kind),
                 (long long)x.d.n, to.mode == TD_GROUPS ? "groups" : "pairs", x.d.source, (long long)x.d.npos,
                 (long long)x.d.nneg, x.d.skipped ? ", some groups without negatives skipped" : "", x.size,
-                x.size > 1 ? "s" : "", ops_get_threads(x.b.be),
+                x.size > 1 ? "s" : "", where,
                 (long long)gb, to.mode == TD_GROUPS ? "groups" : "pairs", o.per_device_batch, o.accumulation,
                 o.max_len, o.lr, o.dropout ? "on" : "off");
         int zero = o.zero < 0 ? x.size > 1 : o.zero && x.size > 1;
