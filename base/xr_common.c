@@ -1,6 +1,7 @@
 /* xr_common.c: error reporting, checked allocation and file helpers. */
 #define _POSIX_C_SOURCE 200809L
 #include "xr_common.h"
+#include "xr_fs.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -65,23 +66,8 @@ char *xr_read_file(const char *path, size_t *len, XrErr *e) {
         xr_errf(e, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = xr_malloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) buf = xr_realloc(buf, cap *= 2);
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
-    }
-    int bad = ferror(f);
+    char *buf = xr_read_stream(f, path, len, e);
     fclose(f);
-    if (bad) {
-        free(buf);
-        xr_errf(e, "%s: read error", path);
-        return NULL;
-    }
-    buf[n] = 0;
-    if (len) *len = n;
     return buf;
 }
 

@@ -2,6 +2,7 @@
  * JSON (cJSON), the commit by rename with directory fsyncs, `latest`, verification, fallback and rotation. */
 #define _GNU_SOURCE
 #include "ckpt.h"
+#include "xr_fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,33 +45,9 @@ char *ckpt_staging_dir(const char *out, int64_t step) {
     return xr_path_join(out, n);
 }
 
-static void ckpt_fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd); /* some file systems refuse fsync on a directory: best effort there */
-        close(fd);
-    }
-}
-
-/* Remove a flat directory of files (ours: no subdirectories). */
-static void ckpt_rmdir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            char *p = xr_path_join(dir, de->d_name);
-            unlink(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 int ckpt_stage_begin(const char *out, int64_t step, XrErr *e) {
     char *s = ckpt_staging_dir(out, step);
-    ckpt_rmdir(s);
+    xr_remove_flat_dir(s);
     int rc = 0;
     if (mkdir(s, 0755)) rc = xr_errf(e, "cannot create %s: %s", s, strerror(errno));
     free(s);
@@ -199,7 +176,7 @@ int ckpt_commit(const char *out, const CkptManifest *m, XrErr *e) {
     int rc = ckpt_write_synced(mp, text, e);
     free(text), free(mp);
     if (rc == 0) {
-        ckpt_fsync_dir(stage);
+        (void)xr_fsync_path(stage);
         ckpt_test_phase("manifest", m->step);
         struct stat sb;
         char *old = NULL;
@@ -207,12 +184,12 @@ int ckpt_commit(const char *out, const CkptManifest *m, XrErr *e) {
             size_t n = strlen(dir) + 16;
             old = xr_malloc(n);
             snprintf(old, n, "%s.old", dir);
-            ckpt_rmdir(old);
+            xr_remove_flat_dir(old);
             if (rename(dir, old)) rc = xr_errf(e, "cannot move %s aside: %s", dir, strerror(errno));
         }
         if (rc == 0 && rename(stage, dir)) rc = xr_errf(e, "cannot rename %s to %s: %s", stage, dir, strerror(errno));
-        if (rc == 0) ckpt_fsync_dir(out);
-        if (old) ckpt_rmdir(old), free(old);
+        if (rc == 0) (void)xr_fsync_path(out);
+        if (old) xr_remove_flat_dir(old), free(old);
     }
     if (rc == 0) {
         ckpt_test_phase("rename", m->step);
@@ -222,7 +199,7 @@ int ckpt_commit(const char *out, const CkptManifest *m, XrErr *e) {
         rc = ckpt_write_synced(lt, line, e);
         if (rc == 0) ckpt_test_phase("latest", m->step);
         if (rc == 0 && rename(lt, lp)) rc = xr_errf(e, "cannot rename %s to %s: %s", lt, lp, strerror(errno));
-        if (rc == 0) ckpt_fsync_dir(out);
+        if (rc == 0) (void)xr_fsync_path(out);
         free(lp), free(lt);
     }
     free(stage), free(dir);
@@ -439,10 +416,10 @@ int ckpt_remove(const char *out, int64_t step, XrErr *e) {
     size_t n = strlen(dir) + 16;
     char *del = xr_malloc(n);
     snprintf(del, n, "%s.del", dir);
-    ckpt_rmdir(del);
+    xr_remove_flat_dir(del);
     int rc = 0;
     if (rename(dir, del)) rc = xr_errf(e, "cannot remove %s: %s", dir, strerror(errno));
-    else ckpt_fsync_dir(out), ckpt_rmdir(del);
+    else (void)xr_fsync_path(out), xr_remove_flat_dir(del);
     free(dir), free(del);
     return rc;
 }

@@ -5,7 +5,6 @@
 #include "dataset.h"
 
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "h5store.h"
+#include "xr_fs.h"
 
 #ifdef _OPENMP
 #define DS_OMP(x) _Pragma(#x)
@@ -249,43 +249,12 @@ int ds_write_index(const char *dir, const TextSet *ts, const DsStore *queries, c
 
 /* ---------------------------------------------------------------- output directory */
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Remove the plain files of a directory (one level: datasets are flat), then the directory. */
-static int remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        char *p = xr_path_join(dir, de->d_name);
-        unlink(p);
-        free(p);
-    }
-    closedir(d);
-    return rmdir(dir);
-}
-
-static int dir_is_empty(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    struct dirent *de;
-    int empty = 1;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) empty = 0;
-    closedir(d);
-    return empty;
-}
-
 int ds_output_check(const char *out, int overwrite, XrErr *e) {
     if (!xr_file_exists(out)) return 0;
     if (!overwrite) return xr_errf(e, "output %s exists (use --overwrite to replace it)", out);
-    if (!is_dir(out)) return xr_errf(e, "output %s exists and is not a directory: not replacing it", out);
+    if (!xr_is_dir(out)) return xr_errf(e, "output %s exists and is not a directory: not replacing it", out);
     char *ix = xr_path_join(out, H5STORE_INDEX_FILE);
-    int ours = xr_file_exists(ix) || dir_is_empty(out);
+    int ours = xr_file_exists(ix) || xr_dir_is_empty(out);
     free(ix);
     if (!ours)
         return xr_errf(e, "output %s is a directory but not an xrank dataset (no %s): not replacing it", out,
@@ -306,7 +275,7 @@ char *ds_output_begin(const char *out, XrErr *e) {
 }
 
 void ds_output_abort(const char *tmpdir) {
-    if (tmpdir) remove_flat_dir(tmpdir);
+    if (tmpdir) xr_remove_flat_dir(tmpdir);
 }
 
 int ds_output_commit(const char *tmpdir, const char *out, int overwrite, XrErr *e) {
@@ -329,7 +298,7 @@ int ds_output_commit(const char *tmpdir, const char *out, int overwrite, XrErr *
         return -1;
     }
     int rc = 0;
-    if (old && remove_flat_dir(old) != 0)
+    if (old && xr_remove_flat_dir(old) != 0)
         rc = xr_errf(e, "%s written, but the old copy moved to %s could not be removed: %s", out, old, strerror(errno));
     free(old);
     return rc;

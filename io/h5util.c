@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "h5_internal.h"
+#include "xr_fs.h"
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
@@ -372,16 +373,6 @@ int h5_exists(int64_t loc, const char *path) {
 }
 
 
-/* fsync a file or directory by path: the rename that publishes a shard must not outrun its data. */
-static int fsync_path(const char *path, int dir) {
-    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-
 int64_t h5_create(const char *tmp, XrErr *e) {
     h5_quiet();
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
@@ -399,11 +390,11 @@ int64_t h5_create(const char *tmp, XrErr *e) {
 int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e) {
     int rc = ok ? 0 : -1;
     if (f >= 0 && H5Fclose(f) < 0 && rc == 0) rc = h5_errf(e, "%s: cannot close (disk full?)", tmp);
-    if (rc == 0 && fsync_path(tmp, 0) < 0) rc = xr_errf(e, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (rc == 0 && xr_fsync_path(tmp) < 0) rc = xr_errf(e, "%s: fsync failed: %s", tmp, strerror(errno));
     if (rc == 0 && rename(tmp, path) < 0) rc = xr_errf(e, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
     if (rc == 0) {
         char *d = xr_strdup(path);
-        fsync_path(dirname(d), 1); /* best effort: some file systems refuse fsync on directories */
+        (void)xr_fsync_path(dirname(d)); /* best effort: some file systems refuse fsync on directories */
         free(d);
     }
     if (rc < 0) unlink(tmp);

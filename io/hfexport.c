@@ -2,8 +2,8 @@
  * st_write, byte copies of the tokenizer files, then the temporary directory renamed over the target. */
 #define _GNU_SOURCE
 #include "hfexport.h"
+#include "xr_fs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,21 +25,10 @@ const char *hf_seq_cls_architecture(const char *model_type) {
     return NULL;
 }
 
-static int hf_copy_file(const char *src, const char *dst, XrErr *e) {
-    size_t len;
-    char *data = xr_read_file(src, &len, e);
-    if (!data) return -1;
-    FILE *f = fopen(dst, "wb");
-    int ok = f && fwrite(data, 1, len, f) == len;
-    if (f && fclose(f)) ok = 0;
-    free(data);
-    return ok ? 0 : xr_errf(e, "cannot write %s: %s", dst, strerror(errno));
-}
-
-/* tokenizer_config.json with model_max_length set to max_len: the length the model was trained with, so that
- * xrank, transformers and sentence-transformers (whose CrossEncoder saves its max_length the same way) default
- * to it when they load the export. Every other key is kept. */
-static int hf_write_tokenizer_config(const char *src, const char *dst, int max_len, XrErr *e) {
+/* The JSON object of src, changed by edit, written to dst with a final newline (as transformers writes it);
+ * every key edit does not touch is kept. */
+static int hf_edit_json(const char *src, const char *dst, void (*edit)(cJSON *j, const void *ctx), const void *ctx,
+                        XrErr *e) {
     size_t len;
     char *text = xr_read_file(src, &len, e);
     if (!text) return -1;
@@ -49,76 +38,74 @@ static int hf_write_tokenizer_config(const char *src, const char *dst, int max_l
         cJSON_Delete(j);
         return xr_errf(e, "%s: not a JSON object", src);
     }
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "model_max_length");
-    cJSON_AddItemToObject(j, "model_max_length", cJSON_CreateNumber(max_len));
+    edit(j, ctx);
     char *out = cJSON_Print(j);
     cJSON_Delete(j);
     if (!out) return xr_errf(e, "%s: cannot serialise JSON", dst);
-    FILE *f = fopen(dst, "wb");
     size_t n = strlen(out);
-    int ok = f && fwrite(out, 1, n, f) == n && fputc('\n', f) != EOF;
-    if (f && fclose(f)) ok = 0;
-    free(out);
-    return ok ? 0 : xr_errf(e, "cannot write %s: %s", dst, strerror(errno));
+    char *buf = xr_malloc(n + 1);
+    memcpy(buf, out, n);
+    buf[n] = '\n';
+    cJSON_free(out);
+    int rc = xr_write_file(dst, buf, n + 1, 0, e);
+    free(buf);
+    return rc;
 }
 
-/* Remove a flat directory of files (our own output: no subdirectories). */
-static void hf_remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            char *p = xr_path_join(dir, de->d_name);
-            unlink(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
+static void hf_replace(cJSON *j, const char *key, cJSON *value) {
+    cJSON_DeleteItemFromObjectCaseSensitive(j, key);
+    cJSON_AddItemToObject(j, key, value);
 }
 
-static int hf_write_config(const char *base_dir, const char *path, const char *architecture, int num_labels,
-                           XrErr *e) {
-    char *src = xr_path_join(base_dir, "config.json");
-    size_t len;
-    char *text = xr_read_file(src, &len, e);
-    if (!text) {
-        free(src);
-        return -1;
-    }
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        int rc = xr_errf(e, "%s: not a JSON object", src);
-        free(src);
-        return rc;
-    }
-    free(src);
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "architectures");
-    const char *arch[1] = {architecture};
-    cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(arch, 1));
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "id2label");
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "label2id");
+/* tokenizer_config.json: model_max_length = the length the model was trained with, so that xrank, transformers
+ * and sentence-transformers (whose CrossEncoder saves its max_length the same way) default to it. */
+static void hf_edit_max_length(cJSON *j, const void *ctx) {
+    hf_replace(j, "model_max_length", cJSON_CreateNumber(*(const int *)ctx));
+}
+
+typedef struct {
+    const char *architecture;
+    int num_labels;
+} HfHead;
+
+/* config.json: the sequence-classification architecture and its labels. */
+static void hf_edit_head(cJSON *j, const void *ctx) {
+    const HfHead *h = ctx;
+    const char *arch[1] = {h->architecture};
+    hf_replace(j, "architectures", cJSON_CreateStringArray(arch, 1));
     cJSON_DeleteItemFromObjectCaseSensitive(j, "num_labels");
     cJSON *id2 = cJSON_CreateObject(), *l2i = cJSON_CreateObject();
-    for (int i = 0; i < num_labels; i++) {
+    for (int i = 0; i < h->num_labels; i++) {
         char k[32], v[32];
         snprintf(k, sizeof k, "%d", i);
         snprintf(v, sizeof v, "LABEL_%d", i);
         cJSON_AddStringToObject(id2, k, v);
         cJSON_AddNumberToObject(l2i, v, i);
     }
-    cJSON_AddItemToObject(j, "id2label", id2);
-    cJSON_AddItemToObject(j, "label2id", l2i);
-    char *out = cJSON_Print(j);
-    cJSON_Delete(j);
-    FILE *f = fopen(path, "wb");
-    int ok = f && fputs(out, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f)) ok = 0;
-    cJSON_free(out);
-    return ok ? 0 : xr_errf(e, "cannot write %s: %s", path, strerror(errno));
+    hf_replace(j, "id2label", id2);
+    hf_replace(j, "label2id", l2i);
+}
+
+/* config.json: the activation sentence-transformers' CrossEncoder applies (v4+ key and the older one). */
+static void hf_edit_activation(cJSON *j, const void *ctx) {
+    const char *act = *(const int *)ctx ? "torch.nn.modules.activation.Sigmoid" : "torch.nn.modules.linear.Identity";
+    cJSON *st = cJSON_CreateObject();
+    cJSON_AddStringToObject(st, "activation_fn", act);
+    hf_replace(j, "sentence_transformers", st);
+    hf_replace(j, "sbert_ce_default_activation_function", cJSON_CreateString(act));
+}
+
+int hf_write_st_activation(const char *src, const char *dst, int sigmoid, XrErr *e) {
+    return hf_edit_json(src, dst, hf_edit_activation, &sigmoid, e);
+}
+
+static int hf_write_config(const char *base_dir, const char *path, const char *architecture, int num_labels,
+                           XrErr *e) {
+    char *src = xr_path_join(base_dir, "config.json");
+    HfHead h = {architecture, num_labels};
+    int rc = hf_edit_json(src, path, hf_edit_head, &h, e);
+    free(src);
+    return rc;
 }
 
 int hf_write_model_files(const char *dir, const char *base_dir, const StWriteTensor *t, int n,
@@ -141,8 +128,8 @@ int hf_write_model_files(const char *dir, const char *base_dir, const StWriteTen
         if (xr_file_exists(src)) {
             p = xr_path_join(dir, HF_TOKENIZER_FILES[i]);
             rc = model_max_length > 0 && !strcmp(HF_TOKENIZER_FILES[i], "tokenizer_config.json")
-                     ? hf_write_tokenizer_config(src, p, model_max_length, e)
-                     : hf_copy_file(src, p, e);
+                     ? hf_edit_json(src, p, hf_edit_max_length, &model_max_length, e)
+                     : xr_copy_file(src, p, 0, e);
             free(p);
         }
         free(src);
@@ -157,12 +144,7 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
         char *cj = xr_path_join(out, "config.json");
         int model_dir = S_ISDIR(sb.st_mode) && xr_file_exists(cj);
         free(cj);
-        DIR *d = S_ISDIR(sb.st_mode) ? opendir(out) : NULL;
-        int empty = 1;
-        struct dirent *de;
-        while (d && (de = readdir(d)))
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) empty = 0;
-        if (d) closedir(d);
+        int empty = xr_dir_is_empty(out);
         if (!S_ISDIR(sb.st_mode) || (!model_dir && !empty))
             return xr_errf(e, "%s exists and is not a model directory: not replacing it", out);
     }
@@ -170,7 +152,7 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
     char *tmp = xr_malloc(tn), *old = xr_malloc(tn);
     snprintf(tmp, tn, "%s.tmp.%ld", out, (long)getpid());
     snprintf(old, tn, "%s.old.%ld", out, (long)getpid());
-    hf_remove_dir(tmp);
+    xr_remove_flat_dir(tmp);
     int rc = 0;
     if (mkdir(tmp, 0755)) rc = xr_errf(e, "cannot create %s: %s", tmp, strerror(errno));
     if (rc == 0) rc = hf_write_model_files(tmp, base_dir, t, n, architecture, num_labels, model_max_length, e);
@@ -181,9 +163,9 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
             rc = xr_errf(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
             if (had) rename(old, out);
         }
-        if (rc == 0 && had) hf_remove_dir(old);
+        if (rc == 0 && had) xr_remove_flat_dir(old);
     }
-    if (rc) hf_remove_dir(tmp);
+    if (rc) xr_remove_flat_dir(tmp);
     free(tmp), free(old);
     return rc;
 }

@@ -24,6 +24,10 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
 int hf_write_model_files(const char *dir, const char *base_dir, const StWriteTensor *t, int n,
                          const char *architecture, int num_labels, int model_max_length, XrErr *e);
 
+/* Copy config.json from src to dst naming the activation sentence-transformers' CrossEncoder applies to the
+ * logits (sigmoid != 0: Sigmoid, else Identity), in the v4+ key and the older one; other keys kept. */
+int hf_write_st_activation(const char *src, const char *dst, int sigmoid, XrErr *e);
+
 /* The *ForSequenceClassification class of a config's model_type ("bert", "xlm-roberta", "roberta"); NULL when
  * unknown. */
 const char *hf_seq_cls_architecture(const char *model_type);

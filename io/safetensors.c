@@ -3,6 +3,7 @@
  * Format: u64 LE header length N, N bytes of JSON, then the data buffer that the tensors tile exactly. */
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
+#include "xr_fs.h"
 
 #include <assert.h>
 #include <cjson/cJSON.h>
@@ -556,11 +557,7 @@ int st_write(const char *path, const StWriteTensor *t, int n, const char *const 
     free(tmp);
     /* fsync the directory so the rename itself survives a crash. */
     char *dcopy = xr_strdup(path);
-    int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd); /* best effort: some filesystems refuse fsync on directories */
-        close(dfd);
-    }
+    (void)xr_fsync_path(dirname(dcopy)); /* best effort: some filesystems refuse fsync on directories */
     free(dcopy);
     return 0;
 }

@@ -3,6 +3,7 @@
  * input read on rank 0 and broadcast). The batched job driver is in cli_job.c. See cli_common.h. */
 #define _GNU_SOURCE
 #include "cli_common.h"
+#include "xr_fs.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -54,18 +55,8 @@ void cli_buf_printf(CliBuf *b, const char *fmt, ...) {
 }
 
 void cli_buf_float(CliBuf *b, float v) {
-    if (!isfinite(v)) {
-        cli_buf_puts(b, "null");
-        return;
-    }
-    /* %g drops trailing zeros, so 6 digits already gives the shortest form of short values; 9 always
-     * round-trips a float. */
     char tmp[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
-        if (strtof(tmp, NULL) == v) break;
-    }
-    cli_buf_puts(b, tmp);
+    cli_buf_puts(b, xr_float_str(tmp, v));
 }
 
 void cli_buf_free(CliBuf *b) {
@@ -292,25 +283,6 @@ int cli_check_output_dir(const char *dir, const char *marker, int overwrite, XrE
     return rc;
 }
 
-static char *cli_read_stdin(size_t *len, XrErr *e) {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = xr_malloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) buf = xr_realloc(buf, cap *= 2);
-        size_t r = fread(buf + n, 1, cap - n - 1, stdin);
-        n += r;
-        if (r == 0) break;
-    }
-    if (ferror(stdin)) {
-        free(buf);
-        xr_errf(e, "<stdin>: read error");
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 cJSON *cli_dir_json(const char *dir, const char *name) {
     char *path = xr_path_join(dir, name);
     cJSON *j = NULL;
@@ -370,7 +342,7 @@ int cli_setup(CliCtx *cx, const CliCmd *cmd, int st_max_len, int argc, char **ar
     if (comm_check(cx->b.comm, st, &e)) return cli_fail(cx, &e, 2);
     if (cx->rank == 0) {
         cx->input_data = strcmp(cx->input, "-") ? xr_read_file(cx->input, &cx->input_len, &e)
-                                                : cli_read_stdin(&cx->input_len, &e);
+                                                : xr_read_stream(stdin, "<stdin>", &cx->input_len, &e);
         if (!cx->input_data) st = -1;
     }
     if (comm_check(cx->b.comm, st, &e)) return cli_fail(cx, &e, 1);
@@ -426,4 +398,32 @@ int cli_write_output(const char *path, const CliBuf *head, const char *body, siz
 int cli_write_file(const char *path, const char *text, size_t n, XrErr *e) {
     CliBuf none = {0};
     return cli_write_output(path, &none, text, n, e);
+}
+
+int cli_read_text(const Args *a, const char *list, TrFormat format, TextSet *ts, XrErr *e) {
+    char **inputs = NULL;
+    int n = 0;
+    for (const char *p = list; p && *p;) {
+        const char *c = strchr(p, ',');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+        inputs = xr_realloc(inputs, sizeof(char *) * (size_t)(n + 1));
+        inputs[n] = xr_malloc(l + 1);
+        memcpy(inputs[n], p, l);
+        inputs[n++][l] = 0;
+        p = c ? c + 1 : NULL;
+    }
+    TrOptions to = {.format = format,
+                    .split = args_str(a, "split"),
+                    .title_sep = args_str(a, "title-sep"),
+                    .no_title = args_bool(a, "no-title"),
+                    .query_column = args_str(a, "query-column"),
+                    .positive_column = args_str(a, "positive-column"),
+                    .negative_columns = args_str(a, "negative-columns"),
+                    .label_column = args_str(a, "label-column"),
+                    .no_header = args_bool(a, "no-header"),
+                    .allow_empty = args_bool(a, "allow-empty")};
+    int rc = tr_read((const char *const *)inputs, n, &to, ts, e);
+    for (int i = 0; i < n; i++) free(inputs[i]);
+    free(inputs);
+    return rc;
 }

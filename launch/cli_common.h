@@ -16,6 +16,7 @@
 #include "hfmodel.h"
 #include "model.h"
 #include "ops.h"
+#include "textread.h"
 #include "tokenizer.h"
 
 /* ---- the shared options block ----
@@ -98,6 +99,10 @@ typedef struct {
     int max_length; /* --max-length as given, 0 = not given (cli_max_len resolves it against a model) */
     Backend *be;    /* cli_backend */
 } CliBase;
+
+/* Read the text inputs of a comma-separated list with the text flags tokenize and mine share (--split,
+ * --title-sep, --no-title, the pair-file columns, --no-header, --allow-empty) into ts (tr_read). */
+int cli_read_text(const Args *a, const char *list, TrFormat format, TextSet *ts, XrErr *e);
 
 /* Start MPI (unless no_comm), parse the flags (a --config file included) and check the shared options: device
  * and precision (what the command or this build cannot do is refused here), threads (split between the ranks

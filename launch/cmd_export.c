@@ -3,18 +3,17 @@
  * (CrossEncoder) load: config.json with the head and the sentence-transformers keys, model.safetensors
  * ({"format": "pt"}), the base model's tokenizer files. Built under a temporary name and renamed into place. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
 #include "ckpt.h"
 #include "cli.h"
 #include "cli_common.h"
+#include "hfexport.h"
+#include "xr_fs.h"
 
 static const ArgSpec EXPORT_FLAGS[] = {
     CLI_FLAG_OVERWRITE("replace OUT when it is a model directory"),
@@ -32,57 +31,6 @@ static const ArgHelp EXPORT_HELP = {
     "  xrank export run1/checkpoint-2000 my-reranker\n"
     "  xrank export \"run1/$(cat run1/latest)\" my-reranker --overwrite",
 };
-
-static int ex_copy(const char *src, const char *dst, XrErr *e) {
-    size_t len;
-    char *data = xr_read_file(src, &len, e);
-    if (!data) return -1;
-    FILE *f = fopen(dst, "wb");
-    int ok = f && fwrite(data, 1, len, f) == len;
-    if (f && (fflush(f) || fsync(fileno(f)))) ok = 0;
-    if (f && fclose(f)) ok = 0;
-    free(data);
-    return ok ? 0 : xr_errf(e, "cannot write %s: %s", dst, strerror(errno));
-}
-
-/* config.json plus what sentence-transformers reads for a CrossEncoder's activation (v4+ and older keys). */
-static int ex_config(const char *src, const char *dst, int sigmoid, XrErr *e) {
-    size_t len;
-    char *text = xr_read_file(src, &len, e);
-    if (!text) return -1;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return xr_errf(e, "%s: not a JSON object", src);
-    }
-    const char *act = sigmoid ? "torch.nn.modules.activation.Sigmoid" : "torch.nn.modules.linear.Identity";
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "sentence_transformers");
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "sbert_ce_default_activation_function");
-    cJSON *st = cJSON_AddObjectToObject(j, "sentence_transformers");
-    cJSON_AddStringToObject(st, "activation_fn", act);
-    cJSON_AddStringToObject(j, "sbert_ce_default_activation_function", act);
-    char *out = cJSON_Print(j);
-    cJSON_Delete(j);
-    FILE *f = fopen(dst, "wb");
-    int ok = f && fputs(out, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f)) ok = 0;
-    cJSON_free(out);
-    return ok ? 0 : xr_errf(e, "cannot write %s: %s", dst, strerror(errno));
-}
-
-static void ex_rmdir(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        char *p = xr_path_join(dir, de->d_name);
-        unlink(p);
-        free(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
 
 const CliCmd CLI_CMD_EXPORT = {"export", EXPORT_FLAGS, NFLAGS, &EXPORT_HELP, 2, NULL, 0, NULL};
 
@@ -113,7 +61,7 @@ int cmd_export(int argc, char **argv) {
         size_t n = strlen(out) + 32;
         tmp = xr_malloc(n);
         snprintf(tmp, n, "%s.tmp.%ld", out, (long)getpid());
-        ex_rmdir(tmp);
+        xr_remove_flat_dir(tmp);
         if (mkdir(tmp, 0755)) rc = xr_errf(&e, "cannot create %s: %s", tmp, strerror(errno));
     }
     int have_model = 0, have_config = 0;
@@ -121,8 +69,8 @@ int cmd_export(int argc, char **argv) {
         const char *f = m.files[i].name;
         if (!strncmp(f, "optimizer-", 10)) continue;
         char *src = xr_path_join(ck, f), *dst = xr_path_join(tmp, f);
-        if (!strcmp(f, "config.json")) rc = ex_config(src, dst, !strcmp(args_str(&a, "activation"), "sigmoid"), &e), have_config = 1;
-        else rc = ex_copy(src, dst, &e);
+        if (!strcmp(f, "config.json")) rc = hf_write_st_activation(src, dst, !strcmp(args_str(&a, "activation"), "sigmoid"), &e), have_config = 1;
+        else rc = xr_copy_file(src, dst, 1, &e);
         have_model |= !strcmp(f, CKPT_MODEL);
         free(src), free(dst);
     }
@@ -134,10 +82,10 @@ int cmd_export(int argc, char **argv) {
         int had = stat(out, &sb) == 0;
         if (had && rename(out, old)) rc = xr_errf(&e, "cannot move %s aside: %s", out, strerror(errno));
         if (rc == 0 && rename(tmp, out)) rc = xr_errf(&e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-        if (rc == 0 && had) ex_rmdir(old);
+        if (rc == 0 && had) xr_remove_flat_dir(old);
         free(old);
     }
-    if (rc && tmp) ex_rmdir(tmp);
+    if (rc && tmp) xr_remove_flat_dir(tmp);
     if (rc == 0) fprintf(stderr, "xrank export: %s (step %lld) -> %s\n", ck, (long long)m.step, out);
     else fprintf(stderr, "xrank export: error: %s\n", e.msg);
     if (m.files) ckpt_manifest_free(&m);

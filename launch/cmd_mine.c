@@ -235,31 +235,8 @@ static int mc_load_texts(MineCli *x, const GroupSet *g, const char *dataset, McT
         if (!x->pids) rc = -1;
         *t = (McTexts){NULL, NULL, x->qids, x->pids};
     } else if (rc == 0) {
-        char **inputs = NULL;
-        int nin = 0;
-        for (const char *p = from; p && *p;) {
-            const char *c = strchr(p, ',');
-            size_t l = c ? (size_t)(c - p) : strlen(p);
-            inputs = xr_realloc(inputs, sizeof(char *) * (size_t)(nin + 1));
-            inputs[nin] = xr_malloc(l + 1);
-            memcpy(inputs[nin], p, l);
-            inputs[nin++][l] = 0;
-            p = c ? c + 1 : NULL;
-        }
-        TrOptions to = {.format = TR_AUTO,
-                        .split = args_str(a, "split"),
-                        .title_sep = args_str(a, "title-sep"),
-                        .no_title = args_bool(a, "no-title"),
-                        .query_column = args_str(a, "query-column"),
-                        .positive_column = args_str(a, "positive-column"),
-                        .negative_columns = args_str(a, "negative-columns"),
-                        .label_column = args_str(a, "label-column"),
-                        .no_header = args_bool(a, "no-header"),
-                        .allow_empty = args_bool(a, "allow-empty")};
-        rc = tr_read((const char *const *)inputs, nin, &to, &x->ts, e);
+        rc = cli_read_text(a, from, TR_AUTO, &x->ts, e);
         x->have_ts = rc == 0;
-        for (int i = 0; i < nin; i++) free(inputs[i]);
-        free(inputs);
         if (rc == 0 && (x->ts.queries.n != h5store_rows(qs) || x->ts.passages.n != h5store_rows(ps)))
             rc = xr_errf(e,
                          "--text-from %s gives %lld queries and %lld passages, but %s holds %lld and %lld: give the "

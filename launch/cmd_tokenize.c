@@ -84,8 +84,6 @@ typedef struct {
     int rank, size;
     Tokenizer *tok;
     char *model_dir;
-    char **inputs;
-    int ninputs;
     char *tmpdir;
     TextSet ts;
     int have_ts;
@@ -94,8 +92,6 @@ typedef struct {
 static int tok_finish(TokCtx *x, int code) {
     if (x->tok) tok_free(x->tok);
     free(x->model_dir);
-    for (int i = 0; i < x->ninputs; i++) free(x->inputs[i]);
-    free(x->inputs);
     free(x->tmpdir);
     if (x->have_ts) textset_free(&x->ts);
     return cli_end(&x->b, code);
@@ -193,29 +189,10 @@ int cmd_tokenize(int argc, char **argv) {
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
 
     /* every rank parses the text: deterministic, so all hold the same TextSet */
-    for (const char *p = input; p && *p;) {
-        const char *c = strchr(p, ',');
-        size_t l = c ? (size_t)(c - p) : strlen(p);
-        x.inputs = xr_realloc(x.inputs, sizeof(char *) * (size_t)(x.ninputs + 1));
-        x.inputs[x.ninputs] = xr_malloc(l + 1);
-        memcpy(x.inputs[x.ninputs], p, l);
-        x.inputs[x.ninputs++][l] = 0;
-        p = c ? c + 1 : NULL;
-    }
     static const TrFormat fmts[] = {TR_AUTO, TR_BEIR, TR_PAIRS, TR_FLAG};
     const char *fname = args_str(a, "format");
     int fi = !strcmp(fname, "beir") ? 1 : !strcmp(fname, "pairs") ? 2 : !strcmp(fname, "flagembedding") ? 3 : 0;
-    TrOptions to = {.format = fmts[fi],
-                    .split = args_str(a, "split"),
-                    .title_sep = args_str(a, "title-sep"),
-                    .no_title = args_bool(a, "no-title"),
-                    .query_column = args_str(a, "query-column"),
-                    .positive_column = args_str(a, "positive-column"),
-                    .negative_columns = args_str(a, "negative-columns"),
-                    .label_column = args_str(a, "label-column"),
-                    .no_header = args_bool(a, "no-header"),
-                    .allow_empty = args_bool(a, "allow-empty")};
-    status = tr_read((const char *const *)x.inputs, x.ninputs, &to, &x.ts, &e);
+    status = cli_read_text(a, input, fmts[fi], &x.ts, &e);
     x.have_ts = status == 0;
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
     double t_parsed = xr_now();

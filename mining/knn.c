@@ -13,18 +13,7 @@
 
 #include "ops.h" /* the screening GEMM: ops_knn_gemm on a CPU backend */
 
-#ifdef _OPENMP
-#include <omp.h>
-#define XR_OMP(x) _Pragma(#x)
-#else
-#define XR_OMP(x)
-#endif
-/* the norm pass is compiled for three ISA levels, picked at load time (the build targets x86-64-v2) */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define XR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define XR_CLONES
-#endif
+#include "xr_par.h" /* XR_OMP; XR_CLONES: the norm pass, compiled for three ISA levels */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "mine.h"
+#include "xr_fs.h"
 
 int mine_jsonl_parse_format(const char *s, MineJsonlFormat *f) {
     static const char *names[] = {"triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding"};
@@ -35,16 +36,8 @@ static void mj_str(FILE *f, const char *s, size_t n) {
 }
 
 static void mj_float(FILE *f, float v) {
-    if (!isfinite(v)) {
-        fputs("null", f);
-        return;
-    }
     char tmp[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
-        if (strtof(tmp, NULL) == v) break;
-    }
-    fputs(tmp, f);
+    fputs(xr_float_str(tmp, v), f);
 }
 
 static void mj_key(FILE *f, const MineTexts *t, const char *key, int first) {

@@ -4,19 +4,7 @@
 #define XR_CPU_OPS_H
 #include "ops.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#define XR_OMP(x) _Pragma(#x)
-#else
-#define XR_OMP(x)
-#endif
-
-/* Hot row kernels are compiled for three ISA levels and picked at load time (the build targets x86-64-v2). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define XR_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define XR_CLONES
-#endif
+#include "xr_par.h" /* XR_OMP, XR_CLONES */
 
 /* Below this many scalar operations a kernel runs on one thread: a parallel region costs more. */
 #define XR_PAR_MIN 32768
