@@ -10,7 +10,7 @@ typedef struct {
     size_t lo, hi;  /* [lo, hi) of the flat buffer */
     CommReq *req;   /* in flight */
     int issued;
-    double t_start;
+    double t_start, t_done; /* started; completion as first seen (a poll or the final wait) */
 } GsBucket;
 
 struct GradSync {
@@ -26,7 +26,7 @@ struct GradSync {
     int nb, next;         /* buckets; the next one to start */
     int armed;
     AdamW *opt;
-    double wait_s, comm_s;
+    double exposed_s, hidden_s, inflight_s; /* gsync_times */
     /* sparse word-embedding exchange (sp_rows 0: off) */
     size_t sp_off, sp_rows, sp_width;
     uint8_t *sp_touched;  /* [sp_rows] this step's rows on this rank */
@@ -54,19 +54,19 @@ static void gs_make_buckets(GradSync *g) {
     tiled = tiled && t[nt - 1]->offset == 0;
     g->b = xr_calloc((size_t)(nt ? nt : 1), sizeof *g->b);
     if (!tiled) {
-        g->b[0] = (GsBucket){0, g->n, NULL, 0, 0};
+        g->b[0] = (GsBucket){0, g->n, NULL, 0, 0, 0};
         g->nb = 1;
     } else {
         size_t hi = g->n;
         for (int i = 0; i < nt; i++) {
             size_t lo = t[i]->offset;
             if (g->sp_rows && lo == g->sp_off) { /* the sparse tensor: close the bucket above it, skip it */
-                if (hi > lo + t[i]->numel) g->b[g->nb++] = (GsBucket){lo + t[i]->numel, hi, NULL, 0, 0};
+                if (hi > lo + t[i]->numel) g->b[g->nb++] = (GsBucket){lo + t[i]->numel, hi, NULL, 0, 0, 0};
                 hi = lo;
                 continue;
             }
             if (hi - lo >= cap || i == nt - 1) {
-                g->b[g->nb++] = (GsBucket){lo, hi, NULL, 0, 0};
+                g->b[g->nb++] = (GsBucket){lo, hi, NULL, 0, 0, 0};
                 hi = lo;
             }
         }
@@ -138,7 +138,7 @@ static void gs_progress(GradSync *g) {
         if (g->b[i].req && comm_test(g->c, g->b[i].req)) {
             comm_wait(g->c, g->b[i].req);
             g->b[i].req = NULL;
-            g->comm_s += xr_now() - g->b[i].t_start;
+            g->b[i].t_done = xr_now();
         }
 }
 
@@ -195,25 +195,45 @@ static void gs_sparse_exchange(GradSync *g) {
     free(mine), free(all);
 }
 
+/* The buckets' time in flight, as the union of their [start, done) intervals (buckets start in order, so a
+ * running maximum merges them): in all, and the part before t_end (the end of the backward): communication that
+ * ran while the backward computed. In flight means issued and not yet seen complete: an upper bound on the time
+ * the transfer took, since completion is seen only at the next poll. */
+static void gs_account_inflight(GradSync *g, double t_end) {
+    double cover = -1e300;
+    for (int i = 0; i < g->nb; i++) {
+        double a = g->b[i].t_start > cover ? g->b[i].t_start : cover, z = g->b[i].t_done;
+        if (z <= a) continue;
+        g->inflight_s += z - a;
+        if (a < t_end) g->hidden_s += (z < t_end ? z : t_end) - a;
+        cover = z;
+    }
+}
+
 double gsync_reduce(GradSync *g) {
     float *grads = encoder_grads(g->m);
     if (g->R > 1) {
-        double t0 = xr_now();
+        double t0 = xr_now(); /* the backward is over: from here on every wait is exposed */
         while (g->next < g->nb) gs_start(g, &g->b[g->next++]);
         if (g->sp_rows) gs_sparse_exchange(g);
         for (int i = 0; i < g->nb; i++)
             if (g->b[i].req) {
                 comm_wait(g->c, g->b[i].req);
                 g->b[i].req = NULL;
-                g->comm_s += xr_now() - g->b[i].t_start;
+                g->b[i].t_done = xr_now();
             }
+        gs_account_inflight(g, t0);
         for (int i = 0; i < g->nb; i++) g->b[i].issued = 0;
         g->next = 0;
         g->armed = 0;
-        g->wait_s += xr_now() - t0;
+        g->exposed_s += xr_now() - t0;
     }
     double ss = ops_sum_squares(g->be, grads + g->shard_lo, g->shard_hi - g->shard_lo);
-    if (g->o.zero) comm_allreduce_sum_f64(g->c, &ss, 1);
+    if (g->o.zero) {
+        double t1 = xr_now();
+        comm_allreduce_sum_f64(g->c, &ss, 1);
+        g->exposed_s += xr_now() - t1;
+    }
     return sqrt(ss);
 }
 
@@ -222,7 +242,11 @@ void gsync_step(GradSync *g, double norm, double max_norm, double lr) {
     size_t lo = g->shard_lo, len = g->shard_hi - g->shard_lo;
     if (max_norm > 0) optim_clip_with_norm(g->be, grads + lo, len, max_norm, norm);
     adamw_step(g->opt, params + lo, grads + lo, lr);
-    if (g->o.zero) comm_buf_allgather(g->c, params, g->shard_counts);
+    if (g->o.zero) {
+        double t0 = xr_now();
+        comm_buf_allgather(g->c, params, g->shard_counts);
+        g->exposed_s += xr_now() - t0;
+    }
 }
 
 void gsync_shard(const GradSync *g, size_t *lo, size_t *hi) {
@@ -236,9 +260,10 @@ void gsync_sparse_stats(const GradSync *g, int64_t *rows, int64_t *steps, int64_
     *steps = g->sp_steps;
     *vocab = (int64_t)g->sp_rows;
 }
-void gsync_times(const GradSync *g, double *wait_s, double *comm_s) {
-    *wait_s = g->wait_s;
-    *comm_s = g->comm_s;
+void gsync_times(const GradSync *g, double *exposed_s, double *hidden_s, double *inflight_s) {
+    *exposed_s = g->exposed_s;
+    *hidden_s = g->hidden_s;
+    *inflight_s = g->inflight_s;
 }
 
 int64_t gsync_optimizer_bytes(int64_t n, int R, int zero, int master) {

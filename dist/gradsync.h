@@ -54,10 +54,13 @@ AdamW *gsync_optimizer(GradSync *g);
 int gsync_num_buckets(const GradSync *g);
 /* Word-embedding rows exchanged over the run so far (0 when the exchange is dense) and the steps. */
 void gsync_sparse_stats(const GradSync *g, int64_t *rows, int64_t *steps, int64_t *vocab);
-/* Seconds this rank waited in gsync_reduce for reductions (communication not hidden behind the backward), and
- * seconds the reductions took in all, measured from each bucket's start to its completion as seen by comm_test
- * polls (an upper bound): over the run so far. */
-void gsync_times(const GradSync *g, double *wait_s, double *comm_s);
+/* Communication time of this rank over the run so far. exposed_s: time the step stood still for the exchange
+ * after the backward (gsync_reduce's waits, the sparse exchange, the ZeRO-1 norm reduction and parameter
+ * all-gather); a peer that is still computing (a straggler) counts here too. inflight_s: the union of the buckets'
+ * start-to-completion intervals; hidden_s: its part before the backward ended (the communication that ran behind
+ * the backward). Completion is seen only at a poll (once per layer of the backward), so both are upper bounds;
+ * hidden / (hidden + exposed) is the share of the exchange kept off the step's critical path. */
+void gsync_times(const GradSync *g, double *exposed_s, double *hidden_s, double *inflight_s);
 
 /* Bytes of optimizer state per rank for n parameters over R ranks: the AdamW moments (2 x 4 bytes per parameter
  * of the shard), plus fp32 master weights (4 bytes) when master != 0 (a bf16 GPU model). ZeRO-1 shards it by R. */

@@ -49,6 +49,28 @@ static int tr_cmp_len(const void *a, const void *b) {
     return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
+/* A logging window's step time split, per step, averaged over ranks (compute_max: the slowest rank's compute,
+ * so compute_max - compute is the imbalance the others waited for, inside their exposed communication). */
+typedef struct {
+    double data, compute, compute_max, exposed, hidden, inflight, steps;
+} TrSplit;
+
+static void tr_split_window(Comm *c, const double win[6], TrSplit *sp) {
+    size_t got = 0;
+    double *all = (double *)comm_allgather(c, win, 6 * sizeof(double), &got, NULL);
+    int R = (int)(got / (6 * sizeof(double)));
+    memset(sp, 0, sizeof *sp);
+    double steps = win[5] > 0 ? win[5] : 1;
+    for (int r = 0; r < R; r++) {
+        const double *w = all + 6 * r;
+        sp->data += w[0] / steps / R, sp->compute += w[1] / steps / R, sp->exposed += w[2] / steps / R;
+        sp->hidden += w[3] / steps / R, sp->inflight += w[4] / steps / R;
+        if (w[1] / steps > sp->compute_max) sp->compute_max = w[1] / steps;
+    }
+    sp->steps = win[5];
+    free(all);
+}
+
 static void tr_fmt_time(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 1e7) s = 0;
     long t = (long)(s + 0.5);
@@ -148,8 +170,16 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     double t0 = xr_now(), t_log = t0, log_loss = tcn.log_loss, log_w = tcn.log_w;
     int64_t log_pairs = tcn.log_pairs, log_real = tcn.log_real, log_pad = tcn.log_pad, log_from = tcn.log_from;
     int rc = 0, progress_shown = 0;
+    /* step time split of this rank over the logging window: data (batch assembly), exposed communication (the
+     * waits of the gradient exchange and the step's scalar reduction), compute (the rest: forward, loss,
+     * backward, optimizer); the buckets' communication behind the backward (hidden) and in flight
+     * (gsync_times). [0] data, [1] compute, [2] exposed, [3] hidden, [4] in flight, [5] steps. */
+    double win[6] = {0, 0, 0, 0, 0, 0};
+    double gx0, gh0, gi0;
 
     for (int64_t s = tcn.step; s < total && rc == 0; s++) {
+        double t_step = xr_now(), t_data = 0, t_comm = 0;
+        gsync_times(gs, &gx0, &gh0, &gi0);
         int64_t epoch = s / spe, pos = (s % spe) * GB, gn = n - pos < GB ? n - pos : GB;
         if (epoch != cur_epoch) {
             td_epoch_order(n, o->seed, epoch, perm);
@@ -165,6 +195,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             order[i] = (TrLen){l, (int32_t)i};
         }
         qsort(order, (size_t)gn, sizeof *order, tr_cmp_len);
+        t_data += xr_now() - t_step;
 
         encoder_zero_grads(m);
         /* loss x examples, examples, real tokens, padded tokens, score spread x examples, non-finite losses */
@@ -184,6 +215,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                 }
             }
             if (cnt == 0) continue;
+            double t_fill = xr_now();
             for (int k = 0; k < cnt; k++) {
                 int64_t i = order[dealt[k]].pos;
                 for (int j = 0; j < G; j++) {
@@ -196,6 +228,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             }
             const Batch *b = batch_fill(&bb, t, &d->seqs, items, cidx, cnt * G, o->max_len);
             gsync_touch(gs, b->ids, (size_t)b->B * (size_t)b->T);
+            t_data += xr_now() - t_fill;
             EncoderTrainStep ts = {o->seed, (uint64_t)s, exid, o->dropout};
             if (mi == A - 1) gsync_arm(gs); /* the last backward starts the reductions as it goes */
             encoder_train_forward(m, b, &ts, logits);
@@ -212,7 +245,9 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             loc[3] += (double)b->B * b->T;
         }
         double norm = gsync_reduce(gs);
+        double t_loc = xr_now();
         comm_allreduce_sum_f64(c, loc, 6);
+        if (R > 1) t_comm += xr_now() - t_loc; /* one rank: no communication, only the timer's own cost */
         double lr = sched_lr(o->sched, o->lr, s, warmup, total);
         double loss = loc[0] / (loc[1] > 0 ? loc[1] : 1);
         int skip = loc[5] > 0 || !isfinite(norm); /* the same on every rank: loc and norm are global */
@@ -229,6 +264,13 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         } else {
             gsync_step(gs, norm, o->max_grad_norm, lr);
             st->last_loss = loss;
+        }
+        {
+            double gx, gh, gi, dt_step = xr_now() - t_step;
+            gsync_times(gs, &gx, &gh, &gi);
+            t_comm += gx - gx0;
+            win[0] += t_data, win[1] += dt_step - t_data - t_comm, win[2] += t_comm;
+            win[3] += gh - gh0, win[4] += gi - gi0, win[5] += 1;
         }
         st->steps = s + 1;
         st->pairs += (int64_t)loc[1] * G;
@@ -251,14 +293,28 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         if ((o->logging_steps > 0 && (s + 1) % o->logging_steps == 0) || last) {
             double dt = now - t_log > 1e-9 ? now - t_log : 1e-9;
             st->mean_loss_last_log = log_loss / (log_w > 0 ? log_w : 1);
+            /* every rank's window split (collective: every rank logs at the same steps) */
+            TrSplit sp;
+            tr_split_window(c, win, &sp);
+            st->data_s += sp.data * sp.steps, st->compute_s += sp.compute * sp.steps;
+            st->comm_exposed_s += sp.exposed * sp.steps, st->comm_hidden_s += sp.hidden * sp.steps;
+            st->comm_inflight_s += sp.inflight * sp.steps, st->timed_steps += (int64_t)sp.steps;
+            memset(win, 0, sizeof win);
             if (rank == 0 && o->metrics) {
+                char comm[160] = "";
+                if (R > 1)
+                    snprintf(comm, sizeof comm, ", \"comm_hidden_s\": %.4g, \"comm_hidden_frac\": %.4f", sp.hidden,
+                             sp.hidden + sp.exposed > 0 ? sp.hidden / (sp.hidden + sp.exposed) : 0.0);
                 fprintf(o->metrics,
                         "{\"type\": \"train\", \"step\": %lld, \"epoch\": %.4f, \"loss\": %.6g, \"learning_rate\": %.6g, "
                         "\"grad_norm\": %.6g, \"pairs_per_s\": %.2f, \"tokens_per_s\": %.1f, "
-                        "\"padding_efficiency\": %.4f, \"score_std\": %.4g, \"steps_logged\": %lld, \"elapsed_s\": %.2f}\n",
+                        "\"padding_efficiency\": %.4f, \"score_std\": %.4g, \"steps_logged\": %lld, \"elapsed_s\": %.2f, "
+                        "\"step_s\": %.4g, \"data_s\": %.4g, \"compute_s\": %.4g, \"compute_max_s\": %.4g, "
+                        "\"comm_exposed_s\": %.4g%s}\n",
                         (long long)s + 1, ep, st->mean_loss_last_log, lr, norm, (double)log_pairs / dt,
                         (double)log_real / dt, log_pad > 0 ? (double)log_real / (double)log_pad : 1.0,
-                        log_spread / (log_w > 0 ? log_w : 1), (long long)(s + 1 - log_from), now - t0);
+                        log_spread / (log_w > 0 ? log_w : 1), (long long)(s + 1 - log_from), now - t0,
+                        sp.data + sp.compute + sp.exposed, sp.data, sp.compute, sp.compute_max, sp.exposed, comm);
                 fflush(o->metrics);
             }
             double spread = log_spread / (log_w > 0 ? log_w : 1);
@@ -319,7 +375,6 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     }
     if (rank == 0 && progress_shown) fprintf(stderr, "\n");
     st->seconds = xr_now() - t0;
-    gsync_times(gs, &st->comm_wait_s, &st->comm_s);
     gsync_sparse_stats(gs, &st->sparse_rows, &st->sparse_steps, &st->vocab);
     batch_buf_free(&bb);
     free(perm), free(items), free(labels), free(item_len), free(order), free(dealt), free(cidx), free(exid), free(clab);

@@ -74,7 +74,11 @@ typedef struct {
     int64_t pairs, real_tokens, padded_tokens; /* over all ranks */
     int zero, buckets;                         /* as run */
     int64_t optimizer_bytes;                   /* per rank */
-    double comm_wait_s, comm_s;                /* rank 0: waited for gradient reductions / their total time */
+    /* step time over the logged steps, summed over steps, averaged over ranks (trainer.c TrSplit): batch
+     * assembly, compute (forward, loss, backward, optimizer), communication exposed after the backward (waits
+     * for peers included), the buckets' communication behind the backward and in flight (gradsync.h) */
+    double data_s, compute_s, comm_exposed_s, comm_hidden_s, comm_inflight_s;
+    int64_t timed_steps;
     int64_t sparse_rows, sparse_steps, vocab;  /* word-embedding rows exchanged over the steps (0: dense) */
     int64_t resumed_from;                      /* the checkpoint's step (0: a fresh start) */
     int stopped;                               /* 1: a stop signal ended training after a checkpoint */

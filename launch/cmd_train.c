@@ -552,11 +552,20 @@ int cmd_train(int argc, char **argv) {
                     (long long)ts.steps, (double)ts.steps / (double)ts.steps_per_epoch, ts.seconds,
                     (double)ts.pairs / ts.seconds, (double)ts.real_tokens / ts.seconds,
                     100.0 * (double)ts.real_tokens / (double)(ts.padded_tokens ? ts.padded_tokens : 1), ts.last_loss);
-            if (x.size > 1)
-                fprintf(stderr, "  gradients: %s, %d bucket%s%s, %s; rank 0 waited %.2f s for reductions (%.1f%% of "
-                        "the time)\n", comm_impl_name(x.c), ts.buckets, ts.buckets > 1 ? "s" : "",
-                        o.overlap ? " reduced during the backward" : " reduced after it",
-                        ts.zero ? "ZeRO-1" : "ZeRO off", ts.comm_wait_s, 100.0 * ts.comm_wait_s / ts.seconds);
+            if (ts.timed_steps > 0) {
+                double k = 1.0 / (double)ts.timed_steps;
+                fprintf(stderr, "  step time: compute %.3f s, exposed communication %.3f s, data %.3f s per step "
+                        "(mean over ranks)\n", ts.compute_s * k, ts.comm_exposed_s * k, ts.data_s * k);
+            }
+            if (x.size > 1) {
+                double tot = ts.comm_hidden_s + ts.comm_exposed_s;
+                fprintf(stderr, "  gradients: %s, %d bucket%s%s, %s; communication hidden behind the backward: "
+                        "%.1f%% (%.3f s per step hidden, %.3f s exposed)\n", comm_impl_name(x.c), ts.buckets,
+                        ts.buckets > 1 ? "s" : "", o.overlap ? " reduced during the backward" : " reduced after it",
+                        ts.zero ? "ZeRO-1" : "ZeRO off", tot > 0 ? 100.0 * ts.comm_hidden_s / tot : 0.0,
+                        ts.comm_hidden_s / (double)(ts.timed_steps ? ts.timed_steps : 1),
+                        ts.comm_exposed_s / (double)(ts.timed_steps ? ts.timed_steps : 1));
+            }
             if (x.size > 1 && ts.sparse_steps > 0)
                 fprintf(stderr, "  word embeddings: %.0f of %lld rows exchanged per step (%.1f%%)\n",
                         (double)ts.sparse_rows / (double)ts.sparse_steps, (long long)ts.vocab,
