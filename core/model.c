@@ -58,6 +58,8 @@ struct Encoder {
     EncoderGradReady grad_hook; /* encoder_set_grad_hook */
     void *grad_hook_ctx;
     EncTrain t;
+    int grad_ckpt;            /* encoder_set_gradient_checkpointing: one layer's activations kept, recomputed */
+    int lim_seqs, lim_len, lim_infer_seqs; /* encoder_set_batch_limits (0: none): the workspaces' ceilings */
     Backend *be;
     int own_be;
     float *params;
@@ -487,13 +489,22 @@ static void *grow(Backend *be, void *p, size_t bytes) {
     return ops_alloc(be, bytes);
 }
 
+/* A workspace capacity for n: half again (so slowly growing batches do not reallocate every time), but never
+ * past the ceiling of encoder_set_batch_limits (lim > 0), which the memory plan counted. */
+static size_t grow_cap(size_t n, size_t lim, const char *what) {
+    size_t cap = n + n / 2;
+    if (lim == 0) return cap;
+    if (n > lim) xr_die("encoder: a batch of %zu %s is larger than the memory plan allows (%zu)", n, what, lim);
+    return cap < lim ? cap : lim;
+}
+
 static void work_reserve(Encoder *m, int N, int S, int max_len) {
     EncWork *w = &m->w;
     const ModelConfig *c = &m->cfg;
     size_t H = (size_t)c->hidden, I = (size_t)c->intermediate;
+    size_t lim_seq = (size_t)m->lim_infer_seqs, lim_tok = lim_seq * (size_t)m->lim_len;
     if (N > w->cap_tokens) {
-        /* grow by half again so a run of slowly growing batches does not reallocate every time */
-        int cap = N + N / 2;
+        int cap = (int)grow_cap((size_t)N, lim_tok, "tokens");
         w->x = grow(m->be, w->x, (size_t)cap * H * sizeof(float));
         w->qkv = grow(m->be, w->qkv, (size_t)cap * 3 * H * sizeof(float));
         w->ctx = grow(m->be, w->ctx, (size_t)cap * H * sizeof(float));
@@ -505,7 +516,7 @@ static void work_reserve(Encoder *m, int N, int S, int max_len) {
         w->cap_tokens = cap;
     }
     if (S > w->cap_seqs) {
-        int cap = S + S / 2;
+        int cap = (int)grow_cap((size_t)S, lim_seq, "sequences");
         size_t NL = (size_t)(c->num_labels > 0 ? c->num_labels : 1);
         w->first = grow(m->be, w->first, (size_t)cap * H * sizeof(float));
         w->pooled = grow(m->be, w->pooled, (size_t)cap * H * sizeof(float));
@@ -845,25 +856,34 @@ static void train_free(Encoder *m) {
 
 #define FBYTES(n) ((size_t)(n) * sizeof(float))
 
+/* The ceilings of the training workspace: tokens, sequences, attention floats per layer (0: none). */
+static void train_limits(const Encoder *m, size_t *tok, size_t *seq, size_t *att) {
+    size_t S = (size_t)m->lim_seqs, L = (size_t)m->lim_len;
+    *tok = S * L, *seq = S, *att = S * L * L * (size_t)m->cfg.heads;
+}
+
 static void train_reserve(Encoder *m, int N, int S, size_t att) {
     EncTrain *t = &m->t;
     const ModelConfig *c = &m->cfg;
-    size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers;
+    /* with gradient checkpointing the per-layer activations have one slot, refilled by the backward */
+    size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers, Lk = m->grad_ckpt ? 1 : Ly;
     Backend *be = m->be;
+    size_t lim_tok, lim_seq, lim_att;
+    train_limits(m, &lim_tok, &lim_seq, &lim_att);
     if (N > t->cap_tokens) {
-        size_t cap = (size_t)N + (size_t)N / 2;
+        size_t cap = grow_cap((size_t)N, lim_tok, "tokens");
         t->cap_tokens = (int)cap;
         t->emb = grow(be, t->emb, FBYTES(cap * H));
         t->emb_mean = grow(be, t->emb_mean, FBYTES(cap));
         t->emb_rstd = grow(be, t->emb_rstd, FBYTES(cap));
         t->xs = grow(be, t->xs, FBYTES(Ly * cap * H));
-        t->qkv = grow(be, t->qkv, FBYTES(Ly * cap * 3 * H));
-        t->ctx = grow(be, t->ctx, FBYTES(Ly * cap * H));
-        t->v1 = grow(be, t->v1, FBYTES(Ly * cap * H));
-        t->a = grow(be, t->a, FBYTES(Ly * cap * H));
-        t->v2 = grow(be, t->v2, FBYTES(Ly * cap * H));
-        t->f = grow(be, t->f, FBYTES(Ly * cap * I));
-        t->stats = grow(be, t->stats, FBYTES(Ly * 4 * cap));
+        t->qkv = grow(be, t->qkv, FBYTES(Lk * cap * 3 * H));
+        t->ctx = grow(be, t->ctx, FBYTES(Lk * cap * H));
+        t->v1 = grow(be, t->v1, FBYTES(Lk * cap * H));
+        t->a = grow(be, t->a, FBYTES(Lk * cap * H));
+        t->v2 = grow(be, t->v2, FBYTES(Lk * cap * H));
+        t->f = grow(be, t->f, FBYTES(Lk * cap * I));
+        t->stats = grow(be, t->stats, FBYTES(Lk * 4 * cap));
         t->dx = grow(be, t->dx, FBYTES(cap * H));
         t->dt = grow(be, t->dt, FBYTES(cap * H));
         t->dctx = grow(be, t->dctx, FBYTES(cap * H));
@@ -875,7 +895,7 @@ static void train_reserve(Encoder *m, int N, int S, size_t att) {
         t->types = grow(be, t->types, cap * sizeof(int32_t));
     }
     if (S > t->cap_seqs) {
-        size_t cap = (size_t)S + (size_t)S / 2, NL = (size_t)c->num_labels;
+        size_t cap = grow_cap((size_t)S, lim_seq, "sequences"), NL = (size_t)c->num_labels;
         t->cap_seqs = (int)cap;
         t->h0 = grow(be, t->h0, FBYTES(cap * H));
         t->hd = grow(be, t->hd, FBYTES(cap * H));
@@ -890,21 +910,68 @@ static void train_reserve(Encoder *m, int N, int S, size_t att) {
         t->h_seq_ids = xr_realloc(t->h_seq_ids, cap * sizeof(uint64_t));
     }
     if (att > t->cap_att) {
-        t->cap_att = att + att / 2;
-        t->att = grow(be, t->att, FBYTES(Ly * t->cap_att));
+        t->cap_att = grow_cap(att, lim_att, "attention probabilities");
+        t->att = grow(be, t->att, FBYTES(Lk * t->cap_att));
     }
 }
 
-/* Per-layer slices of the workspace. */
+void encoder_set_gradient_checkpointing(Encoder *m, int on) {
+    if (!!on == m->grad_ckpt) return;
+    train_free(m); /* the activations' layout changes: one slot instead of one per layer */
+    m->grad_ckpt = !!on;
+}
+
+int encoder_gradient_checkpointing(const Encoder *m) { return m->grad_ckpt; }
+
+void encoder_set_batch_limits(Encoder *m, int train_seqs, int eval_seqs, int max_len) {
+    m->lim_seqs = train_seqs > 0 ? train_seqs : 0;
+    m->lim_infer_seqs = eval_seqs > 0 ? eval_seqs : 0;
+    m->lim_len = max_len > 0 ? max_len : 0;
+}
+
+/* The sizes train_reserve and work_reserve allocate at their ceilings (the same formulas: the plan is checked
+ * against the allocation counter by test_memplan). */
+void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max_len, EncoderMemPlan *p) {
+    const ModelConfig *c = &m->cfg;
+    size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers, NH = (size_t)c->heads;
+    size_t NL = (size_t)(c->num_labels > 0 ? c->num_labels : 1), Lk = m->grad_ckpt ? 1 : Ly, L = (size_t)max_len;
+    size_t S = (size_t)train_seqs, T = S * L, A = NH * S * L * L, i32 = sizeof(int32_t);
+    memset(p, 0, sizeof *p);
+    p->weights = FBYTES(m->n_params);
+    p->grads = FBYTES(m->n_params);
+    /* saved for the backward: embeddings' LN input and stats, every layer's input, the per-layer slots, the head */
+    p->activations = FBYTES(T * H + 2 * T + Ly * T * H + Lk * (T * 3 * H + 4 * T * H + T * I + 4 * T) + Lk * A +
+                            4 * S * H + S * NL);
+    /* the backward's gradients of activations, the batch's device copies */
+    p->workspace = FBYTES(3 * T * H + T * 3 * H + 2 * T * I + 2 * S * H + S * NL) + 3 * T * i32 + (S + 1) * i32 +
+                   S * sizeof(uint64_t);
+    if (m->be->device != XR_DEV_CPU) {
+        /* the CUDA backend's own scratch, grown to 9/8 of a request: the attention backward's row sums
+         * [S, max_len, NH] and the fixed-order column sums of the bias gradients (64-row blocks, doubles) */
+        size_t rowd = FBYTES(S * L * NH), cols = ((T + 63) / 64) * (I > 3 * H ? I : 3 * H) * sizeof(double) * 2;
+        p->workspace += (rowd + cols) / 8 * 9;
+    }
+    size_t E = (size_t)eval_seqs, ET = E * L;
+    if (E > 0)
+        p->eval = FBYTES(ET * H * 4 + ET * 3 * H + ET * I + 2 * E * H + E * NL) + 3 * ET * i32 + (E + 1) * i32;
+}
+
+size_t encoder_plan_total(const EncoderMemPlan *p) {
+    return p->weights + p->master + p->moments + p->grads + p->activations + p->workspace + p->eval;
+}
+
+/* Per-layer slices of the workspace. Layer inputs (xs) are kept for every layer; the other activations have a
+ * slot per layer, or one shared slot with gradient checkpointing (LS: the slot of layer l). */
+#define LS(l) (m->grad_ckpt ? 0 : (size_t)(l))
 #define T_XS(t, l) ((t)->xs + (size_t)(l) * (t)->cap_tokens * H)
-#define T_QKV(t, l) ((t)->qkv + (size_t)(l) * (t)->cap_tokens * 3 * H)
-#define T_ATT(t, l) ((t)->att + (size_t)(l) * (t)->cap_att)
-#define T_CTX(t, l) ((t)->ctx + (size_t)(l) * (t)->cap_tokens * H)
-#define T_V1(t, l) ((t)->v1 + (size_t)(l) * (t)->cap_tokens * H)
-#define T_A(t, l) ((t)->a + (size_t)(l) * (t)->cap_tokens * H)
-#define T_V2(t, l) ((t)->v2 + (size_t)(l) * (t)->cap_tokens * H)
-#define T_F(t, l) ((t)->f + (size_t)(l) * (t)->cap_tokens * I)
-#define T_ST(t, l, k) ((t)->stats + ((size_t)(l) * 4 + (k)) * (t)->cap_tokens)
+#define T_QKV(t, l) ((t)->qkv + LS(l) * (t)->cap_tokens * 3 * H)
+#define T_ATT(t, l) ((t)->att + LS(l) * (t)->cap_att)
+#define T_CTX(t, l) ((t)->ctx + LS(l) * (t)->cap_tokens * H)
+#define T_V1(t, l) ((t)->v1 + LS(l) * (t)->cap_tokens * H)
+#define T_A(t, l) ((t)->a + LS(l) * (t)->cap_tokens * H)
+#define T_V2(t, l) ((t)->v2 + LS(l) * (t)->cap_tokens * H)
+#define T_F(t, l) ((t)->f + LS(l) * (t)->cap_tokens * I)
+#define T_ST(t, l, k) ((t)->stats + (LS(l) * 4 + (k)) * (t)->cap_tokens)
 
 /* Dropout sites: each gets its own key per step (rng_key(seed, step, site)). */
 enum { SITE_EMB = 1, SITE_LAYER0 = 16, SITE_HEAD_IN = 0x7FFF0000, SITE_HEAD_OUT = 0x7FFF0001 };
@@ -925,6 +992,43 @@ static const XrDropout *site_drop(const Encoder *m, XrDropout *d, float p, uint6
 /* Gradient view of a parameter view. */
 #define G(p) (m->grads + ((p) - m->params))
 
+/* Layer l of the training forward from its input xs[l], saving what its backward reads in the layer's slot, and
+ * writing its output to xs[l + 1] (the last layer: the first tokens' rows, to h0). Scratch: dt, gact, and for the
+ * last layer dx. A pure function of xs[l], the weights and the dropout keys: run again from the same input (the
+ * backward's recomputation under gradient checkpointing) it writes the same bits. */
+static void layer_train_forward(Encoder *m, int l) {
+    const ModelConfig *c = &m->cfg;
+    Backend *be = m->be;
+    EncTrain *t = &m->t;
+    int N = t->N, S = t->S, max_len = t->max_len;
+    int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH, Ly = c->layers;
+    float eps = c->ln_eps;
+    XrDropout dd;
+    const EncoderDropout *p = &m->drop;
+    const EncLayer *L = &m->layers[l];
+    /* the last layer computes the first token of each sequence only: all the head reads */
+    int last = l == Ly - 1, rows = last ? S : N;
+    const int32_t *roff = last ? NULL : t->off;
+    float *X = T_XS(t, l);
+    ops_linear(be, T_QKV(t, l), X, L->qkv_w, L->qkv_b, N, 3 * H, H);
+    ops_attention_train(be, T_CTX(t, l), T_ATT(t, l), T_QKV(t, l), t->off, S, max_len, NH, dh, last,
+                        site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+    ops_linear(be, t->dt, T_CTX(t, l), L->ao_w, L->ao_b, rows, H, H);
+    const float *res = X;
+    if (last) {
+        ops_pool_first(be, t->dx, X, t->off, S, H);
+        res = t->dx;
+    }
+    ops_dropout_add(be, T_V1(t, l), t->dt, res, roff, S, H, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
+    ops_layernorm(be, T_A(t, l), T_ST(t, l, 0), T_ST(t, l, 1), T_V1(t, l), NULL, L->ln1_g, L->ln1_b, rows, H, eps);
+    ops_linear(be, T_F(t, l), T_A(t, l), L->fi_w, L->fi_b, rows, I, H);
+    ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I);
+    ops_linear(be, t->dt, t->gact, L->fo_w, L->fo_b, rows, H, I);
+    ops_dropout_add(be, T_V2(t, l), t->dt, T_A(t, l), roff, S, H, site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
+    ops_layernorm(be, last ? t->h0 : T_XS(t, l + 1), T_ST(t, l, 2), T_ST(t, l, 3), T_V2(t, l), NULL, L->ln2_g,
+                  L->ln2_b, rows, H, eps);
+}
+
 void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *step, float *logits) {
     const ModelConfig *c = &m->cfg;
     if (!c->is_seq_cls || !m->head_w || !m->out_w)
@@ -934,7 +1038,7 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     Backend *be = m->be;
     EncTrain *t = &m->t;
     int max_len, N = pack_host(m, b, &max_len), S = b->B;
-    int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH, NL = c->num_labels, Ly = c->layers;
+    int H = c->hidden, NH = c->heads, NL = c->num_labels, Ly = c->layers;
     float eps = c->ln_eps;
     const int32_t *h_off = m->w.h_off;
     size_t att = 0;
@@ -960,32 +1064,7 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     ops_embed(be, t->emb, t->ids, t->pos, t->types, m->word, m->pos, m->type, N, H);
     ops_layernorm(be, T_XS(t, 0), t->emb_mean, t->emb_rstd, t->emb, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
     ops_dropout_add(be, T_XS(t, 0), T_XS(t, 0), NULL, t->off, S, H, site_drop(m, &dd, p->hidden, SITE_EMB));
-    for (int l = 0; l < Ly; l++) {
-        const EncLayer *L = &m->layers[l];
-        /* the last layer computes the first token of each sequence only: all the head reads */
-        int last = l == Ly - 1, rows = last ? S : N;
-        const int32_t *roff = last ? NULL : t->off;
-        float *X = T_XS(t, l);
-        ops_linear(be, T_QKV(t, l), X, L->qkv_w, L->qkv_b, N, 3 * H, H);
-        ops_attention_train(be, T_CTX(t, l), T_ATT(t, l), T_QKV(t, l), t->off, S, max_len, NH, dh, last,
-                            site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
-        ops_linear(be, t->dt, T_CTX(t, l), L->ao_w, L->ao_b, rows, H, H);
-        const float *res = X;
-        if (last) {
-            ops_pool_first(be, t->dx, X, t->off, S, H);
-            res = t->dx;
-        }
-        ops_dropout_add(be, T_V1(t, l), t->dt, res, roff, S, H, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
-        ops_layernorm(be, T_A(t, l), T_ST(t, l, 0), T_ST(t, l, 1), T_V1(t, l), NULL, L->ln1_g, L->ln1_b, rows, H,
-                      eps);
-        ops_linear(be, T_F(t, l), T_A(t, l), L->fi_w, L->fi_b, rows, I, H);
-        ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I);
-        ops_linear(be, t->dt, t->gact, L->fo_w, L->fo_b, rows, H, I);
-        ops_dropout_add(be, T_V2(t, l), t->dt, T_A(t, l), roff, S, H,
-                        site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
-        ops_layernorm(be, last ? t->h0 : T_XS(t, l + 1), T_ST(t, l, 2), T_ST(t, l, 3), T_V2(t, l), NULL, L->ln2_g,
-                      L->ln2_b, rows, H, eps);
-    }
+    for (int l = 0; l < Ly; l++) layer_train_forward(m, l);
     /* BERT: classifier(dropout(tanh(pooler(h0)))); XLM-R: out_proj(dropout(tanh(dense(dropout(h0))))) */
     const float *hin = t->h0;
     if (c->family != ARCH_BERT) {
@@ -1050,6 +1129,10 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
     for (int l = Ly - 1; l >= 0; l--) {
         const EncLayer *L = &m->layers[l];
         int last = l == Ly - 1, rows = last ? S : N;
+        /* gradient checkpointing: refill the shared slot with this layer's activations (the same bits as the
+         * forward's: same input, weights and dropout keys). It writes dt, gact (scratch here too), xs[l + 1] / h0
+         * (the same values again); never dx, which holds the gradient. */
+        if (m->grad_ckpt && !last) layer_train_forward(m, l); /* the last layer's are still there */
         const int32_t *roff = last ? NULL : t->off;
         /* dY: the gradient of this layer's output, turned in place into that of LN2's input, then (adding the
          * FFN's) of LN1's output, then of LN1's input */

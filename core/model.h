@@ -144,6 +144,37 @@ void encoder_train_backward(Encoder *m, const float *dlogits);
 typedef void (*EncoderGradReady)(void *ctx, size_t lo, size_t hi);
 void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx);
 
+/* ------------------------------------------------------------------------------------------------------
+ * Memory: planned before the first step, not discovered.
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* --gradient-checkpointing: the training forward keeps each layer's input only (and one layer's activations); the
+ * backward recomputes each layer's activations from its input before using them. The dropout masks are
+ * counter-based and the ops deterministic, so the gradients are bit-identical to the run without it. */
+void encoder_set_gradient_checkpointing(Encoder *m, int on);
+int encoder_gradient_checkpointing(const Encoder *m);
+
+/* Bytes one rank of a training run holds on its device, by what holds them. */
+typedef struct {
+    size_t weights;     /* the parameters (fp32) */
+    size_t master;      /* an fp32 master copy of bf16 weights (0 in fp32) */
+    size_t moments;     /* AdamW's two moments of this rank's optimizer shard: the caller's part (gradsync) */
+    size_t grads;       /* the flat gradient buffer */
+    size_t activations; /* what the training forward saves for the backward, at the largest micro-batch */
+    size_t workspace;   /* the backward's gradients of activations, the batch's device copies, the backend's scratch */
+    size_t eval;        /* the inference workspace of evaluation batches (0 without evaluation) */
+} EncoderMemPlan;
+
+/* The plan for micro-batches of at most train_seqs sequences and evaluation batches of at most eval_seqs (0: no
+ * evaluation), each sequence at most max_len tokens, with the current gradient checkpointing setting. Everything
+ * but the moments; the same sizes as the workspaces take at the ceilings encoder_set_batch_limits sets. */
+void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max_len, EncoderMemPlan *p);
+size_t encoder_plan_total(const EncoderMemPlan *p);
+/* Ceilings for the workspaces (0: none, the default): they grow with the batches seen, by half again, but never
+ * past these, so the plan above bounds what they take. A batch beyond them dies naming the size (a bug of the
+ * caller's plan). */
+void encoder_set_batch_limits(Encoder *m, int train_seqs, int eval_seqs, int max_len);
+
 #ifdef __cplusplus
 }
 #endif

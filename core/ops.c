@@ -173,6 +173,7 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
 
 void ops_backend_free(Backend *be) {
     if (!be) return;
+    ops_mem_release(be);
 #ifdef XR_HAVE_CUDA
     if (be->device == XR_DEV_CUDA) {
         cuda_ops_backend_free(be);

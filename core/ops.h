@@ -37,12 +37,14 @@ typedef enum {
 #define XR_OPSET_ALL (XR_OPSET_BASE | XR_OPSET_INFER | XR_OPSET_TRAIN | XR_OPSET_SEARCH)
 
 struct OpsTable; /* ops_table.h: one function pointer per op, NULL where the backend lacks it */
+struct OpsMem;   /* ops_mem.c: the allocation counter */
 
 typedef struct {
     XrDevice device;
     const struct OpsTable *ops; /* the backend's ops (set at creation) */
     int threads;  /* CPU: OpenMP threads of the kernels and OpenBLAS threads of the GEMMs */
     void *impl;   /* backend-private state (CPU: per-thread scratch) */
+    struct OpsMem *mem; /* what ops_alloc and the backend's scratch hold (ops_mem_stats) */
 } Backend;
 
 /* The CPU backend. threads <= 0: $OMP_NUM_THREADS when set, else the OpenMP default (all cores).
@@ -89,6 +91,21 @@ int ops_device_missing(XrDevice dev, unsigned sets, char *buf, size_t n);
 /* 0 when the device's backend has every op of `sets`; else -1 with e: "--device cuda: the CUDA backend of
  * this build lacks ops that <what> needs: a, b, ...". */
 int ops_device_require(XrDevice dev, unsigned sets, const char *what, XrErr *e);
+
+/* The backend's allocation counter: every ops_alloc / ops_free, and the backend's own scratch (CUDA: cuBLAS and
+ * attention workspaces; CPU: the kernels' per-thread scratch is not counted, it is small and host-side). live:
+ * bytes held now; peak: the most held at once since creation or the last ops_mem_reset_peak. A training run
+ * checks its memory plan (encoder_train_plan) against it. */
+typedef struct {
+    size_t live, peak;
+    int64_t allocs;
+} XrMemStats;
+void ops_mem_stats(const Backend *be, XrMemStats *s);
+void ops_mem_reset_peak(Backend *be);
+/* Bytes the backend's device can still give: the GPU's free memory (cudaMemGetInfo), or on the CPU the host's
+ * MemAvailable bounded by this process's cgroup v2 limit (memory.max - memory.current). Tests set
+ * $XR_TEST_MEM_AVAILABLE (bytes) to pretend a smaller device. */
+size_t ops_mem_available(Backend *be);
 
 /* OpenBLAS picks its kernels once, when the library loads, from the CPU it recognises or $OPENBLAS_CORETYPE.
  * Releases that predate a CPU fall back to an older kernel set: OpenBLAS 0.3.21 (Debian 12) runs AMD Zen 5

@@ -17,6 +17,12 @@ typedef struct OpsTable {
 #undef XR_OP_RET
 } OpsTable;
 
+/* The allocation counter (ops_mem.c): each backend notes what its alloc / free (and scratch) hand out and take
+ * back; ops_backend_free releases the table. */
+void ops_mem_note_alloc(Backend *be, void *p, size_t bytes);
+void ops_mem_note_free(Backend *be, void *p);
+void ops_mem_release(Backend *be);
+
 /* The ops of `sets` that table t lacks (see ops_backend_missing). */
 int ops_table_missing(const OpsTable *t, unsigned sets, char *buf, size_t n);
 

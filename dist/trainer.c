@@ -99,6 +99,83 @@ static int tr_nonfinite_error(Comm *c, Encoder *m, GradSync *gs, int64_t step, d
                    where);
 }
 
+/* The plan of one rank at `seqs` sequences per micro-batch: the encoder's part and the optimizer's moments. */
+static size_t tr_plan(Encoder *m, int seqs, int eval_seqs, int max_len, int R, int zero, EncoderMemPlan *p) {
+    encoder_train_plan(m, seqs, eval_seqs, max_len, p);
+    p->moments = (size_t)gsync_optimizer_bytes(encoder_num_params(m), R, zero, 0);
+    return encoder_plan_total(p);
+}
+
+#define MIB(x) ((double)(x) / 1048576.0)
+
+/* Memory planned, not discovered: before the first step, what this rank will hold at the largest micro-batch
+ * (B x G sequences of max_len tokens) against what its device can still give, shared by the ranks of the node
+ * that use it. Refuses a batch that cannot fit, naming the largest that would; then caps the workspaces at the
+ * plan (encoder_set_batch_limits) so the run never takes more. Collective. */
+/* Examples in the largest micro-batch at per-device batch b: at most b, and at most a chunk's share of a global
+ * batch, which the dataset's n examples may cut short (chunks: ranks x accumulation, dealt round-robin). */
+static int tr_chunk_max(int b, int R, int A, int64_t n) {
+    int64_t C = (int64_t)R * A, gb = (int64_t)b * C, gn = n < gb ? n : gb, k = (gn + C - 1) / C;
+    return k < b ? (int)(k > 0 ? k : 1) : b;
+}
+
+static int tr_memory_plan(Comm *c, Encoder *m, const TrainOpts *o, int G, int64_t n, int zero, TrainStats *st,
+                          XrErr *e) {
+    Backend *be = encoder_backend(m);
+    int R = comm_size(c), B = o->per_device_batch, A = o->accumulation, L = o->max_len;
+    int eb = o->evaluate ? o->eval_batch : 0, Bm = tr_chunk_max(B, R, A, n);
+    encoder_set_gradient_checkpointing(m, o->grad_ckpt);
+    EncoderMemPlan p;
+    size_t total = tr_plan(m, Bm * G, eb, L, R, zero, &p);
+    XrMemStats ms;
+    ops_mem_stats(be, &ms); /* what is already held (weights, moments) is part of the plan */
+    size_t more = total > ms.live ? total - ms.live : 0;
+    int local = comm_local_size(c), sharing = local;
+    if (be->device != XR_DEV_CPU) { /* ranks of a node share its GPUs round-robin */
+        int ndev = ops_device_count(be->device);
+        sharing = ndev > 0 ? (local + ndev - 1) / ndev : 1;
+    }
+    size_t avail = ops_mem_available(be) / (size_t)(sharing > 0 ? sharing : 1);
+    st->mem_plan = (int64_t)total, st->mem_available = (int64_t)avail;
+    int rc = 0;
+    char dev[32];
+    if (be->device == XR_DEV_CPU) snprintf(dev, sizeof dev, "host memory");
+    else snprintf(dev, sizeof dev, "GPU %d", ops_device_index(be));
+    if (more > avail) {
+        int lo = 0, hi = B - 1; /* the largest b < B that fits (0: none) */
+        while (lo < hi) {
+            int mid = lo + (hi - lo + 1) / 2;
+            EncoderMemPlan q;
+            size_t t = tr_plan(m, tr_chunk_max(mid, R, A, n) * G, eb, L, R, zero, &q);
+            if ((t > ms.live ? t - ms.live : 0) <= avail) lo = mid;
+            else hi = mid - 1;
+        }
+        char fits[160];
+        if (lo > 0) snprintf(fits, sizeof fits, "the largest that fits is --per-device-train-batch-size %d", lo);
+        else snprintf(fits, sizeof fits, "not even a batch of 1 fits");
+        rc = xr_errf(e,
+                     "memory: --per-device-train-batch-size %d (%d x %d sequences in the largest micro-batch) at "
+                     "--max-length %d needs %.1f MiB per rank (weights "
+                     "%.1f, moments %.1f, gradients %.1f, activations %.1f, workspace %.1f, eval %.1f), %.1f MiB more "
+                     "than is held now, but %s can give %.1f MiB%s: %s (or use --gradient-checkpointing, a shorter "
+                     "--max-length, more --gradient-accumulation-steps)",
+                     B, Bm, G, L, MIB(total), MIB(p.weights), MIB(p.moments), MIB(p.grads),
+                     MIB(p.activations), MIB(p.workspace), MIB(p.eval), MIB(more), dev, MIB(avail),
+                     sharing > 1 ? " (its share for this rank)" : "", fits);
+    }
+    if (comm_check(c, rc, e)) return -1;
+    encoder_set_batch_limits(m, Bm * G, eb, L);
+    if (comm_rank(c) == 0 && !o->quiet)
+        fprintf(stderr,
+                "  memory plan per rank: %.1f MiB on %s (weights %.1f, master copy %.1f, moments %.1f, gradients "
+                "%.1f, activations %.1f%s, workspace %.1f, eval %.1f) for micro-batches of %d sequences x %d tokens; "
+                "%.1f MiB available\n",
+                MIB(total), dev, MIB(p.weights), MIB(p.master), MIB(p.moments), MIB(p.grads), MIB(p.activations),
+                o->grad_ckpt ? " with gradient checkpointing" : "", MIB(p.workspace), MIB(p.eval), Bm * G, L,
+                MIB(avail));
+    return 0;
+}
+
 int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, const TrainOpts *o, TrainStats *st,
                 XrErr *e) {
     const ModelConfig *cfg = encoder_config(m);
@@ -125,6 +202,10 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     st->zero = gso.zero && R > 1;
     st->buckets = gsync_num_buckets(gs);
     st->optimizer_bytes = gsync_optimizer_bytes(encoder_num_params(m), R, st->zero, 0);
+    if (tr_memory_plan(c, m, o, G, n, st->zero, st, e)) {
+        gsync_free(gs);
+        return -1;
+    }
 
     TrainCkpt *ck = NULL;
     TrainCounters tcn = {0};
@@ -375,6 +456,9 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     }
     if (rank == 0 && progress_shown) fprintf(stderr, "\n");
     st->seconds = xr_now() - t0;
+    XrMemStats ms;
+    ops_mem_stats(be, &ms);
+    st->mem_peak = (int64_t)ms.peak;
     gsync_sparse_stats(gs, &st->sparse_rows, &st->sparse_steps, &st->vocab);
     batch_buf_free(&bb);
     free(perm), free(items), free(labels), free(item_len), free(order), free(dealt), free(cidx), free(exid), free(clab);

@@ -64,6 +64,12 @@ typedef struct {
     int stop_on_collapse, nan_skip;
     int64_t test_nan_step; /* test hook: step (1-based) whose first micro-batch on rank 0 gets a NaN ... */
     int test_nan_grad;     /* ... in its loss (0) or in d loss / d logits (1) */
+    /* Memory, planned before the first step (encoder_train_plan + the optimizer's moments): printed on rank 0
+     * unless quiet, and a run whose plan exceeds what the device can still give (ops_mem_available, shared by the
+     * ranks of a node on one device) is refused naming the largest per_device_batch that fits. */
+    int grad_ckpt;         /* --gradient-checkpointing: recompute each layer's activations in the backward */
+    int eval_batch;        /* sequences per evaluation batch (with evaluate) */
+    int quiet;
 } TrainOpts;
 
 void trainer_defaults(TrainOpts *o);
@@ -89,6 +95,8 @@ typedef struct {
     int64_t skipped_steps;                     /* non-finite steps skipped (nan_skip) */
     int collapse_warned;                       /* the collapse detector fired */
     int stopped_early;                         /* the evaluation hook stopped the run */
+    int64_t mem_plan, mem_available;           /* this rank: planned bytes, bytes its device could give */
+    int64_t mem_peak;                          /* this rank: the backend's measured peak (ops_mem_stats) */
 } TrainStats;
 
 /* Train m (a seq-cls model with one label) on d. Collective: every rank calls it with the same data and options

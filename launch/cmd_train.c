@@ -84,6 +84,9 @@ static ArgSpec TRAIN_FLAGS[] = {
     {"eval-batch-size", ARG_INT, "32", "N", "pairs per evaluation batch", NULL, 1},
     CLI_FLAG_MAX_LENGTH("tokens per pair with specials, longest_first truncation (default: the tokenizer's "
                         "model_max_length capped by the positions)"),
+    {"gradient-checkpointing", ARG_SWITCH, NULL, "",
+     "keep only each layer's input in the forward and recompute its activations in the backward (the same "
+     "gradients, bit for bit; less memory, about a third more compute)", NULL, 0},
     CLI_FLAGS_COMPUTE_FP32,
     {"zero", ARG_CHOICE, "auto", "",
      "ZeRO-1: each rank keeps and steps the AdamW state of 1/ranks of the parameters (auto: on with > 1 rank)",
@@ -411,6 +414,9 @@ int cmd_train(int argc, char **argv) {
     o.stop_on_collapse = args_bool(a, "stop-on-collapse");
     o.collapse_windows = (int)args_int(a, "collapse-windows");
     o.nan_skip = !strcmp(args_str(a, "nan-policy"), "skip");
+    o.grad_ckpt = args_bool(a, "gradient-checkpointing");
+    o.eval_batch = (int)args_int(a, "eval-batch-size");
+    o.quiet = quiet;
     if (!(o.loss.temperature > 0)) xr_errf(&e, "--distill-temperature must be > 0");
     else if (!(o.loss.hard_weight >= 0)) xr_errf(&e, "--hard-label-weight must be >= 0");
     else if (o.collapse_windows < 0) xr_errf(&e, "--collapse-windows must be >= 0 (0: off)");
@@ -579,6 +585,8 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "  resumed from step %lld: rank 0 read %.1f MB in %.3f s (%.1f MB/s)\n",
                         (long long)ts.resumed_from, (double)ts.ckpt_read_bytes / 1e6, ts.ckpt_read_s,
                         (double)ts.ckpt_read_bytes / 1e6 / (ts.ckpt_read_s > 0 ? ts.ckpt_read_s : 1e-9));
+            fprintf(stderr, "  memory: peak %.1f MiB held on the device by rank 0 (plan %.1f MiB)\n",
+                    (double)ts.mem_peak / 1048576.0, (double)ts.mem_plan / 1048576.0);
             if (ts.skipped_steps > 0)
                 fprintf(stderr, "  %lld step%s skipped for a non-finite loss or gradient (--nan-policy skip)\n",
                         (long long)ts.skipped_steps, ts.skipped_steps > 1 ? "s" : "");

@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 
+#include "ops_table.h"
 #include "xr_common.h"
 
 typedef struct {
@@ -99,9 +100,16 @@ void *cpu_host_alloc(size_t bytes) {
     return p;
 }
 
-void *cpu_alloc(Backend *be, size_t bytes) { return cpu_host_alloc(bytes); }
+void *cpu_alloc(Backend *be, size_t bytes) {
+    void *p = cpu_host_alloc(bytes);
+    ops_mem_note_alloc(be, p, bytes);
+    return p;
+}
 
-void cpu_free(Backend *be, void *p) { free(p); }
+void cpu_free(Backend *be, void *p) {
+    ops_mem_note_free(be, p);
+    free(p);
+}
 
 void cpu_to_device(Backend *be, void *dst, const void *src, size_t bytes) {
     if (dst != src) memcpy(dst, src, bytes);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_table.h"
 #include "xr_common.h"
 
 /* BF16 mode's attention when no probabilities are saved, chosen by XR_CUDA_ATTENTION=flash (the default:
@@ -41,6 +42,7 @@ typedef struct {
 
 typedef struct {
     int device;
+    Backend *be; /* the handle this state belongs to (the allocation counter of its scratch) */
     cudaStream_t stream;
     cublasHandle_t blas;
     cublasLtHandle_t lt;
@@ -73,13 +75,17 @@ static CudaState *st_of(Backend *be) {
  * queued kernel still reads it. Contents are not kept. */
 static void *scratch(CudaState *st, int which, size_t bytes) {
     if (st->scr_bytes[which] >= bytes) return st->scr[which];
-    if (st->scr[which]) XR_CU(cudaFree(st->scr[which]));
+    if (st->scr[which]) {
+        ops_mem_note_free(st->be, st->scr[which]);
+        XR_CU(cudaFree(st->scr[which]));
+    }
     st->scr[which] = NULL;
     size_t want = bytes + bytes / 8; /* some headroom: batch shapes drift upwards */
     cudaError_t e = cudaMalloc(&st->scr[which], want);
     if (e != cudaSuccess) xr_die("CUDA: out of device memory allocating %zu bytes of scratch on GPU %d: %s", want,
                                  st->device, cudaGetErrorString(e));
     st->scr_bytes[which] = want;
+    ops_mem_note_alloc(st->be, st->scr[which], want);
     return st->scr[which];
 }
 
@@ -116,6 +122,7 @@ extern "C" Backend *cuda_ops_backend(int device) {
     Backend *be = (Backend *)xr_calloc(1, sizeof *be);
     CudaState *st = (CudaState *)xr_calloc(1, sizeof *st);
     st->device = device;
+    st->be = be;
     st->mode = XR_GEMM_FP32;
     XR_CU(cudaSetDevice(device));
     XR_CU(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
@@ -186,13 +193,23 @@ extern "C" void *cuda_ops_alloc(Backend *be, size_t bytes) {
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
     if (e != cudaSuccess) xr_die("CUDA: out of device memory allocating %zu bytes on GPU %d: %s", bytes, st->device,
                                  cudaGetErrorString(e));
+    ops_mem_note_alloc(be, p, bytes);
     return p;
+}
+
+extern "C" size_t cuda_ops_mem_free(Backend *be) {
+    CudaState *st = st_of(be);
+    XR_CU(cudaSetDevice(st->device));
+    size_t free_b = 0, total = 0;
+    XR_CU(cudaMemGetInfo(&free_b, &total));
+    return free_b;
 }
 
 extern "C" void cuda_ops_free(Backend *be, void *p) {
     if (!p) return;
     /* the stream may still use p: cudaFree waits for the device, but be explicit about this stream */
     XR_CU(cudaStreamSynchronize(st_of(be)->stream));
+    ops_mem_note_free(be, p);
     XR_CU(cudaFree(p));
 }
 

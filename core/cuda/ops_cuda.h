@@ -30,6 +30,9 @@ int cuda_ops_device_index(Backend *be);
 /* Waits for every op queued on the backend's stream; dies with the CUDA error of a failed kernel. */
 void cuda_ops_sync(Backend *be);
 
+/* Free memory of the backend's GPU in bytes (cudaMemGetInfo; ops_mem_available). */
+size_t cuda_ops_mem_free(Backend *be);
+
 /* Device-to-device copy on the backend's stream. */
 void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t bytes);
 

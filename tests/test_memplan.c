@@ -1,0 +1,153 @@
+/* test_memplan.c: memory planned, not discovered (issue 13), on the CPU backend with the tiny BERT and XLM-R models:
+ * - the plan (encoder_train_plan + AdamW's moments) against the backend's allocation counter over a training step
+ *   whose micro-batch reaches the plan's ceiling, a ragged second micro-batch and an evaluation batch: the
+ *   measured peak within 10% below the plan, never above it;
+ * - gradient checkpointing: the same gradients and updated parameters bit for bit (dropout on, two micro-batches
+ *   accumulated), a lower measured peak, lower by what the plan says the activations shrink;
+ * - the counter itself: live bytes back to the weights after the workspaces are gone. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "ops.h"
+#include "optim.h"
+#include "testutil.h"
+
+enum { S = 6, L = 16, E = 4 };
+
+typedef struct {
+    size_t peak, plan, act_plan;
+    float *grads, *params;
+} RunOut;
+
+/* S sequences; lens[r] real tokens each (the rest padding), ids drawn from the vocabulary. */
+static void make_batch(Batch *b, int32_t *ids, int32_t *mask, const int *lens, int n, TuRng *r, int vocab) {
+    b->B = n, b->T = L, b->ids = ids, b->types = NULL, b->mask = mask;
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < L; t++) {
+            ids[i * L + t] = t < lens[i] ? 5 + (int32_t)(tu_rng_unit(r) * (vocab - 6)) : 0;
+            mask[i * L + t] = t < lens[i];
+        }
+}
+
+static void run(const char *model, int ckpt, RunOut *o) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
+    XrErr e;
+    Encoder *m = encoder_load(dir, &e);
+    TU_CHECK(m != NULL, "load %s: %s", dir, e.msg);
+    if (!m) exit(1);
+    encoder_set_threads(m, 2);
+    Backend *be = encoder_backend(m);
+    size_t np = (size_t)encoder_num_params(m);
+    encoder_set_gradient_checkpointing(m, ckpt);
+    encoder_set_batch_limits(m, S, E, L);
+    EncoderMemPlan p;
+    encoder_train_plan(m, S, E, L, &p);
+    p.moments = 2 * np * sizeof(float);
+    o->plan = encoder_plan_total(&p), o->act_plan = p.activations;
+
+    AdamWConfig ac = adamw_defaults();
+    ac.weight_decay = 0.01;
+    AdamW *opt = adamw_create(be, 0, np, &ac);
+    TuRng r = {12345};
+    int vocab = encoder_config(m)->vocab_size;
+    int32_t ids[E > S ? E * L : S * L], mask[E > S ? E * L : S * L];
+    int full[S], ragged[S] = {1, 16, 7, 15, 2, 9};
+    for (int i = 0; i < S; i++) full[i] = L;
+    uint64_t ex[S];
+    float logits[S], dl[S];
+    encoder_zero_grads(m);
+    for (int mb = 0; mb < 2; mb++) { /* a full micro-batch (the plan's ceiling), then a ragged one */
+        Batch b;
+        make_batch(&b, ids, mask, mb == 0 ? full : ragged, S, &r, vocab);
+        for (int i = 0; i < S; i++) ex[i] = (uint64_t)(mb * S + i);
+        EncoderTrainStep st = {7, 3, ex, 1};
+        encoder_train_forward(m, &b, &st, logits);
+        for (int i = 0; i < S; i++) dl[i] = 0.1f * logits[i] - 0.05f * (float)i; /* any fixed d loss / d logits */
+        encoder_train_backward(m, dl);
+    }
+    o->grads = malloc(np * sizeof(float));
+    ops_to_host(be, o->grads, encoder_grads(m), np * sizeof(float));
+    adamw_step(opt, encoder_params(m), encoder_grads(m), 1e-3);
+    o->params = malloc(np * sizeof(float));
+    ops_to_host(be, o->params, encoder_params(m), np * sizeof(float));
+    { /* an evaluation batch at its ceiling */
+        Batch b;
+        int ev[E] = {L, L, L, L};
+        make_batch(&b, ids, mask, ev, E, &r, vocab);
+        float sc[E];
+        encoder_forward_score(m, &b, sc);
+    }
+    XrMemStats ms;
+    ops_mem_stats(be, &ms);
+    o->peak = ms.peak;
+    TU_CHECK(ms.peak <= o->plan && ms.peak >= o->plan - o->plan / 10,
+             "%s%s: measured peak %zu bytes, plan %zu (weights %zu moments %zu grads %zu activations %zu workspace %zu "
+             "eval %zu): not within 10%% below it", model, ckpt ? " + checkpointing" : "", ms.peak, o->plan, p.weights,
+             p.moments, p.grads, p.activations, p.workspace, p.eval);
+    printf("%-9s %-22s plan %8zu B (activations %7zu), measured peak %8zu B (%.2f%% of the plan), %lld allocations\n",
+           model, ckpt ? "gradient checkpointing" : "all activations kept", o->plan, p.activations, ms.peak,
+           100.0 * (double)ms.peak / (double)o->plan, (long long)ms.allocs);
+    adamw_free(opt);
+    encoder_free(m); /* its own backend goes with it: the counter is released too */
+}
+
+static void test_model(const char *model) {
+    RunOut a, b;
+    run(model, 0, &a);
+    run(model, 1, &b);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
+    XrErr e;
+    Encoder *m = encoder_load(dir, &e);
+    size_t np = (size_t)encoder_num_params(m);
+    encoder_free(m);
+    size_t gdiff = 0, pdiff = 0;
+    for (size_t i = 0; i < np; i++) gdiff += memcmp(&a.grads[i], &b.grads[i], sizeof(float)) != 0,
+                                     pdiff += memcmp(&a.params[i], &b.params[i], sizeof(float)) != 0;
+    TU_CHECK(gdiff == 0 && pdiff == 0, "%s: gradient checkpointing changed %zu gradients and %zu parameters of %zu",
+             model, gdiff, pdiff, np);
+    TU_CHECK(b.peak < a.peak, "%s: checkpointing did not lower the peak (%zu vs %zu)", model, b.peak, a.peak);
+    TU_CHECK(a.peak - b.peak == a.act_plan - b.act_plan,
+             "%s: the peak fell by %zu bytes, the plan's activations by %zu", model, a.peak - b.peak,
+             a.act_plan - b.act_plan);
+    printf("%-9s checkpointing: gradients and parameters identical (%zu values), activations %zu -> %zu B (-%.0f%%)\n",
+           model, np, a.act_plan, b.act_plan, 100.0 * (1.0 - (double)b.act_plan / (double)a.act_plan));
+    free(a.grads), free(a.params), free(b.grads), free(b.params);
+}
+
+/* The counter by itself: live goes up and down by what is allocated, peak stays, reset brings it to live. */
+static void test_counter(void) {
+    Backend *be = ops_backend_cpu(1);
+    void *x = ops_alloc(be, 1000), *y = ops_alloc(be, 24);
+    XrMemStats s;
+    ops_mem_stats(be, &s);
+    TU_CHECK(s.live == 1024 && s.peak == 1024 && s.allocs == 2, "live %zu peak %zu allocs %lld", s.live, s.peak,
+             (long long)s.allocs);
+    ops_free(be, x);
+    void *many[600];
+    for (int i = 0; i < 600; i++) many[i] = ops_alloc(be, (size_t)i + 1); /* grows the table, collides */
+    for (int i = 0; i < 600; i += 2) ops_free(be, many[i]);
+    ops_mem_stats(be, &s);
+    size_t want = 24;
+    for (int i = 1; i < 600; i += 2) want += (size_t)i + 1;
+    TU_CHECK(s.live == want, "live %zu after frees, want %zu", s.live, want);
+    for (int i = 1; i < 600; i += 2) ops_free(be, many[i]);
+    ops_free(be, y);
+    ops_mem_stats(be, &s);
+    TU_CHECK(s.live == 0 && s.peak >= 1024, "live %zu peak %zu at the end", s.live, s.peak);
+    ops_mem_reset_peak(be);
+    ops_mem_stats(be, &s);
+    TU_CHECK(s.peak == 0, "peak %zu after reset with nothing held", s.peak);
+    TU_CHECK(ops_mem_available(be) > 0, "no memory available?");
+    ops_backend_free(be);
+}
+
+int main(void) {
+    test_counter();
+    test_model("bert_cls");
+    test_model("xlmr_cls");
+    return tu_finish("test_memplan");
+}
