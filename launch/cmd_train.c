@@ -109,9 +109,10 @@ static ArgSpec TRAIN_FLAGS[] = {
      "write OUTPUT/checkpoint-<step> every N steps (model, optimizer shards, data position; 0: only on SIGTERM / "
      "SIGUSR1)", NULL, 0},
     {"save-total-limit", ARG_INT, "0", "K", "keep the newest K checkpoints (and the best one; 0: all)", NULL, 0},
-    {"resume", ARG_STR, NULL, "DIR|latest",
-     "continue exactly from a checkpoint (latest: the one OUTPUT/latest names, else the newest complete one)", NULL,
-     0},
+    {"resume", ARG_STR, NULL, "DIR|latest|auto",
+     "continue exactly from a checkpoint (latest: the one OUTPUT/latest names, else the newest complete one; auto: "
+     "latest when OUTPUT holds a checkpoint, else start a new run: for a batch job that may be requeued)",
+     NULL, 0},
     CLI_FLAG_QUIET,
     CLI_FLAG_CONFIG("JSON file of flag values (configs/demo.json)"),
 };
@@ -287,14 +288,31 @@ static int tc_resume_plan(TrainCli *x, TrainOpts *o, int64_t *step, int quiet, X
     char *rd = NULL;
     size_t rl = 0;
     int st = 0;
+    const char *spec = args_str(&x->b.args, "resume");
+    int fresh = 0; /* --resume auto in an output without checkpoints: a new run */
     if (x->rank == 0) {
-        rd = ckpt_resolve(args_str(&x->b.args, "resume"), x->out, note, sizeof note, e);
-        if (!rd) st = -1;
-        else rl = strlen(rd);
-        if (rd && note[0]) fprintf(stderr, "xrank train: %s\n", note);
+        if (!strcmp(spec, "auto")) {
+            int64_t *steps = NULL;
+            char *lp = xr_path_join(x->out, CKPT_LATEST);
+            fresh = ckpt_list(x->out, &steps) == 0 && access(lp, F_OK) != 0;
+            free(steps), free(lp);
+            spec = "latest";
+            if (fresh) rd = xr_strdup(""); /* broadcast as an empty path */
+        }
+        if (!fresh) {
+            rd = ckpt_resolve(spec, x->out, note, sizeof note, e);
+            if (!rd) st = -1;
+            else rl = strlen(rd);
+            if (rd && note[0]) fprintf(stderr, "xrank train: %s\n", note);
+        }
     }
     if (comm_check(x->c, st, e)) return -1;
     comm_bcast_buf(x->c, &rd, &rl, 0);
+    if (!rl) { /* auto found nothing to resume */
+        free(rd);
+        if (x->rank == 0 && !quiet) fprintf(stderr, "xrank train: --resume auto: no checkpoint in %s, a new run\n", x->out);
+        return 0;
+    }
     x->resume_dir = rd;
     CkptManifest mf;
     if (ckpt_open(rd, &mf, 0, e)) return -1;
