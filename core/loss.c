@@ -159,18 +159,14 @@ double loss_lambda(const float *logits, const float *labels, int n_groups, int G
                 double w = mu * fabs(invD[d] - invD[d + 1]) * dg + fabs(invD[r + 1] - invD[s + 1]) * dg;
                 double diff = pos[r].z - pos[s].z;
                 diff = diff > 1e8 ? 1e8 : diff < -1e8 ? -1e8 : diff;
-                double sg = 1.0 / (1.0 + exp(-sigma * diff)), p1 = sg > eps ? sg : eps;
-                double lp = w * log(p1); /* ln of p1^w */
+                /* ln sigmoid(x) and 1 - sigmoid(x), stable for either sign of x (no clamp: a badly ordered
+                 * pair keeps its gradient, as in sentence-transformers' logsigmoid form) */
+                double x = sigma * diff, ex = exp(-fabs(x));
+                double lsig = (x < 0 ? x : 0.0) - log1p(ex), omsig = x < 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
                 npairs++;
-                if (lp < log(eps)) {      /* the outer clamp: constant, no gradient */
-                    gl -= log(eps) / ln2;
-                    continue;
-                }
-                gl -= lp / ln2;
-                if (sg > eps) {
-                    double gd = -w * sigma * (1.0 - sg) / ln2; /* d pair / d diff */
-                    dz[pos[r].i] += gd, dz[pos[s].i] -= gd;
-                }
+                gl -= w * lsig / ln2;
+                double gd = -w * sigma * omsig / ln2; /* d pair / d diff */
+                dz[pos[r].i] += gd, dz[pos[s].i] -= gd;
             }
         if (npairs > 0) sum += gl / npairs;
         if (dlogits)

@@ -47,10 +47,12 @@ double loss_mse(const float *logits, const float *teacher, int n, float grad_sca
  * positions (no k). Per group, positions r = 1..G by descending logit (ties: lower index first), gains
  * g_r = (2^y - 1) / maxDCG with y clamped at 0, D_r = log2(1 + r):
  *   w_rs = mu |1/D(|r-s|) - 1/D(|r-s|+1)| |g_r - g_s| + |1/D_r - 1/D_s| |g_r - g_s|
- *   loss_g = -mean over pairs (r, s) with y_r > y_s of log2(max(max(sigmoid(sigma (z_r - z_s)), eps)^w_rs, eps))
- * and the loss is the mean over groups (sentence-transformers takes the mean over all pairs of the batch: the
- * same when every group has as many label-ordered pairs, e.g. one positive and G-1 negatives). The weights
- * depend on the order only, so they carry no gradient; a clamp that is active passes none. */
+ *   loss_g = -mean over pairs (r, s) with y_r > y_s of w_rs log2(sigmoid(sigma (z_r - z_s)))
+ * (sentence-transformers 6.3's logsigmoid form; eps only bounds maxDCG. The allRank form it replaced,
+ * log2(max(max(sigmoid, eps)^w, eps)), passes no gradient through a pair ordered badly enough) and the loss is the
+ * mean over groups (sentence-transformers takes the mean over all pairs of the batch: the same when every group
+ * has as many label-ordered pairs, e.g. one positive and G-1 negatives). The weights depend on the order only,
+ * so they carry no gradient. */
 double loss_lambda(const float *logits, const float *labels, int n_groups, int G, float grad_scale, float *dlogits);
 
 typedef enum { LOSS_BCE = 0, LOSS_LISTWISE, LOSS_DISTILL, LOSS_LISTNET, LOSS_LAMBDA } LossKind;

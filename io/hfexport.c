@@ -68,7 +68,11 @@ typedef struct {
     int num_labels;
 } HfHead;
 
-/* config.json: the sequence-classification architecture and its labels. */
+static void hf_edit_activation(cJSON *j, const void *ctx);
+
+/* config.json: the sequence-classification architecture and its labels, and the CrossEncoder activation
+ * Identity, so that CrossEncoder(dir).predict gives the raw logit as xrank score does (without the key it
+ * applies a sigmoid to a one-label head); xrank export may name Sigmoid instead. */
 static void hf_edit_head(cJSON *j, const void *ctx) {
     const HfHead *h = ctx;
     const char *arch[1] = {h->architecture};
@@ -84,6 +88,8 @@ static void hf_edit_head(cJSON *j, const void *ctx) {
     }
     hf_replace(j, "id2label", id2);
     hf_replace(j, "label2id", l2i);
+    const int identity = 0;
+    hf_edit_activation(j, &identity);
 }
 
 /* config.json: the activation sentence-transformers' CrossEncoder applies (v4+ key and the older one). */
