@@ -42,6 +42,13 @@ CONFIGS = [
      {"num_negatives": 4, "absolute_margin": 0.02, "max_score": 0.8}),
     ("10 negatives, range_max 40", ["--num-negatives", "10", "--range-max", "40"],
      {"num_negatives": 10, "range_max": 40}),
+    # issue 16: queries with few survivors take their last negatives from candidate range_max + max_positives + 1
+    ("5 negatives, range_max 30, relative_margin 0.05", ["--num-negatives", "5", "--range-max", "30",
+                                                         "--relative-margin", "0.05"],
+     {"num_negatives": 5, "range_max": 30, "relative_margin": 0.05}),
+    ("5 negatives, range_max 6, absolute_margin 0.1 (few survivors)", ["--num-negatives", "5", "--range-max", "6",
+                                                                       "--absolute-margin", "0.1"],
+     {"num_negatives": 5, "range_max": 6, "absolute_margin": 0.1}),
 ]
 
 
@@ -87,9 +94,10 @@ def main():
     ap.add_argument("--pages", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="embedding-speed runs (0: agreement only)")
     ap.add_argument("--ranks", type=int, default=1, help="mpirun -np for the xrank mining runs")
     ap.add_argument("--log", help="append a JSON line with the results")
+    ap.add_argument("--configs", help="comma-separated indices of the option sets to run (default: all)")
     a = ap.parse_args()
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from encode / mine_hard_negatives
@@ -97,6 +105,8 @@ def main():
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
+    import sentence_transformers
+    st_version = sentence_transformers.__version__
 
     torch.set_num_threads(a.threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -111,7 +121,8 @@ def main():
                             str(a.pages)], check=True)
         corpus, pairs = read_beir(beir)
         print(f"corpus: {len(corpus)} passages, {len(pairs)} (query, positive) pairs; {a.threads} threads, "
-              f"batch {a.batch_size}, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+              f"batch {a.batch_size}, torch {torch.__version__}, sentence-transformers {st_version}, "
+              f"{platform.processor() or platform.machine()}")
         ds_dir = os.path.join(work, "ds")
         run([a.xrank, "tokenize", "--model", a.model, "--input", beir, "--output", ds_dir, "--quiet"], env)
         model = SentenceTransformer(a.model, device="cpu")
@@ -121,7 +132,8 @@ def main():
 
         # ---- agreement, per option set
         results = []
-        for name, xflags, stkw in CONFIGS:
+        chosen = CONFIGS if not a.configs else [CONFIGS[int(i)] for i in a.configs.split(",")]
+        for name, xflags, stkw in chosen:
             out = os.path.join(work, "x.jsonl")
             cmd = xr_pre + [a.xrank, "mine", "--model", a.model, "--input", ds_dir, "--output",
                             os.path.join(work, "g.h5"), "--overwrite", "--threads", xr_threads, "--batch-size",
@@ -133,10 +145,12 @@ def main():
                                      output_format="triplet", verbose=False, **stkw)
             xs = slots_of(xr_rows, "anchor", "positive", 0)
             ss = slots_of(list(st), "query", "answer", 0)
-            total = same = 0
+            total = same = only_x = only_st = 0
             diffs = []
             for key in set(xs) | set(ss):
                 x, s = xs.get(key, []), ss.get(key, [])
+                only_x += max(0, len(x) - len(s))
+                only_st += max(0, len(s) - len(x))
                 for j in range(max(len(x), len(s))):
                     total += 1
                     if j < len(x) and j < len(s) and x[j] == s[j]:
@@ -152,14 +166,16 @@ def main():
                 pe = model.encode(cands, convert_to_tensor=True, normalize_embeddings=True)
                 sc = (qe @ pe.T)[0].tolist()
                 notes.append(f"slot {j} of '{q[:40]}': xrank {sc[0] if xt else None} vs st {sc[-1] if stt else None}")
-            print(f"[{name}] identical (query, rank) slots: {same}/{total} = {100 * frac:.2f}%")
+            print(f"[{name}] identical (query, rank) slots: {same}/{total} = {100 * frac:.2f}%; filled by "
+                  f"xrank only {only_x}, by sentence-transformers only {only_st}")
             for n in notes:
                 print("   ", n)
-            results.append({"config": name, "slots": total, "identical": same, "fraction": frac})
+            results.append({"config": name, "slots": total, "identical": same, "fraction": frac,
+                            "xrank_only": only_x, "st_only": only_st})
 
         # ---- embedding speed: passages/s
-        warm = corpus[: 4 * a.batch_size]
-        model.encode(warm, batch_size=a.batch_size, show_progress_bar=False)
+        if a.repeats > 0:
+            model.encode(corpus[: 4 * a.batch_size], batch_size=a.batch_size, show_progress_bar=False)
         ratios, st_rates, xr_rates = [], [], []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
@@ -175,11 +191,13 @@ def main():
             ratios.append(xr_rate / st_rate)
             print(f"  embed passages/s: sentence-transformers {st_rate:.1f}, xrank {xr_rate:.1f} "
                   f"({xr_rate / st_rate:.2f}x)")
-        speed = {"st_passages_per_s": max(st_rates), "xrank_passages_per_s": max(xr_rates),
-                 "median_ratio": statistics.median(ratios)}
-        print(f"embedding: xrank {speed['xrank_passages_per_s']:.1f} vs sentence-transformers "
-              f"{speed['st_passages_per_s']:.1f} passages/s (best runs); median paired ratio "
-              f"{speed['median_ratio']:.2f}x")
+        speed = None
+        if ratios:  # --repeats 0: agreement only
+            speed = {"st_passages_per_s": max(st_rates), "xrank_passages_per_s": max(xr_rates),
+                     "median_ratio": statistics.median(ratios)}
+            print(f"embedding: xrank {speed['xrank_passages_per_s']:.1f} vs sentence-transformers "
+                  f"{speed['st_passages_per_s']:.1f} passages/s (best runs); median paired ratio "
+                  f"{speed['median_ratio']:.2f}x")
         worst = min(r["fraction"] for r in results)
         print(f"agreement: worst option set {100 * worst:.2f}% identical slots (target >= 99%)")
         if a.log:
@@ -187,6 +205,7 @@ def main():
                 f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "passages": len(corpus),
                                     "pairs": len(pairs), "threads": a.threads, "batch": a.batch_size,
                                     "ranks": a.ranks, "agreement": results, "speed": speed,
+                                    "sentence_transformers": st_version,
                                     "cpu": platform.processor() or platform.machine()}) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)

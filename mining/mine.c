@@ -170,8 +170,10 @@ int mine_run(Comm *c, const MineOpts *o, MineResult *r, XrErr *e) {
     if (mine_all_hashes(&m, m.qs, m.qlo, m.qhi, &m.qhash, e)) goto done;
     MineHashIdx *sorted = NULL;
     int flag = m.sel.style == SELECT_STYLE_FLAG;
-    st = mine_canonical(&m, flag ? &sorted : NULL, e);
-    if (st == 0 && flag) st = mine_query_equal_passages(&m, sorted, e);
+    /* both styles drop the passages whose text is the query's (sentence-transformers v6 reserves a candidate
+     * slot for it, FlagEmbedding filters it) */
+    st = mine_canonical(&m, &sorted, e);
+    if (st == 0) st = mine_query_equal_passages(&m, sorted, e);
     free(sorted);
     if (comm_check(c, st, e)) goto done;
     m.crow = xr_malloc(sizeof(int64_t) * (size_t)(m.np + 1));

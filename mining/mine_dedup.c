@@ -1,6 +1,6 @@
 /* mine_dedup.c: the mining run's partition of the stores over the ranks (whole batching windows, balanced by
- * tokens), the row hashes every rank shares, the duplicate map (identical token sequences are one passage) and,
- * for the FlagEmbedding style, the passages equal to each query. */
+ * tokens), the row hashes every rank shares, the duplicate map (identical token sequences are one passage) and
+ * the passages equal to each query. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +123,7 @@ int mine_canonical(Mine *m, MineHashIdx **sorted_out, XrErr *e) {
     return rc;
 }
 
-/* FlagEmbedding drops passages whose text equals the query: here, canonical passages with the query's tokens. */
+/* Both peers drop passages whose text equals the query: here, canonical passages with the query's tokens. */
 int mine_query_equal_passages(Mine *m, const MineHashIdx *hs, XrErr *e) {
     m->qx_off = xr_calloc((size_t)m->nq + 1, sizeof(int64_t));
     int64_t cap = 16, n = 0;

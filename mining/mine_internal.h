@@ -31,7 +31,7 @@ typedef struct {
     int64_t *canon;
     int64_t *crow, ncanon, coff, nlocal;
     float *pemb, *qemb;
-    /* FlagEmbedding style: canonical passages whose tokens equal each query's (CSR over queries) */
+    /* canonical passages whose tokens equal each query's (CSR over queries): excluded from the negatives */
     int64_t *qx_off, *qx_row;
     /* progress */
     const char *phase;
@@ -73,8 +73,8 @@ int mine_all_hashes(Mine *m, TokenStore *s, int64_t lo, int64_t hi, uint64_t **a
 /* m->canon[i] = the first row whose tokens equal row i's; the hashes sorted by (hash, row) to *sorted_out if
  * not NULL (free it). */
 int mine_canonical(Mine *m, MineHashIdx **sorted_out, XrErr *e);
-/* FlagEmbedding drops passages whose text equals the query: m->qx_off / m->qx_row, from mine_canonical's
- * sorted hashes. */
+/* Passages whose text equals the query (both peers drop them; select.h): m->qx_off / m->qx_row, from
+ * mine_canonical's sorted hashes. */
 int mine_query_equal_passages(Mine *m, const MineHashIdx *hs, XrErr *e);
 
 /* ---- mine_embed.c ---- */

@@ -69,7 +69,8 @@ int select_resolve(SelectOpts *o, int have_cross_encoder, XrErr *e) {
 
 size_t select_candidate_count(const SelectOpts *o) {
     assert(o->range_max > 0);
-    return o->style == SELECT_STYLE_ST ? (size_t)o->range_max + (size_t)o->max_positives : (size_t)o->range_max;
+    /* ST: room for the positives and for the passage equal to the query, both removed before the window */
+    return o->style == SELECT_STYLE_ST ? (size_t)o->range_max + (size_t)o->max_positives + 1 : (size_t)o->range_max;
 }
 
 /* ---- per-query random stream (splitmix64) ---- */
@@ -155,6 +156,8 @@ int select_query(const SelectOpts *o, const SelectQuery *q, SelectCanonFn canon,
     memset(&st, 0, sizeof st);
     st.queries = 1;
     const int flag = o->style == SELECT_STYLE_FLAG;
+    /* ST with include_positives: a positive stays a candidate even when the caller excludes it as query text */
+    const int keep_pos_excl = !flag && o->include_positives;
     size_t n = q->n_cand < select_candidate_count(o) ? q->n_cand : select_candidate_count(o);
     size_t N = (size_t)o->num_negatives;
 
@@ -200,7 +203,7 @@ int select_query(const SelectOpts *o, const SelectQuery *q, SelectCanonFn canon,
             st.positive++;
             continue;
         }
-        if (in_set(xc, q->n_exclude, c)) {
+        if (in_set(xc, q->n_exclude, c) && !(keep_pos_excl && in_set(pc, q->n_pos, c))) {
             st.excluded++;
             continue;
         }

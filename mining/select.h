@@ -3,12 +3,17 @@
  * Pure functions: no MPI, no files, no global state; the mining command calls select_query per query.
  *
  * sentence-transformers style (SELECT_STYLE_ST), per query, in this order:
- *  1. Candidates: the first range_max + max_positives retrieved passages (max_positives = the largest number of
- *     positives of any query in the data set), index -1 = empty slot.
+ *  1. Candidates: the first range_max + max_positives + 1 retrieved passages (max_positives = the largest number
+ *     of positives of any query in the data set; the + 1 is the slot sentence-transformers (v6) reserves for the
+ *     passage whose text equals the query, which it removes), index -1 = empty slot. range_max therefore counts
+ *     survivors: up to max_positives + 1 removed candidates are made up for, and a query that loses more than
+ *     that gets fewer than range_max survivors.
  *  2. Drop the query's positives (include_positives = 0) and any passage the caller's canonical map says is an
  *     exact duplicate of a positive (sentence-transformers dedups the corpus by exact text, so a duplicate is
- *     the same passage there); drop the caller's extra exclusions; drop a candidate that duplicates a
- *     higher-ranked candidate (a safety net: for results identical to sentence-transformers, search only
+ *     the same passage there); drop the caller's exclusions (the caller passes the passages whose text equals
+ *     the query; with include_positives an exclusion that is one of the query's positives is kept, as
+ *     sentence-transformers keeps the query's own text when it is a positive); drop a candidate that duplicates
+ *     a higher-ranked candidate (a safety net: for results identical to sentence-transformers, search only
  *     canonical passages, as it searches a deduplicated corpus, so that the candidate count means the same).
  *  3. Filters against pos = the LOWEST score among the query's positives, in float32 arithmetic as torch does:
  *     absolute_margin: drop if (s + m) > pos; relative_margin: drop if s > pos - |pos| * m;
@@ -20,8 +25,7 @@
  *  5. "top": the first num_negatives of that window; "random": num_negatives drawn uniformly from the window
  *     (all of them when there are fewer), returned in window order (score descending).
  * Skip counts are per rule, each counting only candidates still present when it runs (sentence-transformers
- * prints the same numbers for the margins and max_score; its min_score count also includes every slot that
- * was already removed, since -inf < min_score).
+ * v6 prints the same numbers for the margins, max_score and min_score).
  * range_max default (select_resolve): range_min + num_negatives + max_positives, with 10 * num_negatives instead
  * when absolute_margin, relative_margin or max_score is set, or min_score together with a cross-encoder.
  *
@@ -117,7 +121,7 @@ void select_opts_flag_default(SelectOpts *o);
  * num_negatives >= 1, range_min >= 0, range_min < range_max, num_negatives <= range_max - range_min (ST),
  * max_positives >= 1, fill only with FLAG. have_cross_encoder: a rescoring pass will set the scores. */
 int select_resolve(SelectOpts *o, int have_cross_encoder, XrErr *e);
-/* Candidates per query the search must return: range_max + max_positives (ST), range_max (FLAG). */
+/* Candidates per query the search must return: range_max + max_positives + 1 (ST), range_max (FLAG). */
 size_t select_candidate_count(const SelectOpts *o);
 
 /* Pick the negatives of one query into neg_index / neg_score (room for num_negatives); returns how many.

@@ -3,9 +3,9 @@
 set with a tiny random SentenceTransformer (a StaticEmbedding over a word-level tokenizer, no hub access), under
 several parameter sets, and writes tests/fixtures/select/ for tests/test_select.c:
 
-  cands.txt     per query: its positives (corpus index, score) and every corpus passage in torch.topk order with
-                the scores mine_hard_negatives computed (model.similarity on the same embeddings), floats as
-                exact hex
+  cands.txt     per query: its positives (corpus index, score), the corpus passage whose text equals the query
+                (-1 if none) and every corpus passage in torch.topk order with the scores mine_hard_negatives
+                computed (model.similarity on the same embeddings), floats as exact hex
   expected.txt  per parameter set: the options, the range_max and skip counts mine_hard_negatives printed, and
                 per query the negatives it returned (corpus indices, in its order)
 
@@ -80,6 +80,13 @@ def make_data(rng, words):
     anchors.append(anchors[0 + 5])
     positives.append(positives[0])
     corpus = [text() for _ in range(160)]
+    # queries whose own text is a corpus passage: sentence-transformers (v6) removes that passage from the
+    # candidates and reserves one extra candidate slot for it; and one query that is its own positive (kept
+    # by include_positives)
+    for q in (3, 9, 17):
+        corpus.append(anchors[q])
+    anchors.append(anchors[22])
+    positives.append(anchors[22])
     return anchors, positives, corpus
 
 
@@ -103,6 +110,10 @@ CONFIGS = [
     dict(name="random", num_negatives=4, relative_margin=0.05, sampling_strategy="random"),
     dict(name="random_rmin", num_negatives=3, range_min=5, range_max=25, sampling_strategy="random"),
     dict(name="include_pos", num_negatives=5, include_positives=True),
+    # few survivors: the last slots come from the candidates past range_max + max_positives (issue 16)
+    dict(name="short_rel", num_negatives=5, range_max=30, relative_margin=0.05),
+    dict(name="short_abs", num_negatives=5, range_max=6, absolute_margin=0.1),
+    dict(name="short_random", num_negatives=3, range_max=5, relative_margin=0.02, sampling_strategy="random"),
 ]
 
 
@@ -123,6 +134,7 @@ def main():
         if cidx[p] not in pos_of[qidx[a]]:
             pos_of[qidx[a]].append(cidx[p])
     max_positives = max(len(p) for p in pos_of)
+    self_of = [cidx.get(t, -1) for t in queries]  # the passage equal to the query, as mine_hard_negatives finds it
     c_emb = model.encode_document(corpus, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     q_emb = model.encode_query(queries, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
     scores = model.similarity(q_emb, torch.as_tensor(c_emb))
@@ -143,6 +155,7 @@ def main():
             for p in pos_of[q]:
                 f.write(" %d %s" % (p, h(pos_scores[k].item())))
                 k += 1
+            f.write("\nself %d %d" % (q, self_of[q]))
             f.write("\ncand %d %d" % (q, len(corpus)))
             for i, s in zip(top_i[q].tolist(), top_s[q].tolist()):
                 f.write(" %d %s" % (i, h(s)))

@@ -1,7 +1,8 @@
 /* test_select.c: mining/select. Each filter on hand-built scores (including the float32 boundary cases torch
  * decides), range_min counted after positives are removed, duplicates of positives, the range_max default rule,
- * seeded sampling, FlagEmbedding style; then the output of sentence-transformers' real mine_hard_negatives on
- * 14 parameter sets (tests/fixtures/select, written by gen_select_fixtures.py), negatives and skip counts. */
+ * the candidate count (range_max + max_positives + 1) for queries with few survivors, the query-text exclusion,
+ * seeded sampling, FlagEmbedding style; then the output of sentence-transformers' real mine_hard_negatives (v6)
+ * on 17 parameter sets (tests/fixtures/select, written by gen_select_fixtures.py), negatives and skip counts. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,9 +81,46 @@ static void test_filters(void) {
     memset(&st, 0, sizeof st);
     n = run(&o, ci, cs, 8, pi, ps, 1, out, &st);
     EXPECT("window [1,4)", out, n, 11, 13, 14);
-    /* candidates considered: range_max + max_positives = 5 -> 10 11 12 13 14, survivors 4 */
-    TU_CHECK(st.range_min == 1 && st.range_max == 0 && st.candidates == 5, "range stats %lld %lld %lld",
+    /* candidates considered: range_max + max_positives + 1 = 6 -> 10 .. 15, survivors 5, one past the window */
+    TU_CHECK(st.range_min == 1 && st.range_max == 1 && st.candidates == 6, "range stats %lld %lld %lld",
              (long long)st.range_min, (long long)st.range_max, (long long)st.candidates);
+
+    /* few survivors (issue 16): the margin (threshold 0.665) drops 10, 11 and 13, 12 is the positive;
+     * range_max = 4 looks at 4 + 1 + 1 = 6 candidates (10 .. 15), so 15 fills the second slot, 16 is never seen */
+    o = st_opts(3, 0, 4);
+    o.relative_margin = 0.05;
+    const float ps7[] = {0.7f};
+    memset(&st, 0, sizeof st);
+    n = run(&o, ci, cs, 8, pi, ps7, 1, out, &st);
+    EXPECT("few survivors: candidate range_max + max_positives + 1 counts", out, n, 14, 15);
+    TU_CHECK(st.candidates == 6 && st.relative_margin == 3 && st.positive == 1 && st.short_queries == 1,
+             "few survivors stats: %lld candidates, %lld margin, %lld positive, %lld short",
+             (long long)st.candidates, (long long)st.relative_margin, (long long)st.positive,
+             (long long)st.short_queries);
+
+    /* the passage equal to the query (excluded by the caller) uses up the extra slot */
+    {
+        o = st_opts(3, 0, 4);
+        SelectQuery q = {0};
+        const int64_t self[] = {10};
+        float os[8];
+        q.key = 1, q.cand_index = ci, q.cand_score = cs, q.n_cand = 8;
+        q.pos_index = pi, q.pos_score = ps, q.n_pos = 1, q.exclude = self, q.n_exclude = 1;
+        memset(&st, 0, sizeof st);
+        n = select_query(&o, &q, NULL, NULL, out, os, &st);
+        EXPECT("query text excluded", out, n, 11, 13, 14);
+        TU_CHECK(st.excluded == 1 && st.candidates == 6, "exclusion stats %lld %lld", (long long)st.excluded,
+                 (long long)st.candidates);
+        /* include_positives keeps a positive even when it is the query's own text */
+        o.include_positives = 1;
+        const int64_t self12[] = {12};
+        q.exclude = self12;
+        n = select_query(&o, &q, NULL, NULL, out, os, NULL);
+        EXPECT("include_positives keeps the query-text positive", out, n, 10, 11, 12);
+        o.include_positives = 0;
+        n = select_query(&o, &q, NULL, NULL, out, os, NULL);
+        EXPECT("query-text positive removed without include_positives", out, n, 10, 11, 13);
+    }
 
     /* absolute margin against the positive 0.75: drop s + 0.1 > 0.75 */
     o = st_opts(3, 0, 8);
@@ -235,7 +273,8 @@ static void test_resolve(void) {
     select_opts_default(&o);
     o.max_positives = 2;
     TU_CHECK(select_resolve(&o, 0, &e) == 0 && o.range_max == 0 + 3 + 2, "default rule: %d", o.range_max);
-    TU_CHECK(select_candidate_count(&o) == 7, "candidates %zu", select_candidate_count(&o));
+    TU_CHECK(select_candidate_count(&o) == 8, "candidates %zu (range_max + max_positives + 1)",
+             select_candidate_count(&o));
     select_opts_default(&o);
     o.max_positives = 2, o.range_min = 4, o.num_negatives = 5, o.relative_margin = 0.05;
     TU_CHECK(select_resolve(&o, 0, &e) == 0 && o.range_max == 4 + 50 + 2, "margin rule: %d", o.range_max);
@@ -391,6 +430,7 @@ typedef struct {
     int n_pos;
     int64_t pos[8];
     float pos_s[8];
+    int64_t self; /* the passage whose text equals the query, -1 = none: excluded, as the caller does */
     int n_cand;
     int64_t *cand;
     float *cand_s;
@@ -448,6 +488,9 @@ static void test_fixture(void) {
         tok_long(f);
         qs[q].n_pos = (int)tok_long(f);
         for (int i = 0; i < qs[q].n_pos; i++) qs[q].pos[i] = tok_long(f), qs[q].pos_s[i] = (float)tok_num(f);
+        expect_tok(f, "self");
+        tok_long(f);
+        qs[q].self = tok_long(f);
         expect_tok(f, "cand");
         tok_long(f);
         qs[q].n_cand = (int)tok_long(f);
@@ -464,6 +507,7 @@ static void test_fixture(void) {
     }
     char tok[64];
     int configs = 0, slots = 0, random_checked = 0;
+    long short_queries = 0, excluded = 0;
     while (read_tok(f, tok, sizeof tok)) {
         if (strcmp(tok, "config")) {
             fprintf(stderr, "fixture: unexpected '%s'\n", tok);
@@ -521,6 +565,7 @@ static void test_fixture(void) {
             sq.key = (uint64_t)q;
             sq.cand_index = qs[q].cand, sq.cand_score = qs[q].cand_s, sq.n_cand = (size_t)qs[q].n_cand;
             sq.pos_index = qs[q].pos, sq.pos_score = qs[q].pos_s, sq.n_pos = (size_t)qs[q].n_pos;
+            if (qs[q].self >= 0) sq.exclude = &qs[q].self, sq.n_exclude = 1;
             int64_t got[512];
             float gs[512];
             int n = select_query(&o, &sq, NULL, NULL, got, gs, &st);
@@ -552,26 +597,25 @@ static void test_fixture(void) {
             slots += nw;
         }
         TU_CHECK(bad_queries == 0, "%s: %d queries differ from sentence-transformers", name, bad_queries);
-        /* skip counts: the same for the margins and max_score; sentence-transformers' min_score count also
-         * includes every slot already at -inf (positives and candidates removed before it) */
+        /* skip counts: sentence-transformers v6 counts, per rule, the candidates still present when it runs */
         TU_CHECK(st.absolute_margin == want_skip[0] && st.relative_margin == want_skip[1] &&
-                     st.max_score == want_skip[2],
-                 "%s: skipped abs %lld rel %lld max %lld, sentence-transformers %ld %ld %ld", name,
-                 (long long)st.absolute_margin, (long long)st.relative_margin, (long long)st.max_score, want_skip[0],
-                 want_skip[1], want_skip[2]);
-        if (!isnan(o.min_score)) {
-            long slots_all = (long)nq * (long)select_candidate_count(&o);
-            long alive = (long)(st.candidates - st.positive - st.absolute_margin - st.relative_margin - st.max_score);
-            TU_CHECK(st.min_score + (slots_all - alive) == want_skip[3], "%s: min_score %lld (+%ld at -inf) vs %ld",
-                     name, (long long)st.min_score, slots_all - alive, want_skip[3]);
-        }
+                     st.max_score == want_skip[2] && st.min_score == want_skip[3],
+                 "%s: skipped abs %lld rel %lld max %lld min %lld, sentence-transformers %ld %ld %ld %ld", name,
+                 (long long)st.absolute_margin, (long long)st.relative_margin, (long long)st.max_score,
+                 (long long)st.min_score, want_skip[0], want_skip[1], want_skip[2], want_skip[3]);
+        short_queries += st.short_queries;
+        excluded += st.excluded;
         TU_CHECK((size_t)nc > select_candidate_count(&o), "corpus smaller than the candidate list");
         configs++;
     }
     fclose(f);
+    /* the fixture must reach the edges it was made for: queries left short of num_negatives (their last slots
+     * filled from beyond range_max + max_positives, or left empty) and query-text passages excluded */
+    TU_CHECK(short_queries > 0 && excluded > 0, "fixture covers no short query (%ld) or no exclusion (%ld)",
+             short_queries, excluded);
     printf("sentence-transformers fixture: %d parameter sets, %d queries each, %d negative slots compared "
-           "(%d of them random picks checked against the window)\n",
-           configs, nq, slots, random_checked);
+           "(%d of them random picks checked against the window), %ld short queries, %ld query-text exclusions\n",
+           configs, nq, slots, random_checked, short_queries, excluded);
     for (int q = 0; q < nq; q++) free(qs[q].cand), free(qs[q].cand_s);
     free(qs);
 }
