@@ -32,3 +32,12 @@ add_test(NAME train_learns_minilm
                  ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/learn_beir ${CMAKE_CURRENT_BINARY_DIR}/train_learns_minilm.out)
 set_tests_properties(train_learns_minilm PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_MPI_TEST_ENV};${XR_TRAIN_THREADS}"
                      LABELS "cli;mpi;train")
+
+# `xrank train --device cuda` through the CLI (issue 10): GPU = CPU (1e-5), two GPU runs and --gradient-checkpointing
+# bit-identical, 2 ranks on one GPU through the staged communicator = 1 rank x accumulation 2, an exact resume of a
+# GPU checkpoint, eval on the GPU = the CPU's. Skipped (77) without a GPU.
+add_test(NAME train_cuda
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_cuda_train.sh $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE}
+                 $<TARGET_FILE:test_trainer> ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/train_cuda.out)
+set_tests_properties(train_cuda PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_MPI_TEST_ENV};${XR_TRAIN_THREADS}"
+                     LABELS "cli;mpi;train")
