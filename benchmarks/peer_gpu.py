@@ -13,9 +13,14 @@ Inference = CrossEncoder.predict / SentenceTransformer.encode equivalents (bf16 
 Prints one JSON line per measurement, and the bf16 GEMM peak the card reaches (the MFU denominator).
 """
 import json, time, sys, os
-import torch
-import transformers
-from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel, BertConfig, BertModel
+try:
+    import torch
+    import transformers
+    from transformers import (XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel, BertConfig,
+                              BertModel, BertForSequenceClassification)
+except ImportError as err:  # the GPU machine's Python may lack them: the peer is skipped, not the check
+    print(json.dumps(dict(kind="peer", skipped=f"PyTorch / transformers not importable: {err}")))
+    sys.exit(0)
 
 
 def now():
@@ -55,17 +60,24 @@ def count_nonemb(model):
     return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
 
 
-def bench_train(T, B, mode, steps=12, warm=3):
+def bench_train(T, B, mode, steps=12, warm=3, arch="xlmr-large"):
+    """mode: amp-bf16 (CrossEncoderTrainer bf16=True), bf16-weights, or fp32 (no autocast: the exact baseline of
+    xrank's fp32 GPU trainer, issue 10). arch: xlmr-large (bge-reranker-v2-m3 shape) or minilm-l6 (the demo's)."""
     torch.manual_seed(0)
-    model = XLMRobertaForSequenceClassification(xlmr_large(1)).cuda()
+    if arch == "minilm-l6":
+        cfg = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                         intermediate_size=1536, num_labels=1)
+        model, nl, nh, vocab, cls, sep = BertForSequenceClassification(cfg).cuda(), 6, 384, 30000, 101, 102
+    else:
+        model, nl, nh, vocab, cls, sep = XLMRobertaForSequenceClassification(xlmr_large(1)).cuda(), 24, 1024, 250000, 0, 2
     if mode == "bf16-weights":
         model = model.to(torch.bfloat16)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
     lossf = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(5.0, device="cuda"))
-    ids = torch.randint(5, 250000, (B, T), device="cuda")
-    ids[:, 0] = 0
-    ids[:, -1] = 2
+    ids = torch.randint(5, vocab, (B, T), device="cuda")
+    ids[:, 0] = cls
+    ids[:, -1] = sep
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 2, (B,), device="cuda").float()
 
@@ -86,12 +98,12 @@ def bench_train(T, B, mode, steps=12, warm=3):
     dt = now() - t
     pairs = B * steps / dt
     nonemb = count_nonemb(model)
-    fl = 3 * flops_per_token_fwd(nonemb, 24, 1024, T) * T * B * steps / dt / 1e12
+    fl = 3 * flops_per_token_fwd(nonemb, nl, nh, T) * T * B * steps / dt / 1e12
     mem = torch.cuda.max_memory_allocated() / 2**30
     del model, opt
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    return dict(kind="train", model="xlmr-large-seqcls", mode=mode, max_len=T, batch=B, pairs_per_s=round(pairs, 2),
+    return dict(kind="train", model=arch + "-seqcls", mode=mode, max_len=T, batch=B, pairs_per_s=round(pairs, 2),
                 tokens_per_s=round(pairs * T), model_tflops=round(fl, 1), peak_mem_gib=round(mem, 1))
 
 
@@ -135,5 +147,22 @@ def main():
               flush=True)
 
 
+def main_train_fp32(minilm_len, minilm_batch):
+    """The fp32 baselines of issue 10 (benchmarks/gpu/train_device_check.sh): PyTorch's CrossEncoder training step in
+    fp32 for the demo recipe's shape (MiniLM-L6, a micro-batch of minilm_batch pairs padded to minilm_len) and the
+    bge-reranker-v2-m3 shape at length 256."""
+    print(json.dumps(dict(device=torch.cuda.get_device_name(0), torch=torch.__version__,
+                          transformers=transformers.__version__, date=time.strftime("%Y-%m-%d"))), flush=True)
+    for arch, T, B in [("minilm-l6", minilm_len, minilm_batch), ("xlmr-large", 256, 16)]:
+        try:
+            print(json.dumps(bench_train(T, B, "fp32", steps=10, warm=2, arch=arch)), flush=True)
+        except torch.OutOfMemoryError:
+            print(json.dumps(dict(kind="train", model=arch, mode="fp32", max_len=T, batch=B, error="OOM")), flush=True)
+            torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "train-fp32":
+        main_train_fp32(int(sys.argv[2]) if len(sys.argv) > 2 else 96, int(sys.argv[3]) if len(sys.argv) > 3 else 16)
+    else:
+        main()
