@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "h5_internal.h"
 #include "h5store.h"
 #include "xr_fs.h"
 
@@ -428,11 +429,10 @@ int ds_read_index(const char *path, DsIndex *ix, XrErr *e) {
             break;
         }
         hid_t d = H5Dopen2(f, full, H5P_DEFAULT);
-        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
-        hsize_t dims = 0;
-        if (sp < 0 || H5Sget_simple_extent_dims(sp, &dims, NULL) != 1) bad = h5_errf(e, "%s: bad /%s", file, full) < 0;
-        *counts[k] = (int64_t)dims;
-        if (sp >= 0) H5Sclose(sp);
+        if (d < 0 || h5_extent_1d(d, counts[k], file, full, e) < 0) {
+            if (d < 0) h5_errf(e, "%s: cannot open /%s", file, full);
+            bad = 1;
+        }
         if (d >= 0) H5Dclose(d);
     }
     ix->qrel_query = read_col(f, "qrels", "query", H5T_NATIVE_INT64, 8, ix->nqrels, 0, file, &bad, e);

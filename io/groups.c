@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "h5_internal.h"
 #include "h5store.h"
 
 void groups_free(GroupSet *g) {
@@ -126,7 +127,10 @@ static void *groups_read_2d(hid_t f, const char *name, hid_t mem_type, int64_t n
     } else if ((int64_t)dims[0] != n || (int64_t)dims[1] != m) {
         xr_errf(e, "%s: /%s has shape [%llu, %llu], expected [%lld, %d]", path, name, (unsigned long long)dims[0],
                 (unsigned long long)dims[1], (long long)n, m);
-    } else {
+    } else if (dims[1] > 0 && dims[0] > UINT64_MAX / dims[1]) {
+        xr_errf(e, "%s: /%s has shape [%llu, %llu]: damaged file", path, name, (unsigned long long)dims[0],
+                (unsigned long long)dims[1]);
+    } else if (h5_check_stored(d, (uint64_t)dims[0] * (uint64_t)dims[1], path, name, e) == 0) {
         buf = xr_malloc(H5Tget_size(mem_type) * (size_t)(n > 0 ? n : 1) * (size_t)m);
         if (n > 0 && H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
             h5_errf(e, "%s: cannot read /%s", path, name);
@@ -143,7 +147,8 @@ int groups_read(const char *path, GroupSet *g, XrErr *e) {
     memset(g, 0, sizeof *g);
     h5_quiet();
     char fmt[64] = "";
-    int kind = h5_file_format(path, fmt, sizeof fmt);
+    int kind = h5_file_format(path, fmt, sizeof fmt, e);
+    if (kind == -2) return -1;
     if (kind < 0) return xr_errf(e, "%s: cannot read", path);
     if (kind == 0) return xr_errf(e, "%s: not an HDF5 file", path);
     if (strcmp(fmt, GROUPS_FORMAT))

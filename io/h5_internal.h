@@ -7,7 +7,10 @@
 
 #include "h5util.h"
 
-/* The length of a 1-D dataset; -1 with e filled when it is not 1-D. */
+/* -1 with e filled when nelem elements of d's file type overflow or cannot fit the bytes the file stores for d
+ * (a damaged extent). */
+int h5_check_stored(hid_t d, uint64_t nelem, const char *file, const char *name, XrErr *e);
+/* The length of a 1-D dataset (checked with h5_check_stored); -1 with e filled when it is not 1-D. */
 int h5_extent_1d(hid_t d, int64_t *n, const char *file, const char *name, XrErr *e);
 /* Pack n strings (lengths lens, sources src[i] of lens[i] bytes) into one allocation: pointers then bytes. */
 char **h5_pack_strings(int64_t n, const size_t *lens, const char *const *src);

@@ -8,9 +8,13 @@
 #include <fcntl.h>
 #include <hdf5.h>
 #include <libgen.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "h5_internal.h"
@@ -124,6 +128,25 @@ int h5_write_strings(int64_t loc, const char *name, const char *const *s, int64_
     return rc;
 }
 
+int h5_check_stored(hid_t d, uint64_t nelem, const char *file, const char *name, XrErr *e) {
+    /* The extent comes from the file: a damaged one must not make libhdf5 walk billions of chunks or us allocate
+     * terabytes. Our datasets are written whole, and deflate packs at most ~1032 bytes into one, so the bytes the
+     * dataset stores bound its element count. */
+    hid_t ft = H5Dget_type(d);
+    size_t elem = ft >= 0 ? H5Tget_size(ft) : 0;
+    if (ft >= 0) H5Tclose(ft);
+    uint64_t bytes = 0;
+    if (elem == 0 || nelem > (uint64_t)INT64_MAX || __builtin_mul_overflow(nelem, (uint64_t)elem, &bytes) ||
+        bytes > (uint64_t)INT64_MAX)
+        return xr_errf(e, "%s: %s claims %llu elements of %zu bytes: damaged file", file, name,
+                       (unsigned long long)nelem, elem);
+    uint64_t stored = (uint64_t)H5Dget_storage_size(d);
+    if (bytes > 0 && bytes / H5_MAX_DEFLATE_RATIO > stored)
+        return xr_errf(e, "%s: %s claims %llu elements (%llu bytes) but the file stores %llu bytes of it: damaged file",
+                       file, name, (unsigned long long)nelem, (unsigned long long)bytes, (unsigned long long)stored);
+    return 0;
+}
+
 int h5_extent_1d(hid_t d, int64_t *n, const char *file, const char *name, XrErr *e) {
     hid_t sp = H5Dget_space(d);
     if (sp < 0) return h5_errf(e, "%s: cannot read the shape of %s", file, name);
@@ -134,6 +157,7 @@ int h5_extent_1d(hid_t d, int64_t *n, const char *file, const char *name, XrErr 
         return xr_errf(e, "%s: %s should be 1-D but has %d dimensions", file, name, nd);
     }
     H5Sclose(sp);
+    if (h5_check_stored(d, dims[0], file, name, e) < 0) return -1;
     *n = (int64_t)dims[0];
     return 0;
 }
@@ -264,6 +288,19 @@ static hid_t h5_vlen_str_type(void) {
     return t;
 }
 
+/* Fixed-length UTF-8 string type of width bytes (NUL terminated: width counts the NUL). String attributes are written fixed-length: the
+ * bytes live in the attribute message itself, while a variable-length string lives in a global heap whose
+ * damaged collections can make libhdf5 spin forever or crash (H5HG_read). */
+static hid_t h5_fixed_str_type(size_t width) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t >= 0 && (H5Tset_size(t, width ? width : 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLTERM) < 0 ||
+                   H5Tset_cset(t, H5T_CSET_UTF8) < 0)) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
 static int h5_attr_write(hid_t obj, const char *name, hid_t type, hid_t space, const void *data, const char *file,
                          XrErr *e) {
     if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
@@ -276,9 +313,15 @@ static int h5_attr_write(hid_t obj, const char *name, hid_t type, hid_t space, c
 }
 
 int h5_attr_write_str(int64_t obj, const char *name, const char *value, const char *file, XrErr *e) {
-    hid_t t = h5_vlen_str_type(), sp = H5Screate(H5S_SCALAR);
+    size_t len = strlen(value);
+    if (len > H5_ATTR_MAX_BYTES) return xr_errf(e, "%s: attribute %s is %zu bytes, more than %d", file, name, len,
+                                                H5_ATTR_MAX_BYTES);
+    hid_t t = h5_fixed_str_type(len + 1), sp = H5Screate(H5S_SCALAR);
+    char *buf = xr_calloc(len + 1, 1);
+    memcpy(buf, value, len);
     int rc = (t < 0 || sp < 0) ? h5_errf(e, "%s: cannot make attribute %s", file, name)
-                               : h5_attr_write(obj, name, t, sp, &value, file, e);
+                               : h5_attr_write(obj, name, t, sp, buf, file, e);
+    free(buf);
     if (t >= 0) H5Tclose(t);
     if (sp >= 0) H5Sclose(sp);
     return rc;
@@ -286,9 +329,18 @@ int h5_attr_write_str(int64_t obj, const char *name, const char *value, const ch
 
 int h5_attr_write_strs(int64_t obj, const char *name, const char *const *v, int n, const char *file, XrErr *e) {
     hsize_t dims = (hsize_t)n;
-    hid_t t = h5_vlen_str_type(), sp = H5Screate_simple(1, &dims, NULL);
+    size_t width = 1; /* the longest string + its NUL */
+    for (int i = 0; i < n; i++)
+        if (strlen(v[i]) + 1 > width) width = strlen(v[i]) + 1;
+    if ((uint64_t)width * (uint64_t)(n > 0 ? n : 1) > H5_ATTR_MAX_BYTES)
+        return xr_errf(e, "%s: attribute %s would be %d x %zu bytes, more than %d", file, name, n, width,
+                       H5_ATTR_MAX_BYTES);
+    char *buf = xr_calloc((size_t)(n > 0 ? n : 1), width);
+    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * width, v[i], strlen(v[i]));
+    hid_t t = h5_fixed_str_type(width), sp = H5Screate_simple(1, &dims, NULL);
     int rc = (t < 0 || sp < 0) ? h5_errf(e, "%s: cannot make attribute %s", file, name)
-                               : h5_attr_write(obj, name, t, sp, v, file, e);
+                               : h5_attr_write(obj, name, t, sp, buf, file, e);
+    free(buf);
     if (t >= 0) H5Tclose(t);
     if (sp >= 0) H5Sclose(sp);
     return rc;
@@ -305,53 +357,156 @@ int h5_attr_write_i64(int64_t obj, const char *name, int64_t value, const char *
     return rc;
 }
 
-int h5_attr_read_str(int64_t obj, const char *name, char *out, size_t cap, const char *file, XrErr *e) {
-    if (H5Aexists(obj, name) <= 0) return xr_errf(e, "%s: missing attribute %s", file, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-    int rc = -1;
-    if (t < 0 || H5Tget_class(t) != H5T_STRING) {
-        xr_errf(e, "%s: attribute %s is not a string", file, name);
-    } else if (H5Tis_variable_str(t) > 0) {
+/* Elements of an attribute's dataspace; -1 when the dataspace cannot be read. */
+static int64_t h5_attr_npoints(hid_t a) {
+    hid_t sp = H5Aget_space(a);
+    if (sp < 0) return -1;
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    return n < 0 ? -1 : (int64_t)n;
+}
+
+/* A variable-length string attribute (stores written before string attributes became fixed-length) is read in
+ * a child process: libhdf5 follows the string into a global heap, and a damaged heap makes it loop forever or
+ * crash. The child sends at most cap - 1 bytes back through a pipe; the parent gives it H5_VLEN_READ_SECONDS. */
+static int h5_attr_read_vlen_isolated(hid_t a, const char *name, char *out, size_t cap, const char *file, XrErr *e) {
+    int fds[2];
+    if (pipe(fds) < 0) return xr_errf(e, "%s: attribute %s: pipe: %s", file, name, strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]), close(fds[1]);
+        return xr_errf(e, "%s: attribute %s: fork: %s", file, name, strerror(errno));
+    }
+    if (pid == 0) {
+        close(fds[0]);
         char *s = NULL;
         hid_t mt = h5_vlen_str_type();
-        if (H5Aread(a, mt, &s) < 0) {
-            h5_errf(e, "%s: cannot read attribute %s", file, name);
-        } else {
-            snprintf(out, cap, "%s", s ? s : "");
-            if (s) H5free_memory(s);
-            rc = 0;
+        if (mt < 0 || H5Aread(a, mt, &s) < 0) _exit(3);
+        size_t n = s ? strnlen(s, cap - 1) : 0;
+        ssize_t w = n ? write(fds[1], s, n) : 0;
+        _exit(w == (ssize_t)n ? 0 : 4);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    int timed_out = 0;
+    struct pollfd pf = {.fd = fds[0], .events = POLLIN};
+    for (int waited_ms = 0;;) {
+        int r = poll(&pf, 1, 100);
+        if (r < 0 && errno == EINTR) continue;
+        if (r > 0) {
+            ssize_t k = read(fds[0], out + got, cap - 1 - got);
+            if (k > 0) {
+                got += (size_t)k;
+                if (got < cap - 1) continue;
+            }
+            if (k < 0 && errno == EINTR) continue;
+            break; /* EOF (child done), error or full */
         }
-        H5Tclose(mt);
+        waited_ms += 100;
+        if (waited_ms >= H5_VLEN_READ_SECONDS * 1000) {
+            timed_out = 1;
+            break;
+        }
+    }
+    close(fds[0]);
+    out[got] = 0;
+    if (timed_out) kill(pid, SIGKILL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (timed_out)
+        return xr_errf(e, "%s: attribute %s is damaged: libhdf5 did not finish reading it in %d s", file, name,
+                       H5_VLEN_READ_SECONDS);
+    if (WIFSIGNALED(st))
+        return xr_errf(e, "%s: attribute %s is damaged: reading it crashed libhdf5 (signal %d)", file, name,
+                       WTERMSIG(st));
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return xr_errf(e, "%s: cannot read attribute %s (damaged variable-length string)", file, name);
+    return 0;
+}
+
+/* Open attribute name of obj after checking its type class and that it holds one element (or, for want_n < 0,
+ * any count up to the byte bound): a damaged dataspace must not make H5Aread write past our buffer. */
+static hid_t h5_attr_open_checked(hid_t obj, const char *name, H5T_class_t cls, const char *what, hid_t *type,
+                                  int64_t *npoints, const char *file, XrErr *e) {
+    *type = -1;
+    htri_t ex = H5Aexists(obj, name);
+    if (ex < 0) {
+        h5_errf(e, "%s: cannot look up attribute %s (damaged file?)", file, name);
+        return -1;
+    }
+    if (ex == 0) {
+        xr_errf(e, "%s: missing attribute %s", file, name);
+        return -1;
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) {
+        h5_errf(e, "%s: cannot open attribute %s (damaged file?)", file, name);
+        return -1;
+    }
+    hid_t t = H5Aget_type(a);
+    *npoints = h5_attr_npoints(a);
+    if (t < 0 || H5Tget_class(t) != cls) {
+        xr_errf(e, "%s: attribute %s is not %s", file, name, what);
+    } else if (*npoints < 0) {
+        h5_errf(e, "%s: attribute %s has an unreadable shape (damaged file?)", file, name);
     } else {
-        size_t w = H5Tget_size(t);
-        char *buf = xr_calloc(w + 1, 1);
-        if (H5Aread(a, t, buf) < 0) {
-            h5_errf(e, "%s: cannot read attribute %s", file, name);
-        } else {
-            snprintf(out, cap, "%s", buf);
-            rc = 0;
-        }
-        free(buf);
+        *type = t;
+        return a;
     }
     if (t >= 0) H5Tclose(t);
-    if (a >= 0) H5Aclose(a);
+    H5Aclose(a);
+    return -1;
+}
+
+int h5_attr_read_str(int64_t obj, const char *name, char *out, size_t cap, const char *file, XrErr *e) {
+    hid_t t;
+    int64_t np;
+    hid_t a = h5_attr_open_checked(obj, name, H5T_STRING, "a string", &t, &np, file, e);
+    if (a < 0) return -1;
+    int rc = -1;
+    if (np != 1) {
+        xr_errf(e, "%s: attribute %s holds %lld strings, 1 expected", file, name, (long long)np);
+    } else if (H5Tis_variable_str(t) > 0) {
+        rc = h5_attr_read_vlen_isolated(a, name, out, cap, file, e);
+    } else {
+        size_t w = H5Tget_size(t);
+        if (w == 0 || w > H5_ATTR_MAX_BYTES) {
+            xr_errf(e, "%s: attribute %s claims %zu bytes (at most %d expected): damaged file?", file, name, w,
+                    H5_ATTR_MAX_BYTES);
+        } else {
+            char *buf = xr_calloc(w + 1, 1);
+            hid_t mt = H5Tcopy(t);
+            if (mt < 0 || H5Aread(a, mt, buf) < 0) {
+                h5_errf(e, "%s: cannot read attribute %s", file, name);
+            } else {
+                snprintf(out, cap, "%s", buf);
+                rc = 0;
+            }
+            if (mt >= 0) H5Tclose(mt);
+            free(buf);
+        }
+    }
+    H5Tclose(t);
+    H5Aclose(a);
     return rc;
 }
 
 int h5_attr_read_i64(int64_t obj, const char *name, int64_t *out, const char *file, XrErr *e) {
-    if (H5Aexists(obj, name) <= 0) return xr_errf(e, "%s: missing attribute %s", file, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+    hid_t t;
+    int64_t np;
+    hid_t a = h5_attr_open_checked(obj, name, H5T_INTEGER, "an integer", &t, &np, file, e);
+    if (a < 0) return -1;
     int rc = -1;
-    if (t < 0 || H5Tget_class(t) != H5T_INTEGER)
-        xr_errf(e, "%s: attribute %s is not an integer", file, name);
+    if (np != 1)
+        xr_errf(e, "%s: attribute %s holds %lld values, 1 expected", file, name, (long long)np);
     else if (H5Aread(a, H5T_NATIVE_INT64, out) < 0)
         h5_errf(e, "%s: cannot read attribute %s", file, name);
     else
         rc = 0;
-    if (t >= 0) H5Tclose(t);
-    if (a >= 0) H5Aclose(a);
+    H5Tclose(t);
+    H5Aclose(a);
     return rc;
 }
 
@@ -402,7 +557,7 @@ int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e) {
 }
 
 
-int h5_file_format(const char *path, char *fmt, size_t cap) {
+int h5_file_format(const char *path, char *fmt, size_t cap, XrErr *e) {
     h5_quiet();
     fmt[0] = 0;
     htri_t is = H5Fis_hdf5(path);
@@ -410,10 +565,147 @@ int h5_file_format(const char *path, char *fmt, size_t cap) {
     if (is == 0) return 0;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return -1;
-    XrErr e;
-    if (H5Aexists(f, "xrank_format") > 0 && h5_attr_read_str(f, "xrank_format", fmt, cap, path, &e) < 0) fmt[0] = 0;
+    htri_t ex = H5Aexists(f, "xrank_format");
+    int rc = 1;
+    if (ex < 0) h5_errf(e, "%s: cannot look up attribute xrank_format", path);
+    if (ex < 0 || (ex > 0 && h5_attr_read_str(f, "xrank_format", fmt, cap, path, e) < 0)) {
+        fmt[0] = 0;
+        rc = -2;
+    }
     H5Fclose(f);
-    return 1;
+    return rc;
+}
+
+/* Attribute check: every attribute of every object read the way the readers would, each failure counted. */
+typedef struct {
+    const char *file;
+    const char *obj;
+    int nbad;
+    XrErr *first;
+} AttrCheck;
+
+static void attr_check_bad(AttrCheck *c, const XrErr *e) {
+    if (c->nbad++ == 0 && c->first) *c->first = *e;
+}
+
+/* Read a whole attribute of any shape: strings through the checked readers (scalar) or bounded buffers
+ * (arrays; variable-length arrays in a child process), numbers into a buffer of the attribute's stored size. */
+static herr_t attr_check_one(hid_t obj, const char *name, const H5A_info_t *info, void *data) {
+    (void)info;
+    AttrCheck *c = data;
+    XrErr e = {{0}};
+    char where[512];
+    snprintf(where, sizeof where, "%s: %s", c->file, c->obj);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) {
+        h5_errf(&e, "%s: cannot open attribute %s", where, name);
+        attr_check_bad(c, &e);
+        return 0;
+    }
+    hid_t t = H5Aget_type(a);
+    int64_t np = h5_attr_npoints(a);
+    H5T_class_t cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
+    size_t w = t >= 0 ? H5Tget_size(t) : 0;
+    int vlen = cls == H5T_STRING && H5Tis_variable_str(t) > 0;
+    if (t < 0 || np < 0) {
+        h5_errf(&e, "%s: attribute %s has an unreadable type or shape", where, name);
+        attr_check_bad(c, &e);
+    } else if (cls == H5T_STRING && np == 1) {
+        char *buf = xr_malloc(H5_ATTR_MAX_BYTES + 1);
+        if (h5_attr_read_str(obj, name, buf, H5_ATTR_MAX_BYTES + 1, where, &e) < 0) attr_check_bad(c, &e);
+        free(buf);
+    } else if (vlen) {
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char **p = calloc((size_t)(np > 0 ? np : 1), sizeof(char *));
+            hid_t mt = h5_vlen_str_type();
+            _exit(p && mt >= 0 && (np == 0 || H5Aread(a, mt, p) >= 0) ? 0 : 3);
+        }
+        int st = 0, waited = 0;
+        while (pid > 0 && waitpid(pid, &st, WNOHANG) == 0) {
+            if (waited++ >= H5_VLEN_READ_SECONDS * 10) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &st, 0);
+                break;
+            }
+            nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+        }
+        if (pid < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            xr_errf(&e, "%s: attribute %s (%lld variable-length strings) is damaged: libhdf5 %s reading it", where,
+                    name, (long long)np,
+                    pid < 0 ? "could not start" : WIFSIGNALED(st) ? "crashed or did not finish" : "failed");
+            attr_check_bad(c, &e);
+        }
+    } else if (w == 0 || (uint64_t)w * (uint64_t)np > H5_ATTR_MAX_BYTES) {
+        xr_errf(&e, "%s: attribute %s claims %lld x %zu bytes (at most %d expected): damaged file?", where, name,
+                (long long)np, w, H5_ATTR_MAX_BYTES);
+        attr_check_bad(c, &e);
+    } else {
+        void *buf = xr_calloc((size_t)(np > 0 ? np : 1), w + 1);
+        if (np > 0 && H5Aread(a, t, buf) < 0) {
+            h5_errf(&e, "%s: cannot read attribute %s", where, name);
+            attr_check_bad(c, &e);
+        }
+        free(buf);
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return 0;
+}
+
+static int attr_check_object(hid_t loc, const char *name, AttrCheck *c) {
+    hid_t o = H5Oopen(loc, name, H5P_DEFAULT);
+    XrErr e = {{0}};
+    if (o < 0) {
+        h5_errf(&e, "%s: cannot open object %s", c->file, name);
+        attr_check_bad(c, &e);
+        return 0;
+    }
+    c->obj = name;
+    hsize_t idx = 0;
+    if (H5Aiterate2(o, H5_INDEX_NAME, H5_ITER_INC, &idx, attr_check_one, c) < 0) {
+        h5_errf(&e, "%s: %s: cannot list its attributes", c->file, name);
+        attr_check_bad(c, &e);
+    }
+    H5Oclose(o);
+    return 0;
+}
+
+#if H5_VERSION_GE(1, 12, 0)
+static herr_t attr_check_cb(hid_t loc, const char *name, const H5L_info2_t *info, void *data) {
+#else
+static herr_t attr_check_cb(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+#endif
+    (void)info;
+    return attr_check_object(loc, name, data);
+}
+
+int h5_check_attrs(const char *path, XrErr *first) {
+    h5_quiet();
+    AttrCheck c = {.file = path, .first = first};
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        h5_errf(first, "%s: cannot open as HDF5", path);
+        return 1;
+    }
+    attr_check_object(f, "/", &c);
+#if H5_VERSION_GE(1, 12, 0)
+    herr_t r = H5Lvisit2(f, H5_INDEX_NAME, H5_ITER_INC, attr_check_cb, &c);
+#else
+    herr_t r = H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, attr_check_cb, &c);
+#endif
+    if (r < 0) {
+        XrErr e = {{0}};
+        h5_errf(&e, "%s: cannot walk its groups (damaged file?)", path);
+        attr_check_bad(&c, &e);
+    }
+    if (H5Fclose(f) < 0) {
+        XrErr e = {{0}};
+        h5_errf(&e, "%s: cannot close", path);
+        attr_check_bad(&c, &e);
+    }
+    return c.nbad;
 }
 
 /* Link visitor; the object kind comes from H5Iget_type so the code is the same for the 1.10 and 1.12+ APIs,

@@ -18,6 +18,13 @@ extern "C" {
  * deflate handle well; strings get as many rows as fit in 1 MiB. */
 #define H5STORE_CHUNK_BYTES (1 << 20)
 #define H5STORE_DEFLATE_LEVEL 1
+/* Bound on what deflate can pack into one stored byte (its format's limit is ~1032:1): a dataset claiming more
+ * elements than its stored bytes allow is damaged. */
+#define H5_MAX_DEFLATE_RATIO 1100
+/* Largest attribute xrank writes or reads (bytes of one string attribute, or of a string array). */
+#define H5_ATTR_MAX_BYTES (1 << 20)
+/* Time given to libhdf5 to read one old-style variable-length string attribute (in a child process). */
+#define H5_VLEN_READ_SECONDS 5
 
 /* Silence HDF5's automatic error stack printing; our messages name the file and dataset instead. */
 void h5_quiet(void);
@@ -35,7 +42,9 @@ char **h5_read_strings(int64_t loc, const char *name, int64_t *n, const char *fi
 int h5_attr_write_str(int64_t obj, const char *name, const char *value, const char *file, XrErr *e);
 int h5_attr_write_i64(int64_t obj, const char *name, int64_t value, const char *file, XrErr *e);
 int h5_attr_write_strs(int64_t obj, const char *name, const char *const *v, int n, const char *file, XrErr *e);
-/* Read attributes; return -1 with e filled when absent or of the wrong class. */
+/* String attributes are written fixed-length (no global heap). Reads check the class, the element count (1) and
+ * the width (<= H5_ATTR_MAX_BYTES) before H5Aread; old variable-length strings are read in a child process with
+ * a time limit. Return -1 with e filled when absent, of the wrong class or shape, or damaged. */
 int h5_attr_read_str(int64_t obj, const char *name, char *out, size_t cap, const char *file, XrErr *e);
 int h5_attr_read_i64(int64_t obj, const char *name, int64_t *out, const char *file, XrErr *e);
 int h5_exists(int64_t loc, const char *path);
@@ -47,8 +56,12 @@ int64_t h5_create(const char *tmp, XrErr *e);
  * on any failure) remove tmp. Returns 0 when path now holds the complete file. */
 int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e);
 
-/* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable. */
-int h5_file_format(const char *path, char *fmt, size_t cap);
+/* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable;
+ * -2: HDF5 with an xrank_format attribute that cannot be read (damaged; e says why). */
+int h5_file_format(const char *path, char *fmt, size_t cap, XrErr *e);
+/* Read every attribute of every object in the file (as h5dump -A would, but bounded and without trusting the
+ * file): returns how many could not be read, the first one described in *first. */
+int h5_check_attrs(const char *path, XrErr *first);
 /* List every group and dataset (shape, type) and the root attributes, like h5ls -r. */
 int h5_list(const char *path, FILE *out, XrErr *e);
 

@@ -59,6 +59,13 @@ static void problem(Insp *in, const char *fmt, ...) {
     in->nproblems++;
 }
 
+/* Every attribute of an HDF5 file read without trusting it (h5dump -A fails on a damaged one; so do we). */
+static void check_attrs(Insp *in, const char *path) {
+    XrErr e = {{0}};
+    int bad = h5_check_attrs(path, &e);
+    if (bad) problem(in, "%s%s", e.msg, bad > 1 ? " (and more damaged attributes)" : "");
+}
+
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
@@ -142,6 +149,7 @@ static void inspect_store(Insp *in, const char *dir, const char *index_path, con
     for (int k = 0; k < ns; k++) {
         char *p = xr_path_join(dir, files[k]);
         ShardScan s;
+        check_attrs(in, p);
         if (h5store_scan_shard(p, name, &s, &e) < 0) {
             problem(in, "%s", e.msg);
             free(p);
@@ -208,6 +216,7 @@ static int inspect_dataset(Insp *in, const char *index_path) {
     if (slash) *slash = 0, dir = copy;
     XrErr e;
     DsIndex ix;
+    check_attrs(in, index_path);
     if (ds_read_index(index_path, &ix, &e) < 0) {
         printf("%s: xrank dataset index\n", index_path);
         problem(in, "%s", e.msg);
@@ -253,6 +262,7 @@ static int inspect_shard(Insp *in, const char *path) {
     XrErr e;
     ShardScan s;
     const char *name = "passages";
+    check_attrs(in, path);
     if (h5store_scan_shard(path, name, &s, &e) < 0) {
         name = "queries";
         if (h5store_scan_shard(path, name, &s, &e) < 0) {
@@ -309,6 +319,7 @@ static int inspect_groups(Insp *in, const char *path) {
     GroupSet g;
     XrErr e;
     printf("%s: xrank group file (format %d)\n", path, GROUPS_FORMAT_VERSION);
+    check_attrs(in, path);
     if (groups_read(path, &g, &e)) {
         problem(in, "%s", e.msg);
         return 1;
@@ -363,6 +374,16 @@ static int inspect_path(Insp *in, const char *path) {
                        path, mc.architecture, mc.model_type, mc.hidden, mc.layers, mc.heads, mc.vocab_size);
             else
                 problem(in, "%s", e.msg);
+            /* score, train and eval need the tokenizer: a model directory without one is not usable */
+            Tokenizer *tok = tok_load(path, &e);
+            if (tok) {
+                DsTokInfo ti;
+                ds_tok_info(tok, &ti);
+                printf("  tokenizer: %s %s\n", ti.kind, ti.fingerprint);
+                tok_free(tok);
+            } else {
+                problem(in, "%s", e.msg);
+            }
             rc = xr_file_exists(st) ? inspect_safetensors(in, st) : 0;
         } else {
             fprintf(stderr, "xrank inspect: error: %s: a directory without %s or config.json: not a dataset or model "
@@ -374,7 +395,14 @@ static int inspect_path(Insp *in, const char *path) {
         return rc;
     }
     char fmt[64];
-    int h = h5_file_format(path, fmt, sizeof fmt);
+    XrErr fe = {{0}};
+    int h = h5_file_format(path, fmt, sizeof fmt, &fe);
+    if (h == -2) {
+        printf("%s: HDF5 file\n", path);
+        problem(in, "%s", fe.msg);
+        check_attrs(in, path);
+        return 1;
+    }
     if (h == 1) {
         if (!strcmp(fmt, H5STORE_INDEX_FORMAT)) return inspect_dataset(in, path);
         if (!strcmp(fmt, H5STORE_SHARD_FORMAT)) return inspect_shard(in, path);
@@ -383,6 +411,7 @@ static int inspect_path(Insp *in, const char *path) {
                fmt[0] ? "\", not one this version reads)" : "");
         XrErr e;
         if (h5_list(path, stdout, &e) < 0) problem(in, "%s", e.msg);
+        check_attrs(in, path);
         return 0;
     }
     FILE *f = fopen(path, "rb");

@@ -1,0 +1,20 @@
+# reliability.cmake: damaged and hostile inputs (docs/RELIABILITY.md lists each case and its test). Inspect of
+# damaged stores: old-style variable-length string attributes whose global heap makes libhdf5 loop forever or
+# crash (read in a child process with a time limit), a dataset extent far beyond the bytes stored (libhdf5 would
+# walk 16 M chunks), a flipped byte in the root attribute message (h5dump fails; inspect must too), a model
+# directory without a tokenizer; and an undamaged old-style store still read.
+function(xr_damaged_test name)
+  xr_script_test(${name} SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/damaged/run_damaged.cmake LABELS reliability
+                 TIMEOUT 90 DEFS -DWORK=${CMAKE_CURRENT_SOURCE_DIR} ${ARGN})
+endfunction()
+xr_damaged_test(inspect_damaged_vlen_heap_loop MODE file
+                VARS FILE=fixtures/damaged/vlen_heap_loop.h5 "REGEX=xrank_format is damaged: libhdf5 did not finish")
+xr_damaged_test(inspect_damaged_vlen_heap_crash MODE file
+                VARS FILE=fixtures/damaged/vlen_heap_crash.h5 "REGEX=xrank_format is damaged: reading it crashed")
+xr_damaged_test(inspect_damaged_extent MODE file
+                VARS FILE=fixtures/damaged/extent_huge.h5 "REGEX=offsets claims 16777225 elements.*damaged file")
+xr_damaged_test(inspect_damaged_root_attr MODE file
+                VARS FILE=fixtures/damaged/root_attr_flip.h5 "REGEX=bad version number for attribute message")
+xr_damaged_test(inspect_old_vlen_store_reads MODE file
+                VARS FILE=fixtures/damaged/old_vlen_ok.h5 RC=0 "REGEX=rows \\[0, 8\\) of 8.*checks passed")
+xr_damaged_test(inspect_model_without_tokenizer MODE model_no_tokenizer VARS "REGEX=PROBLEM: .*no tokenizer found")
