@@ -144,7 +144,12 @@ static int args_apply_config_value(Args *a, int i, const cJSON *v, const char *p
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
         if (d == floor(d) && fabs(d) < 1e15) snprintf(buf, sizeof buf, "%.0f", d);
-        else snprintf(buf, sizeof buf, "%.17g", d);
+        else { /* the shortest text that reads back as the same double: 0.1 stays 0.1 */
+            for (int prec = 15; prec <= 17; prec++) {
+                snprintf(buf, sizeof buf, "%.*g", prec, d);
+                if (strtod(buf, NULL) == d) break;
+            }
+        }
         text = buf;
     } else {
         return xr_errf(e, "%sexpected a string, number or boolean", where);
@@ -290,6 +295,26 @@ void args_free(Args *a) {
     free(a->from);
     free(a->positional);
     memset(a, 0, sizeof *a);
+}
+
+void args_print_config(FILE *f, const Args *a) {
+    const char *file = NULL;
+    for (int i = 0; i < a->n; i++)
+        if (!strcmp(a->spec[i].name, "config")) file = a->val[i];
+    fprintf(f, "# xrank %s: resolved flags%s%s\n", a->cmd, file ? " with --config " : "", file ? file : "");
+    fprintf(f, "# %-30s %-40s %s\n", "flag", "value", "from");
+    for (int i = 0; i < a->n; i++) {
+        const char *name = a->spec[i].name;
+        if (!strcmp(name, "config") || !strcmp(name, "print-config")) continue;
+        const char *v = a->val[i];
+        if (a->spec[i].type == ARG_SWITCH && v) v = args_bool(a, name) ? "true" : "false";
+        const char *from = a->from[i] == ARG_FROM_CMDLINE  ? "command line"
+                           : a->from[i] == ARG_FROM_CONFIG ? file
+                           : v                             ? "default"
+                                                           : "unset";
+        if (!v && a->spec[i].type == ARG_SWITCH) v = "false", from = "default";
+        fprintf(f, "  %-30s %-40s %s\n", name, v ? v : "-", from);
+    }
 }
 
 /* Print text wrapped at word boundaries to fit `width` columns, continuation lines indented by `indent`. */

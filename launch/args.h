@@ -63,6 +63,10 @@ typedef struct {
 int args_parse(Args *a, const char *cmd, const ArgSpec *spec, int nspec, int max_positional, const ArgTable *all,
                int nall, int argc, char **argv, XrErr *e);
 void args_free(Args *a);
+/* The resolved flags, one line each: name, value ("-" when unset: the command resolves it at run time, see
+ * --help) and where it came from (default, the config file's path, command line). --config and --print-config
+ * themselves are left out. */
+void args_print_config(FILE *f, const Args *a);
 void args_usage(FILE *f, const char *cmd, const ArgSpec *spec, int nspec, const ArgHelp *h);
 
 /* Typed getters; the name must be in the table (an unknown name asserts: a bug). Values were validated by

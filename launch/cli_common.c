@@ -129,6 +129,10 @@ int cli_start(CliBase *b, const CliCmd *cmd, int no_comm, int argc, char **argv)
     }
     if (rc < 0) return cli_fail_base(b, &e, 2);
     const Args *a = &b->args;
+    if (cli_has_flag(cmd, "print-config") && args_bool(a, "print-config")) {
+        if (b->rank == 0) args_print_config(stdout, a);
+        return cli_end(b, 0);
+    }
     b->model = cli_has_flag(cmd, "model") ? args_str(a, "model") : NULL;
     b->output = cli_has_flag(cmd, "output") ? args_str(a, "output") : NULL;
     b->overwrite = cli_has_flag(cmd, "overwrite") && args_bool(a, "overwrite");

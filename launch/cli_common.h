@@ -38,7 +38,13 @@
     {"precision", ARG_CHOICE, NULL, "",                                                                          \
      "GEMM and attention precision (default: bf16 with --device cuda, fp32 on the cpu)", "fp32|bf16", 0}
 #define CLI_FLAG_QUIET {"quiet", ARG_SWITCH, NULL, "", "no progress line and no report on stderr", NULL, 0}
-#define CLI_FLAG_CONFIG(help) {"config", ARG_STR, NULL, "FILE", help, NULL, 0}
+/* --config and --print-config travel together: every command that reads a config file can show what it resolved
+ * (each flag's value and where it came from: default, the file, the command line) and exit. */
+#define CLI_FLAG_CONFIG(help)                                                                                    \
+    {"config", ARG_STR, NULL, "FILE", help, NULL, 0},                                                            \
+    {"print-config", ARG_SWITCH, NULL, "",                                                                       \
+     "print every flag's resolved value and where it came from (default, config file, command line), then exit", \
+     NULL, 0}
 /* train / eval: fp32 on every device until the bf16 training path lands (CliCmd.no_bf16). */
 #define CLI_FLAG_PRECISION_FP32                                                                                  \
     {"precision", ARG_CHOICE, NULL, "",                                                                          \
