@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,6 +113,9 @@ int cli_threads_resolved(const CliBase *b) {
 int cli_start(CliBase *b, const CliCmd *cmd, int no_comm, int argc, char **argv) {
     memset(b, 0, sizeof *b);
     b->cmd = cmd;
+    /* A file size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk, instead of a silent
+     * kill by SIGXFSZ. */
+    signal(SIGXFSZ, SIG_IGN);
     b->size = 1;
     if (!no_comm) {
         b->comm = comm_init(&argc, &argv);

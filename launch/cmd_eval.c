@@ -25,6 +25,7 @@ static const ArgSpec EVAL_FLAGS[] = {
      NULL, 0},
     {"json", ARG_SWITCH, NULL, "", "print JSON instead of the table", NULL, 0},
     CLI_FLAG_OUTPUT(NULL, "FILE", "also write the JSON result to FILE"),
+    CLI_FLAG_OVERWRITE("replace an existing --output file"),
     {"batch-size", ARG_INT, "32", "N", "pairs per forward batch", NULL, 1},
     CLI_FLAG_MAX_LENGTH("tokens per pair with specials (default: the tokenizer's model_max_length capped by the "
                         "positions)"),
@@ -76,6 +77,12 @@ int cmd_eval(int argc, char **argv) {
         goto fail;
     }
     int max_len = 0;
+    /* refused before any work, like every other command's output (an existing file needs --overwrite) */
+    if (rank == 0 && b.output && cli_check_output(b.output, b.overwrite, 1, &e)) st = -1;
+    if (comm_check(c, st, &e)) {
+        code = 1;
+        goto fail;
+    }
     st = cli_load_model_files(b.model, &model_dir, &cfg, &tok, &e);
     if (st == 0 && (!cfg.is_seq_cls || cfg.num_labels != 1))
         st = xr_errf(&e, "%s is not a sequence-classification model with one label (a cross-encoder)", model_dir);

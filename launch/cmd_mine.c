@@ -16,6 +16,7 @@
 #include "embcache.h"
 #include "groups.h"
 #include "h5store.h"
+#include "h5util.h"
 #include "hfmodel.h"
 #include "mine.h"
 #include "model.h"
@@ -357,6 +358,16 @@ int cmd_mine(int argc, char **argv) {
             return mc_fail(&x, &e, 2);
     }
     if (st == 0 && x.rank == 0 && output && !groups_in) st = cli_check_output(output, overwrite, 0, &e);
+    if (st == 0 && x.rank == 0 && output && !groups_in && overwrite && xr_file_exists(output)) {
+        /* --overwrite replaces an earlier group file, never some other file given as --output by mistake */
+        char fmt[64] = "";
+        XrErr fe = {{0}};
+        int h = h5_file_format(output, fmt, sizeof fmt, &fe);
+        if (h != 1 || strcmp(fmt, GROUPS_FORMAT))
+            st = xr_errf(&e, "output %s exists and is not an xrank group file (%s): --overwrite only replaces group "
+                             "files; remove it yourself if it should go",
+                         output, h == 0 ? "not HDF5" : h == 1 ? (fmt[0] ? fmt : "HDF5 without xrank_format") : "unreadable");
+    }
     if (st == 0 && x.rank == 0 && jsonl) st = cli_check_output(jsonl, overwrite, 0, &e);
     if (comm_check(x.c, st, &e)) return mc_fail(&x, &e, 1);
 

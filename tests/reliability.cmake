@@ -18,3 +18,10 @@ xr_damaged_test(inspect_damaged_root_attr MODE file
 xr_damaged_test(inspect_old_vlen_store_reads MODE file
                 VARS FILE=fixtures/damaged/old_vlen_ok.h5 RC=0 "REGEX=rows \\[0, 8\\) of 8.*checks passed")
 xr_damaged_test(inspect_model_without_tokenizer MODE model_no_tokenizer VARS "REGEX=PROBLEM: .*no tokenizer found")
+# A full disk (2 MB tmpfs; skipped where mount is not allowed) under tokenize --overwrite.
+xr_script_test(tokenize_full_disk SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/damaged/run_fulldisk.cmake
+               LABELS reliability TIMEOUT 180 DEFS -DWORK=${CMAKE_CURRENT_SOURCE_DIR})
+set_tests_properties(tokenize_full_disk PROPERTIES SKIP_REGULAR_EXPRESSION "skipped: cannot mount")
+# Outputs: mine --overwrite replaces only group files; eval --output needs --overwrite like every command.
+xr_damaged_test(mine_overwrite_not_group_file MODE mine_overwrite_foreign VARS "REGEX=is not an xrank group file")
+xr_damaged_test(eval_output_exists MODE eval_output_exists VARS "REGEX=exists \\(use --overwrite")
