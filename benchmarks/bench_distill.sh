@@ -6,7 +6,10 @@
 # distilled one (FlagEmbedding's recipe: soft CE against the teacher's group softmax + the group CE). Both are
 # evaluated on the held-out dev queries (the retriever's top 16).
 #   nice -n 10 benchmarks/bench_distill.sh build/xrank MODEL_DIR [WORKDIR] [STAGE...]
-# Stages: prep teacher rescore students summary (default: all, in that order; each reuses the previous ones' files).
+# Stages: prep teacher rescore students summary (default: all, in that order; each reuses the previous ones' files);
+# speed (not in the default): the step time of each loss on the demo recipe with the teacher-scored groups,
+# SPEED_ROUNDS rounds alternating over SPEED_LOSSES, SPEED_STEPS steps each, every run under flock /tmp/cpu.lock;
+# prints the median step time (steps 2..N) per run and each loss's ratio to listwise within its round.
 # Env (full size = the demo): PAGES (2000), TEACHER_EPOCHS (2), STUDENT_STEPS (0 = the demo's 2 epochs),
 #   MAXLEN (128), SEEDS ("42 43 44"), DISTILL (extra distill flags, default "--distill-mode kl --hard-label-weight 1"),
 #   RESCORE_NEGATIVES (15: candidates per training query the teacher scores), NP (2).
@@ -65,6 +68,43 @@ if has students; then
         | tee "$W/s_${kind}_$seed.log" | tail -n 3
     done
   done
+fi
+
+if has speed; then
+  for round in $(seq 1 "${SPEED_ROUNDS:-3}"); do
+    for loss in ${SPEED_LOSSES:-listwise distill_kl distill_margin_mse listnet lambdaloss}; do
+      case $loss in
+        distill_kl) L=(--loss distill --distill-mode kl --hard-label-weight 1) ;;
+        distill_margin_mse) L=(--loss distill --distill-mode margin_mse) ;;
+        *) L=(--loss "$loss") ;;
+      esac
+      out="$W/speed_${loss}_$round"
+      flock /tmp/cpu.lock "${MPI[@]}" "$XRANK" train --config "$HERE/configs/demo.json" --model "$MODEL" \
+        --data "$W/train.ds" --groups "$W/train.ce.h5" "${L[@]}" --max-steps "${SPEED_STEPS:-6}" --logging-steps 1 \
+        --max-length "$MAXLEN" --output "$out" --overwrite --quiet > "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
+      python3 - "$out/metrics.jsonl" "$loss" "$round" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
+import json, statistics, sys
+m = [j for j in map(json.loads, open(sys.argv[1])) if j.get("type") == "train"][1:]  # step 1 carries start-up
+med = lambda k: statistics.median(j[k] for j in m)
+print(f"speed round {sys.argv[3]} {sys.argv[2]:20s} median step {med('step_s'):.3f} s (min "
+      f"{min(j['step_s'] for j in m):.3f}, max {max(j['step_s'] for j in m):.3f}, {len(m)} steps; data "
+      f"{med('data_s') * 1e3:.3f} ms, compute {med('compute_s'):.3f} s; load {sys.argv[4]})", flush=True)
+PY
+    done
+  done | tee "$W/speed.txt"
+  python3 - "$W/speed.txt" <<'PY'
+import collections, re, statistics, sys
+r = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    m = re.match(r"speed round (\d+) (\S+) +median step ([0-9.]+)", line)
+    if m:
+        r[m.group(1)][m.group(2)] = float(m.group(3))
+losses = [k for k in next(iter(r.values())) if k != "listwise"]
+for k in losses:
+    ratios = [v[k] / v["listwise"] for v in r.values() if k in v and "listwise" in v]
+    print(f"{k:20s} step time / listwise per round: " + " ".join(f"{x:.3f}" for x in ratios) +
+          f"  (median {statistics.median(ratios):.3f})")
+PY
 fi
 
 if has summary; then
