@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "guards.h"
+#include "xr_progress.h"
 #include "hfexport.h"
 #include "loss.h"
 
@@ -69,13 +70,6 @@ static void tr_split_window(Comm *c, const double win[6], TrSplit *sp) {
     }
     sp->steps = win[5];
     free(all);
-}
-
-static void tr_fmt_time(char *buf, size_t n, double s) {
-    if (!(s >= 0) || s > 1e7) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
-    else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
 }
 
 /* The error of a step whose loss or gradients are not finite: the step, and the first tensor (model order) whose
@@ -250,7 +244,11 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     int64_t cur_epoch = -1;
     double t0 = xr_now(), t_log = t0, log_loss = tcn.log_loss, log_w = tcn.log_w;
     int64_t log_pairs = tcn.log_pairs, log_real = tcn.log_real, log_pad = tcn.log_pad, log_from = tcn.log_from;
-    int rc = 0, progress_shown = 0;
+    int rc = 0;
+    /* progress counts this run's steps (a resumed run's rate and time left start from the resume) */
+    XrProgress prog;
+    xr_progress_begin(&prog, rank == 0 && o->progress, "xrank train: step", "steps", total);
+    prog.base = tcn.step;
     /* step time split of this rank over the logging window: data (batch assembly), exposed communication (the
      * waits of the gradient exchange and the step's scalar reduction), compute (the rest: forward, loss,
      * backward, optimizer); the buckets' communication behind the backward (hidden) and in flight
@@ -338,7 +336,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         }
         if (skip) { /* no update, nothing counted; logging and evaluation go on */
             st->skipped_steps++;
-            if (rank == 0 && progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
+            xr_progress_clear(&prog);
             if (rank == 0) fprintf(stderr, "xrank train: warning: step %lld skipped: loss %g, gradient norm %g\n",
                                    (long long)s + 1, loss, norm);
             memset(loc, 0, sizeof loc);
@@ -361,15 +359,11 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         log_pairs += (int64_t)loc[1] * G, log_real += (int64_t)loc[2], log_pad += (int64_t)loc[3];
         int last = s + 1 == total;
         double now = xr_now(), ep = (double)(s + 1) / (double)spe;
-        if (rank == 0 && o->progress) {
-            double el = now - t0, eta = el / (double)(s + 1) * (double)(total - s - 1);
-            char eb[32];
-            tr_fmt_time(eb, sizeof eb, eta);
-            fprintf(stderr, "\rstep %lld/%lld  epoch %.2f  loss %.4f  lr %.2e  pairs/s %.1f  tokens/s %.0f  ETA %s   ",
-                    (long long)s + 1, (long long)total, ep, loss, lr, (double)st->pairs / el,
-                    (double)st->real_tokens / el, eb);
-            fflush(stderr);
-            progress_shown = 1;
+        if (prog.on) {
+            char extra[160];
+            snprintf(extra, sizeof extra, "epoch %.2f, loss %.4f, lr %.2e, %.1f pairs/s", ep, loss, lr,
+                     (double)st->pairs / (now - t0));
+            xr_progress_update(&prog, s + 1, extra);
         }
         if ((o->logging_steps > 0 && (s + 1) % o->logging_steps == 0) || last) {
             double dt = now - t_log > 1e-9 ? now - t_log : 1e-9;
@@ -402,7 +396,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             if (collapse_window(&cd, spread, st->mean_loss_last_log)) {
                 st->collapse_warned = 1;
                 if (rank == 0) {
-                    if (progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
+                    xr_progress_clear(&prog);
                     fprintf(stderr,
                             "xrank train: warning: step %lld: the model looks collapsed: scores nearly constant within "
                             "groups (mean standard deviation %.3g) and loss %.4f at its constant-score value for %d "
@@ -421,7 +415,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             t_log = now, log_loss = 0, log_w = 0, log_spread = 0, log_pairs = log_real = log_pad = 0, log_from = s + 1;
         }
         if (o->evaluate && ((o->eval_steps > 0 && (s + 1) % o->eval_steps == 0) || last)) {
-            if (rank == 0 && progress_shown) fprintf(stderr, "\n"), progress_shown = 0;
+            xr_progress_clear(&prog);
             double te = xr_now();
             rc = o->evaluate(o->eval_ctx, m, s + 1, ep, e);
             t0 += xr_now() - te; /* throughput and ETA count training time only */
@@ -437,7 +431,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                                    o->best_step ? *o->best_step : -1};
             int stop = 0;
             double tc0 = xr_now();
-            if (rank == 0 && progress_shown && tckpt_signalled()) fprintf(stderr, "\n"), progress_shown = 0;
+            if (tckpt_signalled()) xr_progress_clear(&prog);
             rc = tckpt_step_end(ck, m, gs, &now_c, &stop, e);
             t0 += xr_now() - tc0;
             t_log += xr_now() - tc0;
@@ -454,7 +448,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
         tckpt_io_stats(ck, &st->ckpt_write_s, &st->ckpt_write_bytes, &st->ckpt_read_s, &st->ckpt_read_bytes);
         tckpt_free(ck);
     }
-    if (rank == 0 && progress_shown) fprintf(stderr, "\n");
+    xr_progress_end(&prog);
     st->seconds = xr_now() - t0;
     XrMemStats ms;
     ops_mem_stats(be, &ms);

@@ -88,7 +88,7 @@ typedef struct {
 
 /* Every command's definition (in its cmd_<name>.c): a config file may hold any command's flags. */
 extern const CliCmd CLI_CMD_SCORE, CLI_CMD_EMBED, CLI_CMD_TOKENIZE, CLI_CMD_MINE, CLI_CMD_TRAIN, CLI_CMD_EVAL,
-    CLI_CMD_INSPECT, CLI_CMD_EXPORT;
+    CLI_CMD_INSPECT, CLI_CMD_EXPORT, CLI_CMD_PLOT;
 
 /* A command's run: the communicator, the parsed flags and the shared options, checked. */
 typedef struct {

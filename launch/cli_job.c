@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "xr_progress.h"
 
 /* ---- the job driver ---- */
 
@@ -39,19 +40,6 @@ static CliRecord *cli_split_lines(const char *data, size_t n, int keep_blank, in
 typedef struct {
     double records, items, real_tokens, padded_tokens, t_tokenize, t_forward, batches;
 } CliStats;
-
-static void cli_progress(const CliCtx *cx, const CliJob *job, int64_t k, int64_t nb, int64_t items, double t0,
-                         int done) {
-    double dt = xr_now() - t0;
-    if (done) {
-        fputs("\r\033[K", stderr);
-    } else {
-        fprintf(stderr, "\r\033[Kxrank %s: batch %lld/%lld, %lld %s, %.1f %s/s%s", cx->cmd, (long long)k,
-                (long long)nb, (long long)items, job->unit, dt > 0 ? items / dt : 0.0, job->unit,
-                cx->size > 1 ? " (rank 0)" : "");
-    }
-    fflush(stderr);
-}
 
 static void cli_report(const CliCtx *cx, const CliJob *job, const CliStats *all, double t_load) {
     CliStats sum = {0};
@@ -159,8 +147,11 @@ int cli_run(CliCtx *cx, const CliJob *job) {
     float *out = xr_malloc(sizeof(float) * (size_t)(plan.max_B ? plan.max_B : 1) * (size_t)od);
     BatchBuf bb;
     batch_buf_init(&bb);
-    int progress = cx->rank == 0 && !cx->quiet && isatty(2);
-    double last = 0;
+    /* batches of rank 0's share: a line in place on a terminal, plain lines in a log */
+    XrProgress prog;
+    char what[64];
+    snprintf(what, sizeof what, "xrank %s: batch%s", cx->cmd, cx->size > 1 ? " (rank 0's share)" : "");
+    xr_progress_begin(&prog, cx->rank == 0 && !cx->quiet, what, "batches", plan.nbatches);
     int64_t done_items = 0;
     for (int64_t k = 0; k < plan.nbatches; k++) {
         int n = batch_plan_size(&plan, k);
@@ -169,12 +160,14 @@ int cli_run(CliCtx *cx, const CliJob *job) {
         job->forward(job->ctx, cx->enc, b, out);
         for (int i = 0; i < n; i++) memcpy(res + idx[i] * od, out + (size_t)i * od, sizeof(float) * (size_t)od);
         done_items += n;
-        if (progress && xr_now() - last > 0.25) {
-            last = xr_now();
-            cli_progress(cx, job, k + 1, plan.nbatches, done_items, t0, 0);
+        if (prog.on) {
+            char extra[64];
+            double dt = xr_now() - t0;
+            snprintf(extra, sizeof extra, "%.1f %s/s", dt > 0 ? (double)done_items / dt : 0.0, job->unit);
+            xr_progress_update(&prog, k + 1, extra);
         }
     }
-    if (progress) cli_progress(cx, job, plan.nbatches, plan.nbatches, done_items, t0, 1);
+    xr_progress_end(&prog);
     double t_fwd = xr_now() - t0;
     batch_buf_free(&bb);
     free(out);

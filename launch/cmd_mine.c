@@ -418,7 +418,7 @@ int cmd_mine(int argc, char **argv) {
     o.knn.passage_tile = (size_t)args_int(a, "passage-tile");
     o.knn.query_block = (size_t)(o.query_block < 256 ? o.query_block : 256);
     o.eval_depth = (int)args_int(a, "eval-depth");
-    o.progress = !quiet && x.rank == 0 && isatty(2);
+    o.progress = !quiet && x.rank == 0; /* a line in place on a terminal, plain lines in a log */
     o.model_desc = args_str(a, "model");
     o.precision = x.b.device == XR_DEV_CUDA ? (x.b.precision == XR_PREC_BF16 ? "bf16-cuda" : "fp32-cuda") : "fp32-cpu";
     if (!args_bool(a, "no-cache")) {

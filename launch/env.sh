@@ -1,7 +1,7 @@
 # launch/env.sh: sourced by the launch scripts: the Debian packages xrank builds with, and the Open MPI
 # settings for running as root in containers and CI.
 XR_DEB_PACKAGES="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
-  libopenblas-dev libcjson-dev libsentencepiece-dev libutf8proc-dev zlib1g-dev"
+  libopenblas-dev libcjson-dev libsentencepiece-dev libutf8proc-dev zlib1g-dev libcairo2-dev"
 
 xr_ensure_packages() {
   local missing=() p

@@ -12,6 +12,7 @@ static const CliCommand COMMANDS[] = {
     {"train", cmd_train, "data-parallel cross-encoder fine-tuning (bce or listwise) -> HF model dirs + metrics.jsonl"},
     {"export", cmd_export, "a training checkpoint -> a Hugging Face / sentence-transformers CrossEncoder directory"},
     {"eval", cmd_eval, "rerank candidates with a cross-encoder: MRR@10, NDCG@10, MAP, Recall (base vs reranked)"},
+    {"plot", cmd_plot, "a training run's loss, learning rate, evaluation metrics and throughput as PNG + SVG (cairo)"},
     {"inspect", cmd_inspect, "describe and check a dataset, token store, HDF5 or safetensors file"},
     {"version", cmd_version, "print the version and the backends compiled in"},
 };

@@ -35,30 +35,18 @@ void mine_result_free(MineResult *r) {
 }
 
 void mine_progress_line(Mine *m, int64_t done, int force) {
-    if (!m->show) return;
-    double now = xr_now();
-    if (!force && now - m->prog_last < 0.25) return;
-    m->prog_last = now;
-    double dt = now - m->prog_t0;
-    fprintf(stderr, "\r\033[Kxrank mine: %s %lld/%lld%s, %.1f/s", m->phase, (long long)done, (long long)m->prog_total,
-            m->size > 1 ? " (rank 0)" : "", dt > 0 ? done / dt : 0.0);
-    fflush(stderr);
+    (void)force; /* xr_progress paces the lines */
+    xr_progress_update(&m->prog, done, NULL);
 }
 
 void mine_progress_begin(Mine *m, const char *phase, int64_t total) {
-    m->phase = phase;
-    m->prog_total = total;
+    char what[64];
+    snprintf(what, sizeof what, "xrank mine: %s%s", phase, m->size > 1 ? " (rank 0's share)" : "");
+    xr_progress_begin(&m->prog, m->show, what, strncmp(phase, "embedding", 9) ? "queries" : "texts", total);
     m->prog_base = 0;
-    m->prog_t0 = xr_now();
-    m->prog_last = 0;
 }
 
-void mine_progress_end(Mine *m) {
-    if (m->show) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
-    }
-}
+void mine_progress_end(Mine *m) { xr_progress_end(&m->prog); }
 
 /* ---- the pipeline ---- */
 

@@ -8,6 +8,7 @@
 #include "dataset.h"
 #include "h5store.h"
 #include "mine.h"
+#include "xr_progress.h"
 
 typedef struct {
     Comm *c;
@@ -34,9 +35,8 @@ typedef struct {
     /* canonical passages whose tokens equal each query's (CSR over queries): excluded from the negatives */
     int64_t *qx_off, *qx_row;
     /* progress */
-    const char *phase;
-    int64_t prog_total, prog_base;
-    double prog_t0, prog_last;
+    XrProgress prog;
+    int64_t prog_base;
     int show;
 } Mine;
 
