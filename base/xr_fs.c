@@ -80,6 +80,24 @@ int xr_remove_flat_dir(const char *dir) {
     return rmdir(dir);
 }
 
+int xr_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st)) return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(st.st_mode)) return unlink(path);
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            char *p = xr_path_join(path, de->d_name);
+            xr_remove_tree(p);
+            free(p);
+        }
+        closedir(d);
+    }
+    return rmdir(path);
+}
+
 int xr_fsync_path(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;

@@ -22,6 +22,9 @@ int xr_is_dir(const char *path);
 int xr_dir_is_empty(const char *path);
 /* Remove the plain files of a directory (one level), then the directory; -1 when it is still there. */
 int xr_remove_flat_dir(const char *dir);
+/* Remove path: a file, a symbolic link (not what it points to) or a directory with everything below it. 0 also
+ * when path does not exist; -1 (errno set) when something could not be removed. */
+int xr_remove_tree(const char *path);
 /* fsync a file or a directory by path; -1 (errno set) when it cannot be opened or synced. A directory's fsync
  * makes a rename inside it durable; some file systems refuse it, so callers treat that as best effort. */
 int xr_fsync_path(const char *path);

@@ -16,6 +16,7 @@
 #include "ckpt.h"
 #include "hfexport.h"
 #include "safetensors.h"
+#include "xr_fs.h"
 
 /* The one process-wide piece of state a signal handler can touch. */
 static volatile sig_atomic_t g_stop_signal;
@@ -244,6 +245,11 @@ static int tk_commit(TrainCkpt *k, XrErr *e) {
     k->pending = 0;
     if (comm_check(k->c, k->res.rc, &k->res.err)) {
         *e = k->res.err;
+        if (k->rank == 0) { /* a failed write (a full disk) leaves no staging directory taking the space */
+            char *stage = ckpt_staging_dir(k->output, k->step);
+            xr_remove_flat_dir(stage);
+            free(stage);
+        }
         return -1;
     }
     size_t nb = 0;

@@ -4,6 +4,7 @@
 #include "trainer.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,6 +376,8 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             st->comm_exposed_s += sp.exposed * sp.steps, st->comm_hidden_s += sp.hidden * sp.steps;
             st->comm_inflight_s += sp.inflight * sp.steps, st->timed_steps += (int64_t)sp.steps;
             memset(win, 0, sizeof win);
+            int wst = 0;
+            errno = 0;
             if (rank == 0 && o->metrics) {
                 char comm[160] = "";
                 if (R > 1)
@@ -390,7 +393,13 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                         (double)log_real / dt, log_pad > 0 ? (double)log_real / (double)log_pad : 1.0,
                         log_spread / (log_w > 0 ? log_w : 1), (long long)(s + 1 - log_from), now - t0,
                         sp.data + sp.compute + sp.exposed, sp.data, sp.compute, sp.compute_max, sp.exposed, comm);
-                fflush(o->metrics);
+                if (fflush(o->metrics) || ferror(o->metrics))
+                    wst = xr_errf(e, "step %lld: cannot write %s: %s", (long long)s + 1,
+                                  o->metrics_path ? o->metrics_path : "metrics.jsonl", strerror(errno ? errno : EIO));
+            }
+            if (comm_check(c, wst, e)) { /* a full disk stops the run at the first line it cannot log */
+                rc = -1;
+                break;
             }
             double spread = log_spread / (log_w > 0 ? log_w : 1);
             if (collapse_window(&cd, spread, st->mean_loss_last_log)) {

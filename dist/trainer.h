@@ -37,7 +37,8 @@ typedef struct {
     int logging_steps;     /* log every N steps (and the last) */
     int eval_steps;        /* evaluate every N steps (0: only at the end) */
     int progress;          /* rank 0: progress line on stderr */
-    FILE *metrics;         /* rank 0: metrics.jsonl (NULL: none) */
+    FILE *metrics;         /* rank 0: metrics.jsonl (NULL: none); a line that cannot be written stops the run */
+    const char *metrics_path; /* its name, for that error */
     /* Evaluation hook, called on every rank (collective) after step `step` (1-based) every eval_steps and after
      * the last; returns -1 on error, 1 to stop training here (early stopping; the same on every rank). May be
      * NULL. */

@@ -278,19 +278,6 @@ int cli_check_output(const char *path, int overwrite, int in_place_ok, XrErr *e)
     return 0;
 }
 
-int cli_check_output_dir(const char *dir, const char *marker, int overwrite, XrErr *e) {
-    struct stat st;
-    char *m = xr_path_join(dir, marker);
-    int rc = 0;
-    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) rc = xr_errf(e, "output %s is a file, not a directory", dir);
-    else if (xr_file_exists(m) && !overwrite)
-        rc = xr_errf(e, "output %s already holds a run (use --overwrite to replace it)", dir);
-    else if (mkdir(dir, 0755) && errno != EEXIST)
-        rc = xr_errf(e, "cannot create output %s: %s", dir, strerror(errno));
-    free(m);
-    return rc;
-}
-
 cJSON *cli_dir_json(const char *dir, const char *name) {
     char *path = xr_path_join(dir, name);
     cJSON *j = NULL;

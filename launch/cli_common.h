@@ -135,8 +135,7 @@ int cli_load_model_files(const char *spec, char **dir, ModelConfig *cfg, Tokeniz
 /* Rank 0, before any work: refuse an existing output file without --overwrite, and make sure a file can be
  * created next to it. "-" passes, and devices / pipes when the writer writes them in place (in_place_ok). */
 int cli_check_output(const char *path, int overwrite, int in_place_ok, XrErr *e);
-/* The same for an output directory that holds a run (marker: the file in it that says so). */
-int cli_check_output_dir(const char *dir, const char *marker, int overwrite, XrErr *e);
+/* (A training output directory has its own rules: launch/run_dir.h.) */
 /* Write text to path atomically (temporary name, then rename); "-" = stdout, and devices / pipes are written
  * in place. cli_write_output: head then body. Rank 0 only. */
 int cli_write_file(const char *path, const char *text, size_t n, XrErr *e);

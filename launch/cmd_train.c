@@ -19,6 +19,7 @@
 #include "evaluate.h"
 #include "hfmodel.h"
 #include "model.h"
+#include "run_dir.h"
 #include "tokenizer.h"
 #include "trainer.h"
 
@@ -198,6 +199,8 @@ typedef struct {
     EvalSet es;
     int have_es;
     FILE *metrics;
+    char *metrics_path;
+    int dir_ready; /* rank 0: run_dir_prepare done (a failure from here on calls run_dir_abandon) */
 } TrainCli;
 
 static int tc_finish(TrainCli *x, int code) {
@@ -210,13 +213,28 @@ static int tc_finish(TrainCli *x, int code) {
     free(x->out);
     free(x->resume_dir);
     free(x->config_json);
+    free(x->metrics_path);
     return cli_end(&x->b, code);
 }
 
 static int tc_fail(TrainCli *x, const XrErr *e, int code) {
     if (x->rank == 0) fprintf(stderr, "xrank train: error: %s\n", e->msg);
+    if (x->rank == 0 && x->dir_ready) { /* the output directory: no half run mixed with an earlier one */
+        if (x->metrics) fclose(x->metrics);
+        x->metrics = NULL;
+        char note[1024];
+        run_dir_abandon(x->out, note, sizeof note);
+        if (note[0]) fprintf(stderr, "xrank train: %s\n", note);
+    }
     fflush(stderr);
     return tc_finish(x, code);
+}
+
+/* Rank 0: the lines written to metrics.jsonl so far reached the file (a full disk fails here, at the first
+ * logging step that cannot be written, not after the last step). */
+static int tc_metrics_flushed(TrainCli *x, XrErr *e) {
+    if (!x->metrics || (fflush(x->metrics) == 0 && !ferror(x->metrics))) return 0;
+    return xr_errf(e, "cannot write %s: %s", x->metrics_path, strerror(errno ? errno : EIO));
 }
 
 /* The hyperparameters' ranges, the flag that broke one named (as the user spelled it: --lr or --learning-rate). */
@@ -256,14 +274,14 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
                     (long long)step, epoch, r.seconds);
             eval_print_json(x->metrics, &r);
             fprintf(x->metrics, "}\n");
-            fflush(x->metrics);
+            st = tc_metrics_flushed(x, e);
         }
         if (!v->quiet) {
             fprintf(stderr, "eval at step %lld (epoch %.2f): %s %.4f%s\n", (long long)step, epoch, v->best_metric, val,
                     better ? " (best so far)" : "");
             eval_print_table(stderr, &r);
         }
-        if (better) {
+        if (better && st == 0) {
             char *p = xr_path_join(x->out, "best");
             st = trainer_export_hf(m, x->model_dir, p, v->max_len, e);
             free(p);
@@ -483,12 +501,13 @@ int cmd_train(int argc, char **argv) {
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
     if (args_str(a, "resume") && tc_resume_plan(&x, &o, &resume_step, quiet, &e)) return tc_fail(&x, &e, 1);
     if (st == 0 && x.rank == 0) {
-        char *mj = xr_path_join(out, "metrics.jsonl");
-        st = cli_check_output_dir(out, "metrics.jsonl", x.b.overwrite || x.resume_dir, &e);
+        char *mj = x.metrics_path = xr_path_join(out, "metrics.jsonl"), note[2048];
+        st = run_dir_prepare(out, x.b.overwrite, x.resume_dir != NULL, note, sizeof note, &e);
+        x.dir_ready = st == 0;
+        if (st == 0 && note[0] && !quiet) fprintf(stderr, "xrank train: %s\n", note);
         if (st == 0 && x.resume_dir) st = tc_metrics_upto(mj, resume_step, &e); /* a resumed run appends */
         if (st == 0 && !(x.metrics = fopen(mj, x.resume_dir ? "a" : "w")))
             st = xr_errf(&e, "cannot write %s: %s", mj, strerror(errno));
-        free(mj);
     }
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
 
@@ -513,6 +532,7 @@ int cmd_train(int argc, char **argv) {
 
     o.progress = !quiet && x.rank == 0; /* a line in place on a terminal, plain lines in a log */
     o.metrics = x.metrics;
+    o.metrics_path = x.metrics_path;
     TcEval ev = {&x, proto, args_str(a, "metric-for-best-model"), -INFINITY, -1, o.max_len,
                  (int)args_int(a, "eval-batch-size"), quiet, (int)args_int(a, "early-stopping-patience"), 0};
     if (x.have_es) {
@@ -567,7 +587,9 @@ int cmd_train(int argc, char **argv) {
     }
     if (x.rank == 0) {
         char *p = xr_path_join(out, "final");
-        st = trainer_export_hf(x.m, x.model_dir, p, o.max_len, &e);
+        st = tc_metrics_flushed(&x, &e);
+        if (st == 0) st = trainer_export_hf(x.m, x.model_dir, p, o.max_len, &e);
+        if (st == 0) st = run_dir_commit(out, &e); /* the run is complete: the one it replaced goes */
         free(p);
         if (st == 0 && !quiet) {
             fprintf(stderr,

@@ -18,10 +18,20 @@ xr_damaged_test(inspect_damaged_root_attr MODE file
 xr_damaged_test(inspect_old_vlen_store_reads MODE file
                 VARS FILE=fixtures/damaged/old_vlen_ok.h5 RC=0 "REGEX=rows \\[0, 8\\) of 8.*checks passed")
 xr_damaged_test(inspect_model_without_tokenizer MODE model_no_tokenizer VARS "REGEX=PROBLEM: .*no tokenizer found")
-# A full disk (2 MB tmpfs; skipped where mount is not allowed) under tokenize --overwrite.
-xr_script_test(tokenize_full_disk SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/damaged/run_fulldisk.cmake
-               LABELS reliability TIMEOUT 180 DEFS -DWORK=${CMAKE_CURRENT_SOURCE_DIR})
-set_tests_properties(tokenize_full_disk PROPERTIES SKIP_REGULAR_EXPRESSION "skipped: cannot mount")
+# A full disk (2 MB tmpfs; skipped where mount is not allowed) under tokenize --overwrite and mine --overwrite.
+foreach(cmd tokenize mine)
+  xr_script_test(${cmd}_full_disk SCRIPT ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/damaged/run_fulldisk.cmake MODE ${cmd}
+                 LABELS reliability TIMEOUT 180 DEFS -DWORK=${CMAKE_CURRENT_SOURCE_DIR})
+  set_tests_properties(${cmd}_full_disk PROPERTIES SKIP_REGULAR_EXPRESSION "skipped: cannot mount")
+endforeach()
 # Outputs: mine --overwrite replaces only group files; eval --output needs --overwrite like every command.
 xr_damaged_test(mine_overwrite_not_group_file MODE mine_overwrite_foreign VARS "REGEX=is not an xrank group file")
 xr_damaged_test(eval_output_exists MODE eval_output_exists VARS "REGEX=exists \\(use --overwrite")
+# The training output directory (launch/run_dir.h) under failures and real kill -9; train on a full disk (2 MB
+# tmpfs; skipped where mount is not allowed) fails at its first metrics line or checkpoint, earlier run intact.
+foreach(mode outdir full_disk)
+  add_test(NAME train_${mode} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_train_outdir.sh
+           $<TARGET_FILE:xrank> ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/train_${mode}.out ${mode})
+  set_tests_properties(train_${mode} PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77 LABELS "reliability;train"
+                       ENVIRONMENT "${XR_MPI_TEST_ENV}")
+endforeach()
