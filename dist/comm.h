@@ -61,7 +61,8 @@ void comm_allreduce_sum_f64(Comm *c, double *buf, size_t n);
 
 /* Collective error check: every rank passes its own status (0 ok, -1 failed with e filled). Returns 0 when
  * all succeeded; otherwise copies the message of the lowest failing rank into e on every rank (so rank 0
- * can print it once and all ranks can exit cleanly) and returns -1. */
+ * can print it once and all ranks can exit cleanly) and returns -1. A failure of a rank other than 0 is named:
+ * "rank R of N: <message>" (unless the message already starts with "rank "). */
 int comm_check(Comm *c, int status, XrErr *e);
 
 /* ---- one copy per node: MPI-3 shared memory ----

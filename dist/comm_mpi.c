@@ -183,7 +183,14 @@ int comm_check(Comm *c, int status, XrErr *e) {
     comm_mpi_wait_timed(c, 1, &rq, "error check");
     if (first == INT_MAX) return 0;
     XrErr tmp;
-    if (c->rank == first) tmp = *e;
+    if (c->rank == first) {
+        tmp = *e;
+        if (first != 0 && strncmp(tmp.msg, "rank ", 5)) { /* rank 0 prints it: say whose failure it was */
+            char m[sizeof tmp.msg];
+            snprintf(m, sizeof m, "rank %d of %d: %.*s", first, c->size, (int)sizeof m - 40, tmp.msg);
+            memcpy(tmp.msg, m, sizeof m);
+        }
+    }
     comm_bcast(c, tmp.msg, sizeof tmp.msg, first);
     tmp.msg[sizeof tmp.msg - 1] = 0;
     if (e) *e = tmp;

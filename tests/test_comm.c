@@ -151,6 +151,18 @@ int main(int argc, char **argv) {
         run_size(&x, sizes[s], 1);
         run_size(&x, sizes[s], 3);
     }
+    /* error agreement: the lowest failing rank's message everywhere, naming the rank when it is not rank 0 */
+    XrErr ce = {{0}};
+    TU_CHECK(comm_check(c, 0, &ce) == 0, "comm_check with no failure returned an error: %s", ce.msg);
+    int last = x.R - 1, st = x.rank == last ? xr_errf(&ce, "cannot write shard %d", x.rank) : 0;
+    TU_CHECK(comm_check(c, st, &ce) == -1, "a failure of rank %d not agreed on rank %d", last, x.rank);
+    char want[128];
+    if (last) snprintf(want, sizeof want, "rank %d of %d: cannot write shard %d", last, x.R, last);
+    else snprintf(want, sizeof want, "cannot write shard 0");
+    TU_CHECK(!strcmp(ce.msg, want), "rank %d got \"%s\", want \"%s\"", x.rank, ce.msg, want);
+    st = x.rank == 0 || x.rank == last ? xr_errf(&ce, "bad input on rank %d", x.rank) : 0;
+    TU_CHECK(comm_check(c, st, &ce) == -1 && !strcmp(ce.msg, "bad input on rank 0"),
+             "ranks 0 and %d failed: rank %d got \"%s\", want rank 0's message unprefixed", last, x.rank, ce.msg);
     if (x.rank == 0) printf("%s on %s, %d rank(s): %d checks\n", impl, dev, x.R, tu_checks);
     int failed = tu_failures;
     comm_barrier(c);
