@@ -151,9 +151,8 @@ int mine_run(Comm *c, const MineOpts *o, MineResult *r, XrErr *e) {
 
     /* rows of each rank, hashes of all rows, the duplicate map */
     double t0 = xr_now();
-    int64_t window = (int64_t)o->batch_size * o->bucket_batches;
-    mine_partition(m.ps, window, m.rank, m.size, &m.plo, &m.phi);
-    mine_partition(m.qs, window, m.rank, m.size, &m.qlo, &m.qhi);
+    mine_partition(m.ps, mine_window(o, m.np), m.rank, m.size, &m.plo, &m.phi);
+    mine_partition(m.qs, mine_window(o, m.nq), m.rank, m.size, &m.qlo, &m.qhi);
     if (mine_all_hashes(&m, m.ps, m.plo, m.phi, &m.phash, e)) goto done;
     if (mine_all_hashes(&m, m.qs, m.qlo, m.qhi, &m.qhash, e)) goto done;
     MineHashIdx *sorted = NULL;

@@ -4,8 +4,9 @@
  * rescore the candidates with a cross-encoder (pairs spread over the ranks), select negatives (select_query) and
  * gather the training groups, statistics and retrieval metrics on rank 0.
  *
- * Determinism: rows are embedded in windows of batch_size * bucket_batches rows counted from row 0 of the store,
- * and a rank takes whole windows, so every batch (hence every float) is the same for any number of ranks; the
+ * Determinism: rows are embedded in windows of batch_size * bucket_batches rows counted from row 0 of the store
+ * (fewer whole batches for a store of under 16 such windows, so small stores still split over the ranks; the
+ * window depends on the store's size, not the rank count), and a rank takes whole windows, so every batch (hence every float) is the same for any number of ranks; the
  * search is exact (knn.h), the selection per query seeded by the query's row; cross-encoder pairs are batched
  * in windows counted from the start of each query block. The mined groups are identical for any rank count.
  *

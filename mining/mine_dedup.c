@@ -8,6 +8,14 @@
 #include "embcache.h"
 #include "mine_internal.h"
 
+int64_t mine_window(const MineOpts *o, int64_t n) {
+    int64_t b = o->batch_size, full = b * o->bucket_batches;
+    if (n >= full * MINE_MIN_WINDOWS) return full;
+    int64_t w = (n + MINE_MIN_WINDOWS - 1) / MINE_MIN_WINDOWS; /* rows per window for MINE_MIN_WINDOWS windows */
+    w = (w + b - 1) / b * b;                                    /* whole batches */
+    return w < b ? b : w > full ? full : w;
+}
+
 void mine_partition(const TokenStore *s, int64_t window, int rank, int size, int64_t *lo, int64_t *hi) {
     int64_t n = h5store_rows(s), nw = (n + window - 1) / window;
     double *pre = xr_malloc(sizeof(double) * (size_t)(nw + 1));

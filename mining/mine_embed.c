@@ -25,7 +25,7 @@ static void mine_batch_progress(void *ctx, int64_t done) {
 static int mine_embed_range(Mine *m, TokenStore *s, int64_t lo, int64_t hi, const char *prompt, float *out,
                             BatchRunStats *acc, XrErr *e) {
     const MineOpts *o = m->o;
-    int64_t window = (int64_t)o->batch_size * o->bucket_batches;
+    int64_t window = mine_window(o, h5store_rows(s));
     int64_t chunk = window * (MINE_READ_ROWS / window > 0 ? MINE_READ_ROWS / window : 1);
     int32_t *pids = NULL;
     size_t pcap = 0;

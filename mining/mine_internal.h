@@ -67,6 +67,12 @@ typedef struct {
 
 /* Rows [*lo, *hi) of rank `rank`: whole windows of `window` rows counted from row 0, cut so that each rank gets
  * about the same number of tokens (specials included). Depends only on the store, window and size. */
+/* Rows per embedding window of a store of n rows: batch_size * bucket_batches, made smaller (whole batches) for a
+ * store of fewer than MINE_MIN_WINDOWS such windows, so that its rows still split over the ranks (a 2,000-row corpus
+ * was one window of 2,048: rank 0 embedded it all while the others waited). Depends on n and the options only,
+ * never on the rank count. */
+#define MINE_MIN_WINDOWS 16
+int64_t mine_window(const MineOpts *o, int64_t n);
 void mine_partition(const TokenStore *s, int64_t window, int rank, int size, int64_t *lo, int64_t *hi);
 /* Hash this rank's rows [lo, hi) of a store and share them: every rank gets all n hashes (collective). */
 int mine_all_hashes(Mine *m, TokenStore *s, int64_t lo, int64_t hi, uint64_t **all, XrErr *e);

@@ -32,6 +32,10 @@ xr_mine_test(mine_ranks_flag_file MODE ranks DATA fixtures/h5/flag.jsonl.gz
              ARGS ${XR_MINE_BASE} --num-negatives 2 --query-prompt "query: " --corpus-prompt "passage: "
                   --pooling cls --jsonl-format labeled-pair VARS JSONL=1)
 
+# ---- the default window (batch 32 x 64 rows) on a 50-passage corpus: both ranks still embed a part
+xr_mine_test(mine_split_small_corpus MODE split DATA ${XR_BEIR} ARGS --model fixtures/cli/bert_st --threads 1
+             VARS ROWS=50)
+
 # ---- the embedding cache: written by 4 ranks in place, read by 1, same groups as without it
 xr_mine_test(mine_cache MODE cache DATA ${XR_BEIR} ARGS --model fixtures/cli/bert_st --threads 1 --batch-size 2
              --bucket-batches 2)
