@@ -177,7 +177,18 @@ int eval_parse_specs(const char *list, EvalResult *r, XrErr *e) {
     return 0;
 }
 
-static void ev_forward(void *ctx, const Batch *b, float *out) { encoder_forward_score((Encoder *)ctx, b, out); }
+/* The encoder and the pairs it scored on this rank: counted where the forward runs, so the per-rank numbers in
+ * EvalResult measure the sharding rather than restate the slice arithmetic. */
+typedef struct {
+    Encoder *m;
+    int64_t pairs;
+} EvForward;
+
+static void ev_forward(void *ctx, const Batch *b, float *out) {
+    EvForward *f = ctx;
+    encoder_forward_score(f->m, b, out);
+    f->pairs += b->B;
+}
 
 int eval_run(Comm *c, Encoder *m, const Tokenizer *t, const EvalSet *es, int max_len, int batch_size,
              EvalResult *r, XrErr *e) {
@@ -192,9 +203,26 @@ int eval_run(Comm *c, Encoder *m, const Tokenizer *t, const EvalSet *es, int max
         items[i - lo] = (BatchItem){es->qrow[qi], es->num_queries + es->cand[i]};
     }
     float *sc = xr_malloc(sizeof(float) * (size_t)(hi - lo + 1));
-    batch_run(t, &es->seqs, items, hi - lo, max_len, batch_size, (int64_t)batch_size * 16, ev_forward, m, 1, sc, NULL,
+    EvForward fw = {m, 0};
+    batch_run(t, &es->seqs, items, hi - lo, max_len, batch_size, (int64_t)batch_size * 16, ev_forward, &fw, 1, sc, NULL,
               NULL, NULL);
     free(items);
+    struct {
+        int64_t pairs;
+        double seconds;
+    } mine = {fw.pairs, xr_now() - t0}, *per = NULL;
+    size_t per_n = 0;
+    per = (void *)comm_gather(c, &mine, sizeof mine, 0, &per_n, NULL);
+    if (rank == 0) {
+        r->rank_pairs_min = r->rank_pairs_max = per[0].pairs;
+        r->rank_seconds_max = 0;
+        for (int i = 0; i < R; i++) {
+            if (per[i].pairs < r->rank_pairs_min) r->rank_pairs_min = per[i].pairs;
+            if (per[i].pairs > r->rank_pairs_max) r->rank_pairs_max = per[i].pairs;
+            if (per[i].seconds > r->rank_seconds_max) r->rank_seconds_max = per[i].seconds;
+        }
+    }
+    free(per);
     size_t got = 0;
     float *scores = (float *)comm_gather(c, sc, sizeof(float) * (size_t)(hi - lo), 0, &got, NULL);
     free(sc);
@@ -233,6 +261,7 @@ int eval_run(Comm *c, Encoder *m, const Tokenizer *t, const EvalSet *es, int max
     free(scores);
     r->queries = es->nq;
     r->pairs = n;
+    r->ranks = R;
     if (comm_check(c, st, e)) return -1;
     comm_bcast(c, r, sizeof *r, 0);
     r->seconds = xr_now() - t0;

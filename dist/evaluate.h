@@ -53,13 +53,19 @@ typedef struct {
     double base_all[EVAL_MAX_SPECS], rerank_all[EVAL_MAX_SPECS]; /* all positives added */
     int64_t queries, pairs;
     double seconds;
+    /* The sharding, as measured: ranks, the fewest and most pairs one rank's encoder scored, and the longest
+     * per-rank scoring time (pairs in, scores out, before the gather). */
+    int ranks;
+    int64_t rank_pairs_min, rank_pairs_max;
+    double rank_seconds_max;
 } EvalResult;
 
 /* "mrr@10,ndcg@10,map@100,recall@10,recall@100" -> r->specs. */
 int eval_parse_specs(const char *list, EvalResult *r, XrErr *e);
 
 /* Score every (query, candidate) pair with m (no dropout), pairs sliced over the ranks in contiguous ranges,
- * gathered on rank 0, and fill r's metrics on every rank (broadcast). r->specs must be set. Collective. */
+ * gathered on rank 0, and fill r's metrics and sharding numbers on every rank (broadcast). r->specs must be set.
+ * Collective. */
 int eval_run(Comm *c, Encoder *m, const Tokenizer *t, const EvalSet *es, int max_len, int batch_size,
              EvalResult *r, XrErr *e);
 

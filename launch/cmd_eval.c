@@ -127,8 +127,11 @@ int cmd_eval(int argc, char **argv) {
             free(text);
         }
         if (!b.quiet)
-            fprintf(stderr, "xrank eval: %lld queries, %lld pairs (%s) scored in %.1f s (%.1f pairs/s), max length %d\n",
-                    (long long)r.queries, (long long)r.pairs, es.source, r.seconds, (double)r.pairs / r.seconds, max_len);
+            fprintf(stderr,
+                    "xrank eval: %lld queries, %lld pairs (%s) scored in %.1f s (%.1f pairs/s), max length %d; %d ranks "
+                    "scored %lld-%lld pairs each (slowest %.1f s)\n",
+                    (long long)r.queries, (long long)r.pairs, es.source, r.seconds, (double)r.pairs / r.seconds, max_len,
+                    r.ranks, (long long)r.rank_pairs_min, (long long)r.rank_pairs_max, r.rank_seconds_max);
     }
     if (comm_check(c, st, &e)) {
         code = 1;

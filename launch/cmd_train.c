@@ -270,8 +270,11 @@ static int tc_evaluate(void *ctx, Encoder *m, int64_t step, double epoch, XrErr 
     int st = 0;
     if (x->rank == 0) {
         if (x->metrics) {
-            fprintf(x->metrics, "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"eval_seconds\": %.2f, \"eval\": ",
-                    (long long)step, epoch, r.seconds);
+            fprintf(x->metrics,
+                    "{\"type\": \"eval\", \"step\": %lld, \"epoch\": %.4f, \"eval_seconds\": %.2f, \"eval_ranks\": %d, "
+                    "\"eval_rank_pairs\": [%lld, %lld], \"eval_rank_seconds_max\": %.2f, \"eval\": ",
+                    (long long)step, epoch, r.seconds, r.ranks, (long long)r.rank_pairs_min, (long long)r.rank_pairs_max,
+                    r.rank_seconds_max);
             eval_print_json(x->metrics, &r);
             fprintf(x->metrics, "}\n");
             st = tc_metrics_flushed(x, e);
