@@ -538,7 +538,10 @@ int64_t h5_create(const char *tmp, XrErr *e) {
     }
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
     H5Pclose(fcpl);
-    if (f < 0) h5_errf(e, "%s: cannot create (%s)", tmp, strerror(errno));
+    if (f < 0) {
+        h5_errf(e, "%s: cannot create (%s)", tmp, strerror(errno));
+        unlink(tmp); /* a create that failed part-way (a full disk) can leave a file behind */
+    }
     return f;
 }
 

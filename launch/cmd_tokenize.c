@@ -13,13 +13,14 @@
 #include "hfmodel.h"
 #include "textread.h"
 #include "tokenizer.h"
+#include "xr_tmpclean.h"
 
 static const ArgSpec TOKENIZE_FLAGS[] = {
     {"input", ARG_STR, NULL, "PATH[,PATH]",
      "a BEIR directory, or pair / FlagEmbedding files (.jsonl .json .csv .tsv .txt, each optionally .gz), "
      "comma separated",
      NULL, 0},
-    CLI_FLAG_OUTPUT(NULL, "DIR", "dataset directory to write (written as DIR.tmp.PID, renamed when complete)"),
+    CLI_FLAG_OUTPUT(NULL, "DIR", "dataset directory to write (written as DIR.tmp.HOST.PID, renamed when complete; removed on Ctrl-C)"),
     CLI_FLAG_MODEL("the model whose tokenizer to use: HF directory or hub id in the local cache"),
     CLI_FLAG_OVERWRITE("replace an existing output dataset directory"),
     {"format", ARG_CHOICE, "auto", "",
@@ -92,6 +93,7 @@ typedef struct {
 static int tok_finish(TokCtx *x, int code) {
     if (x->tok) tok_free(x->tok);
     free(x->model_dir);
+    if (x->tmpdir) xr_tmpclean_forget(x->tmpdir);
     free(x->tmpdir);
     if (x->have_ts) textset_free(&x->ts);
     return cli_end(&x->b, code);
@@ -186,6 +188,11 @@ int cmd_tokenize(int argc, char **argv) {
     if (!x.model_dir) status = -1;
     if (status == 0 && !(x.tok = tok_load(x.model_dir, &e))) status = -1;
     if (status == 0 && x.rank == 0) status = ds_output_check(output, overwrite, &e);
+    if (status == 0 && x.rank == 0) { /* what killed runs left (SIGKILL, a crash: no handler ran) */
+        char note[4096];
+        ds_output_sweep(output, note, sizeof note);
+        if (note[0] && !quiet) fprintf(stderr, "xrank tokenize: %s\n", note);
+    }
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
 
     /* every rank parses the text: deterministic, so all hold the same TextSet */
@@ -207,6 +214,9 @@ int cmd_tokenize(int argc, char **argv) {
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
     if (x.rank == 0) tn = strlen(x.tmpdir);
     comm_bcast_buf(x.c, &x.tmpdir, &tn, 0);
+    /* every rank writes shards into it, so every rank removes it on a signal (mpirun forwards one to all): the
+     * last to die finds what the others wrote */
+    if (x.rank != 0) xr_tmpclean_add(x.tmpdir);
 
     DsTokInfo ti;
     ds_tok_info(x.tok, &ti);

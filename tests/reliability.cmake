@@ -35,3 +35,8 @@ foreach(mode outdir full_disk)
   set_tests_properties(train_${mode} PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77 LABELS "reliability;train"
                        ENVIRONMENT "${XR_MPI_TEST_ENV}")
 endforeach()
+# SIGINT / SIGTERM during tokenize (one process, and mpirun -np 2) leave no DIR.tmp.*; the next run removes the
+# temporary directories of dead processes of this host and names the others.
+add_test(NAME tokenize_interrupted COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_tokenize_signal.sh
+         $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/tokenize_interrupted.out)
+set_tests_properties(tokenize_interrupted PROPERTIES TIMEOUT 180 LABELS "reliability;mpi" ENVIRONMENT "${XR_MPI_TEST_ENV}")
