@@ -20,6 +20,7 @@ Run with the reference venv (bench_mine.sh does):
   /work/venv/bin/python benchmarks/peer_mine.py --xrank build/xrank --model /work/models/all-MiniLM-L6-v2
 """
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -133,6 +134,10 @@ def main():
         # ---- agreement, per option set
         results = []
         chosen = CONFIGS if not a.configs else [CONFIGS[int(i)] for i in a.configs.split(",")]
+        # the embeddings once for all option sets (sentence-transformers >= 5 caches them; xrank mine caches its own)
+        cache_kw = {}
+        if "cache_folder" in inspect.signature(mine_hard_negatives).parameters:
+            cache_kw = {"cache_folder": os.path.join(work, "st_cache")}
         for name, xflags, stkw in chosen:
             out = os.path.join(work, "x.jsonl")
             cmd = xr_pre + [a.xrank, "mine", "--model", a.model, "--input", ds_dir, "--output",
@@ -142,7 +147,7 @@ def main():
             with open(out) as f:
                 xr_rows = [json.loads(l) for l in f]
             st = mine_hard_negatives(dataset, model, corpus=corpus, batch_size=a.batch_size, use_faiss=False,
-                                     output_format="triplet", verbose=False, **stkw)
+                                     output_format="triplet", verbose=False, **cache_kw, **stkw)
             xs = slots_of(xr_rows, "anchor", "positive", 0)
             ss = slots_of(list(st), "query", "answer", 0)
             total = same = only_x = only_st = 0

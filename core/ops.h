@@ -32,7 +32,7 @@ typedef enum {
     XR_OPSET_BASE = 1,   /* memory: alloc, free, copies */
     XR_OPSET_INFER = 2,  /* forward ops: scoring and embedding */
     XR_OPSET_TRAIN = 4,  /* dropout, backward passes, optimizer arithmetic */
-    XR_OPSET_SEARCH = 8, /* the k-NN screening product (mining) */
+    XR_OPSET_SEARCH = 8, /* exact k-NN search: the CPU screening product, the device tile screen and rescoring */
 } XrOpSet;
 #define XR_OPSET_ALL (XR_OPSET_BASE | XR_OPSET_INFER | XR_OPSET_TRAIN | XR_OPSET_SEARCH)
 

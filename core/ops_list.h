@@ -168,3 +168,25 @@ XR_OP(TRAIN, adamw,
 XR_OP(SEARCH, knn_gemm,
       (Backend *be, float *S, const float *P, int n, const float *Q, int m, int dim, int worker),
       (be, S, P, n, Q, m, dim, worker))
+
+/* One passage tile of an exact top-k search held on a device (mining/knn_device.c). Each of m queries keeps a
+ * running list of kk candidates, list_s / list_i [m, kk] (screening score, global passage index; index -1 =
+ * empty slot, score -INFINITY; in no particular order). The op replaces every query's list by the kk best of
+ * (its list + the tile) by screening score: the tile is P [n, dim] whose row j is passage base + j, and the
+ * screening score of (q, j) is Q[q] . P[j] from a GEMM with fp32 accumulation, inputs fp32 (bf16 = 0) or bf16
+ * (bf16 = 1: Q and P hold __nv_bfloat16 / uint16 bf16 values; CUDA only, the CPU backend dies). The GEMM's
+ * rounding depends on the device and the shapes, and ties at the kk-th score may go either way: the lists are a
+ * filter whose survivors the caller rescores exactly (knn_rescore) and checks against the rounding bound. What
+ * holds on every backend: every candidate dropped has a screening score <= every score kept, and real
+ * candidates are kept before empty slots. Uses backend scratch of about m * (n + kk) * 12 bytes. */
+XR_OP(SEARCH, knn_screen,
+      (Backend *be, float *list_s, int64_t *list_i, int kk, const void *Q, int m, const void *P, int n, int64_t base,
+       int dim, int bf16),
+      (be, list_s, list_i, kk, Q, m, P, n, base, dim, bf16))
+/* Exact scores of candidates: every entry of idx [m, kk] with base <= idx < base + n gets
+ * out[q * kk + j] = knn_exact_dot(Q[q], P[idx - base]) (core/knn_exact.h: the bits of the CPU search's
+ * knn_score on every backend); the other entries of out are left as they are. Q [m, dim], P [n, dim] fp32. */
+XR_OP(SEARCH, knn_rescore,
+      (Backend *be, float *out, const int64_t *idx, int kk, const float *Q, int m, const float *P, int n,
+       int64_t base, int dim),
+      (be, out, idx, kk, Q, m, P, n, base, dim))

@@ -91,6 +91,16 @@ static const ArgSpec MINE_FLAGS[] = {
      NULL, 1},
     {"passage-tile", ARG_INT, "4096", "N",
      "passages per search GEMM: a score tile holds min(query-block, 256) x N floats (per search thread)", NULL, 1},
+    {"search-device", ARG_CHOICE, "auto", "",
+     "where the k-NN search runs: auto = the --device (with --device cuda each rank's shard of passage embeddings "
+     "goes to its GPU: GEMM screening in the --precision, exact fp32 rescoring), cpu = on the CPU",
+     "auto|cpu", 0},
+    {"search-memory", ARG_INT, "0", "MIB",
+     "GPU search: device memory the search may hold per rank (0 = 80% of the GPU's); a shard that does not fit "
+     "streams through in tiles",
+     NULL, 0},
+    {"search-tile", ARG_INT, "65536", "N", "GPU search: passages per screening GEMM (lowered to fit --search-memory)",
+     NULL, 1},
     {"eval-depth", ARG_INT, "100", "N",
      "report MRR@10, NDCG@10, Recall@10 and Recall@N of the bi-encoder on the qrels (0 = off)", NULL, 0},
     {"jsonl", ARG_STR, NULL, "FILE", "also write the mined set as jsonl (- for stdout)", NULL, 0},
@@ -127,6 +137,9 @@ static const ArgHelp MINE_HELP = {
     "its shard with GEMM tiles (memory: query-block x passage-tile floats for the tile, plus the rank's shard of\n"
     "embeddings; the full query x corpus matrix is never built), and the per-rank lists are all-gathered and\n"
     "merged (score descending, then passage row ascending). Passages with identical tokens are searched once.\n"
+    "With --device cuda each rank's shard of embeddings goes to its GPU (streamed in tiles when it exceeds\n"
+    "--search-memory), is screened by GEMM in the --precision and the survivors are rescored exactly: the same\n"
+    "lists as the CPU search, bit for bit.\n"
     "Positives are the qrels with grade > 0; queries without one are not mined. Selection follows\n"
     "sentence-transformers' mine_hard_negatives (--style st) or FlagEmbedding's hn_mine (--style flagembedding):\n"
     "see mining/select.h. Output: --output, an HDF5 file with one row per (query, positive): query and passage\n"
@@ -418,6 +431,10 @@ int cmd_mine(int argc, char **argv) {
     o.knn.passage_tile = (size_t)args_int(a, "passage-tile");
     o.knn.query_block = (size_t)(o.query_block < 256 ? o.query_block : 256);
     o.eval_depth = (int)args_int(a, "eval-depth");
+    knn_dev_opts_default(&o.knn_dev);
+    o.knn_dev.mem_limit = (size_t)args_int(a, "search-memory") << 20;
+    o.knn_dev.passage_tile = (size_t)args_int(a, "search-tile");
+    o.knn_dev.bf16 = x.b.precision == XR_PREC_BF16;
     o.progress = !quiet && x.rank == 0; /* a line in place on a terminal, plain lines in a log */
     o.model_desc = args_str(a, "model");
     o.precision = x.b.device == XR_DEV_CUDA ? (x.b.precision == XR_PREC_BF16 ? "bf16-cuda" : "fp32-cuda") : "fp32-cpu";
@@ -449,6 +466,7 @@ int cmd_mine(int argc, char **argv) {
     comm_bcast(x.c, &o.model_fp, sizeof o.model_fp, 0);
     o.bi = x.bi;
     o.ce = x.ce;
+    if (x.b.device != XR_DEV_CPU && !strcmp(args_str(a, "search-device"), "auto")) o.search_be = x.b.be;
     o.ce_tok = x.ce_tok;
 
     MineResult r;

@@ -3,6 +3,7 @@
  * Parallelism follows core/cpu: OpenMP threads each own a block of queries and run a single-threaded GEMM
  * (OpenBLAS, or xrank's AVX-512 kernel where the CPU backend would pick it), then a vectorised top-k screen. */
 #include "knn.h"
+#include "knn_internal.h"
 
 #include <assert.h>
 #include <float.h>
@@ -11,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h" /* the screening GEMM: ops_knn_gemm on a CPU backend */
+#include "knn_exact.h" /* knn_exact_dot: the exact score, shared with the backends' knn_rescore */
+#include "ops.h"       /* the screening GEMM: ops_knn_gemm on a CPU backend */
 
 #include "xr_par.h" /* XR_OMP; XR_CLONES: the norm pass, compiled for three ISA levels */
 
@@ -22,15 +24,7 @@
 #define XR_KNN_X86 0
 #endif
 
-typedef struct {
-    float s;
-    int64_t i;
-} Cand;
-
-/* a ranks below b: lower score, or equal score and larger index */
-static inline int cand_worse(Cand a, Cand b) { return a.s < b.s || (a.s == b.s && a.i > b.i); }
-
-static int cand_order(const void *pa, const void *pb) {
+int knn_cand_order(const void *pa, const void *pb) {
     Cand a = *(const Cand *)pa, b = *(const Cand *)pb;
     if (a.s != b.s) return a.s > b.s ? -1 : 1;
     return (a.i > b.i) - (a.i < b.i);
@@ -69,17 +63,8 @@ void knn_opts_default(KnnOpts *o) {
 
 float knn_score(const float *q, const float *p, size_t dim) {
     /* float x float is exact in double; four interleaved partial sums break the add latency chain. The order
-     * is fixed by this code alone, which is all determinism needs. */
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    size_t i = 0;
-    for (; i + 4 <= dim; i += 4) {
-        a0 += (double)q[i] * (double)p[i];
-        a1 += (double)q[i + 1] * (double)p[i + 1];
-        a2 += (double)q[i + 2] * (double)p[i + 2];
-        a3 += (double)q[i + 3] * (double)p[i + 3];
-    }
-    for (; i < dim; i++) a0 += (double)q[i] * (double)p[i];
-    return (float)((a0 + a1) + (a2 + a3));
+     * is fixed by core/knn_exact.h alone, which is all determinism needs (the GPU rescoring uses it too). */
+    return knn_exact_dot(q, p, dim);
 }
 
 /* Sum of squares of a row in double (exact products, a fixed order of 8 interleaved partial sums, so the value
@@ -96,7 +81,7 @@ XR_CLONES static double row_sumsq(const float *x, size_t dim) {
 
 /* One pass over rows: the largest L2 norm (scales the bound on GEMM rounding error) and the finite check.
  * norms (optional) receives every row's norm. Fails naming the first bad row and element. */
-static int rows_check_norms(const float *x, size_t rows, size_t dim, int64_t offset, const char *what,
+int knn_rows_check_norms(const float *x, size_t rows, size_t dim, int64_t offset, const char *what,
                             double *norms, double *max_norm, XrErr *e) {
     size_t bad = rows; /* first bad row */
     double mx = 0;
@@ -120,7 +105,7 @@ static int rows_check_norms(const float *x, size_t rows, size_t dim, int64_t off
 }
 
 /* Exhaustive exact top-k of one query over the shard, used when the GEMM screen could not decide. */
-static size_t exhaustive_topk(const float *q, const float *passages, size_t n_passages, size_t dim,
+size_t knn_exhaustive_topk(const float *q, const float *passages, size_t n_passages, size_t dim,
                               int64_t offset, size_t k, Cand *heap) {
     size_t n = 0;
     for (size_t j = 0; j < n_passages; j++) {
@@ -234,7 +219,7 @@ __attribute__((target("avx2"))) static void score_cands_avx2(const float *q, con
 }
 #endif
 
-static void score_cands(int avx2, const float *q, const float *passages, size_t dim, int64_t offset, Cand *h,
+void knn_score_cands(int avx2, const float *q, const float *passages, size_t dim, int64_t offset, Cand *h,
                         size_t cnt) {
 #if XR_KNN_X86
     if (avx2) {
@@ -261,8 +246,8 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
     if (passage_offset < 0) return xr_errf(e, "knn: negative passage offset %lld", (long long)passage_offset);
     double qmax, pmax;
     double *qnorm = xr_malloc((n_queries ? n_queries : 1) * sizeof *qnorm);
-    if (rows_check_norms(queries, n_queries, dim, 0, "query", qnorm, &qmax, e) ||
-        rows_check_norms(passages, n_passages, dim, passage_offset, "passage", NULL, &pmax, e)) {
+    if (knn_rows_check_norms(queries, n_queries, dim, 0, "query", qnorm, &qmax, e) ||
+        knn_rows_check_norms(passages, n_passages, dim, passage_offset, "passage", NULL, &pmax, e)) {
         free(qnorm);
         return -1;
     }
@@ -341,16 +326,16 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
             Cand *h = heaps + qi * kk;
             size_t cnt = counts[qi];
             float hmin = cnt ? h[0].s : -INFINITY;
-            score_cands(avx2, q, passages, dim, passage_offset, h, cnt);
-            qsort(h, cnt, sizeof *h, cand_order);
+            knn_score_cands(avx2, q, passages, dim, passage_offset, h, cnt);
+            qsort(h, cnt, sizeof *h, knn_cand_order);
             if (n_passages > cnt && cnt >= (size_t)k) {
                 /* |gemm - exact| <= dim * u * |q| * |p| for any summation order (u = FLT_EPSILON / 2), plus
                  * the float rounding of the exact score; doubled for slack */
                 double err = (double)dim * FLT_EPSILON * qnorm[qi] * pmax +
                              FLT_EPSILON * (fabs((double)hmin) + fabs((double)h[k - 1].s)) + 1e-30;
                 if (!((double)hmin + err < (double)h[k - 1].s)) {
-                    cnt = exhaustive_topk(q, passages, n_passages, dim, passage_offset, (size_t)k, h);
-                    qsort(h, cnt, sizeof *h, cand_order);
+                    cnt = knn_exhaustive_topk(q, passages, n_passages, dim, passage_offset, (size_t)k, h);
+                    qsort(h, cnt, sizeof *h, knn_cand_order);
                     n_exh++;
                 }
             }

@@ -26,11 +26,15 @@ void mine_opts_default(MineOpts *o) {
     o->ce_sigmoid = 1;
     select_opts_default(&o->sel);
     knn_opts_default(&o->knn);
+    knn_dev_opts_default(&o->knn_dev);
     o->query_block = 1024;
 }
 
 void mine_result_free(MineResult *r) {
     groups_free(&r->groups);
+    free(r->rank_search_bytes);
+    free(r->rank_rss_kib);
+    free(r->rank_resident);
     memset(r, 0, sizeof *r);
 }
 
@@ -204,10 +208,11 @@ int mine_run(Comm *c, const MineOpts *o, MineResult *r, XrErr *e) {
     memset(&r->stats, 0, sizeof r->stats);
     for (int s = 0; s < m.size; s++) select_stats_add(&r->stats, &all[s]);
     free(all);
-    double mine_t[6] = {r->t_hash, r->t_embed[0], r->t_embed[1], r->t_search, r->t_ce, r->t_select};
+    double mine_t[7] = {r->t_hash, r->t_embed[0], r->t_embed[1], r->t_search, r->t_ce, r->t_select, r->t_merge};
     double *ts = (double *)comm_allgather(c, mine_t, sizeof mine_t, &got, NULL);
     for (int s = 0; s < m.size; s++) {
-        const double *x = ts + 6 * s;
+        const double *x = ts + 7 * s;
+        if (x[6] > r->t_merge) r->t_merge = x[6];
         if (x[0] > r->t_hash) r->t_hash = x[0];
         if (x[1] > r->t_embed[0]) r->t_embed[0] = x[1];
         if (x[2] > r->t_embed[1]) r->t_embed[1] = x[2];
@@ -236,6 +241,6 @@ int mine_run(Comm *c, const MineOpts *o, MineResult *r, XrErr *e) {
     rc = 0;
 done:
     mine_free(&m);
-    if (rc) groups_free(&r->groups);
+    if (rc) mine_result_free(r);
     return rc;
 }

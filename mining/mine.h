@@ -26,6 +26,7 @@
 #include "comm.h"
 #include "groups.h"
 #include "knn.h"
+#include "knn_device.h"
 #include "model.h"
 #include "select.h"
 #include "tokenizer.h"
@@ -58,8 +59,10 @@ typedef struct {
     /* selection; mine_run sets max_positives, the fill range and resolves it */
     SelectOpts sel;
     int fill_from_corpus; /* FlagEmbedding style: pad short queries with random passages */
-    /* search */
+    /* search: on the CPU (knn_search), or with each rank's shard on search_be's device (knn_device.h) */
     KnnOpts knn;
+    Backend *search_be; /* NULL: CPU search */
+    KnnDevOpts knn_dev;
     int64_t query_block; /* queries searched together: bounds the memory of the merge */
     int eval_depth;      /* > 0: retrieval metrics of the bi-encoder on the qrels, ranking this deep */
     int progress;        /* a progress line on stderr (rank 0) */
@@ -81,7 +84,13 @@ typedef struct {
     char cache_path[2][1024];    /* "" when the cache is off */
     int64_t embedded[2];         /* rows embedded this run (0 on a cache hit) */
     BatchRunStats emb[2];        /* summed over ranks */
-    double t_hash, t_embed[2], t_search, t_ce, t_select, t_total; /* slowest rank's seconds */
+    double t_hash, t_embed[2], t_search, t_merge, t_ce, t_select, t_total; /* slowest rank's seconds */
+    /* per rank (rank_* arrays of nranks, every rank): device bytes the search held (0 = CPU search), whether
+     * the shard stayed on the device, and the process's peak resident host memory (KiB) */
+    int nranks;
+    int64_t *rank_search_bytes, *rank_rss_kib;
+    int *rank_resident;
+    const char *search_where; /* "cpu" or the search backend's device name */
     int64_t ce_pairs;
     BatchRunStats ce;
     KnnStats knn;

@@ -126,7 +126,19 @@ void mine_report(FILE *f, const MineOpts *o, const MineResult *r) {
     if (o->ce)
         fprintf(f, "  cross-encoder: %lld pairs scored in %.2f s (%.1f pairs/s)\n", (long long)r->ce_pairs, r->t_ce,
                 r->t_ce > 0 ? r->ce_pairs / r->t_ce : 0.0);
-    fprintf(f, "  time: hashing %.2f s, search %.2f s (%lld queries re-searched exhaustively), selection %.2f s, "
-               "total %.2f s\n",
-            r->t_hash, r->t_search, (long long)r->knn.n_exhaustive, r->t_select, r->t_total);
+    /* the split, slowest rank's seconds each: embed (queries + passages), search (this rank's shard), merge
+     * (the per-rank lists exchanged and merged), rescore (cross-encoder), select */
+    fprintf(f,
+            "  time: hashing %.2f s, embed %.2f s, search %.2f s on %s (%lld queries searched again: near-ties at the "
+            "k-th slot), merge %.2f s, rescore %.2f s, select %.2f s, total %.2f s\n",
+            r->t_hash, r->t_embed[0] + r->t_embed[1], r->t_search, r->search_where ? r->search_where : "cpu",
+            (long long)r->knn.n_exhaustive, r->t_merge, r->t_ce, r->t_select, r->t_total);
+    for (int i = 0; i < r->nranks && r->rank_rss_kib; i++) {
+        if (r->rank_search_bytes[i])
+            fprintf(f, "  memory, rank %d: search %.1f MiB on the device (passages %s), host peak %.1f MiB\n", i,
+                    r->rank_search_bytes[i] / 1048576.0, r->rank_resident[i] ? "resident" : "streamed in tiles",
+                    r->rank_rss_kib[i] / 1024.0);
+        else
+            fprintf(f, "  memory, rank %d: host peak %.1f MiB\n", i, r->rank_rss_kib[i] / 1024.0);
+    }
 }

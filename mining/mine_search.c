@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "metrics.h"
 #include "mine_internal.h"
@@ -106,6 +107,8 @@ typedef struct {
     int64_t *li, *mi;   /* local and merged top-k: canonical index, then (mi) passage row; -1 = none */
     int64_t grow;       /* next output row (rank 0) */
     MineMetrics mm;
+    KnnShard *shard;    /* this rank's passages on the search device (NULL: CPU search) */
+    double t_local, t_merge;
 } MineSearch;
 
 /* One block's queries and what the steps compute for them. */
@@ -146,14 +149,19 @@ static int mine_block_topk(Mine *m, MineSearch *s, MineBlock *b, XrErr *e) {
     const int k = s->k;
     int st = 0;
     KnnStats ks = {0};
-    if (m->nlocal > 0) {
+    double t0 = xr_now();
+    if (s->shard) {
+        st = knn_shard_search(s->shard, b->qb, (size_t)nb, k, s->ls, s->li, &ks, e);
+    } else if (m->nlocal > 0) {
         st = knn_search(b->qb, (size_t)nb, m->pemb, (size_t)m->nlocal, (size_t)m->dim, m->coff, k, &m->o->knn, s->ls,
                         s->li, &ks, e);
     } else {
         for (int64_t t = 0; t < nb * k; t++) s->ls[t] = -INFINITY, s->li[t] = -1;
     }
     m->r->knn.n_exhaustive += ks.n_exhaustive;
+    s->t_local += xr_now() - t0;
     if (comm_check(m->c, st, e)) return -1;
+    t0 = xr_now();
     size_t got;
     float *ls_all = (float *)comm_allgather(m->c, s->ls, sizeof(float) * (size_t)nb * k, &got, NULL);
     int64_t *li_all = (int64_t *)comm_allgather(m->c, s->li, sizeof(int64_t) * (size_t)nb * k, &got, NULL);
@@ -161,6 +169,7 @@ static int mine_block_topk(Mine *m, MineSearch *s, MineBlock *b, XrErr *e) {
     free(ls_all);
     free(li_all);
     for (int64_t t = 0; t < nb * k; t++) s->mi[t] = s->mi[t] >= 0 ? m->crow[s->mi[t]] : -1;
+    s->t_merge += xr_now() - t0;
     return 0;
 }
 
@@ -299,6 +308,28 @@ static void mine_groups_alloc(Mine *m, int K, int have_ce) {
     if (have_ce) g->ce_scores = xr_malloc(sizeof(float) * (size_t)(nrows + 1) * (size_t)(K + 1));
 }
 
+/* Every rank's search memory and peak host memory, on every rank (collective). */
+static void mine_rank_memory(Mine *m, const KnnShard *sh) {
+    MineResult *r = m->r;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    getrusage(RUSAGE_SELF, &ru);
+    int64_t mine[3] = {sh ? (int64_t)knn_shard_bytes(sh) : 0, (int64_t)ru.ru_maxrss, sh ? knn_shard_resident(sh) : 0};
+    size_t got;
+    int64_t *all = (int64_t *)comm_allgather(m->c, mine, sizeof mine, &got, NULL);
+    r->nranks = m->size;
+    r->rank_search_bytes = xr_malloc(sizeof(int64_t) * (size_t)m->size);
+    r->rank_rss_kib = xr_malloc(sizeof(int64_t) * (size_t)m->size);
+    r->rank_resident = xr_malloc(sizeof(int) * (size_t)m->size);
+    for (int i = 0; i < m->size; i++) {
+        r->rank_search_bytes[i] = all[3 * i];
+        r->rank_rss_kib[i] = all[3 * i + 1];
+        r->rank_resident[i] = (int)all[3 * i + 2];
+    }
+    free(all);
+    r->search_where = m->o->search_be ? ops_device_name(m->o->search_be->device) : "cpu";
+}
+
 int mine_search(Mine *m, XrErr *e) {
     const MineOpts *o = m->o;
     MineResult *r = m->r;
@@ -322,6 +353,23 @@ int mine_search(Mine *m, XrErr *e) {
     s.li = xr_malloc(sizeof(int64_t) * (size_t)(s.QB + 1) * (size_t)s.k);
     s.ms = xr_malloc(sizeof(float) * (size_t)(s.QB + 1) * (size_t)s.k);
     s.mi = xr_malloc(sizeof(int64_t) * (size_t)(s.QB + 1) * (size_t)s.k);
+    if (o->search_be) {
+        /* this rank's canonical passages on its device, once for every block */
+        int st = 0;
+        s.shard = knn_shard_create(o->search_be, m->pemb, (size_t)m->nlocal, (size_t)m->dim, m->coff, (size_t)s.QB,
+                                   s.k, &o->knn_dev, e);
+        if (!s.shard) st = -1;
+        if (comm_check(m->c, st, e)) {
+            knn_shard_free(s.shard);
+            free(s.mm.per_query);
+            free(s.qb_send);
+            free(s.ls);
+            free(s.li);
+            free(s.ms);
+            free(s.mi);
+            return -1;
+        }
+    }
 
     double t_search = 0, t_ce = 0, t_sel = 0;
     mine_progress_begin(m, "searching queries", m->nmined);
@@ -368,13 +416,16 @@ int mine_search(Mine *m, XrErr *e) {
         r->recall10 = mean[2];
         r->recall_depth = mean[3];
     }
+    mine_rank_memory(m, s.shard);
+    knn_shard_free(s.shard);
     free(s.mm.per_query);
     free(s.qb_send);
     free(s.ls);
     free(s.li);
     free(s.ms);
     free(s.mi);
-    r->t_search = t_search;
+    r->t_search = t_search - s.t_merge; /* the block's query exchange, local search and positives' scores */
+    r->t_merge = s.t_merge;
     r->t_ce = t_ce;
     r->t_select = t_sel;
     return rc;

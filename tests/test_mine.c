@@ -22,6 +22,7 @@
 #include "knn.h"
 #include "mine.h"
 #include "model.h"
+#include "ops.h"
 #include "select.h"
 #include "testutil.h"
 #include "textread.h"
@@ -462,6 +463,19 @@ static void set_flag(MineOpts *o) {
     o->sel.range_max = 12;
     o->fill_from_corpus = 1;
 }
+/* the device search driver (knn_device.h) on the CPU backend's ops: the path --device cuda takes, streamed in
+ * tiles of 7 passages under a tiny memory bound, with a relative margin and random sampling on top */
+static Backend *g_search_be;
+static void set_device_search(MineOpts *o) {
+    o->sel.num_negatives = 3;
+    o->sel.relative_margin = 0.01;
+    o->sel.sampling = SELECT_SAMPLE_RANDOM;
+    o->query_block = 4;
+    o->search_be = g_search_be;
+    o->knn_dev.passage_tile = 7;
+    o->knn_dev.mem_limit = 6000;
+    o->knn_dev.guard = 0;
+}
 static void set_ce(MineOpts *o) {
     o->sel.num_negatives = 3;
     o->sel.absolute_margin = 0.0;
@@ -474,6 +488,7 @@ static void test_mine_cases(Comm *c, Encoder *bi, Encoder *ce, const Tokenizer *
                                  {"relative margin + random", set_margin_random, 0},
                                  {"range + max/min score + small blocks", set_range, 0},
                                  {"flagembedding + fill", set_flag, 0},
+                                 {"device search driver (CPU backend, streamed)", set_device_search, 0},
                                  {"cross-encoder", set_ce, 1}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         MineOpts o;
@@ -505,6 +520,13 @@ static void test_mine_cases(Comm *c, Encoder *bi, Encoder *ce, const Tokenizer *
         TU_CHECK(!memcmp(&r.stats, &wst, sizeof wst), "%s: skip counts differ (picked %lld vs %lld)", what,
                  (long long)r.stats.negatives, (long long)wst.negatives);
         TU_CHECK(r.have_metrics && r.mrr10 > 0 && r.recall_depth > 0, "%s: metrics", what);
+        TU_CHECK(r.nranks == comm_size(c) && r.rank_rss_kib && r.rank_rss_kib[0] > 0 &&
+                     (o.search_be != NULL) == (r.rank_search_bytes[0] > 0) &&
+                     (o.search_be == NULL ||
+                      (r.rank_search_bytes[0] <= 6000 && (strcmp(tag, "beir") || !r.rank_resident[0]))),
+                 "%s: memory per rank (search %lld bytes, resident %d)", what,
+                 r.rank_search_bytes ? (long long)r.rank_search_bytes[0] : -1LL,
+                 r.rank_resident ? r.rank_resident[0] : -1);
         if (!strcmp(tag, "duplicates")) {
             TU_CHECK(r.duplicate_passages == 3, "%s: %lld duplicates, want 3", what, (long long)r.duplicate_passages);
             /* both styles: the passage equal to the query ranks first and is excluded */
@@ -587,6 +609,7 @@ int main(int argc, char **argv) {
     encoder_set_threads(bi, 1);
     encoder_set_threads(ce, 1);
     test_batch_run(bi, t);
+    g_search_be = ops_backend_cpu(1);
     char *beir = tmp_path("beir_ds"), *dup = tmp_path("dup_ds"), *other = tmp_path("other_tok_ds");
     int ok = build_dataset(tu_path("fixtures/h5/beir"), bi_dir, beir) == 0 &&
              build_dataset(tu_path("fixtures/mine/dup"), bi_dir, dup) == 0 &&
@@ -598,6 +621,7 @@ int main(int argc, char **argv) {
         test_mine_errors(c, bi, t, dup, other);
         test_cache_reuse(c, bi, t, dup);
     }
+    ops_backend_free(g_search_be);
     free(beir);
     free(dup);
     free(other);

@@ -1,24 +1,43 @@
 #!/usr/bin/env bash
-# benchmarks/gpu/mine_device_check.sh: runs ON the GPU machine (call `run` with carry [".deps"]): builds with
-# device_build.sh running the mining tests (test_mine, mine_*), then mines the BEIR fixture with the tiny test
-# bi-encoder and cross-encoder on the CPU, on the GPU in fp32 and in bf16, on 1 and 2 ranks, and counts the
-# (query, rank) negative slots that agree with the CPU run (ids, from the jsonl output).
-# Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD)
+# benchmarks/gpu/mine_device_check.sh: the GPU check of mining (issues 4 and 16), for a bare GPU machine: call
+# `run` with carry [".deps"] (benchmarks/gpu/fetch_deps.sh first) and timeout_s 420; about 6 minutes.
+#  1. device_build.sh, running the mining tests (test_mine, the mine_* CLI tests, test_select, test_knn*) and
+#     test_cuda_knn: the GPU search against the CPU search (dims 384/768/1024, k 1/100/5000, several tiles,
+#     streamed under a memory bound, fp32 and bf16 screening, 2 shards merged): identical indices and score bits.
+#  2. Mining end to end with the tiny test bi-encoder and cross-encoder (BEIR fixture): CPU vs --device cuda
+#     (fp32, bf16, 2 ranks on one GPU), negative slots that agree (embeddings differ by the GPU's rounding).
+#  3. The search alone, end to end: the man-page corpus (tools/demo_corpus.py from /usr/share/man; the BEIR
+#     fixture when the machine has no man pages) mined with --device cuda, search on the GPU vs --search-device
+#     cpu over the same cached GPU embeddings, fp32 and bf16, and 2 ranks: the group files must be byte-identical.
+#  4. The search benchmark: bench_knn_gpu (synthetic unit embeddings, XR_KNN_PASSAGES passages x 768, default
+#     10,000,000, falling back to 2,000,000; 10k queries; k 100 and 1000; fp32 and bf16; queries/s and the
+#     fraction of the GEMM peak measured in the same call; 64 queries checked against the CPU search) and the
+#     PyTorch baseline bench_knn_torch.py (torch.mm + topk in tiles, same precision; skipped without torch).
+# Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_KNN_PASSAGES)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$PWD
 O=${1:-${OUT:-/tmp/xr_mine_out}}
 mkdir -p "$O"
 P=${XRDEPS:-/opt/xrdeps}
 B=${XR_BUILD:-/tmp/xr_build}
 A=x86_64-linux-gnu
-benchmarks/gpu/device_build.sh -R 'test_mine|^mine_|test_cuda_smoke' >"$O/build.log" 2>&1
-echo "device_build.sh rc=$?"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
+start=$(date +%s)
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/gpu.txt" || true
+benchmarks/gpu/device_build.sh -R 'test_mine|^mine_|test_select|test_knn|test_cuda_smoke|test_cuda_knn' >"$O/build.log" 2>&1
+echo "device_build.sh rc=$? ($(( $(date +%s) - start )) s)"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
 export LD_LIBRARY_PATH="$P/usr/lib/$A:$P/lib/$A:$P/usr/lib/$A/openblas-pthread:$P/usr/lib/$A/hdf5/serial:$P/usr/lib/$A/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 for pkg in cudnn nccl; do d=$(python3 -c "import nvidia.$pkg as m; print(list(m.__path__)[0])" 2>/dev/null) && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"; done
 export OPAL_PREFIX="$P/usr" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
 export OMPI_MCA_btl_vader_single_copy_mechanism=none PATH="$PATH:$P/usr/bin"
 X="$B/xrank"
-cd tests
+# the GPU search test's per-case lines (ctest keeps them only on failure)
+(cd tests && timeout 120 "$B/tests/test_cuda_knn") >"$O/test_cuda_knn.txt" 2>&1; echo "test_cuda_knn rc=$?"
+grep -E "differ|check failed|checks passed|SKIPPED" "$O/test_cuda_knn.txt" | tail -40
+cmake --build "$B" --target bench_knn_gpu -j"$(nproc)" >"$O/bench_build.log" 2>&1 || echo "bench_knn_gpu: build failed"
+
+# ---- 2. mining end to end, CPU vs GPU (tiny models, BEIR fixture)
+cd "$ROOT/tests"
 "$X" tokenize --model fixtures/cli/bert_st --input fixtures/h5/beir --output /tmp/xr_mine_ds --overwrite --quiet || exit 1
 M=(mine --model fixtures/cli/bert_st --input /tmp/xr_mine_ds --no-cache --overwrite --num-negatives 4
    --cross-encoder fixtures/cli/bert_seqcls --jsonl-format flagembedding --output-scores)
@@ -49,4 +68,39 @@ for n in ["cuda_fp32", "cuda_bf16", "cuda_fp32_np2"]:
             if x is not None and y is not None: dmax = max(dmax, abs(x - y))
     print(f"{n}: {same}/{tot} negative slots as on the cpu; max |ce score diff| on shared slots {dmax:.2e}")
 PY
-grep -h "retrieval\|cross-encoder:" "$O"/*.err
+grep -h "retrieval\|cross-encoder:\|time:\|memory, rank" "$O"/cuda_fp32.err "$O"/cuda_fp32_np2.err
+
+# ---- 3. the search alone: GPU search vs CPU search over the same GPU embeddings, group files byte for byte
+MAN=/tmp/xr_man
+if python3 "$ROOT/tools/demo_corpus.py" "$MAN" --pages 2000 >"$O/man.log" 2>&1 && [ -s "$MAN/corpus.jsonl" ]; then
+  SRC=$MAN; echo "man-page corpus: $(wc -l < "$MAN/corpus.jsonl") passages"
+else
+  SRC=fixtures/h5/beir; echo "no man pages on this machine ($(tail -1 "$O/man.log")): the BEIR fixture instead"
+fi
+"$X" tokenize --model fixtures/cli/bert_st --input "$SRC" --output /tmp/xr_man_ds --overwrite --quiet || exit 1
+S=(mine --model fixtures/cli/bert_st --input /tmp/xr_man_ds --overwrite --num-negatives 5 --range-max 30
+   --relative-margin 0.05 --eval-depth 0)
+for prec in fp32 bf16; do
+  "$X" "${S[@]}" --device cuda --precision $prec --search-device cpu --output "/tmp/man_cpu_$prec.h5" 2>"$O/man_cpu_$prec.err" || cat "$O/man_cpu_$prec.err"
+  "$X" "${S[@]}" --device cuda --precision $prec --output "/tmp/man_gpu_$prec.h5" 2>"$O/man_gpu_$prec.err" || cat "$O/man_gpu_$prec.err"
+  if cmp -s "/tmp/man_cpu_$prec.h5" "/tmp/man_gpu_$prec.h5"; then r=identical; else r=DIFFERENT; fi
+  echo "man corpus $prec: GPU search vs CPU search over the same embeddings: group files $r"
+done
+mpirun -np 2 --oversubscribe "$X" "${S[@]}" --device cuda --precision fp32 --output /tmp/man_gpu_np2.h5 2>"$O/man_gpu_np2.err" || cat "$O/man_gpu_np2.err"
+if cmp -s /tmp/man_cpu_fp32.h5 /tmp/man_gpu_np2.h5; then r=identical; else r=DIFFERENT; fi
+echo "man corpus fp32, 2 ranks on one GPU vs 1 rank CPU search: group files $r"
+grep -h "time:\|memory, rank" "$O"/man_gpu_fp32.err "$O"/man_gpu_np2.err
+
+# ---- 4. the search benchmark
+echo "elapsed before the benchmark: $(( $(date +%s) - start )) s"
+NP=${XR_KNN_PASSAGES:-10000000}
+for prec in fp32 bf16; do
+  timeout 100 "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries 10000 --k 100,1000 --precision $prec \
+    --check 64 | tee -a "$O/bench_knn_gpu.jsonl" || {
+    echo "bench_knn_gpu $prec at $NP passages failed or ran out of time: 2,000,000"
+    timeout 60 "$B/benchmarks/bench_knn_gpu" --passages 2000000 --dim 768 --queries 10000 --k 100,1000 \
+      --precision $prec --check 64 | tee -a "$O/bench_knn_gpu.jsonl"; NP=2000000; }
+  timeout 60 python3 "$ROOT/benchmarks/gpu/bench_knn_torch.py" --passages "$NP" --dim 768 --queries 10000 \
+    --k 100,1000 --precision $prec | tee -a "$O/bench_knn_torch.jsonl"
+done
+echo "elapsed $(( $(date +%s) - start )) s"

@@ -48,5 +48,8 @@ static inline cudaStream_t op_stream(Backend *be) { return (cudaStream_t)cuda_op
  * waits for the device. Contents are not kept between ops. */
 #define XR_TRAIN_SCRATCH 3
 void *cuda_ops_scratch(Backend *be, int slot, size_t bytes);
+/* The backend's cuBLAS handle (bound to its stream; math mode as the backend's precision) for ops outside
+ * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu). */
+cublasHandle_t cuda_ops_blas(Backend *be);
 
 #endif

@@ -184,6 +184,8 @@ void *cuda_ops_scratch(Backend *be, int slot, size_t bytes) {
     return scratch((CudaState *)be->impl, SCR_TRAIN0 + slot, bytes);
 }
 
+cublasHandle_t cuda_ops_blas(Backend *be) { return st_of(be)->blas; }
+
 extern "C" void cuda_ops_sync(Backend *be) { XR_CU(cudaStreamSynchronize(st_of(be)->stream)); }
 
 extern "C" void *cuda_ops_alloc(Backend *be, size_t bytes) {

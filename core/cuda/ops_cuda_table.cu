@@ -40,6 +40,9 @@ static OpsTable cuda_table_fill(void) {
     t.scale = cuda_ops_scale;
     t.sum_squares = cuda_ops_sum_squares;
     t.adamw = cuda_ops_adamw;
+    // search (knn_search.cu; knn_gemm, the CPU search's screening product, stays CPU-only)
+    t.knn_screen = cuda_ops_knn_screen;
+    t.knn_rescore = cuda_ops_knn_rescore;
     return t;
 }
 

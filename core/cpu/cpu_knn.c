@@ -1,0 +1,62 @@
+/* cpu_knn.c: the CPU backend's device-search ops (knn_screen, knn_rescore): the reference the CUDA kernels are
+ * tested against, and what lets mining's device search driver (mining/knn_device.c) run and be tested without a
+ * GPU. The CPU search itself (mining/knn.c) uses knn_gemm; these favour plainness over speed. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "cpu_ops.h"
+#include "knn_exact.h"
+
+typedef struct {
+    float s;
+    int64_t i;
+} KnnCand;
+
+/* best first: higher score, then real before empty, then smaller index (a fixed order: the CPU reference is
+ * deterministic, though the contract lets ties go either way) */
+static int knn_cand_cmp(const void *pa, const void *pb) {
+    const KnnCand *a = pa, *b = pb;
+    if ((a->i < 0) != (b->i < 0)) return a->i < 0 ? 1 : -1;
+    if (a->s != b->s) return a->s > b->s ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+void cpu_knn_screen(Backend *be, float *list_s, int64_t *list_i, int kk, const void *Q, int m, const void *P, int n,
+                    int64_t base, int dim, int bf16) {
+    if (bf16) xr_die("ops_knn_screen: bf16 operands need the CUDA backend (the CPU backend screens in fp32)");
+    if (m <= 0 || n <= 0 || kk <= 0) return;
+    float *S = cpu_scratch(be, (size_t)m * (size_t)n, 1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, dim, 1.0f, (const float *)Q, dim, (const float *)P, dim,
+                0.0f, S, n);
+    XR_OMP(omp parallel num_threads(ops_get_threads(be)) if ((size_t)m * (size_t)n > XR_PAR_MIN)) {
+        KnnCand *c = xr_malloc(((size_t)kk + (size_t)n) * sizeof *c);
+        XR_OMP(omp for schedule(static))
+        for (int q = 0; q < m; q++) {
+            float *ls = list_s + (size_t)q * kk;
+            int64_t *li = list_i + (size_t)q * kk;
+            size_t nc = 0;
+            for (int j = 0; j < kk; j++) c[nc++] = (KnnCand){li[j] >= 0 ? ls[j] : -INFINITY, li[j]};
+            for (int j = 0; j < n; j++) c[nc++] = (KnnCand){S[(size_t)q * n + j], base + j};
+            qsort(c, nc, sizeof *c, knn_cand_cmp);
+            for (int j = 0; j < kk; j++) {
+                ls[j] = c[j].i >= 0 ? c[j].s : -INFINITY;
+                li[j] = c[j].i;
+            }
+        }
+        free(c);
+    }
+}
+
+void cpu_knn_rescore(Backend *be, float *out, const int64_t *idx, int kk, const float *Q, int m, const float *P, int n,
+                     int64_t base, int dim) {
+    XR_OMP(omp parallel for num_threads(ops_get_threads(be)) schedule(static) if ((size_t)m * kk * dim > XR_PAR_MIN))
+    for (int q = 0; q < m; q++)
+        for (int j = 0; j < kk; j++) {
+            int64_t p = idx[(size_t)q * kk + j];
+            if (p < base || p >= base + n) continue;
+            out[(size_t)q * kk + j] = knn_exact_dot(Q + (size_t)q * dim, P + (size_t)(p - base) * dim, (size_t)dim);
+        }
+}

@@ -1,0 +1,152 @@
+// knn_search.cu: the CUDA backend's device-search ops (core/ops_list.h): knn_screen, a cuBLAS GEMM of a query
+// block against one passage tile followed by a radix selection, per query, of the kk best of its running list
+// and the tile; and knn_rescore, the exact scores of the survivors (core/knn_exact.h, double accumulation in the
+// CPU search's order, so the bits equal the CPU's).
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "cuda/cuda_internal.cuh" // XR_CU / XR_BLAS / XR_LAUNCHED, op_stream, cuda_ops_scratch, cuda_ops_blas
+#include "knn_exact.h"            // knn_exact_dot
+
+// Order-preserving map of a float score onto uint32 (larger score = larger key). Empty list slots get key 0,
+// below every finite score (the smallest finite key is that of -FLT_MAX, 0x00800000).
+static __device__ __forceinline__ uint32_t knn_key(float s) {
+    uint32_t u = __float_as_uint(s);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Key of element e of (running list, then tile row).
+static __device__ __forceinline__ uint32_t knn_elem_key(int e, int kk, const float *ls, const int64_t *li,
+                                                        const float *row) {
+    if (e < kk) return li[e] < 0 ? 0u : knn_key(ls[e]);
+    return knn_key(row[e - kk]);
+}
+
+#define KNN_SEL_THREADS 256
+
+// One block per query: the kk best of its list (kk entries) and its tile row (n screening scores), written to
+// out_s / out_i. Tile elements not above the list's smallest key cannot displace anything and are skipped (a
+// tie with the smallest kept score may be dropped: the contract allows either). The kk-th largest key T is
+// found by four 8-bit radix passes over the remaining elements; then every element above T is written, and
+// as many equal to T as there are slots left.
+__global__ void __launch_bounds__(KNN_SEL_THREADS)
+    k_knn_select(const float *S, int n, int64_t base, const float *list_s, const int64_t *list_i, int kk,
+                 float *out_s, int64_t *out_i) {
+    const int q = blockIdx.x;
+    const float *row = S + (size_t)q * n;
+    const float *ls = list_s + (size_t)q * kk;
+    const int64_t *li = list_i + (size_t)q * kk;
+    float *os = out_s + (size_t)q * kk;
+    int64_t *oi = out_i + (size_t)q * kk;
+    const int total = kk + n;
+    __shared__ unsigned hist[256];
+    __shared__ uint32_t s_floor, s_prefix, s_mask;
+    __shared__ int s_above, s_remaining, s_gt, s_eq;
+    if (threadIdx.x == 0) {
+        s_floor = 0xFFFFFFFFu;
+        s_above = 0;
+    }
+    __syncthreads();
+    uint32_t f = 0xFFFFFFFFu;
+    for (int e = threadIdx.x; e < kk; e += blockDim.x) f = min(f, li[e] < 0 ? 0u : knn_key(ls[e]));
+    atomicMin(&s_floor, f);
+    __syncthreads();
+    const uint32_t floor_key = s_floor;
+    int above = 0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) above += knn_key(row[j]) > floor_key;
+    atomicAdd(&s_above, above);
+    __syncthreads();
+    if (s_above == 0) { // nothing in this tile enters the list
+        for (int e = threadIdx.x; e < kk; e += blockDim.x) os[e] = ls[e], oi[e] = li[e];
+        return;
+    }
+    if (threadIdx.x == 0) s_prefix = 0, s_mask = 0, s_remaining = kk;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+        __syncthreads();
+        const uint32_t prefix = s_prefix, mask = s_mask;
+        for (int e = threadIdx.x; e < total; e += blockDim.x) {
+            uint32_t key = knn_elem_key(e, kk, ls, li, row);
+            if (e >= kk && key <= floor_key) continue;
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            // the bin holding the remaining-th largest key, counted from the top
+            int rem = s_remaining, b = 255;
+            unsigned cum = 0;
+            for (; b > 0; b--) {
+                if (cum + hist[b] >= (unsigned)rem) break;
+                cum += hist[b];
+            }
+            s_remaining = rem - (int)cum;
+            s_prefix = prefix | ((uint32_t)b << shift);
+            s_mask = mask | (255u << shift);
+            s_gt = 0;
+            s_eq = 0;
+        }
+        __syncthreads();
+    }
+    const uint32_t T = s_prefix;
+    const int take_gt = kk - s_remaining; // elements above T: exactly this many
+    for (int e = threadIdx.x; e < total; e += blockDim.x) {
+        uint32_t key = knn_elem_key(e, kk, ls, li, row);
+        if (e >= kk && key <= floor_key) continue;
+        int slot;
+        if (key > T) slot = atomicAdd(&s_gt, 1);
+        else if (key == T) {
+            slot = take_gt + atomicAdd(&s_eq, 1);
+            if (slot >= kk) continue;
+        } else continue;
+        if (e < kk) {
+            os[slot] = li[e] < 0 ? -INFINITY : ls[e];
+            oi[slot] = li[e];
+        } else {
+            os[slot] = row[e - kk];
+            oi[slot] = base + (e - kk);
+        }
+    }
+}
+
+extern "C" void cuda_ops_knn_screen(Backend *be, float *list_s, int64_t *list_i, int kk, const void *Q, int m,
+                                    const void *P, int n, int64_t base, int dim, int bf16) {
+    cudaStream_t st = op_stream(be);
+    if (m <= 0 || n <= 0 || kk <= 0) return;
+    float *S = (float *)cuda_ops_scratch(be, 0, (size_t)m * (size_t)n * sizeof(float));
+    char *tmp = (char *)cuda_ops_scratch(be, 1, (size_t)m * (size_t)kk * (sizeof(int64_t) + sizeof(float)));
+    int64_t *ti = (int64_t *)tmp;
+    float *ts = (float *)(tmp + (size_t)m * kk * sizeof(int64_t));
+    // row-major S [m, n] = Q P^T is column-major S^T [n, m] = P Q^T: P and Q as stored are column-major [dim, n]
+    // and [dim, m], so P is transposed and Q is not
+    const float one = 1.0f, zero = 0.0f;
+    cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t ct = bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
+    XR_BLAS(cublasGemmEx(cuda_ops_blas(be), CUBLAS_OP_T, CUBLAS_OP_N, n, m, dim, &one, P, t, dim, Q, t, dim, &zero, S,
+                         CUDA_R_32F, n, ct, CUBLAS_GEMM_DEFAULT));
+    k_knn_select<<<m, KNN_SEL_THREADS, 0, st>>>(S, n, base, list_s, list_i, kk, ts, ti);
+    XR_LAUNCHED();
+    XR_CU(cudaMemcpyAsync(list_s, ts, (size_t)m * kk * sizeof(float), cudaMemcpyDeviceToDevice, st));
+    XR_CU(cudaMemcpyAsync(list_i, ti, (size_t)m * kk * sizeof(int64_t), cudaMemcpyDeviceToDevice, st));
+}
+
+// One thread per (query, candidate): the candidate's exact score when its passage is in this tile. The sum
+// is sequential per pair (its order is the contract), so pairs, not elements, are spread over the threads.
+__global__ void k_knn_rescore(float *out, const int64_t *idx, int kk, const float *Q, int m, const float *P, int n,
+                              int64_t base, int dim) {
+    size_t total = (size_t)m * kk;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
+        int64_t p = idx[t];
+        if (p < base || p >= base + n) continue;
+        size_t q = t / (size_t)kk;
+        out[t] = knn_exact_dot(Q + q * dim, P + (size_t)(p - base) * dim, (size_t)dim);
+    }
+}
+
+extern "C" void cuda_ops_knn_rescore(Backend *be, float *out, const int64_t *idx, int kk, const float *Q, int m,
+                                     const float *P, int n, int64_t base, int dim) {
+    cudaStream_t st = op_stream(be);
+    if (m <= 0 || n <= 0 || kk <= 0) return;
+    size_t total = (size_t)m * kk;
+    k_knn_rescore<<<blocks_for(total, 128), 128, 0, st>>>(out, idx, kk, Q, m, P, n, base, dim);
+    XR_LAUNCHED();
+}

@@ -1,0 +1,288 @@
+/* knn_device.c: exact top-k with a shard's passages on a backend's device (see knn_device.h): the memory plan,
+ * the tile loop over ops_knn_screen, the exact rescoring (device or host) and the rounding-bound check with its
+ * retry on a longer candidate list. Only ops.h reaches the device. */
+#include "knn_device.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "knn_internal.h"
+#include "xr_par.h" /* XR_OMP */
+
+struct KnnShard {
+    Backend *be;
+    const float *host_p; /* the caller's passages (rescoring on the host, streamed tiles) */
+    size_t n, dim, max_q;
+    int64_t offset;
+    int max_k, guard, bf16, resident, keep32, avx2;
+    double pmax;
+    size_t tile, list_cap, bytes;
+    void *dev_p;       /* resident: the shard (fp32 or bf16); streaming: one tile */
+    void *dev_q;       /* the block's queries, as screened (fp32 or bf16) */
+    float *dev_p32, *dev_q32; /* bf16 screening with room to spare: fp32 copies for rescoring on the device */
+    float *dev_ls;     /* lists: screening scores, indices, exact scores (list_cap entries each) */
+    int64_t *dev_li;
+    float *dev_ex;
+    uint16_t *host_b16; /* bf16 staging: a tile or a query block */
+    float *init_s;      /* list_cap x -INFINITY / -1, to reset the lists */
+    int64_t *init_i;
+};
+
+void knn_dev_opts_default(KnnDevOpts *o) {
+    o->mem_limit = 0;
+    o->passage_tile = 65536;
+    o->guard = -1;
+    o->bf16 = 0;
+}
+
+/* float -> bf16, round to nearest even (the inputs are finite: checked before) */
+static void to_bf16_host(uint16_t *out, const float *x, size_t n) {
+    XR_OMP(omp parallel for schedule(static) if (n > 65536))
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u += 0x7FFFu + ((u >> 16) & 1u);
+        out[i] = (uint16_t)(u >> 16);
+    }
+}
+
+/* Rows [r0, r0 + rows) of host fp32 data to the device buffer dst, converted to bf16 when asked. */
+static void upload_rows(KnnShard *s, void *dst, const float *src, size_t rows) {
+    size_t cnt = rows * s->dim;
+    if (!s->bf16) {
+        ops_to_device(s->be, dst, src, cnt * sizeof(float));
+        return;
+    }
+    to_bf16_host(s->host_b16, src, cnt);
+    ops_to_device(s->be, dst, s->host_b16, cnt * sizeof(uint16_t));
+}
+
+KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t dim, int64_t offset, size_t max_queries,
+                           int max_k, const KnnDevOpts *opts, XrErr *e) {
+    KnnDevOpts o;
+    if (opts) o = *opts;
+    else knn_dev_opts_default(&o);
+    if (max_k < 1 || max_queries == 0 || dim == 0 || dim > (1u << 20) || n > (size_t)INT32_MAX * 64 || offset < 0) {
+        xr_errf(e, "knn device shard: bad sizes (k %d, queries %zu, dim %zu, passages %zu, offset %lld)", max_k,
+                max_queries, dim, n, (long long)offset);
+        return NULL;
+    }
+    if (o.bf16 && be->device == XR_DEV_CPU) {
+        xr_errf(e, "knn device shard: bf16 screening needs a GPU backend (--device cuda)");
+        return NULL;
+    }
+    double pmax = 0;
+    if (knn_rows_check_norms(passages, n, dim, offset, "passage", NULL, &pmax, e)) return NULL;
+    KnnShard *s = xr_calloc(1, sizeof *s);
+    s->be = be, s->host_p = passages, s->n = n, s->dim = dim, s->offset = offset, s->max_q = max_queries;
+    s->max_k = max_k, s->bf16 = o.bf16, s->pmax = pmax;
+    s->guard = o.guard >= 0 ? o.guard : (o.bf16 ? (max_k > 64 ? max_k : 64) : 16);
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    s->avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+    size_t limit = o.mem_limit;
+    if (!limit) {
+        XrDeviceInfo info;
+        ops_device_info(be->device, &info);
+        limit = be->device == XR_DEV_CPU || !info.total_mem ? (size_t)1 << 46 : info.total_mem / 5 * 4;
+    }
+    size_t nn = n ? n : 1;
+    size_t kk0 = (size_t)max_k + (size_t)s->guard < nn ? (size_t)max_k + (size_t)s->guard : nn;
+    size_t elt = o.bf16 ? 2 : 4;
+    s->list_cap = max_queries * kk0;
+    /* per block: the queries, three lists, and the screen op's own copy of the lists (its scratch) */
+    size_t per_block = max_queries * dim * elt + s->list_cap * (3 * sizeof(float) + 2 * sizeof(int64_t));
+    size_t tile = o.passage_tile ? o.passage_tile : 65536;
+    if (tile > nn) tile = nn;
+    size_t res = per_block + max_queries * tile * sizeof(float) + nn * dim * elt;
+    size_t extra32 = nn * dim * 4 + max_queries * dim * 4; /* fp32 shard and queries beside the bf16 ones */
+    if (res <= limit) {
+        s->resident = 1;
+        s->keep32 = o.bf16 && res + extra32 <= limit;
+    } else {
+        size_t per_row = max_queries * sizeof(float) + dim * elt; /* score scratch + tile buffer per tile row */
+        size_t fit = limit > per_block ? (limit - per_block) / per_row : 0;
+        if (fit < 1) {
+            xr_errf(e,
+                    "knn device search: the memory bound %.1f MiB is too small for blocks of %zu queries with k + guard "
+                    "= %zu (at least %.1f MiB); raise the bound or lower the query block",
+                    limit / 1048576.0, max_queries, kk0, (per_block + per_row) / 1048576.0);
+            free(s);
+            return NULL;
+        }
+        if (tile > fit) tile = fit;
+    }
+    s->tile = tile;
+    s->bytes = per_block + max_queries * tile * sizeof(float) + (s->resident ? nn : tile) * dim * elt +
+               (s->keep32 ? extra32 : 0);
+    s->dev_p = ops_alloc(be, (s->resident ? nn : tile) * dim * elt);
+    s->dev_q = ops_alloc(be, max_queries * dim * elt);
+    s->dev_ls = ops_alloc(be, s->list_cap * sizeof(float));
+    s->dev_li = ops_alloc(be, s->list_cap * sizeof(int64_t));
+    s->dev_ex = ops_alloc(be, s->list_cap * sizeof(float));
+    s->init_s = xr_malloc(s->list_cap * sizeof(float));
+    s->init_i = xr_malloc(s->list_cap * sizeof(int64_t));
+    for (size_t i = 0; i < s->list_cap; i++) s->init_s[i] = -INFINITY, s->init_i[i] = -1;
+    if (o.bf16) s->host_b16 = xr_malloc((tile > max_queries ? tile : max_queries) * dim * sizeof(uint16_t));
+    if (s->resident) {
+        /* upload in tiles: the bf16 staging buffer holds one tile */
+        for (size_t p0 = 0; p0 < n; p0 += tile) {
+            size_t rows = n - p0 < tile ? n - p0 : tile;
+            upload_rows(s, (char *)s->dev_p + p0 * dim * elt, passages + p0 * dim, rows);
+        }
+    }
+    if (s->keep32) {
+        s->dev_p32 = ops_alloc(be, nn * dim * sizeof(float));
+        s->dev_q32 = ops_alloc(be, max_queries * dim * sizeof(float));
+        ops_to_device(be, s->dev_p32, passages, n * dim * sizeof(float));
+    }
+    return s;
+}
+
+size_t knn_shard_bytes(const KnnShard *s) { return s->bytes; }
+int knn_shard_resident(const KnnShard *s) { return s->resident; }
+size_t knn_shard_tile(const KnnShard *s) { return s->tile; }
+
+void knn_shard_free(KnnShard *s) {
+    if (!s) return;
+    ops_free(s->be, s->dev_p);
+    ops_free(s->be, s->dev_q);
+    ops_free(s->be, s->dev_ls);
+    ops_free(s->be, s->dev_li);
+    ops_free(s->be, s->dev_ex);
+    ops_free(s->be, s->dev_p32);
+    ops_free(s->be, s->dev_q32);
+    free(s->host_b16);
+    free(s->init_s);
+    free(s->init_i);
+    free(s);
+}
+
+/* Screen m queries (host rows q, m * kk <= list_cap) against the whole shard and rescore the survivors
+ * exactly: hi / hs / hx [m, kk] get the candidates' indices, screening scores and exact scores. */
+static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64_t *hi, float *hs, float *hx) {
+    Backend *be = s->be;
+    const size_t dim = s->dim, elt = s->bf16 ? 2 : 4, cnt = m * kk;
+    upload_rows(s, s->dev_q, q, m);
+    ops_to_device(be, s->dev_ls, s->init_s, cnt * sizeof(float));
+    ops_to_device(be, s->dev_li, s->init_i, cnt * sizeof(int64_t));
+    for (size_t p0 = 0; p0 < s->n; p0 += s->tile) {
+        size_t rows = s->n - p0 < s->tile ? s->n - p0 : s->tile;
+        const void *P = (const char *)s->dev_p + p0 * dim * elt;
+        if (!s->resident) {
+            upload_rows(s, s->dev_p, s->host_p + p0 * dim, rows);
+            P = s->dev_p;
+        }
+        ops_knn_screen(be, s->dev_ls, s->dev_li, (int)kk, s->dev_q, (int)m, P, (int)rows, s->offset + (int64_t)p0,
+                       (int)dim, s->bf16);
+    }
+    ops_to_host(be, hi, s->dev_li, cnt * sizeof(int64_t));
+    ops_to_host(be, hs, s->dev_ls, cnt * sizeof(float));
+    if ((s->resident && !s->bf16) || s->keep32) {
+        /* the fp32 shard is on the device: rescore there */
+        const float *Q32 = (const float *)s->dev_q, *P32 = (const float *)s->dev_p;
+        if (s->keep32) {
+            ops_to_device(be, s->dev_q32, q, m * dim * sizeof(float));
+            Q32 = s->dev_q32, P32 = s->dev_p32;
+        }
+        ops_knn_rescore(be, s->dev_ex, s->dev_li, (int)kk, Q32, (int)m, P32, (int)s->n, s->offset, (int)dim);
+        ops_to_host(be, hx, s->dev_ex, cnt * sizeof(float));
+        return;
+    }
+    /* streamed, or bf16 without room for an fp32 copy: the exact scores from the caller's fp32 passages */
+    XR_OMP(omp parallel)
+    {
+        Cand *c = xr_malloc(kk * sizeof *c);
+        XR_OMP(omp for schedule(dynamic, 4))
+        for (size_t r = 0; r < m; r++) {
+            size_t nc = 0;
+            for (size_t j = 0; j < kk; j++)
+                if (hi[r * kk + j] >= 0) c[nc++] = (Cand){0, hi[r * kk + j]};
+            knn_score_cands(s->avx2, q + r * dim, s->host_p, dim, s->offset, c, nc);
+            for (size_t j = 0, u = 0; j < kk; j++)
+                if (hi[r * kk + j] >= 0) hx[r * kk + j] = c[u++].s;
+        }
+        free(c);
+    }
+}
+
+int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k, float *out_scores, int64_t *out_index,
+                     KnnStats *stats, XrErr *e) {
+    if (stats) stats->n_exhaustive = 0;
+    if (k < 1 || k > s->max_k) return xr_errf(e, "knn device search: k %d outside 1..%d", k, s->max_k);
+    double qmax;
+    double *qnorm = xr_malloc((n_queries ? n_queries : 1) * sizeof *qnorm);
+    if (knn_rows_check_norms(queries, n_queries, s->dim, 0, "query", qnorm, &qmax, e)) {
+        free(qnorm);
+        return -1;
+    }
+    const size_t dim = s->dim, n = s->n;
+    /* bf16 operands: |q'.p' - q.p| <= (2 u + u^2) |q| |p| with u = 2^-8 on top of the accumulation's rounding */
+    const double b16 = s->bf16 ? 2.0 * (2.0 / 256.0 + 1.0 / 65536.0) : 0.0;
+    int64_t *hi = xr_malloc(s->list_cap * sizeof *hi);
+    float *hs = xr_malloc(s->list_cap * sizeof *hs), *hx = xr_malloc(s->list_cap * sizeof *hx);
+    Cand *c = xr_malloc((s->list_cap > n ? s->list_cap : n + 1) * sizeof *c);
+    size_t *todo = xr_malloc((n_queries + 1) * sizeof *todo), *again = xr_malloc((n_queries + 1) * sizeof *again);
+    float *qbuf = xr_malloc(s->max_q * dim * sizeof *qbuf);
+    size_t ntodo = n_queries;
+    for (size_t i = 0; i < n_queries; i++) todo[i] = i;
+    size_t kk = (size_t)k + (size_t)s->guard;
+    if (kk > n) kk = n ? n : 1;
+    int64_t n_again = 0;
+    while (ntodo > 0) {
+        size_t nagain = 0;
+        size_t mq = s->list_cap / kk < s->max_q ? s->list_cap / kk : s->max_q;
+        if (mq < 1) mq = 1;
+        for (size_t b0 = 0; b0 < ntodo; b0 += mq) {
+            size_t m = ntodo - b0 < mq ? ntodo - b0 : mq;
+            for (size_t r = 0; r < m; r++) memcpy(qbuf + r * dim, queries + todo[b0 + r] * dim, dim * sizeof(float));
+            if (n) screen_block(s, qbuf, m, kk, hi, hs, hx);
+            for (size_t r = 0; r < m; r++) {
+                size_t qi = todo[b0 + r], cnt = 0;
+                float hmin = INFINITY;
+                for (size_t j = 0; n && j < kk; j++) {
+                    size_t at = r * kk + j;
+                    if (hi[at] < 0) continue;
+                    c[cnt++] = (Cand){hx[at], hi[at]};
+                    if (hs[at] < hmin) hmin = hs[at];
+                }
+                qsort(c, cnt, sizeof *c, knn_cand_order);
+                if (n > cnt && cnt >= (size_t)k) {
+                    /* the CPU search's bound (knn.c), plus the bf16 operands' rounding */
+                    double err = ((double)dim * FLT_EPSILON + b16) * qnorm[qi] * s->pmax +
+                                 FLT_EPSILON * (fabs((double)hmin) + fabs((double)c[k - 1].s)) + 1e-30;
+                    if (!((double)hmin + err < (double)c[k - 1].s)) {
+                        if (kk < n && kk < s->list_cap) {
+                            again[nagain++] = qi; /* screened again with a longer list */
+                            continue;
+                        }
+                        cnt = knn_exhaustive_topk(queries + qi * dim, s->host_p, n, dim, s->offset, (size_t)k, c);
+                        qsort(c, cnt, sizeof *c, knn_cand_order);
+                    }
+                }
+                for (size_t j = 0; j < (size_t)k; j++) {
+                    out_scores[qi * (size_t)k + j] = j < cnt ? c[j].s : -INFINITY;
+                    out_index[qi * (size_t)k + j] = j < cnt ? c[j].i : -1;
+                }
+            }
+        }
+        n_again += (int64_t)nagain;
+        memcpy(todo, again, nagain * sizeof *todo);
+        ntodo = nagain;
+        kk = kk * 4 < n ? kk * 4 : n;
+        if (kk > s->list_cap) kk = s->list_cap;
+    }
+    free(hi);
+    free(hs);
+    free(hx);
+    free(c);
+    free(todo);
+    free(again);
+    free(qbuf);
+    free(qnorm);
+    if (stats) stats->n_exhaustive = n_again;
+    return 0;
+}

@@ -1,0 +1,60 @@
+/* knn_device.h: exact inner-product top-k with the passages of one shard held on a backend's device (a GPU;
+ * the CPU backend runs the same code, which is how it is tested without one). Same contract as knn_search
+ * (knn.h): score descending then global index ascending, every reported score knn_score's bits, -1 / -INFINITY
+ * past the last passage; so a device shard and the CPU search give identical lists, and the per-rank lists
+ * merge with knn_merge_topk as before.
+ *
+ * How: the query block and the shard meet tile by tile in ops_knn_screen (a GEMM, fp32 accumulation; operands
+ * fp32, or bf16 with bf16 = 1) that keeps each query's k + guard best screening scores; the survivors are
+ * rescored exactly (ops_knn_rescore on the device when the fp32 shard is resident, with bf16 screening when an
+ * fp32 copy fits beside the bf16 one; else knn_score on the host from the caller's passages); a query whose rounding bound (knn.h; for bf16 operands the bound of their
+ * rounding, 2^-7 |q| max|p| more) cannot rule out a dropped passage is screened again with a longer list, until
+ * the bound holds or the list holds the whole shard.
+ *
+ * Memory: the shard stays on the device when it fits in mem_limit together with the per-block buffers (query
+ * block, lists, the m x tile score scratch); otherwise tiles are uploaded one after another for every block of
+ * queries (a shard larger than the device works, slower). knn_shard_bytes says what the shard holds. */
+#ifndef XR_KNN_DEVICE_H
+#define XR_KNN_DEVICE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "knn.h"
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    size_t mem_limit;    /* device bytes the search may hold; 0 = 80% of the device's memory (CPU: unbounded) */
+    size_t passage_tile; /* passages per screening GEMM (default 65536, lowered to fit mem_limit) */
+    int guard;           /* screening candidates kept per query beyond k (-1 = default: 16, fp32; max(64, k), bf16) */
+    int bf16;            /* screen with bf16 operands (CUDA only) */
+} KnnDevOpts;
+
+typedef struct KnnShard KnnShard;
+
+void knn_dev_opts_default(KnnDevOpts *o);
+
+/* A shard of n passages (row j = global index offset + j; host memory that must stay valid and unchanged for
+ * the shard's life) prepared on be's device for blocks of up to max_queries queries and k up to max_k.
+ * Checks the passages (finite) and the memory plan; NULL with e on failure (a bound too small for one tile
+ * names the bytes it needs). */
+KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t dim, int64_t offset, size_t max_queries,
+                           int max_k, const KnnDevOpts *o, XrErr *e);
+/* Top-k of n_queries (host, row-major n_queries x dim, any count: blocks of max_queries) into out_scores /
+ * out_index (host, n_queries x k), 1 <= k <= max_k. stats->n_exhaustive counts the queries screened again. */
+int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k, float *out_scores, int64_t *out_index,
+                     KnnStats *stats, XrErr *e);
+/* Device bytes the shard holds at most (shard or tile buffer + per-block buffers + scratch), whether the
+ * passages stay resident, and the tile in use. */
+size_t knn_shard_bytes(const KnnShard *s);
+int knn_shard_resident(const KnnShard *s);
+size_t knn_shard_tile(const KnnShard *s);
+void knn_shard_free(KnnShard *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
