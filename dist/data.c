@@ -293,6 +293,18 @@ int td_example_items(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoc
     return td_example_targets(d, ex, seed, epoch, items, d->mode == TD_PAIRS ? labels : NULL, NULL);
 }
 
+int64_t td_short_groups(const TrainData *d, int64_t *min_negs) {
+    int64_t n = 0, least = 0;
+    if (d->mode == TD_GROUPS)
+        for (int64_t i = 0; i < d->n; i++) {
+            int64_t k = d->neg_off[i + 1] - d->neg_off[i];
+            if (k >= d->group_size - 1) continue;
+            least = n++ == 0 || k < least ? k : least;
+        }
+    *min_negs = least;
+    return n;
+}
+
 int td_example_targets(const TrainData *d, int64_t ex, uint64_t seed, int64_t epoch, BatchItem *items,
                        float *labels, float *teacher) {
     if (d->mode == TD_PAIRS) {

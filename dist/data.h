@@ -56,6 +56,10 @@ void td_free(TrainData *d);
 /* td_load with one copy of the token stores per node: the node's leader rank reads them, every rank of the node
  * reads the index and maps the leader's tokens (MPI-3 shared memory), so R ranks on a node hold the (large) token
  * stores once instead of R times. Collective; d->seqs is read-only. Free with td_free_node. */
+/* Groups: how many examples have fewer than group_size - 1 negatives (their negatives repeat within a group,
+ * FlagEmbedding's rule), and the fewest any example has (*min_negs; 0 when none is short). */
+int64_t td_short_groups(const TrainData *d, int64_t *min_negs);
+
 typedef struct TdShared TdShared;
 int td_load_node(Comm *c, TrainData *d, const TdOptions *o, TdShared **sh, XrErr *e);
 void td_free_node(Comm *c, TrainData *d, TdShared *sh);

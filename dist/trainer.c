@@ -147,6 +147,8 @@ static int tr_memory_plan(Comm *c, Encoder *m, const TrainOpts *o, int G, int64_
         }
         char fits[160];
         if (lo > 0) snprintf(fits, sizeof fits, "the largest that fits is --per-device-train-batch-size %d", lo);
+        else if (G > 1)
+            snprintf(fits, sizeof fits, "not even a batch of 1 fits (a group is %d sequences: lower --train-group-size)", G);
         else snprintf(fits, sizeof fits, "not even a batch of 1 fits");
         rc = xr_errf(e,
                      "memory: --per-device-train-batch-size %d (%d x %d sequences in the largest micro-batch) at "

@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include "textread.h"
+#include "tok_utf8.h"
 
 int lr_open(LineReader *r, const char *path, XrErr *e) {
     memset(r, 0, sizeof *r);
@@ -28,8 +29,10 @@ int lr_open(LineReader *r, const char *path, XrErr *e) {
 void lr_close(LineReader *r) {
     if (r->gz) gzclose_r((gzFile)r->gz);
     free(r->buf);
+    free(r->fix);
     r->gz = NULL;
     r->buf = NULL;
+    r->fix = NULL;
 }
 
 int lr_next(LineReader *r, char **line, size_t *len, XrErr *e) {
@@ -43,6 +46,17 @@ int lr_next(LineReader *r, char **line, size_t *len, XrErr *e) {
             r->beg = nl ? (size_t)(nl + 1 - r->buf) : r->end;
             if (n && s[n - 1] == '\r') s[--n] = 0;
             r->line++;
+            size_t ok = tok_utf8_valid_prefix(s, n);
+            if (ok != n) {
+                if (!r->utf8_replace)
+                    return xr_errf(e, "%s:%lld: invalid UTF-8 at byte %zu of the line (0x%02X): text inputs are read as "
+                                      "UTF-8 and, like Python's strict decoding, refuse it; fix the file (iconv) or "
+                                      "pass --utf8-errors replace to read each bad sequence as U+FFFD (counted)",
+                                   r->path, (long long)r->line, ok + 1, (unsigned)(unsigned char)s[ok]);
+                n = tok_utf8_lossy(s, n, &r->fix, &r->fix_cap, &r->utf8_replaced);
+                r->utf8_lines++;
+                s = r->fix;
+            }
             *line = s;
             *len = n;
             return 1;

@@ -72,7 +72,7 @@ static int sniff_record(void *ctx, const cJSON *j, const char *path, int64_t lin
 
 static int sniff_flag(const char *path, int *is_flag, XrErr *e) {
     *is_flag = 0;
-    return tr_jsonl_each(path, sniff_record, is_flag, e) < 0 ? -1 : 0;
+    return tr_jsonl_each(NULL, path, sniff_record, is_flag, e) < 0 ? -1 : 0;
 }
 
 void textset_free(TextSet *ts) {

@@ -44,6 +44,8 @@ typedef struct {
     const char *label_column;
     int no_header;                /* csv / tsv without a header line: columns are named 0, 1, 2, ... */
     int allow_empty;              /* keep empty texts (0 tokens) instead of failing */
+    int utf8_replace;             /* invalid UTF-8: 0 = an error naming file:line (Python's strict decoding), 1 =
+                                   * each maximal ill-formed subpart read as U+FFFD (errors='replace'), counted */
 } TrOptions;
 
 typedef struct {
@@ -73,6 +75,7 @@ typedef struct {
     int64_t dup_qrels, dup_negatives, negatives_dropped_as_positive;
     int64_t queries_without_qrels; /* BEIR: queries.jsonl entries no qrel names (dropped, as BEIR does) */
     int64_t empty_texts;           /* kept because allow_empty */
+    int64_t utf8_replaced, utf8_lines; /* utf8_replace: ill-formed sequences read as U+FFFD, lines holding one */
 } TextSet;
 
 /* Read the inputs (one BEIR directory, or pair / FlagEmbedding files of one format, concatenated in order). */
@@ -88,6 +91,12 @@ typedef struct {
     size_t cap, beg, end;
     int64_t line; /* number of the line last returned, 1-based */
     int eof;
+    /* Invalid UTF-8 in a line: an error naming path:line and the byte (utf8_replace 0, as lr_open sets it), or the
+     * line returned with each maximal ill-formed subpart replaced by U+FFFD and counted. */
+    int utf8_replace;
+    int64_t utf8_replaced, utf8_lines;
+    char *fix;
+    size_t fix_cap;
 } LineReader;
 int lr_open(LineReader *r, const char *path, XrErr *e);
 /* 1: a line; 0: end of file; -1: read error (e names the file and the line reached). */

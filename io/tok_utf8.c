@@ -53,7 +53,7 @@ size_t tok_utf8_valid_prefix(const char *text, size_t n) {
     return n;
 }
 
-size_t tok_utf8_lossy(const char *text, size_t n, char **buf, size_t *cap) {
+size_t tok_utf8_lossy(const char *text, size_t n, char **buf, size_t *cap, int64_t *nbad) {
     const unsigned char *s = (const unsigned char *)text;
     if (*cap < n * 3 + 1) { /* each bad byte can become 3 bytes of U+FFFD */
         *cap = n * 3 + 1;
@@ -70,6 +70,7 @@ size_t tok_utf8_lossy(const char *text, size_t n, char **buf, size_t *cap) {
         } else {
             memcpy(o + m, "\xEF\xBF\xBD", 3);
             m += 3;
+            if (nbad) ++*nbad;
             i += (size_t)-k;
         }
     }

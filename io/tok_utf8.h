@@ -50,7 +50,8 @@ static inline int tok_utf8_encode(int32_t c, char *out) {
 /* Length of the longest valid UTF-8 prefix of s[0..n) (the whole n when the text is valid). */
 size_t tok_utf8_valid_prefix(const char *s, size_t n);
 /* Copy s[0..n) into *buf (realloc'd, *cap) replacing each maximal invalid subpart by U+FFFD, the rule of
- * Rust's String::from_utf8_lossy and Python's decode('utf-8', 'replace'). Returns the new length. */
-size_t tok_utf8_lossy(const char *s, size_t n, char **buf, size_t *cap);
+ * Rust's String::from_utf8_lossy and Python's decode('utf-8', 'replace'); *nbad (may be NULL) grows by the
+ * replacements. Returns the new length. */
+size_t tok_utf8_lossy(const char *s, size_t n, char **buf, size_t *cap, int64_t *nbad);
 
 #endif

@@ -331,7 +331,7 @@ int tok_encode(const Tokenizer *t, const char *text, size_t n, int32_t **ids, si
     UgScratch ug = {0};
     size_t fcap = 0, scap = 0, len = 0;
     if (tok_utf8_valid_prefix(text, n) != n) {
-        n = tok_utf8_lossy(text, n, &fixed, &fcap);
+        n = tok_utf8_lossy(text, n, &fixed, &fcap, NULL);
         text = fixed;
     }
     size_t seg = 0, i = 0;

@@ -153,7 +153,7 @@ static int beir_read_qrels(BeirReader *br, XrErr *e) {
     TextSet *ts = b->ts;
     const char *qrels = br->qrels;
     LineReader lr;
-    if (lr_open(&lr, qrels, e) < 0) return -1;
+    if (tr_lr_open(b, &lr, qrels, e) < 0) return -1;
     char *line;
     size_t n;
     int got, rc = -1;
@@ -203,7 +203,7 @@ static int beir_read_qrels(BeirReader *br, XrErr *e) {
     }
     rc = 0;
 done:
-    lr_close(&lr);
+    tr_lr_close(b, &lr);
     return rc;
 }
 
@@ -239,12 +239,12 @@ int tr_read_beir(TrBuilder *b, const char *dir, XrErr *e) {
     }
     if (!(qrels = beir_qrels_path(dir, o->split, e))) goto done;
     br.qrels = qrels;
-    if (tr_jsonl_each(corpus, beir_doc, &br, e) < 0) goto done;
+    if (tr_jsonl_each(b, corpus, beir_doc, &br, e) < 0) goto done;
     if (ts->passages.n == 0) {
         xr_errf(e, "%s: no documents", corpus);
         goto done;
     }
-    if (tr_jsonl_each(queries, beir_query, &br, e) < 0) goto done;
+    if (tr_jsonl_each(b, queries, beir_query, &br, e) < 0) goto done;
     br.used = xr_calloc((size_t)(br.aq.n ? br.aq.n : 1), sizeof(int64_t));
     if (beir_read_qrels(&br, e) < 0) goto done;
     beir_keep_used_queries(&br);

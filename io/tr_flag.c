@@ -51,7 +51,7 @@ static int flag_record(void *ctx, const cJSON *j, const char *path, int64_t line
 
 int tr_read_flag_jsonl(TrBuilder *b, const char *path, XrErr *e) {
     FlagReader f = {.b = b};
-    int64_t rows = tr_jsonl_each(path, flag_record, &f, e);
+    int64_t rows = tr_jsonl_each(f.b, path, flag_record, &f, e);
     free(f.pos.v);
     free(f.neg.v);
     if (rows < 0) return -1;

@@ -78,7 +78,11 @@ int tr_json_texts(const cJSON *v, const char *key, int allow_list, TrTextVec *ou
 typedef int (*TrJsonlFn)(void *ctx, const cJSON *j, const char *path, int64_t line, XrErr *e);
 /* Each non-blank line of path (plain or gzip) parsed as a JSON object and given to fn, in order. Returns the
  * number of records fn took, or -1 (a file, JSON or fn error, in e). */
-int64_t tr_jsonl_each(const char *path, TrJsonlFn fn, void *ctx, XrErr *e);
+int64_t tr_jsonl_each(TrBuilder *b, const char *path, TrJsonlFn fn, void *ctx, XrErr *e);
+/* Open a line reader with b's UTF-8 policy (b NULL: replace, uncounted: a peek); tr_lr_close adds its counts to
+ * b's TextSet. */
+int tr_lr_open(TrBuilder *b, LineReader *lr, const char *path, XrErr *e);
+void tr_lr_close(TrBuilder *b, LineReader *lr);
 
 /* ---- the readers: each adds one input to the builder ---- */
 

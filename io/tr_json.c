@@ -66,9 +66,20 @@ int tr_json_texts(const cJSON *v, const char *key, int allow_list, TrTextVec *ou
                    allow_list ? " or a list of strings" : "");
 }
 
-int64_t tr_jsonl_each(const char *path, TrJsonlFn fn, void *ctx, XrErr *e) {
+int tr_lr_open(TrBuilder *b, LineReader *lr, const char *path, XrErr *e) {
+    if (lr_open(lr, path, e) < 0) return -1;
+    lr->utf8_replace = b ? b->o->utf8_replace : 1;
+    return 0;
+}
+
+void tr_lr_close(TrBuilder *b, LineReader *lr) {
+    if (b) b->ts->utf8_replaced += lr->utf8_replaced, b->ts->utf8_lines += lr->utf8_lines;
+    lr_close(lr);
+}
+
+int64_t tr_jsonl_each(TrBuilder *b, const char *path, TrJsonlFn fn, void *ctx, XrErr *e) {
     LineReader lr;
-    if (lr_open(&lr, path, e) < 0) return -1;
+    if (tr_lr_open(b, &lr, path, e) < 0) return -1;
     char *line;
     size_t n;
     int64_t rows = 0;
@@ -89,6 +100,6 @@ int64_t tr_jsonl_each(const char *path, TrJsonlFn fn, void *ctx, XrErr *e) {
         rows++;
         if (st > 0) break;
     }
-    lr_close(&lr);
+    tr_lr_close(b, &lr);
     return got < 0 ? -1 : rows;
 }

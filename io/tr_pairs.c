@@ -235,7 +235,7 @@ static int pairs_table_row(PairReader *pr, const Record *r, const char *path, in
 
 int tr_read_pairs_table(TrBuilder *b, const char *path, char delim, int quoting, XrErr *e) {
     LineReader lr;
-    if (lr_open(&lr, path, e) < 0) return -1;
+    if (tr_lr_open(b, &lr, path, e) < 0) return -1;
     PairReader pr = {.b = b};
     Record r = {0};
     int64_t line, rows = 0;
@@ -276,7 +276,7 @@ int tr_read_pairs_table(TrBuilder *b, const char *path, char delim, int quoting,
 done:
     pair_reader_free(&pr);
     rec_free(&r);
-    lr_close(&lr);
+    tr_lr_close(b, &lr);
     return rc;
 }
 
@@ -329,7 +329,7 @@ static int pairs_jsonl_record(void *ctx, const cJSON *j, const char *path, int64
 
 int tr_read_pairs_jsonl(TrBuilder *b, const char *path, XrErr *e) {
     PairReader pr = {.b = b};
-    int64_t rows = tr_jsonl_each(path, pairs_jsonl_record, &pr, e);
+    int64_t rows = tr_jsonl_each(b, path, pairs_jsonl_record, &pr, e);
     pair_reader_free(&pr);
     if (rows < 0) return -1;
     return rows == 0 ? xr_errf(e, "%s: no rows", path) : 0;

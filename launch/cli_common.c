@@ -416,7 +416,8 @@ int cli_read_text(const Args *a, const char *list, TrFormat format, TextSet *ts,
                     .negative_columns = args_str(a, "negative-columns"),
                     .label_column = args_str(a, "label-column"),
                     .no_header = args_bool(a, "no-header"),
-                    .allow_empty = args_bool(a, "allow-empty")};
+                    .allow_empty = args_bool(a, "allow-empty"),
+                    .utf8_replace = !strcmp(args_str(a, "utf8-errors"), "replace")};
     int rc = tr_read((const char *const *)inputs, n, &to, ts, e);
     for (int i = 0; i < n; i++) free(inputs[i]);
     free(inputs);

@@ -121,6 +121,7 @@ static const ArgSpec MINE_FLAGS[] = {
     {"negative-columns", ARG_STR, NULL, "A,B", "--text-from pair files: as given to xrank tokenize", NULL, 0},
     {"label-column", ARG_STR, NULL, "NAME", "--text-from pair files: as given to xrank tokenize", NULL, 0},
     {"allow-empty", ARG_SWITCH, NULL, "", "--text-from: as given to xrank tokenize", NULL, 0},
+    {"utf8-errors", ARG_CHOICE, "strict", "", "--text-from: as given to xrank tokenize", "strict|replace", 0},
     {"groups-in", ARG_STR, NULL, "FILE",
      "do not mine: read this group file, check it against --input, and write --jsonl from it", NULL, 0},
     CLI_FLAG_QUIET,

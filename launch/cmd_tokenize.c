@@ -37,6 +37,10 @@ static const ArgSpec TOKENIZE_FLAGS[] = {
     {"label-column", ARG_STR, NULL, "NAME", "pair files: a label / score column (with --query-column)", NULL, 0},
     {"no-header", ARG_SWITCH, NULL, "", "csv / tsv files have no header line: columns are 0, 1, 2, ...", NULL, 0},
     {"allow-empty", ARG_SWITCH, NULL, "", "keep empty texts as 0-token rows instead of failing", NULL, 0},
+    {"utf8-errors", ARG_CHOICE, "strict", "",
+     "invalid UTF-8 in the input: strict = an error naming file:line (as Python's decoding); replace = each bad "
+     "sequence read as U+FFFD and counted (BERT-style tokenizers then drop it, as Hugging Face's do)",
+     "strict|replace", 0},
     {"max-query-tokens", ARG_INT, "0", "N", "keep the first N tokens of a query; 0 = all", NULL, 0},
     {"max-passage-tokens", ARG_INT, "0", "N", "keep the first N tokens of a passage; 0 = all", NULL, 0},
     {"shard-size", ARG_STR, "256M", "BYTES", "target bytes of a shard file before compression (K, M, G suffixes)",
@@ -202,6 +206,10 @@ int cmd_tokenize(int argc, char **argv) {
     status = cli_read_text(a, input, fmts[fi], &x.ts, &e);
     x.have_ts = status == 0;
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
+    if (x.rank == 0 && x.ts.utf8_replaced) /* said even with --quiet: the text is not what the file holds */
+        fprintf(stderr, "xrank tokenize: warning: %lld invalid UTF-8 sequence%s on %lld line%s read as U+FFFD "
+                        "(--utf8-errors replace)\n", (long long)x.ts.utf8_replaced,
+                x.ts.utf8_replaced > 1 ? "s" : "", (long long)x.ts.utf8_lines, x.ts.utf8_lines > 1 ? "s" : "");
     double t_parsed = xr_now();
 
     /* the temporary directory: made by rank 0, its name sent to all */

@@ -525,6 +525,12 @@ int cmd_train(int argc, char **argv) {
         x.have_es = st == 0;
     }
     if (comm_check(x.c, st, &e) || cli_backend(&x.b, &e)) return tc_fail(&x, &e, 1);
+    int64_t min_negs, short_groups = td_short_groups(&x.d, &min_negs);
+    if (short_groups && x.rank == 0) /* said even with --quiet: the groups are not what the flag suggests */
+        fprintf(stderr, "xrank train: warning: --train-group-size %d takes %d negatives per group, but %lld of %lld "
+                        "groups have fewer (as few as %lld): their negatives repeat within a group (as FlagEmbedding "
+                        "does); mine more (xrank mine --num-negatives) or lower --train-group-size\n",
+                x.d.group_size, x.d.group_size - 1, (long long)short_groups, (long long)x.d.n, (long long)min_negs);
     if (!(x.m = encoder_load_on(x.model_dir, x.b.be, &e))) st = -1;
     int new_head = 0;
     if (st == 0 && !x.cfg.is_seq_cls) {

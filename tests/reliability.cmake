@@ -40,3 +40,6 @@ endforeach()
 add_test(NAME tokenize_interrupted COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_tokenize_signal.sh
          $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/tokenize_interrupted.out)
 set_tests_properties(tokenize_interrupted PROPERTIES TIMEOUT 180 LABELS "reliability;mpi" ENVIRONMENT "${XR_MPI_TEST_ENV}")
+# score on a model whose safetensors file is truncated names the file (it said "not a sequence-classification model").
+xr_damaged_test(score_truncated_model MODE score_truncated
+                VARS "REGEX=model/model.safetensors: tensor '[^']+': data_offsets .* file truncated")

@@ -159,8 +159,56 @@ static void line_reader(void) {
     TU_CHECK(lr_open(&lr, "/tmp/xr_no_such_file.jsonl", &e) < 0 && strstr(e.msg, "cannot open"), "%s", e.msg);
 }
 
+/* Invalid UTF-8 inside text fields (a Latin-1 é, a stray 0xFF 0xFE, a line ending mid-sequence): refused naming
+ * file:line and the byte, as Python's strict decoding refuses it (json.loads / open(..., encoding="utf-8"):
+ * "can't decode byte 0xe9 in position 14"); with utf8_replace each maximal ill-formed subpart becomes U+FFFD and
+ * is counted: 4, as Python's bytes.decode("utf-8", "replace") gives for these two lines. */
+static void invalid_utf8(void) {
+    static const char text[] = "{\"query\": \"caf\xe9 ok\", \"pos\": [\"good \xff\xfe text\"], \"neg\": [\"fine\"]}\n"
+                               "{\"query\": \"two\", \"pos\": [\"x\"], \"neg\": [\"y \xc3\"]}\n";
+    static const char tsv[] = "query\tpositive\nok\tfine\nq\tbad \xed\xa0\x80 surrogate\n";
+    char dir[] = "/tmp/xr_test_utf8_XXXXXX", path[64], tpath[64];
+    TU_CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+    snprintf(path, sizeof path, "%s/bad.jsonl", dir);
+    snprintf(tpath, sizeof tpath, "%s/bad.tsv", dir);
+    FILE *f = fopen(path, "wb");
+    fwrite(text, 1, sizeof text - 1, f);
+    fclose(f);
+    f = fopen(tpath, "wb");
+    fwrite(tsv, 1, sizeof tsv - 1, f);
+    fclose(f);
+    const char *in[1] = {path}, *tin[1] = {tpath};
+    TrOptions o = {.format = TR_FLAG};
+    TextSet ts;
+    XrErr e = {{0}};
+    char want[128];
+    snprintf(want, sizeof want, "%s:1: invalid UTF-8 at byte 15 of the line (0xE9)", path);
+    TU_CHECK(tr_read(in, 1, &o, &ts, &e) < 0 && strstr(e.msg, want), "strict: %s", e.msg);
+    snprintf(want, sizeof want, "%s:3: invalid UTF-8 at byte 7 of the line (0xED)", tpath);
+    o.format = TR_PAIRS;
+    TU_CHECK(tr_read(tin, 1, &o, &ts, &e) < 0 && strstr(e.msg, want), "strict tsv: %s", e.msg);
+    o = (TrOptions){.format = TR_FLAG, .utf8_replace = 1};
+    int rc = tr_read(in, 1, &o, &ts, &e);
+    TU_CHECK(rc == 0 && ts.utf8_replaced == 4 && ts.utf8_lines == 2, "replace: %s, %lld replaced on %lld lines",
+             rc ? e.msg : "", (long long)ts.utf8_replaced, (long long)ts.utf8_lines);
+    if (rc == 0) {
+        TU_CHECK(!strcmp(textlist_get(&ts.queries, 0, NULL), "caf\xef\xbf\xbd ok"), "query 0: %s",
+                 textlist_get(&ts.queries, 0, NULL));
+        textset_free(&ts);
+    }
+    o = (TrOptions){.format = TR_PAIRS, .utf8_replace = 1};
+    rc = tr_read(tin, 1, &o, &ts, &e); /* a surrogate's encoding: 3 maximal subparts (Python: 3 U+FFFD) */
+    TU_CHECK(rc == 0 && ts.utf8_replaced == 3 && ts.utf8_lines == 1, "replace tsv: %s, %lld replaced",
+             rc ? e.msg : "", (long long)ts.utf8_replaced);
+    if (rc == 0) textset_free(&ts);
+    unlink(path);
+    unlink(tpath);
+    rmdir(dir);
+}
+
 int main(void) {
     line_reader();
+    invalid_utf8();
     TrOptions o = {0};
     read_ok("beir", "fixtures/h5/beir", &o, "fixtures/h5/expected/beir.json");
     o.split = "dev";

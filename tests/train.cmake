@@ -23,6 +23,8 @@ xr_train_test(train_guards guards)
 # Memory (issue 13): --gradient-checkpointing gives the same model bit for bit; the plan printed before the first
 # step bounds the measured peak within 10%; a batch that cannot fit is refused naming the largest that does.
 xr_train_test(train_memory memory)
+# --train-group-size beyond the negatives: groups repeat negatives (said), and what cannot fit is refused (issue 15).
+xr_train_test(train_group_repeat group_repeat)
 
 # The whole pipeline learns on real data (tokenize -> mine -> 2-rank listwise training -> eval) with the real
 # all-MiniLM-L6-v2: skipped (77) without $XR_MINILM_DIR. Corpus: 40 man pages, tools/demo_corpus.py --pages 40
