@@ -412,10 +412,10 @@ static void work_free(Encoder *m) {
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) ops_free(m->be, f[i]);
     int32_t *d[] = {w->ids, w->pos, w->types, w->off};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) ops_free(m->be, d[i]);
-    free(w->h_ids);
-    free(w->h_pos);
-    free(w->h_types);
-    free(w->h_off);
+    ops_pinned_free(m->be, w->h_ids);
+    ops_pinned_free(m->be, w->h_pos);
+    ops_pinned_free(m->be, w->h_types);
+    ops_pinned_free(m->be, w->h_off);
     memset(w, 0, sizeof *w);
 }
 
@@ -489,6 +489,12 @@ static void *grow(Backend *be, void *p, size_t bytes) {
     return ops_alloc(be, bytes);
 }
 
+/* The same for pinned host staging (contents not kept: the callers rewrite them whole). */
+static void *pinned_grow(Backend *be, void *p, size_t bytes) {
+    ops_pinned_free(be, p);
+    return ops_pinned_alloc(be, bytes);
+}
+
 /* A workspace capacity for n: half again (so slowly growing batches do not reallocate every time), but never
  * past the ceiling of encoder_set_batch_limits (lim > 0), which the memory plan counted. */
 static size_t grow_cap(size_t n, size_t lim, const char *what) {
@@ -543,14 +549,16 @@ static int pack_host(Encoder *m, const Batch *b, int *max_len_out) {
     EncWork *w = &m->w;
     if (N > w->cap_h_tokens) {
         int cap = N + N / 2;
-        w->h_ids = xr_realloc(w->h_ids, (size_t)cap * sizeof(int32_t));
-        w->h_pos = xr_realloc(w->h_pos, (size_t)cap * sizeof(int32_t));
-        w->h_types = xr_realloc(w->h_types, (size_t)cap * sizeof(int32_t));
+        /* pinned staging: the uploads below are queued without waiting (ops_to_device_async). Every forward ends
+         * with a synchronous read of its output, so no copy from these is pending when they are rewritten. */
+        w->h_ids = pinned_grow(m->be, w->h_ids, (size_t)cap * sizeof(int32_t));
+        w->h_pos = pinned_grow(m->be, w->h_pos, (size_t)cap * sizeof(int32_t));
+        w->h_types = pinned_grow(m->be, w->h_types, (size_t)cap * sizeof(int32_t));
         w->cap_h_tokens = cap;
     }
     if (b->B > w->cap_h_seqs) {
         int cap = b->B + b->B / 2;
-        w->h_off = xr_realloc(w->h_off, (size_t)(cap + 1) * sizeof(int32_t));
+        w->h_off = pinned_grow(m->be, w->h_off, (size_t)(cap + 1) * sizeof(int32_t));
         w->cap_h_seqs = cap;
     }
     int k = 0;
@@ -580,10 +588,10 @@ static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
     int max_len, N = pack_host(m, b, &max_len);
     work_reserve(m, N, b->B, max_len);
     EncWork *w = &m->w;
-    ops_to_device(m->be, w->ids, w->h_ids, (size_t)N * sizeof(int32_t));
-    ops_to_device(m->be, w->pos, w->h_pos, (size_t)N * sizeof(int32_t));
-    ops_to_device(m->be, w->types, w->h_types, (size_t)N * sizeof(int32_t));
-    ops_to_device(m->be, w->off, w->h_off, (size_t)(b->B + 1) * sizeof(int32_t));
+    ops_to_device_async(m->be, w->ids, w->h_ids, (size_t)N * sizeof(int32_t));
+    ops_to_device_async(m->be, w->pos, w->h_pos, (size_t)N * sizeof(int32_t));
+    ops_to_device_async(m->be, w->types, w->h_types, (size_t)N * sizeof(int32_t));
+    ops_to_device_async(m->be, w->off, w->h_off, (size_t)(b->B + 1) * sizeof(int32_t));
     *max_len_out = max_len;
     return N;
 }
@@ -850,7 +858,7 @@ static void train_free(Encoder *m) {
     int32_t *d[] = {t->ids, t->pos, t->types, t->off};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) ops_free(m->be, d[i]);
     ops_free(m->be, t->seq_ids);
-    free(t->h_seq_ids);
+    ops_pinned_free(m->be, t->h_seq_ids);
     memset(t, 0, sizeof *t);
 }
 
@@ -907,7 +915,7 @@ static void train_reserve(Encoder *m, int N, int S, size_t att) {
         t->dlogits = grow(be, t->dlogits, FBYTES(cap * NL));
         t->off = grow(be, t->off, (cap + 1) * sizeof(int32_t));
         t->seq_ids = grow(be, t->seq_ids, cap * sizeof(uint64_t));
-        t->h_seq_ids = xr_realloc(t->h_seq_ids, cap * sizeof(uint64_t));
+        t->h_seq_ids = pinned_grow(be, t->h_seq_ids, cap * sizeof(uint64_t));
     }
     if (att > t->cap_att) {
         t->cap_att = grow_cap(att, lim_att, "attention probabilities");
@@ -1053,11 +1061,12 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     t->seed = step ? step->seed : 0;
     t->step = step ? step->step : 0;
     for (int s = 0; s < S; s++) t->h_seq_ids[s] = step && step->example_ids ? step->example_ids[s] : (uint64_t)s;
-    ops_to_device(be, t->ids, m->w.h_ids, (size_t)N * sizeof(int32_t));
-    ops_to_device(be, t->pos, m->w.h_pos, (size_t)N * sizeof(int32_t));
-    ops_to_device(be, t->types, m->w.h_types, (size_t)N * sizeof(int32_t));
-    ops_to_device(be, t->off, h_off, (size_t)(S + 1) * sizeof(int32_t));
-    ops_to_device(be, t->seq_ids, t->h_seq_ids, (size_t)S * sizeof(uint64_t));
+    /* queued behind the previous micro-batch's backward, which may still run: the host does not wait */
+    ops_to_device_async(be, t->ids, m->w.h_ids, (size_t)N * sizeof(int32_t));
+    ops_to_device_async(be, t->pos, m->w.h_pos, (size_t)N * sizeof(int32_t));
+    ops_to_device_async(be, t->types, m->w.h_types, (size_t)N * sizeof(int32_t));
+    ops_to_device_async(be, t->off, h_off, (size_t)(S + 1) * sizeof(int32_t));
+    ops_to_device_async(be, t->seq_ids, t->h_seq_ids, (size_t)S * sizeof(uint64_t));
     XrDropout dd;
     const EncoderDropout *p = &m->drop;
 

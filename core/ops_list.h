@@ -22,6 +22,16 @@ XR_OP(BASE, free, (Backend *be, void *p), (be, p))
 /* Synchronous copies between host memory and the backend's memory. */
 XR_OP(BASE, to_device, (Backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
 XR_OP(BASE, to_host, (Backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
+/* Host staging memory the backend copies from without a bounce (CUDA: page-locked, cudaHostAlloc; CPU: aligned
+ * host memory). Not device memory: not in ops_mem_stats. Allocation failure dies with the size; p may be NULL. */
+XR_OP_RET(BASE, void *, pinned_alloc, (Backend *be, size_t bytes), (be, bytes))
+XR_OP(BASE, pinned_free, (Backend *be, void *p), (be, p))
+/* Queues a host-to-device copy behind the ops already queued and returns at once, so the host goes on (packing
+ * the next batch, queuing kernels) while the device works. src must be ops_pinned_alloc memory and must not
+ * change until the queue has reached the copy: after ops_sync, ops_to_host or ops_free. CPU: a plain copy. */
+XR_OP(BASE, to_device_async, (Backend *be, void *dst, const void *src, size_t bytes), (be, dst, src, bytes))
+/* Waits until every op queued on the backend has run (CPU: returns at once). */
+XR_OP(BASE, sync, (Backend *be), (be))
 
 /* ---- dense algebra (row-major everywhere) ---- */
 

@@ -111,6 +111,16 @@ void cpu_free(Backend *be, void *p) {
     free(p);
 }
 
+void *cpu_pinned_alloc(Backend *be, size_t bytes) { return cpu_host_alloc(bytes); }
+
+void cpu_pinned_free(Backend *be, void *p) { free(p); }
+
+void cpu_to_device_async(Backend *be, void *dst, const void *src, size_t bytes) {
+    if (dst != src) memcpy(dst, src, bytes);
+}
+
+void cpu_sync(Backend *be) {}
+
 void cpu_to_device(Backend *be, void *dst, const void *src, size_t bytes) {
     if (dst != src) memcpy(dst, src, bytes);
 }

@@ -215,6 +215,26 @@ extern "C" void cuda_ops_free(Backend *be, void *p) {
     XR_CU(cudaFree(p));
 }
 
+extern "C" void *cuda_ops_pinned_alloc(Backend *be, size_t bytes) {
+    XR_CU(cudaSetDevice(st_of(be)->device));
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 64, cudaHostAllocDefault);
+    if (e != cudaSuccess) xr_die("CUDA: cannot allocate %zu bytes of page-locked host memory: %s", bytes,
+                                 cudaGetErrorString(e));
+    return p;
+}
+
+extern "C" void cuda_ops_pinned_free(Backend *be, void *p) {
+    if (!p) return;
+    XR_CU(cudaStreamSynchronize(st_of(be)->stream)); /* a queued copy may still read it */
+    XR_CU(cudaFreeHost(p));
+}
+
+extern "C" void cuda_ops_to_device_async(Backend *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st_of(be)->stream));
+}
+
 extern "C" void cuda_ops_to_device(Backend *be, void *dst, const void *src, size_t bytes) {
     CudaState *st = st_of(be);
     if (!bytes) return;

@@ -27,8 +27,8 @@ void cuda_ops_set_gemm_mode(Backend *be, XrGemmMode mode);
 /* The backend's stream (cudaStream_t) and GPU index (ops_native_stream / ops_device_index). */
 void *cuda_ops_stream(Backend *be);
 int cuda_ops_device_index(Backend *be);
-/* Waits for every op queued on the backend's stream; dies with the CUDA error of a failed kernel. */
-void cuda_ops_sync(Backend *be);
+/* cuda_ops_sync (ops_sync): waits for every op queued on the backend's stream; dies with the CUDA error of a
+ * failed kernel. Declared with the ops below. */
 
 /* Free memory of the backend's GPU in bytes (cudaMemGetInfo; ops_mem_available). */
 size_t cuda_ops_mem_free(Backend *be);

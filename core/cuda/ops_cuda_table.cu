@@ -12,6 +12,10 @@ static OpsTable cuda_table_fill(void) {
     t.free = cuda_ops_free;
     t.to_device = cuda_ops_to_device;
     t.to_host = cuda_ops_to_host;
+    t.pinned_alloc = cuda_ops_pinned_alloc;
+    t.pinned_free = cuda_ops_pinned_free;
+    t.to_device_async = cuda_ops_to_device_async;
+    t.sync = cuda_ops_sync;
     // inference
     t.gemm = cuda_ops_gemm;
     t.linear = cuda_ops_linear;
