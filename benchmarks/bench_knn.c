@@ -9,7 +9,8 @@
  * So that the peak is the machine's, --peak and --gemm with OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE set also run
  * themselves with both unset and report the better; --this-env measures only the environment as it is.
  *   bench_knn --search [--threads N] [--dim D] [--passages P] [--queries Q] [--k K] [--peak-gflops G]
- *             [--check C] [--repeats R]   one line per search: GFLOP/s = 2 Q P D / seconds (top-k included),
+ *             [--check C] [--repeats R] [--ranks R]   one line per search: GFLOP/s = 2 Q P D / seconds (top-k
+ *             included; with R ranks: the shards searched one after another, the slowest rank + the merge),
  *             and its fraction of the peak (measured in the same process unless --peak-gflops is given).
  * Threads default to omp_get_max_threads() ($OMP_NUM_THREADS), as knn_search's. */
 #include <math.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -325,29 +327,50 @@ static int check_query(const float *Q, const float *P, size_t np, size_t dim, si
 
 typedef struct {
     size_t dim, passages, queries;
-    int k, repeats, check;
+    int k, repeats, check, ranks;
     double peak;
     const char *peak_impl;
 } SearchCase;
 
+/* The search as `xrank mine` runs it on `ranks` ranks, one after another in this process: every rank's shard
+ * (a contiguous range of passages) searched with knn_search, the per-rank lists merged with knn_merge_topk.
+ * Seconds per step: the slowest rank's search and its split (knn.h's KnnStats), then the merge; queries/s as if
+ * the ranks ran side by side on their own cores (slowest rank + merge). Memory per rank: its shard of
+ * embeddings, knn_search's heaps (queries x (k + guard) candidates) and score tiles (threads x block x tile). */
 static int run_search(const SearchCase *c, int nt) {
     float *P = random_unit_rows(c->passages, c->dim, 1000 + c->dim);
     float *Q = random_unit_rows(c->queries, c->dim, 2000 + c->dim);
-    float *s = xr_malloc(c->queries * (size_t)c->k * sizeof *s);
-    int64_t *idx = xr_malloc(c->queries * (size_t)c->k * sizeof *idx);
+    const int R = c->ranks;
+    const size_t nk = c->queries * (size_t)c->k;
+    float *ls = xr_malloc((size_t)R * nk * sizeof *ls), *s = xr_malloc(nk * sizeof *s);
+    int64_t *li = xr_malloc((size_t)R * nk * sizeof *li), *idx = xr_malloc(nk * sizeof *idx);
     KnnOpts o;
     knn_opts_default(&o);
-    KnnStats st = {0};
+    KnnStats slow = {0};
     XrErr e;
-    double best = INFINITY;
+    double best = INFINITY, best_rank = 0, best_merge = 0;
+    int64_t n_exh = 0;
     for (int rep = 0; rep < c->repeats; rep++) {
-        double t0 = now_s();
-        if (knn_search(Q, c->queries, P, c->passages, c->dim, 0, c->k, &o, s, idx, &st, &e)) {
-            fprintf(stderr, "bench_knn: %s\n", e.msg);
-            return 1;
+        double t_rank = 0;
+        KnnStats worst = {0};
+        n_exh = 0;
+        for (int r = 0; r < R; r++) {
+            size_t lo = c->passages * (size_t)r / (size_t)R, hi = c->passages * (size_t)(r + 1) / (size_t)R;
+            KnnStats st = {0};
+            double t0 = now_s();
+            if (knn_search(Q, c->queries, P + lo * c->dim, hi - lo, c->dim, (int64_t)lo, c->k, &o,
+                           R > 1 ? ls + (size_t)r * nk : s, R > 1 ? li + (size_t)r * nk : idx, &st, &e)) {
+                fprintf(stderr, "bench_knn: %s\n", e.msg);
+                return 1;
+            }
+            double t = now_s() - t0;
+            n_exh += st.n_exhaustive;
+            if (t > t_rank) t_rank = t, worst = st;
         }
-        double t = now_s() - t0;
-        if (t < best) best = t;
+        double t0 = now_s();
+        if (R > 1) knn_merge_topk(c->queries, c->k, (size_t)R, ls, li, s, idx);
+        double t_merge = now_s() - t0;
+        if (t_rank + t_merge < best) best = t_rank + t_merge, best_rank = t_rank, best_merge = t_merge, slow = worst;
     }
     int checked = 0, bad = 0;
     if (c->check > 0) {
@@ -359,31 +382,42 @@ static int run_search(const SearchCase *c, int nt) {
         }
         free(all);
     }
+    const double mib = 1.0 / 1048576.0;
+    size_t kk = (size_t)c->k + (size_t)o.guard;
+    double shard_mib = (double)((c->passages + (size_t)R - 1) / (size_t)R) * (double)c->dim * 4 * mib;
+    double heap_mib = (double)c->queries * (double)kk * 16 * mib;
+    double tile_mib = (double)nt * (double)o.query_block * (double)o.passage_tile * 4 * mib;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
     double g = 2.0 * (double)c->queries * (double)c->passages * (double)c->dim / best * 1e-9;
     printf("{\"bench\":\"knn_search\",\"dim\":%zu,\"passages\":%zu,\"queries\":%zu,\"k\":%d,\"threads\":%d,"
-           "\"query_block\":%zu,\"passage_tile\":%zu,\"guard\":%d,\"seconds\":%.4f,\"repeats\":%d,\"gflops\":%.2f,"
-           "\"peak_gflops\":%.2f,\"peak_impl\":\"%s\",\"fraction_of_peak\":%.4f,\"n_exhaustive\":%lld,"
-           "\"checked_queries\":%d,\"check_mismatched_slots\":%d,\"openblas_core\":\"%s\",\"OPENBLAS_CORETYPE\":\"%s\","
-           "\"OPENBLAS_L2_SIZE\":\"%s\"}\n",
-           c->dim, c->passages, c->queries, c->k, nt, o.query_block, o.passage_tile, o.guard, best, c->repeats, g,
-           c->peak, c->peak_impl, c->peak > 0 ? g / c->peak : 0.0, (long long)st.n_exhaustive, checked, bad,
-           openblas_get_corename(), env_or("OPENBLAS_CORETYPE", ""), env_or("OPENBLAS_L2_SIZE", ""));
+           "\"ranks\":%d,\"query_block\":%zu,\"passage_tile\":%zu,\"guard\":%d,\"seconds\":%.4f,\"repeats\":%d,"
+           "\"queries_per_s\":%.1f,\"gflops\":%.2f,\"peak_gflops\":%.2f,\"peak_impl\":\"%s\",\"fraction_of_peak\":%.4f,"
+           "\"split_s\":{\"slowest_rank\":%.4f,\"norms\":%.4f,\"gemm\":%.4f,\"screen\":%.4f,\"rescore\":%.4f,"
+           "\"merge\":%.4f},\"memory_mib_per_rank\":{\"shard\":%.1f,\"heaps\":%.1f,\"tiles\":%.1f},"
+           "\"process_peak_rss_mib\":%.1f,\"n_exhaustive\":%lld,\"checked_queries\":%d,\"check_mismatched_slots\":%d,"
+           "\"openblas_core\":\"%s\",\"OPENBLAS_CORETYPE\":\"%s\",\"OPENBLAS_L2_SIZE\":\"%s\"}\n",
+           c->dim, c->passages, c->queries, c->k, nt, R, o.query_block, o.passage_tile, o.guard, best, c->repeats,
+           (double)c->queries / best, g, c->peak, c->peak_impl, c->peak > 0 ? g / c->peak : 0.0, best_rank,
+           slow.t_norms, slow.t_gemm, slow.t_screen, slow.t_rescore, best_merge, shard_mib, heap_mib, tile_mib,
+           (double)ru.ru_maxrss / 1024.0, (long long)n_exh, checked, bad, openblas_get_corename(),
+           env_or("OPENBLAS_CORETYPE", ""), env_or("OPENBLAS_L2_SIZE", ""));
     fflush(stdout);
-    free(P), free(Q), free(s), free(idx);
+    free(P), free(Q), free(s), free(idx), free(ls), free(li);
     return bad ? 3 : 0;
 }
 
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s --peak | --gemm | --search [--threads N] [--this-env] [--dim D] [--passages P] [--queries Q]\n"
-            "          [--k K] [--repeats R] [--check C] [--peak-gflops G]\n",
+            "          [--k K] [--ranks R] [--repeats R] [--check C] [--peak-gflops G]\n",
             argv0);
     exit(2);
 }
 
 int main(int argc, char **argv) {
     int mode = 0, this_env = 0; /* mode: 1 peak, 2 gemm, 3 search */
-    SearchCase c = {384, 200000, 2000, 100, 2, 4, 0, "measured"};
+    SearchCase c = {384, 200000, 2000, 100, 2, 4, 1, 0, "measured"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -402,10 +436,11 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--k")) c.k = atoi(v), i++;
         else if (v && !strcmp(a, "--repeats")) c.repeats = atoi(v), i++;
         else if (v && !strcmp(a, "--check")) c.check = atoi(v), i++;
+        else if (v && !strcmp(a, "--ranks")) c.ranks = atoi(v), i++;
         else if (v && !strcmp(a, "--peak-gflops")) c.peak = atof(v), c.peak_impl = "given", i++;
         else usage(argv[0]);
     }
-    if (!mode || c.dim == 0 || c.passages == 0 || c.queries == 0 || c.k < 1 || c.repeats < 1) usage(argv[0]);
+    if (!mode || c.dim == 0 || c.passages == 0 || c.queries == 0 || c.k < 1 || c.repeats < 1 || c.ranks < 1) usage(argv[0]);
     int nt = bench_threads();
     if (mode == 1 || mode == 2) {
         GemmResult b = measure_peak(nt, mode == 2);

@@ -93,13 +93,15 @@ static const ArgSpec MINE_FLAGS[] = {
      "passages per search GEMM: a score tile holds min(query-block, 256) x N floats (per search thread)", NULL, 1},
     {"search-device", ARG_CHOICE, "auto", "",
      "where the k-NN search runs: auto = the --device (with --device cuda each rank's shard of passage embeddings "
-     "goes to its GPU: GEMM screening in the --precision, exact fp32 rescoring), cpu = on the CPU",
-     "auto|cpu", 0},
-    {"search-memory", ARG_INT, "0", "MIB",
-     "GPU search: device memory the search may hold per rank (0 = 80% of the GPU's); a shard that does not fit "
-     "streams through in tiles",
+     "goes to its GPU: GEMM screening in the --precision, exact fp32 rescoring), cpu = on the CPU, backend = the "
+     "device search (tiles screened and rescored by the --device's ops, bounded by --search-memory) on any device: "
+     "with --device cpu the CPU backend's reference ops, which checks the GPU path's tiling and streaming without a GPU",
+     "auto|cpu|backend", 0},
+    {"search-memory", ARG_FLOAT, "0", "MIB",
+     "device search: memory the search may hold per rank, in MiB (fractions allowed; 0 = 80% of the GPU's, "
+     "unbounded on the CPU backend); a shard that does not fit streams through in tiles",
      NULL, 0},
-    {"search-tile", ARG_INT, "65536", "N", "GPU search: passages per screening GEMM (lowered to fit --search-memory)",
+    {"search-tile", ARG_INT, "65536", "N", "device search: passages per screening GEMM (lowered to fit --search-memory)",
      NULL, 1},
     {"eval-depth", ARG_INT, "100", "N",
      "report MRR@10, NDCG@10, Recall@10 and Recall@N of the bi-encoder on the qrels (0 = off)", NULL, 0},
@@ -433,7 +435,13 @@ int cmd_mine(int argc, char **argv) {
     o.knn.query_block = (size_t)(o.query_block < 256 ? o.query_block : 256);
     o.eval_depth = (int)args_int(a, "eval-depth");
     knn_dev_opts_default(&o.knn_dev);
-    o.knn_dev.mem_limit = (size_t)args_int(a, "search-memory") << 20;
+    double smem = args_float(a, "search-memory");
+    if (!(smem >= 0 && smem < 1e9)) {
+        xr_errf(&e, "--search-memory %g: expected MiB >= 0 (0 = the default)", smem);
+        return mc_fail(&x, &e, 2);
+    }
+    o.knn_dev.mem_limit = (size_t)(smem * 1048576.0);
+    if (smem > 0 && o.knn_dev.mem_limit == 0) o.knn_dev.mem_limit = 1;
     o.knn_dev.passage_tile = (size_t)args_int(a, "search-tile");
     o.knn_dev.bf16 = x.b.precision == XR_PREC_BF16;
     o.progress = !quiet && x.rank == 0; /* a line in place on a terminal, plain lines in a log */
@@ -467,7 +475,8 @@ int cmd_mine(int argc, char **argv) {
     comm_bcast(x.c, &o.model_fp, sizeof o.model_fp, 0);
     o.bi = x.bi;
     o.ce = x.ce;
-    if (x.b.device != XR_DEV_CPU && !strcmp(args_str(a, "search-device"), "auto")) o.search_be = x.b.be;
+    const char *sdev = args_str(a, "search-device");
+    if (!strcmp(sdev, "backend") || (x.b.device != XR_DEV_CPU && !strcmp(sdev, "auto"))) o.search_be = x.b.be;
     o.ce_tok = x.ce_tok;
 
     MineResult r;

@@ -236,7 +236,7 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
     KnnOpts o;
     if (opts) o = *opts;
     else knn_opts_default(&o);
-    if (stats) stats->n_exhaustive = 0;
+    if (stats) memset(stats, 0, sizeof *stats);
     if (k < 1) return xr_errf(e, "knn: k must be >= 1, got %d", k);
     if (dim == 0 || dim > INT_MAX) return xr_errf(e, "knn: embedding dimension %zu out of range", dim);
     if (o.query_block == 0 || o.passage_tile == 0 || o.query_block > INT_MAX || o.passage_tile > INT_MAX ||
@@ -244,13 +244,14 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
         return xr_errf(e, "knn: bad tiling (query_block %zu, passage_tile %zu, guard %d)", o.query_block,
                        o.passage_tile, o.guard);
     if (passage_offset < 0) return xr_errf(e, "knn: negative passage offset %lld", (long long)passage_offset);
-    double qmax, pmax;
+    double qmax, pmax, t_start = xr_now();
     double *qnorm = xr_malloc((n_queries ? n_queries : 1) * sizeof *qnorm);
     if (knn_rows_check_norms(queries, n_queries, dim, 0, "query", qnorm, &qmax, e) ||
         knn_rows_check_norms(passages, n_passages, dim, passage_offset, "passage", NULL, &pmax, e)) {
         free(qnorm);
         return -1;
     }
+    if (stats) stats->t_norms = xr_now() - t_start;
     if (n_queries == 0) {
         free(qnorm);
         return 0;
@@ -286,8 +287,9 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
     size_t *counts = xr_calloc(n_queries, sizeof *counts);
     float *thr = xr_malloc(n_queries * sizeof *thr);
     int64_t n_exh = 0;
+    double t_gemm = 0, t_screen = 0, t_rescore = 0;
 
-    XR_OMP(omp parallel num_threads(nt) reduction(+ : n_exh)) {
+    XR_OMP(omp parallel num_threads(nt) reduction(+ : n_exh) reduction(max : t_gemm, t_screen, t_rescore)) {
         int t = 0;
 #ifdef _OPENMP
         t = omp_get_thread_num();
@@ -302,13 +304,16 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
         bq = (bq + al - 1) / al * al;
         if (bq > bq_max) bq = bq_max;
         float *tile = len ? xr_malloc(bq * tp * sizeof *tile) : NULL;
+        double my_gemm = 0, t0 = xr_now();
         /* screen: tiles in ascending passage order; each heap keeps its query's kk best GEMM scores */
         for (size_t p0 = 0; p0 < n_passages && len; p0 += tp) {
             size_t n = n_passages - p0 < tp ? n_passages - p0 : tp;
             int64_t base = passage_offset + (int64_t)p0;
             for (size_t q0 = lo; q0 < hi; q0 += bq) {
                 size_t m = hi - q0 < bq ? hi - q0 : bq;
+                double tg = xr_now();
                 ops_knn_gemm(be, tile, passages + p0 * dim, (int)n, queries + q0 * dim, (int)m, (int)dim, t);
+                my_gemm += xr_now() - tg;
                 Cand *h = heaps + q0 * kk;
                 size_t j = screen_fill(tile, n, m, base, h, counts + q0, thr + q0, kk);
 #if XR_KNN_X86
@@ -320,6 +325,9 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
                 screen_tile(tile, j, n, m, 0, m, base, h, thr + q0, kk);
             }
         }
+        double t1 = xr_now();
+        t_gemm = my_gemm;
+        t_screen = t1 - t0 - my_gemm;
         /* exact scores for the survivors, then decide whether anything discarded could still rank */
         for (size_t qi = lo; qi < hi; qi++) {
             const float *q = queries + qi * dim;
@@ -346,6 +354,7 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
                 oi[j] = j < cnt ? h[j].i : -1;
             }
         }
+        t_rescore = xr_now() - t1;
         free(tile);
     }
     ops_backend_free(be);
@@ -353,7 +362,10 @@ int knn_search(const float *queries, size_t n_queries, const float *passages, si
     free(counts);
     free(thr);
     free(qnorm);
-    if (stats) stats->n_exhaustive = n_exh;
+    if (stats) {
+        stats->n_exhaustive = n_exh;
+        stats->t_gemm = t_gemm, stats->t_screen = t_screen, stats->t_rescore = t_rescore;
+    }
     return 0;
 }
 

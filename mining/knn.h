@@ -31,6 +31,10 @@ typedef struct {
 
 typedef struct {
     int64_t n_exhaustive; /* queries re-searched exhaustively because a near-tie straddled the k-th slot */
+    /* knn_search's time split, seconds (the slowest thread's, for the parallel parts): the inputs' norm and
+     * finite check, the screening GEMMs, the top-(k + guard) screen of their scores, the exact rescoring of the
+     * survivors with the bound check (exhaustive retries included) */
+    double t_norms, t_gemm, t_screen, t_rescore;
 } KnnStats;
 
 void knn_opts_default(KnnOpts *o);

@@ -163,8 +163,10 @@ void knn_shard_free(KnnShard *s) {
 
 /* Screen m queries (host rows q, m * kk <= list_cap) against the whole shard and rescore the survivors
  * exactly: hi / hs / hx [m, kk] get the candidates' indices, screening scores and exact scores. */
-static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64_t *hi, float *hs, float *hx) {
+static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64_t *hi, float *hs, float *hx,
+                         KnnStats *st) {
     Backend *be = s->be;
+    double t0 = xr_now();
     const size_t dim = s->dim, elt = s->bf16 ? 2 : 4, cnt = m * kk;
     upload_rows(s, s->dev_q, q, m);
     ops_to_device(be, s->dev_ls, s->init_s, cnt * sizeof(float));
@@ -181,6 +183,8 @@ static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64
     }
     ops_to_host(be, hi, s->dev_li, cnt * sizeof(int64_t));
     ops_to_host(be, hs, s->dev_ls, cnt * sizeof(float));
+    double t1 = xr_now();
+    st->t_screen += t1 - t0;
     if ((s->resident && !s->bf16) || s->keep32) {
         /* the fp32 shard is on the device: rescore there */
         const float *Q32 = (const float *)s->dev_q, *P32 = (const float *)s->dev_p;
@@ -190,6 +194,7 @@ static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64
         }
         ops_knn_rescore(be, s->dev_ex, s->dev_li, (int)kk, Q32, (int)m, P32, (int)s->n, s->offset, (int)dim);
         ops_to_host(be, hx, s->dev_ex, cnt * sizeof(float));
+        st->t_rescore += xr_now() - t1;
         return;
     }
     /* streamed, or bf16 without room for an fp32 copy: the exact scores from the caller's fp32 passages */
@@ -207,11 +212,13 @@ static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64
         }
         free(c);
     }
+    st->t_rescore += xr_now() - t1;
 }
 
 int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k, float *out_scores, int64_t *out_index,
                      KnnStats *stats, XrErr *e) {
-    if (stats) stats->n_exhaustive = 0;
+    KnnStats st = {0};
+    if (stats) *stats = st;
     if (k < 1 || k > s->max_k) return xr_errf(e, "knn device search: k %d outside 1..%d", k, s->max_k);
     double qmax;
     double *qnorm = xr_malloc((n_queries ? n_queries : 1) * sizeof *qnorm);
@@ -239,7 +246,8 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
         for (size_t b0 = 0; b0 < ntodo; b0 += mq) {
             size_t m = ntodo - b0 < mq ? ntodo - b0 : mq;
             for (size_t r = 0; r < m; r++) memcpy(qbuf + r * dim, queries + todo[b0 + r] * dim, dim * sizeof(float));
-            if (n) screen_block(s, qbuf, m, kk, hi, hs, hx);
+            if (n) screen_block(s, qbuf, m, kk, hi, hs, hx, &st);
+            double tb = xr_now();
             for (size_t r = 0; r < m; r++) {
                 size_t qi = todo[b0 + r], cnt = 0;
                 float hmin = INFINITY;
@@ -268,6 +276,7 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
                     out_index[qi * (size_t)k + j] = j < cnt ? c[j].i : -1;
                 }
             }
+            st.t_rescore += xr_now() - tb; /* the host's sort, bound check and exhaustive fallbacks */
         }
         n_again += (int64_t)nagain;
         memcpy(todo, again, nagain * sizeof *todo);
@@ -283,6 +292,7 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
     free(again);
     free(qbuf);
     free(qnorm);
-    if (stats) stats->n_exhaustive = n_again;
+    st.n_exhaustive = n_again;
+    if (stats) *stats = st;
     return 0;
 }

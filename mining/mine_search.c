@@ -327,7 +327,9 @@ static void mine_rank_memory(Mine *m, const KnnShard *sh) {
         r->rank_resident[i] = (int)all[3 * i + 2];
     }
     free(all);
-    r->search_where = m->o->search_be ? ops_device_name(m->o->search_be->device) : "cpu";
+    const Backend *sb = m->o->search_be;
+    r->search_where = !sb ? "cpu" : sb->device == XR_DEV_CPU ? "the cpu backend's device-search ops"
+                                                              : ops_device_name(sb->device);
 }
 
 int mine_search(Mine *m, XrErr *e) {

@@ -65,3 +65,22 @@ xr_mine_test(mine_err_ce_not_classifier MODE fail DATA ${XR_DUP} ARGS ${XR_MINE_
              VARS NP=0 "REGEX=expected a sequence-classification model with one label")
 xr_mine_test(mine_err_groups_other_dataset MODE regroup DATA ${XR_DUP} ARGS ${XR_MINE_BASE}
              VARS DATA2=${XR_BEIR} "REGEX=mined from a dataset of 4 queries and 16 passages .* but this one has 13 and 50")
+
+# ---- at scale, on a synthetic corpus (tools/synth_corpus.sh; benchmarks/bench_mine_ranks.sh runs it with 200k
+# passages): 1, 2 and 4 ranks, and the device search driver on the CPU backend resident and streamed under a
+# --search-memory bound smaller than a rank's shard: byte-identical group files. mine_synth_cuda: the GPU search
+# (fp32 and bf16 screening, resident, streamed, 2 ranks on one GPU) = the CPU search over the same embeddings;
+# skipped (77) without a GPU.
+foreach(mode cpu cuda)
+  if(mode STREQUAL "cpu")
+    set(sizes 8000 800)
+  else()
+    set(sizes 30000 1000)
+  endif()
+  add_test(NAME mine_synth_${mode}
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/mine/run_mine_synth.sh $<TARGET_FILE:xrank>
+                   ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/mine_synth_${mode}.out
+                   ${mode} ${sizes})
+  set_tests_properties(mine_synth_${mode} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "cli;mpi;mine"
+                       ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+endforeach()

@@ -1,10 +1,10 @@
 /* test_cuda_knn.c: exact top-k with the shard on the GPU (mining/knn_device.c over the CUDA backend's
  * knn_screen / knn_rescore) against the CPU search (knn_search): random unit embeddings with planted ties
  * (knn_device_case.h), dims 384 / 768 / 1024, k 1 / 100 / 5000, shards of several tiles, resident and streamed
- * under a memory bound, fp32 and bf16 screening, 1 and 2 "ranks" (two backends on the one GPU, lists merged):
- * identical indices and identical score bits (the survivors are rescored exactly, so even bf16 screening
- * reports the CPU's scores). Also the ops alone: knn_rescore bit-equal to the CPU backend's. Skipped (77)
- * without the CUDA backend or a GPU. */
+ * under a memory bound, fp32 and bf16 screening, 1 and 2 "ranks" (two backends on the one GPU, lists merged),
+ * and k 10,000 (beyond FAISS's GPU limit of 2,048): identical indices and identical score bits (the survivors
+ * are rescored exactly, so even bf16 screening reports the CPU's scores). Also the ops alone: knn_rescore
+ * bit-equal to the CPU backend's. Skipped (77) without the CUDA backend or a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +61,12 @@ int main(void) {
                 TU_CHECK(bad == 0, "dim %zu k %d %s: %ld slots differ from the CPU search", c.dim, c.k,
                          bf ? "bf16" : "fp32", bad);
             }
+    /* k beyond FAISS's GPU limit (2,048): 10,000 of 30,000 passages in tiles of 16,384, fp32 and bf16 */
+    for (int bf = 0; bf < 2; bf++) {
+        KnnDevCase c = {384, 30000, 24, 16, 16384, 0, 10000, -1, bf, 1};
+        long bad = knn_device_case(g, &c, &r, "gpu k 10000");
+        TU_CHECK(bad == 0, "k 10000 %s: %ld slots differ from the CPU search", bf ? "bf16" : "fp32", bad);
+    }
     /* two ranks' shards on the one GPU, lists merged as across ranks (the two-process run on one GPU is the
      * device check's mpirun -np 2 --device cuda); and a shard streamed under a memory bound, on a second backend */
     Backend *g2 = ops_backend_create(XR_DEV_CUDA, 0, XR_PREC_FP32, 0, &e);

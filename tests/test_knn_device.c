@@ -26,6 +26,7 @@ static void test_cases(Backend *be) {
         {48, 301, 11, 11, 40, 0, 400, 16, 0, 1},  /* k beyond the shard: -1 / -inf slots */
         {64, 700, 37, 37, 128, 0, 25, 16, 0, 2},  /* two ranks */
         {64, 701, 37, 10, 97, 50000, 25, 2, 0, 3}, /* three ranks, streamed */
+        {16, 12000, 6, 4, 4096, 0, 10000, 16, 0, 2}, /* k 10,000 over 2 ranks, tiles smaller than k */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char label[64];

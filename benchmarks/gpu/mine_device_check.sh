@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # benchmarks/gpu/mine_device_check.sh: the GPU check of mining (issues 4 and 16), for a bare GPU machine: call
 # `run` with carry [".deps"] (benchmarks/gpu/fetch_deps.sh first) and timeout_s 420; about 6 minutes.
-#  1. device_build.sh, running the mining tests (test_mine, the mine_* CLI tests, test_select, test_knn*) and
-#     test_cuda_knn: the GPU search against the CPU search (dims 384/768/1024, k 1/100/5000, several tiles,
-#     streamed under a memory bound, fp32 and bf16 screening, 2 shards merged): identical indices and score bits.
+#  1. device_build.sh, running the mining tests (test_mine, the mine_* CLI tests, test_select, test_knn*),
+#     test_cuda_knn: the GPU search against the CPU search (dims 384/768/1024, k 1/100/5000 and 10,000, several
+#     tiles, streamed under a memory bound, fp32 and bf16 screening, 2 shards merged): identical indices and score
+#     bits; and mine_synth_cuda: `xrank mine` on a 30,000-passage synthetic corpus, the GPU search (resident in
+#     tiles of 4,096, streamed under --search-memory 1, 2 ranks sharing the GPU; fp32 and bf16 screening) against
+#     the CPU search over the same cached embeddings: byte-identical group files.
 #  2. Mining end to end with the tiny test bi-encoder and cross-encoder (BEIR fixture): CPU vs --device cuda
 #     (fp32, bf16, 2 ranks on one GPU), negative slots that agree (embeddings differ by the GPU's rounding).
 #  3. The search alone, end to end: the man-page corpus (tools/demo_corpus.py from /usr/share/man; the BEIR
 #     fixture when the machine has no man pages) mined with --device cuda, search on the GPU vs --search-device
-#     cpu over the same cached GPU embeddings, fp32 and bf16, and 2 ranks: the group files must be byte-identical.
+#     cpu over the same cached GPU embeddings, fp32 and bf16, and 2 ranks: the group files must be byte-identical;
+#     and against a run all on the CPU (--device cpu: other embeddings, by the GPU's rounding): the fraction of
+#     identical negative slots and the largest score difference.
 #  4. The search benchmark: bench_knn_gpu (synthetic unit embeddings, XR_KNN_PASSAGES passages x 768, default
 #     10,000,000, falling back to 2,000,000; 10k queries; k 100 and 1000; fp32 and bf16; queries/s and the
 #     fraction of the GEMM peak measured in the same call; 64 queries checked against the CPU search) and the
@@ -34,6 +39,9 @@ X="$B/xrank"
 # the GPU search test's per-case lines (ctest keeps them only on failure)
 (cd tests && timeout 120 "$B/tests/test_cuda_knn") >"$O/test_cuda_knn.txt" 2>&1; echo "test_cuda_knn rc=$?"
 grep -E "differ|check failed|checks passed|SKIPPED" "$O/test_cuda_knn.txt" | tail -40
+# mine_synth_cuda's runs (ctest above; its log keeps the output)
+sed -n '/Testing: mine_synth_cuda/,/end time/p' "$B/Testing/Temporary/LastTest.log" >"$O/mine_synth_cuda.txt" 2>/dev/null
+grep -E "FAIL|identical|wall|skipped|Test Passed|Test Failed" "$O/mine_synth_cuda.txt"
 cmake --build "$B" --target bench_knn_gpu -j"$(nproc)" >"$O/bench_build.log" 2>&1 || echo "bench_knn_gpu: build failed"
 
 # ---- 2. mining end to end, CPU vs GPU (tiny models, BEIR fixture)
@@ -79,16 +87,35 @@ else
 fi
 "$X" tokenize --model fixtures/cli/bert_st --input "$SRC" --output /tmp/xr_man_ds --overwrite --quiet || exit 1
 S=(mine --model fixtures/cli/bert_st --input /tmp/xr_man_ds --overwrite --num-negatives 5 --range-max 30
-   --relative-margin 0.05 --eval-depth 0)
+   --relative-margin 0.05 --eval-depth 0 --jsonl-format flagembedding --output-scores)
+"$X" "${S[@]}" --device cpu --no-cache --output /tmp/man_allcpu.h5 --jsonl "$O/man_allcpu.jsonl" 2>"$O/man_allcpu.err" ||
+  cat "$O/man_allcpu.err"
 for prec in fp32 bf16; do
   "$X" "${S[@]}" --device cuda --precision $prec --search-device cpu --output "/tmp/man_cpu_$prec.h5" 2>"$O/man_cpu_$prec.err" || cat "$O/man_cpu_$prec.err"
-  "$X" "${S[@]}" --device cuda --precision $prec --output "/tmp/man_gpu_$prec.h5" 2>"$O/man_gpu_$prec.err" || cat "$O/man_gpu_$prec.err"
+  "$X" "${S[@]}" --device cuda --precision $prec --output "/tmp/man_gpu_$prec.h5" --jsonl "$O/man_gpu_$prec.jsonl" \
+    2>"$O/man_gpu_$prec.err" || cat "$O/man_gpu_$prec.err"
   if cmp -s "/tmp/man_cpu_$prec.h5" "/tmp/man_gpu_$prec.h5"; then r=identical; else r=DIFFERENT; fi
   echo "man corpus $prec: GPU search vs CPU search over the same embeddings: group files $r"
 done
 mpirun -np 2 --oversubscribe "$X" "${S[@]}" --device cuda --precision fp32 --output /tmp/man_gpu_np2.h5 2>"$O/man_gpu_np2.err" || cat "$O/man_gpu_np2.err"
 if cmp -s /tmp/man_cpu_fp32.h5 /tmp/man_gpu_np2.h5; then r=identical; else r=DIFFERENT; fi
 echo "man corpus fp32, 2 ranks on one GPU vs 1 rank CPU search: group files $r"
+python3 - "$O" <<'PY'
+import json, sys
+o = sys.argv[1]
+ref = [json.loads(l) for l in open(f"{o}/man_allcpu.jsonl")]
+for prec in ["fp32", "bf16"]:
+    try: got = [json.loads(l) for l in open(f"{o}/man_gpu_{prec}.jsonl")]
+    except OSError: print(prec, "missing"); continue
+    same = tot = 0; dmax = 0.0
+    for a, b in zip(ref, got):
+        for j in range(max(len(a["neg_ids"]), len(b["neg_ids"]))):
+            tot += 1; same += j < len(a["neg_ids"]) and j < len(b["neg_ids"]) and a["neg_ids"][j] == b["neg_ids"][j]
+        for x, y in zip(a["pos_scores"] + a["neg_scores"], b["pos_scores"] + b["neg_scores"]):
+            if x is not None and y is not None: dmax = max(dmax, abs(x - y))
+    print(f"man corpus, all on the CPU vs --device cuda {prec}: {same}/{tot} negative slots identical; "
+          f"max |retriever score diff| on shared slots {dmax:.2e}")
+PY
 grep -h "time:\|memory, rank" "$O"/man_gpu_fp32.err "$O"/man_gpu_np2.err
 
 # ---- 4. the search benchmark

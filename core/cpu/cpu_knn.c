@@ -37,9 +37,21 @@ void cpu_knn_screen(Backend *be, float *list_s, int64_t *list_i, int kk, const v
         for (int q = 0; q < m; q++) {
             float *ls = list_s + (size_t)q * kk;
             int64_t *li = list_i + (size_t)q * kk;
+            const float *row = S + (size_t)q * n;
+            /* the CUDA kernel's floor rule: with the list full, a tile score enters only above the list's
+             * smallest (a tie with it is dropped); with an empty slot left, every tile score enters */
+            int full = 1;
+            float floor_s = INFINITY;
+            for (int j = 0; j < kk; j++) {
+                if (li[j] < 0) full = 0;
+                else if (ls[j] < floor_s) floor_s = ls[j];
+            }
             size_t nc = 0;
             for (int j = 0; j < kk; j++) c[nc++] = (KnnCand){li[j] >= 0 ? ls[j] : -INFINITY, li[j]};
-            for (int j = 0; j < n; j++) c[nc++] = (KnnCand){S[(size_t)q * n + j], base + j};
+            size_t nl = nc;
+            for (int j = 0; j < n; j++)
+                if (!full || row[j] > floor_s) c[nc++] = (KnnCand){row[j], base + j};
+            if (nc == nl) continue; /* nothing in this tile enters the list */
             qsort(c, nc, sizeof *c, knn_cand_cmp);
             for (int j = 0; j < kk; j++) {
                 ls[j] = c[j].i >= 0 ? c[j].s : -INFINITY;
