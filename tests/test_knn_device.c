@@ -119,8 +119,118 @@ static void test_ops(Backend *be) {
     }
 }
 
+/* The CUDA selection kernel's algorithm (core/cuda/knn_search.cu, k_knn_select) run on the host one element at
+ * a time, for the cases a GPU-less machine can still check: the floor filter, four 8-bit radix passes to the
+ * kk-th largest key T, then every key above T and as many equal to T as slots remain. It must keep kk entries,
+ * real before empty, none twice, and drop nothing that scores above something it keeps. (A stand-in: the
+ * kernel's own code runs in test_cuda_knn on a GPU.) */
+static uint32_t emu_key(float s) {
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+static void emu_select(const float *row, int n, int64_t base, const float *ls, const int64_t *li, int kk, float *os,
+                       int64_t *oi) {
+    const int total = kk + n;
+    uint32_t *key = malloc(sizeof(uint32_t) * (size_t)total);
+    for (int e = 0; e < total; e++) key[e] = e < kk ? (li[e] < 0 ? 0u : emu_key(ls[e])) : emu_key(row[e - kk]);
+    uint32_t floor_key = 0xFFFFFFFFu;
+    for (int e = 0; e < kk; e++) floor_key = key[e] < floor_key ? key[e] : floor_key;
+    int above = 0;
+    for (int j = 0; j < n; j++) above += key[kk + j] > floor_key;
+    if (!above) {
+        memcpy(os, ls, sizeof(float) * (size_t)kk), memcpy(oi, li, sizeof(int64_t) * (size_t)kk);
+        free(key);
+        return;
+    }
+    uint32_t prefix = 0, mask = 0;
+    int remaining = kk;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        unsigned hist[256] = {0};
+        for (int e = 0; e < total; e++) {
+            if (e >= kk && key[e] <= floor_key) continue;
+            if ((key[e] & mask) == prefix) hist[(key[e] >> shift) & 255u]++;
+        }
+        int b = 255;
+        unsigned cum = 0;
+        for (; b > 0; b--) {
+            if (cum + hist[b] >= (unsigned)remaining) break;
+            cum += hist[b];
+        }
+        remaining -= (int)cum;
+        prefix |= (uint32_t)b << shift;
+        mask |= 255u << shift;
+    }
+    const int take_gt = kk - remaining;
+    int gt = 0, eq = 0;
+    for (int e = 0; e < total; e++) {
+        if (e >= kk && key[e] <= floor_key) continue;
+        int slot;
+        if (key[e] > prefix) slot = gt++;
+        else if (key[e] == prefix) {
+            slot = take_gt + eq++;
+            if (slot >= kk) continue;
+        } else continue;
+        TU_CHECK(slot < kk, "slot %d of %d", slot, kk);
+        if (slot >= kk) break;
+        os[slot] = e < kk ? (li[e] < 0 ? -INFINITY : ls[e]) : row[e - kk];
+        oi[slot] = e < kk ? li[e] : base + (e - kk);
+    }
+    TU_CHECK(gt == take_gt, "%d keys above T, %d expected", gt, take_gt);
+    free(key);
+}
+
+static void test_select_algorithm(void) {
+    TuRng r = {0x5E1EC7};
+    long cases = 0;
+    for (int it = 0; it < 400; it++) {
+        int kk = 1 + (int)(tu_rng_unit(&r) * 40), n = 1 + (int)(tu_rng_unit(&r) * 90);
+        int levels = 1 + (int)(tu_rng_unit(&r) * 6); /* few distinct scores: ties everywhere */
+        float *ls = malloc(sizeof(float) * (size_t)kk), *row = malloc(sizeof(float) * (size_t)n);
+        int64_t *li = malloc(sizeof(int64_t) * (size_t)kk);
+        float *os = malloc(sizeof(float) * (size_t)kk);
+        int64_t *oi = malloc(sizeof(int64_t) * (size_t)kk);
+        int empty = (int)(tu_rng_unit(&r) * (kk + 1)) * (it % 3 == 0); /* some lists partly empty */
+        for (int j = 0; j < kk; j++) {
+            li[j] = j < kk - empty ? j : -1;
+            ls[j] = li[j] < 0 ? -INFINITY : (float)((int)(tu_rng_unit(&r) * levels) - 2) * 0.25f;
+        }
+        for (int j = 0; j < n; j++) {
+            int lv = (int)(tu_rng_unit(&r) * levels) - 2;
+            row[j] = lv == 0 && j % 2 ? -0.0f : (float)lv * 0.25f; /* -0 and +0 both */
+        }
+        emu_select(row, n, 1000, ls, li, kk, os, oi);
+        /* kk entries, real before empty counted, none twice, the dropped no better than the kept */
+        int real = 0, dup = 0;
+        float kept_min = INFINITY;
+        for (int j = 0; j < kk; j++) {
+            if (oi[j] < 0) continue;
+            real++;
+            if (os[j] < kept_min) kept_min = os[j];
+            for (int u = 0; u < j; u++) dup += oi[u] == oi[j];
+        }
+        int avail = (kk - empty) + n;
+        TU_CHECK(dup == 0, "case %d: %d duplicates", it, dup);
+        TU_CHECK(real == (avail < kk ? avail : kk), "case %d: %d real entries, %d available, kk %d", it, real, avail, kk);
+        for (int j = 0; j < kk + n; j++) {
+            int64_t id = j < kk ? li[j] : 1000 + (j - kk);
+            if (id < 0) continue;
+            float sc = j < kk ? ls[j] : row[j - kk];
+            int kept = 0;
+            for (int u = 0; u < kk; u++) kept |= oi[u] == id;
+            if (!kept) TU_CHECK(sc <= kept_min, "case %d: dropped %lld scores %g above the kept %g", it, (long long)id, sc, kept_min);
+        }
+        cases++;
+        free(ls), free(row), free(li), free(os), free(oi);
+    }
+    printf("the CUDA selection algorithm on the host: %ld tie-heavy cases keep kk, real first, none dropped above a kept\n",
+           cases);
+}
+
 int main(void) {
     Backend *be = ops_backend_cpu(2);
+    test_select_algorithm();
     test_ops(be);
     test_cases(be);
     test_errors(be);
