@@ -147,9 +147,9 @@ char *comm_gather(Comm *c, const void *buf, size_t n, int root, size_t *out_n, s
     char *out = xr_malloc(total + 1);
     size_t off = 0;
     for (int r = 0; r < c->size; r++) {
-        if (r == root)
-            memcpy(out + off, buf, n);
-        else
+        if (r == root) {
+            if (n) memcpy(out + off, buf, n); /* buf may be NULL when n is 0 */
+        } else
             comm_recv(c, out + off, (size_t)all[r], r);
         if (counts) counts[r] = (size_t)all[r];
         off += (size_t)all[r];

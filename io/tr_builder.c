@@ -211,6 +211,7 @@ static int sortkey_cmp(const void *a, const void *b) {
 
 /* Stable sort of n triples by query: permute q, p and the optional 4-byte column (grade / score / label). */
 static void sort_by_query(int64_t n, int64_t *q, int64_t *p, void *c1, void *c2) {
+    if (n == 0) return; /* q and p may be NULL (no negatives): memcpy of NULL is undefined even for 0 bytes */
     SortKey *k = xr_malloc(sizeof(SortKey) * (size_t)(n ? n : 1));
     for (int64_t i = 0; i < n; i++) k[i] = (SortKey){q[i], i};
     qsort(k, (size_t)n, sizeof *k, sortkey_cmp);

@@ -43,3 +43,5 @@ set_tests_properties(tokenize_interrupted PROPERTIES TIMEOUT 180 LABELS "reliabi
 # score on a model whose safetensors file is truncated names the file (it said "not a sequence-classification model").
 xr_damaged_test(score_truncated_model MODE score_truncated
                 VARS "REGEX=model/model.safetensors: tensor '[^']+': data_offsets .* file truncated")
+# mine, train and eval refuse a store tokenized with another tokenizer than the model's, naming both fingerprints.
+xr_damaged_test(tokenizer_mismatch_refused MODE tokenizer_mismatch)
