@@ -210,7 +210,8 @@ int ckpt_commit(const char *out, const CkptManifest *m, XrErr *e) {
 
 static int64_t ckpt_jint(const cJSON *o, const char *k, int *ok) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!cJSON_IsNumber(v)) {
+    /* a number outside int64 (1e67 in a damaged manifest) must not reach the cast: undefined behaviour */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= -9.2e18 && v->valuedouble <= 9.2e18)) {
         *ok = 0;
         return 0;
     }
