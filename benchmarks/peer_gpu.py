@@ -147,22 +147,24 @@ def main():
               flush=True)
 
 
-def main_train_fp32(minilm_len, minilm_batch):
-    """The fp32 baselines of issue 10 (benchmarks/gpu/train_device_check.sh): PyTorch's CrossEncoder training step in
-    fp32 for the demo recipe's shape (MiniLM-L6, a micro-batch of minilm_batch pairs padded to minilm_len) and the
+def main_train(minilm_len, minilm_batch, mode="fp32"):
+    """The training-step baselines of benchmarks/gpu/train_device_check.sh: PyTorch's CrossEncoder training step
+    (mode fp32: issue 10's exact baseline; amp-bf16: CrossEncoderTrainer(bf16=True), issue 13's target) for the
+    demo recipe's shape (MiniLM-L6, a micro-batch of minilm_batch pairs padded to minilm_len) and the
     bge-reranker-v2-m3 shape at length 256."""
     print(json.dumps(dict(device=torch.cuda.get_device_name(0), torch=torch.__version__,
                           transformers=transformers.__version__, date=time.strftime("%Y-%m-%d"))), flush=True)
     for arch, T, B in [("minilm-l6", minilm_len, minilm_batch), ("xlmr-large", 256, 16)]:
         try:
-            print(json.dumps(bench_train(T, B, "fp32", steps=10, warm=2, arch=arch)), flush=True)
+            print(json.dumps(bench_train(T, B, mode, steps=10, warm=2, arch=arch)), flush=True)
         except torch.OutOfMemoryError:
-            print(json.dumps(dict(kind="train", model=arch, mode="fp32", max_len=T, batch=B, error="OOM")), flush=True)
+            print(json.dumps(dict(kind="train", model=arch, mode=mode, max_len=T, batch=B, error="OOM")), flush=True)
             torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "train-fp32":
-        main_train_fp32(int(sys.argv[2]) if len(sys.argv) > 2 else 96, int(sys.argv[3]) if len(sys.argv) > 3 else 16)
+    if len(sys.argv) > 1 and sys.argv[1] in ("train-fp32", "train-bf16"):
+        main_train(int(sys.argv[2]) if len(sys.argv) > 2 else 96, int(sys.argv[3]) if len(sys.argv) > 3 else 16,
+                   "fp32" if sys.argv[1] == "train-fp32" else "amp-bf16")
     else:
         main()

@@ -59,6 +59,7 @@ struct Encoder {
     void *grad_hook_ctx;
     EncTrain t;
     int grad_ckpt;            /* encoder_set_gradient_checkpointing: one layer's activations kept, recomputed */
+    XrPrecision prec;         /* encoder_set_precision: bf16 working copy and bf16 activations (ops_list.h) */
     int lim_seqs, lim_len, lim_infer_seqs; /* encoder_set_batch_limits (0: none): the workspaces' ceilings */
     Backend *be;
     int own_be;
@@ -608,6 +609,7 @@ static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
     Backend *be = m->be;
     int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH;
     float eps = c->ln_eps;
+    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_BF16);
     ops_embed(be, w->x, w->ids, w->pos, w->types, m->word, m->pos, m->type, N, H);
     ops_layernorm(be, w->x, NULL, NULL, w->x, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
     for (int l = 0; l < c->layers; l++) {
@@ -816,8 +818,10 @@ int encoder_init_head(Encoder *m, int num_labels, uint64_t seed, XrErr *e) {
     ops_to_device(m->be, m->params, host, total * sizeof(float));
     free(host);
     rebase_views(m, old, m->params);
+    if (m->prec == XR_PREC_BF16) ops_bf16_weights(m->be, NULL, 0); /* the copy followed the old buffer */
     ops_free(m->be, old);
     m->n_params = total;
+    if (m->prec == XR_PREC_BF16) ops_bf16_weights(m->be, m->params, m->n_params);
     /* views of the new tensors */
     const EncoderTensor *T = &m->tensors[m->n_tensors - n_new];
     int k = 0;
@@ -1069,6 +1073,7 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     ops_to_device_async(be, t->seq_ids, t->h_seq_ids, (size_t)S * sizeof(uint64_t));
     XrDropout dd;
     const EncoderDropout *p = &m->drop;
+    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_BF16);
 
     ops_embed(be, t->emb, t->ids, t->pos, t->types, m->word, m->pos, m->type, N, H);
     ops_layernorm(be, T_XS(t, 0), t->emb_mean, t->emb_rstd, t->emb, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
@@ -1083,10 +1088,28 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     ops_linear(be, t->y, hin, m->head_w, m->head_b, S, H, H);
     ops_tanh(be, t->y, t->y, (size_t)S * H);
     ops_dropout_add(be, t->yd, t->y, NULL, NULL, S, H, site_drop(m, &dd, p->classifier, SITE_HEAD_OUT));
+    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_FP32); /* the logits (and the loss) stay fp32 */
     ops_linear(be, t->logits, t->yd, m->out_w, m->out_b, S, NL, H);
+    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_BF16);
     ops_to_host(be, logits, t->logits, (size_t)S * NL * sizeof(float));
     t->ready = 1;
 }
+
+int encoder_set_precision(Encoder *m, XrPrecision prec, XrErr *e) {
+    if (prec == m->prec) return 0;
+    char missing[256];
+    if (ops_backend_missing(m->be, XR_OPSET_TRAIN, missing, sizeof missing))
+        return xr_errf(e, "bf16 training: the %s backend lacks training ops: %s", ops_device_name(m->be->device),
+                       missing);
+    m->prec = prec;
+    ops_bf16_weights(m->be, prec == XR_PREC_BF16 ? m->params : NULL, m->n_params);
+    ops_act_precision(m->be, prec);
+    return 0;
+}
+
+XrPrecision encoder_precision(const Encoder *m) { return m->prec; }
+
+int64_t encoder_weights_updated(Encoder *m) { return ops_weights_refresh(m->be); }
 
 void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx) {
     m->grad_hook = fn;

@@ -144,6 +144,16 @@ void encoder_train_backward(Encoder *m, const float *dlogits);
 typedef void (*EncoderGradReady)(void *ctx, size_t lo, size_t hi);
 void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx);
 
+/* Training precision (ops_list.h, "training precision"). XR_PREC_BF16: the parameter buffer stays the fp32
+ * master copy (what the optimizer updates, checkpoints and exports), every GEMM reads a bf16 working copy of
+ * it, activations are stored in bf16, logits and loss stay fp32. XR_PREC_FP32 (the default): fp32 throughout.
+ * Fails (e) when the backend lacks the ops; dies where a backend cannot run it yet (CUDA: bf16 activations). */
+int encoder_set_precision(Encoder *m, XrPrecision prec, XrErr *e);
+XrPrecision encoder_precision(const Encoder *m);
+/* The optimizer changed the parameters (once per step, after the ZeRO all-gather): refreshes the bf16 working
+ * copy. Returns how many fills the copy has had (0 in fp32, where it does nothing). */
+int64_t encoder_weights_updated(Encoder *m);
+
 /* ------------------------------------------------------------------------------------------------------
  * Memory: planned before the first step, not discovered.
  * ------------------------------------------------------------------------------------------------------ */

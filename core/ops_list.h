@@ -167,6 +167,25 @@ XR_OP(TRAIN, adamw,
        double eps, double wd, int64_t step),
       (be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step))
 
+/* ---- training precision (issue 13): what the GPU stores in bf16, as one contract for both backends ----
+ * XR_PREC_BF16 training keeps the flat parameter buffer (the optimizer's fp32 master weights, AdamW moments fp32
+ * too) and a bf16 working copy of it that every GEMM reads, refreshed once per optimizer step; activations are
+ * stored in bf16 between ops; GEMMs and reductions accumulate in fp32; LayerNorm statistics, attention
+ * probabilities, gradients of activations and of parameters, logits and loss stay fp32. The CUDA backend stores
+ * bf16 (2 bytes); the CPU backend emulates it: fp32 words holding the value rounded to nearest-even bf16 wherever
+ * the GPU would store bf16, so the whole bf16 step runs and is tested on the CPU. */
+/* Keeps a bf16 working copy of master[0, n) (the flat parameter buffer) and fills it; from now on ops_linear
+ * and ops_linear_backward read any W inside master from the copy and round their activation operands (x, dy)
+ * to bf16 (products and sums in fp32). master NULL: drops the copy (fp32 GEMMs again). */
+XR_OP(TRAIN, bf16_weights, (Backend *be, const float *master, size_t n), (be, master, n))
+/* Re-rounds the working copy from master after an optimizer step (the one place weights are re-cast, never per
+ * GEMM). Returns how many fills the copy has had (ops_bf16_weights counts one); 0 without a copy. */
+XR_OP_RET(TRAIN, int64_t, weights_refresh, (Backend *be), (be))
+/* Storage precision of the activations the following forward ops write (embed, layernorm's output, gelu, tanh,
+ * linear, attention / attention_train's output, dropout_add, the poolings): BF16 rounds each stored value to
+ * bf16 (nearest even); FP32 (the default) stores fp32. The model switches to FP32 for the logits. */
+XR_OP(TRAIN, act_precision, (Backend *be, XrPrecision p), (be, p))
+
 /* ---- search (mining/knn.c) ---- */
 
 /* The screening product of exact k-NN search: S[n, m] = P[n, dim] Q[m, dim]^T, row j of S being passage j

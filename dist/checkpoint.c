@@ -389,7 +389,10 @@ int tckpt_resume(TrainCkpt *k, Encoder *m, GradSync *g, TrainCounters *tc, XrErr
                     st = xr_errf(e, "%s: tensor %s missing or of another size", sf.path, v->name);
                 else st = st_to_f32(t, buf + v->offset, e);
             }
-            if (st == 0) ops_to_device(be, encoder_params(m), buf, sizeof(float) * np);
+            if (st == 0) {
+                ops_to_device(be, encoder_params(m), buf, sizeof(float) * np);
+                encoder_weights_updated(m); /* bf16: the working copy follows the restored master weights */
+            }
             free(buf);
             st_close(&sf);
         }

@@ -247,6 +247,7 @@ void gsync_step(GradSync *g, double norm, double max_norm, double lr) {
         comm_buf_allgather(g->c, params, g->shard_counts);
         g->exposed_s += xr_now() - t0;
     }
+    encoder_weights_updated(g->m); /* bf16: the working copy, re-cast once per step (fp32: nothing) */
 }
 
 void gsync_shard(const GradSync *g, size_t *lo, size_t *hi) {

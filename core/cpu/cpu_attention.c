@@ -144,6 +144,7 @@ void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, co
                         o + (size_t)i0 * H, H);
         }
     }
+    cpu_act_store(be, out, (size_t)(first_only ? S : seq_off[S]) * H); /* the saved probabilities stay fp32 */
 }
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,

@@ -17,6 +17,7 @@ typedef struct {
     int own_gemm; /* ops_linear runs xrank's AVX-512 kernel instead of OpenBLAS */
     float **worker_scratch; /* [n_workers]: each worker's GEMM scratch for ops_knn_gemm, made on first use */
     int n_workers;
+    CpuPrecision prec; /* bf16 training emulation (cpu_precision.c) */
 } CpuState;
 
 /* Kernel sets of OpenBLAS without AVX-512 that it uses, or falls back to on x86-64 CPUs it does not know. */
@@ -38,6 +39,8 @@ static int choose_own_gemm(void) {
     if (force && strcmp(force, "avx512") == 0) return avail;
     return avail && blas_core_lacks_avx512(openblas_get_corename());
 }
+
+CpuPrecision *cpu_precision(Backend *be) { return &((CpuState *)be->impl)->prec; }
 
 int cpu_use_own_gemm(const Backend *be) { return ((const CpuState *)be->impl)->own_gemm; }
 
@@ -87,6 +90,7 @@ void cpu_backend_init(Backend *be, int threads) {
 void cpu_backend_release(Backend *be) {
     CpuState *st = be->impl;
     if (!st) return;
+    cpu_precision_release(be);
     free_workers(st);
     free(st->scratch);
     free(st);

@@ -65,8 +65,7 @@ void cpu_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float 
     }
 }
 
-void cpu_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
-    if (M <= 0 || N <= 0) return;
+static void linear_f32(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
     int rows, nt = gemm_plan(be, M, N, K, &rows);
     if (cpu_use_own_gemm(be)) {
         size_t per = (cpu_sgemm_avx512_scratch() + 15) & ~(size_t)15;
@@ -98,6 +97,14 @@ void cpu_linear(Backend *be, float *y, const float *x, const float *W, const flo
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m1 - m0, n1 - n0, K, 1.0f, x + (size_t)m0 * K, K,
                     W + (size_t)n0 * K, K, b ? 1.0f : 0.0f, y + (size_t)m0 * N + n0, N);
     }
+}
+
+/* With a bf16 working copy (cpu_precision.c) the product reads bf16 operands and accumulates in fp32, as the
+ * GPU's bf16 GEMM; the output is stored in the activations' precision. */
+void cpu_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
+    if (M <= 0 || N <= 0) return;
+    linear_f32(be, y, cpu_gemm_operand(be, x, (size_t)M * K, 0), cpu_gemm_weight(be, W), b, M, N, K);
+    cpu_act_store(be, y, (size_t)M * N);
 }
 
 void cpu_knn_gemm(Backend *be, float *S, const float *P, int n, const float *Q, int m, int dim, int worker) {

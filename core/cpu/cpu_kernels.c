@@ -19,6 +19,7 @@ void cpu_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_i
         const float *t = type + (types ? (size_t)types[i] * H : 0);
         embed_row(out + (size_t)i * H, word + (size_t)ids[i] * H, pos + (size_t)pos_ids[i] * H, t, H);
     }
+    cpu_act_store(be, out, (size_t)n * H);
 }
 
 /* One row: v = x + res (stored in o), then o = (v - mean) * rstd * g + b. Two-pass statistics. */
@@ -62,6 +63,7 @@ void cpu_layernorm(Backend *be, float *out, float *mean, float *rstd, const floa
         layernorm_row(out + off, mean ? mean + i : NULL, rstd ? rstd + i : NULL, x + off, res ? res + off : NULL,
                       g, b, H, eps);
     }
+    cpu_act_store(be, out, (size_t)n * H); /* the statistics stay fp32 */
 }
 
 XR_CLONES
@@ -76,15 +78,17 @@ static void tanh_span(float *o, const float *x, size_t n) {
 
 void cpu_gelu(Backend *be, float *out, const float *x, size_t n) {
     XR_SPANS(be->threads, n, gelu_span(out + lo, x + lo, hi - lo));
+    cpu_act_store(be, out, n);
 }
 
 void cpu_tanh(Backend *be, float *out, const float *x, size_t n) {
     XR_SPANS(be->threads, n, tanh_span(out + lo, x + lo, hi - lo));
+    cpu_act_store(be, out, n);
 }
 
 void cpu_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    (void)be;
     for (int s = 0; s < S; s++) memcpy(out + (size_t)s * H, x + (size_t)seq_off[s] * H, (size_t)H * sizeof(float));
+    cpu_act_store(be, out, (size_t)S * H);
 }
 
 XR_CLONES
@@ -101,6 +105,7 @@ void cpu_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_o
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)seq_off[S] * H > XR_PAR_MIN))
     for (int s = 0; s < S; s++)
         mean_rows(out + (size_t)s * H, x + (size_t)seq_off[s] * H, seq_off[s + 1] - seq_off[s], H);
+    cpu_act_store(be, out, (size_t)S * H);
 }
 
 XR_CLONES

@@ -63,4 +63,19 @@ static inline float xr_phif(float x) {
 
 static inline float xr_geluf(float x) { return x * xr_phif(x); }
 
+/* x rounded to the nearest bf16 (ties to even), as an fp32 word: what __float2bfloat16_rn stores on the GPU.
+ * Finite values that round past the largest bf16 become inf (as on the GPU); a NaN stays a (quiet) NaN. */
+static inline float xr_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) {
+        if (u & 0x007fffffu) u |= 0x00400000u; /* keep NaN a NaN after dropping the low mantissa */
+    } else {
+        u += 0x7fffu + ((u >> 16) & 1u);
+    }
+    u &= 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 #endif

@@ -50,6 +50,26 @@ void cpu_sgemm_avx512(int M, int N, int K, const float *x, size_t ldx, int x_t, 
 #undef XR_OP
 #undef XR_OP_RET
 
+/* bf16 training emulation (ops_bf16_weights / ops_weights_refresh / ops_act_precision; cpu_precision.c). */
+typedef struct {
+    const float *master; /* the registered fp32 flat buffer, NULL: fp32 GEMMs */
+    float *copy;         /* [n]: master rounded to bf16 at the last refresh */
+    size_t n;
+    int64_t refreshes;
+    int act_bf16;        /* forward ops round what they store */
+    float *opnd[2];      /* rounded GEMM operands (x, dy) of the current call */
+    size_t opnd_cap[2];
+} CpuPrecision;
+CpuPrecision *cpu_precision(Backend *be);
+void cpu_precision_release(Backend *be);
+/* Rounds x[0, n) to bf16 in place when activations are stored in bf16; else nothing. */
+void cpu_act_store(Backend *be, float *x, size_t n);
+/* The weight a GEMM reads: W's view in the working copy when W lies in the registered master buffer, else W. */
+const float *cpu_gemm_weight(Backend *be, const float *W);
+/* The activation operand a GEMM reads: with a working copy, x[0, n) rounded to bf16 in operand slot `slot`
+ * (0 or 1, valid until the next call with that slot); without one, x itself. */
+const float *cpu_gemm_operand(Backend *be, const float *x, size_t n, int slot);
+
 /* The kernels the ops above share. */
 /* Attention forward: ops_attention (first_only 0, d NULL), ops_attention_first (att NULL, first_only 1) and
  * ops_attention_train in one (cpu_attention.c). */

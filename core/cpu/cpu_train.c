@@ -43,8 +43,8 @@ static void dropout_row(float *dst, const float *src, const float *res, int n, u
     rng_dropout_add_span(dst, src, res, n, key, c1, id, thr, scale);
 }
 
-void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
-                     int H, const XrDropout *d) {
+static void dropout_add_f32(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off,
+                            int S, int H, const XrDropout *d) {
     int n = seq_off ? seq_off[S] - seq_off[0] : S, nt = be->threads;
     if (n <= 0) return;
     int k0 = seq_off ? seq_off[0] : 0;
@@ -70,6 +70,13 @@ void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, 
         size_t o = (size_t)k * H;
         dropout_row(out + o, x + o, res ? res + o : NULL, H, d->key, (uint32_t)t, id, thr, scale);
     }
+}
+
+void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
+                     int H, const XrDropout *d) {
+    dropout_add_f32(be, out, x, res, seq_off, S, H, d);
+    int n = seq_off ? seq_off[S] - seq_off[0] : S;
+    if (n > 0) cpu_act_store(be, out + (size_t)(seq_off ? seq_off[0] : 0) * H, (size_t)n * H);
 }
 
 /* Column sums walk the rows in order over blocks of XR_COLBLK columns, with double accumulators (a bias
@@ -105,8 +112,11 @@ void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N) {
 void cpu_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
                          const float *W, int M, int N, int K, int accumulate_dx) {
     if (M <= 0) return;
-    if (dx) cpu_gemm(be, 0, 0, M, K, N, 1.0f, dy, N, W, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
-    if (dW) cpu_gemm(be, 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
+    /* bf16 training: both products read bf16 operands (dy rounded, W's working copy, x rounded) and accumulate
+     * in fp32; the bias sums read the fp32 dy */
+    const float *dyr = cpu_gemm_operand(be, dy, (size_t)M * N, 0);
+    if (dx) cpu_gemm(be, 0, 0, M, K, N, 1.0f, dyr, N, cpu_gemm_weight(be, W), K, accumulate_dx ? 1.0f : 0.0f, dx, K);
+    if (dW) cpu_gemm(be, 1, 0, N, K, M, 1.0f, dyr, N, cpu_gemm_operand(be, x, (size_t)M * K, 1), K, 1.0f, dW, K);
     if (db) cpu_colsum_add(be, db, dy, M, N);
 }
 

@@ -62,6 +62,11 @@ typedef struct {
     const float *shadow_src;
     size_t shadow_n;
     int shadow_upto; /* shadow_n is an upper bound (attention: rows = the batch's tokens, unknown on the host) */
+    /* bf16 training (ops_bf16_weights): the working copy of the master weights every GEMM reads */
+    const float *wmaster;
+    __nv_bfloat16 *wcopy;
+    size_t wn;
+    int64_t wrefreshes;
 } CudaState;
 
 static CudaState *st_of(Backend *be) {
@@ -162,6 +167,7 @@ extern "C" void cuda_ops_backend_free(Backend *be) {
     XR_CU(cudaStreamSynchronize(st->stream));
     for (int i = 0; i < SCR_COUNT; i++)
         if (st->scr[i]) XR_CU(cudaFree(st->scr[i]));
+    if (st->wcopy) XR_CU(cudaFree(st->wcopy));
     XR_BLAS(cublasLtDestroy(st->lt));
     XR_BLAS(cublasDestroy(st->blas));
     XR_CU(cudaStreamDestroy(st->stream));
@@ -391,10 +397,67 @@ static int lt_linear(CudaState *st, float *y, const void *x, const void *W, cons
     return ok;
 }
 
+/* ---------------- bf16 training: the working copy of the weights ---------------- */
+
+extern "C" void cuda_ops_bf16_weights(Backend *be, const float *master, size_t n) {
+    CudaState *st = st_of(be);
+    if (st->wcopy) {
+        XR_CU(cudaStreamSynchronize(st->stream)); /* a queued GEMM may still read it */
+        ops_mem_note_free(be, st->wcopy);
+        XR_CU(cudaFree(st->wcopy));
+    }
+    st->wcopy = NULL, st->wmaster = NULL, st->wn = 0, st->wrefreshes = 0;
+    if (!master) return;
+    cudaError_t e = cudaMalloc(&st->wcopy, (n ? n : 1) * 2);
+    if (e != cudaSuccess) xr_die("CUDA: out of device memory allocating the bf16 working copy of %zu weights (%zu bytes) "
+                                 "on GPU %d: %s", n, n * 2, st->device, cudaGetErrorString(e));
+    ops_mem_note_alloc(be, st->wcopy, (n ? n : 1) * 2);
+    st->wmaster = master, st->wn = n;
+    cuda_ops_weights_refresh(be);
+}
+
+extern "C" int64_t cuda_ops_weights_refresh(Backend *be) {
+    CudaState *st = st_of(be);
+    if (!st->wmaster) return 0;
+    to_bf16(st, st->wcopy, st->wmaster, st->wn); /* the cast kernel: once per optimizer step */
+    return ++st->wrefreshes;
+}
+
+extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) {
+    (void)st_of(be);
+    /* refused, not ignored: a bf16 run must not silently compute something else than the CPU emulation */
+    if (p == XR_PREC_BF16)
+        xr_die("ops_act_precision: bf16 activation storage is not on the CUDA backend yet (the CPU backend emulates "
+               "it; `xrank train --precision bf16` is refused until the GPU has it)");
+}
+
+/* W's view in the working copy, or NULL when W is not in the registered master buffer. */
+static const __nv_bfloat16 *working_weight(const CudaState *st, const float *W) {
+    if (st->wmaster && W >= st->wmaster && W < st->wmaster + st->wn) return st->wcopy + (W - st->wmaster);
+    return NULL;
+}
+
+/* not an op: does not count in st->ops (the bf16 copies of outputs stay valid across it) */
+extern "C" int cuda_ops_in_working_copy(Backend *be, const float *W) {
+    return working_weight((const CudaState *)be->impl, W) != NULL;
+}
+
 extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N,
                                 int K) {
     CudaState *st = st_of(be);
     if (M <= 0) return;
+    if (const __nv_bfloat16 *wc = working_weight(st, W)) {
+        /* bf16 training: the weights' working copy (cast once per step, not here), x rounded to bf16, fp32
+         * accumulation and output on cuBLASLt */
+        const __nv_bfloat16 *xb = shadow_hit(st, x, (size_t)M * K);
+        if (!xb) {
+            __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
+            to_bf16(st, xc, x, (size_t)M * K);
+            xb = xc;
+        }
+        if (lt_linear(st, y, xb, wc, b, M, N, K, 0)) return;
+        xr_die("cuda_ops_linear: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
+    }
     if (st->mode == XR_GEMM_BF16) {
         if (st->bf16_fast) {
             if (lt_linear(st, y, x, W, b, M, N, K, 1)) return;

@@ -30,6 +30,9 @@ int cuda_ops_device_index(Backend *be);
 /* cuda_ops_sync (ops_sync): waits for every op queued on the backend's stream; dies with the CUDA error of a
  * failed kernel. Declared with the ops below. */
 
+/* Whether W lies in the buffer registered with ops_bf16_weights (its GEMMs are to read the bf16 working copy). */
+int cuda_ops_in_working_copy(Backend *be, const float *W);
+
 /* Free memory of the backend's GPU in bytes (cudaMemGetInfo; ops_mem_available). */
 size_t cuda_ops_mem_free(Backend *be);
 

@@ -44,6 +44,9 @@ static OpsTable cuda_table_fill(void) {
     t.scale = cuda_ops_scale;
     t.sum_squares = cuda_ops_sum_squares;
     t.adamw = cuda_ops_adamw;
+    t.bf16_weights = cuda_ops_bf16_weights;
+    t.weights_refresh = cuda_ops_weights_refresh;
+    t.act_precision = cuda_ops_act_precision;
     // search (knn_search.cu; knn_gemm, the CPU search's screening product, stays CPU-only)
     t.knn_screen = cuda_ops_knn_screen;
     t.knn_rescore = cuda_ops_knn_rescore;

@@ -141,6 +141,9 @@ static void colsums(Backend *be, cudaStream_t st, float *out0, float *out1, cons
 
 extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy,
                                          const float *x, const float *W, int M, int N, int K, int accumulate_dx) {
+    if (cuda_ops_in_working_copy(be, W))
+        xr_die("ops_linear_backward: the bf16 backward GEMMs (reading the weights' working copy) are not on the CUDA "
+               "backend yet");
     cudaStream_t st = op_stream(be);
     if (M <= 0) return;
     /* cuBLAS GEMMs on the same stream (deterministic for a given GPU and shape) */
