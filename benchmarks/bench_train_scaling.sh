@@ -2,8 +2,9 @@
 # bench_train_scaling.sh: data-parallel scaling of `xrank train` on the CPU (issue 11): 2 ranks x 1 thread against
 # 1 rank x 2 threads on the demo recipe (all-MiniLM-L6-v2 + new head, the demo's mined man-page pairs, BCE
 # pos_weight 3, global batch 16, max length 128, as bench_train_cpu.sh), and the 2-rank variants of the gradient
-# exchange: defaults (ZeRO-1, 25 MiB buckets reduced during the backward, sparse word embeddings), --zero 0,
-# --overlap off, --sparse-embedding off. Rounds alternate the layouts; pairs/s is over the steps after the first
+# exchange: defaults (node-shared memory, ZeRO-1, 25 MiB buckets reduced during the backward, sparse word
+# embeddings), --comm mpi (the same over MPI messages); with --variants all also --zero 0, --overlap off,
+# --sparse-embedding off, and the exchange before the engine (one blocking MPI all-reduce of the whole gradient). Rounds alternate the layouts; pairs/s is over the steps after the first
 # logging window (--warmup-steps), from metrics.jsonl, with the step time split the trainer logs there.
 # Every run is timed under `flock $XR_CPU_LOCK`; the load
 # average when it got the lock and when it ended is recorded (other tenants' unlocked builds and tests), and the
@@ -85,11 +86,12 @@ echo "commit $(git rev-parse --short HEAD)  $(nproc) cpus  $STEPS timed steps of
 for round in $(seq 1 "$ROUNDS"); do
   run 1x2threads 1 2 16 "$round"
   run 2x1thread 2 1 8 "$round"
+  run 2x1thread-mpi 2 1 8 "$round" --comm mpi
   if [ "$VARIANTS" = all ]; then
     run 2x1thread-zero0 2 1 8 "$round" --zero 0
     run 2x1thread-overlap-off 2 1 8 "$round" --overlap off
     run 2x1thread-dense-emb 2 1 8 "$round" --sparse-embedding off
-    run 2x1thread-zero0-overlap-off-dense 2 1 8 "$round" --zero 0 --overlap off --sparse-embedding off --bucket-size-mb 0
+    run 2x1thread-pre-engine 2 1 8 "$round" --comm mpi --zero 0 --overlap off --sparse-embedding off --bucket-size-mb 0
   fi
 done
 cat "$RES" >>"$OUT"

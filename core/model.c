@@ -63,6 +63,7 @@ struct Encoder {
     int lim_seqs, lim_len, lim_infer_seqs; /* encoder_set_batch_limits (0: none): the workspaces' ceilings */
     Backend *be;
     int own_be;
+    int lent_params, lent_grads; /* the buffers belong to the caller (encoder_use_buffers): not freed here */
     float *params;
     size_t n_params;
     EncoderTensor *tensors;
@@ -425,8 +426,8 @@ void encoder_free(Encoder *m) {
     if (m->be) {
         work_free(m);
         train_free(m);
-        ops_free(m->be, m->grads);
-        ops_free(m->be, m->params);
+        if (!m->lent_grads) ops_free(m->be, m->grads);
+        if (!m->lent_params) ops_free(m->be, m->params);
         if (m->own_be) ops_backend_free(m->be);
     }
     free(m->tensors);
@@ -710,6 +711,43 @@ float *encoder_grads(Encoder *m) {
 
 void encoder_zero_grads(Encoder *m) { ops_zero(m->be, encoder_grads(m), m->n_params); }
 
+static void rebase_views(Encoder *m, float *from, float *to);
+
+/* Moves the parameters to `to` (copying them when copy), freeing the old buffer when the encoder owned it. */
+static void move_params(Encoder *m, float *to, int copy, int lent) {
+    if (copy) { /* device to device through the host: a one-off at setup */
+        size_t bytes = m->n_params * sizeof(float);
+        if (m->be->device == XR_DEV_CPU) {
+            memcpy(to, m->params, bytes);
+        } else {
+            void *h = xr_malloc(bytes);
+            ops_to_host(m->be, h, m->params, bytes);
+            ops_to_device(m->be, to, h, bytes);
+            free(h);
+        }
+    }
+    float *old = m->params;
+    rebase_views(m, old, to);
+    if (!m->lent_params) ops_free(m->be, old);
+    m->params = to;
+    m->lent_params = lent;
+}
+
+void encoder_use_buffers(Encoder *m, float *params, int copy_params, float *grads) {
+    if (params && params != m->params) move_params(m, params, copy_params, 1);
+    if (grads && grads != m->grads) {
+        if (!m->lent_grads) ops_free(m->be, m->grads);
+        m->grads = grads;
+        m->lent_grads = 1;
+        ops_zero(m->be, m->grads, m->n_params);
+    }
+}
+
+void encoder_private_buffers(Encoder *m) {
+    if (m->lent_params) move_params(m, ops_alloc(m->be, m->n_params * sizeof(float)), 1, 0);
+    if (m->lent_grads) m->grads = NULL, m->lent_grads = 0; /* allocated again (zeroed) on first use */
+}
+
 /* ---- a new head ---- */
 
 /* Moves every view pointer from one parameter buffer to another with the same layout (plus a tail). */
@@ -749,6 +787,7 @@ int encoder_init_head(Encoder *m, int num_labels, uint64_t seed, XrErr *e) {
     ModelConfig *c = &m->cfg;
     if (c->is_seq_cls)
         return xr_errf(e, "encoder_init_head: the model (%s) already has a classification head", c->architecture);
+    assert(!m->lent_params); /* a new head reallocates the parameters: before encoder_use_buffers */
     if (num_labels < 1) return xr_errf(e, "encoder_init_head: num_labels must be >= 1, got %d", num_labels);
     int bert = c->family == ARCH_BERT;
     int64_t H = c->hidden, NL = num_labels;

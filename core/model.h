@@ -115,6 +115,16 @@ int encoder_tensor_decays(const EncoderTensor *t);
  * views) as encoder_params. Allocated and zeroed on first use. */
 float *encoder_grads(Encoder *m);
 void encoder_zero_grads(Encoder *m);
+/* Moves the parameters and gradients into buffers the caller owns (encoder_num_params floats each on the
+ * encoder's device; NULL keeps that buffer): for data-parallel ranks of one node that share memory (one copy
+ * of the parameters per node, gradients the peers sum in place: dist/gradsync.c). The parameters are copied
+ * into the new buffer when copy_params (else it must hold them already: one rank of the node copies); the
+ * gradients start at zero. Views move with them; earlier encoder_params / encoder_grads pointers become
+ * invalid. The encoder never frees lent buffers: the caller keeps them alive until encoder_free. */
+void encoder_use_buffers(Encoder *m, float *params, int copy_params, float *grads);
+/* Back to buffers of its own: the parameters copied out of the lent buffer, the gradients dropped (zero on next
+ * use). Call before the lent buffers go away. */
+void encoder_private_buffers(Encoder *m);
 
 /* What makes a training forward's dropout masks: a mask element is a pure function of (seed, step, dropout
  * site, example id, position), so it does not depend on batch composition, padding, packing, thread or

@@ -389,10 +389,9 @@ int tckpt_resume(TrainCkpt *k, Encoder *m, GradSync *g, TrainCounters *tc, XrErr
                     st = xr_errf(e, "%s: tensor %s missing or of another size", sf.path, v->name);
                 else st = st_to_f32(t, buf + v->offset, e);
             }
-            if (st == 0) {
+            /* one writer where the node's ranks share the parameters (the barrier below orders it) */
+            if (st == 0 && (!gsync_params_shared(g) || comm_node_leader(k->c)))
                 ops_to_device(be, encoder_params(m), buf, sizeof(float) * np);
-                encoder_weights_updated(m); /* bf16: the working copy follows the restored master weights */
-            }
             free(buf);
             st_close(&sf);
         }
@@ -442,5 +441,7 @@ int tckpt_resume(TrainCkpt *k, Encoder *m, GradSync *g, TrainCounters *tc, XrErr
     }
     ckpt_manifest_free(&mf);
     k->read_s = xr_now() - t0;
-    return comm_check(k->c, st, e);
+    if (comm_check(k->c, st, e)) return -1;
+    encoder_weights_updated(m); /* bf16: the working copy follows the restored master weights (after every write) */
+    return 0;
 }

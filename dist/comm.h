@@ -74,6 +74,22 @@ int comm_node_leader(const Comm *c);
 void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h);
 void comm_node_share_free(Comm *c, CommShm *h);
 
+/* ---- node-shared writable memory: ranks of one node reading each other's buffers ----
+ * comm_node_alloc: collective over the node's ranks: every rank asks for `bytes` of its own (any size, 0
+ * allowed; zero-filled, 64-byte aligned) plus `flags` counters; every rank can read every region
+ * (comm_node_region, by node rank) and writes its own. For exchanges without copies: gradients the peers sum
+ * in place, parameters kept once per node. Free with comm_node_share_free (collective over the node).
+ * Flags order the accesses: comm_node_post publishes a value of this rank's counter `slot` (a release: what
+ * this rank wrote before it is visible to a peer that sees the value); comm_node_ready says whether every
+ * node rank's counter `slot` has reached `value` (an acquire); comm_node_await waits for it with the
+ * communicator's timeout (a dead or hung peer stops the job naming the rank that waited). Counters only grow. */
+CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags);
+void *comm_node_region(CommShm *h, int node_rank);
+int comm_node_rank(const Comm *c);
+void comm_node_post(CommShm *h, int slot, uint64_t value);
+int comm_node_ready(CommShm *h, int slot, uint64_t value);
+void comm_node_await(Comm *c, CommShm *h, int slot, uint64_t value, const char *what);
+
 /* ---- buffer collectives ----
  * Buffers live in the memory of the backend given to comm_attach (host memory before any comm_attach). Sums
  * are in fp32 in an order fixed by the implementation and the rank count (every rank gets the same bits).
@@ -86,10 +102,12 @@ typedef enum {
                      * then staged (with a one-line notice on rank 0; silently with one rank: nothing to reduce) */
     COMM_MPI = 1,   /* MPI on host memory (CPU backend only) */
     COMM_NCCL = 2,  /* NCCL on device memory, bootstrapped over MPI (CUDA builds) */
-    COMM_STAGED = 3 /* device memory copied through host buffers, MPI between them (any backend) */
+    COMM_STAGED = 3, /* device memory copied through host buffers, MPI between them (any backend) */
+    COMM_SHM = 4     /* the trainer's gradients through node-shared memory (CPU, every rank on one node;
+                      * dist/gradsync.h); other buffer collectives as COMM_MPI. auto picks it where it can */
 } CommImpl;
 
-/* "auto" | "mpi" | "nccl" | "staged" -> CommImpl; -1 for another name. */
+/* "auto" | "mpi" | "nccl" | "staged" | "shm" -> CommImpl; -1 for another name. */
 int comm_impl_parse(const char *name);
 /* Route the buffer collectives through `want` for buffers on be's device. Collective. Returns -1 with e filled
  * (the same on every rank) when the implementation cannot run here (NCCL without a CUDA build or GPU, MPI with

@@ -6,6 +6,8 @@
 #include <assert.h>
 #include <limits.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -348,8 +350,8 @@ void comm_buf_bcast(Comm *c, float *buf, size_t n, int root) {
 const char *comm_impl_name(const Comm *c) { return c->ops->name; }
 
 int comm_impl_parse(const char *name) {
-    static const char *names[] = {"auto", "mpi", "nccl", "staged"};
-    for (int i = 0; i < 4; i++)
+    static const char *names[] = {"auto", "mpi", "nccl", "staged", "shm"};
+    for (int i = 0; i < 5; i++)
         if (!strcmp(name, names[i])) return i;
     return -1;
 }
@@ -372,8 +374,9 @@ int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e) {
     }
     int st = 0;
     XrErr mine = {{0}};
-    if (want == COMM_MPI && cuda)
-        st = xr_errf(&mine, "--comm mpi takes host memory: with --device cuda use --comm nccl or staged");
+    if ((want == COMM_MPI || want == COMM_SHM) && cuda)
+        st = xr_errf(&mine, "--comm %s takes host memory: with --device cuda use --comm nccl or staged",
+                     want == COMM_SHM ? "shm" : "mpi");
     if (st == 0 && c->ops->destroy) c->ops->destroy(c);
     if (st == 0) {
         c->ops = &comm_mpi_ops, c->impl = NULL, c->be = NULL;
@@ -465,6 +468,11 @@ const CommOps comm_mpi_ops = {"mpi", comm_mpi_start, comm_mpi_test, comm_mpi_bca
 
 struct CommShm {
     MPI_Win win;
+    int n;              /* node ranks (comm_node_alloc) */
+    int flags;          /* counters per rank */
+    int me;             /* this rank's node rank */
+    char **region;      /* [n] each rank's data */
+    _Atomic uint64_t **flag; /* [n] each rank's counters, one per 64-byte line */
 };
 
 void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h) {
@@ -496,7 +504,74 @@ void comm_node_share_free(Comm *c, CommShm *h) {
     (void)c;
     if (!h) return;
     MPI_Win_free(&h->win);
-    free(h);
+    free(h->region), free(h->flag), free(h);
+}
+
+/* Counters first (one 64-byte line each, so ranks polling a line do not share it with data being written),
+ * then the data, rounded up to 64 bytes. */
+#define XR_SHM_LINE 64
+
+CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags) {
+    int n = 1, me = 0;
+    comm_checked(MPI_Comm_size(c->node, &n), "MPI_Comm_size(node)");
+    comm_checked(MPI_Comm_rank(c->node, &me), "MPI_Comm_rank(node)");
+    size_t head = (size_t)(flags > 0 ? flags : 0) * XR_SHM_LINE;
+    size_t mine = head + ((bytes + XR_SHM_LINE - 1) / XR_SHM_LINE) * XR_SHM_LINE;
+    CommShm *s = xr_calloc(1, sizeof *s);
+    s->n = n, s->flags = flags, s->me = me;
+    s->region = xr_calloc((size_t)n, sizeof *s->region);
+    s->flag = xr_calloc((size_t)n, sizeof *s->flag);
+    char *base = NULL;
+    MPI_Info info;
+    comm_checked(MPI_Info_create(&info), "MPI_Info_create");
+    /* each rank's part page-aligned on its own (its pages first touched by it) rather than packed */
+    comm_checked(MPI_Info_set(info, "alloc_shared_noncontig", "true"), "MPI_Info_set");
+    /* one line more, to start on a line whatever alignment MPI gives (the segment is mapped page-aligned in
+     * every process, so the rounding lands on the same bytes everywhere) */
+    comm_checked(MPI_Win_allocate_shared((MPI_Aint)(mine + XR_SHM_LINE), 1, info, c->node, &base,
+                                         &s->win),
+                 "MPI_Win_allocate_shared");
+    MPI_Info_free(&info);
+    for (int r = 0; r < n; r++) {
+        MPI_Aint sz;
+        int du;
+        char *p = NULL;
+        comm_checked(MPI_Win_shared_query(s->win, r, &sz, &du, &p), "MPI_Win_shared_query");
+        p += (XR_SHM_LINE - ((uintptr_t)p & (XR_SHM_LINE - 1))) & (XR_SHM_LINE - 1);
+        s->flag[r] = (_Atomic uint64_t *)p;
+        s->region[r] = p + head;
+    }
+    memset(s->region[me], 0, mine - head);
+    for (int k = 0; k < flags; k++) atomic_store(&s->flag[me][k * (XR_SHM_LINE / 8)], 0);
+    MPI_Request rq;
+    comm_checked(MPI_Ibarrier(c->node, &rq), "MPI_Ibarrier(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "node-shared allocation");
+    return s;
+}
+
+void *comm_node_region(CommShm *h, int node_rank) { return h->region[node_rank]; }
+
+int comm_node_rank(const Comm *c) {
+    int r = 0;
+    MPI_Comm_rank(c->node, &r);
+    return r;
+}
+
+void comm_node_post(CommShm *h, int slot, uint64_t value) {
+    atomic_store_explicit(&h->flag[h->me][slot * (XR_SHM_LINE / 8)], value, memory_order_release);
+}
+
+int comm_node_ready(CommShm *h, int slot, uint64_t value) {
+    for (int r = 0; r < h->n; r++)
+        if (atomic_load_explicit(&h->flag[r][slot * (XR_SHM_LINE / 8)], memory_order_acquire) < value) return 0;
+    return 1;
+}
+
+void comm_node_await(Comm *c, CommShm *h, int slot, uint64_t value, const char *what) {
+    if (comm_node_ready(h, slot, value)) return;
+    CommPoll p;
+    comm_poll_init(&p);
+    while (!comm_node_ready(h, slot, value)) comm_poll_pause(c, &p, what);
 }
 
 int comm_node_leader(const Comm *c) {

@@ -2,6 +2,7 @@
  * (see gradsync.h). */
 #include "gradsync.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@ typedef struct {
     size_t lo, hi;  /* [lo, hi) of the flat buffer */
     CommReq *req;   /* in flight */
     int issued;
+    int phase;      /* node-shared exchange: 0 posted, 1 own part summed (all-reduce: peers' parts next), 2 done */
     double t_start, t_done; /* started; completion as first seen (a poll or the final wait) */
 } GsBucket;
 
@@ -33,7 +35,23 @@ struct GradSync {
     float *sp_pack;       /* packed rows */
     size_t sp_cap;
     int64_t sp_total, sp_steps;
+    /* node-shared exchange (shm != NULL; CPU ranks all on one node): each rank's gradients and touched-row map
+     * live in node-shared memory where the peers read them; the rank that owns a part of the buffer
+     * ([own_lo, own_hi), the shard partition) sums it in place from every rank's copy; with ZeRO-1 the
+     * parameters are one node-shared copy that each rank updates on its shard (nothing to all-gather). Flags
+     * (comm_node_post) order it: GS_SL_BUCKET "my backward finished bucket k of step seq", GS_SL_SUMMED "my
+     * part of bucket k is summed" (all-reduce), GS_SL_DONE "I no longer read your gradients this step",
+     * GS_SL_UPDATED "my shard of the parameters is updated". */
+    CommShm *shm, *shm_params;
+    float **peer;         /* [R] each rank's gradients */
+    uint8_t **peer_touch; /* [R] each rank's touched rows (sparse word embeddings) */
+    size_t own_lo, own_hi;
+    uint64_t seq, done_seq;
 };
+
+enum { GS_SL_BUCKET = 0, GS_SL_SUMMED = 1, GS_SL_DONE = 2, GS_SL_UPDATED = 3, GS_SLOTS = 4 };
+#define GS_FINAL 0xFFFFFu /* bucket value of "the whole backward is over" (above any bucket index) */
+static uint64_t gs_flag(uint64_t seq, uint64_t k) { return seq << 20 | k; }
 
 static int gs_tensor_desc(const void *a, const void *b) {
     const EncoderTensor *x = *(const EncoderTensor *const *)a, *y = *(const EncoderTensor *const *)b;
@@ -54,24 +72,47 @@ static void gs_make_buckets(GradSync *g) {
     tiled = tiled && t[nt - 1]->offset == 0;
     g->b = xr_calloc((size_t)(nt ? nt : 1), sizeof *g->b);
     if (!tiled) {
-        g->b[0] = (GsBucket){0, g->n, NULL, 0, 0, 0};
+        g->b[0] = (GsBucket){0, g->n, NULL, 0, 0, 0, 0};
         g->nb = 1;
     } else {
         size_t hi = g->n;
         for (int i = 0; i < nt; i++) {
             size_t lo = t[i]->offset;
             if (g->sp_rows && lo == g->sp_off) { /* the sparse tensor: close the bucket above it, skip it */
-                if (hi > lo + t[i]->numel) g->b[g->nb++] = (GsBucket){lo + t[i]->numel, hi, NULL, 0, 0, 0};
+                if (hi > lo + t[i]->numel) g->b[g->nb++] = (GsBucket){lo + t[i]->numel, hi, NULL, 0, 0, 0, 0};
                 hi = lo;
                 continue;
             }
             if (hi - lo >= cap || i == nt - 1) {
-                g->b[g->nb++] = (GsBucket){lo, hi, NULL, 0, 0, 0};
+                g->b[g->nb++] = (GsBucket){lo, hi, NULL, 0, 0, 0, 0};
                 hi = lo;
             }
         }
     }
     free(t);
+}
+
+/* The node-shared buffers: every rank's region holds its touched-row map then its gradients; with ZeRO-1 the node
+ * leader's second region holds the parameters, copied in by it (the others' copies are dropped). */
+static void gs_shm_setup(GradSync *g) {
+    assert(comm_node_rank(g->c) == g->rank); /* one node: the node split keeps the world's order */
+    size_t map = (g->sp_rows + 63) & ~(size_t)63;
+    g->shm = comm_node_alloc(g->c, map + g->n * sizeof(float), GS_SLOTS);
+    g->peer = xr_malloc(sizeof(float *) * (size_t)g->R);
+    g->peer_touch = xr_malloc(sizeof(uint8_t *) * (size_t)g->R);
+    for (int r = 0; r < g->R; r++) {
+        g->peer_touch[r] = comm_node_region(g->shm, r);
+        g->peer[r] = (float *)(g->peer_touch[r] + map);
+    }
+    float *params = NULL;
+    if (g->o.zero) {
+        g->shm_params = comm_node_alloc(g->c, g->rank == 0 ? g->n * sizeof(float) : 0, 0);
+        params = comm_node_region(g->shm_params, 0);
+        if (g->rank == 0) encoder_use_buffers(g->m, params, 1, NULL);
+        comm_barrier(g->c); /* the leader's copy is in before the others drop theirs */
+    }
+    encoder_use_buffers(g->m, g->rank == 0 ? NULL : params, 0, g->peer[g->rank]);
+    g->seq = 1;
 }
 
 GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *cfg) {
@@ -89,6 +130,7 @@ GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *
         g->shard_counts[r] = hi - lo;
         if (r == g->rank) g->shard_lo = lo, g->shard_hi = hi;
     }
+    g->own_lo = g->shard_lo, g->own_hi = g->shard_hi;
     if (!g->o.zero) g->shard_lo = 0, g->shard_hi = g->n;
     for (int i = 0; g->o.sparse_embedding && g->R > 1 && g->be->device == XR_DEV_CPU && i < encoder_num_tensors(m); i++) {
         const EncoderTensor *t = encoder_tensor(m, i);
@@ -99,6 +141,7 @@ GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *
         }
     }
     gs_make_buckets(g);
+    if (g->o.node_shm && g->R > 1 && g->be->device == XR_DEV_CPU && comm_local_size(c) == g->R) gs_shm_setup(g);
     g->opt = adamw_create(g->be, g->shard_lo, g->shard_hi - g->shard_lo, cfg);
     for (int i = 0; i < encoder_num_tensors(m); i++) {
         const EncoderTensor *tt = encoder_tensor(m, i);
@@ -111,13 +154,102 @@ void gsync_free(GradSync *g) {
     if (!g) return;
     encoder_set_grad_hook(g->m, NULL, NULL);
     adamw_free(g->opt);
+    if (g->shm) { /* the encoder outlives the exchange (export, eval): it gets its own copies back first */
+        encoder_private_buffers(g->m);
+        comm_barrier(g->c); /* every rank has copied the shared parameters out */
+        comm_node_share_free(g->c, g->shm_params);
+        comm_node_share_free(g->c, g->shm);
+        free(g->peer), free(g->peer_touch);
+    }
     free(g->shard_counts), free(g->part), free(g->b), free(g->sp_touched), free(g->sp_pack), free(g);
+}
+
+/* ---- the node-shared exchange ---- */
+
+/* This rank's copy of [lo, hi) := the sum of every rank's copy, in rank order (so the result is the same whichever
+ * rank computes it), a block at a time. */
+#define GS_BLOCK 2048
+static void gs_shm_sum(GradSync *g, size_t lo, size_t hi) {
+    float tmp[GS_BLOCK], *dst = g->peer[g->rank];
+    for (size_t a = lo; a < hi; a += GS_BLOCK) {
+        size_t k = hi - a < GS_BLOCK ? hi - a : GS_BLOCK;
+        memcpy(tmp, g->peer[0] + a, k * sizeof(float));
+        for (int q = 1; q < g->R; q++) {
+            const float *src = g->peer[q] + a;
+            for (size_t i = 0; i < k; i++) tmp[i] += src[i];
+        }
+        memcpy(dst + a, tmp, k * sizeof(float));
+    }
+}
+
+/* The peers' summed parts of [lo, hi) copied into this rank's copy (all-reduce, after their GS_SL_SUMMED). */
+static void gs_shm_gather(GradSync *g, size_t lo, size_t hi) {
+    size_t off = 0;
+    for (int q = 0; q < g->R; off += g->shard_counts[q], q++) {
+        size_t a = lo > off ? lo : off, z = hi < off + g->shard_counts[q] ? hi : off + g->shard_counts[q];
+        if (q != g->rank && z > a) memcpy(g->peer[g->rank] + a, g->peer[q] + a, (z - a) * sizeof(float));
+    }
+}
+
+/* Moves bucket k on as far as the peers allow (wait: until it is done). */
+static void gs_shm_advance(GradSync *g, int k, int wait) {
+    GsBucket *b = &g->b[k];
+    uint64_t v = gs_flag(g->seq, (uint64_t)k + 1);
+    if (b->phase == 0) {
+        if (wait) comm_node_await(g->c, g->shm, GS_SL_BUCKET, v, "gradient bucket (node shared memory)");
+        else if (!comm_node_ready(g->shm, GS_SL_BUCKET, v)) return;
+        size_t a = b->lo > g->own_lo ? b->lo : g->own_lo, z = b->hi < g->own_hi ? b->hi : g->own_hi;
+        if (z > a) gs_shm_sum(g, a, z);
+        b->phase = g->o.zero ? 2 : 1;
+        if (b->phase == 1) comm_node_post(g->shm, GS_SL_SUMMED, v);
+    }
+    if (b->phase == 1) {
+        if (wait) comm_node_await(g->c, g->shm, GS_SL_SUMMED, v, "gradient bucket (node shared memory)");
+        else if (!comm_node_ready(g->shm, GS_SL_SUMMED, v)) return;
+        gs_shm_gather(g, b->lo, b->hi);
+        b->phase = 2;
+    }
+    b->t_done = xr_now();
+}
+
+/* The word embeddings' rows touched on any rank (the union of the peers' maps): this rank's part summed, and
+ * (all-reduce) the peers' parts copied in; untouched rows are 0 on every rank, so skipping them is exact. */
+static void gs_shm_sparse(GradSync *g) {
+    uint64_t fin = gs_flag(g->seq, GS_FINAL);
+    comm_node_await(g->c, g->shm, GS_SL_BUCKET, fin, "word-embedding gradients (node shared memory)");
+    size_t H = g->sp_width, rows = 0;
+    for (int pass = 0; pass < (g->o.zero ? 1 : 2); pass++) {
+        if (pass == 1) {
+            comm_node_post(g->shm, GS_SL_SUMMED, fin);
+            comm_node_await(g->c, g->shm, GS_SL_SUMMED, fin, "word-embedding gradients (node shared memory)");
+        }
+        for (size_t r = 0; r < g->sp_rows; r++) {
+            int any = 0;
+            for (int q = 0; q < g->R && !any; q++) any = g->peer_touch[q][r];
+            if (!any) continue;
+            rows += pass == 0;
+            size_t lo = g->sp_off + r * H, hi = lo + H;
+            if (pass == 1) {
+                gs_shm_gather(g, lo, hi);
+                continue;
+            }
+            size_t a = lo > g->own_lo ? lo : g->own_lo, z = hi < g->own_hi ? hi : g->own_hi;
+            if (z > a) gs_shm_sum(g, a, z);
+        }
+    }
+    g->sp_total += (int64_t)rows;
+    g->sp_steps++;
 }
 
 static void gs_start(GradSync *g, GsBucket *b) {
     float *grads = encoder_grads(g->m);
     b->issued = 1;
     b->t_start = xr_now();
+    if (g->shm) { /* the peers may sum it from here on */
+        b->phase = 0;
+        comm_node_post(g->shm, GS_SL_BUCKET, gs_flag(g->seq, (uint64_t)(b - g->b) + 1));
+        return;
+    }
     if (!g->o.zero) {
         b->req = comm_buf_iallreduce(g->c, grads + b->lo, b->hi - b->lo);
         return;
@@ -134,6 +266,11 @@ static void gs_start(GradSync *g, GsBucket *b) {
 
 /* Advance what is in flight (MPI moves data only inside MPI calls). */
 static void gs_progress(GradSync *g) {
+    if (g->shm) {
+        for (int i = 0; i < g->next; i++)
+            if (g->b[i].phase < 2) gs_shm_advance(g, i, 0);
+        return;
+    }
     for (int i = 0; i < g->next; i++)
         if (g->b[i].req && comm_test(g->c, g->b[i].req)) {
             comm_wait(g->c, g->b[i].req);
@@ -158,8 +295,9 @@ void gsync_arm(GradSync *g) {
 
 void gsync_touch(GradSync *g, const int32_t *ids, size_t n) {
     if (!g->sp_rows) return;
+    uint8_t *t = g->shm ? g->peer_touch[g->rank] : g->sp_touched;
     for (size_t i = 0; i < n; i++)
-        if (ids[i] >= 0 && (size_t)ids[i] < g->sp_rows) g->sp_touched[ids[i]] = 1;
+        if (ids[i] >= 0 && (size_t)ids[i] < g->sp_rows) t[ids[i]] = 1;
 }
 
 static int gs_cmp_i32(const void *a, const void *b) {
@@ -212,7 +350,24 @@ static void gs_account_inflight(GradSync *g, double t_end) {
 
 double gsync_reduce(GradSync *g) {
     float *grads = encoder_grads(g->m);
-    if (g->R > 1) {
+    if (g->shm) {
+        double t0 = xr_now();
+        while (g->next < g->nb) gs_start(g, &g->b[g->next++]);
+        comm_node_post(g->shm, GS_SL_BUCKET, gs_flag(g->seq, GS_FINAL)); /* and the touched-row map is written */
+        for (int i = 0; i < g->nb; i++)
+            if (g->b[i].phase < 2) gs_shm_advance(g, i, 1);
+        if (g->sp_rows) gs_shm_sparse(g);
+        /* every rank is done reading the others' gradients: each may zero its own for the next step */
+        comm_node_post(g->shm, GS_SL_DONE, g->seq);
+        comm_node_await(g->c, g->shm, GS_SL_DONE, g->seq, "gradient exchange (node shared memory)");
+        if (g->sp_rows) memset(g->peer_touch[g->rank], 0, g->sp_rows);
+        gs_account_inflight(g, t0);
+        for (int i = 0; i < g->nb; i++) g->b[i].issued = 0;
+        g->next = 0;
+        g->armed = 0;
+        g->done_seq = g->seq++;
+        g->exposed_s += xr_now() - t0;
+    } else if (g->R > 1) {
         double t0 = xr_now(); /* the backward is over: from here on every wait is exposed */
         while (g->next < g->nb) gs_start(g, &g->b[g->next++]);
         if (g->sp_rows) gs_sparse_exchange(g);
@@ -242,7 +397,12 @@ void gsync_step(GradSync *g, double norm, double max_norm, double lr) {
     size_t lo = g->shard_lo, len = g->shard_hi - g->shard_lo;
     if (max_norm > 0) optim_clip_with_norm(g->be, grads + lo, len, max_norm, norm);
     adamw_step(g->opt, params + lo, grads + lo, lr);
-    if (g->o.zero) {
+    if (g->o.zero && g->shm) { /* one copy per node: wait until every shard of it is updated */
+        double t0 = xr_now();
+        comm_node_post(g->shm, GS_SL_UPDATED, g->done_seq);
+        comm_node_await(g->c, g->shm, GS_SL_UPDATED, g->done_seq, "parameter update (node shared memory)");
+        g->exposed_s += xr_now() - t0;
+    } else if (g->o.zero) {
         double t0 = xr_now();
         comm_buf_allgather(g->c, params, g->shard_counts);
         g->exposed_s += xr_now() - t0;
@@ -256,6 +416,10 @@ void gsync_shard(const GradSync *g, size_t *lo, size_t *hi) {
 }
 AdamW *gsync_optimizer(GradSync *g) { return g->opt; }
 int gsync_num_buckets(const GradSync *g) { return g->nb; }
+const char *gsync_exchange_name(const GradSync *g) {
+    return g->shm ? "node shared memory" : comm_impl_name(g->c);
+}
+int gsync_params_shared(const GradSync *g) { return g->shm_params != NULL; }
 void gsync_sparse_stats(const GradSync *g, int64_t *rows, int64_t *steps, int64_t *vocab) {
     *rows = g->sp_total;
     *steps = g->sp_steps;

@@ -30,6 +30,9 @@ typedef struct {
     double bucket_mb; /* bucket size in MiB of fp32 gradients (<= 0: one bucket, the whole buffer) */
     int overlap;      /* 1: start each bucket from the backward's hook; 0: all at the end of the step */
     int sparse_embedding; /* 1: exchange only the touched word-embedding rows (gsync_touch) */
+    int node_shm;     /* 1: when every rank is on one node and computes on the CPU, exchange through node-shared
+                       * memory instead of MPI messages (gradsync.c: the peers sum each other's gradients in
+                       * place; with ZeRO-1 one copy of the parameters per node, nothing to all-gather) */
 } GsOpts;
 
 typedef struct GradSync GradSync;
@@ -52,6 +55,11 @@ void gsync_step(GradSync *g, double norm, double max_norm, double lr);
 void gsync_shard(const GradSync *g, size_t *lo, size_t *hi);
 AdamW *gsync_optimizer(GradSync *g);
 int gsync_num_buckets(const GradSync *g);
+/* How the gradients travel: "node shared memory" or the communicator's name ("mpi", "nccl", "staged"). */
+const char *gsync_exchange_name(const GradSync *g);
+/* 1 when the ranks of the node share one copy of the parameters (then only the node leader may write them
+ * outside gsync_step, followed by a barrier). */
+int gsync_params_shared(const GradSync *g);
 /* Word-embedding rows exchanged over the run so far (0 when the exchange is dense) and the steps. */
 void gsync_sparse_stats(const GradSync *g, int64_t *rows, int64_t *steps, int64_t *vocab);
 /* Communication time of this rank over the run so far. exposed_s: time the step stood still for the exchange

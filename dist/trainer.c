@@ -194,10 +194,14 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     if (comm_attach(c, be, o->comm, e)) return -1;
     AdamWConfig ac = adamw_defaults();
     ac.weight_decay = o->weight_decay;
-    GsOpts gso = {o->zero < 0 ? R > 1 : o->zero, o->bucket_mb, o->overlap, o->sparse_embedding};
+    GsOpts gso = {o->zero < 0 ? R > 1 : o->zero, o->bucket_mb, o->overlap, o->sparse_embedding,
+                  o->comm == COMM_AUTO || o->comm == COMM_SHM};
     GradSync *gs = gsync_create(c, m, &gso, &ac);
     st->zero = gso.zero && R > 1;
     st->buckets = gsync_num_buckets(gs);
+    snprintf(st->exchange, sizeof st->exchange, "%s", gsync_exchange_name(gs));
+    if (o->comm == COMM_SHM && R > 1 && strcmp(st->exchange, "node shared memory") && rank == 0)
+        fprintf(stderr, "xrank train: --comm shm needs every rank on one node: gradients go over MPI\n");
     st->optimizer_bytes = gsync_optimizer_bytes(encoder_num_params(m), R, st->zero, 0);
     if (tr_memory_plan(c, m, o, G, n, st->zero, st, e)) {
         gsync_free(gs);

@@ -80,6 +80,7 @@ typedef struct {
     double last_loss, mean_loss_last_log, seconds;
     int64_t pairs, real_tokens, padded_tokens; /* over all ranks */
     int zero, buckets;                         /* as run */
+    char exchange[32];                         /* how gradients travelled (gsync_exchange_name) */
     int64_t optimizer_bytes;                   /* per rank */
     /* step time over the logged steps, summed over steps, averaged over ranks (trainer.c TrSplit): batch
      * assembly, compute (forward, loss, backward, optimizer), communication exposed after the backward (waits

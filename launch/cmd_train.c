@@ -102,8 +102,9 @@ static ArgSpec TRAIN_FLAGS[] = {
      "on|off", 0},
     {"comm", ARG_CHOICE, "auto", "",
      "gradient communicator: mpi (host memory), nccl (GPU memory), staged (GPU memory through host copies over MPI; "
-     "for ranks sharing a GPU); auto picks",
-     "auto|mpi|nccl|staged", 0},
+     "for ranks sharing a GPU), shm (CPU ranks on one node: the peers sum each other's gradients in node-shared "
+     "memory, ZeRO-1 parameters one copy per node); auto picks (shm where it can, on the CPU)",
+     "auto|mpi|nccl|staged|shm", 0},
     {"comm-timeout", ARG_FLOAT, "600", "S",
      "stop the job when a collective waits this long for a dead or hung rank (0: wait forever)", NULL, 0},
     {"save-steps", ARG_INT, "0", "N",
@@ -615,7 +616,7 @@ int cmd_train(int argc, char **argv) {
             if (x.size > 1) {
                 double tot = ts.comm_hidden_s + ts.comm_exposed_s;
                 fprintf(stderr, "  gradients: %s, %d bucket%s%s, %s; communication hidden behind the backward: "
-                        "%.1f%% (%.3f s per step hidden, %.3f s exposed)\n", comm_impl_name(x.c), ts.buckets,
+                        "%.1f%% (%.3f s per step hidden, %.3f s exposed)\n", ts.exchange, ts.buckets,
                         ts.buckets > 1 ? "s" : "", o.overlap ? " reduced during the backward" : " reduced after it",
                         ts.zero ? "ZeRO-1" : "ZeRO off", tot > 0 ? 100.0 * ts.comm_hidden_s / tot : 0.0,
                         ts.comm_hidden_s / (double)(ts.timed_steps ? ts.timed_steps : 1),
