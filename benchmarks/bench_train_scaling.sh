@@ -4,13 +4,14 @@
 # pos_weight 3, global batch 16, max length 128, as bench_train_cpu.sh), and the 2-rank variants of the gradient
 # exchange: defaults (node-shared memory, ZeRO-1, 25 MiB buckets reduced during the backward, sparse word
 # embeddings), --comm mpi (the same over MPI messages); with --variants all also --zero 0, --overlap off,
-# --sparse-embedding off, and the exchange before the engine (one blocking MPI all-reduce of the whole gradient). Rounds alternate the layouts; pairs/s is over the steps after the first
-# logging window (--warmup-steps), from metrics.jsonl, with the step time split the trainer logs there.
-# Every run is timed under `flock $XR_CPU_LOCK`; the load
-# average when it got the lock and when it ended is recorded (other tenants' unlocked builds and tests), and the
-# summary gives each 2-rank layout's ratio to the 1 x 2 run of the same round. Per-step split (metrics.jsonl,
-# mean over ranks): compute, exposed communication (incl. waiting for a slower rank), data; and the share of the
-# gradient communication that ran behind the backward.
+# --sparse-embedding off, and the exchange before the engine (one blocking MPI all-reduce of the whole
+# gradient). Rounds alternate the layouts; pairs/s is over the steps after the first logging window
+# (--warmup-steps), from metrics.jsonl, with the step time split the trainer logs there (benchmarks/train_runs.py).
+# Every run is timed under `flock $XR_CPU_LOCK`; the load average when it got the lock and when it ended is
+# recorded (other tenants' unlocked builds and tests), and the summary gives each 2-rank layout's ratio to the
+# 1 x 2 run of the same round, and pairs per CPU-second (the trainer's cpu_s: less sensitive to the neighbours).
+# Per-step split (metrics.jsonl, mean over ranks): compute, exposed communication (incl. waiting for a slower
+# rank), data; and the share of the gradient communication that ran behind the backward.
 # Usage: benchmarks/bench_train_scaling.sh [--rounds 2] [--steps 40] [--warmup-steps 10] [--variants all|default]
 # Env: BUILD_DIR (build), XR_MINILM_DIR, TRAIN_DIR (a dir with train.ds and train.groups.h5; built from 600 man pages
 #      as bench_train_cpu.sh does when absent), XR_CPU_LOCK (/tmp/cpu.lock), OUT (benchmarks/results/ jsonl, appended)
@@ -54,33 +55,13 @@ run() { # label ranks threads per_device_batch round [xrank flags...]
   shift 5
   local cmd=("$XRANK" train "${FLAGS[@]}" --per-device-train-batch-size "$b" --threads "$nt" --output "$dir" "$@")
   [ "$np" = 1 ] || cmd=(mpirun -np "$np" --oversubscribe --bind-to none "${cmd[@]}")
-  local load0 load1
-  load0=$(cut -d' ' -f1 /proc/loadavg)
+  local load1
   OMP_NUM_THREADS=$nt flock "$LOCK" sh -c 'cut -d" " -f1 /proc/loadavg >"$0.load"; exec "$@"' "$dir" "${cmd[@]}" \
     2>"$dir.log" >/dev/null
   load1=$(cut -d' ' -f1 /proc/loadavg)
-  python3 - "$dir/metrics.jsonl" "$dir.log" "$label" "$np" "$nt" "$round" "$(cat "$dir.load") $load1" "$*" <<'PY' | tee -a "$RES"
-import json, re, sys
-m, log, label, np_, nt, rnd, load, flags = sys.argv[1:]
-lines = [json.loads(l) for l in open(m) if '"train"' in l]
-timed = lines[1:]  # after the first logging window (warm-up)
-steps = sum(l["steps_logged"] for l in timed)
-dt = lines[-1]["elapsed_s"] - lines[0]["elapsed_s"]
-def mean(k):  # per-step mean over the timed windows (weighted by their steps)
-    v = [(l.get(k), l["steps_logged"]) for l in timed if l.get(k) is not None]
-    return round(sum(x * w for x, w in v) / sum(w for _, w in v), 4) if v else None
-txt = open(log).read()
-rows = re.search(r"word embeddings: ([0-9]+) of ([0-9]+) rows", txt)
-hid = [(l.get("comm_hidden_s"), l["comm_exposed_s"], l["steps_logged"]) for l in timed if "comm_hidden_s" in l]
-hs, xs = sum(h * w for h, _, w in hid), sum(x * w for _, x, w in hid)
-print(json.dumps({"bench": "train_scaling", "label": label, "ranks": int(np_), "threads": int(nt), "round": int(rnd),
-                  "flags": flags, "pairs_per_s": round(steps * 16 / dt, 2), "timed_steps": steps,
-                  "step_s": mean("step_s"), "data_s": mean("data_s"), "compute_s": mean("compute_s"),
-                  "compute_max_s": mean("compute_max_s"), "comm_exposed_s": mean("comm_exposed_s"),
-                  "comm_hidden_frac": round(hs / (hs + xs), 4) if hs + xs > 0 else None,
-                  "load_start_end": [float(x) for x in load.split()],
-                  "emb_rows_per_step": int(rows.group(1)) if rows else None}))
-PY
+  python3 benchmarks/train_runs.py run "$dir/metrics.jsonl" "$dir.log" bench=train_scaling "label=$label" "ranks=$np" \
+    "threads=$nt" "round=$round" "flags=\"$*\"" global_batch=16 "load_start_end=[$(cat "$dir.load"), $load1]" \
+    "commit=\"$(git rev-parse --short HEAD)\"" | tee -a "$RES"
 }
 echo "commit $(git rev-parse --short HEAD)  $(nproc) cpus  $STEPS timed steps of 16 pairs after $WARM -> $OUT"
 for round in $(seq 1 "$ROUNDS"); do
@@ -101,14 +82,16 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 by = collections.defaultdict(list)
 for r in rows: by[r["label"]].append(r)
 base = {r["round"]: r["pairs_per_s"] for r in by["1x2threads"]}
-print("| layout | pairs/s per round | vs 1 x 2 threads, same round (median; min-max) | step s: compute / exposed comm / data | comm hidden behind the backward | load avg at start |")
-print("|---|---|---|---|---|---|")
+print("| layout | pairs/s per round | vs 1 x 2 threads, same round (median; min-max) | pairs per CPU-second (median) | vs 1 x 2 | step s: compute / exposed comm / data | comm hidden behind the backward | load avg at start |")
+print("|---|---|---|---|---|---|---|---|")
+cpu_base = statistics.median(r["pairs_per_cpu_s"] for r in by["1x2threads"])
 for k, v in by.items():
     ratios = [r["pairs_per_s"] / base[r["round"]] for r in v if r["round"] in base]
     f = lambda key: statistics.median([r[key] for r in v if r.get(key) is not None] or [0])
     hid = [r["comm_hidden_frac"] for r in v if r.get("comm_hidden_frac") is not None]
-    print("| %s | %s | %.3fx (%.3f-%.3f) | %.3f / %.3f / %.3f | %s | %s |" % (
+    print("| %s | %s | %.3fx (%.3f-%.3f) | %.2f | %.3fx | %.3f / %.3f / %.3f | %s | %s |" % (
         k, " / ".join("%.1f" % r["pairs_per_s"] for r in v), statistics.median(ratios), min(ratios), max(ratios),
+        f("pairs_per_cpu_s"), f("pairs_per_cpu_s") / cpu_base,
         f("compute_s"), f("comm_exposed_s"), f("data_s"), "%.0f%%" % (100 * statistics.median(hid)) if hid else "-",
         " / ".join("%.1f" % r["load_start_end"][0] for r in v)))
 PY

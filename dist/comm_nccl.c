@@ -13,6 +13,9 @@
 #ifdef XR_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 
 typedef struct {
     ncclComm_t comm;
@@ -121,6 +124,47 @@ const CommOps comm_nccl_ops = {"nccl", nccl_start, nccl_test, nccl_bcast, nccl_a
 
 int comm_nccl_available(void) { return 1; }
 
+/* ncclCommInitRank blocks until every rank has joined: a rank that died after the MPI broadcast, or cannot
+ * reach its peers, would hang the others forever. It runs on a helper thread while this one waits with the
+ * communicator's timeout, which then stops the job naming the rank (comm_die_timeout: MPI_Abort; the helper
+ * thread dies with the process). */
+typedef struct {
+    Nccl *s;
+    int size, rank;
+    ncclUniqueId id;
+    ncclResult_t r;
+    cudaError_t ce;
+    _Atomic int done;
+} NcclInit;
+
+static void *nccl_init_thread(void *arg) {
+    NcclInit *a = arg;
+    a->ce = cudaSetDevice(a->s->device); /* NCCL binds the communicator to the thread's current GPU */
+    a->r = a->ce == cudaSuccess ? ncclCommInitRank(&a->s->comm, a->size, a->id, a->rank) : ncclSystemError;
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+static ncclResult_t nccl_init_timed(Comm *c, Nccl *s, const ncclUniqueId *id) {
+    NcclInit *a = xr_calloc(1, sizeof *a); /* leaked on a timeout: the job stops */
+    a->s = s, a->size = c->size, a->rank = c->rank, a->id = *id;
+    pthread_t th;
+    if (pthread_create(&th, NULL, nccl_init_thread, a)) xr_die("rank %d: cannot start a thread for NCCL", c->rank);
+    struct timespec t0, now, nap = {0, 1000000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!atomic_load(&a->done)) {
+        nanosleep(&nap, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
+        if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, "NCCL start-up (ncclCommInitRank)", waited);
+    }
+    pthread_join(th, NULL);
+    ncclResult_t r = a->r;
+    if (a->ce != cudaSuccess) xr_die("rank %d: GPU %d: %s", c->rank, s->device, cudaGetErrorString(a->ce));
+    free(a);
+    return r;
+}
+
 int comm_nccl_attach(Comm *c, Backend *be, XrErr *e) {
     int st = 0;
     if (!be || be->device != XR_DEV_CUDA) st = xr_errf(e, "--comm nccl needs --device cuda");
@@ -148,7 +192,7 @@ int comm_nccl_attach(Comm *c, Backend *be, XrErr *e) {
         free(s);
         return xr_errf(e, "rank %d: GPU %d: %s", c->rank, dev, cudaGetErrorString(ce));
     }
-    ncclResult_t r = ncclCommInitRank(&s->comm, c->size, boot.id, c->rank);
+    ncclResult_t r = nccl_init_timed(c, s, &boot.id);
     if (r != ncclSuccess) {
         cudaStreamDestroy(s->stream);
         free(s);

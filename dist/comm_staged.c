@@ -1,8 +1,9 @@
 /* comm_staged.c: buffer collectives on any backend's memory through host copies: the part a collective sends
  * is copied to a host buffer (ops_to_host), MPI reduces or gathers the host copies (comm_mpi.c), and the
  * result is copied back (ops_to_device). For ranks that share one GPU (NCCL refuses that) or builds without
- * NCCL; on the CPU backend the copies are memcpy, which is how the tests run it here. Host buffers are kept
- * and reused between collectives (a free list), so a training step allocates nothing after the first. */
+ * NCCL; on the CPU backend the copies are memcpy, which is how the tests run it here. Host buffers come from
+ * ops_pinned_alloc (page-locked on a GPU) and are kept and reused between collectives (a free list), so a
+ * training step allocates nothing after the first. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@ typedef struct HostBuf {
 
 typedef struct {
     HostBuf *free_list;
+    Backend *be;
 } Staged;
 
 typedef struct {
@@ -36,7 +38,7 @@ static HostBuf *staged_take(Staged *s, size_t n) {
         }
     HostBuf *b = xr_calloc(1, sizeof *b);
     b->cap = n ? n : 1;
-    b->p = xr_malloc(b->cap * sizeof(float));
+    b->p = ops_pinned_alloc(s->be, b->cap * sizeof(float)); /* page-locked on a GPU: full-speed copies */
     return b;
 }
 
@@ -90,7 +92,7 @@ static void staged_destroy(Comm *c) {
     while (s->free_list) {
         HostBuf *b = s->free_list;
         s->free_list = b->next;
-        free(b->p), free(b);
+        ops_pinned_free(s->be, b->p), free(b);
     }
     free(s);
     c->impl = NULL;
@@ -100,7 +102,9 @@ const CommOps comm_staged_ops = {"staged", staged_start, staged_test, staged_bca
 
 int comm_staged_attach(Comm *c, Backend *be, XrErr *e) {
     (void)e;
-    c->impl = xr_calloc(1, sizeof(Staged));
+    Staged *s = xr_calloc(1, sizeof(Staged));
+    s->be = be;
+    c->impl = s;
     c->ops = &comm_staged_ops;
     c->be = be;
     return 0;

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "guards.h"
 #include "xr_progress.h"
@@ -55,16 +56,25 @@ static int tr_cmp_len(const void *a, const void *b) {
  * so compute_max - compute is the imbalance the others waited for, inside their exposed communication). */
 typedef struct {
     double data, compute, compute_max, exposed, hidden, inflight, steps;
+    double cpu; /* process CPU seconds (all threads) per step, summed over ranks */
 } TrSplit;
 
-static void tr_split_window(Comm *c, const double win[6], TrSplit *sp) {
+#define TR_WIN 7
+static double tr_cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void tr_split_window(Comm *c, const double win[TR_WIN], TrSplit *sp) {
     size_t got = 0;
-    double *all = (double *)comm_allgather(c, win, 6 * sizeof(double), &got, NULL);
-    int R = (int)(got / (6 * sizeof(double)));
+    double *all = (double *)comm_allgather(c, win, TR_WIN * sizeof(double), &got, NULL);
+    int R = (int)(got / (TR_WIN * sizeof(double)));
     memset(sp, 0, sizeof *sp);
     double steps = win[5] > 0 ? win[5] : 1;
     for (int r = 0; r < R; r++) {
-        const double *w = all + 6 * r;
+        const double *w = all + TR_WIN * r;
+        sp->cpu += w[6] / steps;
         sp->data += w[0] / steps / R, sp->compute += w[1] / steps / R, sp->exposed += w[2] / steps / R;
         sp->hidden += w[3] / steps / R, sp->inflight += w[4] / steps / R;
         if (w[1] / steps > sp->compute_max) sp->compute_max = w[1] / steps;
@@ -259,12 +269,13 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
     /* step time split of this rank over the logging window: data (batch assembly), exposed communication (the
      * waits of the gradient exchange and the step's scalar reduction), compute (the rest: forward, loss,
      * backward, optimizer); the buckets' communication behind the backward (hidden) and in flight
-     * (gsync_times). [0] data, [1] compute, [2] exposed, [3] hidden, [4] in flight, [5] steps. */
-    double win[6] = {0, 0, 0, 0, 0, 0};
+     * (gsync_times). [0] data, [1] compute, [2] exposed, [3] hidden, [4] in flight, [5] steps, [6] process CPU
+     * seconds (every thread of the rank: spinning waits count, so it shows work and waste). */
+    double win[TR_WIN] = {0, 0, 0, 0, 0, 0, 0};
     double gx0, gh0, gi0;
 
     for (int64_t s = tcn.step; s < total && rc == 0; s++) {
-        double t_step = xr_now(), t_data = 0, t_comm = 0;
+        double t_step = xr_now(), t_data = 0, t_comm = 0, cpu0 = tr_cpu_seconds();
         gsync_times(gs, &gx0, &gh0, &gi0);
         int64_t epoch = s / spe, pos = (s % spe) * GB, gn = n - pos < GB ? n - pos : GB;
         if (epoch != cur_epoch) {
@@ -356,7 +367,7 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
             gsync_times(gs, &gx, &gh, &gi);
             t_comm += gx - gx0;
             win[0] += t_data, win[1] += dt_step - t_data - t_comm, win[2] += t_comm;
-            win[3] += gh - gh0, win[4] += gi - gi0, win[5] += 1;
+            win[3] += gh - gh0, win[4] += gi - gi0, win[5] += 1, win[6] += tr_cpu_seconds() - cpu0;
         }
         st->steps = s + 1;
         st->pairs += (int64_t)loc[1] * G;
@@ -394,11 +405,11 @@ int trainer_run(Comm *c, Encoder *m, const Tokenizer *t, const TrainData *d, con
                         "\"grad_norm\": %.6g, \"pairs_per_s\": %.2f, \"tokens_per_s\": %.1f, "
                         "\"padding_efficiency\": %.4f, \"score_std\": %.4g, \"steps_logged\": %lld, \"elapsed_s\": %.2f, "
                         "\"step_s\": %.4g, \"data_s\": %.4g, \"compute_s\": %.4g, \"compute_max_s\": %.4g, "
-                        "\"comm_exposed_s\": %.4g%s}\n",
+                        "\"comm_exposed_s\": %.4g, \"cpu_s\": %.4g%s}\n",
                         (long long)s + 1, ep, st->mean_loss_last_log, lr, norm, (double)log_pairs / dt,
                         (double)log_real / dt, log_pad > 0 ? (double)log_real / (double)log_pad : 1.0,
                         log_spread / (log_w > 0 ? log_w : 1), (long long)(s + 1 - log_from), now - t0,
-                        sp.data + sp.compute + sp.exposed, sp.data, sp.compute, sp.compute_max, sp.exposed, comm);
+                        sp.data + sp.compute + sp.exposed, sp.data, sp.compute, sp.compute_max, sp.exposed, sp.cpu, comm);
                 if (fflush(o->metrics) || ferror(o->metrics))
                     wst = xr_errf(e, "step %lld: cannot write %s: %s", (long long)s + 1,
                                   o->metrics_path ? o->metrics_path : "metrics.jsonl", strerror(errno ? errno : EIO));
