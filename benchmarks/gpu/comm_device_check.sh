@@ -2,7 +2,11 @@
 # benchmarks/gpu/comm_device_check.sh: runs ON the GPU machine (call `run` with carry [".deps"]): builds with
 # device_build.sh running the communicator tests (test_comm: NCCL at one rank; comm_*: MPI and staged on host
 # memory, staged on CUDA memory with 2 ranks sharing the GPU, dead-peer stops), then bench_comm for NCCL at one
-# rank and the staged communicator at 2 ranks on the GPU (nccl-tests algbw / busbw, up to 1 GiB) into OUTDIR.
+# rank and the staged communicator at 2 ranks on the GPU (nccl-tests algbw / busbw, up to 1 GiB) into OUTDIR,
+# then the training proof of issue 11 on the GPU: `xrank train --device cuda` on 1 rank x accumulation 2 and on
+# 2 ranks x 1 sharing the GPU (staged communicator, pinned host buffers; ZeRO-1 on and off) must give the same
+# parameters within 1e-5 (test_trainer --compare), as the CPU rank-invariance test (tests/train.cmake) requires.
+# The single-process whole-step GPU test is tests/test_cuda_train_step.c (issue 10), run by train_device_check.sh.
 # Usage: benchmarks/gpu/comm_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,3 +21,19 @@ echo "== NCCL, 1 rank"; "$B/benchmarks/bench_comm" --impl nccl --device cuda --m
 echo "== staged, 2 ranks on one GPU"
 mpirun -np 2 --oversubscribe "$B/benchmarks/bench_comm" --impl staged --device cuda --max-bytes 256M \
   | tee "$O/comm_staged_2.jsonl" | tail -3
+echo "== 2-rank GPU training (staged) vs 1 rank x accumulation 2"
+cmake --build "$B" --target xrank test_trainer >>"$O/build.log" 2>&1 || { echo "xrank / test_trainer did not build"; exit 1; }
+T=$O/train_eq; rm -rf "$T"; mkdir -p "$T"
+X="$B/xrank"; M=$PWD/tests/fixtures/cli/bert_seqcls
+"$X" tokenize --model "$M" --input tests/fixtures/h5/flag.jsonl --output "$T/ds" --quiet
+TR=(train --model "$M" --data "$T/ds" --max-steps 10 --lr 1e-3 --max-length 24 --per-device-train-batch-size 3
+    --logging-steps 5 --loss bce --pos-weight 2 --dropout off --device cuda --quiet)
+ok=1
+"$X" "${TR[@]}" --gradient-accumulation-steps 2 --output "$T/r1" || ok=0
+for z in 1 0; do
+  mpirun -np 2 --oversubscribe "$X" "${TR[@]}" --gradient-accumulation-steps 1 --zero $z --bucket-size-mb 0.004 \
+    --output "$T/r2z$z" || ok=0
+  "$B/tests/test_trainer" --compare "$T/r1/final/model.safetensors" "$T/r2z$z/final/model.safetensors" 1e-5 \
+    | tee -a "$O/train_eq.txt" || ok=0
+done
+echo "2-rank GPU training equal to 1 rank x accumulation 2 (ZeRO-1 on and off): $([ $ok = 1 ] && echo PASS || echo FAIL)"
