@@ -142,11 +142,11 @@ def check(comm_jsonl, runs_jsonl):
         comp = sorted(r["compute_s"] for r in got)[len(got) // 2]
         rows = sorted(r["emb_rows_per_step"] or 0 for r in got)[len(got) // 2]
         if bucket is None:  # one blocking all-reduce of the whole buffer after the backward
-            pred = coll_time("all-reduce", s_all, 1)
+            pred = coll_time("all_reduce", s_all, 1)
         else:
             pred = exposed_comm(2, comp * 2 / 3, s_all - s_emb, s_emb, rows * 384 * 4, rows * 4, zero, sparse,
-                                lambda b, k: coll_time("all-reduce", b, k),
-                                lambda b, k: coll_time("reduce-scatter" if b < s_all else "all-gather", b, k))
+                                lambda b, k: coll_time("all_reduce", b, k),
+                                lambda b, k: coll_time("reduce_scatter" if b < s_all else "all_gather", b, k))
         meas = sorted(r["comm_exposed_s"] for r in got)[len(got) // 2]
         print(f"| {label} | {comp:.3f} | {pred:.3f} | {meas:.3f} |")
 

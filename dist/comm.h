@@ -84,6 +84,10 @@ void comm_node_share_free(Comm *c, CommShm *h);
  * node rank's counter `slot` has reached `value` (an acquire); comm_node_await waits for it with the
  * communicator's timeout (a dead or hung peer stops the job naming the rank that waited). Counters only grow. */
 CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags);
+/* Whether every node has room for comm_node_alloc of `bytes` per rank: the windows are files in Open MPI's backing
+ * directory ($OMPI_MCA_osc_sm_backing_directory, else /dev/shm), and a full one kills the job with SIGBUS on first
+ * touch (containers often mount a 64 MB /dev/shm). Collective; the same answer on every rank. */
+int comm_node_alloc_fits(Comm *c, size_t bytes);
 void *comm_node_region(CommShm *h, int node_rank);
 int comm_node_rank(const Comm *c);
 void comm_node_post(CommShm *h, int slot, uint64_t value);
@@ -113,6 +117,9 @@ int comm_impl_parse(const char *name);
  * (the same on every rank) when the implementation cannot run here (NCCL without a CUDA build or GPU, MPI with
  * device memory). */
 int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e);
+/* Drops what comm_attach made for a backend (the NCCL communicator, the staged communicator's host buffers, which
+ * that backend allocated) and goes back to MPI on host memory. Call before freeing the backend. Local. */
+void comm_detach(Comm *c);
 /* "mpi", "nccl" or "staged". */
 const char *comm_impl_name(const Comm *c);
 /* Seconds a wait for a collective may take before the job is stopped (<= 0: wait forever; default 600). */

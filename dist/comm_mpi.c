@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/statvfs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -229,30 +230,36 @@ static double comm_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Waits poll: for the first XR_COMM_SPIN seconds with sched_yield between tests (a collective moves data only
- * inside MPI calls, so a sleeping poller would stretch every round of its algorithm; yielding still lets a peer
- * that shares the core run: oversubscribed test runs, ranks x threads > cores), then with a sleep growing to
- * 1 ms, checking the deadline. */
-#define XR_COMM_SPIN 0.05
+/* Waits poll with sched_yield between tests, for up to XR_COMM_SPIN seconds: Open MPI moves a non-blocking
+ * collective only inside MPI calls (no progress thread), one round of its schedule per test, so a poller that
+ * sleeps stretches every round by its sleep (with 1 ms naps a 16 MiB all-reduce between 2 ranks took 0.4 s,
+ * 0.04 GB/s: benchmarks/RESULTS.md, issue 11); yielding still lets a peer that shares the core run
+ * (oversubscribed runs). Past that, a wait is for a peer that is late, not for data: naps of 200 us, checking
+ * the deadline. */
+#define XR_COMM_SPIN 10.0
 typedef struct {
-    double t0, next_sleep;
+    double t0;
+    unsigned n;
 } CommPoll;
 
 static void comm_poll_init(CommPoll *p) {
     p->t0 = comm_now();
-    p->next_sleep = 50e-6;
+    p->n = 0;
 }
 
 static void comm_poll_pause(Comm *c, CommPoll *p, const char *what) {
+    if ((++p->n & 63) != 0) { /* the clock every 64 polls */
+        sched_yield();
+        return;
+    }
     double waited = comm_now() - p->t0;
+    if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, what, waited);
     if (waited < XR_COMM_SPIN) {
         sched_yield();
         return;
     }
-    if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, what, waited);
-    struct timespec ts = {0, (long)(p->next_sleep * 1e9)};
+    struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
-    p->next_sleep = p->next_sleep * 2 < 1e-3 ? p->next_sleep * 2 : 1e-3;
 }
 
 void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) {
@@ -348,6 +355,11 @@ void comm_buf_bcast(Comm *c, float *buf, size_t n, int root) {
 }
 
 const char *comm_impl_name(const Comm *c) { return c->ops->name; }
+
+void comm_detach(Comm *c) {
+    if (c->ops && c->ops->destroy) c->ops->destroy(c);
+    c->ops = &comm_mpi_ops, c->impl = NULL, c->be = NULL;
+}
 
 int comm_impl_parse(const char *name) {
     static const char *names[] = {"auto", "mpi", "nccl", "staged", "shm"};
@@ -547,6 +559,21 @@ CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags) {
     comm_checked(MPI_Ibarrier(c->node, &rq), "MPI_Ibarrier(node)");
     comm_mpi_wait_timed(c, 1, &rq, "node-shared allocation");
     return s;
+}
+
+int comm_node_alloc_fits(Comm *c, size_t bytes) {
+    const char *dir = getenv("OMPI_MCA_osc_sm_backing_directory");
+    struct statvfs fs;
+    int ok = 1;
+    if (statvfs(dir && *dir ? dir : "/dev/shm", &fs) == 0) {
+        double room = (double)fs.f_bavail * (double)fs.f_frsize;
+        ok = room > 1.1 * (double)c->local_size * ((double)bytes + 4096.0); /* some room left for the others */
+    } /* no such directory: Open MPI uses its session directory; nothing to check */
+    int all = 0;
+    MPI_Request rq;
+    comm_checked(MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->world, &rq), "MPI_Iallreduce");
+    comm_mpi_wait_timed(c, 1, &rq, "shared-memory room");
+    return all;
 }
 
 void *comm_node_region(CommShm *h, int node_rank) { return h->region[node_rank]; }

@@ -141,7 +141,15 @@ GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *
         }
     }
     gs_make_buckets(g);
-    if (g->o.node_shm && g->R > 1 && g->be->device == XR_DEV_CPU && comm_local_size(c) == g->R) gs_shm_setup(g);
+    if (g->o.node_shm && g->R > 1 && g->be->device == XR_DEV_CPU && comm_local_size(c) == g->R) {
+        size_t need = ((g->sp_rows + 63) & ~(size_t)63) + g->n * sizeof(float) * (g->o.zero ? 2 : 1);
+        if (comm_node_alloc_fits(c, need))
+            gs_shm_setup(g);
+        else if (g->rank == 0)
+            fprintf(stderr, "xrank: not enough room in the shared-memory directory (/dev/shm) for the gradients of %d "
+                            "ranks (%.0f MB): they go over MPI messages instead\n", g->R,
+                    (double)need * g->R / 1e6);
+    }
     g->opt = adamw_create(g->be, g->shard_lo, g->shard_hi - g->shard_lo, cfg);
     for (int i = 0; i < encoder_num_tensors(m); i++) {
         const EncoderTensor *tt = encoder_tensor(m, i);

@@ -79,6 +79,7 @@ static int cli_has_flag(const CliCmd *c, const char *name) {
 }
 
 int cli_end(CliBase *b, int code) {
+    if (b->comm) comm_detach(b->comm); /* its staging buffers belong to the backend */
     if (b->be) ops_backend_free(b->be);
     args_free(&b->args);
     fflush(stdout);
