@@ -53,12 +53,14 @@ def scaling_table(path):
     for r in rows:
         by[(r["mode"], r["ranks"])].append(r)
     out = ["| mode | ranks x threads | global batch | pairs/s (median of rounds; min-max) | per rank | efficiency | "
-           "step s: compute / exposed comm / data | comm hidden | note |", "|---|---|---|---|---|---|---|---|---|"]
+           "pairs per CPU-second (CPU efficiency) | step s: compute / exposed comm / data | comm hidden | load at start "
+           "| note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in ("strong", "weak"):
         keys = sorted(k for k in by if k[0] == mode)
         if not keys:
             continue
         base = statistics.median(r["pairs_per_s"] for r in by[keys[0]]) / keys[0][1]
+        cbase = statistics.median(r["pairs_per_cpu_s"] for r in by[keys[0]])
         for k in keys:
             v = by[k]
             p = [r["pairs_per_s"] for r in v]
@@ -66,10 +68,13 @@ def scaling_table(path):
             f = lambda key: statistics.median([r[key] for r in v if r.get(key) is not None] or [0])
             hid = [r["comm_hidden_frac"] for r in v if r.get("comm_hidden_frac") is not None]
             over = v[0].get("oversubscribed")
-            out.append("| %s | %d x %d | %d | %.2f (%.2f-%.2f) | %.2f | %.0f%% | %.3f / %.3f / %.3f | %s | %s |" % (
+            out.append("| %s | %d x %d | %d | %.2f (%.2f-%.2f) | %.2f | %.0f%% | %.2f (%.0f%%) | %.3f / %.3f / %.3f | %s "
+                       "| %s | %s |" % (
                 mode, k[1], v[0]["threads"], v[0]["global_batch"], med, min(p), max(p), med / k[1],
-                100 * med / (k[1] * base), f("compute_s"), f("comm_exposed_s"), f("data_s"),
+                100 * med / (k[1] * base), f("pairs_per_cpu_s"), 100 * f("pairs_per_cpu_s") / cbase,
+                f("compute_s"), f("comm_exposed_s"), f("data_s"),
                 "%.0f%%" % (100 * statistics.median(hid)) if hid else "-",
+                " / ".join("%.1f" % r["load_start"] for r in v if "load_start" in r),
                 "oversubscribed (%d ranks x %d threads on %d cores)" % (k[1], v[0]["threads"], v[0]["cores"])
                 if over else ""))
     return "\n".join(out)
