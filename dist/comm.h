@@ -68,7 +68,8 @@ int comm_check(Comm *c, int status, XrErr *e);
 /* ---- one copy per node: MPI-3 shared memory ----
  * comm_node_share: collective over the ranks of a node. The node's leader (comm_node_leader) passes n bytes at src
  * (others: any src, n ignored); every rank of the node gets a pointer to one shared read-only copy (*out_n
- * bytes), valid until comm_node_share_free (collective over the node). */
+ * bytes), valid until comm_node_share_free (collective over the node). Where the shared-memory directory is
+ * missing or lacks room (comm_node_alloc_fits), each rank gets its own copy instead, with a notice. */
 typedef struct CommShm CommShm;
 int comm_node_leader(const Comm *c);
 void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h);
@@ -85,9 +86,10 @@ void comm_node_share_free(Comm *c, CommShm *h);
  * communicator's timeout (a dead or hung peer stops the job naming the rank that waited). Counters only grow. */
 CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags);
 /* Whether every node has room for comm_node_alloc of `bytes` per rank: the windows are files in Open MPI's backing
- * directory ($OMPI_MCA_osc_sm_backing_directory, else /dev/shm), and a full one kills the job with SIGBUS on first
- * touch (containers often mount a 64 MB /dev/shm). Collective; the same answer on every rank. */
-int comm_node_alloc_fits(Comm *c, size_t bytes);
+ * directory ($OMPI_MCA_osc_sm_backing_directory, else /dev/shm); a full one kills the job with SIGBUS on first
+ * touch (containers often mount a 64 MB /dev/shm), a missing one fails the allocation. Collective; the same answer
+ * on every rank; when 0, `why` says what was wrong (on a rank whose directory it was, else "another rank's"). */
+int comm_node_alloc_fits(Comm *c, size_t bytes, char *why, size_t why_n);
 void *comm_node_region(CommShm *h, int node_rank);
 int comm_node_rank(const Comm *c);
 void comm_node_post(CommShm *h, int slot, uint64_t value);

@@ -41,6 +41,8 @@ int comm_mpi_test(Comm *c, void *req);
 void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what);
 /* Stop the job after a timeout: names this rank and the peers it waited on. */
 void comm_die_timeout(Comm *c, const char *what, double waited) __attribute__((noreturn));
+/* The same naming the late world rank `peer` (-1: not known). */
+void comm_die_timeout_peer(Comm *c, const char *what, double waited, int peer) __attribute__((noreturn));
 /* Die with MPI's message for an error code. */
 void comm_checked(int rc, const char *what);
 

@@ -4,6 +4,7 @@
  * XR_COMM_PIECE bytes and gathers go point to point. */
 #define _POSIX_C_SOURCE 200809L
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -238,29 +239,33 @@ static double comm_now(void) {
  * the deadline. */
 #define XR_COMM_SPIN 10.0
 typedef struct {
-    double t0;
+    double t0, spin; /* spin: seconds of sched_yield polling before the naps */
     unsigned n;
 } CommPoll;
 
 static void comm_poll_init(CommPoll *p) {
     p->t0 = comm_now();
+    p->spin = XR_COMM_SPIN;
     p->n = 0;
 }
 
-static void comm_poll_pause(Comm *c, CommPoll *p, const char *what) {
+/* peer >= 0: the world rank known to be late (named by the timeout); -1: not known. */
+static void comm_poll_pause_peer(Comm *c, CommPoll *p, const char *what, int peer) {
     if ((++p->n & 63) != 0) { /* the clock every 64 polls */
         sched_yield();
         return;
     }
     double waited = comm_now() - p->t0;
-    if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, what, waited);
-    if (waited < XR_COMM_SPIN) {
+    if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout_peer(c, what, waited, peer);
+    if (waited < p->spin) {
         sched_yield();
         return;
     }
     struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
 }
+
+static void comm_poll_pause(Comm *c, CommPoll *p, const char *what) { comm_poll_pause_peer(c, p, what, -1); }
 
 void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) {
     CommPoll p;
@@ -273,9 +278,11 @@ void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) {
     }
 }
 
-void comm_die_timeout(Comm *c, const char *what, double waited) {
+void comm_die_timeout_peer(Comm *c, const char *what, double waited, int peer) {
     char peers[96];
-    if (c->size == 2)
+    if (peer >= 0)
+        snprintf(peers, sizeof peers, "rank %d", peer);
+    else if (c->size == 2)
         snprintf(peers, sizeof peers, "rank %d", 1 - c->rank);
     else
         snprintf(peers, sizeof peers, "one of ranks 0-%d other than %d", c->size - 1, c->rank);
@@ -288,6 +295,8 @@ void comm_die_timeout(Comm *c, const char *what, double waited) {
     MPI_Abort(c->world, 3);
     exit(3);
 }
+
+void comm_die_timeout(Comm *c, const char *what, double waited) { comm_die_timeout_peer(c, what, waited, -1); }
 
 void comm_set_timeout(Comm *c, double seconds) { c->timeout_s = seconds; }
 double comm_timeout(const Comm *c) { return c->timeout_s; }
@@ -479,13 +488,32 @@ const CommOps comm_mpi_ops = {"mpi", comm_mpi_start, comm_mpi_test, comm_mpi_bca
 /* ---- node-shared memory ---- */
 
 struct CommShm {
-    MPI_Win win;
+    MPI_Win win;        /* MPI_WIN_NULL: no shared memory, priv is this rank's own copy (comm_node_share) */
+    char *priv;
     int n;              /* node ranks (comm_node_alloc) */
     int flags;          /* counters per rank */
     int me;             /* this rank's node rank */
     char **region;      /* [n] each rank's data */
     _Atomic uint64_t **flag; /* [n] each rank's counters, one per 64-byte line */
+    int *world_rank;    /* [n] the world rank of each node rank (timeout messages) */
 };
+
+static int comm_node_room(const Comm *c, size_t bytes, char *why, size_t why_n);
+
+/* Without room for the window (comm_node_room), every rank of the node keeps its own copy, broadcast by the leader in
+ * parts below MPI's int count. */
+static void *comm_node_private_copy(Comm *c, const void *src, size_t len, int node_rank, CommShm *s) {
+    char *p = xr_malloc(len ? len : 1);
+    if (node_rank == 0 && len) memcpy(p, src, len);
+    for (size_t a = 0; a < len; a += (size_t)1 << 30) {
+        size_t k = len - a < (size_t)1 << 30 ? len - a : (size_t)1 << 30;
+        MPI_Request rq;
+        comm_checked(MPI_Ibcast(p + a, (int)k, MPI_BYTE, 0, c->node, &rq), "MPI_Ibcast(node)");
+        comm_mpi_wait_timed(c, 1, &rq, "node copy (no shared memory)");
+    }
+    s->win = MPI_WIN_NULL, s->priv = p;
+    return p;
+}
 
 void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h) {
     *h = NULL;
@@ -497,6 +525,17 @@ void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm
     int node_rank;
     comm_checked(MPI_Comm_rank(c->node, &node_rank), "MPI_Comm_rank(node)");
     CommShm *s = xr_calloc(1, sizeof *s);
+    char why[256];
+    int ok = comm_node_room(c, (size_t)len / (size_t)c->local_size + 1, why, sizeof why), all = 0;
+    comm_checked(MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->node, &rq), "MPI_Iallreduce(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "shared-memory room");
+    if (!all) {
+        if (node_rank == 0)
+            fprintf(stderr, "xrank: rank %d: no node-shared copy of %.1f MB (%s): each rank of the node keeps its own\n",
+                    c->rank, (double)len / 1e6, ok ? "another rank's shared-memory directory lacks room" : why);
+        *h = s;
+        return comm_node_private_copy(c, src, (size_t)len, node_rank, s);
+    }
     char *base = NULL;
     /* at least one byte, so an empty buffer still has an address */
     comm_checked(MPI_Win_allocate_shared(node_rank == 0 ? (MPI_Aint)(len ? len : 1) : 0, 1, MPI_INFO_NULL, c->node,
@@ -515,8 +554,8 @@ void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm
 void comm_node_share_free(Comm *c, CommShm *h) {
     (void)c;
     if (!h) return;
-    MPI_Win_free(&h->win);
-    free(h->region), free(h->flag), free(h);
+    if (h->win != MPI_WIN_NULL) MPI_Win_free(&h->win);
+    free(h->priv), free(h->region), free(h->flag), free(h->world_rank), free(h);
 }
 
 /* Counters first (one 64-byte line each, so ranks polling a line do not share it with data being written),
@@ -533,6 +572,10 @@ CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags) {
     s->n = n, s->flags = flags, s->me = me;
     s->region = xr_calloc((size_t)n, sizeof *s->region);
     s->flag = xr_calloc((size_t)n, sizeof *s->flag);
+    s->world_rank = xr_calloc((size_t)n, sizeof *s->world_rank);
+    MPI_Request wr;
+    comm_checked(MPI_Iallgather(&c->rank, 1, MPI_INT, s->world_rank, 1, MPI_INT, c->node, &wr), "MPI_Iallgather(node)");
+    comm_mpi_wait_timed(c, 1, &wr, "node-shared allocation");
     char *base = NULL;
     MPI_Info info;
     comm_checked(MPI_Info_create(&info), "MPI_Info_create");
@@ -561,18 +604,33 @@ CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags) {
     return s;
 }
 
-int comm_node_alloc_fits(Comm *c, size_t bytes) {
+/* Whether the shared-memory windows of `bytes` per node rank fit in Open MPI's backing directory on this node (1), or
+ * why not in `why` (0): a missing directory fails MPI_Win_allocate_shared, a full one kills the job with SIGBUS on
+ * first touch. Local. */
+static int comm_node_room(const Comm *c, size_t bytes, char *why, size_t why_n) {
     const char *dir = getenv("OMPI_MCA_osc_sm_backing_directory");
+    if (!dir || !*dir) dir = "/dev/shm";
     struct statvfs fs;
-    int ok = 1;
-    if (statvfs(dir && *dir ? dir : "/dev/shm", &fs) == 0) {
-        double room = (double)fs.f_bavail * (double)fs.f_frsize;
-        ok = room > 1.1 * (double)c->local_size * ((double)bytes + 4096.0); /* some room left for the others */
-    } /* no such directory: Open MPI uses its session directory; nothing to check */
-    int all = 0;
+    double need = 1.1 * (double)c->local_size * ((double)bytes + 4096.0); /* some room left for the others */
+    if (statvfs(dir, &fs) != 0) {
+        snprintf(why, why_n, "the shared-memory directory %s is missing (%s)", dir, strerror(errno));
+        return 0;
+    }
+    if ((double)fs.f_bavail * (double)fs.f_frsize < need) {
+        snprintf(why, why_n, "the shared-memory directory %s has %.0f MB free, %.0f MB needed", dir,
+                 (double)fs.f_bavail * (double)fs.f_frsize / 1e6, need / 1e6);
+        return 0;
+    }
+    return 1;
+}
+
+int comm_node_alloc_fits(Comm *c, size_t bytes, char *why, size_t why_n) {
+    int ok = comm_node_room(c, bytes, why, why_n), all = 0;
     MPI_Request rq;
     comm_checked(MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->world, &rq), "MPI_Iallreduce");
     comm_mpi_wait_timed(c, 1, &rq, "shared-memory room");
+    if (all && why_n) why[0] = 0;
+    else if (ok && why_n) snprintf(why, why_n, "another rank's shared-memory directory lacks room");
     return all;
 }
 
@@ -588,17 +646,25 @@ void comm_node_post(CommShm *h, int slot, uint64_t value) {
     atomic_store_explicit(&h->flag[h->me][slot * (XR_SHM_LINE / 8)], value, memory_order_release);
 }
 
-int comm_node_ready(CommShm *h, int slot, uint64_t value) {
+/* The first node rank whose counter `slot` is below `value`; -1 when none is. */
+static int comm_node_laggard(CommShm *h, int slot, uint64_t value) {
     for (int r = 0; r < h->n; r++)
-        if (atomic_load_explicit(&h->flag[r][slot * (XR_SHM_LINE / 8)], memory_order_acquire) < value) return 0;
-    return 1;
+        if (atomic_load_explicit(&h->flag[r][slot * (XR_SHM_LINE / 8)], memory_order_acquire) < value) return r;
+    return -1;
 }
 
+int comm_node_ready(CommShm *h, int slot, uint64_t value) { return comm_node_laggard(h, slot, value) < 0; }
+
+/* A wait here is for a peer still computing, not for data to move (nothing to progress): a short spin, then
+ * naps, so a waiting rank does not take a core from a peer that shares it (ranks x threads > cores). */
+#define XR_NODE_SPIN 0.002
 void comm_node_await(Comm *c, CommShm *h, int slot, uint64_t value, const char *what) {
-    if (comm_node_ready(h, slot, value)) return;
+    int late = comm_node_laggard(h, slot, value);
+    if (late < 0) return;
     CommPoll p;
     comm_poll_init(&p);
-    while (!comm_node_ready(h, slot, value)) comm_poll_pause(c, &p, what);
+    p.spin = XR_NODE_SPIN;
+    while ((late = comm_node_laggard(h, slot, value)) >= 0) comm_poll_pause_peer(c, &p, what, h->world_rank[late]);
 }
 
 int comm_node_leader(const Comm *c) {

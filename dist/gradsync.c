@@ -143,12 +143,12 @@ GradSync *gsync_create(Comm *c, Encoder *m, const GsOpts *o, const AdamWConfig *
     gs_make_buckets(g);
     if (g->o.node_shm && g->R > 1 && g->be->device == XR_DEV_CPU && comm_local_size(c) == g->R) {
         size_t need = ((g->sp_rows + 63) & ~(size_t)63) + g->n * sizeof(float) * (g->o.zero ? 2 : 1);
-        if (comm_node_alloc_fits(c, need))
+        char why[256];
+        if (comm_node_alloc_fits(c, need, why, sizeof why))
             gs_shm_setup(g);
         else if (g->rank == 0)
-            fprintf(stderr, "xrank: not enough room in the shared-memory directory (/dev/shm) for the gradients of %d "
-                            "ranks (%.0f MB): they go over MPI messages instead\n", g->R,
-                    (double)need * g->R / 1e6);
+            fprintf(stderr, "xrank: the gradients of %d ranks (%.0f MB) cannot go through node-shared memory: %s; "
+                            "they go over MPI messages instead\n", g->R, (double)need * g->R / 1e6, why);
     }
     g->opt = adamw_create(g->be, g->shard_lo, g->shard_hi - g->shard_lo, cfg);
     for (int i = 0; i < encoder_num_tensors(m); i++) {

@@ -2,7 +2,8 @@
 # communicator (host copies of the CPU backend's buffers) on 2 and 3 ranks (3: parts not dividing evenly);
 # on a GPU also the staged communicator on CUDA memory with 2 ranks sharing the GPU (NCCL at one rank is the
 # plain test_comm_nccl1 below). And a dead or stopped peer: rank 1 of 2 SIGKILLs / SIGSTOPs itself in a loop of
-# all-reduces; the job must end non-zero within the timeout, naming rank 1 (run_comm_stall.cmake).
+# all-reduces (mpi) or of node-shared-memory flag waits (shm, the trainer's default exchange on one node); the job
+# must end non-zero within the timeout, naming rank 1 (run_comm_stall.cmake).
 function(xr_comm_test name np)
   add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} -np ${np} --oversubscribe $<TARGET_FILE:test_comm> ${ARGN})
   set_tests_properties(${name} PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "mpi;comm"
@@ -15,10 +16,17 @@ xr_comm_test(comm_staged_cpu_3 3 --impl staged)
 xr_comm_test(comm_staged_cuda_2 2 --impl staged --device cuda)
 add_test(NAME test_comm_nccl1 COMMAND test_comm --impl nccl)
 set_tests_properties(test_comm_nccl1 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120 LABELS "comm;gpu")
-foreach(how kill stop)
-  add_test(NAME comm_dead_peer_${how}
-           COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=${how}
-                   -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
-  set_tests_properties(comm_dead_peer_${how} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
-                       ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
+foreach(impl mpi shm)
+  foreach(how kill stop)
+    if(impl STREQUAL "mpi")
+      set(name comm_dead_peer_${how})
+    else()
+      set(name comm_dead_peer_shm_${how})
+    endif()
+    add_test(NAME ${name}
+             COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=${how}
+                     -DIMPL=${impl} -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
+    set_tests_properties(${name} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
+                         ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
+  endforeach()
 endforeach()

@@ -3,8 +3,10 @@
  * 1 Mi floats, against sums computed here; values are small integers so every sum is exact in fp32.
  * Usage: test_comm [--impl mpi|staged|nccl] [--device cpu|cuda]; run by ctest alone (1 rank) and under mpirun
  * (tests/comm.cmake). NCCL and the CUDA device: skipped (77) without a GPU.
- * test_comm --stall kill|stop --timeout S: rank 1 of 2 kills (SIGKILL) or stops (SIGSTOP) itself during a loop of
- * all-reduces; rank 0 must stop the job (the kill test of tests/comm.cmake checks the time and the message). */
+ * test_comm --stall kill|stop --timeout S [--impl mpi|shm]: rank 1 of 2 kills (SIGKILL) or stops (SIGSTOP) itself
+ * during a loop of all-reduces (mpi) or of node-shared-memory flag exchanges (shm: comm_node_post / comm_node_await,
+ * how the trainer's default gradient exchange on one node waits for its peers); rank 0 must stop the job (the
+ * dead-peer tests of tests/comm.cmake check the time and the message). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,10 +106,16 @@ static void run_size(Ctx *x, size_t n, int nb) {
     free(counts), free(h), free(want), free(d), free(rq);
 }
 
-static int stall_test(Comm *c, const char *how, double timeout) {
+static int stall_test(Comm *c, const char *how, double timeout, const char *impl) {
     comm_set_timeout(c, timeout);
     if (comm_size(c) != 2) {
         fprintf(stderr, "--stall needs 2 ranks\n");
+        return 2;
+    }
+    int shm = !strcmp(impl, "shm");
+    CommShm *h = shm ? comm_node_alloc(c, 64, 1) : NULL;
+    if (shm && comm_local_size(c) != 2) {
+        fprintf(stderr, "--stall with --impl shm needs both ranks on one node\n");
         return 2;
     }
     float buf[1024];
@@ -116,6 +124,11 @@ static int stall_test(Comm *c, const char *how, double timeout) {
             fprintf(stderr, "test_comm: raising SIG%s in this process\n", how[0] == 'k' ? "KILL" : "STOP");
             fflush(stderr);
             raise(how[0] == 'k' ? SIGKILL : SIGSTOP);
+        }
+        if (shm) { /* a step: publish mine, wait for every rank's */
+            comm_node_post(h, 0, (uint64_t)it + 1);
+            comm_node_await(c, h, 0, (uint64_t)it + 1, "flag exchange (node shared memory)");
+            continue;
         }
         for (int i = 0; i < 1024; i++) buf[i] = 1;
         comm_buf_allreduce(c, buf, 1024);
@@ -133,7 +146,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--stall")) stall = argv[i + 1];
         else if (!strcmp(argv[i], "--timeout")) timeout = atof(argv[i + 1]);
     }
-    if (stall) return stall_test(c, stall, timeout);
+    if (stall) return stall_test(c, stall, timeout, impl);
     Ctx x = {c, NULL, comm_size(c), comm_rank(c)};
     int want_cuda = !strcmp(dev, "cuda") || !strcmp(impl, "nccl");
     if (want_cuda && ops_device_count(XR_DEV_CUDA) == 0) {
