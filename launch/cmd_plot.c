@@ -60,7 +60,8 @@ static double num(const cJSON *o, const char *k) {
 }
 
 /* One metrics.jsonl line. Lines of other types are skipped; a line that is not a JSON object is an error. */
-static int plot_line(Run *r, const char *path, long ln, const char *text, XrErr *e) {
+static int plot_line(void *ctx, const char *path, long ln, const char *text, XrErr *e) {
+    Run *r = ctx;
     cJSON *o = cJSON_Parse(text);
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
@@ -104,7 +105,9 @@ static int plot_line(Run *r, const char *path, long ln, const char *text, XrErr 
     return 0;
 }
 
-static int plot_read(Run *r, const char *path, XrErr *e) {
+/* Each non-blank line of a .jsonl file to fn(ctx, path, line number, text, e), stopping at the first failure. */
+static int plot_lines(const char *path, int (*fn)(void *, const char *, long, const char *, XrErr *), void *ctx,
+                      XrErr *e) {
     FILE *f = fopen(path, "r");
     if (!f) return xr_errf(e, "cannot read %s: %s", path, strerror(errno));
     char *line = NULL;
@@ -113,10 +116,15 @@ static int plot_read(Run *r, const char *path, XrErr *e) {
     int st = 0;
     while (st == 0 && getline(&line, &cap, f) >= 0) {
         ln++;
-        if (line[strspn(line, " \t\r\n")]) st = plot_line(r, path, ln, line, e);
+        if (line[strspn(line, " \t\r\n")]) st = fn(ctx, path, ln, line, e);
     }
     free(line);
     fclose(f);
+    return st;
+}
+
+static int plot_read(Run *r, const char *path, XrErr *e) {
+    int st = plot_lines(path, plot_line, r, e);
     if (st == 0 && r->step.n == 0) st = xr_errf(e, "%s: no \"train\" lines to plot", path);
     return st;
 }
@@ -152,7 +160,8 @@ static int is_scaling_file(const char *path) {
     return yes;
 }
 
-static int scaling_line(Scaling *s, const char *path, long ln, const char *text, XrErr *e) {
+static int scaling_line(void *ctx, const char *path, long ln, const char *text, XrErr *e) {
+    Scaling *s = ctx;
     cJSON *o = cJSON_Parse(text);
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bench"), *m = cJSON_GetObjectItemCaseSensitive(o, "mode");
     int st = 0;
@@ -191,18 +200,7 @@ static int scaling_line(Scaling *s, const char *path, long ln, const char *text,
 }
 
 static int scaling_read(Scaling *s, const char *path, XrErr *e) {
-    FILE *f = fopen(path, "r");
-    if (!f) return xr_errf(e, "cannot read %s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    long ln = 0;
-    int st = 0;
-    while (st == 0 && getline(&line, &cap, f) >= 0) {
-        ln++;
-        if (line[strspn(line, " \t\r\n")]) st = scaling_line(s, path, ln, line, e);
-    }
-    free(line);
-    fclose(f);
+    int st = plot_lines(path, scaling_line, s, e);
     for (int m = 0; m < 2 && st == 0; m++) { /* means over the rounds, points in rank order */
         int n = s->nmode[m];
         for (int i = 0; i < n; i++) {

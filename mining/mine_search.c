@@ -122,6 +122,11 @@ typedef struct {
     float *ce_cand, *ce_pos; /* cross-encoder scores: nb x ncand candidates, npb positives */
 } MineBlock;
 
+static void mine_search_free(MineSearch *s) {
+    knn_shard_free(s->shard);
+    free(s->mm.per_query), free(s->qb_send), free(s->ls), free(s->li), free(s->ms), free(s->mi);
+}
+
 static void mine_block_free(MineBlock *b) {
     free(b->qb);
     free(b->pos_first);
@@ -362,13 +367,7 @@ int mine_search(Mine *m, XrErr *e) {
                                    s.k, &o->knn_dev, e);
         if (!s.shard) st = -1;
         if (comm_check(m->c, st, e)) {
-            knn_shard_free(s.shard);
-            free(s.mm.per_query);
-            free(s.qb_send);
-            free(s.ls);
-            free(s.li);
-            free(s.ms);
-            free(s.mi);
+            mine_search_free(&s);
             return -1;
         }
     }
@@ -419,13 +418,7 @@ int mine_search(Mine *m, XrErr *e) {
         r->recall_depth = mean[3];
     }
     mine_rank_memory(m, s.shard);
-    knn_shard_free(s.shard);
-    free(s.mm.per_query);
-    free(s.qb_send);
-    free(s.ls);
-    free(s.li);
-    free(s.ms);
-    free(s.mi);
+    mine_search_free(&s);
     r->t_search = t_search - s.t_merge; /* the block's query exchange, local search and positives' scores */
     r->t_merge = s.t_merge;
     r->t_ce = t_ce;
