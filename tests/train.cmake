@@ -32,7 +32,7 @@ xr_train_test(train_group_repeat group_repeat)
 add_test(NAME train_learns_minilm
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_learn.sh $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE}
                  ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/learn_beir ${CMAKE_CURRENT_BINARY_DIR}/train_learns_minilm.out)
-set_tests_properties(train_learns_minilm PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_MPI_TEST_ENV};${XR_TRAIN_THREADS}"
+set_tests_properties(train_learns_minilm PROPERTIES TIMEOUT 900 SKIP_RETURN_CODE 77 ENVIRONMENT "${XR_MPI_TEST_ENV};${XR_TRAIN_THREADS}"
                      LABELS "cli;mpi;train")
 
 # `xrank train --device cuda` through the CLI (issue 10): GPU = CPU (1e-5), two GPU runs and --gradient-checkpointing
