@@ -1,6 +1,6 @@
 /* bench_zero_memory.c: optimizer memory per rank with and without ZeRO-1 (dist/gradsync.h's
  * gsync_optimizer_bytes, the figure `xrank train` prints) for a model shape read from a config.json alone (no
- * weights needed): parameters counted as core/model.c lays them out for a *ForSequenceClassification model with
+ * weights needed): parameters counted as core/model_load.c lays them out for a *ForSequenceClassification model with
  * one label (embeddings + LayerNorm, per layer QKV / output / 2 LayerNorms / FFN, XLM-R's dense + out_proj head or
  * BERT's pooler + classifier). Prints a markdown table for 1, 2, 4 and 8 ranks.
  * Usage: bench_zero_memory MODEL_DIR_WITH_CONFIG_JSON */
