@@ -71,6 +71,31 @@ char *xr_read_file(const char *path, size_t *len, XrErr *e) {
     return buf;
 }
 
+char *xr_read_file_max(const char *path, uint64_t max, const char *what, size_t *len, XrErr *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        xr_errf(e, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > max) {
+        xr_errf(e, "%s: %llu bytes, more than the %llu a %s may hold: damaged file?", path,
+                (unsigned long long)st.st_size, (unsigned long long)max, what);
+        fclose(f);
+        return NULL;
+    }
+    size_t n = 0;
+    char *buf = xr_read_stream(f, path, &n, e);
+    fclose(f);
+    if (buf && (uint64_t)n > max) { /* not a regular file: its size was known only after reading */
+        xr_errf(e, "%s: more than the %llu bytes a %s may hold", path, (unsigned long long)max, what);
+        free(buf);
+        return NULL;
+    }
+    if (len) *len = n;
+    return buf;
+}
+
 char *xr_path_join(const char *a, const char *b) {
     size_t na = strlen(a), nb = strlen(b);
     char *p = xr_malloc(na + nb + 2);

@@ -26,6 +26,13 @@ void *xr_realloc(void *p, size_t n);
 char *xr_strdup(const char *s);
 /* Read a whole file; returns NULL and fills e on failure. *len excludes the terminating NUL that is added. */
 char *xr_read_file(const char *path, size_t *len, XrErr *e);
+/* The same for a file whose size the caller bounds (a vocabulary, a JSON config): a file over max bytes is
+ * refused from its size before anything is read or allocated ("PATH: N bytes, more than the M a WHAT may
+ * hold"), so a damaged or hostile file cannot make us allocate gigabytes. */
+char *xr_read_file_max(const char *path, uint64_t max, const char *what, size_t *len, XrErr *e);
+/* The bound for JSON files of a model directory (config.json, tokenizer.json, ...): 1 GiB, 30x the largest
+ * tokenizer.json on the hub we know of. */
+#define XR_JSON_MAX_BYTES (1ull << 30)
 /* Path join into a fresh string. */
 char *xr_path_join(const char *a, const char *b);
 int xr_file_exists(const char *path);

@@ -244,6 +244,17 @@ Encoder *encoder_load_on(const char *model_dir, Backend *be, XrErr *e) {
     if (c->layers < 1 || c->hidden < 1 || c->heads < 1 || c->intermediate < 1)
         goto fail_cfg;
     if (stset_open(&s, model_dir, e)) goto fail;
+    /* num_hidden_layers comes from config.json: every layer is 16 tensors of the weights, so a count the files
+     * cannot hold is refused here, before anything is allocated per layer. */
+    int64_t ntensors = 0;
+    for (int i = 0; i < s.n; i++) ntensors += s.st[i].n;
+    if ((int64_t)c->layers > ntensors / 16) {
+        xr_errf(e, "%s/config.json: num_hidden_layers is %d, but the weights (%s%s) hold %lld tensors, enough for "
+                   "at most %lld layers of 16",
+                model_dir, c->layers, s.st[0].path, s.n > 1 ? ", ..." : "", (long long)ntensors,
+                (long long)(ntensors / 16));
+        goto fail;
+    }
 
     m->layers = xr_calloc((size_t)c->layers, sizeof *m->layers);
     /* A bare BertModel / XLMRobertaModel checkpoint may carry a pooler: keep it when present so the

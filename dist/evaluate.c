@@ -39,6 +39,13 @@ int evalset_load(EvalSet *es, const char *dataset, const char *groups, XrErr *e)
     seqs_init(&es->seqs);
     DsIndex ix;
     if (ds_read_index(dataset, &ix, e)) return -1;
+    /* num_rows (checked against the shard table) sizes qmap: opening the store proves the shards hold them */
+    TokenStore *qs = h5store_open(dataset, "queries", e);
+    if (!qs) {
+        ds_index_free(&ix);
+        return -1;
+    }
+    h5store_close(qs);
     es->num_queries = ix.num_queries, es->num_passages = ix.num_passages;
     int rc = 0;
     /* evaluated queries: those with a positive, in row order */

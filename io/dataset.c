@@ -445,7 +445,51 @@ static void *read_col(hid_t f, const char *group, const char *name, hid_t type, 
     return d;
 }
 
-int ds_read_index(const char *path, DsIndex *ix, XrErr *e) {
+/* The index's numbers come from the file: mine, train and eval size tables by num_rows and index them with the
+ * qrels', negatives' and labels' rows, so each is checked before use. num_rows must be the row count of the
+ * store's shard table (the shards are checked against that table when opened), every row index must lie in
+ * [0, num_rows) of its store, and the three tables must be sorted by query as the writer sorts them. */
+static int ds_check_index(hid_t gq, hid_t gp, const DsIndex *ix, const char *file, XrErr *e) {
+    const struct {
+        hid_t g;
+        const char *name;
+        int64_t rows;
+    } st[2] = {{gq, "queries", ix->num_queries}, {gp, "passages", ix->num_passages}};
+    for (int k = 0; k < 2; k++) {
+        int64_t n = 0;
+        int64_t *off = h5_read_1d(st[k].g, "shard_row_offsets", H5T_NATIVE_INT64, sizeof(int64_t), &n, file, e);
+        if (!off) return -1;
+        int64_t total = n > 0 ? off[n - 1] : -1;
+        free(off);
+        if (st[k].rows < 0 || st[k].rows != total)
+            return xr_errf(e, "%s: /%s num_rows is %lld but its shard table /%s/shard_row_offsets ends at %lld: "
+                              "damaged file",
+                           file, st[k].name, (long long)st[k].rows, st[k].name, (long long)total);
+    }
+    const struct {
+        const char *name;
+        int64_t n;
+        const int64_t *q, *p;
+    } t[3] = {{"qrels", ix->nqrels, ix->qrel_query, ix->qrel_passage},
+              {"negatives", ix->nneg, ix->neg_query, ix->neg_passage},
+              {"labels", ix->nlab, ix->lab_query, ix->lab_passage}};
+    for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; i < t[k].n; i++) {
+            if (t[k].q[i] < 0 || t[k].q[i] >= ix->num_queries)
+                return xr_errf(e, "%s: /%s/query[%lld] = %lld is not a query row (the store has %lld): damaged file",
+                               file, t[k].name, (long long)i, (long long)t[k].q[i], (long long)ix->num_queries);
+            if (t[k].p[i] < 0 || t[k].p[i] >= ix->num_passages)
+                return xr_errf(e,
+                               "%s: /%s/passage[%lld] = %lld is not a passage row (the store has %lld): damaged file",
+                               file, t[k].name, (long long)i, (long long)t[k].p[i], (long long)ix->num_passages);
+            if (i > 0 && t[k].q[i] < t[k].q[i - 1])
+                return xr_errf(e, "%s: /%s/query is not sorted by query at entry %lld (%lld after %lld): damaged file",
+                               file, t[k].name, (long long)i, (long long)t[k].q[i], (long long)t[k].q[i - 1]);
+        }
+    return 0;
+}
+
+static int ds_read_index_opt(const char *path, DsIndex *ix, int check, XrErr *e) {
     h5_quiet();
     memset(ix, 0, sizeof *ix);
     size_t pl = strlen(path);
@@ -508,6 +552,7 @@ int ds_read_index(const char *path, DsIndex *ix, XrErr *e) {
     ix->lab_query = read_col(f, "labels", "query", H5T_NATIVE_INT64, 8, ix->nlab, 0, file, &bad, e);
     ix->lab_passage = read_col(f, "labels", "passage", H5T_NATIVE_INT64, 8, ix->nlab, 0, file, &bad, e);
     ix->lab_label = read_col(f, "labels", "label", H5T_NATIVE_FLOAT, 4, ix->nlab, 0, file, &bad, e);
+    if (!bad && check) bad = ds_check_index(gq, gp, ix, file, e) < 0;
     if (gq >= 0) H5Gclose(gq);
     if (gp >= 0) H5Gclose(gp);
     H5Fclose(f);
@@ -518,3 +563,7 @@ int ds_read_index(const char *path, DsIndex *ix, XrErr *e) {
     }
     return 0;
 }
+
+int ds_read_index(const char *path, DsIndex *ix, XrErr *e) { return ds_read_index_opt(path, ix, 1, e); }
+
+int ds_read_index_unchecked(const char *path, DsIndex *ix, XrErr *e) { return ds_read_index_opt(path, ix, 0, e); }

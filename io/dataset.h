@@ -105,7 +105,11 @@ typedef struct {
     int64_t *lab_query, *lab_passage;
     float *lab_label;
 } DsIndex;
+/* Read and check the index (num_rows against the shard tables, every row index inside its store, the tables
+ * sorted by query): what mine, train and eval may index with. */
 int ds_read_index(const char *path, DsIndex *ix, XrErr *e);
+/* The same read without those checks, for `xrank inspect`, which reports each problem itself. */
+int ds_read_index_unchecked(const char *path, DsIndex *ix, XrErr *e);
 void ds_index_free(DsIndex *ix);
 
 #ifdef __cplusplus

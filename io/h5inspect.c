@@ -2,6 +2,7 @@
  * id and token of a shard checked (problems counted and the first few described), and an index's shard table. */
 #define _POSIX_C_SOURCE 200809L
 #include <hdf5.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,11 @@ int h5store_index_shards(const char *index_path, const char *name, char ***files
     if (no != nf + 1) {
         xr_errf(e, "%s: /%s/shard_row_offsets has %lld entries for %lld shard files (should be one more)", index_path,
                 name, (long long)no, (long long)nf);
+        goto done;
+    }
+    if (nf > INT_MAX) { /* shard numbers are ints */
+        xr_errf(e, "%s: /%s/shard_files lists %lld shards, more than %d: damaged file", index_path, name,
+                (long long)nf, INT_MAX);
         goto done;
     }
     *ns = (int)nf;

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <hdf5.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -263,6 +264,11 @@ TokenStore *h5store_open(const char *path, const char *name, XrErr *e) {
         if (nrow_off != nfiles + 1) {
             xr_errf(e, "%s: /%s/shard_row_offsets has %lld entries for %lld shard files (should be one more)", file,
                     name, (long long)nrow_off, (long long)nfiles);
+            goto fail;
+        }
+        if (nfiles > INT_MAX) { /* shard numbers are ints */
+            xr_errf(e, "%s: /%s/shard_files lists %lld shards, more than %d: damaged file", file, name,
+                    (long long)nfiles, INT_MAX);
             goto fail;
         }
         char *fcopy = xr_strdup(file);

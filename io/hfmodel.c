@@ -159,7 +159,7 @@ char *hf_resolve_model(const char *spec, XrErr *e) {
 /* Read a JSON file into a cJSON tree; NULL with e filled. */
 static cJSON *hf_read_json(const char *path, XrErr *e) {
     size_t len;
-    char *txt = xr_read_file(path, &len, e);
+    char *txt = xr_read_file_max(path, XR_JSON_MAX_BYTES, "JSON file of a model directory", &len, e);
     if (!txt) return NULL;
     cJSON *j = cJSON_ParseWithLength(txt, len);
     if (!j) {

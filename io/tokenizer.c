@@ -89,7 +89,8 @@ static Tokenizer *tok_load_wp_buf(const char *buf, size_t n, const char *vocab_t
 
 static Tokenizer *tok_load_wp_opts(const char *vocab_txt, const WpOptions *opt, int model_max_length, XrErr *e) {
     size_t n;
-    char *buf = xr_read_file(vocab_txt, &n, e);
+    /* wp_load keeps 32-bit offsets into the vocabulary's bytes */
+    char *buf = xr_read_file_max(vocab_txt, UINT32_MAX - 1, "WordPiece vocabulary", &n, e);
     if (!buf) return NULL;
     Tokenizer *t = tok_load_wp_buf(buf, n, vocab_txt, opt, model_max_length, e);
     free(buf);
@@ -110,7 +111,8 @@ Tokenizer *tok_load_wordpiece_ex(const char *vocab_txt, int do_lower_case, int s
 
 Tokenizer *tok_load_sentencepiece(const char *spm_model, XrErr *e) {
     size_t n;
-    char *buf = xr_read_file(spm_model, &n, e);
+    /* protobuf parses at most 2 GiB */
+    char *buf = xr_read_file_max(spm_model, INT32_MAX, "SentencePiece model", &n, e);
     if (!buf) return NULL;
     char err[1024];
     SpmShim *sp = spm_shim_load(buf, n, err, sizeof err);
@@ -164,7 +166,7 @@ static int tok_read_config(const char *dir, TokConfig *c, XrErr *e) {
         return 0;
     }
     size_t n;
-    char *buf = xr_read_file(path, &n, e);
+    char *buf = xr_read_file_max(path, XR_JSON_MAX_BYTES, "tokenizer_config.json", &n, e);
     if (!buf) {
         free(path);
         return -1;
@@ -200,7 +202,7 @@ static int tok_read_config(const char *dir, TokConfig *c, XrErr *e) {
  * tokenizer_config.json's, as the fast tokenizer obeys them. */
 static Tokenizer *tok_load_wp_json(const char *path, const TokConfig *c, XrErr *e) {
     size_t n;
-    char *buf = xr_read_file(path, &n, e);
+    char *buf = xr_read_file_max(path, XR_JSON_MAX_BYTES, "tokenizer.json", &n, e);
     if (!buf) return NULL;
     cJSON *j = cJSON_ParseWithLength(buf, n);
     free(buf);

@@ -6,6 +6,7 @@
 #include "tok_internal.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -55,14 +56,21 @@ int wp_find(const WpVocab *v, const char *tok, size_t n) { return wp_lookup(v, f
 
 WpVocab *wp_load(const char *buf, size_t n, const char *path, const WpOptions *opt, XrErr *e) {
     /* Lines end at \n, \r\n or \r (Python universal newlines); a final line without newline still counts. */
-    int lines = 0;
+    size_t nl = 0;
     for (size_t i = 0; i < n; i++) {
         if (buf[i] == '\n' || buf[i] == '\r') {
-            lines++;
+            nl++;
             if (buf[i] == '\r' && i + 1 < n && buf[i + 1] == '\n') i++;
         }
     }
-    if (n && buf[n - 1] != '\n' && buf[n - 1] != '\r') lines++;
+    if (n && buf[n - 1] != '\n' && buf[n - 1] != '\r') nl++;
+    /* ids are ints and the token blob (bytes + one NUL per line) is addressed by 32-bit offsets */
+    if (nl > INT_MAX || (uint64_t)n + nl >= UINT32_MAX) {
+        xr_errf(e, "%s: %zu bytes in %zu lines: a vocabulary holds at most %d tokens in under 4 GiB", path, n, nl,
+                INT_MAX);
+        return NULL;
+    }
+    int lines = (int)nl;
     if (lines == 0) {
         xr_errf(e, "%s: empty vocabulary file", path);
         return NULL;
