@@ -4,13 +4,20 @@
 #define _GNU_SOURCE
 #include "xr_tmpclean.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "xr_common.h"
+#include "xr_fs.h"
 
 static char g_path[XR_TMPCLEAN_MAX][PATH_MAX];
 static volatile sig_atomic_t g_used[XR_TMPCLEAN_MAX];
@@ -83,4 +90,78 @@ int xr_tmpclean_add(const char *path) {
 void xr_tmpclean_forget(const char *path) {
     for (int i = 0; i < XR_TMPCLEAN_MAX; i++)
         if (g_used[i] && !strcmp(g_path[i], path)) g_used[i] = 0;
+}
+
+/* This host's name as temporary names carry it (no '/'; "" when unknown). */
+static void tc_host(char *h, size_t n) {
+    if (gethostname(h, n)) h[0] = 0;
+    h[n - 1] = 0;
+    for (char *c = h; *c; c++)
+        if (*c == '/') *c = '_';
+}
+
+char *xr_tmpclean_name(const char *out) {
+    char host[256];
+    tc_host(host, sizeof host);
+    size_t n = strlen(out) + strlen(host) + 40;
+    char *tmp = xr_malloc(n);
+    snprintf(tmp, n, "%s.tmp.%s.%ld", out, host, (long)getpid());
+    return tmp;
+}
+
+void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
+    if (note_len) note[0] = 0;
+    const char *slash = strrchr(out, '/');
+    char *parent = slash ? xr_strdup(out) : xr_strdup(".");
+    if (slash) parent[slash - out + (slash == out)] = 0; /* "/x" -> "/" */
+    const char *base = slash ? slash + 1 : out;
+    char prefix[1024], host[256];
+    snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+    tc_host(host, sizeof host);
+    size_t pl = strlen(prefix), used = 0;
+    int removed = 0, kept = 0;
+    DIR *d = opendir(parent);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, pl)) continue;
+        const char *rest = de->d_name + pl, *dot = strrchr(rest, '.');
+        const char *pid_s = dot ? dot + 1 : rest;
+        char *end;
+        long pid = strtol(pid_s, &end, 10);
+        if (*end || end == pid_s || pid <= 0) continue; /* not one of ours */
+        int same_host = dot && (size_t)(dot - rest) == strlen(host) && !strncmp(rest, host, strlen(host));
+        int dead = same_host && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        char *p = slash ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
+        if (dead && xr_remove_tree(p) == 0) removed++;
+        else if (pid != (long)getpid() || !same_host) {
+            kept++;
+            if (used < note_len)
+                used += (size_t)snprintf(note + used, note_len - used, "%s%s", kept == 1 ? "" : ", ", p);
+        }
+        free(p);
+    }
+    if (d) closedir(d);
+    free(parent);
+    if (kept && used < note_len) {
+        char list[2048];
+        snprintf(list, sizeof list, "%s", note);
+        snprintf(note, note_len, "%s%s left by %s: not removed (an xrank command may still be writing it; remove it "
+                                 "by hand if none is)", removed ? "removed the temporary output of an earlier run "
+                                                                  "that died; " : "", list,
+                 kept == 1 ? "a process that is still running or another host" : "processes still running or other hosts");
+    } else if (removed) {
+        snprintf(note, note_len, "removed %d temporary output%s of %s left by earlier runs that died (process gone on "
+                                 "this host)", removed, removed > 1 ? "s" : "", out);
+    }
+}
+
+void xr_tmpclean_test_pause(const char *where, const char *path) {
+    const char *at = getenv("XR_TEST_PAUSE_AT");
+    if (!at || strcmp(at, where)) return;
+    fprintf(stderr, "xrank: XR_TEST_PAUSE_AT=%s: paused with %s present (pid %ld)\n", where, path, (long)getpid());
+    fflush(stderr);
+    for (int i = 0; i < 600; i++) { /* 60 s in 0.1 s steps; a handled signal ends the process, others the wait */
+        struct timespec ts = {0, 100000000L};
+        if (nanosleep(&ts, NULL) != 0) break;
+    }
 }

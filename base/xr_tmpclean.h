@@ -6,6 +6,8 @@
 #ifndef XR_TMPCLEAN_H
 #define XR_TMPCLEAN_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -17,6 +19,20 @@ int xr_tmpclean_add(const char *path);
 void xr_tmpclean_forget(const char *path);
 
 #define XR_TMPCLEAN_MAX 8
+
+/* The temporary name of output out: out.tmp.HOST.PID (malloc'd; '/' in the host name becomes '_'). A PID means
+ * nothing on another host (a shared file system), hence the host, so xr_tmpclean_sweep can tell a dead
+ * writer's leftovers from a live one's. */
+char *xr_tmpclean_name(const char *out);
+/* Temporary outputs of earlier runs that died without cleaning up (SIGKILL, a crash: no handler ran):
+ * out.tmp.HOST.PID of this host whose process no longer exists (kill(PID, 0) fails with ESRCH) are removed
+ * (files or directories). Others (another host's, a live process's, the old out.tmp.PID names whose host is
+ * unknown) are named in note, not touched. note (may stay empty) says what was done. */
+void xr_tmpclean_sweep(const char *out, char *note, size_t note_len);
+/* Test hook: when the environment variable XR_TEST_PAUSE_AT equals where, say so on stderr (naming path, the
+ * temporary output that now exists) and wait up to 60 s (a signal ends the wait), so a test can send a signal
+ * while the temporary output exists, however fast or slow the machine. Does nothing otherwise. */
+void xr_tmpclean_test_pause(const char *where, const char *path);
 
 #ifdef __cplusplus
 }

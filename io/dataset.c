@@ -266,26 +266,15 @@ int ds_output_check(const char *out, int overwrite, XrErr *e) {
     return 0;
 }
 
-/* This host's name as temporary names carry it (no '/'; "" when unknown). */
-static void ds_host(char *h, size_t n) {
-    if (gethostname(h, n)) h[0] = 0;
-    h[n - 1] = 0;
-    for (char *c = h; *c; c++)
-        if (*c == '/') *c = '_';
-}
-
 char *ds_output_begin(const char *out, XrErr *e) {
-    char host[256];
-    ds_host(host, sizeof host);
-    size_t n = strlen(out) + strlen(host) + 40;
-    char *tmp = xr_malloc(n);
-    snprintf(tmp, n, "%s.tmp.%s.%ld", out, host, (long)getpid());
+    char *tmp = xr_tmpclean_name(out);
+    xr_tmpclean_add(tmp); /* before it exists: a Ctrl-C from here on removes it */
     if (mkdir(tmp, 0755) != 0) {
         xr_errf(e, "cannot create %s: %s", tmp, strerror(errno));
+        xr_tmpclean_forget(tmp);
         free(tmp);
         return NULL;
     }
-    xr_tmpclean_add(tmp); /* a Ctrl-C from here on removes it */
     return tmp;
 }
 
@@ -293,52 +282,6 @@ void ds_output_abort(const char *tmpdir) {
     if (!tmpdir) return;
     xr_remove_flat_dir(tmpdir);
     xr_tmpclean_forget(tmpdir);
-}
-
-void ds_output_sweep(const char *out, char *note, size_t note_len) {
-    if (note_len) note[0] = 0;
-    char *slash = strrchr(out, '/');
-    char *parent = slash ? xr_strdup(out) : xr_strdup(".");
-    if (slash) parent[slash - out + (slash == out)] = 0; /* "/x" -> "/" */
-    const char *base = slash ? slash + 1 : out;
-    char prefix[1024], host[256];
-    snprintf(prefix, sizeof prefix, "%s.tmp.", base);
-    ds_host(host, sizeof host);
-    size_t pl = strlen(prefix), used = 0;
-    int removed = 0, kept = 0;
-    DIR *d = opendir(parent);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (strncmp(de->d_name, prefix, pl)) continue;
-        const char *rest = de->d_name + pl, *dot = strrchr(rest, '.');
-        const char *pid_s = dot ? dot + 1 : rest;
-        char *end;
-        long pid = strtol(pid_s, &end, 10);
-        if (*end || end == pid_s || pid <= 0) continue; /* not one of ours */
-        int same_host = dot && (size_t)(dot - rest) == strlen(host) && !strncmp(rest, host, strlen(host));
-        int dead = same_host && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-        char *p = slash ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
-        if (dead && xr_remove_tree(p) == 0) removed++;
-        else if (pid != (long)getpid() || !same_host) {
-            kept++;
-            if (used < note_len)
-                used += (size_t)snprintf(note + used, note_len - used, "%s%s", kept == 1 ? "" : ", ", p);
-        }
-        free(p);
-    }
-    if (d) closedir(d);
-    free(parent);
-    if (kept && used < note_len) {
-        char list[2048];
-        snprintf(list, sizeof list, "%s", note);
-        snprintf(note, note_len, "%s%s left by %s: not removed (a tokenize may still be writing it; remove it by "
-                                 "hand if none is)", removed ? "removed the temporary output of an earlier run that "
-                                                               "died; " : "", list,
-                 kept == 1 ? "a process that is still running or another host" : "processes still running or other hosts");
-    } else if (removed) {
-        snprintf(note, note_len, "removed %d temporary output%s of %s left by earlier runs that died (process gone on "
-                                 "this host)", removed, removed > 1 ? "s" : "", out);
-    }
 }
 
 int ds_output_commit(const char *tmpdir, const char *out, int overwrite, XrErr *e) {

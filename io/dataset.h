@@ -68,11 +68,7 @@ int ds_output_check(const char *out, int overwrite, XrErr *e);
 char *ds_output_begin(const char *out, XrErr *e); /* creates and returns the temporary directory */
 int ds_output_commit(const char *tmpdir, const char *out, int overwrite, XrErr *e);
 void ds_output_abort(const char *tmpdir);          /* removes the temporary directory and what is in it */
-/* Temporary directories of earlier runs that died without cleaning up (SIGKILL, a crash): <out>.tmp.<host>.<pid>
- * of this host whose process no longer exists (kill(pid, 0) fails with ESRCH) are removed. Others (another host's,
- * a live process's, the old <out>.tmp.<pid> names whose host is unknown) are named in note, not touched. note
- * (may stay empty) says what was done. */
-void ds_output_sweep(const char *out, char *note, size_t note_len);
+/* Temporary directories of earlier runs that died without cleaning up: xr_tmpclean_sweep (base/xr_tmpclean.h). */
 
 typedef struct {
     int64_t max_query_tokens, max_passage_tokens; /* 0 = no cap */

@@ -10,6 +10,7 @@
 
 #include "h5_internal.h"
 #include "h5store.h"
+#include "xr_tmpclean.h"
 
 void groups_free(GroupSet *g) {
     free(g->query);
@@ -84,11 +85,14 @@ int groups_write(const char *path, const GroupSet *g, XrErr *e) {
     size_t tl = strlen(path) + 8;
     char *tmp = xr_malloc(tl);
     snprintf(tmp, tl, "%s.tmp", path);
+    xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
     hid_t f = (hid_t)h5_create(tmp, e);
     if (f < 0) {
+        xr_tmpclean_forget(tmp);
         free(tmp);
         return -1;
     }
+    xr_tmpclean_test_pause("groups", tmp);
     int m = 1 + g->k;
     const char *meta = g->meta_json ? g->meta_json : "{}";
     int ok = h5_attr_write_str(f, "xrank_format", GROUPS_FORMAT, tmp, e) == 0 &&
@@ -107,6 +111,7 @@ int groups_write(const char *path, const GroupSet *g, XrErr *e) {
              (!g->ce_scores ||
               groups_write_2d(f, "ce_scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, g->ce_scores, g->n, m, tmp, e) == 0);
     int rc = h5_commit(f, tmp, path, ok, ok ? e : NULL);
+    xr_tmpclean_forget(tmp);
     free(tmp);
     return rc;
 }

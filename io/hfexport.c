@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "hfexport.h"
 #include "xr_fs.h"
+#include "xr_tmpclean.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -155,9 +156,9 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
             return xr_errf(e, "%s exists and is not a model directory: not replacing it", out);
     }
     size_t tn = strlen(out) + 48;
-    char *tmp = xr_malloc(tn), *old = xr_malloc(tn);
-    snprintf(tmp, tn, "%s.tmp.%ld", out, (long)getpid());
+    char *tmp = xr_tmpclean_name(out), *old = xr_malloc(tn);
     snprintf(old, tn, "%s.old.%ld", out, (long)getpid());
+    xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
     xr_remove_flat_dir(tmp);
     int rc = 0;
     if (mkdir(tmp, 0755)) rc = xr_errf(e, "cannot create %s: %s", tmp, strerror(errno));
@@ -172,6 +173,7 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
         if (rc == 0 && had) xr_remove_flat_dir(old);
     }
     if (rc) xr_remove_flat_dir(tmp);
+    xr_tmpclean_forget(tmp);
     free(tmp), free(old);
     return rc;
 }

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "cli_common.h"
 #include "xr_fs.h"
+#include "xr_tmpclean.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -246,13 +247,6 @@ int cli_fail(CliCtx *cx, const XrErr *e, int code) {
     return cli_finish(cx, code);
 }
 
-static char *cli_temp_name(const char *path) {
-    size_t n = strlen(path) + 32;
-    char *t = xr_malloc(n);
-    snprintf(t, n, "%s.tmp.%ld", path, (long)getpid());
-    return t;
-}
-
 /* Outputs that exist and are not regular files (/dev/null, /dev/stdout, a FIFO) are written in place:
  * renaming a temporary file over them would replace the device or pipe itself. */
 static int cli_output_is_special(const char *path) {
@@ -266,17 +260,22 @@ int cli_check_output(const char *path, int overwrite, int in_place_ok, XrErr *e)
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return xr_errf(e, "output %s is a directory", path);
     if (xr_file_exists(path) && !overwrite)
         return xr_errf(e, "output %s exists (use --overwrite to replace it)", path);
-    char *tmp = cli_temp_name(path);
+    char *tmp = xr_tmpclean_name(path);
+    xr_tmpclean_add(tmp);
     FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        xr_errf(e, "cannot create output %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    fclose(f);
-    remove(tmp);
+    int err = errno;
+    if (f) fclose(f), remove(tmp);
+    xr_tmpclean_forget(tmp);
+    if (!f) xr_errf(e, "cannot create output %s: %s", tmp, strerror(err));
     free(tmp);
-    return 0;
+    return f ? 0 : -1;
+}
+
+void cli_sweep_output(const char *cmd, const char *path, int quiet) {
+    if (!path || !strcmp(path, "-")) return;
+    char note[4096];
+    xr_tmpclean_sweep(path, note, sizeof note);
+    if (note[0] && !quiet) fprintf(stderr, "xrank %s: %s\n", cmd, note);
 }
 
 cJSON *cli_dir_json(const char *dir, const char *name) {
@@ -330,6 +329,7 @@ int cli_setup(CliCtx *cx, const CliCmd *cmd, int st_max_len, int argc, char **ar
     if (st) return cli_fail(cx, &e, 2);
 
     st = cx->rank == 0 ? cli_check_output(cx->output, cx->b.overwrite, 1, &e) : 0;
+    if (st == 0 && cx->rank == 0) cli_sweep_output(cmd->name, cx->output, cx->quiet);
     if (comm_check(cx->b.comm, st, &e)) return cli_fail(cx, &e, 1);
 
     st = 0;
@@ -370,8 +370,10 @@ int cli_write_output(const char *path, const CliBuf *head, const char *body, siz
         if (f && fclose(f) != 0 && !bad) bad = 1, err = errno;
         return bad ? xr_errf(e, "writing %s failed: %s", path, strerror(err)) : 0;
     }
-    char *tmp = cli_temp_name(path);
+    char *tmp = xr_tmpclean_name(path);
+    xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
     FILE *f = fopen(tmp, "wb");
+    if (f) xr_tmpclean_test_pause("output", tmp);
     int ok = f != NULL && cli_write_stream(f, head, body, body_n) == 0;
     if (ok) ok = fsync(fileno(f)) == 0;
     int err = errno;
@@ -387,6 +389,7 @@ int cli_write_output(const char *path, const CliBuf *head, const char *body, siz
         remove(tmp);
         xr_errf(e, "writing %s failed: %s", path, strerror(err));
     }
+    xr_tmpclean_forget(tmp);
     free(tmp);
     return ok ? 0 : -1;
 }

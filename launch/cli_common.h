@@ -135,9 +135,12 @@ int cli_load_model_files(const char *spec, char **dir, ModelConfig *cfg, Tokeniz
 /* Rank 0, before any work: refuse an existing output file without --overwrite, and make sure a file can be
  * created next to it. "-" passes, and devices / pipes when the writer writes them in place (in_place_ok). */
 int cli_check_output(const char *path, int overwrite, int in_place_ok, XrErr *e);
+/* Remove what runs of earlier commands writing path that died left (path.tmp.HOST.PID of a dead process on this
+ * host: xr_tmpclean_sweep) and say so on stderr unless quiet, as "xrank CMD: ...". "-" and NULL: nothing. */
+void cli_sweep_output(const char *cmd, const char *path, int quiet);
 /* (A training output directory has its own rules: launch/run_dir.h.) */
-/* Write text to path atomically (temporary name, then rename); "-" = stdout, and devices / pipes are written
- * in place. cli_write_output: head then body. Rank 0 only. */
+/* Write text to path atomically (temporary name path.tmp.HOST.PID, removed if SIGINT / SIGTERM / SIGHUP ends
+ * the process first, then rename); "-" = stdout, and devices / pipes are written in place. cli_write_output: head then body. Rank 0 only. */
 int cli_write_file(const char *path, const char *text, size_t n, XrErr *e);
 
 

@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "hfexport.h"
 #include "xr_fs.h"
+#include "xr_tmpclean.h"
 
 static const ArgSpec EXPORT_FLAGS[] = {
     CLI_FLAG_OVERWRITE("replace OUT when it is a model directory"),
@@ -58,9 +59,11 @@ int cmd_export(int argc, char **argv) {
             rc = xr_errf(&e, "%s exists%s", out, model_dir ? " (use --overwrite to replace it)" : " and is not a model directory");
     }
     if (rc == 0) {
-        size_t n = strlen(out) + 32;
-        tmp = xr_malloc(n);
-        snprintf(tmp, n, "%s.tmp.%ld", out, (long)getpid());
+        char note[4096];
+        xr_tmpclean_sweep(out, note, sizeof note);
+        if (note[0]) fprintf(stderr, "xrank export: %s\n", note);
+        tmp = xr_tmpclean_name(out);
+        xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
         xr_remove_flat_dir(tmp);
         if (mkdir(tmp, 0755)) rc = xr_errf(&e, "cannot create %s: %s", tmp, strerror(errno));
     }
@@ -75,6 +78,7 @@ int cmd_export(int argc, char **argv) {
         free(src), free(dst);
     }
     if (rc == 0 && (!have_model || !have_config)) rc = xr_errf(&e, "%s: the manifest lists no %s", ck, have_model ? "config.json" : CKPT_MODEL);
+    if (rc == 0) xr_tmpclean_test_pause("export", tmp);
     if (rc == 0) {
         size_t n = strlen(out) + 32;
         char *old = xr_malloc(n);
@@ -86,6 +90,7 @@ int cmd_export(int argc, char **argv) {
         free(old);
     }
     if (rc && tmp) xr_remove_flat_dir(tmp);
+    if (tmp) xr_tmpclean_forget(tmp);
     if (rc == 0) fprintf(stderr, "xrank export: %s (step %lld) -> %s\n", ck, (long long)m.step, out);
     else fprintf(stderr, "xrank export: error: %s\n", e.msg);
     if (m.files) ckpt_manifest_free(&m);

@@ -385,6 +385,7 @@ int cmd_mine(int argc, char **argv) {
                          output, h == 0 ? "not HDF5" : h == 1 ? (fmt[0] ? fmt : "HDF5 without xrank_format") : "unreadable");
     }
     if (st == 0 && x.rank == 0 && jsonl) st = cli_check_output(jsonl, overwrite, 0, &e);
+    if (st == 0 && x.rank == 0) cli_sweep_output("mine", jsonl, quiet); /* the group file's F.tmp has no PID */
     if (comm_check(x.c, st, &e)) return mc_fail(&x, &e, 1);
 
     /* re-export: read a group file, check it against the dataset, write the jsonl */

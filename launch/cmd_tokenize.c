@@ -194,7 +194,7 @@ int cmd_tokenize(int argc, char **argv) {
     if (status == 0 && x.rank == 0) status = ds_output_check(output, overwrite, &e);
     if (status == 0 && x.rank == 0) { /* what killed runs left (SIGKILL, a crash: no handler ran) */
         char note[4096];
-        ds_output_sweep(output, note, sizeof note);
+        xr_tmpclean_sweep(output, note, sizeof note);
         if (note[0] && !quiet) fprintf(stderr, "xrank tokenize: %s\n", note);
     }
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);

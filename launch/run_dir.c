@@ -16,7 +16,7 @@
 #include "xr_fs.h"
 
 /* Names a training run writes into its output directory (final/ and best/ are renamed into place from
- * NAME.tmp.PID with the earlier one at NAME.old.PID; checkpoints from checkpoint-<step>.tmp). */
+ * NAME.tmp.HOST.PID with the earlier one at NAME.old.PID; checkpoints from checkpoint-<step>.tmp). */
 static int rd_is_run_entry(const char *n) {
     static const char *const exact[] = {"metrics.jsonl", "final", "best", CKPT_LATEST};
     static const char *const prefix[] = {"checkpoint-", "final.tmp.", "final.old.", "best.tmp.", "best.old.",

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "xr_tmpclean.h"
+
 static inline uint64_t ec_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
 static inline uint64_t ec_mix(uint64_t z) {
@@ -179,6 +181,7 @@ int embcache_create(const char *path, int64_t rows, int dim, XrErr *e) {
     char *tmp = embcache_tmp_path(path);
     unsigned char hdr[256];
     size_t hl = ec_header(rows, dim, hdr, sizeof hdr);
+    xr_tmpclean_add(tmp); /* the creator's: SIGINT / SIGTERM / SIGHUP before the commit remove it */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     int rc = 0;
     if (fd < 0) {
@@ -190,6 +193,8 @@ int embcache_create(const char *path, int64_t rows, int dim, XrErr *e) {
         if (close(fd) != 0 && rc == 0) rc = xr_errf(e, "%s: close failed: %s", tmp, strerror(errno));
         if (rc) unlink(tmp);
     }
+    if (rc) xr_tmpclean_forget(tmp);
+    else xr_tmpclean_test_pause("embcache", tmp);
     free(tmp);
     return rc;
 }
@@ -218,6 +223,7 @@ int embcache_commit(const char *path, const char *desc_json, XrErr *e) {
     }
     if (rc == 0 && rename(tmp, path) != 0) rc = xr_errf(e, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
     if (rc) unlink(tmp);
+    xr_tmpclean_forget(tmp);
     free(tmp);
     return rc;
 }
@@ -225,5 +231,6 @@ int embcache_commit(const char *path, const char *desc_json, XrErr *e) {
 void embcache_abort(const char *path) {
     char *tmp = embcache_tmp_path(path);
     unlink(tmp);
+    xr_tmpclean_forget(tmp);
     free(tmp);
 }

@@ -9,6 +9,7 @@
 
 #include "mine.h"
 #include "xr_fs.h"
+#include "xr_tmpclean.h"
 
 int mine_jsonl_parse_format(const char *s, MineJsonlFormat *f) {
     static const char *names[] = {"triplet", "n-tuple", "labeled-pair", "labeled-list", "flagembedding"};
@@ -182,15 +183,16 @@ int mine_write_jsonl(const GroupSet *g, MineJsonlFormat fmt, int output_scores, 
         mine_jsonl_body(stdout, g, fmt, output_scores, t);
         return fflush(stdout) == 0 ? 0 : xr_errf(e, "writing to stdout failed: %s", strerror(errno));
     }
-    size_t n = strlen(path) + 32;
-    char *tmp = xr_malloc(n);
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    char *tmp = xr_tmpclean_name(path);
+    xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         xr_errf(e, "cannot create %s: %s", tmp, strerror(errno));
+        xr_tmpclean_forget(tmp);
         free(tmp);
         return -1;
     }
+    xr_tmpclean_test_pause("jsonl", tmp);
     mine_jsonl_body(f, g, fmt, output_scores, t);
     int ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
     int err = errno;
@@ -200,6 +202,7 @@ int mine_write_jsonl(const GroupSet *g, MineJsonlFormat fmt, int output_scores, 
         remove(tmp);
         xr_errf(e, "writing %s failed: %s", path, strerror(err));
     }
+    xr_tmpclean_forget(tmp);
     free(tmp);
     return ok ? 0 : -1;
 }

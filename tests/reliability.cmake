@@ -40,6 +40,12 @@ endforeach()
 add_test(NAME tokenize_interrupted COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_tokenize_signal.sh
          $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/tokenize_interrupted.out)
 set_tests_properties(tokenize_interrupted PROPERTIES TIMEOUT 180 LABELS "reliability;mpi" ENVIRONMENT "${XR_MPI_TEST_ENV}")
+# The same for the outputs of score, embed (also mpirun -np 2), mine (group file, jsonl, embedding cache) and export,
+# paused by XR_TEST_PAUSE_AT with the temporary output present (their window is the final write only); the next
+# score removes a dead process's temporary output.
+add_test(NAME outputs_interrupted COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_output_signal.sh
+         $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/outputs_interrupted.out)
+set_tests_properties(outputs_interrupted PROPERTIES TIMEOUT 180 LABELS "reliability;mpi" ENVIRONMENT "${XR_MPI_TEST_ENV}")
 # score on a model whose safetensors file is truncated names the file (it said "not a sequence-classification model").
 xr_damaged_test(score_truncated_model MODE score_truncated
                 VARS "REGEX=model/model.safetensors: tensor '[^']+': data_offsets .* file truncated")
