@@ -11,6 +11,61 @@
 #include "textread.h"
 #include "tok_utf8.h"
 
+/* The error for invalid UTF-8 at s[ok] of line line of path (every text input words it the same). */
+static int lr_utf8_error(const char *path, int64_t line, const char *s, size_t ok, XrErr *e) {
+    return xr_errf(e, "%s:%lld: invalid UTF-8 at byte %zu of the line (0x%02X): text inputs are read as UTF-8 and, "
+                      "like Python's strict decoding, refuse it; fix the file (iconv) or pass --utf8-errors replace "
+                      "to read each bad sequence as U+FFFD (counted)",
+                   path, (long long)line, ok + 1, (unsigned)(unsigned char)s[ok]);
+}
+
+int tr_utf8_buffer(const char *name, char **data, size_t *len, int replace, int64_t *replaced, int64_t *lines,
+                   XrErr *e) {
+    const char *d = *data;
+    size_t n = *len, pos = 0, cap = 0, out_n = 0;
+    char *out = NULL, *fix = NULL;
+    size_t fix_cap = 0;
+    int64_t line = 0;
+    while (pos < n) {
+        const char *nl = memchr(d + pos, '\n', n - pos);
+        size_t end = nl ? (size_t)(nl - d) : n, ln = end - pos;
+        line++;
+        size_t ok = tok_utf8_valid_prefix(d + pos, ln);
+        if (ok != ln && !replace) {
+            free(out);
+            return lr_utf8_error(name, line, d + pos, ok, e);
+        }
+        if (ok != ln && !out) { /* the first bad line: copy what came before */
+            cap = n + n / 2 + 16;
+            out = xr_malloc(cap);
+            memcpy(out, d, pos);
+            out_n = pos;
+        }
+        const char *piece = d + pos;
+        size_t pn = ln;
+        if (ok != ln) {
+            pn = tok_utf8_lossy(d + pos, ln, &fix, &fix_cap, replaced);
+            piece = fix;
+            (*lines)++;
+        }
+        if (out) {
+            if (out_n + pn + 2 > cap) out = xr_realloc(out, cap = (out_n + pn + 2) * 2);
+            memcpy(out + out_n, piece, pn);
+            out_n += pn;
+            if (nl) out[out_n++] = '\n';
+        }
+        pos = end + 1;
+    }
+    free(fix);
+    if (out) {
+        out[out_n] = 0;
+        free(*data);
+        *data = out;
+        *len = out_n;
+    }
+    return 0;
+}
+
 int lr_open(LineReader *r, const char *path, XrErr *e) {
     memset(r, 0, sizeof *r);
     r->path = path;
@@ -48,11 +103,7 @@ int lr_next(LineReader *r, char **line, size_t *len, XrErr *e) {
             r->line++;
             size_t ok = tok_utf8_valid_prefix(s, n);
             if (ok != n) {
-                if (!r->utf8_replace)
-                    return xr_errf(e, "%s:%lld: invalid UTF-8 at byte %zu of the line (0x%02X): text inputs are read as "
-                                      "UTF-8 and, like Python's strict decoding, refuse it; fix the file (iconv) or "
-                                      "pass --utf8-errors replace to read each bad sequence as U+FFFD (counted)",
-                                   r->path, (long long)r->line, ok + 1, (unsigned)(unsigned char)s[ok]);
+                if (!r->utf8_replace) return lr_utf8_error(r->path, r->line, s, ok, e);
                 n = tok_utf8_lossy(s, n, &r->fix, &r->fix_cap, &r->utf8_replaced);
                 r->utf8_lines++;
                 s = r->fix;

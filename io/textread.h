@@ -99,6 +99,13 @@ typedef struct {
     size_t fix_cap;
 } LineReader;
 int lr_open(LineReader *r, const char *path, XrErr *e);
+/* The same check for an input read whole (score, embed): each line of (*data)[0..*len) (split at '\n'). Strict
+ * (replace 0): the first bad line is an error naming name:line, the byte and its value, worded as lr_next's.
+ * replace: when a line holds a bad sequence, *data is replaced by a copy (NUL terminated; the old one freed)
+ * whose bad lines have each maximal ill-formed subpart as U+FFFD; *replaced and *lines grow by the sequences
+ * and the lines. 0 or -1. */
+int tr_utf8_buffer(const char *name, char **data, size_t *len, int replace, int64_t *replaced, int64_t *lines,
+                   XrErr *e);
 /* 1: a line; 0: end of file; -1: read error (e names the file and the line reached). */
 int lr_next(LineReader *r, char **line, size_t *len, XrErr *e);
 void lr_close(LineReader *r);

@@ -340,6 +340,16 @@ int cli_setup(CliCtx *cx, const CliCmd *cmd, int st_max_len, int argc, char **ar
         cx->input_data = strcmp(cx->input, "-") ? xr_read_file(cx->input, &cx->input_len, &e)
                                                 : xr_read_stream(stdin, "<stdin>", &cx->input_len, &e);
         if (!cx->input_data) st = -1;
+        /* invalid UTF-8 is refused naming the line, or read as U+FFFD and counted: never repaired silently */
+        if (st == 0 && tr_utf8_buffer(cx->input_name, &cx->input_data, &cx->input_len,
+                                      !strcmp(args_str(a, "utf8-errors"), "replace"), &cx->utf8_replaced,
+                                      &cx->utf8_lines, &e))
+            st = -1;
+        if (st == 0 && cx->utf8_replaced) /* said even with --quiet: the text is not what the file holds */
+            fprintf(stderr, "xrank %s: warning: %lld invalid UTF-8 sequence%s on %lld line%s of %s read as U+FFFD "
+                            "(--utf8-errors replace)\n", cx->cmd, (long long)cx->utf8_replaced,
+                    cx->utf8_replaced > 1 ? "s" : "", (long long)cx->utf8_lines, cx->utf8_lines > 1 ? "s" : "",
+                    cx->input_name);
     }
     if (comm_check(cx->b.comm, st, &e)) return cli_fail(cx, &e, 1);
     comm_bcast_buf(cx->b.comm, &cx->input_data, &cx->input_len, 0);

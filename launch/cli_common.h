@@ -53,6 +53,13 @@
 #define CLI_FLAGS_COMPUTE CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION
 #define CLI_FLAGS_COMPUTE_FP32 CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION_FP32
 
+/* Invalid UTF-8 in the text input (tokenize, score, embed; mine --text-from has its own wording). */
+#define CLI_FLAG_UTF8_ERRORS                                                                                     \
+    {"utf8-errors", ARG_CHOICE, "strict", "",                                                                    \
+     "invalid UTF-8 in the input: strict = an error naming file:line (as Python's decoding); replace = each bad " \
+     "sequence read as U+FFFD and counted (BERT-style tokenizers then drop it, as Hugging Face's do)",           \
+     "strict|replace", 0}
+
 /* The flags score and embed share, first in their tables. */
 #define CLI_COMMON_FLAGS                                                                                         \
     CLI_FLAG_MODEL("Hugging Face model directory, or a hub id found in the local HF cache"),                    \
@@ -67,7 +74,7 @@
          "inputs are sorted by length within windows of N batches to cut padding; a window is also the unit "    \
          "of work a rank takes",                                                                                 \
          NULL, 1},                                                                                               \
-        CLI_FLAG_QUIET, CLI_FLAG_CONFIG("JSON file of flag values")
+        CLI_FLAG_UTF8_ERRORS, CLI_FLAG_QUIET, CLI_FLAG_CONFIG("JSON file of flag values")
 
 /* A subcommand: its flags, its help page, and what it cannot do yet. */
 typedef struct {
@@ -170,6 +177,7 @@ typedef struct {
     int threads; /* what the encoder's backend uses (the report) */
     const char *input, *output, *input_name; /* input_name: the file name used in messages */
     char *input_data;                        /* whole input, on every rank */
+    int64_t utf8_replaced, utf8_lines;       /* --utf8-errors replace: sequences read as U+FFFD, their lines */
     size_t input_len;
 } CliCtx;
 

@@ -37,10 +37,7 @@ static const ArgSpec TOKENIZE_FLAGS[] = {
     {"label-column", ARG_STR, NULL, "NAME", "pair files: a label / score column (with --query-column)", NULL, 0},
     {"no-header", ARG_SWITCH, NULL, "", "csv / tsv files have no header line: columns are 0, 1, 2, ...", NULL, 0},
     {"allow-empty", ARG_SWITCH, NULL, "", "keep empty texts as 0-token rows instead of failing", NULL, 0},
-    {"utf8-errors", ARG_CHOICE, "strict", "",
-     "invalid UTF-8 in the input: strict = an error naming file:line (as Python's decoding); replace = each bad "
-     "sequence read as U+FFFD and counted (BERT-style tokenizers then drop it, as Hugging Face's do)",
-     "strict|replace", 0},
+    CLI_FLAG_UTF8_ERRORS,
     {"max-query-tokens", ARG_INT, "0", "N", "keep the first N tokens of a query; 0 = all", NULL, 0},
     {"max-passage-tokens", ARG_INT, "0", "N", "keep the first N tokens of a passage; 0 = all", NULL, 0},
     {"shard-size", ARG_STR, "256M", "BYTES", "target bytes of a shard file before compression (K, M, G suffixes)",

@@ -69,3 +69,8 @@ foreach(check max_length threads device output_exists config hyperparameters ver
                  DEFS -DTESTS=${CMAKE_CURRENT_SOURCE_DIR} -DROOT=${CMAKE_SOURCE_DIR}
                  ENV OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
 endforeach()
+# Invalid UTF-8 in the input of score and embed: refused naming file:line and the byte (1 and 2 ranks, stdin), or
+# read as U+FFFD with --utf8-errors replace, counted, and scored like the text without the bad bytes.
+add_test(NAME cli_utf8_errors COMMAND bash ${XR_CLI_WORK}/run_utf8.sh $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE}
+         ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/cli_utf8_errors.out)
+set_tests_properties(cli_utf8_errors PROPERTIES TIMEOUT 120 LABELS "cli;mpi;reliability" ENVIRONMENT "${XR_MPI_TEST_ENV}")
