@@ -183,14 +183,15 @@ static void layer_train_forward(Encoder *m, int l) {
         ops_pool_first(be, t->dx, X, t->off, S, H);
         res = t->dx;
     }
-    ops_dropout_add(be, T_V1(t, l), t->dt, res, roff, S, H, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
-    ops_layernorm(be, T_A(t, l), T_ST(t, l, 0), T_ST(t, l, 1), T_V1(t, l), NULL, L->ln1_g, L->ln1_b, rows, H, eps);
+    /* residual + LayerNorm, fused: the LayerNorm's input (v1, v2) and statistics are saved for the backward */
+    ops_dropout_add_layernorm(be, T_A(t, l), T_V1(t, l), T_ST(t, l, 0), T_ST(t, l, 1), t->dt, res, L->ln1_g,
+                              L->ln1_b, roff, S, rows, H, eps, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
     ops_linear(be, T_F(t, l), T_A(t, l), L->fi_w, L->fi_b, rows, I, H);
     ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I);
     ops_linear(be, t->dt, t->gact, L->fo_w, L->fo_b, rows, H, I);
-    ops_dropout_add(be, T_V2(t, l), t->dt, T_A(t, l), roff, S, H, site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
-    ops_layernorm(be, last ? t->h0 : T_XS(t, l + 1), T_ST(t, l, 2), T_ST(t, l, 3), T_V2(t, l), NULL, L->ln2_g,
-                  L->ln2_b, rows, H, eps);
+    ops_dropout_add_layernorm(be, last ? t->h0 : T_XS(t, l + 1), T_V2(t, l), T_ST(t, l, 2), T_ST(t, l, 3), t->dt,
+                              T_A(t, l), L->ln2_g, L->ln2_b, roff, S, rows, H, eps,
+                              site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
 }
 
 void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *step, float *logits) {
@@ -321,16 +322,18 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
         /* dY: the gradient of this layer's output, turned in place into that of LN2's input, then (adding the
          * FFN's) of LN1's output, then of LN1's input */
         float *dY = last ? t->dh2 : t->dx;
-        ops_layernorm_backward(be, dY, G(L->ln2_g), G(L->ln2_b), dY, T_V2(t, l), T_ST(t, l, 2), T_ST(t, l, 3),
-                               L->ln2_g, rows, H, 0);
-        ops_dropout_add(be, t->dt, dY, NULL, roff, S, H, site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
+        /* dY -> d v2 (the residual's part stays in dY), dt = its dropout: the FFN output's gradient */
+        ops_dropout_add_layernorm_backward(be, dY, t->dt, G(L->ln2_g), G(L->ln2_b), dY, T_V2(t, l), T_ST(t, l, 2),
+                                           T_ST(t, l, 3), L->ln2_g, roff, S, rows, H,
+                                           site_drop(m, &dd, p->hidden, SITE_FFN_OUT(l)));
         ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I); /* recomputed: cheaper than keeping it */
         ops_linear_backward(be, t->dff, G(L->fo_w), G(L->fo_b), t->dt, t->gact, L->fo_w, rows, H, I, 0);
-        ops_gelu_backward(be, t->dff, T_F(t, l), t->dff, (size_t)rows * I);
-        ops_linear_backward(be, dY, G(L->fi_w), G(L->fi_b), t->dff, T_A(t, l), L->fi_w, rows, I, H, 1);
-        ops_layernorm_backward(be, dY, G(L->ln1_g), G(L->ln1_b), dY, T_V1(t, l), T_ST(t, l, 0), T_ST(t, l, 1),
-                               L->ln1_g, rows, H, 0);
-        ops_dropout_add(be, t->dt, dY, NULL, roff, S, H, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
+        /* GELU backward and the first FFN linear's bias gradient in one pass; its products after */
+        ops_gelu_bias_backward(be, t->dff, G(L->fi_b), T_F(t, l), t->dff, rows, I);
+        ops_linear_backward(be, dY, G(L->fi_w), NULL, t->dff, T_A(t, l), L->fi_w, rows, I, H, 1);
+        ops_dropout_add_layernorm_backward(be, dY, t->dt, G(L->ln1_g), G(L->ln1_b), dY, T_V1(t, l), T_ST(t, l, 0),
+                                           T_ST(t, l, 1), L->ln1_g, roff, S, rows, H,
+                                           site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
         ops_linear_backward(be, t->dctx, G(L->ao_w), G(L->ao_b), t->dt, T_CTX(t, l), L->ao_w, rows, H, H, 0);
         ops_attention_backward(be, t->dqkv, t->dctx, T_QKV(t, l), T_ATT(t, l), t->off, S, max_len, NH, dh, last,
                                site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));

@@ -167,6 +167,36 @@ XR_OP(TRAIN, adamw,
        double eps, double wd, int64_t step),
       (be, p, g, m, v, n, lr, beta1, beta2, eps, wd, step))
 
+/* ---- fused training ops (issue 13): one pass over the rows where the unfused sequence takes several ----
+ * Each is defined as a sequence of the ops above and gives that sequence's results: the CPU backend runs the
+ * sequence itself (core/cpu/cpu_fused.c), so CPU training is bit-identical with or without fusion; the CUDA kernels
+ * (core/cuda/train_ops.cu) do it in one pass, with the same dropout masks and reductions in a fixed order. */
+
+/* The residual + LayerNorm of a transformer sublayer: v = res + dropout(x), out = LayerNorm(v) * g + b; that is,
+ * ops_dropout_add(v, x, res, seq_off, S, H, d) then ops_layernorm(out, mean, rstd, v, NULL, g, b, n, H, eps).
+ * Rows as dropout_add's, and n of them: with seq_off the packed rows 0 .. n-1 (seq_off[0] = 0, seq_off[S] = n),
+ * with seq_off NULL n = S rows, row s being sequence s's first token. Saves what the backward reads: v (the
+ * LayerNorm's input) and mean/rstd [n], none of them NULL; the dropout mask is not stored (the backward draws it
+ * again from d). res may be NULL; v and out may alias x or res, never each other. */
+XR_OP(TRAIN, dropout_add_layernorm,
+      (Backend *be, float *out, float *v, float *mean, float *rstd, const float *x, const float *res, const float *g,
+       const float *b, const int32_t *seq_off, int S, int n, int H, float eps, const XrDropout *d),
+      (be, out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, d))
+/* Its backward from dout (the gradient of out), the forward's v, mean, rstd and the same d: dres = the gradient
+ * of v, which reaches res (overwrite); dx = dropout(dres), the gradient of x (overwrite); dg, db accumulate. That
+ * is, ops_layernorm_backward(dres, dg, db, dout, v, mean, rstd, g, n, H, 0) then
+ * ops_dropout_add(dx, dres, NULL, seq_off, S, H, d). dres may alias dout; dx aliases neither. */
+XR_OP(TRAIN, dropout_add_layernorm_backward,
+      (Backend *be, float *dres, float *dx, float *dg, float *db, const float *dout, const float *v, const float *mean,
+       const float *rstd, const float *g, const int32_t *seq_off, int S, int n, int H, const XrDropout *d),
+      (be, dres, dx, dg, db, dout, v, mean, rstd, g, seq_off, S, n, H, d))
+/* The backward of GELU over the output y[M, N] = x W^T + b of a linear layer, with that layer's bias gradient:
+ * dx = dy * GELU'(x) as ops_gelu_backward, and db[N] += the column sums of dx, as ops_linear_backward's db would
+ * add for dy = dx (the same fixed-order sums; db NULL: none). Then ops_linear_backward with db NULL finishes the
+ * layer. dx may alias dy. */
+XR_OP(TRAIN, gelu_bias_backward, (Backend *be, float *dx, float *db, const float *x, const float *dy, int M, int N),
+      (be, dx, db, x, dy, M, N))
+
 /* ---- training precision (issue 13): what the GPU stores in bf16, as one contract for both backends ----
  * XR_PREC_BF16 training keeps the flat parameter buffer (the optimizer's fp32 master weights, AdamW moments fp32
  * too) and a bf16 working copy of it that every GEMM reads, refreshed once per optimizer step; activations are

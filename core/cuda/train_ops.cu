@@ -1,6 +1,7 @@
 /* train_ops.cu: the CUDA backend's training ops (core/ops.h, "training"): dropout with the CPU's Philox masks,
  * the backward passes (linear, LayerNorm, GELU, tanh, attention over packed sequences, poolings, L2 norm,
- * embeddings) and the optimizer arithmetic (zero, scale, sum of squares, AdamW). fp32 storage. Every reduction
+ * embeddings), the fused ones (dropout + residual + LayerNorm forward and backward, bias + GELU backward) and the
+ * optimizer arithmetic (zero, scale, sum of squares, AdamW). fp32 storage. Every reduction
  * whose order changes the result runs in an order fixed by this file's constants (never by atomics or the launch
  * configuration), so two runs give the same bits; sums over tokens accumulate in double, as the CPU's do. */
 #include <cub/cub.cuh>
@@ -190,14 +191,16 @@ extern "C" void cuda_ops_layernorm_backward(Backend *be, float *dx, float *dg, f
 
 /* ---------------- element-wise ---------------- */
 
+/* GELU'(v): d/dv [v Phi(v)] = Phi(v) + v phi(v), exact erf (gelu_backward and the fused gelu_bias_backward) */
+static __device__ __forceinline__ float gelu_grad(float v) {
+    float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+    float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
+    return cdf + v * pdf;
+}
+
 __global__ void k_gelu_backward(float *dx, const float *x, const float *dy, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float v = x[i];
-        /* d/dx [x Phi(x)] = Phi(x) + x phi(x), exact erf */
-        float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-        float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
-        dx[i] = dy[i] * (cdf + v * pdf);
-    }
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = dy[i] * gelu_grad(x[i]);
 }
 
 __global__ void k_tanh_backward(float *dx, const float *y, const float *dy, size_t n) {
@@ -377,6 +380,155 @@ extern "C" void cuda_ops_embed_backward(Backend *be, float *dword, float *dpos, 
     embed_table_backward(be, st, dword, dout, ids, n, H);
     embed_table_backward(be, st, dpos, dout, pos_ids, n, H);
     if (dtype) embed_table_backward(be, st, dtype, dout, types, n, H);
+}
+
+/* ---------------- fused: dropout + residual + LayerNorm (forward, backward), bias + GELU backward ----------------
+ * ops_list.h defines each as a sequence of the ops above; here each is one pass over the rows (two kernels where a
+ * bias or LayerNorm parameter gradient needs the fixed-order column sums). */
+
+/* The sequence of packed row k: the last s with seq_off[s] <= k (empty sequences own no row), as the CPU's. */
+static __device__ __forceinline__ int row_seq_dev(const int32_t *seq_off, int S, int k) {
+    int lo = 0, hi = S - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (seq_off[mid] <= k)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* One warp per row. Lane l takes the column groups 4g .. 4g+3, g = l, l + 32, ..., in every pass, so one Philox call
+ * gives a group's four draws (rng_dropout_add_span's mask at the row's position), and each lane reads and writes
+ * only its own columns: v and out may alias x or res. Two-pass statistics over v, as ops_layernorm. */
+__global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float *rstd, const float *x,
+                                        const float *res, const float *g, const float *b, const int32_t *seq_off,
+                                        int S, int n, int H, float eps, DropDev d) {
+    int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n) return;
+    int s = seq_off ? row_seq_dev(seq_off, S, row) : row;
+    uint32_t pos = seq_off ? (uint32_t)(row - seq_off[s]) : 0u;
+    uint64_t id = drop_id(d, s);
+    size_t off = (size_t)row * H;
+    float sum = 0.0f;
+    for (int q = lane; 4 * q < H; q += 32) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d.on) drop_draw4(r, d, q, pos, id);
+        for (int k = 0; k < 4 && 4 * q + k < H; k++) {
+            size_t o = off + 4 * q + k;
+            float xv = x[o];
+            float dv = d.on ? (r[k] >= d.thr ? __fmul_rn(xv, d.scale) : 0.0f) : xv;
+            float vv = res ? __fadd_rn(res[o], dv) : dv;
+            v[o] = vv;
+            sum += vv;
+        }
+    }
+    float mu = warp_sum(sum) / (float)H, var = 0.0f;
+    for (int q = lane; 4 * q < H; q += 32)
+        for (int k = 0; k < 4 && 4 * q + k < H; k++) {
+            float dv = v[off + 4 * q + k] - mu;
+            var += dv * dv;
+        }
+    float rs = 1.0f / sqrtf(warp_sum(var) / (float)H + eps);
+    for (int q = lane; 4 * q < H; q += 32)
+        for (int k = 0; k < 4 && 4 * q + k < H; k++) {
+            int j = 4 * q + k;
+            out[off + j] = (v[off + j] - mu) * rs * g[j] + b[j];
+        }
+    if (lane == 0) mean[row] = mu, rstd[row] = rs;
+}
+
+extern "C" void cuda_ops_dropout_add_layernorm(Backend *be, float *out, float *v, float *mean, float *rstd,
+                                               const float *x, const float *res, const float *g, const float *b,
+                                               const int32_t *seq_off, int S, int n, int H, float eps,
+                                               const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (!v || !mean || !rstd || v == out)
+        xr_die("cuda_ops_dropout_add_layernorm: v, mean and rstd are what the backward reads (given %p, %p, %p; out "
+               "%p)", (void *)v, (void *)mean, (void *)rstd, (void *)out);
+    if (n <= 0 || H <= 0) return;
+    k_dropout_add_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
+        out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, drop_dev(d));
+    XR_LAUNCHED();
+}
+
+/* One warp per row, the column groups of k_dropout_add_layernorm: dres = rstd (dout g - mean(dout g) - vhat
+ * mean(dout g vhat)), vhat = (v - mean) rstd, and dx = dropout(dres) with the row's mask, in the same pass. Each lane
+ * reads a column's dout before writing its dres: dres may alias dout. */
+__global__ void k_dropout_add_layernorm_backward(float *dres, float *dx, const float *dout, const float *v,
+                                                 const float *mean, const float *rstd, const float *g,
+                                                 const int32_t *seq_off, int S, int n, int H, DropDev d) {
+    int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n) return;
+    int s = seq_off ? row_seq_dev(seq_off, S, row) : row;
+    uint32_t pos = seq_off ? (uint32_t)(row - seq_off[s]) : 0u;
+    uint64_t id = drop_id(d, s);
+    size_t off = (size_t)row * H;
+    float mu = mean[row], rs = rstd[row], s1 = 0.0f, s2 = 0.0f;
+    for (int q = lane; 4 * q < H; q += 32)
+        for (int k = 0; k < 4 && 4 * q + k < H; k++) {
+            int j = 4 * q + k;
+            float dg = dout[off + j] * g[j];
+            s1 += dg;
+            s2 += dg * (v[off + j] - mu) * rs;
+        }
+    float a = warp_sum(s1) / (float)H, c = warp_sum(s2) / (float)H;
+    for (int q = lane; 4 * q < H; q += 32) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d.on) drop_draw4(r, d, q, pos, id);
+        for (int k = 0; k < 4 && 4 * q + k < H; k++) {
+            int j = 4 * q + k;
+            float gv = rs * (dout[off + j] * g[j] - a - (v[off + j] - mu) * rs * c);
+            dres[off + j] = gv;
+            dx[off + j] = d.on ? (r[k] >= d.thr ? __fmul_rn(gv, d.scale) : 0.0f) : gv;
+        }
+    }
+}
+
+extern "C" void cuda_ops_dropout_add_layernorm_backward(Backend *be, float *dres, float *dx, float *dg, float *db,
+                                                        const float *dout, const float *v, const float *mean,
+                                                        const float *rstd, const float *g, const int32_t *seq_off,
+                                                        int S, int n, int H, const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (n <= 0 || H <= 0) return;
+    /* the parameter sums first: dres may overwrite dout (stream order) */
+    colsums(be, st, dg, db, dout, v, mean, rstd, n, H);
+    k_dropout_add_layernorm_backward<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0,
+                                       st>>>(dres, dx, dout, v, mean, rstd, g, seq_off, S, n, H, drop_dev(d));
+    XR_LAUNCHED();
+}
+
+/* Block (column tile, row block b): dx = dy GELU'(x) for the XR_SUM_ROWS rows of block b, and (part non-NULL) their
+ * column sums in row order in double, as k_colsum_part's: the same order as ops_linear_backward's bias sums. dx may
+ * alias dy (each element is read, then written, by one thread). */
+__global__ void k_gelu_bias_backward(float *dx, double *part, const float *x, const float *dy, int M, int N) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (j >= N) return;
+    int i0 = b * XR_SUM_ROWS, i1 = i0 + XR_SUM_ROWS < M ? i0 + XR_SUM_ROWS : M;
+    double s = 0;
+    for (int i = i0; i < i1; i++) {
+        size_t o = (size_t)i * N + j;
+        float gv = dy[o] * gelu_grad(x[o]);
+        dx[o] = gv;
+        s += (double)gv;
+    }
+    if (part) part[(size_t)b * N + j] = s;
+}
+
+extern "C" void cuda_ops_gelu_bias_backward(Backend *be, float *dx, float *db, const float *x, const float *dy, int M,
+                                            int N) {
+    cudaStream_t st = op_stream(be);
+    if (M <= 0 || N <= 0) return;
+    int nb = (M + XR_SUM_ROWS - 1) / XR_SUM_ROWS;
+    if (nb > 65535) xr_die("cuda_ops: %d rows exceed the column-sum grid (%d)", M, 65535 * XR_SUM_ROWS);
+    double *part = db ? (double *)cuda_ops_scratch(be, 0, (size_t)nb * N * sizeof(double)) : NULL;
+    unsigned gx = (unsigned)((N + XR_SUM_THREADS - 1) / XR_SUM_THREADS);
+    k_gelu_bias_backward<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(dx, part, x, dy, M, N);
+    XR_LAUNCHED();
+    if (!db) return;
+    k_colsum_finish<<<gx, XR_SUM_THREADS, 0, st>>>(db, NULL, part, NULL, nb, N);
+    XR_LAUNCHED();
 }
 
 /* ---------------- sum of squares and AdamW ---------------- */
