@@ -141,6 +141,18 @@ int h5_check_stored(hid_t d, uint64_t nelem, const char *file, const char *name,
         return xr_errf(e, "%s: %s claims %llu elements of %zu bytes: damaged file", file, name,
                        (unsigned long long)nelem, elem);
     uint64_t stored = (uint64_t)H5Dget_storage_size(d);
+    /* Unfiltered data (compact, contiguous, or chunks without a filter) is stored byte for byte: libhdf5 1.10
+     * copies the extent's bytes out of a compact header or an unfiltered chunk without checking that they are
+     * there (heap overflows found by fuzz_h5 with a filter pipeline removed from a deflated dataset). */
+    hid_t dcpl = H5Dget_create_plist(d);
+    H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+    int nfilters = dcpl >= 0 && layout == H5D_CHUNKED ? H5Pget_nfilters(dcpl) : 0;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (layout < 0 || nfilters < 0)
+        return h5_errf(e, "%s: cannot read the storage layout of %s: damaged file", file, name);
+    if (nfilters == 0 && stored < bytes)
+        return xr_errf(e, "%s: %s claims %llu elements (%llu bytes) but stores %llu unfiltered bytes: damaged file",
+                       file, name, (unsigned long long)nelem, (unsigned long long)bytes, (unsigned long long)stored);
     if (bytes > 0 && bytes / H5_MAX_DEFLATE_RATIO > stored)
         return xr_errf(e, "%s: %s claims %llu elements (%llu bytes) but the file stores %llu bytes of it: damaged file",
                        file, name, (unsigned long long)nelem, (unsigned long long)bytes, (unsigned long long)stored);

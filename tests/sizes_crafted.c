@@ -341,6 +341,38 @@ static void case_h5_offsets_2p31(void) {
     h5store_close(s);
 }
 
+/* Unfiltered data is stored byte for byte: libhdf5 1.10 copies a chunk's bytes without checking the chunk holds
+ * them. (a) a fuzz_h5 input: an index whose deflated shard_row_offsets lost its filter pipeline (12 stored bytes
+ * for 16, read as raw: a heap overflow inside libhdf5); (b) a chunked shard tokens dataset without filters whose
+ * second chunk was never written. */
+static void case_h5_unfiltered_short(void) {
+    const char *ip = "fixtures/damaged/unfiltered_short_chunk.h5";
+    char **files = NULL;
+    int64_t *row_off = NULL, ntok = 0;
+    int ns = 0;
+    XrErr e = {{0}};
+    int rc = h5store_index_shards(ip, "queries", &files, &row_off, &ns, &ntok, &e);
+    EXPECT_ERR(rc != 0, e, "shard_row_offsets claims 2 elements (16 bytes) but stores 12 unfiltered bytes",
+               "deflated dataset without its filter");
+    TU_CHECK(rc != 0 && strstr(e.msg, ip), "the message does not name %s: %s", ip, e.msg);
+    if (rc == 0) free(files), free(row_off);
+    int64_t off[2] = {0, 8};
+    const char *path = shard("u.h5", off, 2, 0, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(f, "passages", H5P_DEFAULT);
+    H5Ldelete(g, "tokens", H5P_DEFAULT);
+    hsize_t n = 8, chunk = 4, half = 4, start = 0;
+    hid_t sp = H5Screate_simple(1, &n, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t d = H5Dcreate2(g, "tokens", H5T_STD_I32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int32_t tok[4] = {1, 2, 3, 4};
+    hid_t msp = H5Screate_simple(1, &half, NULL);
+    H5Sselect_hyperslab(sp, H5S_SELECT_SET, &start, NULL, &half, NULL);
+    TU_CHECK(d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, msp, sp, H5P_DEFAULT, tok) >= 0, "write half of %s", path);
+    H5Sclose(msp), H5Dclose(d), H5Pclose(dcpl), H5Sclose(sp), H5Gclose(g), H5Fclose(f);
+    expect_store_error(path, "tokens claims 8 elements (32 bytes) but stores 16 unfiltered bytes",
+                       "unfiltered chunk never written");
+}
+
 /* A dataset index.h5 with one shard of 3 rows per store; num_rows, the shard tables' ends and one qrels /
  * negatives / labels column given. */
 static const char *dataset_index(int64_t nq_attr, int64_t table_end, const int64_t *qrel_q, const int64_t *qrel_p,
@@ -484,7 +516,7 @@ int main(int argc, char **argv) {
                  {"st_offsets_overflow", case_st_offsets_overflow}, {"config_sizes", case_config_sizes},
                  {"tokenizer_files", case_tokenizer_files},   {"h5_tokens_2p31", case_h5_tokens_2p31},
                  {"h5_offsets_2p31", case_h5_offsets_2p31},   {"h5_index_rows", case_h5_index_rows},
-                 {"groups_huge", case_groups_huge}};
+                 {"groups_huge", case_groups_huge},           {"h5_unfiltered_short", case_h5_unfiltered_short}};
     if (argc != 2) {
         fprintf(stderr, "usage: sizes_crafted CASE\n");
         return 2;
