@@ -177,7 +177,9 @@ int encoder_gradient_checkpointing(const Encoder *m);
 /* Bytes one rank of a training run holds on its device, by what holds them. */
 typedef struct {
     size_t weights;     /* the parameters (fp32) */
-    size_t master;      /* an fp32 master copy of bf16 weights (0 in fp32) */
+    size_t weights_copy; /* bf16 precision: the working copy every GEMM reads (ops_bf16_weights), 2 bytes a weight on
+                          * a GPU, 4 on the CPU backend (its emulation holds bf16 values in fp32 words); 0 in fp32.
+                          * The fp32 weights above are the master weights: there is no other master copy. */
     size_t moments;     /* AdamW's two moments of this rank's optimizer shard: the caller's part (gradsync) */
     size_t grads;       /* the flat gradient buffer */
     size_t activations; /* what the training forward saves for the backward, at the largest micro-batch */
@@ -186,8 +188,9 @@ typedef struct {
 } EncoderMemPlan;
 
 /* The plan for micro-batches of at most train_seqs sequences and evaluation batches of at most eval_seqs (0: no
- * evaluation), each sequence at most max_len tokens, with the current gradient checkpointing setting. Everything
- * but the moments; the same sizes as the workspaces take at the ceilings encoder_set_batch_limits sets. */
+ * evaluation), each sequence at most max_len tokens, with the current gradient checkpointing and precision
+ * (encoder_set_precision) settings. Everything but the moments; the same sizes as the workspaces take at the
+ * ceilings encoder_set_batch_limits sets. */
 void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max_len, EncoderMemPlan *p);
 size_t encoder_plan_total(const EncoderMemPlan *p);
 /* Ceilings for the workspaces (0: none, the default): they grow with the batches seen, by half again, but never

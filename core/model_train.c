@@ -102,6 +102,8 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
     size_t S = (size_t)train_seqs, T = S * L, A = NH * S * L * L, i32 = sizeof(int32_t);
     memset(p, 0, sizeof *p);
     p->weights = FBYTES(m->n_params);
+    /* the bf16 working copy the backend keeps (ops_bf16_weights): __nv_bfloat16 on a GPU, fp32 words on the CPU */
+    if (m->prec == XR_PREC_BF16) p->weights_copy = m->n_params * (m->be->device == XR_DEV_CPU ? sizeof(float) : 2);
     p->grads = FBYTES(m->n_params);
     /* saved for the backward: embeddings' LN input and stats, every layer's input, the per-layer slots, the head */
     p->activations = FBYTES(T * H + 2 * T + Ly * T * H + Lk * (T * 3 * H + 4 * T * H + T * I + 4 * T) + Lk * A +
@@ -121,7 +123,7 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
 }
 
 size_t encoder_plan_total(const EncoderMemPlan *p) {
-    return p->weights + p->master + p->moments + p->grads + p->activations + p->workspace + p->eval;
+    return p->weights + p->weights_copy + p->moments + p->grads + p->activations + p->workspace + p->eval;
 }
 
 /* Per-layer slices of the workspace. Layer inputs (xs) are kept for every layer; the other activations have a

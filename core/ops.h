@@ -93,9 +93,9 @@ int ops_device_missing(XrDevice dev, unsigned sets, char *buf, size_t n);
 int ops_device_require(XrDevice dev, unsigned sets, const char *what, XrErr *e);
 
 /* The backend's allocation counter: every ops_alloc / ops_free, and the backend's own scratch (CUDA: cuBLAS and
- * attention workspaces; CPU: the kernels' per-thread scratch is not counted, it is small and host-side). live:
- * bytes held now; peak: the most held at once since creation or the last ops_mem_reset_peak. A training run
- * checks its memory plan (encoder_train_plan) against it. */
+ * attention workspaces; both: the bf16 working copy of ops_bf16_weights; CPU: the kernels' per-thread scratch is not
+ * counted, it is small and host-side). live: bytes held now; peak: the most held at once since creation or the last
+ * ops_mem_reset_peak. A training run checks its memory plan (encoder_train_plan) against it. */
 typedef struct {
     size_t live, peak;
     int64_t allocs;

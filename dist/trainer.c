@@ -163,10 +163,11 @@ static int tr_memory_plan(Comm *c, Encoder *m, const TrainOpts *o, int G, int64_
         rc = xr_errf(e,
                      "memory: --per-device-train-batch-size %d (%d x %d sequences in the largest micro-batch) at "
                      "--max-length %d needs %.1f MiB per rank (weights "
-                     "%.1f, moments %.1f, gradients %.1f, activations %.1f, workspace %.1f, eval %.1f), %.1f MiB more "
+                     "%.1f, bf16 weights copy %.1f, moments %.1f, gradients %.1f, activations %.1f, workspace %.1f, "
+                     "eval %.1f), %.1f MiB more "
                      "than is held now, but %s can give %.1f MiB%s: %s (or use --gradient-checkpointing, a shorter "
                      "--max-length, more --gradient-accumulation-steps)",
-                     B, Bm, G, L, MIB(total), MIB(p.weights), MIB(p.moments), MIB(p.grads),
+                     B, Bm, G, L, MIB(total), MIB(p.weights), MIB(p.weights_copy), MIB(p.moments), MIB(p.grads),
                      MIB(p.activations), MIB(p.workspace), MIB(p.eval), MIB(more), dev, MIB(avail),
                      sharing > 1 ? " (its share for this rank)" : "", fits);
     }
@@ -174,10 +175,10 @@ static int tr_memory_plan(Comm *c, Encoder *m, const TrainOpts *o, int G, int64_
     encoder_set_batch_limits(m, Bm * G, eb, L);
     if (comm_rank(c) == 0 && !o->quiet)
         fprintf(stderr,
-                "  memory plan per rank: %.1f MiB on %s (weights %.1f, master copy %.1f, moments %.1f, gradients "
+                "  memory plan per rank: %.1f MiB on %s (weights %.1f, bf16 weights copy %.1f, moments %.1f, gradients "
                 "%.1f, activations %.1f%s, workspace %.1f, eval %.1f) for micro-batches of %d sequences x %d tokens; "
                 "%.1f MiB available\n",
-                MIB(total), dev, MIB(p.weights), MIB(p.master), MIB(p.moments), MIB(p.grads), MIB(p.activations),
+                MIB(total), dev, MIB(p.weights), MIB(p.weights_copy), MIB(p.moments), MIB(p.grads), MIB(p.activations),
                 o->grad_ckpt ? " with gradient checkpointing" : "", MIB(p.workspace), MIB(p.eval), Bm * G, L,
                 MIB(avail));
     return 0;

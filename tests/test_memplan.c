@@ -4,6 +4,9 @@
  *   measured peak within 10% below the plan, never above it;
  * - gradient checkpointing: the same gradients and updated parameters bit for bit (dropout on, two micro-batches
  *   accumulated), a lower measured peak, lower by what the plan says the activations shrink;
+ * - bf16 precision (the CPU backend's emulation): the plan counts the weights' working copy (4 bytes a weight here,
+ *   fp32 words holding bf16 values; 2 on a GPU) and nothing else changes: plan and measured peak both higher than
+ *   the fp32 run's by exactly that, the peak still within 10% below the plan;
  * - the counter itself: live bytes back to the weights after the workspaces are gone. */
 #include <math.h>
 #include <stdlib.h>
@@ -17,7 +20,7 @@
 enum { S = 6, L = 16, E = 4 };
 
 typedef struct {
-    size_t peak, plan, act_plan;
+    size_t peak, plan, act_plan, copy;
     float *grads, *params;
 } RunOut;
 
@@ -31,7 +34,7 @@ static void make_batch(Batch *b, int32_t *ids, int32_t *mask, const int *lens, i
         }
 }
 
-static void run(const char *model, int ckpt, RunOut *o) {
+static void run(const char *model, int ckpt, XrPrecision prec, RunOut *o) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
     XrErr e;
@@ -42,11 +45,15 @@ static void run(const char *model, int ckpt, RunOut *o) {
     Backend *be = encoder_backend(m);
     size_t np = (size_t)encoder_num_params(m);
     encoder_set_gradient_checkpointing(m, ckpt);
+    TU_CHECK(encoder_set_precision(m, prec, &e) == 0, "encoder_set_precision: %s", e.msg);
     encoder_set_batch_limits(m, S, E, L);
     EncoderMemPlan p;
     encoder_train_plan(m, S, E, L, &p);
     p.moments = 2 * np * sizeof(float);
-    o->plan = encoder_plan_total(&p), o->act_plan = p.activations;
+    o->plan = encoder_plan_total(&p), o->act_plan = p.activations, o->copy = p.weights_copy;
+    size_t want_copy = prec == XR_PREC_BF16 ? np * sizeof(float) : 0;
+    TU_CHECK(p.weights_copy == want_copy, "%s: the plan counts %zu bytes of bf16 weights copy, want %zu (%zu weights)",
+             model, p.weights_copy, want_copy, np);
 
     AdamWConfig ac = adamw_defaults();
     ac.weight_decay = 0.01;
@@ -71,6 +78,7 @@ static void run(const char *model, int ckpt, RunOut *o) {
     o->grads = malloc(np * sizeof(float));
     ops_to_host(be, o->grads, encoder_grads(m), np * sizeof(float));
     adamw_step(opt, encoder_params(m), encoder_grads(m), 1e-3);
+    encoder_weights_updated(m);
     o->params = malloc(np * sizeof(float));
     ops_to_host(be, o->params, encoder_params(m), np * sizeof(float));
     { /* an evaluation batch at its ceiling */
@@ -84,20 +92,23 @@ static void run(const char *model, int ckpt, RunOut *o) {
     ops_mem_stats(be, &ms);
     o->peak = ms.peak;
     TU_CHECK(ms.peak <= o->plan && ms.peak >= o->plan - o->plan / 10,
-             "%s%s: measured peak %zu bytes, plan %zu (weights %zu moments %zu grads %zu activations %zu workspace %zu "
-             "eval %zu): not within 10%% below it", model, ckpt ? " + checkpointing" : "", ms.peak, o->plan, p.weights,
-             p.moments, p.grads, p.activations, p.workspace, p.eval);
+             "%s%s%s: measured peak %zu bytes, plan %zu (weights %zu bf16 copy %zu moments %zu grads %zu activations "
+             "%zu workspace %zu eval %zu): not within 10%% below it", model, ckpt ? " + checkpointing" : "",
+             prec == XR_PREC_BF16 ? " bf16" : "", ms.peak, o->plan, p.weights, p.weights_copy, p.moments, p.grads,
+             p.activations, p.workspace, p.eval);
     printf("%-9s %-22s plan %8zu B (activations %7zu), measured peak %8zu B (%.2f%% of the plan), %lld allocations\n",
-           model, ckpt ? "gradient checkpointing" : "all activations kept", o->plan, p.activations, ms.peak,
-           100.0 * (double)ms.peak / (double)o->plan, (long long)ms.allocs);
+           model, prec == XR_PREC_BF16 ? "bf16, activations kept" : ckpt ? "gradient checkpointing"
+                                                                          : "all activations kept",
+           o->plan, p.activations, ms.peak, 100.0 * (double)ms.peak / (double)o->plan, (long long)ms.allocs);
     adamw_free(opt);
     encoder_free(m); /* its own backend goes with it: the counter is released too */
 }
 
 static void test_model(const char *model) {
-    RunOut a, b;
-    run(model, 0, &a);
-    run(model, 1, &b);
+    RunOut a, b, c;
+    run(model, 0, XR_PREC_FP32, &a);
+    run(model, 1, XR_PREC_FP32, &b);
+    run(model, 0, XR_PREC_BF16, &c);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
     XrErr e;
@@ -115,7 +126,12 @@ static void test_model(const char *model) {
              a.act_plan - b.act_plan);
     printf("%-9s checkpointing: gradients and parameters identical (%zu values), activations %zu -> %zu B (-%.0f%%)\n",
            model, np, a.act_plan, b.act_plan, 100.0 * (1.0 - (double)b.act_plan / (double)a.act_plan));
-    free(a.grads), free(a.params), free(b.grads), free(b.params);
+    TU_CHECK(c.copy > 0 && c.plan - a.plan == c.copy && c.peak - a.peak == c.copy,
+             "%s: bf16 raised the plan by %zu bytes and the measured peak by %zu, the working copy is %zu", model,
+             c.plan - a.plan, c.peak - a.peak, c.copy);
+    printf("%-9s bf16: the weights' working copy %zu B, plan +%zu B, measured peak +%zu B\n", model, c.copy,
+           c.plan - a.plan, c.peak - a.peak);
+    free(a.grads), free(a.params), free(b.grads), free(b.params), free(c.grads), free(c.params);
 }
 
 /* The counter by itself: live goes up and down by what is allocated, peak stays, reset brings it to live. */

@@ -18,7 +18,7 @@ static void round_into(Backend *be, float *o, const float *x, size_t n) {
 
 void cpu_precision_release(Backend *be) {
     CpuPrecision *p = cpu_precision(be);
-    free(p->copy);
+    cpu_free(be, p->copy);
     free(p->opnd[0]);
     free(p->opnd[1]);
     memset(p, 0, sizeof *p);
@@ -26,11 +26,11 @@ void cpu_precision_release(Backend *be) {
 
 void cpu_bf16_weights(Backend *be, const float *master, size_t n) {
     CpuPrecision *p = cpu_precision(be);
-    free(p->copy);
+    cpu_free(be, p->copy);
     p->copy = NULL, p->master = NULL, p->n = 0, p->refreshes = 0;
     if (!master) return;
-    /* host memory of the emulation, not the GPU's working copy: not in ops_mem_stats (the plan counts 2 bytes) */
-    p->copy = cpu_host_alloc((n ? n : 1) * sizeof(float));
+    /* counted in ops_mem_stats as the GPU's copy is (4 bytes a weight here, 2 there; encoder_train_plan says which) */
+    p->copy = cpu_alloc(be, (n ? n : 1) * sizeof(float));
     p->master = master, p->n = n;
     cpu_weights_refresh(be);
 }
