@@ -355,6 +355,8 @@ void encoder_free(Encoder *m) {
     if (m->be) {
         enc_work_free(m);
         enc_train_free(m);
+        /* a backend that outlives the encoder must not keep a working copy of parameters about to be freed */
+        if (m->prec == XR_PREC_BF16 && !m->own_be) ops_bf16_weights(m->be, NULL, 0);
         if (!m->lent_grads) ops_free(m->be, m->grads);
         if (!m->lent_params) ops_free(m->be, m->params);
         if (m->own_be) ops_backend_free(m->be);

@@ -51,9 +51,13 @@ static void move_params(Encoder *m, float *to, int copy, int lent) {
     }
     float *old = m->params;
     rebase_views(m, old, to);
+    /* bf16: the working copy is registered on the buffer itself; it moves with it (else it would go on reading, and
+     * refreshing from, the old one) */
+    if (m->prec == XR_PREC_BF16) ops_bf16_weights(m->be, NULL, 0);
     if (!m->lent_params) ops_free(m->be, old);
     m->params = to;
     m->lent_params = lent;
+    if (m->prec == XR_PREC_BF16) ops_bf16_weights(m->be, m->params, m->n_params);
 }
 
 void encoder_use_buffers(Encoder *m, float *params, int copy_params, float *grads) {

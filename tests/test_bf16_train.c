@@ -6,7 +6,9 @@
  * - STEPS AdamW steps in bf16 (dropout on, two micro-batches a step): the master weights stay fp32 (values that are
  *   not bf16 numbers remain), the working copy equals the master rounded to bf16 after every step and was filled
  *   exactly once per step (plus the first fill), the parameters track the fp32 run's;
- * - the same bf16 steps twice: bit-identical.
+ * - the same bf16 steps twice: bit-identical;
+ * - the working copy follows the parameters into a lent buffer and back, and goes with an encoder freed on a shared
+ *   backend.
  * Bound: bf16 keeps 8 significant bits, unit roundoff u = 2^-8. A value stored in bf16 carries relative error <= u;
  * a GEMM over bf16 operands with fp32 accumulation adds <= 2u |x||W| per product (each operand rounded once) plus
  * the fp32 sum's K 2^-24, negligible here. Between the input and a parameter's gradient a value passes about 12
@@ -235,6 +237,41 @@ static void test_steps(Backend *be, const char *name) {
     fix_free(&f);
 }
 
+/* The working copy is registered on the parameter buffer itself: when the encoder moves its parameters into a
+ * lent buffer (encoder_use_buffers, as gradsync does) and back (encoder_private_buffers), the copy follows and is
+ * refilled from the new buffer; when the encoder is freed on a backend that outlives it, the copy is dropped (it
+ * would otherwise be refreshed from freed memory). */
+static void test_copy_follows_buffers(Backend *be) {
+    Encoder *m = load_on("bert_cls", be);
+    set_prec(m, XR_PREC_BF16);
+    size_t np = (size_t)encoder_num_params(m);
+    CpuPrecision *cp = cpu_precision(be);
+    float *lent = ops_alloc(be, np * sizeof(float));
+    const char *stage[] = {"lent buffer", "private buffer again"};
+    for (int k = 0; k < 2; k++) {
+        if (k == 0)
+            encoder_use_buffers(m, lent, 1, NULL);
+        else
+            encoder_private_buffers(m);
+        const float *w = encoder_params(m);
+        TU_CHECK((k == 0) == (w == lent), "%s: the parameters are not where they were moved", stage[k]);
+        TU_CHECK(cp->master == w && cp->n == np, "%s: the working copy is registered on %p, the parameters are at %p",
+                 stage[k], (const void *)cp->master, (const void *)w);
+        size_t bad = 0;
+        for (size_t i = 0; cp->copy && i < np; i++) {
+            float r = xr_bf16_round(w[i]);
+            bad += memcmp(&r, &cp->copy[i], 4) != 0;
+        }
+        TU_CHECK(cp->copy && bad == 0, "%s: %zu of %zu working-copy values are not the parameters rounded", stage[k],
+                 bad, np);
+    }
+    encoder_free(m);
+    TU_CHECK(cp->master == NULL && cp->copy == NULL, "encoder_free left the working copy registered on the freed "
+             "parameters of a backend that outlives it");
+    ops_free(be, lent);
+    printf("working copy follows the parameters into a lent buffer and back, and is dropped with the encoder\n");
+}
+
 int main(void) {
     test_rounding();
     Backend *be = ops_backend_cpu(0);
@@ -243,6 +280,7 @@ int main(void) {
         test_step_vs_fp32(be, cases[c]);
         test_steps(be, cases[c]);
     }
+    test_copy_follows_buffers(be);
     ops_backend_free(be);
     return tu_finish("test_bf16_train");
 }
