@@ -1,6 +1,6 @@
 /* fuzz_textread.c: the text readers on arbitrary bytes. The first byte picks the file (jsonl pairs, FlagEmbedding
  * jsonl, csv, tsv; the same gzip-compressed when bit 2 is set, a truncated gzip stream when bit 3 is) and the
- * options (UTF-8 replace, no header, allow empty); the rest is the file. BEIR: fuzz_beir would need three files. */
+ * options (UTF-8 replace, no header, allow empty); the rest is the file. BEIR directories: fuzz_beir.c. */
 #include <stdio.h>
 #include <string.h>
 #include <zlib.h>
