@@ -297,6 +297,11 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
     int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH, NL = c->num_labels, Ly = c->layers;
     XrDropout dd;
     const EncoderDropout *p = &m->drop;
+    /* bf16: gradients of activations stay fp32 (ops_list.h, "training precision"), so the backward stores in fp32 (the
+     * dropouts it applies to gradients, the GELU recomputed as a GEMM operand, rounded there anyway); the activations
+     * that checkpointing recomputes are stored in bf16 as the forward stored them */
+    int bf16 = m->prec == XR_PREC_BF16;
+    if (bf16) ops_act_precision(be, XR_PREC_FP32);
     ops_to_device(be, t->dlogits, dlogits, (size_t)S * NL * sizeof(float));
 
     /* head, back to d h0 in dh2 */
@@ -319,7 +324,11 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
         /* gradient checkpointing: refill the shared slot with this layer's activations (the same bits as the
          * forward's: same input, weights and dropout keys). It writes dt, gact (scratch here too), xs[l + 1] / h0
          * (the same values again); never dx, which holds the gradient. */
-        if (m->grad_ckpt && !last) layer_train_forward(m, l); /* the last layer's are still there */
+        if (m->grad_ckpt && !last) { /* the last layer's are still there */
+            if (bf16) ops_act_precision(be, XR_PREC_BF16);
+            layer_train_forward(m, l);
+            if (bf16) ops_act_precision(be, XR_PREC_FP32);
+        }
         const int32_t *roff = last ? NULL : t->off;
         /* dY: the gradient of this layer's output, turned in place into that of LN2's input, then (adding the
          * FFN's) of LN1's output, then of LN1's input */
@@ -354,5 +363,6 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
     if (c->pad_id >= 0 && c->pad_id < c->vocab_size) ops_zero(be, G(m->word) + (size_t)c->pad_id * H, (size_t)H);
     if (c->family != ARCH_BERT && c->pad_id >= 0 && c->pad_id < c->max_pos)
         ops_zero(be, G(m->pos) + (size_t)c->pad_id * H, (size_t)H);
+    if (bf16) ops_act_precision(be, XR_PREC_BF16);
     grads_final_from(m, 0, &mark);
 }

@@ -6,7 +6,7 @@
  * - STEPS AdamW steps in bf16 (dropout on, two micro-batches a step): the master weights stay fp32 (values that are
  *   not bf16 numbers remain), the working copy equals the master rounded to bf16 after every step and was filled
  *   exactly once per step (plus the first fill), the parameters track the fp32 run's;
- * - the same bf16 steps twice: bit-identical;
+ * - the same bf16 steps twice: bit-identical; with and without gradient checkpointing: the same gradients;
  * - the working copy follows the parameters into a lent buffer and back, and goes with an encoder freed on a shared
  *   backend.
  * Bound: bf16 keeps 8 significant bits, unit roundoff u = 2^-8. A value stored in bf16 carries relative error <= u;
@@ -237,6 +237,44 @@ static void test_steps(Backend *be, const char *name) {
     fix_free(&f);
 }
 
+/* Gradient checkpointing in bf16: the recomputed activations are stored in bf16 as the forward stored them, and the
+ * gradients of activations stay fp32 in both runs, so the gradients are the same bits (dropout on, 2 micro-batches). */
+static void test_ckpt_bf16(Backend *be, const char *name) {
+    Fix f;
+    fix_load(&f, name);
+    float *g[2];
+    size_t np = 0;
+    int half = f.B / 2;
+    for (int ck = 0; ck < 2; ck++) {
+        Encoder *m = load_on(jstr(f.info, "model"), be);
+        encoder_set_gradient_checkpointing(m, ck);
+        set_prec(m, XR_PREC_BF16);
+        np = (size_t)encoder_num_params(m);
+        float lg[64], dl[64];
+        uint64_t ex[64];
+        encoder_zero_grads(m);
+        for (int mb = 0; mb < 2; mb++) {
+            int off = mb * half;
+            Batch b = {half, f.T, f.ids + (size_t)off * f.T, f.types + (size_t)off * f.T, f.mask + (size_t)off * f.T};
+            for (int i = 0; i < half; i++) ex[i] = (uint64_t)(off + i);
+            EncoderTrainStep st = {42, 3, ex, 1};
+            encoder_train_forward(m, &b, &st, lg);
+            loss_group_ce(lg, half / f.G, f.G, 0.5f, dl);
+            encoder_train_backward(m, dl);
+        }
+        g[ck] = xr_malloc(np * sizeof(float));
+        memcpy(g[ck], encoder_grads(m), np * sizeof(float));
+        set_prec(m, XR_PREC_FP32);
+        encoder_free(m);
+    }
+    size_t diff = 0;
+    for (size_t k = 0; k < np; k++) diff += memcmp(&g[0][k], &g[1][k], 4) != 0;
+    TU_CHECK(diff == 0, "%s: bf16 with gradient checkpointing changed %zu of %zu gradients", name, diff, np);
+    printf("%-15s bf16 + gradient checkpointing: %zu of %zu gradients differ from the run without\n", name, diff, np);
+    free(g[0]), free(g[1]);
+    fix_free(&f);
+}
+
 /* The working copy is registered on the parameter buffer itself: when the encoder moves its parameters into a
  * lent buffer (encoder_use_buffers, as gradsync does) and back (encoder_private_buffers), the copy follows and is
  * refilled from the new buffer; when the encoder is freed on a backend that outlives it, the copy is dropped (it
@@ -279,6 +317,7 @@ int main(void) {
     for (int c = 0; c < 2; c++) {
         test_step_vs_fp32(be, cases[c]);
         test_steps(be, cases[c]);
+        test_ckpt_bf16(be, cases[c]);
     }
     test_copy_follows_buffers(be);
     ops_backend_free(be);
