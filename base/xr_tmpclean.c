@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,13 +53,32 @@ static void tc_remove(const char *path) {
     }
 }
 
-static void tc_on_signal(int sig) {
+/* Held by a commit (xr_tmpclean_hold), and the signal that came meanwhile. Atomics, as the handler may run on any
+ * thread: it stores g_pending before it reads g_hold, release clears g_hold before it reads g_pending, so one of
+ * the two always acts (both may: removing twice and raising twice are harmless). */
+static int g_hold, g_pending;
+
+static void tc_finish(int sig) {
     int saved = errno;
     for (int i = 0; i < XR_TMPCLEAN_MAX; i++)
         if (g_used[i]) tc_remove(g_path[i]);
     errno = saved;
     signal(sig, SIG_DFL); /* end the process as the signal would have */
     raise(sig);
+}
+
+static void tc_on_signal(int sig) {
+    __atomic_store_n(&g_pending, sig, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&g_hold, __ATOMIC_SEQ_CST)) return; /* a commit is swapping names: release acts */
+    tc_finish(sig);
+}
+
+void xr_tmpclean_hold(void) { __atomic_store_n(&g_hold, 1, __ATOMIC_SEQ_CST); }
+
+void xr_tmpclean_release(void) {
+    __atomic_store_n(&g_hold, 0, __ATOMIC_SEQ_CST);
+    int sig = __atomic_load_n(&g_pending, __ATOMIC_SEQ_CST);
+    if (sig) tc_finish(sig);
 }
 
 static void tc_install(void) {
@@ -153,6 +173,34 @@ void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
         snprintf(note, note_len, "removed %d temporary output%s of %s left by earlier runs that died (process gone on "
                                  "this host)", removed, removed > 1 ? "s" : "", out);
     }
+}
+
+int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e) {
+    struct stat st;
+    size_t n = strlen(out) + 32;
+    char *old = xr_malloc(n);
+    snprintf(old, n, "%s.old.%ld", out, (long)getpid());
+    int had = lstat(out, &st) == 0, rc = 0;
+    xr_tmpclean_hold(); /* a signal from here waits for both renames (or their undoing) */
+    if (had && rename(out, old) != 0) rc = xr_errf(e, "cannot move the old %s aside: %s", out, strerror(errno));
+    if (rc == 0) xr_tmpclean_test_pause("commit", tmp);
+    if (rc == 0 && rename(tmp, out) != 0) {
+        rc = xr_errf(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+        if (had) rename(old, out);
+    }
+    if (rc == 0) {
+        xr_tmpclean_forget(tmp);
+        if (had) xr_tmpclean_add(old); /* the earlier copy is garbage now: a signal removes it */
+    }
+    xr_tmpclean_release();
+    if (rc == 0 && had) {
+        if (xr_remove_flat_dir(old) != 0)
+            rc = xr_errf(e, "%s written, but the old copy moved to %s could not be removed: %s", out, old,
+                         strerror(errno));
+        xr_tmpclean_forget(old);
+    }
+    free(old);
+    return rc;
 }
 
 void xr_tmpclean_test_pause(const char *where, const char *path) {

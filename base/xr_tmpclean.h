@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "xr_common.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -19,6 +21,18 @@ int xr_tmpclean_add(const char *path);
 void xr_tmpclean_forget(const char *path);
 
 #define XR_TMPCLEAN_MAX 8
+
+/* A commit that replaces an earlier output swaps two names (out -> out.old.PID, then tmp -> out): a signal between
+ * the two renames would remove tmp and leave no out at all. Between xr_tmpclean_hold and xr_tmpclean_release the
+ * handler only notes the signal; release then removes what is still registered and ends the process by it (so a
+ * committer forgets its tmp and registers the old copy, now garbage, before releasing). Not nested. */
+void xr_tmpclean_hold(void);
+void xr_tmpclean_release(void);
+/* Put the finished temporary directory tmp (registered) in place as out: an existing out (a flat directory) moved
+ * to out.old.PID, tmp renamed to out, then the old copy removed; when the second rename fails the old copy is put
+ * back. Both renames happen under xr_tmpclean_hold, tmp is forgotten once it is out. 0, or -1 with e naming the
+ * step that failed (out is then in place when only the old copy's removal failed). */
+int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e);
 
 /* The temporary name of output out: out.tmp.HOST.PID (malloc'd; '/' in the host name becomes '_'). A PID means
  * nothing on another host (a shared file system), hence the host, so xr_tmpclean_sweep can tell a dead

@@ -286,29 +286,7 @@ void ds_output_abort(const char *tmpdir) {
 
 int ds_output_commit(const char *tmpdir, const char *out, int overwrite, XrErr *e) {
     if (ds_output_check(out, overwrite, e) < 0) return -1;
-    char *old = NULL;
-    if (xr_file_exists(out)) {
-        size_t n = strlen(out) + 32;
-        old = xr_malloc(n);
-        snprintf(old, n, "%s.old.%ld", out, (long)getpid());
-        if (rename(out, old) != 0) {
-            xr_errf(e, "cannot move the old %s aside: %s", out, strerror(errno));
-            free(old);
-            return -1;
-        }
-    }
-    if (rename(tmpdir, out) != 0) {
-        xr_errf(e, "cannot rename %s to %s: %s", tmpdir, out, strerror(errno));
-        if (old) rename(old, out);
-        free(old);
-        return -1;
-    }
-    xr_tmpclean_forget(tmpdir);
-    int rc = 0;
-    if (old && xr_remove_flat_dir(old) != 0)
-        rc = xr_errf(e, "%s written, but the old copy moved to %s could not be removed: %s", out, old, strerror(errno));
-    free(old);
-    return rc;
+    return xr_tmpclean_commit_dir(tmpdir, out, e);
 }
 
 /* ---------------------------------------------------------------- one process */

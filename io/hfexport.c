@@ -155,25 +155,15 @@ int hf_export_dir(const char *out, const char *base_dir, const StWriteTensor *t,
         if (!S_ISDIR(sb.st_mode) || (!model_dir && !empty))
             return xr_errf(e, "%s exists and is not a model directory: not replacing it", out);
     }
-    size_t tn = strlen(out) + 48;
-    char *tmp = xr_tmpclean_name(out), *old = xr_malloc(tn);
-    snprintf(old, tn, "%s.old.%ld", out, (long)getpid());
+    char *tmp = xr_tmpclean_name(out);
     xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
     xr_remove_flat_dir(tmp);
     int rc = 0;
     if (mkdir(tmp, 0755)) rc = xr_errf(e, "cannot create %s: %s", tmp, strerror(errno));
     if (rc == 0) rc = hf_write_model_files(tmp, base_dir, t, n, architecture, num_labels, model_max_length, e);
-    if (rc == 0) {
-        int had = stat(out, &sb) == 0;
-        if (had && rename(out, old)) rc = xr_errf(e, "cannot move %s aside: %s", out, strerror(errno));
-        if (rc == 0 && rename(tmp, out)) {
-            rc = xr_errf(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-            if (had) rename(old, out);
-        }
-        if (rc == 0 && had) xr_remove_flat_dir(old);
-    }
-    if (rc) xr_remove_flat_dir(tmp);
+    if (rc == 0) rc = xr_tmpclean_commit_dir(tmp, out, e);
+    if (rc) xr_remove_flat_dir(tmp); /* nothing when it is in place already */
     xr_tmpclean_forget(tmp);
-    free(tmp), free(old);
+    free(tmp);
     return rc;
 }

@@ -79,17 +79,8 @@ int cmd_export(int argc, char **argv) {
     }
     if (rc == 0 && (!have_model || !have_config)) rc = xr_errf(&e, "%s: the manifest lists no %s", ck, have_model ? "config.json" : CKPT_MODEL);
     if (rc == 0) xr_tmpclean_test_pause("export", tmp);
-    if (rc == 0) {
-        size_t n = strlen(out) + 32;
-        char *old = xr_malloc(n);
-        snprintf(old, n, "%s.old.%ld", out, (long)getpid());
-        int had = stat(out, &sb) == 0;
-        if (had && rename(out, old)) rc = xr_errf(&e, "cannot move %s aside: %s", out, strerror(errno));
-        if (rc == 0 && rename(tmp, out)) rc = xr_errf(&e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-        if (rc == 0 && had) xr_remove_flat_dir(old);
-        free(old);
-    }
-    if (rc && tmp) xr_remove_flat_dir(tmp);
+    if (rc == 0) rc = xr_tmpclean_commit_dir(tmp, out, &e);
+    if (rc && tmp) xr_remove_flat_dir(tmp); /* nothing when it is in place already */
     if (tmp) xr_tmpclean_forget(tmp);
     if (rc == 0) fprintf(stderr, "xrank export: %s (step %lld) -> %s\n", ck, (long long)m.step, out);
     else fprintf(stderr, "xrank export: error: %s\n", e.msg);

@@ -240,6 +240,9 @@ int cmd_tokenize(int argc, char **argv) {
         t_tok += tt[s];
     }
     t_phase = xr_now() - t_phase;
+    /* every shard is written: rank 0 alone owns the temporary directory now (another rank's handler must not empty
+     * it while rank 0 renames it into place) */
+    if (rc == 0 && x.rank != 0) xr_tmpclean_forget(x.tmpdir);
     if (rc == 0) {
         status = x.rank == 0 ? ds_write_index(x.tmpdir, &x.ts, &st[0], &st[1], ntok, ntrunc, &e) : 0;
         if (status == 0 && x.rank == 0) status = ds_output_commit(x.tmpdir, output, overwrite, &e);
