@@ -206,9 +206,40 @@ static void invalid_utf8(void) {
     rmdir(dir);
 }
 
+/* tr_utf8_buffer (score / embed read their input whole): the line numbers and byte positions lr_next gives, a last
+ * line without a newline, CRLF lines, a valid buffer left as it is (same pointer), replacement keeping every
+ * newline and the valid lines byte for byte. */
+static void utf8_buffer(void) {
+    XrErr e;
+    int64_t nrep = 0, nlines = 0;
+    const char valid[] = "caf\xc3\xa9\r\n\nok";
+    char *d = xr_strdup(valid), *d0 = d;
+    size_t n = strlen(d);
+    TU_CHECK(tr_utf8_buffer("v.txt", &d, &n, 0, &nrep, &nlines, &e) == 0 && d == d0 && n == strlen(valid) &&
+                 nrep == 0 && nlines == 0, "valid: %s", e.msg);
+    free(d);
+    const char bad[] = "ok\r\n\n\xff\xfe" "ab\nfine\nx\xe2\x82"; /* line 3: FF FE; line 5 (no newline): a cut E2 82 */
+    d = xr_strdup(bad);
+    n = strlen(bad);
+    TU_CHECK(tr_utf8_buffer("b.txt", &d, &n, 0, &nrep, &nlines, &e) < 0 &&
+                 strstr(e.msg, "b.txt:3: invalid UTF-8 at byte 1 of the line (0xFF)"), "strict: %s", e.msg);
+    TU_CHECK(!memcmp(d, bad, sizeof bad), "strict: the buffer changed");
+    TU_CHECK(tr_utf8_buffer("b.txt", &d, &n, 1, &nrep, &nlines, &e) == 0, "replace: %s", e.msg);
+    const char want[] = "ok\r\n\n\xef\xbf\xbd\xef\xbf\xbd" "ab\nfine\nx\xef\xbf\xbd";
+    TU_CHECK(n == strlen(want) && !memcmp(d, want, sizeof want) && nrep == 3 && nlines == 2,
+             "replace: %zu bytes '%s', %lld replaced on %lld lines", n, d, (long long)nrep, (long long)nlines);
+    free(d);
+    d = xr_strdup("a\n\x80");
+    n = 3;
+    TU_CHECK(tr_utf8_buffer("-", &d, &n, 0, &nrep, &nlines, &e) < 0 && strstr(e.msg, "-:2: invalid UTF-8 at byte 1"),
+             "last line: %s", e.msg);
+    free(d);
+}
+
 int main(void) {
     line_reader();
     invalid_utf8();
+    utf8_buffer();
     TrOptions o = {0};
     read_ok("beir", "fixtures/h5/beir", &o, "fixtures/h5/expected/beir.json");
     o.split = "dev";
