@@ -26,6 +26,7 @@ const char *xf_dir(void) {
 const char *xf_write(const char *name, const uint8_t *data, size_t n) {
     static char path[640];
     snprintf(path, sizeof path, "%s/%s", xf_dir(), name);
+    unlink(path); /* a new file, not the old one truncated: a library may still hold the old one open */
     FILE *f = fopen(path, "wb");
     if (!f) abort();
     if (n && fwrite(data, 1, n, f) != n) abort();
