@@ -173,6 +173,13 @@ int64_t encoder_weights_updated(Encoder *m);
  * counter-based and the ops deterministic, so the gradients are bit-identical to the run without it. */
 void encoder_set_gradient_checkpointing(Encoder *m, int on);
 int encoder_gradient_checkpointing(const Encoder *m);
+/* --attention-lse: the training attention saves each (query row, head)'s softmax log-sum-exp instead of the
+ * probability matrix (ops_attention_train_lse / ops_attention_backward_lse): per layer NH floats a token instead
+ * of NH L floats, the backward recomputing the probabilities. Off by default on every device (docs/DESIGN.md,
+ * "Training attention"): off, training is bit-identical to the probability-saving path; on, the gradients agree
+ * with it to fp32 rounding (tests/test_attention_lse.c), not bit for bit. */
+void encoder_set_attention_lse(Encoder *m, int on);
+int encoder_attention_lse(const Encoder *m);
 
 /* Bytes one rank of a training run holds on its device, by what holds them. */
 typedef struct {

@@ -55,6 +55,7 @@ struct Encoder {
     void *grad_hook_ctx;
     EncTrain t;
     int grad_ckpt;            /* encoder_set_gradient_checkpointing: one layer's activations kept, recomputed */
+    int att_lse;              /* encoder_set_attention_lse: att holds [tokens, heads] log-sum-exps per layer */
     XrPrecision prec;         /* encoder_set_precision: bf16 working copy and bf16 activations (ops_list.h) */
     int lim_seqs, lim_len, lim_infer_seqs; /* encoder_set_batch_limits (0: none): the workspaces' ceilings */
     Backend *be;

@@ -23,7 +23,7 @@ void enc_train_free(Encoder *m) {
 /* The ceilings of the training workspace: tokens, sequences, attention floats per layer (0: none). */
 static void train_limits(const Encoder *m, size_t *tok, size_t *seq, size_t *att) {
     size_t S = (size_t)m->lim_seqs, L = (size_t)m->lim_len;
-    *tok = S * L, *seq = S, *att = S * L * L * (size_t)m->cfg.heads;
+    *tok = S * L, *seq = S, *att = S * L * (m->att_lse ? 1 : L) * (size_t)m->cfg.heads;
 }
 
 static void train_reserve(Encoder *m, int N, int S, size_t att) {
@@ -74,7 +74,7 @@ static void train_reserve(Encoder *m, int N, int S, size_t att) {
         t->h_seq_ids = pinned_grow(be, t->h_seq_ids, cap * sizeof(uint64_t));
     }
     if (att > t->cap_att) {
-        t->cap_att = grow_cap(att, lim_att, "attention probabilities");
+        t->cap_att = grow_cap(att, lim_att, m->att_lse ? "attention log-sum-exps" : "attention probabilities");
         t->att = grow(be, t->att, FBYTES(Lk * t->cap_att));
     }
 }
@@ -86,6 +86,14 @@ void encoder_set_gradient_checkpointing(Encoder *m, int on) {
 }
 
 int encoder_gradient_checkpointing(const Encoder *m) { return m->grad_ckpt; }
+
+void encoder_set_attention_lse(Encoder *m, int on) {
+    if (!!on == m->att_lse) return;
+    enc_train_free(m); /* att changes meaning and size: probabilities [NH, L, L] or log-sum-exps [L, NH] */
+    m->att_lse = !!on;
+}
+
+int encoder_attention_lse(const Encoder *m) { return m->att_lse; }
 
 void encoder_set_batch_limits(Encoder *m, int train_seqs, int eval_seqs, int max_len) {
     m->lim_seqs = train_seqs > 0 ? train_seqs : 0;
@@ -99,7 +107,8 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
     const ModelConfig *c = &m->cfg;
     size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers, NH = (size_t)c->heads;
     size_t NL = (size_t)(c->num_labels > 0 ? c->num_labels : 1), Lk = m->grad_ckpt ? 1 : Ly, L = (size_t)max_len;
-    size_t S = (size_t)train_seqs, T = S * L, A = NH * S * L * L, i32 = sizeof(int32_t);
+    /* attention: the probabilities [NH, L, L] per sequence, or with attention_lse one log-sum-exp per token and head */
+    size_t S = (size_t)train_seqs, T = S * L, A = NH * S * L * (m->att_lse ? 1 : L), i32 = sizeof(int32_t);
     memset(p, 0, sizeof *p);
     p->weights = FBYTES(m->n_params);
     /* the bf16 working copy the backend keeps (ops_bf16_weights): __nv_bfloat16 on a GPU, fp32 words on the CPU */
@@ -177,8 +186,12 @@ static void layer_train_forward(Encoder *m, int l) {
     const int32_t *roff = last ? NULL : t->off;
     float *X = T_XS(t, l);
     ops_linear(be, T_QKV(t, l), X, L->qkv_w, L->qkv_b, N, 3 * H, H);
-    ops_attention_train(be, T_CTX(t, l), T_ATT(t, l), T_QKV(t, l), t->off, S, max_len, NH, dh, last,
-                        site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+    if (m->att_lse)
+        ops_attention_train_lse(be, T_CTX(t, l), T_ATT(t, l), T_QKV(t, l), t->off, S, max_len, NH, dh, last,
+                                site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+    else
+        ops_attention_train(be, T_CTX(t, l), T_ATT(t, l), T_QKV(t, l), t->off, S, max_len, NH, dh, last,
+                            site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
     ops_linear(be, t->dt, T_CTX(t, l), L->ao_w, L->ao_b, rows, H, H);
     const float *res = X;
     if (last) {
@@ -211,7 +224,7 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     size_t att = 0;
     for (int s = 0; s < S; s++) {
         size_t L = (size_t)(h_off[s + 1] - h_off[s]);
-        att += L * L;
+        att += m->att_lse ? L : L * L;
     }
     att *= (size_t)NH;
     train_reserve(m, N, S, att);
@@ -346,8 +359,12 @@ void encoder_train_backward(Encoder *m, const float *dlogits) {
                                            T_ST(t, l, 1), L->ln1_g, roff, S, rows, H,
                                            site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
         ops_linear_backward(be, t->dctx, G(L->ao_w), G(L->ao_b), t->dt, T_CTX(t, l), L->ao_w, rows, H, H, 0);
-        ops_attention_backward(be, t->dqkv, t->dctx, T_QKV(t, l), T_ATT(t, l), t->off, S, max_len, NH, dh, last,
-                               site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+        if (m->att_lse)
+            ops_attention_backward_lse(be, t->dqkv, t->dctx, T_QKV(t, l), T_ATT(t, l), t->off, S, max_len, NH, dh,
+                                       last, site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
+        else
+            ops_attention_backward(be, t->dqkv, t->dctx, T_QKV(t, l), T_ATT(t, l), t->off, S, max_len, NH, dh, last,
+                                   site_drop(m, &dd, p->attention, SITE_ATT_PROBS(l)));
         /* d X = residual (dY) + dqkv Wqkv; the last layer's residual reaches the first rows only */
         ops_linear_backward(be, t->dx, G(L->qkv_w), G(L->qkv_b), t->dqkv, T_XS(t, l), L->qkv_w, N, 3 * H, H, !last);
         if (last) ops_pool_first_backward(be, t->dx, dY, t->off, S, H);

@@ -120,6 +120,22 @@ XR_OP(TRAIN, attention_backward,
       (Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *seq_off,
        int S, int max_len, int NH, int dh, int first_only, const XrDropout *d),
       (be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d))
+/* Attention for training without the probability matrix (flash-style): the same output as attention_train
+ * (same dropout mask, same position), but instead of att it saves lse [nq_total, NH]: the natural log of the
+ * softmax denominator of each (query row, head), lse = max_j s_j + log sum_j exp(s_j - max_j s_j) with
+ * s = q k^T / sqrt(dh), row index = the query's token row (first_only 0: [N, NH]) or its sequence (first_only 1:
+ * [S, NH]). Empty sequences write nothing. */
+XR_OP(TRAIN, attention_train_lse,
+      (Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S, int max_len, int NH,
+       int dh, int first_only, const XrDropout *d),
+      (be, out, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d))
+/* Its backward: as attention_backward, the probabilities recomputed as P = exp(s - lse) from qkv and lse, the
+ * dropout mask drawn again from its counter. dqkv overwritten. Agrees with attention_backward to the bound
+ * tests/test_attention_lse.c derives (recomputing P moves it by a relative (|s| + |lse| + 2) u). */
+XR_OP(TRAIN, attention_backward_lse,
+      (Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse, const int32_t *seq_off,
+       int S, int max_len, int NH, int dh, int first_only, const XrDropout *d),
+      (be, dqkv, dout, qkv, lse, seq_off, S, max_len, NH, dh, first_only, d))
 /* nn.Linear backward for y = x W^T + b: dx[M,K] = dy W (overwrite, or += with accumulate_dx; dx NULL: skip),
  * dW[N,K] += dy^T x, db[N] += column sums of dy (db NULL: no bias). */
 XR_OP(TRAIN, linear_backward,

@@ -7,7 +7,8 @@
 # 1. device_build.sh: build, and ctest of the CUDA op tests (test_cuda_ops, test_cuda_train_ops: every training op vs
 #    the CPU; test_cuda_fused_ops: the fused dropout + residual + LayerNorm forward / backward and bias + GELU
 #    backward vs the CPU's unfused sequences, and their time against the unfused ops on the GPU), the whole step (test_cuda_train_step: HF fixture gradients on the GPU, 10 AdamW steps vs the CPU
-#    1e-5, bit-identical reruns and checkpointing), the CLI on the GPU (train_cuda: GPU = CPU, 2 ranks on one GPU
+#    1e-5, bit-identical reruns and checkpointing), test_cuda_attention_lse (the log-sum-exp training attention
+#    kernels vs the CPU's, NaN-poisoned, bit-identical reruns; test_attention_lse: the CPU ops vs the saved-probability ops), the CLI on the GPU (train_cuda: GPU = CPU, 2 ranks on one GPU
 #    staged = 1 x accumulation 2, exact resume) and the CPU training tests as a control.
 # 2. The learning check: the demo's recipe shrunk (MiniLM + a new head, 40 man pages, listwise G 8, 5 epochs,
 #    global batch 4 groups, max length 96), trained on 2 CPU ranks and on the GPU (1 rank x accumulation 2: the
@@ -36,7 +37,7 @@ note() { echo "$*" | tee -a "$OUTD/summary.txt"; }
 : > "$OUTD/summary.txt"
 
 # ---- 1. build + GPU tests ----
-benchmarks/gpu/device_build.sh -R "test_cuda_|train_cuda|test_grad_model|test_memplan|test_optim|test_trainer|train_memory|test_bf16_train|test_fused_ops" \
+benchmarks/gpu/device_build.sh -R "test_cuda_|train_cuda|test_grad_model|test_memplan|test_optim|test_trainer|train_memory|test_bf16_train|test_fused_ops|test_attention_lse" \
     > "$OUTD/ctest.log" 2>&1 || rc=1
 note "build+ctest: $(grep -E 'tests passed|tests failed' "$OUTD/ctest.log" | tail -1) ($(( $(date +%s) - start )) s)"
 grep -E "\*\*\*(Failed|Timeout)|Not Run|\(Skipped\)" "$OUTD/ctest.log" | head -20
@@ -50,6 +51,8 @@ X="$B/xrank"
 (cd tests && "$B/tests/test_cuda_train_ops") > "$OUTD/train_ops.txt" 2>&1 || rc=1
 (cd tests && "$B/tests/test_cuda_train_step") > "$OUTD/train_step.txt" 2>&1 || rc=1
 (cd tests && "$B/tests/test_cuda_fused_ops") > "$OUTD/fused_ops.txt" 2>&1 || rc=1
+(cd tests && "$B/tests/test_cuda_attention_lse") > "$OUTD/attention_lse.txt" 2>&1 || rc=1
+grep -E "checks|failed|differ" "$OUTD/attention_lse.txt" | head -6 | tee -a "$OUTD/summary.txt"
 grep -E "^time|checks|failed|differ" "$OUTD/fused_ops.txt" | head -12 | tee -a "$OUTD/summary.txt"
 grep -E "GPU vs CPU|GPU logits|failed|differ" "$OUTD/train_step.txt" | head -12 | tee -a "$OUTD/summary.txt"
 grep -E "^ok:|FAIL" "$B/Testing/Temporary/LastTest.log" 2>/dev/null | head -8 | tee -a "$OUTD/summary.txt"

@@ -35,6 +35,37 @@ static void softmax_rows(float *s, int rows, int L) {
     }
 }
 
+/* softmax_rows, also writing each row's log-sum-exp m + log(sum) to lse[r * ld] (the probabilities are the
+ * same bits as softmax_rows'). */
+XR_CLONES
+static void softmax_rows_lse(float *s, float *lse, size_t ld, int rows, int L) {
+    for (int r = 0; r < rows; r++) {
+        float *x = s + (size_t)r * L;
+        float m = x[0];
+        XR_OMP(omp simd reduction(max : m))
+        for (int j = 1; j < L; j++) m = x[j] > m ? x[j] : m;
+        float sum = 0.0f;
+        XR_OMP(omp simd reduction(+ : sum))
+        for (int j = 0; j < L; j++) {
+            float e = xr_expf(x[j] - m);
+            x[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < L; j++) x[j] *= inv;
+        lse[(size_t)r * ld] = m + logf(sum);
+    }
+}
+
+/* P = exp(s - lse) in place, rows of length L, row r's lse at lse[r * ld]. */
+XR_CLONES
+static void probs_from_lse(float *s, const float *lse, size_t ld, int rows, int L) {
+    for (int r = 0; r < rows; r++) {
+        float *x = s + (size_t)r * L, l = lse[(size_t)r * ld];
+        for (int j = 0; j < L; j++) x[j] = xr_expf(x[j] - l);
+    }
+}
+
 static int query_block(int max_len) {
     int rb = XR_ATT_BLOCK / (max_len > 0 ? max_len : 1);
     return rb < 1 ? 1 : (rb > max_len ? max_len : rb);
@@ -63,7 +94,7 @@ typedef struct {
 } AttPlan;
 
 static AttPlan att_plan(Backend *be, const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                        const XrDropout *d) {
+                        const XrDropout *d, int extra_blocks) {
     AttPlan p;
     p.H = NH * dh, p.ld = 3 * p.H, p.rb = query_block(max_len), p.ntask = S * NH;
     p.d = d && d->p > 0.0f ? d : NULL;
@@ -71,7 +102,7 @@ static AttPlan att_plan(Backend *be, const int32_t *seq_off, int S, int max_len,
     if (p.d && (max_len > 65536 || NH > 65536))
         xr_die("attention dropout: %d tokens or %d heads exceed 65536", max_len, NH);
     p.blk = ((size_t)p.rb * max_len + 15) & ~(size_t)15;
-    p.per_thread = p.blk * (p.d ? 2 : 1);
+    p.per_thread = p.blk * (size_t)((p.d ? 2 : 1) + extra_blocks);
     p.scratch = cpu_scratch(be, p.per_thread, be->threads);
     p.scale = 1.0f / sqrtf((float)dh);
     p.thr = p.d ? rng_drop_threshold(p.d->p) : 0;
@@ -117,9 +148,10 @@ static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int
                          id, thr, scale);
 }
 
-void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                       int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d);
+/* The forward with the probabilities saved in att, or (lse non-NULL) the log-sum-exp saved in lse. */
+static void attention_fwd(Backend *be, float *out, float *att, float *lse, const float *qkv, const int32_t *seq_off,
+                          int S, int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d, 0);
     int H = p.H, ld = p.ld;
     XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
     for (int task = 0; task < p.ntask; task++) {
@@ -133,7 +165,10 @@ void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, co
             float *sc = a ? a + (size_t)i0 * L : t.mine;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, t.q + (size_t)i0 * ld, ld, t.k,
                         ld, 0.0f, sc, L);
-            softmax_rows(sc, nb, L);
+            if (lse)
+                softmax_rows_lse(sc, lse + (size_t)((first_only ? t.s : t.off) + i0) * NH + t.h, (size_t)NH, nb, L);
+            else
+                softmax_rows(sc, nb, L);
             const float *pv = sc;
             if (p.d) {
                 float *pd = t.mine + p.blk;
@@ -145,6 +180,16 @@ void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, co
         }
     }
     cpu_act_store(be, out, (size_t)(first_only ? S : seq_off[S]) * H); /* the saved probabilities stay fp32 */
+}
+
+void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                       int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+    attention_fwd(be, out, att, NULL, qkv, seq_off, S, max_len, NH, dh, first_only, d);
+}
+
+void cpu_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
+                             int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+    attention_fwd(be, out, NULL, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d);
 }
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
@@ -185,10 +230,11 @@ static void softmax_backward_rows(float *dp, const float *p, int rows, int L) {
 /* Per (sequence, head) and block of query rows, with P the saved probabilities and Pd = dropout(P):
  * dV += Pd^T dO; dPd = dO V^T; dP = dropout(dPd); dS = softmax'(dP); dQ = scale dS K; dK += scale dS^T Q.
  * Each task writes only its own sequence's rows and head's columns, so tasks never overlap. */
-void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
-                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                            const XrDropout *d) {
-    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d);
+/* The backward from saved probabilities att, or (lse non-NULL) from probabilities recomputed as exp(s - lse). */
+static void attention_bwd(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                          const float *lse, const int32_t *seq_off, int S, int max_len, int NH, int dh,
+                          int first_only, const XrDropout *d) {
+    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d, lse ? 1 : 0);
     int H = p.H, ld = p.ld;
     XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
     for (int task = 0; task < p.ntask; task++) {
@@ -198,11 +244,20 @@ void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const f
         const float *q = t.q, *k = t.k, *v = t.v;
         float *dq = dqkv + (size_t)t.off * ld + (size_t)t.h * dh, *dk = dq + H, *dv = dq + 2 * H;
         const float *dO = dout + (size_t)(first_only ? t.s : t.off) * H + (size_t)t.h * dh;
-        const float *a = att + t.att;
-        float *dp = t.mine, *pd = dp + p.blk;
+        const float *a = lse ? NULL : att + t.att;
+        float *dp = t.mine, *pd = dp + p.blk, *pr = pd + (p.d ? p.blk : 0);
         for (int i0 = 0; i0 < nq; i0 += p.rb) {
             int nb = nq - i0 < p.rb ? nq - i0 : p.rb;
-            const float *P = a + (size_t)i0 * L, *Pv = P;
+            const float *P, *Pv;
+            if (lse) { /* recompute this block's probabilities: the forward's scores, then exp(s - lse) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, q + (size_t)i0 * ld, ld, k,
+                            ld, 0.0f, pr, L);
+                probs_from_lse(pr, lse + (size_t)((first_only ? t.s : t.off) + i0) * NH + t.h, (size_t)NH, nb, L);
+                P = pr;
+            } else {
+                P = a + (size_t)i0 * L;
+            }
+            Pv = P;
             float beta = i0 == 0 ? 0.0f : 1.0f;
             if (p.d) {
                 att_dropout(pd, P, nb, L, i0, t.h, t.id, p.d, p.thr, p.dscale);
@@ -222,4 +277,16 @@ void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const f
         /* with the first row only, the other rows' queries did not take part */
         for (int i = nq; i < L; i++) memset(dq + (size_t)i * ld, 0, (size_t)dh * sizeof(float));
     }
+}
+
+void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                            const XrDropout *d) {
+    attention_bwd(be, dqkv, dout, qkv, att, NULL, seq_off, S, max_len, NH, dh, first_only, d);
+}
+
+void cpu_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse,
+                                const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                                const XrDropout *d) {
+    attention_bwd(be, dqkv, dout, qkv, NULL, lse, seq_off, S, max_len, NH, dh, first_only, d);
 }

@@ -32,6 +32,8 @@ static OpsTable cuda_table_fill(void) {
     t.dropout_add = cuda_ops_dropout_add;
     t.attention_train = cuda_ops_attention_train;
     t.attention_backward = cuda_ops_attention_backward;
+    t.attention_train_lse = cuda_ops_attention_train_lse;
+    t.attention_backward_lse = cuda_ops_attention_backward_lse;
     t.linear_backward = cuda_ops_linear_backward;
     t.embed_backward = cuda_ops_embed_backward;
     t.layernorm_backward = cuda_ops_layernorm_backward;

@@ -819,3 +819,194 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
         dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd);
     XR_LAUNCHED();
 }
+
+/* ---------------- attention for training without the probability matrix (log-sum-exp saved) ----------------
+ * The kernels above with att replaced by lse [nq rows, NH]: the forward writes each (query row, head)'s
+ * lse = max + log(sum) instead of the probabilities, and both backward passes recompute P_ij = exp(s_ij - lse_i)
+ * from q, k and lse. The same warp-per-row layout, the same fixed summation orders, no atomics: reruns are
+ * bit-identical. lse row of query i of sequence s: first_only ? s : b0 + i. */
+
+__global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, const int32_t *seq_off, int NH,
+                                      int dh, int first_only, int max_len, float scale, DropDev d) {
+    extern __shared__ float sh[];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int s = blockIdx.x / NH, h = blockIdx.x % NH;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0, nq = first_only ? 1 : L;
+    int i = blockIdx.y * XR_ATT_TRAIN_WARPS + warp;
+    if (i >= nq || i >= L) return;
+    float *sc = sh + (size_t)warp * (max_len + dh), *qs = sc + max_len;
+    size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
+    const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    for (int e = lane; e < dh; e += 32) qs[e] = q[e];
+    __syncwarp();
+    float mx = -INFINITY;
+    for (int j = lane; j < L; j += 32) {
+        const float *k = k0 + (size_t)j * ld;
+        float dot = 0.0f;
+        for (int e = 0; e < dh; e++) dot += qs[e] * k[e];
+        dot *= scale;
+        sc[j] = dot;
+        mx = fmaxf(mx, dot);
+    }
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < L; j += 32) {
+        float e = expf(sc[j] - mx);
+        sc[j] = e;
+        sum += e;
+    }
+    sum = warp_sum(sum);
+    float inv = 1.0f / sum;
+    if (lane == 0) lse[(size_t)(first_only ? s : b0 + i) * NH + h] = mx + logf(sum);
+    for (int j = lane; j < L; j += 32) sc[j] *= inv;
+    __syncwarp();
+    if (d.on) {
+        uint64_t id = drop_id(d, s);
+        uint32_t c1 = (uint32_t)i | ((uint32_t)h << 16);
+        for (int g = lane; 4 * g < L; g += 32) {
+            uint32_t r[4];
+            drop_draw4(r, d, g, c1, id);
+            for (int k = 0; k < 4 && 4 * g + k < L; k++) {
+                int j = 4 * g + k;
+                sc[j] = r[k] >= d.thr ? __fmul_rn(sc[j], d.scale) : 0.0f;
+            }
+        }
+        __syncwarp();
+    }
+    float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    for (int e = lane; e < dh; e += 32) {
+        float acc = 0.0f;
+        for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
+        o[e] = acc;
+    }
+}
+
+/* Backward, first pass (query row i < nq), as k_attention_bwd_rows with P_ij = exp(scale q_i . k_j - lse_i).
+ * Shared memory per warp: max_len floats of P, max_len of dp / dS, dh of dO_i, dh of q_i. */
+__global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *dout, const float *qkv,
+                                         const float *lse, const int32_t *seq_off, int NH, int dh, int first_only,
+                                         int max_len, float scale, DropDev d) {
+    extern __shared__ float sh[];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int s = blockIdx.x / NH, h = blockIdx.x % NH;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0, nq = first_only ? 1 : L;
+    int i = blockIdx.y * XR_ATT_TRAIN_WARPS + warp;
+    if (i >= nq || i >= L) return;
+    float *P = sh + (size_t)warp * (2 * max_len + 2 * dh), *dp = P + max_len, *os = dp + max_len, *qs = os + dh;
+    size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
+    const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    for (int e = lane; e < dh; e += 32) os[e] = dO[e], qs[e] = q[e];
+    __syncwarp();
+    float l = lse[(size_t)(first_only ? s : b0 + i) * NH + h];
+    uint64_t id = drop_id(d, s);
+    uint32_t c1 = (uint32_t)i | ((uint32_t)h << 16);
+    for (int g = lane; 4 * g < L; g += 32) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d.on) drop_draw4(r, d, g, c1, id);
+        for (int k = 0; k < 4 && 4 * g + k < L; k++) {
+            int j = 4 * g + k;
+            const float *kj = k0 + (size_t)j * ld, *v = v0 + (size_t)j * ld;
+            float sc = 0.0f, dot = 0.0f;
+            for (int e = 0; e < dh; e++) sc += qs[e] * kj[e];
+            for (int e = 0; e < dh; e++) dot += os[e] * v[e];
+            P[j] = expf(sc * scale - l);
+            dp[j] = d.on ? (r[k] >= d.thr ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
+        }
+    }
+    __syncwarp();
+    float D = 0.0f;
+    for (int j = lane; j < L; j += 32) D += P[j] * dp[j];
+    D = warp_sum(D);
+    for (int j = lane; j < L; j += 32) dp[j] = P[j] * (dp[j] - D);
+    __syncwarp();
+    if (lane == 0) rowd[(size_t)(b0 + i) * NH + h] = D;
+    float *dq = dqkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    for (int e = lane; e < dh; e += 32) {
+        float acc = 0.0f;
+        for (int j = 0; j < L; j++) acc += dp[j] * k0[(size_t)j * ld + e];
+        dq[e] = acc * scale;
+    }
+}
+
+/* Backward, second pass (key row j < L), as k_attention_bwd_keys with P recomputed from lse. Shared memory per
+ * warp: max_len floats of Pd, max_len of dS, dh of v_j, dh of k_j. */
+__global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const float *dout, const float *qkv,
+                                         const float *lse, const int32_t *seq_off, int NH, int dh, int first_only,
+                                         int max_len, float scale, DropDev d) {
+    extern __shared__ float sh[];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int s = blockIdx.x / NH, h = blockIdx.x % NH;
+    int b0 = seq_off[s], L = seq_off[s + 1] - b0, nq = first_only ? 1 : L;
+    int j = blockIdx.y * XR_ATT_TRAIN_WARPS + warp;
+    if (j >= L) return;
+    float *pd = sh + (size_t)warp * (2 * max_len + 2 * dh), *ds = pd + max_len, *vs = ds + max_len, *ks = vs + dh;
+    size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
+    const float *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
+    const float *kj = q0 + HD + (size_t)j * ld, *v = q0 + 2 * HD + (size_t)j * ld;
+    for (int e = lane; e < dh; e += 32) vs[e] = v[e], ks[e] = kj[e];
+    __syncwarp();
+    uint64_t id = drop_id(d, s);
+    for (int i = lane; i < nq; i += 32) {
+        const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+        const float *qi = q0 + (size_t)i * ld;
+        float dot = 0.0f, sc = 0.0f;
+        for (int e = 0; e < dh; e++) sc += qi[e] * ks[e];
+        for (int e = 0; e < dh; e++) dot += dO[e] * vs[e];
+        float p = expf(sc * scale - lse[(size_t)(first_only ? s : b0 + i) * NH + h]);
+        int keep = !d.on || drop_draw1(d, j, (uint32_t)i | ((uint32_t)h << 16), id) >= d.thr;
+        float dpv = d.on ? (keep ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
+        pd[i] = d.on ? (keep ? __fmul_rn(p, d.scale) : 0.0f) : p;
+        ds[i] = p * (dpv - rowd[(size_t)(b0 + i) * NH + h]);
+    }
+    __syncwarp();
+    float *dk = dqkv + (size_t)(b0 + j) * ld + HD + (size_t)h * dh, *dv = dk + HD;
+    for (int e = lane; e < dh; e += 32) {
+        float av = 0.0f, ak = 0.0f;
+        for (int i = 0; i < nq; i++) {
+            av += pd[i] * dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e];
+            ak += ds[i] * q0[(size_t)i * ld + e];
+        }
+        dv[e] = av;
+        dk[e] = ak * scale;
+    }
+    if (first_only && j >= 1)
+        for (int e = lane; e < dh; e += 32) dqkv[(size_t)(b0 + j) * ld + (size_t)h * dh + e] = 0.0f;
+}
+
+extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv,
+                                             const int32_t *seq_off, int S, int max_len, int NH, int dh,
+                                             int first_only, const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || max_len <= 0) return;
+    att_check(d, S, max_len, NH, "attention_train_lse");
+    size_t shm =
+        att_shmem((const void *)k_attention_train_lse, (size_t)max_len + dh, max_len, "attention_train_lse");
+    dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
+    k_attention_train_lse<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, lse, qkv, seq_off, NH, dh, first_only,
+                                                                       max_len, 1.0f / sqrtf((float)dh), drop_dev(d));
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv,
+                                                const float *lse, const int32_t *seq_off, int S, int max_len,
+                                                int NH, int dh, int first_only, const XrDropout *d) {
+    cudaStream_t st = op_stream(be);
+    if (S <= 0 || max_len <= 0) return;
+    att_check(d, S, max_len, NH, "attention_backward_lse");
+    DropDev dd = drop_dev(d);
+    float scale = 1.0f / sqrtf((float)dh);
+    float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
+    unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
+    size_t per = (size_t)2 * max_len + 2 * (size_t)dh;
+    size_t shm1 = att_shmem((const void *)k_attention_bwd_rows_lse, per, max_len, "attention_backward_lse");
+    k_attention_bwd_rows_lse<<<dim3((unsigned)(S * NH), first_only ? 1u : gy), 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
+        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd);
+    XR_LAUNCHED();
+    size_t shm2 = att_shmem((const void *)k_attention_bwd_keys_lse, per, max_len, "attention_backward_lse");
+    k_attention_bwd_keys_lse<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
+        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd);
+    XR_LAUNCHED();
+}
