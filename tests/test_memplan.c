@@ -7,6 +7,8 @@
  * - bf16 precision (the CPU backend's emulation): the plan counts the weights' working copy (4 bytes a weight here,
  *   fp32 words holding bf16 values; 2 on a GPU) and nothing else changes: plan and measured peak both higher than
  *   the fp32 run's by exactly that, the peak still within 10% below the plan;
+ * - the log-sum-exp training attention (encoder_set_attention_lse): plan and measured peak both lower by exactly
+ *   the probabilities it no longer keeps (layers x S x L x NH x (L - 1) floats), the peak within 10% below the plan;
  * - the counter itself: live bytes back to the weights after the workspaces are gone. */
 #include <math.h>
 #include <stdlib.h>
@@ -18,6 +20,8 @@
 #include "testutil.h"
 
 enum { S = 6, L = 16, E = 4 };
+
+static size_t fixture_layers_heads(const char *model);
 
 typedef struct {
     size_t peak, plan, act_plan, copy;
@@ -34,7 +38,7 @@ static void make_batch(Batch *b, int32_t *ids, int32_t *mask, const int *lens, i
         }
 }
 
-static void run(const char *model, int ckpt, XrPrecision prec, RunOut *o) {
+static void run(const char *model, int ckpt, XrPrecision prec, int lse, RunOut *o) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
     XrErr e;
@@ -45,6 +49,7 @@ static void run(const char *model, int ckpt, XrPrecision prec, RunOut *o) {
     Backend *be = encoder_backend(m);
     size_t np = (size_t)encoder_num_params(m);
     encoder_set_gradient_checkpointing(m, ckpt);
+    encoder_set_attention_lse(m, lse);
     TU_CHECK(encoder_set_precision(m, prec, &e) == 0, "encoder_set_precision: %s", e.msg);
     encoder_set_batch_limits(m, S, E, L);
     EncoderMemPlan p;
@@ -105,10 +110,11 @@ static void run(const char *model, int ckpt, XrPrecision prec, RunOut *o) {
 }
 
 static void test_model(const char *model) {
-    RunOut a, b, c;
-    run(model, 0, XR_PREC_FP32, &a);
-    run(model, 1, XR_PREC_FP32, &b);
-    run(model, 0, XR_PREC_BF16, &c);
+    RunOut a, b, c, d;
+    run(model, 0, XR_PREC_FP32, 0, &a);
+    run(model, 1, XR_PREC_FP32, 0, &b);
+    run(model, 0, XR_PREC_BF16, 0, &c);
+    run(model, 0, XR_PREC_FP32, 1, &d);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
     XrErr e;
@@ -131,7 +137,27 @@ static void test_model(const char *model) {
              c.plan - a.plan, c.peak - a.peak, c.copy);
     printf("%-9s bf16: the weights' working copy %zu B, plan +%zu B, measured peak +%zu B\n", model, c.copy,
            c.plan - a.plan, c.peak - a.peak);
+    /* the log-sum-exp attention: per layer NH floats a token instead of NH L (S L NH (L - 1) floats less) */
+    size_t att_drop = (size_t)fixture_layers_heads(model) * S * L * (L - 1) * sizeof(float);
+    TU_CHECK(a.act_plan - d.act_plan == att_drop && a.peak - d.peak == att_drop,
+             "%s: attention lse lowered the plan's activations by %zu bytes and the peak by %zu, want %zu", model,
+             a.act_plan - d.act_plan, a.peak - d.peak, att_drop);
+    printf("%-9s attention lse: activations %zu -> %zu B (-%.0f%%), measured peak -%zu B\n", model, a.act_plan,
+           d.act_plan, 100.0 * (1.0 - (double)d.act_plan / (double)a.act_plan), a.peak - d.peak);
     free(a.grads), free(a.params), free(b.grads), free(b.params), free(c.grads), free(c.params);
+    free(d.grads), free(d.params);
+}
+
+/* layers x heads of a fixture model */
+static size_t fixture_layers_heads(const char *model) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
+    XrErr e;
+    Encoder *m = encoder_load(dir, &e);
+    if (!m) xr_die("load %s: %s", dir, e.msg);
+    size_t r = (size_t)encoder_config(m)->layers * (size_t)encoder_config(m)->heads;
+    encoder_free(m);
+    return r;
 }
 
 /* The counter by itself: live goes up and down by what is allocated, peak stays, reset brings it to live. */
