@@ -130,6 +130,7 @@ static int tr_memory_plan(Comm *c, Encoder *m, const TrainOpts *o, int G, int64_
     int R = comm_size(c), B = o->per_device_batch, A = o->accumulation, L = o->max_len;
     int eb = o->evaluate ? o->eval_batch : 0, Bm = tr_chunk_max(B, R, A, n);
     encoder_set_gradient_checkpointing(m, o->grad_ckpt);
+    encoder_set_attention_lse(m, o->att_lse);
     EncoderMemPlan p;
     size_t total = tr_plan(m, Bm * G, eb, L, R, zero, &p);
     XrMemStats ms;

@@ -69,6 +69,7 @@ typedef struct {
      * unless quiet, and a run whose plan exceeds what the device can still give (ops_mem_available, shared by the
      * ranks of a node on one device) is refused naming the largest per_device_batch that fits. */
     int grad_ckpt;         /* --gradient-checkpointing: recompute each layer's activations in the backward */
+    int att_lse;           /* --attention-lse: the attention keeps log-sum-exps, not probabilities */
     int eval_batch;        /* sequences per evaluation batch (with evaluate) */
     int quiet;
 } TrainOpts;

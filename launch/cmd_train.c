@@ -88,6 +88,10 @@ static ArgSpec TRAIN_FLAGS[] = {
     {"gradient-checkpointing", ARG_SWITCH, NULL, "",
      "keep only each layer's input in the forward and recompute its activations in the backward (the same "
      "gradients, bit for bit; less memory, about a third more compute)", NULL, 0},
+    {"attention-lse", ARG_SWITCH, NULL, "",
+     "the training attention keeps each row's softmax log-sum-exp instead of the probabilities and recomputes them "
+     "in the backward (heads x tokens floats a layer instead of heads x tokens x length; gradients equal to fp32 "
+     "rounding, not bit for bit; slower on the GPU so far)", NULL, 0},
     CLI_FLAGS_COMPUTE_FP32,
     {"zero", ARG_CHOICE, "auto", "",
      "ZeRO-1: each rank keeps and steps the AdamW state of 1/ranks of the parameters (auto: on with > 1 rank)",
@@ -455,6 +459,7 @@ int cmd_train(int argc, char **argv) {
     o.collapse_windows = (int)args_int(a, "collapse-windows");
     o.nan_skip = !strcmp(args_str(a, "nan-policy"), "skip");
     o.grad_ckpt = args_bool(a, "gradient-checkpointing");
+    o.att_lse = args_bool(a, "attention-lse");
     o.eval_batch = (int)args_int(a, "eval-batch-size");
     o.quiet = quiet;
     if (!(o.loss.temperature > 0)) xr_errf(&e, "--distill-temperature must be > 0");
