@@ -130,8 +130,9 @@ XR_OP(TRAIN, attention_train_lse,
        int dh, int first_only, const XrDropout *d),
       (be, out, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d))
 /* Its backward: as attention_backward, the probabilities recomputed as P = exp(s - lse) from qkv and lse, the
- * dropout mask drawn again from its counter. dqkv overwritten. Agrees with attention_backward to the bound
- * tests/test_attention_lse.c derives (recomputing P moves it by a relative (|s| + |lse| + 2) u). */
+ * dropout mask drawn again from its counter, D_i = sum_j P_ij dP_ij from the recomputed row. dqkv overwritten.
+ * Agrees with attention_backward to the bound tests/test_attention_lse.c derives (recomputing P moves it by at
+ * most a relative (2 max|s| + 2 max|lse| + 2 L + 16) u, u = 2^-24). */
 XR_OP(TRAIN, attention_backward_lse,
       (Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse, const int32_t *seq_off,
        int S, int max_len, int NH, int dh, int first_only, const XrDropout *d),
