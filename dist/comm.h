@@ -124,9 +124,14 @@ int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e);
 void comm_detach(Comm *c);
 /* "mpi", "nccl" or "staged". */
 const char *comm_impl_name(const Comm *c);
-/* Seconds a wait for a collective may take before the job is stopped (<= 0: wait forever; default 600). */
+/* Timeouts of every wait (collectives, broadcasts, gathers, node-shared flags, NCCL start-up). --comm-timeout
+ * (default 60 s; <= 0: never): a peer on this node whose liveness heartbeat (a thread of each rank, no MPI) stopped
+ * this long is dead or stopped and the job stops naming it. --comm-stall-timeout (default 1800 s; <= 0: never): the
+ * longest wait for peers that are alive but late, and the only limit for peers on other nodes (no heartbeat). */
 void comm_set_timeout(Comm *c, double seconds);
 double comm_timeout(const Comm *c);
+void comm_set_stall_timeout(Comm *c, double seconds);
+double comm_stall_timeout(const Comm *c);
 
 /* In-place sum over ranks of n floats. */
 void comm_buf_allreduce(Comm *c, float *buf, size_t n);

@@ -4,6 +4,8 @@
 #ifndef XR_COMM_IMPL_H
 #define XR_COMM_IMPL_H
 #include <mpi.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 #include "comm.h"
 
@@ -27,7 +29,13 @@ struct Comm {
     MPI_Comm node;       /* the ranks of this node (MPI_COMM_SELF with one rank) */
     int rank, size, local_rank, local_size;
     int we_initialised;
-    double timeout_s;
+    double timeout_s;    /* --comm-timeout: a node peer whose heartbeat stopped this long is dead / stopped */
+    double stall_s;      /* --comm-stall-timeout: the most a wait lasts for live peers (or peers on other nodes) */
+    /* Liveness heartbeat (comm_mpi.c): one 64-byte line per node rank in a POSIX shared-memory segment, holding
+     * the CLOCK_MONOTONIC milliseconds its thread last wrote. NULL: none (one rank, or no shared memory). */
+    _Atomic uint64_t *hb;
+    int *hb_world;       /* [local_size] the world rank of each node rank */
+    void *hb_thread;     /* the heartbeat thread (pthread_t *) */
     const CommOps *ops;  /* buffer collectives (comm_mpi_ops until comm_attach) */
     void *impl;          /* the implementation's state */
     Backend *be;         /* backend whose memory the buffer collectives take (NULL: host) */
@@ -39,6 +47,10 @@ void *comm_mpi_start(Comm *c, CollKind kind, float *buf, size_t n, const size_t 
 int comm_mpi_test(Comm *c, void *req);
 /* Wait for MPI requests with the communicator's timeout (what: the operation, for the message). */
 void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what);
+/* Called while a wait has lasted `waited` s (peer: the world rank known to be late, -1: not known): stops the job
+ * when a node peer's heartbeat stopped for --comm-timeout (naming it) or the wait passed its limit (--comm-stall-
+ * timeout; see comm_mpi.c). */
+void comm_wait_check(Comm *c, const char *what, double waited, int peer);
 /* Stop the job after a timeout: names this rank and the peers it waited on. */
 void comm_die_timeout(Comm *c, const char *what, double waited) __attribute__((noreturn));
 /* The same naming the late world rank `peer` (-1: not known). */

@@ -5,14 +5,19 @@
 #define _POSIX_C_SOURCE 200809L
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "comm_impl.h"
 
@@ -22,6 +27,10 @@
 
 /* Declared in base/xr_common.c: called by xr_die before exit. */
 extern void (*xr_abort_hook)(int code);
+
+static void comm_hb_start(Comm *c);
+static void comm_hb_stop(Comm *c);
+static void comm_mpi_wait_peer(Comm *c, int n, MPI_Request *rq, const char *what, int peer);
 
 static void comm_mpi_abort_hook(int code) {
     MPI_Abort(MPI_COMM_WORLD, code);
@@ -44,7 +53,8 @@ Comm *comm_init(int *argc, char ***argv) {
         c->we_initialised = 1;
     }
     c->world = MPI_COMM_WORLD;
-    c->timeout_s = 600;
+    c->timeout_s = 60;
+    c->stall_s = 1800;
     c->ops = &comm_mpi_ops;
     /* Errors come back as codes so they are reported with our message instead of MPI's default abort. */
     comm_checked(MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
@@ -60,6 +70,7 @@ Comm *comm_init(int *argc, char ***argv) {
         comm_checked(MPI_Comm_rank(node, &c->local_rank), "MPI_Comm_rank(node)");
         c->node = node;
         xr_abort_hook = comm_mpi_abort_hook;
+        comm_hb_start(c);
     }
     return c;
 }
@@ -67,6 +78,7 @@ Comm *comm_init(int *argc, char ***argv) {
 void comm_finalize(Comm *c) {
     if (!c) return;
     if (c->ops && c->ops->destroy) c->ops->destroy(c);
+    comm_hb_stop(c);
     if (c->node != MPI_COMM_SELF) MPI_Comm_free(&c->node);
     if (c->we_initialised) {
         xr_abort_hook = NULL;
@@ -106,13 +118,17 @@ void comm_bcast(Comm *c, void *buf, size_t n, int root) {
     char *p = buf;
     for (size_t off = 0; off < n; off += XR_COMM_PIECE) {
         size_t k = n - off < XR_COMM_PIECE ? n - off : XR_COMM_PIECE;
-        comm_checked(MPI_Bcast(p + off, (int)k, MPI_BYTE, root, c->world), "MPI_Bcast");
+        MPI_Request rq;
+        comm_checked(MPI_Ibcast(p + off, (int)k, MPI_BYTE, root, c->world, &rq), "MPI_Ibcast");
+        comm_mpi_wait_peer(c, 1, &rq, "broadcast", c->rank == root ? -1 : root);
     }
 }
 
 void comm_bcast_buf(Comm *c, char **buf, size_t *n, int root) {
     uint64_t len = c->rank == root ? (uint64_t)*n : 0;
-    comm_checked(MPI_Bcast(&len, 1, MPI_UINT64_T, root, c->world), "MPI_Bcast(size)");
+    MPI_Request rq;
+    comm_checked(MPI_Ibcast(&len, 1, MPI_UINT64_T, root, c->world, &rq), "MPI_Ibcast(size)");
+    comm_mpi_wait_peer(c, 1, &rq, "broadcast (size)", c->rank == root ? -1 : root);
     if (c->rank != root) {
         *n = (size_t)len;
         *buf = xr_malloc(*n + 1);
@@ -125,7 +141,9 @@ static void comm_send(Comm *c, const void *buf, size_t n, int dest) {
     const char *p = buf;
     for (size_t off = 0; off < n; off += XR_COMM_PIECE) {
         size_t k = n - off < XR_COMM_PIECE ? n - off : XR_COMM_PIECE;
-        comm_checked(MPI_Send(p + off, (int)k, MPI_BYTE, dest, XR_COMM_TAG, c->world), "MPI_Send");
+        MPI_Request rq;
+        comm_checked(MPI_Isend(p + off, (int)k, MPI_BYTE, dest, XR_COMM_TAG, c->world, &rq), "MPI_Isend");
+        comm_mpi_wait_peer(c, 1, &rq, "gather (send)", dest);
     }
 }
 
@@ -133,15 +151,18 @@ static void comm_recv(Comm *c, void *buf, size_t n, int src) {
     char *p = buf;
     for (size_t off = 0; off < n; off += XR_COMM_PIECE) {
         size_t k = n - off < XR_COMM_PIECE ? n - off : XR_COMM_PIECE;
-        comm_checked(MPI_Recv(p + off, (int)k, MPI_BYTE, src, XR_COMM_TAG, c->world, MPI_STATUS_IGNORE),
-                     "MPI_Recv");
+        MPI_Request rq;
+        comm_checked(MPI_Irecv(p + off, (int)k, MPI_BYTE, src, XR_COMM_TAG, c->world, &rq), "MPI_Irecv");
+        comm_mpi_wait_peer(c, 1, &rq, "gather (receive)", src);
     }
 }
 
 char *comm_gather(Comm *c, const void *buf, size_t n, int root, size_t *out_n, size_t *counts) {
     uint64_t mine = n;
     uint64_t *all = c->rank == root ? xr_malloc(sizeof(uint64_t) * (size_t)c->size) : NULL;
-    comm_checked(MPI_Gather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, root, c->world), "MPI_Gather(size)");
+    MPI_Request rq;
+    comm_checked(MPI_Igather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, root, c->world, &rq), "MPI_Igather(size)");
+    comm_mpi_wait_timed(c, 1, &rq, "gather (sizes)");
     if (c->rank != root) {
         comm_send(c, buf, n, root);
         return NULL;
@@ -256,7 +277,7 @@ static void comm_poll_pause_peer(Comm *c, CommPoll *p, const char *what, int pee
         return;
     }
     double waited = comm_now() - p->t0;
-    if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout_peer(c, what, waited, peer);
+    comm_wait_check(c, what, waited, peer);
     if (waited < p->spin) {
         sched_yield();
         return;
@@ -267,15 +288,151 @@ static void comm_poll_pause_peer(Comm *c, CommPoll *p, const char *what, int pee
 
 static void comm_poll_pause(Comm *c, CommPoll *p, const char *what) { comm_poll_pause_peer(c, p, what, -1); }
 
-void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) {
+/* peer: the world rank this wait is for (-1: several or not known) */
+static void comm_mpi_wait_peer(Comm *c, int n, MPI_Request *rq, const char *what, int peer) {
     CommPoll p;
     comm_poll_init(&p);
     for (;;) {
         int done = 0;
         comm_checked(MPI_Testall(n, rq, &done, MPI_STATUSES_IGNORE), what);
         if (done) return;
-        comm_poll_pause(c, &p, what);
+        comm_poll_pause_peer(c, &p, what, peer);
     }
+}
+
+void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) { comm_mpi_wait_peer(c, n, rq, what, -1); }
+
+/* ---- liveness heartbeat ----
+ * A plain wait cannot tell a dead or stopped peer from a busy one (evaluation or a checkpoint on rank 0, a slow
+ * first step, a loaded machine), so one timeout must be long. Every rank of a multi-rank job therefore runs a
+ * thread that writes CLOCK_MONOTONIC (ms; one clock for all processes of a machine) into its line of a node-shared
+ * segment every XR_HB_PERIOD; it makes no MPI call. A wait (comm_wait_check) reads its node peers' lines: a line
+ * older than --comm-timeout means that process is dead (SIGKILL) or stopped (SIGSTOP, hung in the kernel) and the
+ * job stops naming it, however long the wait has lasted; a peer whose heartbeat goes on is alive (busy) and is
+ * waited for up to --comm-stall-timeout. Ranks on other nodes have no line here: a job that spans nodes waits for
+ * them up to --comm-stall-timeout (a single timeout, as before the heartbeat), while a dead peer on this node is
+ * still found within --comm-timeout. */
+#define XR_HB_PERIOD_NS 200000000L
+#define XR_HB_LINE 8 /* uint64 per 64-byte line */
+
+static uint64_t comm_hb_ms(void) { return (uint64_t)(comm_now() * 1000.0); }
+
+typedef struct {
+    pthread_t th;
+    _Atomic int stop;
+    _Atomic uint64_t *mine;
+} CommHb;
+
+static void *comm_hb_main(void *arg) {
+    CommHb *h = arg;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        atomic_store_explicit(h->mine, comm_hb_ms(), memory_order_release);
+        struct timespec ts = {0, XR_HB_PERIOD_NS};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void comm_hb_start(Comm *c) {
+    if (c->local_size < 2) return;
+    int me = c->local_rank, n = c->local_size, ok = 1, all = 0;
+    size_t bytes = (size_t)n * 64;
+    char name[64] = {0};
+    MPI_Request rq;
+    if (me == 0) {
+        snprintf(name, sizeof name, "/xrank-hb-%ld-%d", (long)getpid(), c->rank);
+        int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)bytes) != 0) {
+            fprintf(stderr, "xrank: rank %d: no liveness heartbeat (shared memory %s: %s): a dead peer is found only "
+                    "after --comm-stall-timeout\n", c->rank, name, strerror(errno));
+            if (fd >= 0) close(fd), shm_unlink(name);
+            name[0] = 0;
+        } else
+            close(fd);
+    }
+    comm_checked(MPI_Ibcast(name, sizeof name, MPI_CHAR, 0, c->node, &rq), "MPI_Ibcast(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
+    if (!name[0]) return;
+    _Atomic uint64_t *hb = NULL;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd >= 0) {
+        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        if (m != MAP_FAILED) hb = m;
+    }
+    if (!hb) {
+        ok = 0;
+        fprintf(stderr, "xrank: rank %d: cannot map the heartbeat segment %s: %s\n", c->rank, name, strerror(errno));
+    } else
+        atomic_store(&hb[me * XR_HB_LINE], comm_hb_ms());
+    int *world = xr_calloc((size_t)n, sizeof *world);
+    comm_checked(MPI_Iallgather(&c->rank, 1, MPI_INT, world, 1, MPI_INT, c->node, &rq), "MPI_Iallgather(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
+    comm_checked(MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->node, &rq), "MPI_Iallreduce(node)");
+    comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
+    if (me == 0) shm_unlink(name); /* every rank has it mapped (or gave up): nothing left behind */
+    if (!all) {
+        if (hb) munmap((void *)hb, bytes);
+        free(world);
+        return;
+    }
+    CommHb *h = xr_calloc(1, sizeof *h);
+    h->mine = &hb[me * XR_HB_LINE];
+    /* the thread takes no signal: the handlers run on the threads that expect them */
+    sigset_t all_sig, old;
+    sigfillset(&all_sig);
+    pthread_sigmask(SIG_SETMASK, &all_sig, &old);
+    int rc = pthread_create(&h->th, NULL, comm_hb_main, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) xr_die("rank %d: cannot start the heartbeat thread: %s", c->rank, strerror(rc));
+    c->hb = hb, c->hb_world = world, c->hb_thread = h;
+}
+
+static void comm_hb_stop(Comm *c) {
+    if (!c->hb) return;
+    CommHb *h = c->hb_thread;
+    atomic_store(&h->stop, 1);
+    pthread_join(h->th, NULL);
+    munmap((void *)c->hb, (size_t)c->local_size * 64);
+    free(h), free(c->hb_world);
+    c->hb = NULL, c->hb_world = NULL, c->hb_thread = NULL;
+}
+
+/* The node rank whose heartbeat is the oldest beyond --comm-timeout (its age in *age), -1 when none. */
+static int comm_hb_dead(const Comm *c, double *age) {
+    if (!c->hb || c->timeout_s <= 0) return -1;
+    uint64_t now = comm_hb_ms();
+    int worst = -1;
+    double oldest = 0;
+    for (int r = 0; r < c->local_size; r++) {
+        if (r == c->local_rank) continue;
+        uint64_t t = atomic_load_explicit(&c->hb[r * XR_HB_LINE], memory_order_acquire);
+        double a = now > t ? (double)(now - t) / 1000.0 : 0;
+        if (a > c->timeout_s && a > oldest) worst = r, oldest = a;
+    }
+    *age = oldest;
+    return worst;
+}
+
+__attribute__((noreturn)) static void comm_die_msg(Comm *c) {
+    fflush(stderr);
+    if (c->ops && c->ops->abort) c->ops->abort(c);
+    MPI_Abort(c->world, 3);
+    exit(3);
+}
+
+void comm_wait_check(Comm *c, const char *what, double waited, int peer) {
+    double age = 0;
+    int dead = comm_hb_dead(c, &age);
+    if (dead >= 0) {
+        fprintf(stderr,
+                "xrank: rank %d: %s did not complete after %.0f s: rank %d stopped answering (dead or stopped: no "
+                "heartbeat for %.1f s, --comm-timeout %.0f); stopping the job\n",
+                c->rank, what, waited, c->hb_world[dead], age, c->timeout_s);
+        comm_die_msg(c);
+    }
+    /* without heartbeats (one rank per node, no shared memory) the wait's only limit is the stall timeout */
+    if (c->stall_s > 0 && waited > c->stall_s) comm_die_timeout_peer(c, what, waited, peer);
 }
 
 void comm_die_timeout_peer(Comm *c, const char *what, double waited, int peer) {
@@ -286,20 +443,21 @@ void comm_die_timeout_peer(Comm *c, const char *what, double waited, int peer) {
         snprintf(peers, sizeof peers, "rank %d", 1 - c->rank);
     else
         snprintf(peers, sizeof peers, "one of ranks 0-%d other than %d", c->size - 1, c->rank);
+    int local = c->hb && c->size == c->local_size; /* every peer has a heartbeat: the late one is alive */
     fprintf(stderr,
-            "xrank: rank %d: %s did not complete within %.0f s (--comm-timeout %.0f): %s stopped answering (dead "
-            "or hung); stopping the job\n",
-            c->rank, what, waited, c->timeout_s, peers);
-    fflush(stderr);
-    if (c->ops && c->ops->abort) c->ops->abort(c);
-    MPI_Abort(c->world, 3);
-    exit(3);
+            "xrank: rank %d: %s did not complete within %.0f s (--comm-stall-timeout %.0f): %s stopped answering (%s); "
+            "stopping the job\n",
+            c->rank, what, waited, c->stall_s, peers,
+            local ? "alive, its heartbeat goes on, but it has not reached this wait: hung" : "dead or hung");
+    comm_die_msg(c);
 }
 
 void comm_die_timeout(Comm *c, const char *what, double waited) { comm_die_timeout_peer(c, what, waited, -1); }
 
 void comm_set_timeout(Comm *c, double seconds) { c->timeout_s = seconds; }
 double comm_timeout(const Comm *c) { return c->timeout_s; }
+void comm_set_stall_timeout(Comm *c, double seconds) { c->stall_s = seconds; }
+double comm_stall_timeout(const Comm *c) { return c->stall_s; }
 
 /* ---- buffer collectives: dispatch ---- */
 

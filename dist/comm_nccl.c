@@ -126,8 +126,8 @@ int comm_nccl_available(void) { return 1; }
 
 /* ncclCommInitRank blocks until every rank has joined: a rank that died after the MPI broadcast, or cannot
  * reach its peers, would hang the others forever. It runs on a helper thread while this one waits with the
- * communicator's timeout, which then stops the job naming the rank (comm_die_timeout: MPI_Abort; the helper
- * thread dies with the process). */
+ * communicator's timeouts (comm_wait_check: a node peer's heartbeat stopped, or the stall timeout), which then
+ * stop the job naming the rank (MPI_Abort; the helper thread dies with the process). */
 typedef struct {
     Nccl *s;
     int size, rank;
@@ -156,7 +156,7 @@ static ncclResult_t nccl_init_timed(Comm *c, Nccl *s, const ncclUniqueId *id) {
         nanosleep(&nap, NULL);
         clock_gettime(CLOCK_MONOTONIC, &now);
         double waited = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
-        if (c->timeout_s > 0 && waited > c->timeout_s) comm_die_timeout(c, "NCCL start-up (ncclCommInitRank)", waited);
+        comm_wait_check(c, "NCCL start-up (ncclCommInitRank)", waited, -1);
     }
     pthread_join(th, NULL);
     ncclResult_t r = a->r;

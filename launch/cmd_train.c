@@ -109,8 +109,12 @@ static ArgSpec TRAIN_FLAGS[] = {
      "for ranks sharing a GPU), shm (CPU ranks on one node: the peers sum each other's gradients in node-shared "
      "memory, ZeRO-1 parameters one copy per node); auto picks (shm where it can, on the CPU)",
      "auto|mpi|nccl|staged|shm", 0},
-    {"comm-timeout", ARG_FLOAT, "600", "S",
-     "stop the job when a collective waits this long for a dead or hung rank (0: wait forever)", NULL, 0},
+    {"comm-timeout", ARG_FLOAT, "60", "S",
+     "stop the job when a rank on this node is dead or stopped (its liveness heartbeat silent) this long, naming it "
+     "(0: never)", NULL, 0},
+    {"comm-stall-timeout", ARG_FLOAT, "1800", "S",
+     "stop the job when a wait lasts this long for ranks that are alive but late (hung), or for ranks on other nodes "
+     "(no heartbeat there) (0: wait forever)", NULL, 0},
     {"save-steps", ARG_INT, "0", "N",
      "write OUTPUT/checkpoint-<step> every N steps (model, optimizer shards, data position; 0: only on SIGTERM / "
      "SIGUSR1)", NULL, 0},
@@ -480,9 +484,11 @@ int cmd_train(int argc, char **argv) {
     o.sparse_embedding = !strcmp(args_str(a, "sparse-embedding"), "on");
     o.comm = (CommImpl)comm_impl_parse(args_str(a, "comm"));
     if (o.bucket_mb < 0) xr_errf(&e, "--bucket-size-mb must be >= 0 (0: one bucket)");
-    if (args_float(a, "comm-timeout") < 0) xr_errf(&e, "--comm-timeout must be >= 0 (0: wait forever)");
+    if (args_float(a, "comm-timeout") < 0) xr_errf(&e, "--comm-timeout must be >= 0 (0: never)");
+    if (args_float(a, "comm-stall-timeout") < 0) xr_errf(&e, "--comm-stall-timeout must be >= 0 (0: wait forever)");
     if (e.msg[0]) return tc_fail(&x, &e, 2);
     comm_set_timeout(x.c, args_float(a, "comm-timeout"));
+    comm_set_stall_timeout(x.c, args_float(a, "comm-stall-timeout"));
     train_check_opts(a, &o, &e);
     EvalResult proto = {0};
     if (!e.msg[0]) eval_parse_specs(args_str(a, "metrics"), &proto, &e);

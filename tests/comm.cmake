@@ -3,7 +3,9 @@
 # on a GPU also the staged communicator on CUDA memory with 2 ranks sharing the GPU (NCCL at one rank is the
 # plain test_comm_nccl1 below). And a dead or stopped peer: rank 1 of 2 SIGKILLs / SIGSTOPs itself in a loop of
 # all-reduces (mpi) or of node-shared-memory flag waits (shm, the trainer's default exchange on one node); the job
-# must end non-zero within the timeout, naming rank 1 (run_comm_stall.cmake).
+# must end non-zero within the timeout, naming rank 1 (run_comm_stall.cmake). And a slow peer: rank 1 computes for
+# 10.5 s (3.5x --comm-timeout 3; alive) and the job must finish (comm_slow_peer*), or with --comm-stall-timeout 6
+# below that it must stop naming rank 1 as alive but late (comm_stalled_peer*).
 function(xr_comm_test name np)
   add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} -np ${np} --oversubscribe $<TARGET_FILE:test_comm> ${ARGN})
   set_tests_properties(${name} PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "mpi;comm"
@@ -29,4 +31,18 @@ foreach(impl mpi shm)
     set_tests_properties(${name} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
                          ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
   endforeach()
+endforeach()
+foreach(impl mpi shm)
+  set(sfx "")
+  if(impl STREQUAL "shm")
+    set(sfx "_shm")
+  endif()
+  add_test(NAME comm_slow_peer${sfx}
+           COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=busy
+                   -DBUSY=10.5 -DIMPL=${impl} -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
+  add_test(NAME comm_stalled_peer${sfx}
+           COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=busy
+                   -DBUSY=60 -DSTALL=6 -DIMPL=${impl} -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
+  set_tests_properties(comm_slow_peer${sfx} comm_stalled_peer${sfx} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
+                       ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
 endforeach()

@@ -6,11 +6,16 @@
  * test_comm --stall kill|stop --timeout S [--impl mpi|shm]: rank 1 of 2 kills (SIGKILL) or stops (SIGSTOP) itself
  * during a loop of all-reduces (mpi) or of node-shared-memory flag exchanges (shm: comm_node_post / comm_node_await,
  * how the trainer's default gradient exchange on one node waits for its peers); rank 0 must stop the job (the
- * dead-peer tests of tests/comm.cmake check the time and the message). */
+ * dead-peer tests of tests/comm.cmake check the time and the message). --timeout S is --comm-timeout (a heartbeat
+ * silent this long), --stall-timeout S --comm-stall-timeout (default 1800).
+ * test_comm --stall busy --busy B ...: rank 1 computes for B seconds (alive: its heartbeat goes on) at iteration 20
+ * instead, and the loop ends after 40 iterations with exit 0: with B > --timeout the job must not be stopped, with
+ * B > --stall-timeout it must be, naming rank 1 as alive but late. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "comm.h"
@@ -106,8 +111,9 @@ static void run_size(Ctx *x, size_t n, int nb) {
     free(counts), free(h), free(want), free(d), free(rq);
 }
 
-static int stall_test(Comm *c, const char *how, double timeout, const char *impl) {
+static int stall_test(Comm *c, const char *how, double timeout, double stall, double busy, const char *impl) {
     comm_set_timeout(c, timeout);
+    comm_set_stall_timeout(c, stall);
     if (comm_size(c) != 2) {
         fprintf(stderr, "--stall needs 2 ranks\n");
         return 2;
@@ -119,8 +125,19 @@ static int stall_test(Comm *c, const char *how, double timeout, const char *impl
         return 2;
     }
     float buf[1024];
-    for (int it = 0; it < 1000000; it++) {
-        if (it == 20 && comm_rank(c) == 1) {
+    int busy_run = how[0] == 'b', iters = busy_run ? 40 : 1000000;
+    for (int it = 0; it < iters; it++) {
+        if (busy_run && it == 20 && comm_rank(c) == 1) {
+            fprintf(stderr, "test_comm: rank 1 busy for %.1f s\n", busy);
+            fflush(stderr);
+            struct timespec t0, t;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            volatile double sink = 0;
+            do {
+                for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
+                clock_gettime(CLOCK_MONOTONIC, &t);
+            } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
+        } else if (!busy_run && it == 20 && comm_rank(c) == 1) {
             fprintf(stderr, "test_comm: raising SIG%s in this process\n", how[0] == 'k' ? "KILL" : "STOP");
             fflush(stderr);
             raise(how[0] == 'k' ? SIGKILL : SIGSTOP);
@@ -132,21 +149,32 @@ static int stall_test(Comm *c, const char *how, double timeout, const char *impl
         }
         for (int i = 0; i < 1024; i++) buf[i] = 1;
         comm_buf_allreduce(c, buf, 1024);
+        if (buf[0] != 2) {
+            fprintf(stderr, "rank %d: all-reduce %d gave %g, want 2\n", comm_rank(c), it, (double)buf[0]);
+            return 1;
+        }
     }
-    return 1; /* not reached: rank 0 must have been stopped */
+    if (!busy_run) return 1; /* not reached: rank 0 must have been stopped */
+    if (h) comm_node_share_free(c, h);
+    if (comm_rank(c) == 0) printf("test_comm: %d exchanges done, rank 1 busy %.1f s, not stopped\n", iters, busy);
+    comm_barrier(c);
+    comm_finalize(c);
+    return 0;
 }
 
 int main(int argc, char **argv) {
     Comm *c = comm_init(&argc, &argv);
     const char *impl = "mpi", *dev = "cpu", *stall = NULL;
-    double timeout = 10;
+    double timeout = 10, stall_s = 1800, busy = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--impl")) impl = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) dev = argv[i + 1];
         else if (!strcmp(argv[i], "--stall")) stall = argv[i + 1];
         else if (!strcmp(argv[i], "--timeout")) timeout = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--stall-timeout")) stall_s = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--busy")) busy = atof(argv[i + 1]);
     }
-    if (stall) return stall_test(c, stall, timeout, impl);
+    if (stall) return stall_test(c, stall, timeout, stall_s, busy, impl);
     Ctx x = {c, NULL, comm_size(c), comm_rank(c)};
     int want_cuda = !strcmp(dev, "cuda") || !strcmp(impl, "nccl");
     if (want_cuda && ops_device_count(XR_DEV_CUDA) == 0) {
