@@ -46,3 +46,8 @@ foreach(impl mpi shm)
   set_tests_properties(comm_slow_peer${sfx} comm_stalled_peer${sfx} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
                        ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
 endforeach()
+# The same through the trainer: rank 1 of `xrank train` on mpirun -np 2 SIGSTOPped after its first logged step.
+add_test(NAME train_dead_peer_stop COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_train_dead_peer.sh
+         $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/train_dead_peer_stop.out)
+set_tests_properties(train_dead_peer_stop PROPERTIES TIMEOUT 120 LABELS "mpi;comm;train"
+                     ENVIRONMENT "${XR_MPI_TEST_ENV}")
