@@ -15,9 +15,10 @@
 /* Score block size per thread in floats (1 MiB): query rows are processed in blocks that fit. */
 #define XR_ATT_BLOCK (1 << 18)
 
-/* Row-wise softmax in place: s[r, :L] = exp(s - max) / sum. */
+/* Row-wise softmax in place: s[r, :L] = exp(s - max) / sum; with lse, also each row's log-sum-exp m + log(sum)
+ * at lse[r * ld] (the probabilities are the same bits either way). */
 XR_CLONES
-static void softmax_rows(float *s, int rows, int L) {
+static void softmax_rows(float *s, float *lse, size_t ld, int rows, int L) {
     for (int r = 0; r < rows; r++) {
         float *x = s + (size_t)r * L;
         float m = x[0];
@@ -32,28 +33,7 @@ static void softmax_rows(float *s, int rows, int L) {
         }
         float inv = 1.0f / sum;
         for (int j = 0; j < L; j++) x[j] *= inv;
-    }
-}
-
-/* softmax_rows, also writing each row's log-sum-exp m + log(sum) to lse[r * ld] (the probabilities are the
- * same bits as softmax_rows'). */
-XR_CLONES
-static void softmax_rows_lse(float *s, float *lse, size_t ld, int rows, int L) {
-    for (int r = 0; r < rows; r++) {
-        float *x = s + (size_t)r * L;
-        float m = x[0];
-        XR_OMP(omp simd reduction(max : m))
-        for (int j = 1; j < L; j++) m = x[j] > m ? x[j] : m;
-        float sum = 0.0f;
-        XR_OMP(omp simd reduction(+ : sum))
-        for (int j = 0; j < L; j++) {
-            float e = xr_expf(x[j] - m);
-            x[j] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < L; j++) x[j] *= inv;
-        lse[(size_t)r * ld] = m + logf(sum);
+        if (lse) lse[(size_t)r * ld] = m + logf(sum);
     }
 }
 
@@ -165,10 +145,8 @@ static void attention_fwd(Backend *be, float *out, float *att, float *lse, const
             float *sc = a ? a + (size_t)i0 * L : t.mine;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, t.q + (size_t)i0 * ld, ld, t.k,
                         ld, 0.0f, sc, L);
-            if (lse)
-                softmax_rows_lse(sc, lse + (size_t)((first_only ? t.s : t.off) + i0) * NH + t.h, (size_t)NH, nb, L);
-            else
-                softmax_rows(sc, nb, L);
+            float *row_lse = lse ? lse + (size_t)((first_only ? t.s : t.off) + i0) * NH + t.h : NULL;
+            softmax_rows(sc, row_lse, (size_t)NH, nb, L);
             const float *pv = sc;
             if (p.d) {
                 float *pd = t.mine + p.blk;
