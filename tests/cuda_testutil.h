@@ -1,5 +1,6 @@
-/* cuda_testutil.h: shared by the CUDA op tests: a seeded xorshift input stream, upload to the device, and the
- * GPU-vs-CPU comparison that prints each op's max abs diff. Include after testutil.h, ops.h and cuda/ops_cuda.h,
+/* cuda_testutil.h: shared by the CUDA op tests: a seeded xorshift input stream, upload to the device, NaN-poisoned
+ * outputs, the two-runs-same-bits and dropout-mask checks, and the GPU-vs-CPU comparison that prints each op's max
+ * abs diff. Include after testutil.h, ops.h and cuda/ops_cuda.h,
  * with XR_CUDA_TEST_SEED defined. */
 #ifndef XR_CUDA_TESTUTIL_H
 #define XR_CUDA_TESTUTIL_H
@@ -18,6 +19,34 @@ static void *up(Backend *g, const void *h, size_t bytes) {
     void *d = cuda_ops_alloc(g, bytes);
     cuda_ops_to_device(g, d, h, bytes);
     return d;
+}
+/* A device buffer of n floats, every one NaN: outputs an op overwrites start as NaN, so an element it fails to
+ * write fails the comparison. */
+static inline float *dev_nan(Backend *g, size_t n) {
+    float *h = xr_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = up(g, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+/* Two device results must be the same bits (determinism: no atomics in order-dependent sums). */
+static inline void same_bits(Backend *g, const char *what, const float *d1, const float *d2, size_t n) {
+    float *a = xr_malloc(n * sizeof(float)), *b = xr_malloc(n * sizeof(float));
+    cuda_ops_to_host(g, a, d1, n * sizeof(float));
+    cuda_ops_to_host(g, b, d2, n * sizeof(float));
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp(a + i, b + i, sizeof(float)) != 0;
+    TU_CHECK(diff == 0, "%s: %zu of %zu elements differ between two GPU runs", what, diff, n);
+    free(a), free(b);
+}
+/* Elements where exactly one of CPU and GPU is 0: dropout masks that differ. */
+static inline size_t zero_mismatch(Backend *g, const float *cpu, const float *dev, size_t n) {
+    float *h = xr_malloc(n * sizeof(float));
+    cuda_ops_to_host(g, h, dev, n * sizeof(float));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) m += (h[i] == 0.0f) != (cpu[i] == 0.0f);
+    free(h);
+    return m;
 }
 /* Copies the GPU result back, compares it with the CPU result and prints the max abs diff. */
 static double cmp(Backend *g, const char *what, const float *cpu, const float *dev, size_t n, double tol) {

@@ -25,24 +25,6 @@
 static const int kLens[] = {1, 63, 64, 65, 0, 127, 128, 129, 300, 512};
 #define NSEQ ((int)(sizeof kLens / sizeof kLens[0]))
 
-static float *dev_nan(Backend *g, size_t n) {
-    float *h = xr_malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    float *d = up(g, h, n * sizeof(float));
-    free(h);
-    return d;
-}
-
-static void same_bits(Backend *g, const char *what, const float *d1, const float *d2, size_t n) {
-    float *a = xr_malloc(n * sizeof(float)), *b = xr_malloc(n * sizeof(float));
-    cuda_ops_to_host(g, a, d1, n * sizeof(float));
-    cuda_ops_to_host(g, b, d2, n * sizeof(float));
-    size_t diff = 0;
-    for (size_t i = 0; i < n; i++) diff += memcmp(a + i, b + i, sizeof(float)) != 0;
-    TU_CHECK(diff == 0, "%s: %zu of %zu elements differ between two GPU runs", what, diff, n);
-    free(a), free(b);
-}
-
 static void check(Backend *c, Backend *g, const int32_t *off, const int32_t *doff, int N, int max_len, int NH,
                   int dh, int first_only, float p) {
     (void)cmp; /* cuda_testutil.h's absolute comparison: the relative one serves here */

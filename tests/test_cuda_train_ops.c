@@ -23,40 +23,10 @@
 static const int kLens[] = {1, 63, 64, 65, 127, 128, 129, 300, 512};
 #define NSEQ ((int)(sizeof kLens / sizeof kLens[0]))
 
-/* A device buffer of n floats, every one NaN. */
-static float *dev_nan(Backend *g, size_t n) {
-    float *h = xr_malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) h[i] = NAN;
-    float *d = up(g, h, n * sizeof(float));
-    free(h);
-    return d;
-}
-
 static float *host_copy(const float *h, size_t n) {
     float *c = xr_malloc(n * sizeof(float));
     memcpy(c, h, n * sizeof(float));
     return c;
-}
-
-/* Two device results must be the same bits (determinism). */
-static void same_bits(Backend *g, const char *what, const float *d1, const float *d2, size_t n) {
-    float *a = xr_malloc(n * sizeof(float)), *b = xr_malloc(n * sizeof(float));
-    cuda_ops_to_host(g, a, d1, n * sizeof(float));
-    cuda_ops_to_host(g, b, d2, n * sizeof(float));
-    size_t diff = 0;
-    for (size_t i = 0; i < n; i++) diff += memcmp(a + i, b + i, sizeof(float)) != 0;
-    TU_CHECK(diff == 0, "%s: %zu of %zu elements differ between two GPU runs", what, diff, n);
-    free(a), free(b);
-}
-
-/* Number of elements where exactly one of the two is 0 (dropout masks that differ). */
-static size_t zero_mismatch(Backend *g, const float *cpu, const float *dev, size_t n) {
-    float *h = xr_malloc(n * sizeof(float));
-    cuda_ops_to_host(g, h, dev, n * sizeof(float));
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) m += (h[i] == 0.0f) != (cpu[i] == 0.0f);
-    free(h);
-    return m;
 }
 
 /* Packed sequences: seq_off on the host and the device. */
