@@ -22,12 +22,21 @@ extern "C" {
 
 typedef struct Comm Comm;
 
-/* MPI_Init (unless already initialised) on MPI_COMM_WORLD. Works as a plain process (a singleton of size 1)
- * and under mpirun / srun. With size > 1 it installs xr_abort_hook so xr_die calls MPI_Abort. Dies when MPI
- * cannot start. */
+/* MPI_Init_thread with MPI_THREAD_FUNNELED (unless already initialised) on MPI_COMM_WORLD: only the calling
+ * (main) thread makes MPI calls, while other threads exist (the liveness heartbeat, NCCL's, OpenMP's, the
+ * checkpoint writer). Works as a plain process (a singleton of size 1) and under mpirun / srun. With size > 1
+ * it installs xr_abort_hook so xr_die calls MPI_Abort (off the main thread: marks this rank failed and exits,
+ * which mpirun turns into the end of the job). Dies when MPI cannot start or provides less than FUNNELED. */
 Comm *comm_init(int *argc, char ***argv);
-/* MPI_Finalize (when comm_init initialised MPI) and free. Every rank must call it. */
+/* MPI_Finalize (when comm_init initialised MPI) and free. Every rank must call it. Marks this rank as left
+ * (comm_leave with 0) unless comm_leave said otherwise before. */
 void comm_finalize(Comm *c);
+/* This rank takes part in no more collectives: it is ending, finished (code 0) or failed (code != 0). Peers on
+ * its node that still wait for it in a collective stop within about a second, naming it and how it left,
+ * instead of waiting for --comm-timeout. Call it first on the way out, before a teardown that may block (MPI_Win_free
+ * is collective, NCCL's destroy waits for its stream); the first call counts. No-op with one rank. A process that
+ * exits without it or comm_finalize is marked at exit (atexit) as having left without the teardown. */
+void comm_leave(Comm *c, int code);
 
 int comm_rank(const Comm *c);
 int comm_size(const Comm *c);

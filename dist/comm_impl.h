@@ -36,6 +36,7 @@ struct Comm {
     _Atomic uint64_t *hb;
     int *hb_world;       /* [local_size] the world rank of each node rank */
     void *hb_thread;     /* the heartbeat thread (pthread_t *) */
+    double left_seen;    /* CLOCK_MONOTONIC s when a wait first saw a node peer that left the job (0: none yet) */
     const CommOps *ops;  /* buffer collectives (comm_mpi_ops until comm_attach) */
     void *impl;          /* the implementation's state */
     Backend *be;         /* backend whose memory the buffer collectives take (NULL: host) */

@@ -30,10 +30,41 @@ extern void (*xr_abort_hook)(int code);
 
 static void comm_hb_start(Comm *c);
 static void comm_hb_stop(Comm *c);
+static void comm_hb_mark(_Atomic uint64_t *line, uint64_t state, int code);
 static void comm_mpi_wait_peer(Comm *c, int n, MPI_Request *rq, const char *what, int peer);
 
+/* Process-wide, for the two hooks that get no Comm (xr_abort_hook, atexit): the thread that initialised MPI (the only
+ * one allowed MPI calls under MPI_THREAD_FUNNELED) and this rank's heartbeat line (NULL: none, or torn down). */
+static pthread_t comm_main_thread;
+static _Atomic(_Atomic uint64_t *) comm_exit_line;
+
+/* Heartbeat line words (comm_hb_*): the clock, then how the rank left the job and its exit code. */
+#define XR_HB_LINE 8 /* uint64 per 64-byte line */
+#define XR_HB_CLOCK 0
+#define XR_HB_STATE 1
+#define XR_HB_CODE 2
+enum { XR_HB_RUNNING = 0, XR_HB_FINISHED = 1, XR_HB_FAILED = 2, XR_HB_EXITED = 3 };
+
 static void comm_mpi_abort_hook(int code) {
+    if (!pthread_equal(pthread_self(), comm_main_thread)) {
+        /* an xr_die on another thread (the checkpoint writer, an OpenMP worker): no MPI call is allowed here, so
+         * mark the line and exit; mpirun ends the job for a rank that exits without MPI_Finalize */
+        comm_hb_mark(atomic_load(&comm_exit_line), XR_HB_FAILED, code);
+        fflush(stdout);
+        _exit(code);
+    }
     MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+/* atexit: a rank that exits without comm_leave / comm_finalize (exit() deep in a command, a return from main) */
+static void comm_exit_mark(void) { comm_hb_mark(atomic_load(&comm_exit_line), XR_HB_EXITED, 0); }
+
+static const char *comm_thread_level_name(int level) {
+    return level == MPI_THREAD_SINGLE       ? "MPI_THREAD_SINGLE"
+           : level == MPI_THREAD_FUNNELED   ? "MPI_THREAD_FUNNELED"
+           : level == MPI_THREAD_SERIALIZED ? "MPI_THREAD_SERIALIZED"
+           : level == MPI_THREAD_MULTIPLE   ? "MPI_THREAD_MULTIPLE"
+                                            : "an unknown level";
 }
 
 void comm_checked(int rc, const char *what) {
@@ -46,12 +77,24 @@ void comm_checked(int rc, const char *what) {
 
 Comm *comm_init(int *argc, char ***argv) {
     Comm *c = xr_calloc(1, sizeof *c);
-    int inited = 0;
+    int inited = 0, provided = MPI_THREAD_SINGLE;
     MPI_Initialized(&inited);
     if (!inited) {
-        if (MPI_Init(argc, argv) != MPI_SUCCESS) xr_die("MPI_Init failed (is Open MPI installed and usable?)");
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            xr_die("MPI_Init_thread failed (is Open MPI installed and usable?)");
         c->we_initialised = 1;
+    } else {
+        comm_checked(MPI_Query_thread(&provided), "MPI_Query_thread");
     }
+    const char *fake = getenv("XR_TEST_MPI_THREAD_LEVEL"); /* tests: "single" stands for an MPI that gives less */
+    if (fake && !strcmp(fake, "single")) provided = MPI_THREAD_SINGLE;
+    if (provided < MPI_THREAD_FUNNELED) {
+        if (c->we_initialised) MPI_Finalize();
+        xr_die("MPI provides the thread level %s, xrank needs MPI_THREAD_FUNNELED (other threads run beside the one "
+               "that calls MPI: the liveness heartbeat, NCCL, OpenMP); use an MPI library built with thread support%s",
+               comm_thread_level_name(provided), inited ? " (or initialise it with MPI_Init_thread)" : "");
+    }
+    comm_main_thread = pthread_self();
     c->world = MPI_COMM_WORLD;
     c->timeout_s = 60;
     c->stall_s = 1800;
@@ -75,8 +118,13 @@ Comm *comm_init(int *argc, char ***argv) {
     return c;
 }
 
+void comm_leave(Comm *c, int code) {
+    if (c && c->hb) comm_hb_mark(&c->hb[c->local_rank * XR_HB_LINE], code ? XR_HB_FAILED : XR_HB_FINISHED, code);
+}
+
 void comm_finalize(Comm *c) {
     if (!c) return;
+    comm_leave(c, 0);
     if (c->ops && c->ops->destroy) c->ops->destroy(c);
     comm_hb_stop(c);
     if (c->node != MPI_COMM_SELF) MPI_Comm_free(&c->node);
@@ -313,7 +361,6 @@ void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) { co
  * them up to --comm-stall-timeout (a single timeout, as before the heartbeat), while a dead peer on this node is
  * still found within --comm-timeout. */
 #define XR_HB_PERIOD_NS 200000000L
-#define XR_HB_LINE 8 /* uint64 per 64-byte line */
 
 static uint64_t comm_hb_ms(void) { return (uint64_t)(comm_now() * 1000.0); }
 
@@ -364,7 +411,7 @@ static void comm_hb_start(Comm *c) {
         ok = 0;
         fprintf(stderr, "xrank: rank %d: cannot map the heartbeat segment %s: %s\n", c->rank, name, strerror(errno));
     } else
-        atomic_store(&hb[me * XR_HB_LINE], comm_hb_ms());
+        atomic_store(&hb[me * XR_HB_LINE + XR_HB_CLOCK], comm_hb_ms());
     int *world = xr_calloc((size_t)n, sizeof *world);
     comm_checked(MPI_Iallgather(&c->rank, 1, MPI_INT, world, 1, MPI_INT, c->node, &rq), "MPI_Iallgather(node)");
     comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
@@ -377,7 +424,7 @@ static void comm_hb_start(Comm *c) {
         return;
     }
     CommHb *h = xr_calloc(1, sizeof *h);
-    h->mine = &hb[me * XR_HB_LINE];
+    h->mine = &hb[me * XR_HB_LINE + XR_HB_CLOCK];
     /* the thread takes no signal: the handlers run on the threads that expect them */
     sigset_t all_sig, old;
     sigfillset(&all_sig);
@@ -386,11 +433,23 @@ static void comm_hb_start(Comm *c) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) xr_die("rank %d: cannot start the heartbeat thread: %s", c->rank, strerror(rc));
     c->hb = hb, c->hb_world = world, c->hb_thread = h;
+    static int registered;
+    if (!registered) registered = atexit(comm_exit_mark) == 0;
+    atomic_store(&comm_exit_line, &hb[me * XR_HB_LINE]);
+}
+
+/* Says in this rank's line that it left the job (state XR_HB_FINISHED / FAILED / EXITED, exit code): the code first,
+ * then the state with release, so a peer that sees the state sees the code. The first mark counts. */
+static void comm_hb_mark(_Atomic uint64_t *line, uint64_t state, int code) {
+    if (!line || atomic_load(&line[XR_HB_STATE]) != XR_HB_RUNNING) return;
+    atomic_store_explicit(&line[XR_HB_CODE], (uint64_t)(uint32_t)code, memory_order_relaxed);
+    atomic_store_explicit(&line[XR_HB_STATE], state, memory_order_release);
 }
 
 static void comm_hb_stop(Comm *c) {
     if (!c->hb) return;
     CommHb *h = c->hb_thread;
+    atomic_store(&comm_exit_line, NULL);
     atomic_store(&h->stop, 1);
     pthread_join(h->th, NULL);
     munmap((void *)c->hb, (size_t)c->local_size * 64);
@@ -405,8 +464,9 @@ static int comm_hb_dead(const Comm *c, double *age) {
     int worst = -1;
     double oldest = 0;
     for (int r = 0; r < c->local_size; r++) {
-        if (r == c->local_rank) continue;
-        uint64_t t = atomic_load_explicit(&c->hb[r * XR_HB_LINE], memory_order_acquire);
+        if (r == c->local_rank || atomic_load(&c->hb[r * XR_HB_LINE + XR_HB_STATE]) != XR_HB_RUNNING)
+            continue; /* a peer that left stopped its heartbeat on purpose (comm_hb_left) */
+        uint64_t t = atomic_load_explicit(&c->hb[r * XR_HB_LINE + XR_HB_CLOCK], memory_order_acquire);
         double a = now > t ? (double)(now - t) / 1000.0 : 0;
         if (a > c->timeout_s && a > oldest) worst = r, oldest = a;
     }
@@ -421,7 +481,44 @@ __attribute__((noreturn)) static void comm_die_msg(Comm *c) {
     exit(3);
 }
 
+/* A node peer that left the job (comm_leave, comm_finalize, exit) and can be what this wait waits for: the world
+ * rank `peer` itself, or any one when the wait is for several (peer -1). Its node rank, -1 when none; *state and
+ * *code say how it left. */
+static int comm_hb_left(const Comm *c, int peer, uint64_t *state, int *code) {
+    if (!c->hb) return -1;
+    for (int r = 0; r < c->local_size; r++) {
+        if (r == c->local_rank || (peer >= 0 && c->hb_world[r] != peer)) continue;
+        uint64_t st = atomic_load_explicit(&c->hb[r * XR_HB_LINE + XR_HB_STATE], memory_order_acquire);
+        if (st == XR_HB_RUNNING) continue;
+        *state = st;
+        *code = (int)(uint32_t)atomic_load_explicit(&c->hb[r * XR_HB_LINE + XR_HB_CODE], memory_order_relaxed);
+        return r;
+    }
+    return -1;
+}
+
+/* How long a wait goes on after it first saw a peer that left: a peer that finished a collective leaves at once,
+ * while this rank may still need a few polls to complete the same collective (its last messages in flight). */
+#define XR_LEFT_GRACE 1.0
+
 void comm_wait_check(Comm *c, const char *what, double waited, int peer) {
+    uint64_t state = 0;
+    int code = 0, left = comm_hb_left(c, peer, &state, &code);
+    if (left >= 0) {
+        double now = comm_now();
+        if (c->left_seen == 0) c->left_seen = now;
+        if (now - c->left_seen >= XR_LEFT_GRACE) {
+            char how[96];
+            if (state == XR_HB_FINISHED) snprintf(how, sizeof how, "finished, exit 0");
+            else if (state == XR_HB_FAILED) snprintf(how, sizeof how, "failed, exit %d", code);
+            else snprintf(how, sizeof how, "its process exited without closing the communicator");
+            fprintf(stderr,
+                    "xrank: rank %d: rank %d left the job (%s) while this rank waits in %s (waited %.1f s): it will "
+                    "not take part; stopping the job\n",
+                    c->rank, c->hb_world[left], how, what, waited);
+            comm_die_msg(c);
+        }
+    }
     double age = 0;
     int dead = comm_hb_dead(c, &age);
     if (dead >= 0) {

@@ -80,6 +80,8 @@ static int cli_has_flag(const CliCmd *c, const char *name) {
 }
 
 int cli_end(CliBase *b, int code) {
+    /* first: the teardown below may block (NCCL's destroy waits for its stream) while a peer waits for this rank */
+    if (b->comm) comm_leave(b->comm, code);
     if (b->comm) comm_detach(b->comm); /* its staging buffers belong to the backend */
     if (b->be) ops_backend_free(b->be);
     args_free(&b->args);

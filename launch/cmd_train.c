@@ -213,6 +213,7 @@ typedef struct {
 } TrainCli;
 
 static int tc_finish(TrainCli *x, int code) {
+    comm_leave(x->c, code); /* before the node-shared data's collective free: a peer still waiting stops at once */
     if (x->metrics) fclose(x->metrics);
     if (x->have_es) evalset_free(&x->es);
     if (x->have_d) td_free_node(x->c, &x->d, x->dsh);
@@ -594,6 +595,14 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "  eval: %lld queries, %lld candidate pairs (%s; %lld positives retrieved, %lld not)\n",
                     (long long)x.es.nq, (long long)x.es.cand_off[x.es.nq], x.es.source, (long long)x.es.retrieved_pos,
                     (long long)x.es.missed_pos);
+    }
+    const char *leave = getenv("XR_TEST_LEAVE"); /* tests: "ok" / "fail": the last rank skips training and ends */
+    if (leave && x.size > 1 && x.rank == x.size - 1) {
+        int fail = !strcmp(leave, "fail");
+        fprintf(stderr, "xrank train: XR_TEST_LEAVE=%s: rank %d skips training and ends (exit %d)\n", leave, x.rank, fail);
+        fflush(stderr);
+        if (fail) xr_errf(&e, "XR_TEST_LEAVE=fail");
+        return fail ? tc_fail(&x, &e, 1) : tc_finish(&x, 0);
     }
     TrainStats ts;
     st = trainer_run(x.c, x.m, x.tok, &x.d, &o, &ts, &e);

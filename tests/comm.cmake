@@ -5,7 +5,10 @@
 # all-reduces (mpi) or of node-shared-memory flag waits (shm, the trainer's default exchange on one node); the job
 # must end non-zero within the timeout, naming rank 1 (run_comm_stall.cmake). And a slow peer: rank 1 computes for
 # 10.5 s (3.5x --comm-timeout 3; alive) and the job must finish (comm_slow_peer*), or with --comm-stall-timeout 6
-# below that it must stop naming rank 1 as alive but late (comm_stalled_peer*).
+# below that it must stop naming rank 1 as alive but late (comm_stalled_peer*). And a peer that left: rank 1 ends
+# (exit 0 / 1 through comm_leave and the teardown) instead of an exchange; rank 0 must stop within seconds naming it
+# (comm_left_peer_ok / _fail, comm_left_peer_shm_ok / _fail). And an MPI below MPI_THREAD_FUNNELED (faked by
+# XR_TEST_MPI_THREAD_LEVEL=single) is refused with the level named (comm_thread_level_refused).
 function(xr_comm_test name np)
   add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} -np ${np} --oversubscribe $<TARGET_FILE:test_comm> ${ARGN})
   set_tests_properties(${name} PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "mpi;comm"
@@ -19,11 +22,16 @@ xr_comm_test(comm_staged_cuda_2 2 --impl staged --device cuda)
 add_test(NAME test_comm_nccl1 COMMAND test_comm --impl nccl)
 set_tests_properties(test_comm_nccl1 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120 LABELS "comm;gpu")
 foreach(impl mpi shm)
-  foreach(how kill stop)
-    if(impl STREQUAL "mpi")
-      set(name comm_dead_peer_${how})
+  foreach(how kill stop leave-ok leave-fail)
+    string(REPLACE "-" "_" tag ${how})
+    if(how MATCHES "^leave")
+      string(REPLACE "leave_" "" tag ${tag})
+      set(name comm_left_peer_${tag})
     else()
-      set(name comm_dead_peer_shm_${how})
+      set(name comm_dead_peer_${tag})
+    endif()
+    if(impl STREQUAL "shm")
+      string(REPLACE "_peer_" "_peer_shm_" name ${name})
     endif()
     add_test(NAME ${name}
              COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=${how}
@@ -46,8 +54,19 @@ foreach(impl mpi shm)
   set_tests_properties(comm_slow_peer${sfx} comm_stalled_peer${sfx} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
                        ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
 endforeach()
+add_test(NAME comm_thread_level_refused COMMAND test_comm --impl mpi)
+set_tests_properties(comm_thread_level_refused PROPERTIES TIMEOUT 60 LABELS "comm"
+                     ENVIRONMENT "${XR_MPI_TEST_ENV};XR_TEST_MPI_THREAD_LEVEL=single"
+                     PASS_REGULAR_EXPRESSION "MPI provides the thread level MPI_THREAD_SINGLE, xrank needs MPI_THREAD_FUNNELED")
 # The same through the trainer: rank 1 of `xrank train` on mpirun -np 2 SIGSTOPped after its first logged step.
 add_test(NAME train_dead_peer_stop COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_train_dead_peer.sh
          $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/train_dead_peer_stop.out)
 set_tests_properties(train_dead_peer_stop PROPERTIES TIMEOUT 120 LABELS "mpi;comm;train"
+                     ENVIRONMENT "${XR_MPI_TEST_ENV}")
+# A peer that left, through the trainer: XR_TEST_LEAVE=ok / fail makes rank 1 of `xrank train` on mpirun -np 2 skip
+# training and end with exit 0 / 1 (tc_finish / tc_fail: comm_leave, then the node-shared data's collective free);
+# rank 0 must stop within 15 s of rank 1's note, naming it. A healthy 2-rank run first: exit 0, no such message.
+add_test(NAME train_left_peer_stop COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_train_left_peer.sh
+         $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/train_left_peer_stop.out)
+set_tests_properties(train_left_peer_stop PROPERTIES TIMEOUT 180 LABELS "mpi;comm;train"
                      ENVIRONMENT "${XR_MPI_TEST_ENV}")

@@ -10,7 +10,10 @@
  * silent this long), --stall-timeout S --comm-stall-timeout (default 1800).
  * test_comm --stall busy --busy B ...: rank 1 computes for B seconds (alive: its heartbeat goes on) at iteration 20
  * instead, and the loop ends after 40 iterations with exit 0: with B > --timeout the job must not be stopped, with
- * B > --stall-timeout it must be, naming rank 1 as alive but late. */
+ * B > --stall-timeout it must be, naming rank 1 as alive but late.
+ * test_comm --stall leave-ok|leave-fail ...: rank 1 leaves the job at iteration 20 instead of its exchange, the way a
+ * command ends (comm_leave with exit 0 / 1, then the teardown: the node-shared window's collective free with shm,
+ * MPI_Finalize), and returns; rank 0 must stop the job within seconds naming rank 1 and how it left. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +140,14 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
                 for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
                 clock_gettime(CLOCK_MONOTONIC, &t);
             } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
+        } else if (how[0] == 'l' && it == 20 && comm_rank(c) == 1) {
+            int code = !strcmp(how, "leave-fail");
+            fprintf(stderr, "test_comm: rank 1 leaves the job (exit %d) instead of exchange %d\n", code, it);
+            fflush(stderr);
+            comm_leave(c, code);
+            if (h) comm_node_share_free(c, h); /* collective (MPI_Win_free): blocks until rank 0 ends the job */
+            comm_finalize(c);
+            return code;
         } else if (!busy_run && it == 20 && comm_rank(c) == 1) {
             fprintf(stderr, "test_comm: raising SIG%s in this process\n", how[0] == 'k' ? "KILL" : "STOP");
             fflush(stderr);
