@@ -107,8 +107,12 @@ Comm *comm_init(int *argc, char ***argv) {
     c->node = MPI_COMM_SELF;
     if (c->size > 1) {
         MPI_Comm node;
-        comm_checked(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node),
-                     "MPI_Comm_split_type");
+        const char *split = getenv("XR_TEST_NODE_SPLIT"); /* tests: "rank": each rank its own node, as across nodes */
+        if (split && !strcmp(split, "rank"))
+            comm_checked(MPI_Comm_split(c->world, c->rank, 0, &node), "MPI_Comm_split");
+        else
+            comm_checked(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node),
+                         "MPI_Comm_split_type");
         comm_checked(MPI_Comm_size(node, &c->local_size), "MPI_Comm_size(node)");
         comm_checked(MPI_Comm_rank(node, &c->local_rank), "MPI_Comm_rank(node)");
         c->node = node;

@@ -54,6 +54,17 @@ foreach(impl mpi shm)
   set_tests_properties(comm_slow_peer${sfx} comm_stalled_peer${sfx} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
                        ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
 endforeach()
+# Ranks on other nodes (faked: XR_TEST_NODE_SPLIT=rank makes each rank its own node, so no heartbeat line is shared):
+# what happens today. Killed: mpirun ends the job; stopped, or ended early (blocked in MPI_Finalize's fence): only
+# --comm-stall-timeout (4 s here) stops the job, naming rank 1 as dead or hung.
+foreach(how kill stop leave-ok)
+  string(REPLACE "-" "_" tag ${how})
+  add_test(NAME comm_remote_peer_${tag}
+           COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=${how}
+                   -DIMPL=mpi -DREMOTE=1 -DSTALL=4 -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
+  set_tests_properties(comm_remote_peer_${tag} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
+                       ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
+endforeach()
 add_test(NAME comm_thread_level_refused COMMAND test_comm --impl mpi)
 set_tests_properties(comm_thread_level_refused PROPERTIES TIMEOUT 60 LABELS "comm"
                      ENVIRONMENT "${XR_MPI_TEST_ENV};XR_TEST_MPI_THREAD_LEVEL=single"
