@@ -415,11 +415,10 @@ static int ds_read_index_opt(const char *path, DsIndex *ix, int check, XrErr *e)
     memset(ix, 0, sizeof *ix);
     size_t pl = strlen(path);
     char *file = pl > 3 && !strcmp(path + pl - 3, ".h5") ? xr_strdup(path) : xr_path_join(path, H5STORE_INDEX_FILE);
-    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = h5_open_read(file, e);
     int bad = 0;
     char fmt[64];
     if (f < 0) {
-        h5_errf(e, "%s: cannot open as HDF5 (%s)", file, xr_file_exists(file) ? "not an HDF5 file?" : "no such file");
         free(file);
         return -1;
     }

@@ -153,14 +153,14 @@ int groups_read(const char *path, GroupSet *g, XrErr *e) {
     h5_quiet();
     char fmt[64] = "";
     int kind = h5_file_format(path, fmt, sizeof fmt, e);
-    if (kind == -2) return -1;
+    if (kind == -2 || kind == -3) return -1;
     if (kind < 0) return xr_errf(e, "%s: cannot read", path);
     if (kind == 0) return xr_errf(e, "%s: not an HDF5 file", path);
     if (strcmp(fmt, GROUPS_FORMAT))
         return xr_errf(e, "%s: not an xrank group file (xrank_format \"%s\", expected \"%s\")", path, fmt,
                        GROUPS_FORMAT);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return h5_errf(e, "%s: cannot open", path);
+    hid_t f = h5_open_read(path, e); /* verified already by h5_file_format: not read again */
+    if (f < 0) return -1;
     int64_t ver = 0, k = 0, n = 0, nq = 0;
     int ok = h5_attr_read_i64(f, "format_version", &ver, path, e) == 0;
     if (ok && ver != GROUPS_FORMAT_VERSION)

@@ -27,8 +27,8 @@ int h5store_scan_shard(const char *path, const char *name, ShardScan *s, XrErr *
     memset(s, 0, sizeof *s);
     s->tok_min = INT64_MAX;
     s->tok_max = INT64_MIN;
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g = -1, d = -1;
-    if (f < 0) return h5_errf(e, "%s: cannot open as HDF5", path);
+    hid_t f = h5_open_read(path, e), g = -1, d = -1;
+    if (f < 0) return -1;
     int rc = -1;
     XrErr ae;
     if (!h5_exists(f, name)) {
@@ -114,8 +114,8 @@ done:
 int h5store_index_shards(const char *index_path, const char *name, char ***files, int64_t **row_off, int *ns,
                          int64_t *num_tokens, XrErr *e) {
     h5_quiet();
-    hid_t f = H5Fopen(index_path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return h5_errf(e, "%s: cannot open as HDF5", index_path);
+    hid_t f = h5_open_read(index_path, e);
+    if (f < 0) return -1;
     int rc = -1;
     hid_t g = -1;
     *files = NULL;

@@ -174,8 +174,8 @@ static int shard_open(TokenStore *st, Shard *s, const char *path, XrErr *e) {
     s->file = s->group = s->tokens = -1;
     s->path = xr_strdup(path);
     char fmt[64];
-    s->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (s->file < 0) return h5_errf(e, "%s: cannot open as HDF5", path);
+    s->file = h5_open_read(path, e);
+    if (s->file < 0) return -1;
     if (h5_attr_read_str(s->file, "xrank_format", fmt, sizeof fmt, path, e) < 0 || strcmp(fmt, H5STORE_SHARD_FORMAT))
         return xr_errf(e, "%s: not an xrank token store shard (root attribute xrank_format should be \"%s\")", path,
                        H5STORE_SHARD_FORMAT);
@@ -237,11 +237,8 @@ TokenStore *h5store_open(const char *path, const char *name, XrErr *e) {
         file = xr_path_join(path, H5STORE_INDEX_FILE);
     }
     char fmt[64];
-    f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        h5_errf(e, "%s: cannot open as HDF5 (%s)", file, xr_file_exists(file) ? "not an HDF5 file?" : "no such file");
-        goto fail;
-    }
+    f = h5_open_read(file, e);
+    if (f < 0) goto fail;
     if (h5_attr_read_str(f, "xrank_format", fmt, sizeof fmt, file, e) < 0) goto fail;
     if (!strcmp(fmt, H5STORE_SHARD_FORMAT)) {
         H5Fclose(f);

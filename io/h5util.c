@@ -1,7 +1,8 @@
 /* h5util.c: small typed HDF5 helpers shared by the token stores, the dataset index and `xrank inspect`:
  * quiet errors with the innermost HDF5 message, 1-D datasets and string datasets written chunked, shuffled and
- * deflated and read back whole or in part, attributes, reproducible file creation (no time tracking) and the
- * commit of a file written under a temporary name (fsync + rename), the format sniff and h5ls-like listing. */
+ * deflated and read back whole or in part, attributes, reproducible file creation (no time tracking, a user block
+ * for the checksum record of h5sum.c) and the commit of a file written under a temporary name (seal + rename), the
+ * format sniff and h5ls-like listing. */
 #define _POSIX_C_SOURCE 200809L
 #include <assert.h>
 #include <errno.h>
@@ -543,7 +544,7 @@ int h5_exists(int64_t loc, const char *path) {
 int64_t h5_create(const char *tmp, XrErr *e) {
     h5_quiet();
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
-    if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0) {
+    if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0 || H5Pset_userblock(fcpl, H5_USERBLOCK_BYTES) < 0) {
         if (fcpl >= 0) H5Pclose(fcpl);
         h5_errf(e, "%s: cannot set up HDF5 file properties", tmp);
         return -1;
@@ -560,7 +561,7 @@ int64_t h5_create(const char *tmp, XrErr *e) {
 int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e) {
     int rc = ok ? 0 : -1;
     if (f >= 0 && H5Fclose(f) < 0 && rc == 0) rc = h5_errf(e, "%s: cannot close (disk full?)", tmp);
-    if (rc == 0 && xr_fsync_path(tmp) < 0) rc = xr_errf(e, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (rc == 0 && h5_seal(tmp, e) < 0) rc = -1; /* the checksum record, then fsync */
     if (rc == 0 && rename(tmp, path) < 0) rc = xr_errf(e, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
     if (rc == 0) {
         char *d = xr_strdup(path);
@@ -575,9 +576,13 @@ int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e) {
 int h5_file_format(const char *path, char *fmt, size_t cap, XrErr *e) {
     h5_quiet();
     fmt[0] = 0;
-    htri_t is = H5Fis_hdf5(path);
-    if (is < 0) return -1;
-    if (is == 0) return 0;
+    XrErr ve = {{0}};
+    H5SumState st = h5_verify(path, NULL, &ve);
+    if (st == H5SUM_NOT_HDF5) return 0;
+    if (st == H5SUM_DAMAGED) {
+        if (e) *e = ve;
+        return -3;
+    }
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return -1;
     htri_t ex = H5Aexists(f, "xrank_format");
@@ -699,11 +704,8 @@ static herr_t attr_check_cb(hid_t loc, const char *name, const H5L_info_t *info,
 int h5_check_attrs(const char *path, XrErr *first) {
     h5_quiet();
     AttrCheck c = {.file = path, .first = first};
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        h5_errf(first, "%s: cannot open as HDF5", path);
-        return 1;
-    }
+    hid_t f = h5_open_read(path, first);
+    if (f < 0) return 1;
     attr_check_object(f, "/", &c);
 #if H5_VERSION_GE(1, 12, 0)
     herr_t r = H5Lvisit2(f, H5_INDEX_NAME, H5_ITER_INC, attr_check_cb, &c);
@@ -763,8 +765,8 @@ static herr_t h5_list_cb(hid_t loc, const char *name, const H5L_info_t *info, vo
 
 int h5_list(const char *path, FILE *out, XrErr *e) {
     h5_quiet();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return h5_errf(e, "%s: cannot open as HDF5", path);
+    hid_t f = h5_open_read(path, e);
+    if (f < 0) return -1;
 #if H5_VERSION_GE(1, 12, 0)
     herr_t r = H5Lvisit2(f, H5_INDEX_NAME, H5_ITER_INC, h5_list_cb, out);
 #else

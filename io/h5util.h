@@ -50,14 +50,52 @@ int h5_attr_read_i64(int64_t obj, const char *name, int64_t *out, const char *fi
 int h5_exists(int64_t loc, const char *path);
 /* Group / object creation property list with time tracking off, so identical content gives identical bytes. */
 int64_t h5_gcpl(void);
-/* Create (truncate) an HDF5 file with time tracking off; -1 with e filled on failure. */
+/* Create (truncate) an HDF5 file with time tracking off and a H5_USERBLOCK_BYTES user block for the checksum
+ * record; -1 with e filled on failure. */
 int64_t h5_create(const char *tmp, XrErr *e);
-/* Close f (created at tmp), fsync it and rename it over path when ok != 0 and all went well; otherwise (or
- * on any failure) remove tmp. Returns 0 when path now holds the complete file. */
+/* Close f (created at tmp), seal it (h5_seal: checksum record + fsync) and rename it over path when ok != 0 and
+ * all went well; otherwise (or on any failure) remove tmp. Returns 0 when path now holds the complete file. */
 int h5_commit(int64_t f, const char *tmp, const char *path, int ok, XrErr *e);
 
+/* The checksum record (docs/FORMATS.md, "Checksum record"). libhdf5 1.10 is not safe on damaged files (faults
+ * and overflows inside it, docs/RELIABILITY.md), and it parses a file before any check of ours can run: so every
+ * HDF5 file xrank writes carries, in its user block (bytes libhdf5 skips), the crc32 of all the bytes after the
+ * block, and readers check it with plain reads before libhdf5 opens the file. Little-endian layout:
+ *   [0, 8) magic "XRANKSUM" · [8, 12) version (1) · [12, 16) record bytes (40) · [16, 24) user block bytes (512)
+ *   · [24, 32) bytes covered (file size - 512) · [32, 36) their crc32 (zlib) · [36, 40) crc32 of the whole
+ *   512-byte block with these 4 bytes taken as zero · [40, 512) zero. */
+#define H5_USERBLOCK_BYTES 512
+#define H5SUM_MAGIC "XRANKSUM"
+#define H5SUM_VERSION 1
+#define H5SUM_RECORD_BYTES 40
+/* What h5_verify found. */
+typedef enum {
+    H5SUM_DAMAGED = -1, /* refused: damaged or unreadable (e names the file and says how) */
+    H5SUM_NONE = 0,     /* no record: an HDF5 file that starts with its superblock (written by an older xrank, or
+                         * not by xrank); left to the structural checks */
+    H5SUM_OK = 1,       /* the record and every byte it covers check out */
+    H5SUM_NOT_HDF5 = 2, /* neither a record nor an HDF5 file (e says so) */
+} H5SumState;
+typedef struct {
+    H5SumState state;
+    uint32_t crc32;   /* H5SUM_OK: the crc32 of the covered bytes */
+    uint64_t covered; /* H5SUM_OK: bytes covered (file size - H5_USERBLOCK_BYTES) */
+    int cached;       /* 1: this file (same device, inode, size, times and record) was verified earlier */
+} H5SumCheck;
+/* Write the checksum record into the user block of path (a closed file made by h5_create) and fsync it. */
+int h5_seal(const char *path, XrErr *e);
+/* Check path's checksum record and the bytes it covers with plain reads, libhdf5 untouched. Returns the state
+ * (also in *c when c is not NULL); H5SUM_DAMAGED and H5SUM_NOT_HDF5 fill e, naming the file ("damaged: crc32 X,
+ * written as Y"). A file verified once is remembered by device, inode, size, modification and change times and its
+ * record, and not read again in this process, unless it was modified less than 2 s before the check (file times
+ * advance in clock ticks: such a file is checked at every open). */
+H5SumState h5_verify(const char *path, H5SumCheck *c, XrErr *e);
+/* The one way xrank opens an HDF5 file it reads: h5_verify, then H5Fopen read-only. -1 with e filled. */
+int64_t h5_open_read(const char *path, XrErr *e);
+
 /* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable;
- * -2: HDF5 with an xrank_format attribute that cannot be read (damaged; e says why). */
+ * -2: HDF5 with an xrank_format attribute that cannot be read (damaged; e says why); -3: refused by its checksum
+ * record before libhdf5 read it (h5_verify; e says why). */
 int h5_file_format(const char *path, char *fmt, size_t cap, XrErr *e);
 /* Read every attribute of every object in the file (as h5dump -A would, but bounded and without trusting the
  * file): returns how many could not be read, the first one described in *first. */

@@ -46,6 +46,9 @@ typedef struct {
     Tokenizer *tok; /* --model */
     char fingerprint[32];
     int show;
+    int sum_ok, sum_none; /* HDF5 files whose checksum record was verified / that have none */
+    uint64_t sum_bytes;
+    uint32_t sum_crc; /* of the last one verified */
 } Insp;
 
 static void problem(Insp *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -57,6 +60,41 @@ static void problem(Insp *in, const char *fmt, ...) {
     printf("\n");
     va_end(ap);
     in->nproblems++;
+}
+
+/* The checksum record of an HDF5 file, checked before libhdf5 reads it (io/h5sum.c); counted for the summary line.
+ * -1 (a problem reported) when the file is refused: nothing more of it may be read. */
+static int check_sum(Insp *in, const char *path) {
+    H5SumCheck c;
+    XrErr e = {{0}};
+    H5SumState st = h5_verify(path, &c, &e);
+    if (st == H5SUM_DAMAGED || st == H5SUM_NOT_HDF5) {
+        problem(in, "%s", e.msg);
+        return -1;
+    }
+    if (st == H5SUM_NONE) {
+        in->sum_none++;
+    } else {
+        in->sum_ok++;
+        in->sum_bytes += c.covered;
+        in->sum_crc = c.crc32;
+    }
+    return 0;
+}
+
+static void print_sums(const Insp *in) {
+    int n = in->sum_ok + in->sum_none;
+    if (in->sum_ok == 1 && n == 1)
+        printf("  checksum: crc32 %08x of %llu bytes verified before reading\n", in->sum_crc,
+               (unsigned long long)in->sum_bytes);
+    else if (in->sum_ok)
+        printf("  checksums: %d of %d files verified before reading (crc32 of %llu bytes)\n", in->sum_ok, n,
+               (unsigned long long)in->sum_bytes);
+    if (in->sum_none == n && n)
+        printf("  checksum: none (written before xrank sealed its HDF5 files): checked by structure only\n");
+    else if (in->sum_none)
+        printf("  checksums: %d file%s without one (written before xrank sealed its HDF5 files): checked by structure "
+               "only\n", in->sum_none, in->sum_none == 1 ? "" : "s");
 }
 
 /* Every attribute of an HDF5 file read without trusting it (h5dump -A fails on a damaged one; so do we). */
@@ -149,6 +187,10 @@ static void inspect_store(Insp *in, const char *dir, const char *index_path, con
     for (int k = 0; k < ns; k++) {
         char *p = xr_path_join(dir, files[k]);
         ShardScan s;
+        if (check_sum(in, p) < 0) { /* refused: libhdf5 must not parse it */
+            free(p);
+            continue;
+        }
         check_attrs(in, p);
         if (h5store_scan_shard(p, name, &s, &e) < 0) {
             problem(in, "%s", e.msg);
@@ -223,6 +265,11 @@ static int inspect_dataset(Insp *in, const char *index_path) {
     if (slash) *slash = 0, dir = copy;
     XrErr e;
     DsIndex ix;
+    if (check_sum(in, index_path) < 0) {
+        printf("%s: refused before libhdf5 read it\n", index_path);
+        free(copy);
+        return 1;
+    }
     check_attrs(in, index_path);
     if (ds_read_index_unchecked(index_path, &ix, &e) < 0) {
         printf("%s: xrank dataset index\n", index_path);
@@ -259,6 +306,7 @@ static int inspect_dataset(Insp *in, const char *index_path) {
     check_triples(in, "qrels", ix.nqrels, ix.qrel_query, ix.qrel_passage, nq, np);
     check_triples(in, "negatives", ix.nneg, ix.neg_query, ix.neg_passage, nq, np);
     check_triples(in, "labels", ix.nlab, ix.lab_query, ix.lab_passage, nq, np);
+    print_sums(in);
     ds_index_free(&ix);
     free(copy);
     return 0;
@@ -269,6 +317,7 @@ static int inspect_shard(Insp *in, const char *path) {
     XrErr e;
     ShardScan s;
     const char *name = "passages";
+    if (check_sum(in, path) < 0) return 1; /* h5_file_format refused it first: not reached */
     check_attrs(in, path);
     if (h5store_scan_shard(path, name, &s, &e) < 0) {
         name = "queries";
@@ -289,6 +338,7 @@ static int inspect_shard(Insp *in, const char *path) {
     if (s.nproblems > 8) problem(in, "%d more problems", s.nproblems - 8);
     check_tokenizer(in, s.kind, s.fingerprint, path);
     free(s.lens);
+    print_sums(in);
     if (s.nproblems == 0) show_rows(in, path, name);
     return 0;
 }
@@ -326,6 +376,7 @@ static int inspect_groups(Insp *in, const char *path) {
     GroupSet g;
     XrErr e;
     printf("%s: xrank group file (format %d)\n", path, GROUPS_FORMAT_VERSION);
+    if (check_sum(in, path) < 0) return 1; /* h5_file_format refused it first: not reached */
     check_attrs(in, path);
     if (groups_read(path, &g, &e)) {
         problem(in, "%s", e.msg);
@@ -342,6 +393,7 @@ static int inspect_groups(Insp *in, const char *path) {
            (long long)g.num_queries, (long long)g.num_passages, g.tokenizer_fingerprint);
     printf("  cross-encoder scores: %s\n", g.ce_scores ? "yes" : "no");
     if (g.meta_json) printf("  mined with: %s\n", g.meta_json);
+    print_sums(in);
     groups_free(&g);
     return 0;
 }
@@ -403,7 +455,12 @@ static int inspect_path(Insp *in, const char *path) {
     }
     char fmt[64];
     XrErr fe = {{0}};
-    int h = h5_file_format(path, fmt, sizeof fmt, &fe);
+    int h = h5_file_format(path, fmt, sizeof fmt, &fe); /* checks the checksum record first */
+    if (h == -3) {
+        printf("%s: refused before libhdf5 read it\n", path);
+        problem(in, "%s", fe.msg);
+        return 1;
+    }
     if (h == -2) {
         printf("%s: HDF5 file\n", path);
         problem(in, "%s", fe.msg);
@@ -417,8 +474,9 @@ static int inspect_path(Insp *in, const char *path) {
         printf("%s: HDF5 file%s%s%s\n", path, fmt[0] ? " (xrank_format \"" : " (not written by xrank)", fmt,
                fmt[0] ? "\", not one this version reads)" : "");
         XrErr e;
-        if (h5_list(path, stdout, &e) < 0) problem(in, "%s", e.msg);
+        if (check_sum(in, path) == 0 && h5_list(path, stdout, &e) < 0) problem(in, "%s", e.msg);
         check_attrs(in, path);
+        print_sums(in);
         return 0;
     }
     FILE *f = fopen(path, "rb");

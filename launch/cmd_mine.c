@@ -382,7 +382,11 @@ int cmd_mine(int argc, char **argv) {
         if (h != 1 || strcmp(fmt, GROUPS_FORMAT))
             st = xr_errf(&e, "output %s exists and is not an xrank group file (%s): --overwrite only replaces group "
                              "files; remove it yourself if it should go",
-                         output, h == 0 ? "not HDF5" : h == 1 ? (fmt[0] ? fmt : "HDF5 without xrank_format") : "unreadable");
+                         output,
+                         h == 0   ? "not HDF5"
+                         : h == 1 ? (fmt[0] ? fmt : "HDF5 without xrank_format")
+                         : h == -3 ? fe.msg
+                                   : "unreadable");
     }
     if (st == 0 && x.rank == 0 && jsonl) st = cli_check_output(jsonl, overwrite, 0, &e);
     if (st == 0 && x.rank == 0) cli_sweep_output("mine", jsonl, quiet); /* the group file's F.tmp has no PID */

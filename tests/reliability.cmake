@@ -51,3 +51,15 @@ xr_damaged_test(score_truncated_model MODE score_truncated
                 VARS "REGEX=model/model.safetensors: tensor '[^']+': data_offsets .* file truncated")
 # mine, train and eval refuse a store tokenized with another tokenizer than the model's, naming both fingerprints.
 xr_damaged_test(tokenizer_mismatch_refused MODE tokenizer_mismatch)
+# The checksum record of every HDF5 file xrank writes (io/h5sum.c): a store / a group file with a byte flipped in
+# its data, its superblock or its record, or cut short, is refused naming the file by inspect, mine, train and eval
+# before libhdf5 reads it; the undamaged ones verify (h5dump still reads them); an old store without a record is
+# read and said to have none.
+find_program(XR_H5DUMP_BIN h5dump)
+foreach(kind store groups legacy)
+  add_test(NAME checksum_damaged_${kind} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/damaged/run_checksum.sh
+           $<TARGET_FILE:xrank> ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/checksum_${kind}.out ${kind}
+           "${XR_H5DUMP_BIN}")
+  set_tests_properties(checksum_damaged_${kind} PROPERTIES TIMEOUT 180 LABELS reliability
+                       ENVIRONMENT "${XR_MPI_TEST_ENV}")
+endforeach()

@@ -1,14 +1,21 @@
 /* test_h5store.c: the HDF5 token store writer and batched reader: round trip of random rows (empty rows,
  * an empty shard, a one-row shard) through index.h5 + 3 shards, range / row-list / id reads across shard
- * boundaries, byte-identical output for identical content, and every bad-file case the reader checks. */
+ * boundaries, byte-identical output for identical content, every bad-file case the reader checks, and the
+ * checksum record that refuses damaged files before libhdf5 reads them. */
 #define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
 #include <hdf5.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "dataset.h"
+#include "groups.h"
 #include "h5store.h"
+#include "xr_fs.h"
 #include "testutil.h"
 
 #define N 5000
@@ -75,6 +82,7 @@ static void write_raw_shard(const char *path, const int64_t *off, int64_t noff, 
     TU_CHECK(ok, "raw shard %s: %s", path, e.msg);
     H5Gclose(g);
     H5Fclose(f);
+    TU_CHECK(h5_seal(path, &e) == 0, "seal %s: %s", path, e.msg); /* as the writer would: the damage is in the content */
     free(tok);
 }
 
@@ -84,6 +92,143 @@ static void expect_open_error(const char *path, const char *want) {
     TU_CHECK(!s, "%s opened but should fail with '%s'", path, want);
     TU_CHECK(strstr(e.msg, want) != NULL, "error for %s: got '%s', want it to contain '%s'", path, e.msg, want);
     h5store_close(s);
+}
+
+/* Flip byte at of path in place (xor 0x40). */
+static void flip_byte(const char *path, off_t at) {
+    FILE *f = fopen(path, "r+b");
+    int c = f && fseek(f, at, SEEK_SET) == 0 ? fgetc(f) : EOF;
+    TU_CHECK(c != EOF && fseek(f, at, SEEK_SET) == 0 && fputc(c ^ 0x40, f) != EOF, "flip byte %lld of %s",
+             (long long)at, path);
+    if (f) fclose(f);
+}
+
+static void copy_to(const char *src, const char *dst) {
+    XrErr e;
+    TU_CHECK(xr_copy_file(src, dst, 0, &e) == 0, "copy: %s", e.msg);
+}
+
+/* The checksum record (io/h5sum.c): a written shard verifies; one flipped byte anywhere (the data, the superblock
+ * after the user block, the record, its zero padding, the magic), a cut or added bytes refuse it before libhdf5
+ * reads it, naming the file; a file without a record (h5py, older xrank) is left to the structural checks; a file
+ * verified once is not read again unless it changed. */
+static void test_checksum(const char *good) {
+    XrErr e = {{0}};
+    H5SumCheck c;
+    struct stat sb;
+    TU_CHECK(stat(good, &sb) == 0, "stat %s", good);
+    TU_CHECK(h5_verify(good, &c, &e) == H5SUM_OK && c.covered == (uint64_t)sb.st_size - H5_USERBLOCK_BYTES,
+             "good shard: state %d covered %llu of %lld bytes: %s", c.state, (unsigned long long)c.covered,
+             (long long)sb.st_size, e.msg);
+    FILE *f = fopen(good, "rb");
+    char head[8] = {0};
+    TU_CHECK(f && fread(head, 1, 8, f) == 8 && !memcmp(head, H5SUM_MAGIC, 8), "no record at the start of %s", good);
+    if (f) fclose(f);
+    struct {
+        const char *name;
+        off_t at; /* byte to flip; -1: cut 100 bytes; -2: add 1 byte */
+        const char *want;
+    } cases[] = {
+        {"data", sb.st_size / 2 + 256, "damaged: crc32 "},
+        {"superblock", H5_USERBLOCK_BYTES + 9, "damaged: crc32 "},
+        {"record_crc", 33, "fails its own crc32"},
+        {"record_len", 25, "fails its own crc32"},
+        {"record_pad", 300, "fails its own crc32"},
+        {"magic", 2, "holds no valid xrank checksum record"},
+        {"cut", -1, "truncated"},
+        {"grown", -2, "bytes added at the end"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/bad_%s.h5", dir, cases[k].name);
+        copy_to(good, p);
+        if (cases[k].at >= 0) {
+            flip_byte(p, cases[k].at);
+        } else if (cases[k].at == -1) {
+            TU_CHECK(truncate(p, sb.st_size - 100) == 0, "truncate %s", p);
+        } else {
+            FILE *a = fopen(p, "ab");
+            TU_CHECK(a && fputc(0, a) != EOF, "grow %s", p);
+            if (a) fclose(a);
+        }
+        e.msg[0] = 0;
+        H5SumState st = h5_verify(p, &c, &e);
+        TU_CHECK(st == H5SUM_DAMAGED && strstr(e.msg, p) && strstr(e.msg, cases[k].want),
+                 "%s: state %d, message '%s' (want the path and '%s')", cases[k].name, st, e.msg, cases[k].want);
+        expect_open_error(p, cases[k].want); /* the reader refuses it with the same words */
+        char fmt[64];
+        TU_CHECK(h5_file_format(p, fmt, sizeof fmt, &e) == -3, "%s: h5_file_format did not refuse it", cases[k].name);
+    }
+    /* no record: left to the structural checks */
+    char p[600];
+    snprintf(p, sizeof p, "%s/legacy.h5", dir);
+    hid_t lf = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(lf);
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_NONE, "legacy file: state %d %s", c.state, e.msg);
+    snprintf(p, sizeof p, "%s/not_h5.h5", dir);
+    f = fopen(p, "w");
+    fputs("XRANKSU", f); /* 7 bytes: the magic cut short */
+    fclose(f);
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_DAMAGED && strstr(e.msg, "truncated"), "cut magic: %d %s", c.state, e.msg);
+    /* remembered: only files last changed more than 2 s before the check (file times move in clock ticks) */
+    snprintf(p, sizeof p, "%s/old.h5", dir);
+    copy_to(good, p);
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_OK && !c.cached, "fresh copy: %d cached %d", c.state, c.cached);
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_OK && !c.cached, "a file changed just now is checked again");
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 3600}, {.tv_sec = time(NULL) - 3600}};
+    TU_CHECK(utimensat(AT_FDCWD, p, old, 0) == 0, "utimensat %s", p);
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_OK && !c.cached, "old copy, first check: %d cached %d", c.state, c.cached);
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_OK && c.cached, "old copy, second check: %d cached %d", c.state, c.cached);
+    flip_byte(p, sb.st_size / 2 + 256); /* in place: same inode and size, new modification time */
+    TU_CHECK(h5_verify(p, &c, &e) == H5SUM_DAMAGED && strstr(e.msg, "damaged: crc32"),
+             "changed in place after a check: %d '%s'", c.state, e.msg);
+}
+
+/* The inputs on which libhdf5 1.10 itself faults, overflows or allocates 1 TiB (fuzz/corpus/h5/crashes), as a
+ * disk would leave a file xrank sealed: the record written for the file one byte away, the body then changed into
+ * the input. Every reader refuses them by the checksum, naming the file, before libhdf5 parses a byte (were one
+ * to reach libhdf5, this test would die of its SIGFPE / SIGSEGV). */
+static void test_crash_inputs_refused(void) {
+    const char *names[] = {"h5aexists_header_overflow", "h5dopen_layout_leak", "h5dopen_zero_chunk_dim_sigfpe",
+                           "h5g_mkroot_1tb_malloc",     "h5g_mkroot_leak",     "h5lexists_header_leak",
+                           "unfiltered_short_chunk"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        char src[600], p[600];
+        snprintf(src, sizeof src, "../fuzz/corpus/h5/crashes/%s", names[k]);
+        snprintf(p, sizeof p, "%s/crash_%s.h5", dir, names[k]);
+        XrErr e = {{0}};
+        size_t n;
+        unsigned char *body = (unsigned char *)xr_read_file(tu_path(src), &n, &e);
+        TU_CHECK(body && n > 16, "read %s: %s", src, e.msg);
+        if (!body) continue;
+        unsigned char *f = xr_calloc(H5_USERBLOCK_BYTES + n, 1);
+        memcpy(f + H5_USERBLOCK_BYTES, body, n);
+        f[H5_USERBLOCK_BYTES + n - 1] ^= 1; /* the file as written: one byte away */
+        TU_CHECK(xr_write_file(p, f, H5_USERBLOCK_BYTES + n, 0, &e) == 0 && h5_seal(p, &e) == 0, "seal %s: %s", p,
+                 e.msg);
+        FILE *w = fopen(p, "r+b"); /* the damage: the body becomes the input */
+        TU_CHECK(w && fseek(w, H5_USERBLOCK_BYTES, SEEK_SET) == 0 && fwrite(body, 1, n, w) == n, "damage %s", p);
+        if (w) fclose(w);
+        free(f), free(body);
+        ShardScan ss;
+        DsIndex ix;
+        GroupSet g;
+        char **files = NULL;
+        int64_t *row_off = NULL, ntok = 0;
+        int ns = 0;
+        const char *what[5] = {"h5store_scan_shard", "ds_read_index", "h5store_index_shards", "groups_read",
+                               "h5store_open"};
+        for (int r = 0; r < 5; r++) {
+            e.msg[0] = 0;
+            int rc = r == 0   ? h5store_scan_shard(p, "passages", &ss, &e)
+                     : r == 1 ? ds_read_index(p, &ix, &e)
+                     : r == 2 ? h5store_index_shards(p, "queries", &files, &row_off, &ns, &ntok, &e)
+                     : r == 3 ? groups_read(p, &g, &e)
+                              : (h5store_open(p, "passages", &e) ? 0 : -1);
+            TU_CHECK(rc < 0 && strstr(e.msg, p) && strstr(e.msg, "damaged: crc32"), "%s on %s: rc %d '%s'", what[r],
+                     names[k], rc, e.msg);
+        }
+    }
 }
 
 int main(void) {
@@ -269,6 +414,8 @@ int main(void) {
     const int64_t mixed_off[] = {0, 1700, 1705};
     write_index(in_dir("mixed/" H5STORE_INDEX_FILE), mixed, mixed_off, 2, off[1700] + off[15] - off[10]);
     expect_open_error(in_dir("mixed"), "tokenizer wordpiece fedcba9876543210 differs");
+    test_checksum(in_dir(files[0]));
+    test_crash_inputs_refused();
 
     tokbatch_free(&b);
     for (int i = 0; i < N; i++) free(ids[i]);
