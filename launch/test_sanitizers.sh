@@ -25,5 +25,5 @@ cmake -S . -B build-asan -DXRANK_SANITIZE=ON -DXRANK_CUDA=OFF -DCMAKE_BUILD_TYPE
 cmake --build build-asan -j"$J" > build-asan/build.log 2>&1 || { grep -E "error" build-asan/build.log; exit 1; }
 cd build-asan
 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j"$J" \
-  -R "^test_|^inspect_|_full_disk$|^train_outdir$|^tokenize_interrupted$|^outputs_interrupted$|^mine_overwrite|^eval_output|^score_truncated|^tokenizer_mismatch|^train_group_repeat$|^cli_" \
+  -R "^test_|^inspect_|_full_disk$|^train_outdir$|^tokenize_interrupted$|^outputs_interrupted$|^mine_overwrite|^eval_output|^score_truncated|^tokenizer_mismatch|^train_group_repeat$|^cli_|^checksum_damaged_" \
   -E "^inspect_damaged_vlen_heap_crash$|cuda|nccl"
