@@ -32,7 +32,9 @@ static const ArgHelp INSPECT_HELP = {
     "Describe and check an xrank dataset, token store, HDF5 file, safetensors file or model directory.",
     "PATH is a dataset directory (index.h5 + shards) or its index.h5, one shard file, a group file (xrank mine),\n"
     "any other HDF5 file\n"
-    "(listed like h5ls -r), a .safetensors file or a Hugging Face model directory. For token stores it prints\n"
+    "(listed like h5ls -r), a .safetensors file or a Hugging Face model directory. Every HDF5 file's checksum\n"
+    "record (crc32 of its bytes) is checked before libhdf5 reads it: a damaged file is refused and named.\n"
+    "For token stores it prints\n"
     "rows, tokens, shards, tokens per row (min / median / p99 / max) and the tokenizer, and checks offsets\n"
     "(start at 0, never go back, end at the token count), token ids (inside the vocabulary), the index's\n"
     "shard table against each shard, and qrels / negatives / labels (pointing at existing rows). Every\n"
