@@ -59,7 +59,7 @@ find_program(XR_H5DUMP_BIN h5dump)
 foreach(kind store groups legacy)
   add_test(NAME checksum_damaged_${kind} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/damaged/run_checksum.sh
            $<TARGET_FILE:xrank> ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/checksum_${kind}.out ${kind}
-           "${XR_H5DUMP_BIN}")
+           "${XR_H5DUMP_BIN}" ${MPIEXEC_EXECUTABLE})
   set_tests_properties(checksum_damaged_${kind} PROPERTIES TIMEOUT 180 LABELS reliability
                        ENVIRONMENT "${XR_MPI_TEST_ENV}")
 endforeach()
