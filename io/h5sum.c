@@ -266,11 +266,28 @@ H5SumState h5_verify(const char *path, H5SumCheck *c, XrErr *e) {
     return st;
 }
 
-int64_t h5_open_read(const char *path, XrErr *e) {
-    H5SumState st = h5_verify(path, NULL, e);
-    if (st == H5SUM_DAMAGED || st == H5SUM_NOT_HDF5) return -1;
-    h5_quiet();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) h5_errf(e, "%s: cannot open as HDF5", path);
+int64_t h5_open_checked(const char *path, H5SumState *state, XrErr *e) {
+    H5SumState st;
+    hid_t f = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        xr_errf(e, "%s: cannot open as HDF5 (%s)", path, errno == ENOENT ? "no such file" : strerror(errno));
+        st = H5SUM_DAMAGED;
+    } else {
+        st = verify_fd(fd, path, NULL, e);
+    }
+    if (st == H5SUM_OK || st == H5SUM_NONE) {
+        /* libhdf5 opens the inode just verified, through the descriptor's /proc link, not whatever the path names
+         * by now (another process may have renamed a new file onto it); the path where /proc is not mounted */
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        h5_quiet();
+        f = H5Fopen(access(proc, R_OK) == 0 ? proc : path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (f < 0) h5_errf(e, "%s: cannot open as HDF5", path);
+    }
+    if (fd >= 0) close(fd);
+    if (state) *state = st;
     return f;
 }
+
+int64_t h5_open_read(const char *path, XrErr *e) { return h5_open_checked(path, NULL, e); }

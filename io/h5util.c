@@ -577,13 +577,13 @@ int h5_file_format(const char *path, char *fmt, size_t cap, XrErr *e) {
     h5_quiet();
     fmt[0] = 0;
     XrErr ve = {{0}};
-    H5SumState st = h5_verify(path, NULL, &ve);
+    H5SumState st;
+    hid_t f = h5_open_checked(path, &st, &ve);
     if (st == H5SUM_NOT_HDF5) return 0;
     if (st == H5SUM_DAMAGED) {
         if (e) *e = ve;
         return -3;
     }
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return -1;
     htri_t ex = H5Aexists(f, "xrank_format");
     int rc = 1;

@@ -90,8 +90,11 @@ int h5_seal(const char *path, XrErr *e);
  * record, and not read again in this process, unless it was modified less than 2 s before the check (file times
  * advance in clock ticks: such a file is checked at every open). */
 H5SumState h5_verify(const char *path, H5SumCheck *c, XrErr *e);
-/* The one way xrank opens an HDF5 file it reads: h5_verify, then H5Fopen read-only. -1 with e filled. */
+/* The one way xrank opens an HDF5 file it reads: h5_verify, then H5Fopen read-only of the very inode verified
+ * (through /proc/self/fd). -1 with e filled. */
 int64_t h5_open_read(const char *path, XrErr *e);
+/* h5_open_read that also says what the check found (*state; H5SUM_NOT_HDF5 and H5SUM_DAMAGED give -1). */
+int64_t h5_open_checked(const char *path, H5SumState *state, XrErr *e);
 
 /* 1: an HDF5 file, *fmt = its root xrank_format attribute ("" when none); 0: not HDF5; -1: unreadable;
  * -2: HDF5 with an xrank_format attribute that cannot be read (damaged; e says why); -3: refused by its checksum
