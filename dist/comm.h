@@ -134,9 +134,10 @@ void comm_detach(Comm *c);
 /* "mpi", "nccl" or "staged". */
 const char *comm_impl_name(const Comm *c);
 /* Timeouts of every wait (collectives, broadcasts, gathers, node-shared flags, NCCL start-up). --comm-timeout
- * (default 60 s; <= 0: never): a peer on this node whose liveness heartbeat (a thread of each rank, no MPI) stopped
- * this long is dead or stopped and the job stops naming it. --comm-stall-timeout (default 1800 s; <= 0: never): the
- * longest wait for peers that are alive but late, and the only limit for peers on other nodes (no heartbeat). */
+ * (default 60 s; <= 0: never): a peer whose liveness heartbeat (a thread of each rank, no MPI; relayed between nodes
+ * over UDP by the node leaders' threads) stopped this long is dead or stopped and the job stops naming it.
+ * --comm-stall-timeout (default 1800 s; <= 0: never): the longest wait for peers that are alive but late, and the
+ * only limit for peers whose heartbeat never arrived (another node whose datagrams do not get through). */
 void comm_set_timeout(Comm *c, double seconds);
 double comm_timeout(const Comm *c);
 void comm_set_stall_timeout(Comm *c, double seconds);

@@ -33,14 +33,32 @@ struct Comm {
     double stall_s;      /* --comm-stall-timeout: the most a wait lasts for live peers (or peers on other nodes) */
     /* Liveness heartbeat (comm_mpi.c): one 64-byte line per node rank in a POSIX shared-memory segment, holding
      * the CLOCK_MONOTONIC milliseconds its thread last wrote. NULL: none (one rank, or no shared memory). */
-    _Atomic uint64_t *hb;
-    int *hb_world;       /* [local_size] the world rank of each node rank */
+    _Atomic uint64_t *hb; /* [size] lines by world rank: this node's written by their ranks, others' (multi-node) by
+                           * this node leader's heartbeat thread from the other leaders' datagrams (comm_hbnet.c) */
+    int *hb_via;         /* [size] the world rank of the leader that relays each rank's line; -1: on this node */
     void *hb_thread;     /* the heartbeat thread (pthread_t *) */
     double left_seen;    /* CLOCK_MONOTONIC s when a wait first saw a node peer that left the job (0: none yet) */
     const CommOps *ops;  /* buffer collectives (comm_mpi_ops until comm_attach) */
     void *impl;          /* the implementation's state */
     Backend *be;         /* backend whose memory the buffer collectives take (NULL: host) */
 };
+
+/* Heartbeat line words: the clock (CLOCK_MONOTONIC ms of this machine; 0: nothing heard yet), how the rank left the
+ * job, its exit code. */
+#define XR_HB_LINE 8 /* uint64 per 64-byte line */
+#define XR_HB_CLOCK 0
+#define XR_HB_STATE 1
+#define XR_HB_CODE 2
+enum { XR_HB_RUNNING = 0, XR_HB_FINISHED = 1, XR_HB_FAILED = 2, XR_HB_EXITED = 3 };
+
+/* The heartbeat across nodes (comm_hbnet.c). Start: collective over the world on the main thread, with this node's
+ * lines (NULL where this node has none) and its world ranks by node rank; *via gets the relaying leader of each world
+ * rank (-1: this node; NULL for a single node). Returns the relay on a node leader with a UDP socket, else NULL.
+ * Tick: on the leader's heartbeat thread, every period. */
+typedef struct HbNet HbNet;
+HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, int **via);
+void comm_hbnet_tick(HbNet *n, _Atomic uint64_t *hb);
+void comm_hbnet_free(HbNet *n);
 
 extern const CommOps comm_mpi_ops;
 /* Host-memory MPI collectives, used by the staged implementation on its host copies. */

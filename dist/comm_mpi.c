@@ -38,13 +38,6 @@ static void comm_mpi_wait_peer(Comm *c, int n, MPI_Request *rq, const char *what
 static pthread_t comm_main_thread;
 static _Atomic(_Atomic uint64_t *) comm_exit_line;
 
-/* Heartbeat line words (comm_hb_*): the clock, then how the rank left the job and its exit code. */
-#define XR_HB_LINE 8 /* uint64 per 64-byte line */
-#define XR_HB_CLOCK 0
-#define XR_HB_STATE 1
-#define XR_HB_CODE 2
-enum { XR_HB_RUNNING = 0, XR_HB_FINISHED = 1, XR_HB_FAILED = 2, XR_HB_EXITED = 3 };
-
 static void comm_mpi_abort_hook(int code) {
     if (!pthread_equal(pthread_self(), comm_main_thread)) {
         /* an xr_die on another thread (the checkpoint writer, an OpenMP worker): no MPI call is allowed here, so
@@ -107,9 +100,11 @@ Comm *comm_init(int *argc, char ***argv) {
     c->node = MPI_COMM_SELF;
     if (c->size > 1) {
         MPI_Comm node;
-        const char *split = getenv("XR_TEST_NODE_SPLIT"); /* tests: "rank": each rank its own node, as across nodes */
-        if (split && !strcmp(split, "rank"))
-            comm_checked(MPI_Comm_split(c->world, c->rank, 0, &node), "MPI_Comm_split");
+        /* tests: "rank": each rank its own node; a number k: k ranks per node (nodes faked on one machine) */
+        const char *split = getenv("XR_TEST_NODE_SPLIT");
+        int per = split ? (!strcmp(split, "rank") ? 1 : atoi(split)) : 0;
+        if (per > 0)
+            comm_checked(MPI_Comm_split(c->world, c->rank / per, c->rank, &node), "MPI_Comm_split");
         else
             comm_checked(MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node),
                          "MPI_Comm_split_type");
@@ -123,7 +118,7 @@ Comm *comm_init(int *argc, char ***argv) {
 }
 
 void comm_leave(Comm *c, int code) {
-    if (c && c->hb) comm_hb_mark(&c->hb[c->local_rank * XR_HB_LINE], code ? XR_HB_FAILED : XR_HB_FINISHED, code);
+    if (c && c->hb) comm_hb_mark(&c->hb[(size_t)c->rank * XR_HB_LINE], code ? XR_HB_FAILED : XR_HB_FINISHED, code);
 }
 
 void comm_finalize(Comm *c) {
@@ -358,12 +353,13 @@ void comm_mpi_wait_timed(Comm *c, int n, MPI_Request *rq, const char *what) { co
  * A plain wait cannot tell a dead or stopped peer from a busy one (evaluation or a checkpoint on rank 0, a slow
  * first step, a loaded machine), so one timeout must be long. Every rank of a multi-rank job therefore runs a
  * thread that writes CLOCK_MONOTONIC (ms; one clock for all processes of a machine) into its line of a node-shared
- * segment every XR_HB_PERIOD; it makes no MPI call. A wait (comm_wait_check) reads its node peers' lines: a line
- * older than --comm-timeout means that process is dead (SIGKILL) or stopped (SIGSTOP, hung in the kernel) and the
- * job stops naming it, however long the wait has lasted; a peer whose heartbeat goes on is alive (busy) and is
- * waited for up to --comm-stall-timeout. Ranks on other nodes have no line here: a job that spans nodes waits for
- * them up to --comm-stall-timeout (a single timeout, as before the heartbeat), while a dead peer on this node is
- * still found within --comm-timeout. */
+ * segment every XR_HB_PERIOD; it makes no MPI call. The segment has a line per world rank: on a job spanning nodes,
+ * each node leader's thread also relays its node's lines to the other leaders over UDP and writes theirs here
+ * (comm_hbnet.c). A wait (comm_wait_check) reads the lines: a line older than --comm-timeout means that process is
+ * dead (SIGKILL) or stopped (SIGSTOP, hung in the kernel; on another node: or its node unreachable) and the job stops
+ * naming it, however long the wait has lasted; a peer whose heartbeat goes on is alive (busy) and is waited for up to
+ * --comm-stall-timeout. A line never filled (a remote node whose datagrams do not arrive) is not judged: those ranks
+ * keep only --comm-stall-timeout. */
 #define XR_HB_PERIOD_NS 200000000L
 
 static uint64_t comm_hb_ms(void) { return (uint64_t)(comm_now() * 1000.0); }
@@ -371,13 +367,15 @@ static uint64_t comm_hb_ms(void) { return (uint64_t)(comm_now() * 1000.0); }
 typedef struct {
     pthread_t th;
     _Atomic int stop;
-    _Atomic uint64_t *mine;
+    _Atomic uint64_t *mine, *hb;
+    HbNet *net; /* node leaders of a multi-node job: the relay (NULL: none) */
 } CommHb;
 
 static void *comm_hb_main(void *arg) {
     CommHb *h = arg;
     while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
         atomic_store_explicit(h->mine, comm_hb_ms(), memory_order_release);
+        if (h->net) comm_hbnet_tick(h->net, h->hb);
         struct timespec ts = {0, XR_HB_PERIOD_NS};
         nanosleep(&ts, NULL);
     }
@@ -385,9 +383,8 @@ static void *comm_hb_main(void *arg) {
 }
 
 static void comm_hb_start(Comm *c) {
-    if (c->local_size < 2) return;
     int me = c->local_rank, n = c->local_size, ok = 1, all = 0;
-    size_t bytes = (size_t)n * 64;
+    size_t bytes = (size_t)c->size * 64;
     char name[64] = {0};
     MPI_Request rq;
     if (me == 0) {
@@ -403,9 +400,8 @@ static void comm_hb_start(Comm *c) {
     }
     comm_checked(MPI_Ibcast(name, sizeof name, MPI_CHAR, 0, c->node, &rq), "MPI_Ibcast(node)");
     comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
-    if (!name[0]) return;
     _Atomic uint64_t *hb = NULL;
-    int fd = shm_open(name, O_RDWR, 0);
+    int fd = name[0] ? shm_open(name, O_RDWR, 0) : -1;
     if (fd >= 0) {
         void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         close(fd);
@@ -413,22 +409,32 @@ static void comm_hb_start(Comm *c) {
     }
     if (!hb) {
         ok = 0;
-        fprintf(stderr, "xrank: rank %d: cannot map the heartbeat segment %s: %s\n", c->rank, name, strerror(errno));
+        if (name[0])
+            fprintf(stderr, "xrank: rank %d: cannot map the heartbeat segment %s: %s\n", c->rank, name, strerror(errno));
     } else
-        atomic_store(&hb[me * XR_HB_LINE + XR_HB_CLOCK], comm_hb_ms());
+        atomic_store(&hb[(size_t)c->rank * XR_HB_LINE + XR_HB_CLOCK], comm_hb_ms());
     int *world = xr_calloc((size_t)n, sizeof *world);
     comm_checked(MPI_Iallgather(&c->rank, 1, MPI_INT, world, 1, MPI_INT, c->node, &rq), "MPI_Iallgather(node)");
     comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
     comm_checked(MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->node, &rq), "MPI_Iallreduce(node)");
     comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up");
-    if (me == 0) shm_unlink(name); /* every rank has it mapped (or gave up): nothing left behind */
-    if (!all) {
-        if (hb) munmap((void *)hb, bytes);
-        free(world);
+    if (me == 0 && name[0]) shm_unlink(name); /* every rank has it mapped (or gave up): nothing left behind */
+    if (!all && hb) munmap((void *)hb, bytes), hb = NULL;
+    int *via = NULL;
+    HbNet *net = comm_hbnet_start(c, hb, world, &via); /* collective over the world: every rank calls it */
+    free(world);
+    if (!hb) {
+        comm_hbnet_free(net);
+        free(via);
         return;
     }
+    if (!via) { /* one node: every line is a rank of this node */
+        via = xr_malloc(sizeof(int) * (size_t)c->size);
+        for (int r = 0; r < c->size; r++) via[r] = -1;
+    }
     CommHb *h = xr_calloc(1, sizeof *h);
-    h->mine = &hb[me * XR_HB_LINE + XR_HB_CLOCK];
+    h->mine = &hb[(size_t)c->rank * XR_HB_LINE + XR_HB_CLOCK];
+    h->hb = hb, h->net = net;
     /* the thread takes no signal: the handlers run on the threads that expect them */
     sigset_t all_sig, old;
     sigfillset(&all_sig);
@@ -436,10 +442,10 @@ static void comm_hb_start(Comm *c) {
     int rc = pthread_create(&h->th, NULL, comm_hb_main, h);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) xr_die("rank %d: cannot start the heartbeat thread: %s", c->rank, strerror(rc));
-    c->hb = hb, c->hb_world = world, c->hb_thread = h;
+    c->hb = hb, c->hb_via = via, c->hb_thread = h;
     static int registered;
     if (!registered) registered = atexit(comm_exit_mark) == 0;
-    atomic_store(&comm_exit_line, &hb[me * XR_HB_LINE]);
+    atomic_store(&comm_exit_line, &hb[(size_t)c->rank * XR_HB_LINE]);
 }
 
 /* Says in this rank's line that it left the job (state XR_HB_FINISHED / FAILED / EXITED, exit code): the code first,
@@ -456,26 +462,37 @@ static void comm_hb_stop(Comm *c) {
     atomic_store(&comm_exit_line, NULL);
     atomic_store(&h->stop, 1);
     pthread_join(h->th, NULL);
-    munmap((void *)c->hb, (size_t)c->local_size * 64);
-    free(h), free(c->hb_world);
-    c->hb = NULL, c->hb_world = NULL, c->hb_thread = NULL;
+    if (h->net) comm_hbnet_tick(h->net, c->hb); /* this node's last word (the ranks that left) to the others */
+    comm_hbnet_free(h->net);
+    munmap((void *)c->hb, (size_t)c->size * 64);
+    free(h), free(c->hb_via);
+    c->hb = NULL, c->hb_via = NULL, c->hb_thread = NULL;
 }
 
-/* The node rank whose heartbeat is the oldest beyond --comm-timeout (its age in *age), -1 when none. */
+/* The world rank whose heartbeat is the oldest beyond --comm-timeout (its age in *age), -1 when none. */
 static int comm_hb_dead(const Comm *c, double *age) {
     if (!c->hb || c->timeout_s <= 0) return -1;
     uint64_t now = comm_hb_ms();
     int worst = -1;
     double oldest = 0;
-    for (int r = 0; r < c->local_size; r++) {
-        if (r == c->local_rank || atomic_load(&c->hb[r * XR_HB_LINE + XR_HB_STATE]) != XR_HB_RUNNING)
+    for (int r = 0; r < c->size; r++) {
+        if (r == c->rank || atomic_load(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_STATE]) != XR_HB_RUNNING)
             continue; /* a peer that left stopped its heartbeat on purpose (comm_hb_left) */
-        uint64_t t = atomic_load_explicit(&c->hb[r * XR_HB_LINE + XR_HB_CLOCK], memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_CLOCK], memory_order_acquire);
+        if (t == 0) continue; /* nothing heard from it (another node, no datagram yet) */
         double a = now > t ? (double)(now - t) / 1000.0 : 0;
         if (a > c->timeout_s && a > oldest) worst = r, oldest = a;
     }
     *age = oldest;
     return worst;
+}
+
+/* Whether every peer's line has been filled (then a late peer whose heartbeat goes on is known to be alive). */
+static int comm_hb_all_heard(const Comm *c) {
+    if (!c->hb) return 0;
+    for (int r = 0; r < c->size; r++)
+        if (atomic_load_explicit(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_CLOCK], memory_order_acquire) == 0) return 0;
+    return 1;
 }
 
 __attribute__((noreturn)) static void comm_die_msg(Comm *c) {
@@ -485,20 +502,27 @@ __attribute__((noreturn)) static void comm_die_msg(Comm *c) {
     exit(3);
 }
 
-/* A node peer that left the job (comm_leave, comm_finalize, exit) and can be what this wait waits for: the world
- * rank `peer` itself, or any one when the wait is for several (peer -1). Its node rank, -1 when none; *state and
- * *code say how it left. */
+/* A peer that left the job (comm_leave, comm_finalize, exit) and can be what this wait waits for: the world rank
+ * `peer` itself, or any one when the wait is for several (peer -1). Its world rank, -1 when none; *state and *code
+ * say how it left. */
 static int comm_hb_left(const Comm *c, int peer, uint64_t *state, int *code) {
     if (!c->hb) return -1;
-    for (int r = 0; r < c->local_size; r++) {
-        if (r == c->local_rank || (peer >= 0 && c->hb_world[r] != peer)) continue;
-        uint64_t st = atomic_load_explicit(&c->hb[r * XR_HB_LINE + XR_HB_STATE], memory_order_acquire);
+    for (int r = peer >= 0 ? peer : 0; r < (peer >= 0 ? peer + 1 : c->size); r++) {
+        if (r == c->rank) continue;
+        uint64_t st = atomic_load_explicit(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_STATE], memory_order_acquire);
         if (st == XR_HB_RUNNING) continue;
         *state = st;
-        *code = (int)(uint32_t)atomic_load_explicit(&c->hb[r * XR_HB_LINE + XR_HB_CODE], memory_order_relaxed);
+        *code = (int)(uint32_t)atomic_load_explicit(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_CODE], memory_order_relaxed);
         return r;
     }
     return -1;
+}
+
+/* " (on another node: heard through rank L over UDP)" for a rank relayed by a leader; "" on this node. */
+static const char *comm_hb_where(const Comm *c, int r, char *buf, size_t n) {
+    if (!c->hb_via || c->hb_via[r] < 0) return "";
+    snprintf(buf, n, "; on another node, heard through rank %d over UDP", c->hb_via[r]);
+    return buf;
 }
 
 /* How long a wait goes on after it first saw a peer that left: a peer that finished a collective leaves at once,
@@ -519,17 +543,18 @@ void comm_wait_check(Comm *c, const char *what, double waited, int peer) {
             fprintf(stderr,
                     "xrank: rank %d: rank %d left the job (%s) while this rank waits in %s (waited %.1f s): it will "
                     "not take part; stopping the job\n",
-                    c->rank, c->hb_world[left], how, what, waited);
+                    c->rank, left, how, what, waited);
             comm_die_msg(c);
         }
     }
     double age = 0;
+    char where[96];
     int dead = comm_hb_dead(c, &age);
     if (dead >= 0) {
         fprintf(stderr,
                 "xrank: rank %d: %s did not complete after %.0f s: rank %d stopped answering (dead or stopped: no "
-                "heartbeat for %.1f s, --comm-timeout %.0f); stopping the job\n",
-                c->rank, what, waited, c->hb_world[dead], age, c->timeout_s);
+                "heartbeat for %.1f s, --comm-timeout %.0f%s); stopping the job\n",
+                c->rank, what, waited, dead, age, c->timeout_s, comm_hb_where(c, dead, where, sizeof where));
         comm_die_msg(c);
     }
     /* without heartbeats (one rank per node, no shared memory) the wait's only limit is the stall timeout */
@@ -544,7 +569,7 @@ void comm_die_timeout_peer(Comm *c, const char *what, double waited, int peer) {
         snprintf(peers, sizeof peers, "rank %d", 1 - c->rank);
     else
         snprintf(peers, sizeof peers, "one of ranks 0-%d other than %d", c->size - 1, c->rank);
-    int local = c->hb && c->size == c->local_size; /* every peer has a heartbeat: the late one is alive */
+    int local = comm_hb_all_heard(c); /* every peer has a heartbeat: the late one is alive */
     fprintf(stderr,
             "xrank: rank %d: %s did not complete within %.0f s (--comm-stall-timeout %.0f): %s stopped answering (%s); "
             "stopping the job\n",

@@ -54,17 +54,25 @@ foreach(impl mpi shm)
   set_tests_properties(comm_slow_peer${sfx} comm_stalled_peer${sfx} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
                        ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
 endforeach()
-# Ranks on other nodes (faked: XR_TEST_NODE_SPLIT=rank makes each rank its own node, so no heartbeat line is shared):
-# what happens today. Killed: mpirun ends the job; stopped, or ended early (blocked in MPI_Finalize's fence): only
-# --comm-stall-timeout (4 s here) stops the job, naming rank 1 as dead or hung.
-foreach(how kill stop leave-ok)
-  string(REPLACE "-" "_" tag ${how})
-  add_test(NAME comm_remote_peer_${tag}
+# Ranks on other nodes, faked on this machine (XR_TEST_NODE_SPLIT: "rank", each rank its own node, or 2 ranks per
+# node), only rank 0 judging: killed, mpirun ends the job; stopped (rank 3 of 4, not its node's leader: relayed by
+# rank 2's UDP heartbeat), rank 0 stops the job after --comm-timeout naming it; ended early (exit 0 / 1), rank 0 stops
+# within seconds naming it; busy 10.5 s (3.5x --comm-timeout 3) on another node, not stopped; with the UDP relay
+# off (XR_TEST_NO_UDP), a stopped one is caught by --comm-stall-timeout (4 s here) only, named dead or hung.
+function(xr_comm_remote_test name how np split)
+  add_test(NAME ${name}
            COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=${how}
-                   -DIMPL=mpi -DREMOTE=1 -DSTALL=4 -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
-  set_tests_properties(comm_remote_peer_${tag} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
+                   -DIMPL=mpi -DREMOTE=1 -DNP=${np} -DSPLIT=${split} ${ARGN}
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_stall.cmake)
+  set_tests_properties(${name} PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
                        ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
-endforeach()
+endfunction()
+xr_comm_remote_test(comm_remote_peer_kill kill 2 rank)
+xr_comm_remote_test(comm_remote_peer_stop stop 4 2)
+xr_comm_remote_test(comm_remote_peer_left_ok leave-ok 2 rank)
+xr_comm_remote_test(comm_remote_peer_left_fail leave-fail 2 rank)
+xr_comm_remote_test(comm_remote_peer_busy busy 4 2 -DBUSY=10.5)
+xr_comm_remote_test(comm_remote_peer_stop_no_udp stop 2 rank -DNOUDP=1 -DSTALL=4)
 add_test(NAME comm_thread_level_refused COMMAND test_comm --impl mpi)
 set_tests_properties(comm_thread_level_refused PROPERTIES TIMEOUT 60 LABELS "comm"
                      ENVIRONMENT "${XR_MPI_TEST_ENV};XR_TEST_MPI_THREAD_LEVEL=single"

@@ -3,14 +3,15 @@
  * 1 Mi floats, against sums computed here; values are small integers so every sum is exact in fp32.
  * Usage: test_comm [--impl mpi|staged|nccl] [--device cpu|cuda]; run by ctest alone (1 rank) and under mpirun
  * (tests/comm.cmake). NCCL and the CUDA device: skipped (77) without a GPU.
- * test_comm --stall kill|stop --timeout S [--impl mpi|shm]: rank 1 of 2 kills (SIGKILL) or stops (SIGSTOP) itself
+ * test_comm --stall kill|stop --timeout S [--impl mpi|shm]: rank 1 of 2 (with mpi: the last of any number) kills (SIGKILL) or stops (SIGSTOP) itself
  * during a loop of all-reduces (mpi) or of node-shared-memory flag exchanges (shm: comm_node_post / comm_node_await,
  * how the trainer's default gradient exchange on one node waits for its peers); rank 0 must stop the job (the
  * dead-peer tests of tests/comm.cmake check the time and the message). --timeout S is --comm-timeout (a heartbeat
  * silent this long), --stall-timeout S --comm-stall-timeout (default 1800).
  * test_comm --stall busy --busy B ...: rank 1 computes for B seconds (alive: its heartbeat goes on) at iteration 20
  * instead, and the loop ends after 40 iterations with exit 0: with B > --timeout the job must not be stopped, with
- * B > --stall-timeout it must be, naming rank 1 as alive but late.
+ * B > --stall-timeout it must be, naming rank 1 as alive but late. --judge R: only rank R applies the timeouts (the
+ * others wait 1000 s), so the message tested is R's (a rank on another node than the late one).
  * test_comm --stall leave-ok|leave-fail ...: rank 1 leaves the job at iteration 20 instead of its exchange, the way a
  * command ends (comm_leave with exit 0 / 1, then the teardown: the node-shared window's collective free with shm,
  * MPI_Finalize), and returns; rank 0 must stop the job within seconds naming rank 1 and how it left. */
@@ -114,14 +115,16 @@ static void run_size(Ctx *x, size_t n, int nb) {
     free(counts), free(h), free(want), free(d), free(rq);
 }
 
-static int stall_test(Comm *c, const char *how, double timeout, double stall, double busy, const char *impl) {
-    comm_set_timeout(c, timeout);
-    comm_set_stall_timeout(c, stall);
-    if (comm_size(c) != 2) {
-        fprintf(stderr, "--stall needs 2 ranks\n");
+static int stall_test(Comm *c, const char *how, double timeout, double stall, double busy, const char *impl, int judge) {
+    int other = judge >= 0 && comm_rank(c) != judge; /* --judge R: only rank R stops the job on a timeout */
+    comm_set_timeout(c, other ? 1000 : timeout);
+    comm_set_stall_timeout(c, other ? 1000 : stall);
+    int late = comm_size(c) - 1, me = comm_rank(c); /* the rank that stalls: the last */
+    int shm = !strcmp(impl, "shm");
+    if (comm_size(c) < 2 || (shm && comm_size(c) != 2)) {
+        fprintf(stderr, "--stall needs 2 ranks (or more with --impl mpi)\n");
         return 2;
     }
-    int shm = !strcmp(impl, "shm");
     CommShm *h = shm ? comm_node_alloc(c, 64, 1) : NULL;
     if (shm && comm_local_size(c) != 2) {
         fprintf(stderr, "--stall with --impl shm needs both ranks on one node\n");
@@ -130,8 +133,8 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
     float buf[1024];
     int busy_run = how[0] == 'b', iters = busy_run ? 40 : 1000000;
     for (int it = 0; it < iters; it++) {
-        if (busy_run && it == 20 && comm_rank(c) == 1) {
-            fprintf(stderr, "test_comm: rank 1 busy for %.1f s\n", busy);
+        if (busy_run && it == 20 && me == late) {
+            fprintf(stderr, "test_comm: rank %d busy for %.1f s\n", late, busy);
             fflush(stderr);
             struct timespec t0, t;
             clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -140,15 +143,15 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
                 for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
                 clock_gettime(CLOCK_MONOTONIC, &t);
             } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
-        } else if (how[0] == 'l' && it == 20 && comm_rank(c) == 1) {
+        } else if (how[0] == 'l' && it == 20 && me == late) {
             int code = !strcmp(how, "leave-fail");
-            fprintf(stderr, "test_comm: rank 1 leaves the job (exit %d) instead of exchange %d\n", code, it);
+            fprintf(stderr, "test_comm: rank %d leaves the job (exit %d) instead of exchange %d\n", late, code, it);
             fflush(stderr);
             comm_leave(c, code);
             if (h) comm_node_share_free(c, h); /* collective (MPI_Win_free): blocks until rank 0 ends the job */
             comm_finalize(c);
             return code;
-        } else if (!busy_run && it == 20 && comm_rank(c) == 1) {
+        } else if (!busy_run && it == 20 && me == late) {
             fprintf(stderr, "test_comm: raising SIG%s in this process\n", how[0] == 'k' ? "KILL" : "STOP");
             fflush(stderr);
             raise(how[0] == 'k' ? SIGKILL : SIGSTOP);
@@ -160,14 +163,14 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
         }
         for (int i = 0; i < 1024; i++) buf[i] = 1;
         comm_buf_allreduce(c, buf, 1024);
-        if (buf[0] != 2) {
-            fprintf(stderr, "rank %d: all-reduce %d gave %g, want 2\n", comm_rank(c), it, (double)buf[0]);
+        if (buf[0] != (float)comm_size(c)) {
+            fprintf(stderr, "rank %d: all-reduce %d gave %g, want %d\n", me, it, (double)buf[0], comm_size(c));
             return 1;
         }
     }
     if (!busy_run) return 1; /* not reached: rank 0 must have been stopped */
     if (h) comm_node_share_free(c, h);
-    if (comm_rank(c) == 0) printf("test_comm: %d exchanges done, rank 1 busy %.1f s, not stopped\n", iters, busy);
+    if (me == 0) printf("test_comm: %d exchanges done, rank %d busy %.1f s, not stopped\n", iters, late, busy);
     comm_barrier(c);
     comm_finalize(c);
     return 0;
@@ -177,6 +180,7 @@ int main(int argc, char **argv) {
     Comm *c = comm_init(&argc, &argv);
     const char *impl = "mpi", *dev = "cpu", *stall = NULL;
     double timeout = 10, stall_s = 1800, busy = 0;
+    int judge = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--impl")) impl = argv[i + 1];
         else if (!strcmp(argv[i], "--device")) dev = argv[i + 1];
@@ -184,8 +188,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--timeout")) timeout = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--stall-timeout")) stall_s = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--busy")) busy = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--judge")) judge = atoi(argv[i + 1]);
     }
-    if (stall) return stall_test(c, stall, timeout, stall_s, busy, impl);
+    if (stall) return stall_test(c, stall, timeout, stall_s, busy, impl, judge);
     Ctx x = {c, NULL, comm_size(c), comm_rank(c)};
     int want_cuda = !strcmp(dev, "cuda") || !strcmp(impl, "nccl");
     if (want_cuda && ops_device_count(XR_DEV_CUDA) == 0) {

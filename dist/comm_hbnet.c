@@ -1,0 +1,226 @@
+/* comm_hbnet.c: the liveness heartbeat across nodes. The heartbeat lines (comm_mpi.c) live in node-shared memory; for
+ * a job on several nodes, each node's leader (node rank 0) relays its node's lines to the other leaders in a UDP
+ * datagram every heartbeat period, from the heartbeat thread and its own socket (no MPI call off the main thread:
+ * MPI_THREAD_FUNNELED), and writes what it receives into the lines of the remote ranks, so a wait sees a stopped or
+ * departed rank on another node as it sees one on its own. The main thread sets it up (addresses exchanged over
+ * MPI). A remote line is judged only once a datagram has filled it: where UDP does not get through (a firewall, no
+ * IPv4 address), remote ranks keep only --comm-stall-timeout, as before. */
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* getifaddrs */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "comm_impl.h"
+
+#define XR_HBNET_MAGIC 0x78724842u /* "xrHB" */
+#define XR_HBNET_ADDRS 8
+#define XR_HBNET_MAX_LOCAL 1024 /* ranks per node in one datagram (16 bytes each: 16 KiB) */
+
+typedef struct {
+    int32_t world;               /* the leader's world rank; -1: no socket there */
+    uint16_t port;               /* network order */
+    uint16_t naddr;
+    uint32_t addr[XR_HBNET_ADDRS]; /* IPv4, network order */
+    char host[64];
+} HbLeader;
+
+typedef struct {
+    uint32_t magic, count;
+    uint64_t nonce;
+    int32_t from; /* the sending leader's world rank */
+    uint32_t pad;
+} HbHead;
+
+typedef struct {
+    int32_t world;
+    uint32_t state;
+    uint32_t code;
+    uint32_t age_ms; /* how old that rank's clock was when sent */
+} HbEntry;
+
+struct HbNet {
+    int fd;
+    uint64_t nonce;
+    int me, size, nlead;
+    HbLeader *lead;         /* [nlead] the other leaders (this one left out) */
+    struct sockaddr_in *to; /* [nlead] the address a leader's datagrams came from (port 0: none yet) */
+    int *local, nlocal;     /* world ranks of this node */
+    const int *via;         /* [size] world rank of the leader relaying each rank (-1: this node) */
+    char *buf;
+    size_t buf_n;
+};
+
+static uint64_t hbnet_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* This host's IPv4 addresses that are up, loopback left out; with none, loopback only. */
+static int hbnet_addrs(uint32_t *out, int max) {
+    struct ifaddrs *ifa = NULL;
+    int n = 0;
+    if (getifaddrs(&ifa) == 0) {
+        for (struct ifaddrs *p = ifa; p && n < max; p = p->ifa_next) {
+            if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET || !(p->ifa_flags & IFF_UP) ||
+                (p->ifa_flags & IFF_LOOPBACK))
+                continue;
+            out[n++] = ((struct sockaddr_in *)p->ifa_addr)->sin_addr.s_addr;
+        }
+        freeifaddrs(ifa);
+    }
+    if (n == 0) out[n++] = htonl(INADDR_LOOPBACK);
+    return n;
+}
+
+HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, int **via_out) {
+    *via_out = NULL;
+    if (c->size == c->local_size) return NULL; /* one node: the same answer on every rank */
+    int leader = c->local_rank == 0;
+    /* every rank: which leader relays each world rank */
+    int my_leader = node_world[0], *via = xr_malloc(sizeof(int) * (size_t)c->size);
+    MPI_Request rq;
+    comm_checked(MPI_Iallgather(&my_leader, 1, MPI_INT, via, 1, MPI_INT, c->world, &rq), "MPI_Iallgather");
+    comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up (nodes)");
+    for (int r = 0; r < c->size; r++)
+        if (via[r] == my_leader) via[r] = -1;
+    uint64_t nonce = 0;
+    if (c->rank == 0) { /* the job's mark on its datagrams: random where the system gives it */
+        int rf = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (rf < 0 || read(rf, &nonce, sizeof nonce) != (ssize_t)sizeof nonce)
+            nonce = hbnet_ms() * 6364136223846793005ull ^ (uint64_t)getpid() << 20;
+        if (rf >= 0) close(rf);
+    }
+    comm_checked(MPI_Ibcast(&nonce, 1, MPI_UINT64_T, 0, c->world, &rq), "MPI_Ibcast");
+    comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up (nodes)");
+    MPI_Comm lc;
+    comm_checked(MPI_Comm_split(c->world, leader ? 0 : MPI_UNDEFINED, c->rank, &lc), "MPI_Comm_split(leaders)");
+    if (!leader) {
+        *via_out = via;
+        return NULL;
+    }
+    HbLeader mine;
+    memset(&mine, 0, sizeof mine);
+    mine.world = -1;
+    int fd = hb && !getenv("XR_TEST_NO_UDP") ? socket(AF_INET, SOCK_DGRAM, 0) : -1;
+    if (fd >= 0) {
+        struct sockaddr_in a;
+        socklen_t len = sizeof a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_ANY), a.sin_port = 0;
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 ||
+            fcntl(fd, F_SETFL, O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+            fprintf(stderr, "xrank: rank %d: no heartbeat across nodes (UDP socket: %s): a stopped rank on another node "
+                    "is found only after --comm-stall-timeout\n", c->rank, strerror(errno));
+            close(fd), fd = -1;
+        } else {
+            mine.world = c->rank, mine.port = a.sin_port;
+            mine.naddr = (uint16_t)hbnet_addrs(mine.addr, XR_HBNET_ADDRS);
+            gethostname(mine.host, sizeof mine.host - 1);
+        }
+    }
+    int nl = 0;
+    comm_checked(MPI_Comm_size(lc, &nl), "MPI_Comm_size(leaders)");
+    HbLeader *all = xr_calloc((size_t)nl, sizeof *all);
+    comm_checked(MPI_Iallgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE, lc, &rq),
+                 "MPI_Iallgather(leaders)");
+    comm_mpi_wait_timed(c, 1, &rq, "heartbeat set-up (nodes)");
+    MPI_Comm_free(&lc);
+    if (fd < 0) {
+        free(all);
+        *via_out = via;
+        return NULL;
+    }
+    HbNet *n = xr_calloc(1, sizeof *n);
+    n->fd = fd, n->nonce = nonce, n->me = c->rank, n->size = c->size, n->via = via;
+    n->lead = xr_calloc((size_t)nl, sizeof *n->lead);
+    n->to = xr_calloc((size_t)nl, sizeof *n->to);
+    for (int i = 0; i < nl; i++) {
+        if (all[i].world == c->rank || all[i].world < 0) continue;
+        HbLeader *l = &n->lead[n->nlead++];
+        *l = all[i];
+        l->host[sizeof l->host - 1] = 0;
+        if (!strcmp(l->host, mine.host)) l->naddr = 1, l->addr[0] = htonl(INADDR_LOOPBACK); /* nodes faked on one host */
+    }
+    free(all);
+    n->nlocal = c->local_size < XR_HBNET_MAX_LOCAL ? c->local_size : XR_HBNET_MAX_LOCAL;
+    n->local = xr_malloc(sizeof(int) * (size_t)n->nlocal);
+    memcpy(n->local, node_world, sizeof(int) * (size_t)n->nlocal);
+    n->buf_n = sizeof(HbHead) + sizeof(HbEntry) * XR_HBNET_MAX_LOCAL;
+    n->buf = xr_malloc(n->buf_n);
+    *via_out = via;
+    return n;
+}
+
+/* One period on a leader's heartbeat thread: send this node's lines to the other leaders, then take in what came. */
+void comm_hbnet_tick(HbNet *n, _Atomic uint64_t *hb) {
+    uint64_t now = hbnet_ms();
+    HbHead h = {XR_HBNET_MAGIC, (uint32_t)n->nlocal, n->nonce, n->me, 0};
+    memcpy(n->buf, &h, sizeof h);
+    for (int i = 0; i < n->nlocal; i++) {
+        _Atomic uint64_t *line = &hb[(size_t)n->local[i] * XR_HB_LINE];
+        uint64_t t = atomic_load_explicit(&line[XR_HB_CLOCK], memory_order_acquire);
+        HbEntry e = {n->local[i], (uint32_t)atomic_load_explicit(&line[XR_HB_STATE], memory_order_acquire),
+                     (uint32_t)atomic_load_explicit(&line[XR_HB_CODE], memory_order_relaxed),
+                     (uint32_t)(now > t ? (now - t < UINT32_MAX ? now - t : UINT32_MAX) : 0)};
+        memcpy(n->buf + sizeof h + sizeof e * (size_t)i, &e, sizeof e);
+    }
+    size_t len = sizeof h + sizeof(HbEntry) * (size_t)n->nlocal;
+    for (int i = 0; i < n->nlead; i++) {
+        HbLeader *l = &n->lead[i];
+        if (n->to[i].sin_port) { /* a datagram came from there: answer only that address */
+            sendto(n->fd, n->buf, len, MSG_DONTWAIT, (struct sockaddr *)&n->to[i], sizeof n->to[i]);
+            continue;
+        }
+        for (int k = 0; k < l->naddr; k++) {
+            struct sockaddr_in a;
+            memset(&a, 0, sizeof a);
+            a.sin_family = AF_INET, a.sin_port = l->port, a.sin_addr.s_addr = l->addr[k];
+            sendto(n->fd, n->buf, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a);
+        }
+    }
+    for (;;) {
+        struct sockaddr_in src;
+        socklen_t sl = sizeof src;
+        ssize_t got = recvfrom(n->fd, n->buf, n->buf_n, MSG_DONTWAIT, (struct sockaddr *)&src, &sl);
+        if (got < 0) break;
+        if ((size_t)got < sizeof h) continue;
+        memcpy(&h, n->buf, sizeof h);
+        if (h.magic != XR_HBNET_MAGIC || h.nonce != n->nonce || h.count > XR_HBNET_MAX_LOCAL ||
+            (size_t)got != sizeof h + sizeof(HbEntry) * h.count)
+            continue; /* not this job's */
+        int from = -1;
+        for (int i = 0; i < n->nlead; i++)
+            if (n->lead[i].world == h.from && n->lead[i].port == src.sin_port) from = i;
+        if (from < 0) continue;
+        if (!n->to[from].sin_port) n->to[from] = src;
+        now = hbnet_ms();
+        for (uint32_t k = 0; k < h.count; k++) {
+            HbEntry e;
+            memcpy(&e, n->buf + sizeof h + sizeof e * k, sizeof e);
+            if (e.world < 0 || e.world >= n->size || n->via[e.world] != h.from) continue;
+            _Atomic uint64_t *line = &hb[(size_t)e.world * XR_HB_LINE];
+            if (e.state != XR_HB_RUNNING && atomic_load(&line[XR_HB_STATE]) == XR_HB_RUNNING) {
+                atomic_store_explicit(&line[XR_HB_CODE], e.code, memory_order_relaxed);
+                atomic_store_explicit(&line[XR_HB_STATE], e.state, memory_order_release);
+            }
+            uint64_t t = now > e.age_ms ? now - e.age_ms : 1;
+            atomic_store_explicit(&line[XR_HB_CLOCK], t ? t : 1, memory_order_release);
+        }
+    }
+}
+
+void comm_hbnet_free(HbNet *n) {
+    if (!n) return;
+    close(n->fd);
+    free(n->lead), free(n->to), free(n->local), free(n->buf), free(n);
+}
