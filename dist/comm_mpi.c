@@ -36,9 +36,11 @@ static void comm_mpi_wait_peer(Comm *c, int n, MPI_Request *rq, const char *what
 /* Process-wide, for the two hooks that get no Comm (xr_abort_hook, atexit): the thread that initialised MPI (the only
  * one allowed MPI calls under MPI_THREAD_FUNNELED) and this rank's heartbeat line (NULL: none, or torn down). */
 static pthread_t comm_main_thread;
+static pid_t comm_pid; /* a forked child (io/h5util.c's isolated reads) must neither mark the line nor call MPI */
 static _Atomic(_Atomic uint64_t *) comm_exit_line;
 
 static void comm_mpi_abort_hook(int code) {
+    if (getpid() != comm_pid) _exit(code);
     if (!pthread_equal(pthread_self(), comm_main_thread)) {
         /* an xr_die on another thread (the checkpoint writer, an OpenMP worker): no MPI call is allowed here, so
          * mark the line and exit; mpirun ends the job for a rank that exits without MPI_Finalize */
@@ -50,7 +52,9 @@ static void comm_mpi_abort_hook(int code) {
 }
 
 /* atexit: a rank that exits without comm_leave / comm_finalize (exit() deep in a command, a return from main) */
-static void comm_exit_mark(void) { comm_hb_mark(atomic_load(&comm_exit_line), XR_HB_EXITED, 0); }
+static void comm_exit_mark(void) {
+    if (getpid() == comm_pid) comm_hb_mark(atomic_load(&comm_exit_line), XR_HB_EXITED, 0);
+}
 
 static const char *comm_thread_level_name(int level) {
     return level == MPI_THREAD_SINGLE       ? "MPI_THREAD_SINGLE"
@@ -88,6 +92,7 @@ Comm *comm_init(int *argc, char ***argv) {
                comm_thread_level_name(provided), inited ? " (or initialise it with MPI_Init_thread)" : "");
     }
     comm_main_thread = pthread_self();
+    comm_pid = getpid();
     c->world = MPI_COMM_WORLD;
     c->timeout_s = 60;
     c->stall_s = 1800;
