@@ -110,11 +110,11 @@ static ArgSpec TRAIN_FLAGS[] = {
      "memory, ZeRO-1 parameters one copy per node); auto picks (shm where it can, on the CPU)",
      "auto|mpi|nccl|staged|shm", 0},
     {"comm-timeout", ARG_FLOAT, "60", "S",
-     "stop the job when a rank on this node is dead or stopped (its liveness heartbeat silent) this long, naming it "
-     "(0: never)", NULL, 0},
+     "stop the job when a rank is dead or stopped (its liveness heartbeat silent; from other nodes relayed over UDP "
+     "by the node leaders) this long, naming it (0: never)", NULL, 0},
     {"comm-stall-timeout", ARG_FLOAT, "1800", "S",
      "stop the job when a wait lasts this long for ranks that are alive but late (hung), or for ranks on other nodes "
-     "(no heartbeat there) (0: wait forever)", NULL, 0},
+     "whose heartbeat does not arrive (UDP blocked) (0: wait forever)", NULL, 0},
     {"save-steps", ARG_INT, "0", "N",
      "write OUTPUT/checkpoint-<step> every N steps (model, optimizer shards, data position; 0: only on SIGTERM / "
      "SIGUSR1)", NULL, 0},
