@@ -7,7 +7,8 @@
 # 10.5 s (3.5x --comm-timeout 3; alive) and the job must finish (comm_slow_peer*), or with --comm-stall-timeout 6
 # below that it must stop naming rank 1 as alive but late (comm_stalled_peer*). And a peer that left: rank 1 ends
 # (exit 0 / 1 through comm_leave and the teardown) instead of an exchange; rank 0 must stop within seconds naming it
-# (comm_left_peer_ok / _fail, comm_left_peer_shm_ok / _fail). And an MPI below MPI_THREAD_FUNNELED (faked by
+# (comm_left_peer_ok / _fail, comm_left_peer_shm_ok / _fail); or exits without any teardown (comm_left_peer_exit*:
+# rank 0's message from the atexit mark, or mpirun's report, whichever is first). And an MPI below MPI_THREAD_FUNNELED (faked by
 # XR_TEST_MPI_THREAD_LEVEL=single) is refused with the level named (comm_thread_level_refused).
 function(xr_comm_test name np)
   add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} -np ${np} --oversubscribe $<TARGET_FILE:test_comm> ${ARGN})
@@ -22,7 +23,7 @@ xr_comm_test(comm_staged_cuda_2 2 --impl staged --device cuda)
 add_test(NAME test_comm_nccl1 COMMAND test_comm --impl nccl)
 set_tests_properties(test_comm_nccl1 PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120 LABELS "comm;gpu")
 foreach(impl mpi shm)
-  foreach(how kill stop leave-ok leave-fail)
+  foreach(how kill stop leave-ok leave-fail leave-exit)
     string(REPLACE "-" "_" tag ${how})
     if(how MATCHES "^leave")
       string(REPLACE "leave_" "" tag ${tag})

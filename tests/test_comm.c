@@ -14,7 +14,8 @@
  * others wait 1000 s), so the message tested is R's (a rank on another node than the late one).
  * test_comm --stall leave-ok|leave-fail ...: rank 1 leaves the job at iteration 20 instead of its exchange, the way a
  * command ends (comm_leave with exit 0 / 1, then the teardown: the node-shared window's collective free with shm,
- * MPI_Finalize), and returns; rank 0 must stop the job within seconds naming rank 1 and how it left. */
+ * MPI_Finalize), and returns; rank 0 must stop the job within seconds naming rank 1 and how it left. leave-exit: rank 1
+ * calls exit(0) there without any teardown. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,10 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
                 for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
                 clock_gettime(CLOCK_MONOTONIC, &t);
             } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
+        } else if (!strcmp(how, "leave-exit") && it == 20 && me == late) {
+            fprintf(stderr, "test_comm: rank %d exits (0) without the communicator's teardown at exchange %d\n", late, it);
+            fflush(stderr);
+            exit(0); /* the atexit mark, or mpirun's report of a process that exited without MPI_Finalize */
         } else if (how[0] == 'l' && it == 20 && me == late) {
             int code = !strcmp(how, "leave-fail");
             fprintf(stderr, "test_comm: rank %d leaves the job (exit %d) instead of exchange %d\n", late, code, it);
