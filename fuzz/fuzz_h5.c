@@ -40,19 +40,27 @@ static int in_lib(const void *pc, const char *lib) {
 }
 
 /* The fault is libhdf5's: its instruction is in libhdf5, or in libc's memcpy / memmove / memset reached from
- * libhdf5 through ASan's interceptor (the frames between are libc's and the interceptor's). */
+ * libhdf5 through ASan's interceptor. backtrace() here starts with this handler's own frames (static functions of
+ * this file, which dladdr cannot name), then the signal trampoline (libc's __restore_rt), the faulting libc routine
+ * and the frames that called it: so the walk starts at the first libc frame, passes libc's frames and the
+ * interceptors (named memcpy / memmove / memset), and the first other frame decides. */
 static int libhdf5_fault(const void *pc) {
     if (in_lib(pc, "libhdf5")) return 1;
     if (!in_lib(pc, "libc.so")) return 0;
-    void *fr[16];
-    int n = backtrace(fr, 16);
+    void *fr[32];
+    int n = backtrace(fr, 32), past = 0;
     for (int k = 0; k < n; k++) {
         Dl_info i;
-        if (fr[k] == pc || !dladdr(fr[k], &i) || !i.dli_fname) continue;
+        if (!dladdr(fr[k], &i) || !i.dli_fname) return 0;
+        int libc = strstr(i.dli_fname, "libc.so") != NULL;
+        if (!past) {
+            past = libc;
+            continue;
+        }
         if (strstr(i.dli_fname, "libhdf5")) return 1;
-        if (strstr(i.dli_fname, "libc.so")) continue;
+        if (libc) continue;
         if (i.dli_sname && (strstr(i.dli_sname, "memcpy") || strstr(i.dli_sname, "memmove") ||
-                            strstr(i.dli_sname, "memset") || strstr(i.dli_sname, "on_fault")))
+                            strstr(i.dli_sname, "memset")))
             continue;
         return 0;
     }

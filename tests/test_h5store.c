@@ -191,7 +191,7 @@ static void test_checksum(const char *good) {
 static void test_crash_inputs_refused(void) {
     const char *names[] = {"h5aexists_header_overflow", "h5dopen_layout_leak", "h5dopen_zero_chunk_dim_sigfpe",
                            "h5g_mkroot_1tb_malloc",     "h5g_mkroot_leak",     "h5lexists_header_leak",
-                           "unfiltered_short_chunk"};
+                           "unfiltered_short_chunk",    "h5aexists_memcpy_segv"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         char src[600], p[600];
         snprintf(src, sizeof src, "../fuzz/corpus/h5/crashes/%s", names[k]);
