@@ -175,31 +175,66 @@ void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
     }
 }
 
-int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e) {
-    struct stat st;
+/* The two-rename swap where the file system cannot exchange names (NFS, old kernels: EINVAL, ENOSYS, ENOTSUP):
+ * out moved to out.old.PID, tmp renamed to out (undone when that fails), the old copy then garbage. Under hold. */
+static int tc_swap_two_renames(const char *tmp, const char *out, int pause, char **garbage, XrErr *e) {
     size_t n = strlen(out) + 32;
     char *old = xr_malloc(n);
     snprintf(old, n, "%s.old.%ld", out, (long)getpid());
-    int had = lstat(out, &st) == 0, rc = 0;
-    xr_tmpclean_hold(); /* a signal from here waits for both renames (or their undoing) */
-    if (had && rename(out, old) != 0) rc = xr_errf(e, "cannot move the old %s aside: %s", out, strerror(errno));
-    if (rc == 0) xr_tmpclean_test_pause("commit", tmp);
-    if (rc == 0 && rename(tmp, out) != 0) {
-        rc = xr_errf(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-        if (had) rename(old, out);
+    if (rename(out, old) != 0) {
+        int rc = xr_errf(e, "cannot move the old %s aside: %s", out, strerror(errno));
+        free(old);
+        return rc;
     }
-    if (rc == 0) {
-        xr_tmpclean_forget(tmp);
-        if (had) xr_tmpclean_add(old); /* the earlier copy is garbage now: a signal removes it */
+    if (pause) xr_tmpclean_test_pause("commit", tmp);
+    if (rename(tmp, out) != 0) {
+        int rc = xr_errf(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+        rename(old, out);
+        free(old);
+        return rc;
+    }
+    xr_tmpclean_forget(tmp);
+    xr_tmpclean_add(old); /* the earlier copy is garbage now: a signal removes it */
+    *garbage = old;
+    return 0;
+}
+
+int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e) {
+    struct stat st;
+    int had = lstat(out, &st) == 0, rc = 0;
+    char *garbage = NULL; /* the earlier copy once the new one is in place, still registered */
+    const char *no_exchange = getenv("XR_TEST_NO_RENAME_EXCHANGE"); /* test hook: the fallback on any file system */
+    xr_tmpclean_hold(); /* a signal from here waits for the swap (or its undoing) */
+    if (!had) {
+        xr_tmpclean_test_pause("commit", tmp);
+        if (rename(tmp, out) != 0) rc = xr_errf(e, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+        else xr_tmpclean_forget(tmp);
+    } else {
+        /* one atomic exchange: out is the old copy or the new one at every instant, so even SIGKILL (mpirun's, a
+         * few milliseconds after its SIGTERM) leaves a complete out; tmp then names the old copy, still
+         * registered, and xr_tmpclean_sweep removes it after a SIGKILL */
+        int exchange = !(no_exchange && no_exchange[0] == '1'), paused = exchange;
+        if (exchange) {
+            xr_tmpclean_test_pause("commit", tmp);
+            if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_EXCHANGE) == 0) {
+                garbage = xr_strdup(tmp);
+                xr_tmpclean_test_pause("exchanged", tmp);
+            } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) { /* = EOPNOTSUPP on Linux */
+                exchange = 0;
+            } else {
+                rc = xr_errf(e, "cannot exchange %s with the earlier %s: %s", tmp, out, strerror(errno));
+            }
+        }
+        if (rc == 0 && !exchange) rc = tc_swap_two_renames(tmp, out, !paused, &garbage, e);
     }
     xr_tmpclean_release();
-    if (rc == 0 && had) {
-        if (xr_remove_flat_dir(old) != 0)
-            rc = xr_errf(e, "%s written, but the old copy moved to %s could not be removed: %s", out, old,
+    if (garbage) {
+        if (xr_remove_flat_dir(garbage) != 0)
+            rc = xr_errf(e, "%s written, but its earlier copy, now %s, could not be removed: %s", out, garbage,
                          strerror(errno));
-        xr_tmpclean_forget(old);
+        xr_tmpclean_forget(garbage);
+        free(garbage);
     }
-    free(old);
     return rc;
 }
 

@@ -28,10 +28,15 @@ void xr_tmpclean_forget(const char *path);
  * committer forgets its tmp and registers the old copy, now garbage, before releasing). Not nested. */
 void xr_tmpclean_hold(void);
 void xr_tmpclean_release(void);
-/* Put the finished temporary directory tmp (registered) in place as out: an existing out (a flat directory) moved
- * to out.old.PID, tmp renamed to out, then the old copy removed; when the second rename fails the old copy is put
- * back. Both renames happen under xr_tmpclean_hold, tmp is forgotten once it is out. 0, or -1 with e naming the
- * step that failed (out is then in place when only the old copy's removal failed). */
+/* Put the finished temporary directory tmp (registered) in place as out, under xr_tmpclean_hold: an existing out
+ * (a flat directory) is exchanged with tmp in one step (renameat2 RENAME_EXCHANGE), so out is complete at every
+ * instant, even for a SIGKILL (mpirun sends one milliseconds after its SIGTERM); tmp then holds the old copy,
+ * still registered, and is removed (after a SIGKILL, by the next run's xr_tmpclean_sweep). Where the file system
+ * cannot exchange names (EINVAL, ENOSYS, ENOTSUP; or XR_TEST_NO_RENAME_EXCHANGE=1) out is moved to out.old.PID,
+ * tmp renamed to out (the old copy put back when that fails) and the old copy removed: a SIGKILL between the two
+ * renames leaves no out. 0, or -1 with e naming the step that failed (out is then in place when only the old
+ * copy's removal failed). Test hooks: XR_TEST_PAUSE_AT=commit pauses before the exchange (between the two
+ * renames), =exchanged after the exchange. */
 int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e);
 
 /* The temporary name of output out: out.tmp.HOST.PID (malloc'd; '/' in the host name becomes '_'). A PID means
