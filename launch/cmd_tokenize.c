@@ -154,8 +154,11 @@ static int tokenize_store(TokCtx *x, DsStore *st, const TextList *texts, int thr
     }
     free(mytok);
     int status = 0;
-    for (int k = x->rank; k < st->nshards && status == 0; k += x->size)
+    static int paused; /* test hook: once per process, after this rank's first shard (tokenize_interrupted) */
+    for (int k = x->rank; k < st->nshards && status == 0; k += x->size) {
         status = ds_write_shard(x->tmpdir, st, k, mine[k], lens + st->row_off[k], e);
+        if (status == 0 && !paused) paused = 1, xr_tmpclean_test_pause("shard", x->tmpdir);
+    }
     for (int k = 0; k < st->nshards; k++) free(mine[k]);
     free(mine);
     free(tokoff);
