@@ -7,7 +7,9 @@ qrels   = each query's own page (grade 1). Pages are picked deterministically (h
 whose text repeats are dropped, so the corpus is the same on every machine with the same man pages.
 Splits: qrels/test.tsv holds every query; qrels/dev.tsv every --dev-every'th query (the 4th, 8th, ...) and
 qrels/train.tsv the others, so training and evaluation never share a query (they share the corpus, as BEIR does).
-Usage: demo_corpus.py OUT_DIR [--pages N] [--words W] [--dev-every K] [--mandir /usr/share/man]
+With --dev-slice-every J, qrels/dev_slice.tsv holds every J'th dev query: a small subset of dev.tsv that the demo
+evaluates during training to draw its learning curve (cheap enough to repeat; nothing is selected on it).
+Usage: demo_corpus.py OUT_DIR [--pages N] [--words W] [--dev-every K] [--dev-slice-every J] [--mandir /usr/share/man]
 """
 import argparse, gzip, hashlib, json, os, re, sys
 
@@ -67,6 +69,7 @@ def main():
     ap.add_argument("--pages", type=int, default=600)
     ap.add_argument("--words", type=int, default=120)
     ap.add_argument("--dev-every", type=int, default=4)
+    ap.add_argument("--dev-slice-every", type=int, default=0)
     ap.add_argument("--mandir", default="/usr/share/man")
     a = ap.parse_args()
     files = []
@@ -101,15 +104,22 @@ def main():
         name = os.path.basename(path)[:-3]
         rows.append((name, q, p))
     os.makedirs(os.path.join(a.out, "qrels"), exist_ok=True)
-    qrels = {s: open(os.path.join(a.out, "qrels", s + ".tsv"), "w") for s in ("test", "train", "dev")}
+    splits = ("test", "train", "dev") + (("dev_slice",) if a.dev_slice_every > 0 else ())
+    qrels = {s: open(os.path.join(a.out, "qrels", s + ".tsv"), "w") for s in splits}
     with open(os.path.join(a.out, "corpus.jsonl"), "w") as fc, open(os.path.join(a.out, "queries.jsonl"), "w") as fq:
         for f in qrels.values():
             f.write("query-id\tcorpus-id\tscore\n")
+        ndev = 0
         for i, (name, q, p) in enumerate(rows):
             fc.write(json.dumps({"_id": f"d{i}", "title": "", "text": p, "page": name}) + "\n")
             fq.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
-            for s in ("test", "dev" if a.dev_every > 0 and i % a.dev_every == a.dev_every - 1 else "train"):
+            dev = a.dev_every > 0 and i % a.dev_every == a.dev_every - 1
+            for s in ("test", "dev" if dev else "train"):
                 qrels[s].write(f"q{i}\td{i}\t1\n")
+            if dev and a.dev_slice_every > 0:
+                if ndev % a.dev_slice_every == 0:
+                    qrels["dev_slice"].write(f"q{i}\td{i}\t1\n")
+                ndev += 1
     for f in qrels.values():
         f.close()
     print(f"demo corpus: {len(rows)} man pages from {a.mandir} -> {a.out}")
