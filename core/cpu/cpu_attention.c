@@ -22,7 +22,7 @@ static void softmax_rows(float *s, float *lse, size_t ld, int rows, int L) {
     for (int r = 0; r < rows; r++) {
         float *x = s + (size_t)r * L;
         float m = x[0];
-        XR_OMP(omp simd reduction(max : m))
+        XR_OMP_SIMD_MINMAX(omp simd reduction(max : m))
         for (int j = 1; j < L; j++) m = x[j] > m ? x[j] : m;
         float sum = 0.0f;
         XR_OMP(omp simd reduction(+ : sum))
