@@ -251,31 +251,29 @@ static H5SumState verify_fd(int fd, const char *path, H5SumCheck *c, XrErr *e) {
     return H5SUM_OK;
 }
 
+/* Opens path and checks it (verify_fd); *fd is the open descriptor (the caller closes it) or -1. */
+static H5SumState open_verify(const char *path, H5SumCheck *c, int *fd, XrErr *e) {
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        xr_errf(e, "%s: cannot open as HDF5 (%s)", path, errno == ENOENT ? "no such file" : strerror(errno));
+        return H5SUM_DAMAGED;
+    }
+    return verify_fd(*fd, path, c, e);
+}
+
 H5SumState h5_verify(const char *path, H5SumCheck *c, XrErr *e) {
     if (c) memset(c, 0, sizeof *c);
-    H5SumState st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        xr_errf(e, "%s: cannot open as HDF5 (%s)", path, errno == ENOENT ? "no such file" : strerror(errno));
-        st = H5SUM_DAMAGED;
-    } else {
-        st = verify_fd(fd, path, c, e);
-        close(fd);
-    }
+    int fd;
+    H5SumState st = open_verify(path, c, &fd, e);
+    if (fd >= 0) close(fd);
     if (c) c->state = st;
     return st;
 }
 
 int64_t h5_open_checked(const char *path, H5SumState *state, XrErr *e) {
-    H5SumState st;
     hid_t f = -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        xr_errf(e, "%s: cannot open as HDF5 (%s)", path, errno == ENOENT ? "no such file" : strerror(errno));
-        st = H5SUM_DAMAGED;
-    } else {
-        st = verify_fd(fd, path, NULL, e);
-    }
+    int fd;
+    H5SumState st = open_verify(path, NULL, &fd, e);
     if (st == H5SUM_OK || st == H5SUM_NONE) {
         /* libhdf5 opens the inode just verified, through the descriptor's /proc link, not whatever the path names
          * by now (another process may have renamed a new file onto it); the path where /proc is not mounted */
