@@ -125,6 +125,13 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
          * [S, max_len, NH] and the fixed-order column sums of the bias gradients (64-row blocks, doubles) */
         size_t rowd = FBYTES(S * L * NH), cols = ((T + 63) / 64) * (I > 3 * H ? I : 3 * H) * sizeof(double) * 2;
         p->workspace += (rowd + cols) / 8 * 9;
+        if (m->prec == XR_PREC_BF16) {
+            /* bf16 training's scratch (core/cuda/ops_cuda.cu), each grown to 9/8 of its largest request: the forward
+             * GEMMs' bf16 x [T, H] (the FFN's second reads the GELU's bf16 copy [T, I] instead), the backward's bf16
+             * dy [T, max(I, 3H)] and x [T, I], an aligned bias [max(I, 3H)], and cuBLASLt's 32 MiB workspace */
+            size_t wide = I > 3 * H ? I : 3 * H;
+            p->workspace += (T * H * 2 + T * I * 2 * 2 + T * wide * 2 + FBYTES(wide) + ((size_t)32 << 20)) / 8 * 9;
+        }
     }
     size_t E = (size_t)eval_seqs, ET = E * L;
     if (E > 0)
@@ -201,8 +208,8 @@ static void layer_train_forward(Encoder *m, int l) {
     /* residual + LayerNorm, fused: the LayerNorm's input (v1, v2) and statistics are saved for the backward */
     ops_dropout_add_layernorm(be, T_A(t, l), T_V1(t, l), T_ST(t, l, 0), T_ST(t, l, 1), t->dt, res, L->ln1_g,
                               L->ln1_b, roff, S, rows, H, eps, site_drop(m, &dd, p->hidden, SITE_ATT_OUT(l)));
-    ops_linear(be, T_F(t, l), T_A(t, l), L->fi_w, L->fi_b, rows, I, H);
-    ops_gelu(be, t->gact, T_F(t, l), (size_t)rows * I);
+    /* the FFN's first linear and its GELU, fused: F (the GELU's input) is saved for the backward */
+    ops_linear_gelu(be, t->gact, T_F(t, l), T_A(t, l), L->fi_w, L->fi_b, rows, I, H);
     ops_linear(be, t->dt, t->gact, L->fo_w, L->fo_b, rows, H, I);
     ops_dropout_add_layernorm(be, last ? t->h0 : T_XS(t, l + 1), T_V2(t, l), T_ST(t, l, 2), T_ST(t, l, 3), t->dt,
                               T_A(t, l), L->ln2_g, L->ln2_b, roff, S, rows, H, eps,

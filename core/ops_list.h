@@ -214,6 +214,15 @@ XR_OP(TRAIN, dropout_add_layernorm_backward,
 XR_OP(TRAIN, gelu_bias_backward, (Backend *be, float *dx, float *db, const float *x, const float *dy, int M, int N),
       (be, dx, db, x, dy, M, N))
 
+/* The first linear of a feed-forward block with its GELU: f = x W^T + b, then g = GELU(f) (exact erf); that is,
+ * ops_linear(f, x, W, b, M, N, K) then ops_gelu(g, f, M * N), each storing in the activations' precision. f (the
+ * GELU's input, which ops_gelu_bias_backward reads) and g are both written; neither may alias x or the other. The
+ * CUDA backend adds the bias and applies GELU in one pass over the GEMM's output (cuBLASLt's GELU epilogue is the
+ * tanh approximation, not erf), writing g's bf16 copy for the next GEMM when activations are stored in bf16. */
+XR_OP(TRAIN, linear_gelu,
+      (Backend *be, float *g, float *f, const float *x, const float *W, const float *b, int M, int N, int K),
+      (be, g, f, x, W, b, M, N, K))
+
 /* ---- training precision (issue 13): what the GPU stores in bf16, as one contract for both backends ----
  * XR_PREC_BF16 training keeps the flat parameter buffer (the optimizer's fp32 master weights, AdamW moments fp32
  * too) and a bf16 working copy of it that every GEMM reads, refreshed once per optimizer step; activations are

@@ -45,10 +45,11 @@
     {"print-config", ARG_SWITCH, NULL, "",                                                                       \
      "print every flag's resolved value and where it came from (default, config file, command line), then exit", \
      NULL, 0}
-/* train / eval: fp32 on every device until the bf16 training path lands (CliCmd.no_bf16). */
+/* train / eval: fp32 on every device until the GPU's bf16 training path has passed its device check
+ * (CliCmd.no_bf16). */
 #define CLI_FLAG_PRECISION_FP32                                                                                  \
     {"precision", ARG_CHOICE, NULL, "",                                                                          \
-     "GEMM and attention precision (fp32 on every device: bf16 training is not available yet)", "fp32|bf16", 0}
+     "GEMM and attention precision (fp32 on every device: bf16 training waits for its GPU check)", "fp32|bf16", 0}
 /* Where the model runs: every command that computes with a model has these three. */
 #define CLI_FLAGS_COMPUTE CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION
 #define CLI_FLAGS_COMPUTE_FP32 CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION_FP32

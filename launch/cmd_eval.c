@@ -48,7 +48,8 @@ static const ArgHelp EVAL_HELP = {
 };
 
 const CliCmd CLI_CMD_EVAL = {"eval", EVAL_FLAGS, NFLAGS, &EVAL_HELP, 0, NULL, 0,
-                              "evaluation runs in fp32 until bf16 training is available (as train's own evaluation)"};
+                              "evaluation runs in fp32 until bf16 training has passed its GPU check (as train's own "
+                              "evaluation)"};
 
 int cmd_eval(int argc, char **argv) {
     CliBase b;

@@ -5,6 +5,8 @@
  *   parameter gradients accumulate onto random values;
  * - the backward passes against central finite differences of the fused forward: dropout + residual + LayerNorm
  *   (dropout on: the gradient of x, of res, of gamma and of beta) and GELU over a biased input (x and the bias);
+ * - linear_gelu (the FFN's linear + bias + GELU) equals ops_linear then ops_gelu bit for bit, with and without a
+ *   bias, in fp32 and bf16 storage, in bf16 also through the weights' working copy;
  * - a row count that does not match the sequences dies naming the op.
  * The CUDA kernels are held to these same ops by test_cuda_fused_ops. */
 #include <math.h>
@@ -120,6 +122,32 @@ static void check_gelu_case(int M, int N, const char *prec) {
     free(x), free(dy), free(db), free(db2), free(dx), free(dx2), free(a);
 }
 
+/* ---- linear + bias + GELU forward against ops_linear then ops_gelu; with bf16 storage also through a working copy
+ * of the weights (W and b views inside a registered master buffer, W at an unaligned offset) ---- */
+static void check_linear_gelu_case(int M, int N, int K, int copy, const char *prec) {
+    size_t mn = (size_t)M * N, nm = 5 + (size_t)N * K + N;
+    float *x = rand_vec((size_t)M * K, 2), *master = rand_vec(nm, 0.5f), *W = master + 5, *b = W + (size_t)N * K;
+    float *g = malloc(mn * 4), *f = malloc(mn * 4), *g2 = malloc(mn * 4), *f2 = malloc(mn * 4);
+    char what[160];
+    if (copy) ops_bf16_weights(be, master, nm);
+    ops_linear_gelu(be, g, f, x, W, b, M, N, K);
+    ops_linear(be, f2, x, W, b, M, N, K);
+    ops_gelu(be, g2, f2, mn);
+    snprintf(what, sizeof what, "%s%s linear_gelu M=%d N=%d K=%d f", prec, copy ? " (working copy)" : "", M, N, K);
+    same_bits(what, f, f2, mn);
+    snprintf(what, sizeof what, "%s%s linear_gelu M=%d N=%d K=%d g", prec, copy ? " (working copy)" : "", M, N, K);
+    same_bits(what, g, g2, mn);
+    /* no bias */
+    ops_linear_gelu(be, g, f, x, W, NULL, M, N, K);
+    ops_linear(be, f2, x, W, NULL, M, N, K);
+    ops_gelu(be, g2, f2, mn);
+    snprintf(what, sizeof what, "%s%s linear_gelu M=%d N=%d K=%d no bias g", prec, copy ? " (working copy)" : "", M,
+             N, K);
+    same_bits(what, g, g2, mn);
+    if (copy) ops_bf16_weights(be, NULL, 0);
+    free(x), free(master), free(g), free(f), free(g2), free(f2);
+}
+
 static void test_equal_to_sequence(void) {
     const char *precs[] = {"fp32", "bf16"};
     for (int pr = 0; pr < 2; pr++) {
@@ -136,8 +164,13 @@ static void test_equal_to_sequence(void) {
         check_gelu_case(300, 211, precs[pr]); /* past XR_PAR_MIN: the threads' column ranges */
         check_gelu_case(1, 7, precs[pr]);
         check_gelu_case(65, 1, precs[pr]);
+        int lg[][3] = {{300, 211, 67}, {1, 7, 1}, {65, 1, 33}};
+        for (int k = 0; k < 3; k++)
+            for (int copy = 0; copy <= pr; copy++)
+                check_linear_gelu_case(lg[k][0], lg[k][1], lg[k][2], copy, precs[pr]);
         printf("%s: dropout_add_layernorm (+ backward) equal to the unfused ops bit for bit in %d cases; "
-               "gelu_bias_backward in 3 shapes\n", precs[pr], cases);
+               "gelu_bias_backward in 3 shapes; linear_gelu in 3 shapes%s\n", precs[pr], cases,
+               pr ? " (with and without the weights' working copy)" : "");
     }
     ops_act_precision(be, XR_PREC_FP32);
 }

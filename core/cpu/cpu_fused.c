@@ -35,3 +35,13 @@ void cpu_gelu_bias_backward(Backend *be, float *dx, float *db, const float *x, c
     cpu_gelu_backward(be, dx, x, dy, (size_t)M * N);
     if (db) cpu_colsum_add(be, db, dx, M, N);
 }
+
+void cpu_linear_gelu(Backend *be, float *g, float *f, const float *x, const float *W, const float *b, int M, int N,
+                     int K) {
+    if (M <= 0 || N <= 0) return;
+    if (g == f || f == x || g == x)
+        xr_die("ops_linear_gelu: the outputs g %p and f %p may alias neither each other nor x %p", (void *)g,
+               (void *)f, (const void *)x);
+    cpu_linear(be, f, x, W, b, M, N, K);
+    cpu_gelu(be, g, f, (size_t)M * N);
+}

@@ -4,6 +4,7 @@
 #ifndef XR_CUDA_INTERNAL_CUH
 #define XR_CUDA_INTERNAL_CUH
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 
@@ -48,6 +49,28 @@ static inline cudaStream_t op_stream(Backend *be) { return (cudaStream_t)cuda_op
  * waits for the device. Contents are not kept between ops. */
 #define XR_TRAIN_SCRATCH 3
 void *cuda_ops_scratch(Backend *be, int slot, size_t bytes);
+/* ---- bf16 training storage (ops_list.h, "training precision"); helpers inside an op, not ops themselves (they
+ * do not count in the op counter that keeps a producer's bf16 copy valid for the next op) ---- */
+/* v as the activations are stored: rnd 1 (ops_act_precision(BF16)): rounded to nearest-even bf16 and kept in an fp32
+ * word, the CPU emulation's xr_bf16_round; rnd 0: v. */
+static __device__ __forceinline__ float act_round(float v, int rnd) {
+    return rnd ? __bfloat162float(__float2bfloat16_rn(v)) : v;
+}
+/* 1 when the forward ops store activations in bf16 (ops_act_precision(BF16)), else 0. */
+int cuda_ops_act_bf16(Backend *be);
+/* Rounds x[0, n) in place as the activations are stored (nothing in fp32): for outputs cuBLAS writes in fp32. */
+void cuda_ops_act_store(Backend *be, float *x, size_t n);
+/* W's view in the bf16 working copy (ops_bf16_weights), or NULL when W is not in the registered buffer. */
+const __nv_bfloat16 *cuda_ops_working_weight(Backend *be, const float *W);
+/* x[0, n) rounded to bf16 in the backend's operand scratch `slot` (0 or 1; contents valid until the next use of that
+ * slot): a GEMM operand. */
+const __nv_bfloat16 *cuda_ops_bf16_operand(Backend *be, const float *x, size_t n, int slot);
+/* Row-major C[M,N] = alpha op(A) op(B) + beta C with bf16 A and B, fp32 C and fp32 accumulation (cublasGemmEx,
+ * CUBLAS_COMPUTE_32F: the products of bf16 values are exact in fp32); deterministic for a given GPU and shape. */
+void cuda_ops_gemm_bf16(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta, float *C,
+                        int ldc);
+
 /* The backend's cuBLAS handle (bound to its stream; math mode as the backend's precision) for ops outside
  * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu). */
 cublasHandle_t cuda_ops_blas(Backend *be);

@@ -3,7 +3,9 @@
  * accumulation throughout, so results match the CPU backend to float rounding (see tests/test_cuda_ops.c).
  * BF16 mode (opt-in) runs ops_linear as bf16 cuBLASLt GEMMs with a fused bias and inference attention as a
  * fused flash-style kernel (flash_attn.cu; head sizes 32 and 64), else as batched bf16 GEMMs over padded
- * per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). */
+ * per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). bf16 training (ops_bf16_weights,
+ * ops_act_precision): the weights' bf16 working copy that GEMMs read, and forward outputs rounded to bf16 values
+ * (tests/test_cuda_bf16_train.c). */
 #include "cuda/ops_cuda.h"
 #include "cuda/flash_attn.h"
 #include "cuda/cuda_internal.cuh"
@@ -30,6 +32,7 @@ enum AttPath { ATT_FLASH, ATT_GEMM, ATT_EXACT };
  * for the backend's life. */
 enum {
     SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW,
+    SCR_OPND0, SCR_OPND1, /* bf16 training: the backward GEMMs' rounded operands (cuda_ops_bf16_operand) */
     SCR_TRAIN0, SCR_COUNT = SCR_TRAIN0 + XR_TRAIN_SCRATCH
 };
 
@@ -67,6 +70,7 @@ typedef struct {
     __nv_bfloat16 *wcopy;
     size_t wn;
     int64_t wrefreshes;
+    int act_bf16; /* ops_act_precision(BF16): forward ops round what they store to bf16 (act_round) */
 } CudaState;
 
 static CudaState *st_of(Backend *be) {
@@ -423,12 +427,50 @@ extern "C" int64_t cuda_ops_weights_refresh(Backend *be) {
     return ++st->wrefreshes;
 }
 
-extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) {
-    (void)st_of(be);
-    /* refused, not ignored: a bf16 run must not silently compute something else than the CPU emulation */
-    if (p == XR_PREC_BF16)
-        xr_die("ops_act_precision: bf16 activation storage is not on the CUDA backend yet (the CPU backend emulates "
-               "it; `xrank train --precision bf16` is refused until the GPU has it)");
+/* Stepping stone (docs/DESIGN.md, "bf16 training"): activations stored in bf16 are fp32 words holding bf16 values, as
+ * the CPU emulation's, so every op keeps its fp32 signature and the GPU's stored values can be checked against the
+ * emulation's bit for bit. GEMM consumers still cast them to 2-byte operands (exactly: they are bf16 values), except
+ * where the producer wrote a bf16 copy for the very next GEMM (linear_gelu). */
+extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { st_of(be)->act_bf16 = p == XR_PREC_BF16; }
+
+/* not ops: they do not count in st->ops */
+int cuda_ops_act_bf16(Backend *be) { return ((const CudaState *)be->impl)->act_bf16; }
+
+__global__ void k_round_bf16(float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = act_round(x[i], 1);
+}
+
+static void act_store(CudaState *st, float *x, size_t n) {
+    if (!st->act_bf16 || !n) return;
+    k_round_bf16<<<blocks_for(n, 256), 256, 0, st->stream>>>(x, n);
+    XR_LAUNCHED();
+}
+
+void cuda_ops_act_store(Backend *be, float *x, size_t n) { act_store((CudaState *)be->impl, x, n); }
+
+const __nv_bfloat16 *cuda_ops_bf16_operand(Backend *be, const float *x, size_t n, int slot) {
+    CudaState *st = (CudaState *)be->impl;
+    if (slot < 0 || slot > 1) xr_die("cuda_ops_bf16_operand: slot %d out of range", slot);
+    __nv_bfloat16 *o = (__nv_bfloat16 *)scratch(st, SCR_OPND0 + slot, (n ? n : 1) * 2);
+    if (n) to_bf16(st, o, x, n);
+    return o;
+}
+
+void cuda_ops_gemm_bf16(Backend *be, int ta, int tb, int M, int N, int K, float alpha, const __nv_bfloat16 *A,
+                        int lda, const __nv_bfloat16 *B, int ldb, float beta, float *C, int ldc) {
+    CudaState *st = (CudaState *)be->impl;
+    if (M <= 0 || N <= 0) return;
+    /* the handle's pedantic math mode (fp32 backends) would keep cuBLAS off the tensor cores; with bf16 operands
+     * and CUBLAS_COMPUTE_32F the default mode changes no result's definition (exact products, fp32 sums) */
+    cublasMath_t mm;
+    XR_BLAS(cublasGetMathMode(st->blas, &mm));
+    XR_BLAS(cublasSetMathMode(st->blas, CUBLAS_DEFAULT_MATH));
+    /* row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T, as gemm_rm */
+    XR_BLAS(cublasGemmEx(st->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
+                         CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT));
+    XR_BLAS(cublasSetMathMode(st->blas, mm));
 }
 
 /* W's view in the working copy, or NULL when W is not in the registered master buffer. */
@@ -440,6 +482,10 @@ static const __nv_bfloat16 *working_weight(const CudaState *st, const float *W) 
 /* not an op: does not count in st->ops (the bf16 copies of outputs stay valid across it) */
 extern "C" int cuda_ops_in_working_copy(Backend *be, const float *W) {
     return working_weight((const CudaState *)be->impl, W) != NULL;
+}
+
+const __nv_bfloat16 *cuda_ops_working_weight(Backend *be, const float *W) {
+    return working_weight((const CudaState *)be->impl, W);
 }
 
 extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N,
@@ -455,12 +501,18 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
             to_bf16(st, xc, x, (size_t)M * K);
             xb = xc;
         }
-        if (lt_linear(st, y, xb, wc, b, M, N, K, 0)) return;
+        if (lt_linear(st, y, xb, wc, b, M, N, K, 0)) {
+            act_store(st, y, (size_t)M * N);
+            return;
+        }
         xr_die("cuda_ops_linear: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
     }
     if (st->mode == XR_GEMM_BF16) {
         if (st->bf16_fast) {
-            if (lt_linear(st, y, x, W, b, M, N, K, 1)) return;
+            if (lt_linear(st, y, x, W, b, M, N, K, 1)) {
+                act_store(st, y, (size_t)M * N);
+                return;
+            }
         } else {
             /* round the operands to bf16 once here, so cuBLAS runs its native bf16 kernels; x is often
              * already there (the previous op's bf16 copy of its output) */
@@ -472,7 +524,10 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
             }
             __nv_bfloat16 *wb = (__nv_bfloat16 *)scratch(st, SCR_W, (size_t)N * K * 2);
             to_bf16(st, wb, W, (size_t)N * K);
-            if (lt_linear(st, y, xb, wb, b, M, N, K, 0)) return;
+            if (lt_linear(st, y, xb, wb, b, M, N, K, 0)) {
+                act_store(st, y, (size_t)M * N);
+                return;
+            }
         }
     }
     float beta = 0.0f;
@@ -483,17 +538,67 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
         beta = 1.0f;
     }
     gemm_rm(st, 0, 1, M, N, K, 1.0f, x, K, W, K, beta, y, N);
+    act_store(st, y, (size_t)M * N);
+}
+
+/* Exact GELU (erf), as the GELU kernels have always computed it (the CPU: x Phi(x), the same up to fp32 rounding). */
+static __device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+/* ---------------- fused: linear + bias + GELU (the FFN's first layer; ops_linear_gelu) ---------------- */
+
+/* f = store(f + b) in place (f holds the GEMM's product without its bias), g = store(GELU(f)); g16 (when given) the
+ * bf16 copy of g for the next GEMM. Element-wise: each element is read, then written, by one thread. */
+__global__ void k_bias_gelu(float *g, float *f, const float *b, size_t M, int N, __nv_bfloat16 *g16, int rnd) {
+    size_t total = M * (size_t)N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float v = act_round(b ? f[i] + b[i % N] : f[i], rnd);
+        f[i] = v;
+        float y = act_round(gelu_erf(v), rnd);
+        g[i] = y;
+        if (g16) g16[i] = __float2bfloat16_rn(y);
+    }
+}
+
+extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const float *x, const float *W, const float *b,
+                                     int M, int N, int K) {
+    CudaState *st = st_of(be);
+    if (M <= 0 || N <= 0) return;
+    if (g == f || f == x || g == x)
+        xr_die("cuda_ops_linear_gelu: the outputs g %p and f %p may alias neither each other nor x %p", (void *)g,
+               (void *)f, (const void *)x);
+    const __nv_bfloat16 *wc = working_weight(st, W);
+    if (!wc) {
+        /* fp32 weights: the unfused pair, so fp32 training keeps its bits (the counter moves on: no stale copy) */
+        cuda_ops_linear(be, f, x, W, b, M, N, K);
+        cuda_ops_gelu(be, g, f, (size_t)M * N);
+        return;
+    }
+    /* bf16 training: the product through the working copy without its bias, then bias + GELU in one pass that also
+     * writes g's bf16 copy, which the next op (the FFN's second linear) reads instead of casting g again */
+    const __nv_bfloat16 *xb = shadow_hit(st, x, (size_t)M * K);
+    if (!xb) {
+        __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
+        to_bf16(st, xc, x, (size_t)M * K);
+        xb = xc;
+    }
+    if (!lt_linear(st, f, xb, wc, NULL, M, N, K, 0))
+        xr_die("cuda_ops_linear_gelu: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
+    size_t n = (size_t)M * N;
+    __nv_bfloat16 *g16 = (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+    k_bias_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(g, f, b, (size_t)M, N, g16, st->act_bf16);
+    XR_LAUNCHED();
+    shadow_set(st, g, n, 0);
 }
 
 /* ---------------- token-wise kernels ---------------- */
 
 __global__ void k_embed(float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
-                        const float *word, const float *pos, const float *type, int n, int H) {
+                        const float *word, const float *pos, const float *type, int n, int H, int rnd) {
     size_t total = (size_t)n * H;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
         size_t i = e / H, j = e % H;
         float t = type[(types ? (size_t)types[i] * H : 0) + j];
-        out[e] = word[(size_t)ids[i] * H + j] + pos[(size_t)pos_ids[i] * H + j] + t;
+        out[e] = act_round(word[(size_t)ids[i] * H + j] + pos[(size_t)pos_ids[i] * H + j] + t, rnd);
     }
 }
 
@@ -502,7 +607,8 @@ extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, cons
                                int H) {
     CudaState *st = st_of(be);
     if (n <= 0) return;
-    k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(out, ids, pos_ids, types, word, pos, type, n, H);
+    k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(out, ids, pos_ids, types, word, pos, type, n, H,
+                                                                     st->act_bf16);
     XR_LAUNCHED();
 }
 
@@ -511,7 +617,7 @@ extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, cons
 /* One warp per row, two-pass statistics as the CPU: v = x + res is stored in out first (out may alias x or res:
  * each lane reads and writes only its own columns), then the variance of out, then the affine map. */
 __global__ void k_layernorm(float *out, float *mean, float *rstd, const float *x, const float *res, const float *g,
-                            const float *b, int n, int H, float eps, __nv_bfloat16 *out16) {
+                            const float *b, int n, int H, float eps, __nv_bfloat16 *out16, int rnd) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
     size_t off = (size_t)row * H;
@@ -529,7 +635,7 @@ __global__ void k_layernorm(float *out, float *mean, float *rstd, const float *x
     }
     float rs = 1.0f / sqrtf(warp_sum(var) / (float)H + eps);
     for (int j = lane; j < H; j += 32) {
-        float v = (out[off + j] - mu) * rs * g[j] + b[j];
+        float v = act_round((out[off + j] - mu) * rs * g[j] + b[j], rnd);
         out[off + j] = v;
         if (out16) out16[off + j] = __float2bfloat16_rn(v);
     }
@@ -545,30 +651,29 @@ extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *
     if (n <= 0) return;
     __nv_bfloat16 *sh = shadow_for(st, (size_t)n * H);
     k_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
-        out, mean, rstd, x, res, g, b, n, H, eps, sh);
+        out, mean, rstd, x, res, g, b, n, H, eps, sh, st->act_bf16);
     XR_LAUNCHED();
     if (sh) shadow_set(st, out, (size_t)n * H, 0);
 }
 
-__global__ void k_gelu(float *out, const float *x, size_t n, __nv_bfloat16 *out16) {
+__global__ void k_gelu(float *out, const float *x, size_t n, __nv_bfloat16 *out16, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float v = x[i];
-        v = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        float v = act_round(gelu_erf(x[i]), rnd);
         out[i] = v;
         if (out16) out16[i] = __float2bfloat16_rn(v);
     }
 }
 
-__global__ void k_tanh(float *out, const float *x, size_t n) {
+__global__ void k_tanh(float *out, const float *x, size_t n, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = tanhf(x[i]);
+        out[i] = act_round(tanhf(x[i]), rnd);
 }
 
 extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = st_of(be);
     if (!n) return;
     __nv_bfloat16 *sh = shadow_for(st, n);
-    k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh);
+    k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh, st->act_bf16);
     XR_LAUNCHED();
     if (sh) shadow_set(st, out, n, 0);
 }
@@ -576,7 +681,7 @@ extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n)
 extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = st_of(be);
     if (!n) return;
-    k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n);
+    k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, st->act_bf16);
     XR_LAUNCHED();
 }
 
@@ -588,7 +693,7 @@ extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n)
  * warp 0). Lanes split the keys for the scores (kept in shared memory, max_len per warp), the softmax is reduced
  * across the warp, and lanes split the head dimension for p v. Exact softmax in fp32, no online rescaling. */
 __global__ void k_attention(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
-                            int first_only, int max_len, float scale) {
+                            int first_only, int max_len, float scale, int rnd) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -635,7 +740,7 @@ __global__ void k_attention(float *out, float *att, const float *qkv, const int3
     for (int d = lane; d < dh; d += 32) {
         float acc = 0.0f;
         for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * stride + d];
-        o[d] = acc * inv;
+        o[d] = act_round(acc * inv, rnd);
     }
 }
 
@@ -772,8 +877,9 @@ static void attention(Backend *be, float *out, float *att, const float *qkv, con
                       int max_len, int NH, int dh, int first_only) {
     CudaState *st = st_of(be);
     if (S <= 0 || max_len <= 0) return;
-    /* the saved probabilities (att) and the first-row variant keep the exact fp32 kernel */
-    if (st->mode == XR_GEMM_BF16 && st->att_path != ATT_EXACT && !att && !first_only) {
+    /* the saved probabilities (att), the first-row variant and bf16 activation storage (the training contract,
+     * rounded where the output is stored) keep the exact fp32 kernel */
+    if (st->mode == XR_GEMM_BF16 && st->att_path != ATT_EXACT && !att && !first_only && !st->act_bf16) {
         if (st->att_path != ATT_GEMM && xr_flash_supported(dh, qkv, out)) {
             size_t n = (size_t)S * max_len * NH * dh; /* an upper bound of the batch's rows */
             __nv_bfloat16 *sh = shadow_for(st, n);
@@ -791,7 +897,7 @@ static void attention(Backend *be, float *out, float *att, const float *qkv, con
                                                       (int)shmem));
     dim3 grid((unsigned)S * NH, first_only ? 1 : (unsigned)((max_len + XR_ATT_WARPS - 1) / XR_ATT_WARPS));
     k_attention<<<grid, 32 * XR_ATT_WARPS, shmem, st->stream>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
-                                                                1.0f / sqrtf((float)dh));
+                                                                1.0f / sqrtf((float)dh), st->act_bf16);
     XR_LAUNCHED();
 }
 
@@ -807,31 +913,31 @@ extern "C" void cuda_ops_attention_first(Backend *be, float *out, const float *q
 
 /* ---------------- pooling and normalisation ---------------- */
 
-__global__ void k_pool(float *out, const float *x, const int32_t *seq_off, int H, int mean) {
+__global__ void k_pool(float *out, const float *x, const int32_t *seq_off, int H, int mean, int rnd) {
     int s = blockIdx.x;
     int b0 = seq_off[s], L = seq_off[s + 1] - b0;
     for (int j = threadIdx.x; j < H; j += blockDim.x) {
         if (!mean) {
-            out[(size_t)s * H + j] = x[(size_t)b0 * H + j];
+            out[(size_t)s * H + j] = act_round(x[(size_t)b0 * H + j], rnd);
             continue;
         }
         float acc = 0.0f;
         for (int r = 0; r < L; r++) acc += x[(size_t)(b0 + r) * H + j];
-        out[(size_t)s * H + j] = acc * (1.0f / (float)(L > 0 ? L : 1));
+        out[(size_t)s * H + j] = act_round(acc * (1.0f / (float)(L > 0 ? L : 1)), rnd);
     }
 }
 
 extern "C" void cuda_ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
     CudaState *st = st_of(be);
     if (S <= 0) return;
-    k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 0);
+    k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 0, st->act_bf16);
     XR_LAUNCHED();
 }
 
 extern "C" void cuda_ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
     CudaState *st = st_of(be);
     if (S <= 0) return;
-    k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 1);
+    k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 1, st->act_bf16);
     XR_LAUNCHED();
 }
 

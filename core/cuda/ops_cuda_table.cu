@@ -49,6 +49,7 @@ static OpsTable cuda_table_fill(void) {
     t.dropout_add_layernorm = cuda_ops_dropout_add_layernorm;
     t.dropout_add_layernorm_backward = cuda_ops_dropout_add_layernorm_backward;
     t.gelu_bias_backward = cuda_ops_gelu_bias_backward;
+    t.linear_gelu = cuda_ops_linear_gelu;
     t.bf16_weights = cuda_ops_bf16_weights;
     t.weights_refresh = cuda_ops_weights_refresh;
     t.act_precision = cuda_ops_act_precision;

@@ -1,9 +1,10 @@
 /* train_ops.cu: the CUDA backend's training ops (core/ops.h, "training"): dropout with the CPU's Philox masks,
  * the backward passes (linear, LayerNorm, GELU, tanh, attention over packed sequences, poolings, L2 norm,
  * embeddings), the fused ones (dropout + residual + LayerNorm forward and backward, bias + GELU backward) and the
- * optimizer arithmetic (zero, scale, sum of squares, AdamW). fp32 storage. Every reduction
- * whose order changes the result runs in an order fixed by this file's constants (never by atomics or the launch
- * configuration), so two runs give the same bits; sums over tokens accumulate in double, as the CPU's do. */
+ * optimizer arithmetic (zero, scale, sum of squares, AdamW). fp32 storage (forward outputs rounded to bf16
+ * values under ops_act_precision(BF16); with a bf16 working copy ops_linear_backward's GEMMs read bf16). Every
+ * reduction whose order changes the result runs in an order fixed by this file's constants (never by atomics or the
+ * launch configuration), so two runs give the same bits; sums over tokens accumulate in double, as the CPU's do. */
 #include <cub/cub.cuh>
 #include <math.h>
 
@@ -53,7 +54,7 @@ static __device__ __forceinline__ uint32_t drop_draw1(const DropDev &d, int j, u
 /* Block s: the rows of sequence s (seq_off NULL: row s alone, position 0); a thread takes 4 columns of a row
  * (one Philox call gives their 4 draws). Element-wise, so out may alias x or res. */
 __global__ void k_dropout_add(float *out, const float *x, const float *res, const int32_t *seq_off, int H,
-                              DropDev d) {
+                              DropDev d, int rnd) {
     int s = blockIdx.x;
     int r0 = seq_off ? seq_off[s] : s, L = seq_off ? seq_off[s + 1] - r0 : 1;
     uint64_t id = drop_id(d, s);
@@ -68,7 +69,7 @@ __global__ void k_dropout_add(float *out, const float *x, const float *res, cons
             int j = 4 * g + k;
             if (j >= H) break;
             float v = d.on ? (r[k] >= d.thr ? __fmul_rn(x[o + j], d.scale) : 0.0f) : x[o + j];
-            out[o + j] = res ? __fadd_rn(res[o + j], v) : v;
+            out[o + j] = act_round(res ? __fadd_rn(res[o + j], v) : v, rnd);
         }
     }
 }
@@ -78,8 +79,9 @@ extern "C" void cuda_ops_dropout_add(Backend *be, float *out, const float *x, co
     cudaStream_t st = op_stream(be);
     if (S <= 0 || H <= 0) return;
     DropDev dd = drop_dev(d);
-    if (!dd.on && !res && out == x) return;
-    k_dropout_add<<<(unsigned)S, 256, 0, st>>>(out, x, res, seq_off, H, dd);
+    int rnd = cuda_ops_act_bf16(be);
+    if (!dd.on && !res && out == x && !rnd) return; /* bf16 storage: even a no-op stores its output rounded */
+    k_dropout_add<<<(unsigned)S, 256, 0, st>>>(out, x, res, seq_off, H, dd, rnd);
     XR_LAUNCHED();
 }
 
@@ -142,11 +144,19 @@ static void colsums(Backend *be, cudaStream_t st, float *out0, float *out1, cons
 
 extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy,
                                          const float *x, const float *W, int M, int N, int K, int accumulate_dx) {
-    if (cuda_ops_in_working_copy(be, W))
-        xr_die("ops_linear_backward: the bf16 backward GEMMs (reading the weights' working copy) are not on the CUDA "
-               "backend yet");
     cudaStream_t st = op_stream(be);
     if (M <= 0) return;
+    if (const __nv_bfloat16 *wc = cuda_ops_working_weight(be, W)) {
+        /* bf16 training, as the CPU emulation (cpu_linear_backward): both products read bf16 operands (dy rounded,
+         * W's working copy, x rounded: exact, x holds bf16 values already) with fp32 accumulation into the fp32
+         * gradients; the bias sums read the fp32 dy */
+        const __nv_bfloat16 *dyb = cuda_ops_bf16_operand(be, dy, (size_t)M * N, 0);
+        if (dx) cuda_ops_gemm_bf16(be, 0, 0, M, K, N, 1.0f, dyb, N, wc, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
+        if (dW) cuda_ops_gemm_bf16(be, 1, 0, N, K, M, 1.0f, dyb, N, cuda_ops_bf16_operand(be, x, (size_t)M * K, 1), K,
+                                   1.0f, dW, K);
+        if (db) colsums(be, st, db, NULL, dy, NULL, NULL, NULL, M, N);
+        return;
+    }
     /* cuBLAS GEMMs on the same stream (deterministic for a given GPU and shape) */
     if (dx) cuda_ops_gemm(be, 0, 0, M, K, N, 1.0f, dy, N, W, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
     if (dW) cuda_ops_gemm(be, 1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
@@ -404,7 +414,7 @@ static __device__ __forceinline__ int row_seq_dev(const int32_t *seq_off, int S,
  * only its own columns: v and out may alias x or res. Two-pass statistics over v, as ops_layernorm. */
 __global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float *rstd, const float *x,
                                         const float *res, const float *g, const float *b, const int32_t *seq_off,
-                                        int S, int n, int H, float eps, DropDev d) {
+                                        int S, int n, int H, float eps, DropDev d, int rnd) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
     int s = seq_off ? row_seq_dev(seq_off, S, row) : row;
@@ -419,7 +429,8 @@ __global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float
             size_t o = off + 4 * q + k;
             float xv = x[o];
             float dv = d.on ? (r[k] >= d.thr ? __fmul_rn(xv, d.scale) : 0.0f) : xv;
-            float vv = res ? __fadd_rn(res[o], dv) : dv;
+            /* stored as ops_dropout_add stores it; the statistics read the stored v, as ops_layernorm would */
+            float vv = act_round(res ? __fadd_rn(res[o], dv) : dv, rnd);
             v[o] = vv;
             sum += vv;
         }
@@ -434,7 +445,7 @@ __global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float
     for (int q = lane; 4 * q < H; q += 32)
         for (int k = 0; k < 4 && 4 * q + k < H; k++) {
             int j = 4 * q + k;
-            out[off + j] = (v[off + j] - mu) * rs * g[j] + b[j];
+            out[off + j] = act_round((v[off + j] - mu) * rs * g[j] + b[j], rnd);
         }
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
@@ -449,7 +460,7 @@ extern "C" void cuda_ops_dropout_add_layernorm(Backend *be, float *out, float *v
                "%p)", (void *)v, (void *)mean, (void *)rstd, (void *)out);
     if (n <= 0 || H <= 0) return;
     k_dropout_add_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
-        out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, drop_dev(d));
+        out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, drop_dev(d), cuda_ops_act_bf16(be));
     XR_LAUNCHED();
 }
 
@@ -614,7 +625,7 @@ static __device__ size_t att_base(const int32_t *seq_off, int s, int NH, int fir
 /* Forward: P = softmax(q k^T scale) saved in att (before dropout), ctx = dropout(P) v. Shared memory per warp:
  * max_len scores, then dh floats of q. */
 __global__ void k_attention_train(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
-                                  int first_only, int max_len, float scale, DropDev d) {
+                                  int first_only, int max_len, float scale, DropDev d, int rnd) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -669,7 +680,7 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
         for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
-        o[e] = acc;
+        o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
     }
 }
 
@@ -794,7 +805,8 @@ extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, co
     size_t shm = att_shmem((const void *)k_attention_train, (size_t)max_len + dh, max_len, "attention_train");
     dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
     k_attention_train<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
-                                                                   1.0f / sqrtf((float)dh), drop_dev(d));
+                                                                   1.0f / sqrtf((float)dh), drop_dev(d),
+                                                                   cuda_ops_act_bf16(be));
     XR_LAUNCHED();
 }
 
@@ -827,7 +839,7 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
  * bit-identical. lse row of query i of sequence s: first_only ? s : b0 + i. */
 
 __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, const int32_t *seq_off, int NH,
-                                      int dh, int first_only, int max_len, float scale, DropDev d) {
+                                      int dh, int first_only, int max_len, float scale, DropDev d, int rnd) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -878,7 +890,7 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
         for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
-        o[e] = acc;
+        o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
     }
 }
 
@@ -986,7 +998,8 @@ extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse
         att_shmem((const void *)k_attention_train_lse, (size_t)max_len + dh, max_len, "attention_train_lse");
     dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
     k_attention_train_lse<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, lse, qkv, seq_off, NH, dh, first_only,
-                                                                       max_len, 1.0f / sqrtf((float)dh), drop_dev(d));
+                                                                       max_len, 1.0f / sqrtf((float)dh), drop_dev(d),
+                                                                       cuda_ops_act_bf16(be));
     XR_LAUNCHED();
 }
 
