@@ -2,9 +2,9 @@
  * a job on several nodes, each node's leader (node rank 0) relays its node's lines to the other leaders in a UDP
  * datagram every heartbeat period, from the heartbeat thread and its own socket (no MPI call off the main thread:
  * MPI_THREAD_FUNNELED), and writes what it receives into the lines of the remote ranks, so a wait sees a stopped or
- * departed rank on another node as it sees one on its own. The main thread sets it up (addresses exchanged over
- * MPI). A remote line is judged only once a datagram has filled it: where UDP does not get through (a firewall, no
- * IPv4 address), remote ranks keep only --comm-stall-timeout, as before. */
+ * departed rank on another node, and how far it got in the collective sequence, as it sees one on its own. The main
+ * thread sets it up (addresses exchanged over MPI). A remote line is judged only once a datagram has filled it: where
+ * UDP does not get through (a firewall, no IPv4 address), remote ranks keep only --comm-stall-timeout, as before. */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* getifaddrs */
 #include <arpa/inet.h>
@@ -23,7 +23,7 @@
 
 #define XR_HBNET_MAGIC 0x78724842u /* "xrHB" */
 #define XR_HBNET_ADDRS 8
-#define XR_HBNET_MAX_LOCAL 1024 /* ranks per node in one datagram (16 bytes each: 16 KiB) */
+#define XR_HBNET_MAX_LOCAL 1024 /* ranks per node in one datagram (32 bytes each: 32 KiB) */
 
 typedef struct {
     int32_t world;               /* the leader's world rank; -1: no socket there */
@@ -45,6 +45,7 @@ typedef struct {
     uint32_t state;
     uint32_t code;
     uint32_t age_ms; /* how old that rank's clock was when sent */
+    uint64_t begun, done; /* its collective sequence words (XR_HB_BEGUN, XR_HB_DONE) */
 } HbEntry;
 
 struct HbNet {
@@ -169,9 +170,12 @@ void comm_hbnet_tick(HbNet *n, _Atomic uint64_t *hb) {
     for (int i = 0; i < n->nlocal; i++) {
         _Atomic uint64_t *line = &hb[(size_t)n->local[i] * XR_HB_LINE];
         uint64_t t = atomic_load_explicit(&line[XR_HB_CLOCK], memory_order_acquire);
+        /* the state first: once it says the rank left, the sequence words read after it are final */
         HbEntry e = {n->local[i], (uint32_t)atomic_load_explicit(&line[XR_HB_STATE], memory_order_acquire),
                      (uint32_t)atomic_load_explicit(&line[XR_HB_CODE], memory_order_relaxed),
-                     (uint32_t)(now > t ? (now - t < UINT32_MAX ? now - t : UINT32_MAX) : 0)};
+                     (uint32_t)(now > t ? (now - t < UINT32_MAX ? now - t : UINT32_MAX) : 0),
+                     atomic_load_explicit(&line[XR_HB_BEGUN], memory_order_acquire),
+                     atomic_load_explicit(&line[XR_HB_DONE], memory_order_acquire)};
         memcpy(n->buf + sizeof h + sizeof e * (size_t)i, &e, sizeof e);
     }
     size_t len = sizeof h + sizeof(HbEntry) * (size_t)n->nlocal;
@@ -209,7 +213,14 @@ void comm_hbnet_tick(HbNet *n, _Atomic uint64_t *hb) {
             memcpy(&e, n->buf + sizeof h + sizeof e * k, sizeof e);
             if (e.world < 0 || e.world >= n->size || n->via[e.world] != h.from) continue;
             _Atomic uint64_t *line = &hb[(size_t)e.world * XR_HB_LINE];
-            if (e.state != XR_HB_RUNNING && atomic_load(&line[XR_HB_STATE]) == XR_HB_RUNNING) {
+            if (atomic_load(&line[XR_HB_STATE]) != XR_HB_RUNNING) continue; /* its last word is in */
+            /* the sequence words before the state and the clock (release): a reader that sees either sees them;
+             * only forward (datagrams may come out of order) */
+            if (e.begun > atomic_load_explicit(&line[XR_HB_BEGUN], memory_order_relaxed))
+                atomic_store_explicit(&line[XR_HB_BEGUN], e.begun, memory_order_relaxed);
+            if (e.done > atomic_load_explicit(&line[XR_HB_DONE], memory_order_relaxed))
+                atomic_store_explicit(&line[XR_HB_DONE], e.done, memory_order_relaxed);
+            if (e.state != XR_HB_RUNNING) {
                 atomic_store_explicit(&line[XR_HB_CODE], e.code, memory_order_relaxed);
                 atomic_store_explicit(&line[XR_HB_STATE], e.state, memory_order_release);
             }

@@ -38,17 +38,24 @@ struct Comm {
     int *hb_via;         /* [size] the world rank of the leader that relays each rank's line; -1: on this node */
     void *hb_thread;     /* the heartbeat thread (pthread_t *) */
     double left_seen;    /* CLOCK_MONOTONIC s when a wait first saw a node peer that left the job (0: none yet) */
+    /* Collective sequence: every rank calls the public collectives of comm.h in the same order, so the n-th one is the
+     * same collective everywhere. op_seq: the last one this rank began; op_cur: the one its current wait belongs to
+     * (0: none, or a wait outside the sequence: the node-shared flags). A wait on a peer that left judges it by the
+     * highest one the peer completed (XR_HB_DONE), one still running by the last it began (XR_HB_BEGUN). */
+    uint64_t op_seq, op_cur;
     const CommOps *ops;  /* buffer collectives (comm_mpi_ops until comm_attach) */
     void *impl;          /* the implementation's state */
     Backend *be;         /* backend whose memory the buffer collectives take (NULL: host) */
 };
 
 /* Heartbeat line words: the clock (CLOCK_MONOTONIC ms of this machine; 0: nothing heard yet), how the rank left the
- * job, its exit code. */
+ * job, its exit code, the sequence number of the last collective it began and the highest one it completed. */
 #define XR_HB_LINE 8 /* uint64 per 64-byte line */
 #define XR_HB_CLOCK 0
 #define XR_HB_STATE 1
 #define XR_HB_CODE 2
+#define XR_HB_BEGUN 3
+#define XR_HB_DONE 4
 enum { XR_HB_RUNNING = 0, XR_HB_FINISHED = 1, XR_HB_FAILED = 2, XR_HB_EXITED = 3 };
 
 /* The heartbeat across nodes (comm_hbnet.c). Start: collective over the world on the main thread, with this node's

@@ -33,6 +33,38 @@ static void comm_hb_stop(Comm *c);
 static void comm_hb_mark(_Atomic uint64_t *line, uint64_t state, int code);
 static void comm_mpi_wait_peer(Comm *c, int n, MPI_Request *rq, const char *what, int peer);
 
+/* ---- collective sequence (Comm.op_seq / op_cur in comm_impl.h) ----
+ * Every public collective here (the host messages, the node-shared set-ups, each buffer collective) takes the next
+ * number and writes it in this rank's heartbeat line when it begins (XR_HB_BEGUN) and when it completes (XR_HB_DONE,
+ * the highest completed). Every rank calls them in the same order, so a waiting rank can tell a peer that left after
+ * its part of the collective it waits in (not the cause of the wait) from one that left before it, and a peer still
+ * running that has not reached it (the one the wait is for) from one that has. */
+static uint64_t comm_op_number(Comm *c) {
+    c->op_seq++;
+    if (c->hb)
+        atomic_store_explicit(&c->hb[(size_t)c->rank * XR_HB_LINE + XR_HB_BEGUN], c->op_seq, memory_order_release);
+    return c->op_seq;
+}
+
+static void comm_op_done(Comm *c, uint64_t seq) {
+    if (!c->hb) return;
+    _Atomic uint64_t *w = &c->hb[(size_t)c->rank * XR_HB_LINE + XR_HB_DONE];
+    if (atomic_load_explicit(w, memory_order_relaxed) < seq) atomic_store_explicit(w, seq, memory_order_release);
+}
+
+/* Begins a collective: the waits until comm_op_end belong to it. Returns the one it is part of (comm_allgather is a
+ * gather and broadcasts; 0: none), for comm_op_end. */
+static uint64_t comm_op_begin(Comm *c) {
+    uint64_t outer = c->op_cur;
+    c->op_cur = comm_op_number(c);
+    return outer;
+}
+
+static void comm_op_end(Comm *c, uint64_t outer) {
+    comm_op_done(c, c->op_cur);
+    c->op_cur = outer;
+}
+
 /* Process-wide, for the two hooks that get no Comm (xr_abort_hook, atexit): the thread that initialised MPI (the only
  * one allowed MPI calls under MPI_THREAD_FUNNELED) and this rank's heartbeat line (NULL: none, or torn down). */
 static pthread_t comm_main_thread;
@@ -154,9 +186,11 @@ int comm_local_rank(const Comm *c) {
 
 void comm_barrier(Comm *c) {
     if (c->size == 1) return;
+    uint64_t outer = comm_op_begin(c);
     MPI_Request rq;
     comm_checked(MPI_Ibarrier(c->world, &rq), "MPI_Ibarrier");
     comm_mpi_wait_timed(c, 1, &rq, "barrier");
+    comm_op_end(c, outer);
 }
 
 void comm_abort(Comm *c, int code) {
@@ -167,6 +201,7 @@ void comm_abort(Comm *c, int code) {
 }
 
 void comm_bcast(Comm *c, void *buf, size_t n, int root) {
+    uint64_t outer = comm_op_begin(c);
     char *p = buf;
     for (size_t off = 0; off < n; off += XR_COMM_PIECE) {
         size_t k = n - off < XR_COMM_PIECE ? n - off : XR_COMM_PIECE;
@@ -174,9 +209,11 @@ void comm_bcast(Comm *c, void *buf, size_t n, int root) {
         comm_checked(MPI_Ibcast(p + off, (int)k, MPI_BYTE, root, c->world, &rq), "MPI_Ibcast");
         comm_mpi_wait_peer(c, 1, &rq, "broadcast", c->rank == root ? -1 : root);
     }
+    comm_op_end(c, outer);
 }
 
 void comm_bcast_buf(Comm *c, char **buf, size_t *n, int root) {
+    uint64_t outer = comm_op_begin(c);
     uint64_t len = c->rank == root ? (uint64_t)*n : 0;
     MPI_Request rq;
     comm_checked(MPI_Ibcast(&len, 1, MPI_UINT64_T, root, c->world, &rq), "MPI_Ibcast(size)");
@@ -187,6 +224,7 @@ void comm_bcast_buf(Comm *c, char **buf, size_t *n, int root) {
         (*buf)[*n] = 0;
     }
     comm_bcast(c, *buf, *n, root);
+    comm_op_end(c, outer);
 }
 
 static void comm_send(Comm *c, const void *buf, size_t n, int dest) {
@@ -210,6 +248,7 @@ static void comm_recv(Comm *c, void *buf, size_t n, int src) {
 }
 
 char *comm_gather(Comm *c, const void *buf, size_t n, int root, size_t *out_n, size_t *counts) {
+    uint64_t outer = comm_op_begin(c);
     uint64_t mine = n;
     uint64_t *all = c->rank == root ? xr_malloc(sizeof(uint64_t) * (size_t)c->size) : NULL;
     MPI_Request rq;
@@ -217,6 +256,7 @@ char *comm_gather(Comm *c, const void *buf, size_t n, int root, size_t *out_n, s
     comm_mpi_wait_timed(c, 1, &rq, "gather (sizes)");
     if (c->rank != root) {
         comm_send(c, buf, n, root);
+        comm_op_end(c, outer);
         return NULL;
     }
     size_t total = 0;
@@ -234,10 +274,12 @@ char *comm_gather(Comm *c, const void *buf, size_t n, int root, size_t *out_n, s
     out[total] = 0;
     *out_n = total;
     free(all);
+    comm_op_end(c, outer);
     return out;
 }
 
 char *comm_allgather(Comm *c, const void *buf, size_t n, size_t *out_n, size_t *counts) {
+    uint64_t outer = comm_op_begin(c);
     size_t total = 0;
     char *out = comm_gather(c, buf, n, 0, &total, counts);
     comm_bcast_buf(c, &out, &total, 0);
@@ -249,16 +291,21 @@ char *comm_allgather(Comm *c, const void *buf, size_t n, size_t *out_n, size_t *
         free(tmp);
     }
     *out_n = total;
+    comm_op_end(c, outer);
     return out;
 }
 
 int comm_check(Comm *c, int status, XrErr *e) {
     assert(status == 0 || status == -1);
+    uint64_t outer = comm_op_begin(c);
     int failed = status != 0 ? c->rank : INT_MAX, first = INT_MAX;
     MPI_Request rq;
     comm_checked(MPI_Iallreduce(&failed, &first, 1, MPI_INT, MPI_MIN, c->world, &rq), "MPI_Iallreduce");
     comm_mpi_wait_timed(c, 1, &rq, "error check");
-    if (first == INT_MAX) return 0;
+    if (first == INT_MAX) {
+        comm_op_end(c, outer);
+        return 0;
+    }
     XrErr tmp;
     if (c->rank == first) {
         tmp = *e;
@@ -271,6 +318,7 @@ int comm_check(Comm *c, int status, XrErr *e) {
     comm_bcast(c, tmp.msg, sizeof tmp.msg, first);
     tmp.msg[sizeof tmp.msg - 1] = 0;
     if (e) *e = tmp;
+    comm_op_end(c, outer);
     return -1;
 }
 
@@ -279,6 +327,7 @@ int comm_check(Comm *c, int status, XrErr *e) {
 
 static void comm_allreduce_host(Comm *c, void *buf, size_t n, MPI_Datatype t, size_t esz, const char *what) {
     if (c->size == 1) return;
+    uint64_t outer = comm_op_begin(c);
     for (size_t i = 0; i < n; i += XR_COMM_ELEMS) {
         size_t k = n - i < XR_COMM_ELEMS ? n - i : XR_COMM_ELEMS;
         MPI_Request rq;
@@ -286,6 +335,7 @@ static void comm_allreduce_host(Comm *c, void *buf, size_t n, MPI_Datatype t, si
                      "MPI_Iallreduce");
         comm_mpi_wait_timed(c, 1, &rq, what);
     }
+    comm_op_end(c, outer);
 }
 
 void comm_allreduce_sum_f32(Comm *c, float *buf, size_t n) {
@@ -507,20 +557,53 @@ __attribute__((noreturn)) static void comm_die_msg(Comm *c) {
     exit(3);
 }
 
-/* A peer that left the job (comm_leave, comm_finalize, exit) and can be what this wait waits for: the world rank
- * `peer` itself, or any one when the wait is for several (peer -1). Its world rank, -1 when none; *state and *code
- * say how it left. */
-static int comm_hb_left(const Comm *c, int peer, uint64_t *state, int *code) {
+/* A peer that left the job (comm_leave, comm_finalize, exit) among the world rank `peer` itself, or all when the wait
+ * is for several (peer -1): with after 0, one that can be what this wait waits for (it had not completed collective
+ * `seq` when it left; with seq 0, any); with after 1, one that left after completing it (done its part: not the
+ * cause). Its world rank, -1 when none; *state and *code say how it left. */
+static int comm_hb_left(const Comm *c, int peer, uint64_t seq, int after, uint64_t *state, int *code) {
     if (!c->hb) return -1;
     for (int r = peer >= 0 ? peer : 0; r < (peer >= 0 ? peer + 1 : c->size); r++) {
         if (r == c->rank) continue;
-        uint64_t st = atomic_load_explicit(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_STATE], memory_order_acquire);
+        const _Atomic uint64_t *line = &c->hb[(size_t)r * XR_HB_LINE];
+        uint64_t st = atomic_load_explicit(&line[XR_HB_STATE], memory_order_acquire);
         if (st == XR_HB_RUNNING) continue;
+        /* the state is written after the sequence words (release / acquire): what is read now is final */
+        int done = seq > 0 && atomic_load_explicit(&line[XR_HB_DONE], memory_order_relaxed) >= seq;
+        if (done != after) continue;
         *state = st;
-        *code = (int)(uint32_t)atomic_load_explicit(&c->hb[(size_t)r * XR_HB_LINE + XR_HB_CODE], memory_order_relaxed);
+        *code = (int)(uint32_t)atomic_load_explicit(&line[XR_HB_CODE], memory_order_relaxed);
         return r;
     }
     return -1;
+}
+
+/* The peers still running that have not begun collective `seq` (heard from: a remote line never filled is not judged),
+ * as "rank R" or "ranks R1, R2, ..." in buf; 0 when there is none (or no sequence: seq 0). */
+static int comm_hb_missing(const Comm *c, uint64_t seq, char *buf, size_t n) {
+    if (!c->hb || seq == 0) return 0;
+    int count = 0;
+    size_t len = 0;
+    char list[80] = "";
+    for (int r = 0; r < c->size; r++) {
+        const _Atomic uint64_t *line = &c->hb[(size_t)r * XR_HB_LINE];
+        if (r == c->rank || atomic_load_explicit(&line[XR_HB_CLOCK], memory_order_acquire) == 0 ||
+            atomic_load_explicit(&line[XR_HB_STATE], memory_order_acquire) != XR_HB_RUNNING ||
+            atomic_load_explicit(&line[XR_HB_BEGUN], memory_order_acquire) >= seq)
+            continue;
+        if (count++ < 8 && len < sizeof list)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", count > 1 ? ", " : "", r);
+    }
+    if (count > 8 && len < sizeof list) snprintf(list + len, sizeof list - len, ", ... (%d in all)", count);
+    if (count) snprintf(buf, n, "%s %s", count > 1 ? "ranks" : "rank", list);
+    return count;
+}
+
+/* How a peer left, for the messages: "finished, exit 0", ... */
+static void comm_hb_how(uint64_t state, int code, char *how, size_t n) {
+    if (state == XR_HB_FINISHED) snprintf(how, n, "finished, exit 0");
+    else if (state == XR_HB_FAILED) snprintf(how, n, "failed, exit %d", code);
+    else snprintf(how, n, "its process exited without closing the communicator");
 }
 
 /* " (on another node: heard through rank L over UDP)" for a rank relayed by a leader; "" on this node. */
@@ -536,15 +619,15 @@ static const char *comm_hb_where(const Comm *c, int r, char *buf, size_t n) {
 
 void comm_wait_check(Comm *c, const char *what, double waited, int peer) {
     uint64_t state = 0;
-    int code = 0, left = comm_hb_left(c, peer, &state, &code);
+    /* a peer that left after its part of this collective is not waited for: with 3 or more ranks the root of a gather
+     * or a broadcast may still wait for another one (that one, if any, is judged below) */
+    int code = 0, left = comm_hb_left(c, peer, c->op_cur, 0, &state, &code);
     if (left >= 0) {
         double now = comm_now();
         if (c->left_seen == 0) c->left_seen = now;
         if (now - c->left_seen >= XR_LEFT_GRACE) {
             char how[96];
-            if (state == XR_HB_FINISHED) snprintf(how, sizeof how, "finished, exit 0");
-            else if (state == XR_HB_FAILED) snprintf(how, sizeof how, "failed, exit %d", code);
-            else snprintf(how, sizeof how, "its process exited without closing the communicator");
+            comm_hb_how(state, code, how, sizeof how);
             fprintf(stderr,
                     "xrank: rank %d: rank %d left the job (%s) while this rank waits in %s (waited %.1f s): it will "
                     "not take part; stopping the job\n",
@@ -567,19 +650,36 @@ void comm_wait_check(Comm *c, const char *what, double waited, int peer) {
 }
 
 void comm_die_timeout_peer(Comm *c, const char *what, double waited, int peer) {
-    char peers[96];
-    if (peer >= 0)
-        snprintf(peers, sizeof peers, "rank %d", peer);
-    else if (c->size == 2)
-        snprintf(peers, sizeof peers, "rank %d", 1 - c->rank);
-    else
-        snprintf(peers, sizeof peers, "one of ranks 0-%d other than %d", c->size - 1, c->rank);
+    char peers[128], also[224] = "";
+    uint64_t seq = c->op_cur, bg = 0;
+    if (peer >= 0 && c->hb && seq)
+        bg = atomic_load_explicit(&c->hb[(size_t)peer * XR_HB_LINE + XR_HB_BEGUN], memory_order_acquire);
+    /* the ranks that have not reached this collective, unless the wait is for one peer that has not either (a
+     * broadcast's root stands for a whole tree of senders: named only while it is one of the missing) */
+    int missing = (peer < 0 || bg >= seq) ? comm_hb_missing(c, seq, peers, sizeof peers) : 0;
+    if (missing == 0) {
+        if (peer >= 0)
+            snprintf(peers, sizeof peers, "rank %d", peer);
+        else if (c->size == 2)
+            snprintf(peers, sizeof peers, "rank %d", 1 - c->rank);
+        else
+            snprintf(peers, sizeof peers, "one of ranks 0-%d other than %d", c->size - 1, c->rank);
+    }
+    uint64_t state = 0;
+    int code = 0, gone = comm_hb_left(c, -1, seq, 1, &state, &code);
+    if (gone >= 0) { /* both facts: the one that left did its part, the one named did not */
+        char how[96];
+        comm_hb_how(state, code, how, sizeof how);
+        snprintf(also, sizeof also, "; rank %d left the job after its part in this collective (%s)", gone, how);
+    }
     int local = comm_hb_all_heard(c); /* every peer has a heartbeat: the late one is alive */
+    const char *state_s = !local         ? "dead or hung"
+                          : missing > 1 ? "alive, their heartbeats go on, but they have not reached this wait: hung"
+                                        : "alive, its heartbeat goes on, but it has not reached this wait: hung";
     fprintf(stderr,
-            "xrank: rank %d: %s did not complete within %.0f s (--comm-stall-timeout %.0f): %s stopped answering (%s); "
-            "stopping the job\n",
-            c->rank, what, waited, c->stall_s, peers,
-            local ? "alive, its heartbeat goes on, but it has not reached this wait: hung" : "dead or hung");
+            "xrank: rank %d: %s did not complete within %.0f s (--comm-stall-timeout %.0f): %s stopped answering "
+            "(%s)%s; stopping the job\n",
+            c->rank, what, waited, c->stall_s, peers, state_s, also);
     comm_die_msg(c);
 }
 
@@ -597,6 +697,7 @@ struct CommReq {
     void *impl;
     const char *what;
     size_t n;
+    uint64_t seq; /* its number in the collective sequence */
 };
 
 static const char *coll_names[] = {"all-reduce", "reduce-scatter", "all-gather"};
@@ -612,6 +713,7 @@ static CommReq *comm_start(Comm *c, CollKind kind, float *buf, size_t n, const s
     r->ops = c->ops;
     r->what = coll_names[kind];
     r->n = n;
+    r->seq = comm_op_number(c);
     r->impl = c->ops->start(c, kind, buf, n, counts); /* also at one rank: the 1-rank tests reach NCCL */
     return r;
 }
@@ -626,7 +728,7 @@ CommReq *comm_buf_iallgather(Comm *c, float *buf, const size_t *counts) {
 
 int comm_test(Comm *c, CommReq *r) {
     if (!r->impl) return 1;
-    if (r->ops->test(c, r->impl)) r->impl = NULL;
+    if (r->ops->test(c, r->impl)) r->impl = NULL, comm_op_done(c, r->seq);
     return r->impl == NULL;
 }
 
@@ -636,7 +738,10 @@ void comm_wait(Comm *c, CommReq *r) {
         comm_poll_init(&p);
         char what[96];
         snprintf(what, sizeof what, "%s of %zu floats (%s)", r->what, r->n, r->ops->name);
+        uint64_t outer = c->op_cur;
+        c->op_cur = r->seq;
         while (!comm_test(c, r)) comm_poll_pause(c, &p, what);
+        c->op_cur = outer;
     }
     free(r);
 }
@@ -649,7 +754,9 @@ void comm_buf_allgather(Comm *c, float *buf, const size_t *counts) {
     comm_wait(c, comm_buf_iallgather(c, buf, counts));
 }
 void comm_buf_bcast(Comm *c, float *buf, size_t n, int root) {
+    uint64_t outer = comm_op_begin(c);
     c->ops->bcast(c, buf, n, root);
+    comm_op_end(c, outer);
 }
 
 const char *comm_impl_name(const Comm *c) { return c->ops->name; }
@@ -668,6 +775,7 @@ int comm_impl_parse(const char *name) {
 
 int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e) {
     int cuda = be && be->device == XR_DEV_CUDA;
+    uint64_t outer = comm_op_begin(c);
     if (want == COMM_AUTO && cuda) {
         /* NCCL refuses two ranks on one GPU: when any node has more ranks than GPUs, every rank stages. */
         int share = comm_local_size(c) > ops_device_count(XR_DEV_CUDA), any = 0;
@@ -693,7 +801,9 @@ int comm_attach(Comm *c, Backend *be, CommImpl want, XrErr *e) {
         if (want == COMM_STAGED) st = comm_staged_attach(c, be, &mine);
         else if (want == COMM_NCCL) st = comm_nccl_attach(c, be, &mine);
     }
-    if (comm_check(c, st, &mine)) {
+    int rc = comm_check(c, st, &mine);
+    comm_op_end(c, outer);
+    if (rc) {
         if (e) *e = mine;
         return -1;
     }
@@ -804,7 +914,16 @@ static void *comm_node_private_copy(Comm *c, const void *src, size_t len, int no
     return p;
 }
 
+static void *comm_node_share_op(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h);
+
 void *comm_node_share(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h) {
+    uint64_t outer = comm_op_begin(c);
+    void *p = comm_node_share_op(c, src, n, out_n, h);
+    comm_op_end(c, outer);
+    return p;
+}
+
+static void *comm_node_share_op(Comm *c, const void *src, size_t n, size_t *out_n, CommShm **h) {
     *h = NULL;
     uint64_t len = n;
     MPI_Request rq;
@@ -852,6 +971,7 @@ void comm_node_share_free(Comm *c, CommShm *h) {
 #define XR_SHM_LINE 64
 
 CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags) {
+    uint64_t outer = comm_op_begin(c);
     int n = 1, me = 0;
     comm_checked(MPI_Comm_size(c->node, &n), "MPI_Comm_size(node)");
     comm_checked(MPI_Comm_rank(c->node, &me), "MPI_Comm_rank(node)");
@@ -890,6 +1010,7 @@ CommShm *comm_node_alloc(Comm *c, size_t bytes, int flags) {
     MPI_Request rq;
     comm_checked(MPI_Ibarrier(c->node, &rq), "MPI_Ibarrier(node)");
     comm_mpi_wait_timed(c, 1, &rq, "node-shared allocation");
+    comm_op_end(c, outer);
     return s;
 }
 
@@ -914,10 +1035,12 @@ static int comm_node_room(const Comm *c, size_t bytes, char *why, size_t why_n) 
 }
 
 int comm_node_alloc_fits(Comm *c, size_t bytes, char *why, size_t why_n) {
+    uint64_t outer = comm_op_begin(c);
     int ok = comm_node_room(c, bytes, why, why_n), all = 0;
     MPI_Request rq;
     comm_checked(MPI_Iallreduce(&ok, &all, 1, MPI_INT, MPI_MIN, c->world, &rq), "MPI_Iallreduce");
     comm_mpi_wait_timed(c, 1, &rq, "shared-memory room");
+    comm_op_end(c, outer);
     if (all && why_n) why[0] = 0;
     else if (ok && why_n) snprintf(why, why_n, "another rank's shared-memory directory lacks room");
     return all;
@@ -953,7 +1076,11 @@ void comm_node_await(Comm *c, CommShm *h, int slot, uint64_t value, const char *
     CommPoll p;
     comm_poll_init(&p);
     p.spin = XR_NODE_SPIN;
+    /* outside the collective sequence: the late rank is known (its counter), whatever it completed before */
+    uint64_t outer = c->op_cur;
+    c->op_cur = 0;
     while ((late = comm_node_laggard(h, slot, value)) >= 0) comm_poll_pause_peer(c, &p, what, h->world_rank[late]);
+    c->op_cur = outer;
 }
 
 int comm_node_leader(const Comm *c) {

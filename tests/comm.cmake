@@ -74,6 +74,22 @@ xr_comm_remote_test(comm_remote_peer_left_ok leave-ok 2 rank)
 xr_comm_remote_test(comm_remote_peer_left_fail leave-fail 2 rank)
 xr_comm_remote_test(comm_remote_peer_busy busy 4 2 -DBUSY=10.5)
 xr_comm_remote_test(comm_remote_peer_stop_no_udp stop 2 rank -DNOUDP=1 -DSTALL=4)
+# A peer that left after its part, with 3 ranks (run_comm_left_after.cmake): rank 1 takes part in a gather to rank 0
+# (or a broadcast from it) and leaves, rank 2 is busy 6 s (2x --comm-timeout 3) before it: rank 0 must wait for rank 2,
+# not name rank 1, and complete (comm_left_after_gather / _gather_fail / _bcast); with --comm-stall-timeout 4 below
+# rank 2's 30 s, rank 0 must stop naming rank 2 as not having reached the gather (comm_left_after_gather_stall).
+foreach(what gather gather-fail bcast)
+  string(REPLACE "-" "_" tag ${what})
+  add_test(NAME comm_left_after_${tag}
+           COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DWHAT=${what}
+                   -DBUSY=6 -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_left_after.cmake)
+endforeach()
+add_test(NAME comm_left_after_gather_stall
+         COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DWHAT=gather
+                 -DBUSY=30 -DSTALL=4 -P ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/comm/run_comm_left_after.cmake)
+set_tests_properties(comm_left_after_gather comm_left_after_gather_fail comm_left_after_bcast
+                     comm_left_after_gather_stall PROPERTIES TIMEOUT 120 LABELS "mpi;comm"
+                     ENVIRONMENT "${XR_MPI_TEST_ENV};OMP_NUM_THREADS=1")
 add_test(NAME comm_thread_level_refused COMMAND test_comm --impl mpi)
 set_tests_properties(comm_thread_level_refused PROPERTIES TIMEOUT 60 LABELS "comm"
                      ENVIRONMENT "${XR_MPI_TEST_ENV};XR_TEST_MPI_THREAD_LEVEL=single"

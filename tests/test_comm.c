@@ -15,7 +15,11 @@
  * test_comm --stall leave-ok|leave-fail ...: rank 1 leaves the job at iteration 20 instead of its exchange, the way a
  * command ends (comm_leave with exit 0 / 1, then the teardown: the node-shared window's collective free with shm,
  * MPI_Finalize), and returns; rank 0 must stop the job within seconds naming rank 1 and how it left. leave-exit: rank 1
- * calls exit(0) there without any teardown. */
+ * calls exit(0) there without any teardown.
+ * test_comm --left-after gather|bcast|gather-fail --busy B ... on 3 ranks: rank 2 computes for B s before a gather to
+ * rank 0 (or a 4 MiB broadcast from it), rank 1 takes part and then leaves (comm_leave with exit 0, or 1 with
+ * gather-fail, then the teardown), so rank 0 waits for rank 2 while rank 1 has left: rank 0 must not name rank 1 and,
+ * with B under --stall-timeout, must finish with the right data; above it, must name rank 2 (tests/comm.cmake). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,9 +185,73 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
     return 0;
 }
 
+/* --left-after: see the top of the file. */
+static int left_after_test(Comm *c, const char *what, double timeout, double stall, double busy, int judge) {
+    int me = comm_rank(c), other = judge >= 0 && me != judge;
+    comm_set_timeout(c, other ? 1000 : timeout);
+    comm_set_stall_timeout(c, other ? 1000 : stall);
+    if (comm_size(c) != 3) {
+        fprintf(stderr, "--left-after needs 3 ranks\n");
+        return 2;
+    }
+    for (int i = 0; i < 3; i++) comm_barrier(c); /* some collectives before, as in a run */
+    if (me == 2) {
+        fprintf(stderr, "test_comm: rank 2 busy for %.1f s before the %s\n", busy, what);
+        fflush(stderr);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        volatile double sink = 0;
+        do {
+            for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
+    }
+    int bad = 0;
+    if (!strncmp(what, "gather", 6)) {
+        int mine[4] = {me, me * 10, me * 100, -me};
+        size_t n = 0, counts[3];
+        char *all = comm_gather(c, mine, sizeof mine, 0, &n, counts);
+        for (int r = 0; me == 0 && r < 3; r++) {
+            int got[4];
+            memcpy(got, all + r * sizeof mine, sizeof got);
+            if (counts[r] != sizeof mine || got[0] != r || got[1] != r * 10 || got[2] != r * 100 || got[3] != -r) {
+                fprintf(stderr, "rank 0: gathered part %d is {%d %d %d %d} (%zu bytes), want {%d %d %d %d} (16)\n", r,
+                        got[0], got[1], got[2], got[3], counts[r], r, r * 10, r * 100, -r);
+                bad = 1;
+            }
+        }
+        free(all);
+    } else {
+        size_t n = (size_t)4 << 20; /* above the eager limit: the root waits for every receiver */
+        unsigned char *b = xr_malloc(n);
+        for (size_t i = 0; i < n; i++) b[i] = me == 0 ? (unsigned char)(i * 31 + 7) : 0;
+        comm_bcast(c, b, n, 0);
+        for (size_t i = 0; i < n && !bad; i++)
+            if (b[i] != (unsigned char)(i * 31 + 7)) {
+                fprintf(stderr, "rank %d: broadcast byte %zu is %u, want %u\n", me, i, b[i],
+                        (unsigned)(unsigned char)(i * 31 + 7));
+                bad = 1;
+            }
+        free(b);
+    }
+    if (me == 1) {
+        int code = !strcmp(what, "gather-fail");
+        fprintf(stderr, "test_comm: rank 1 leaves the job (exit %d) after its part of the %s\n", code, what);
+        fflush(stderr);
+        comm_leave(c, code);
+        comm_finalize(c);
+        return code || bad;
+    }
+    if (me == 0 && !bad)
+        printf("test_comm: %s done, rank 1 left after its part, rank 2 busy %.1f s, not stopped\n", what, busy);
+    fflush(stdout);
+    comm_finalize(c);
+    return bad;
+}
+
 int main(int argc, char **argv) {
     Comm *c = comm_init(&argc, &argv);
-    const char *impl = "mpi", *dev = "cpu", *stall = NULL;
+    const char *impl = "mpi", *dev = "cpu", *stall = NULL, *left_after = NULL;
     double timeout = 10, stall_s = 1800, busy = 0;
     int judge = -1;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -194,7 +262,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--stall-timeout")) stall_s = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--busy")) busy = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--judge")) judge = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--left-after")) left_after = argv[i + 1];
     }
+    if (left_after) return left_after_test(c, left_after, timeout, stall_s, busy, judge);
     if (stall) return stall_test(c, stall, timeout, stall_s, busy, impl, judge);
     Ctx x = {c, NULL, comm_size(c), comm_rank(c)};
     int want_cuda = !strcmp(dev, "cuda") || !strcmp(impl, "nccl");
