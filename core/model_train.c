@@ -127,7 +127,7 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
         p->workspace += (rowd + cols) / 8 * 9;
         if (m->prec == XR_PREC_BF16) {
             /* bf16 training's scratch (core/cuda/ops_cuda.cu), each grown to 9/8 of its largest request: the forward
-             * GEMMs' bf16 x [T, H] (the FFN's second reads the GELU's bf16 copy [T, I] instead), the backward's bf16
+             * GEMMs' cast x [T, H] and the producers' bf16 copies of their outputs [T, I] at most, the backward's bf16
              * dy [T, max(I, 3H)] and x [T, I], an aligned bias [max(I, 3H)], and cuBLASLt's 32 MiB workspace */
             size_t wide = I > 3 * H ? I : 3 * H;
             p->workspace += (T * H * 2 + T * I * 2 * 2 + T * wide * 2 + FBYTES(wide) + ((size_t)32 << 20)) / 8 * 9;

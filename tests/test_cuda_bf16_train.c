@@ -9,11 +9,12 @@
  *   (1, 63, 64, 65, 127, 128, 129 tokens), outputs NaN-poisoned before the call: each stored GPU value is a bf16
  *   number, and the emulation's up to the op's fp32 accumulation order (bound below); what stays fp32 (LayerNorm
  *   statistics, attention probabilities and log-sum-exps) is compared as fp32; linear_backward through the working
- *   copy (bf16 dy, x and W, fp32 accumulation) against the emulation's;
+ *   copy (bf16 dy, x and W, fp32 accumulation) against the emulation's; a linear reading a producer's output through
+ *   the bf16 copy the producer wrote for it the same bits as one that casts;
  * - the whole bf16 training step on the tiny BERT and XLM-R fixtures: one step's logits and gradients against the
  *   emulation's within test_bf16_train's derived bound; STEPS AdamW steps (dropout on, two micro-batches a step),
  *   GPU parameters against the emulation's within Adam's leash, two GPU runs and a GPU run with gradient
- *   checkpointing bit-identical.
+ *   checkpointing bit-identical; the memory plan of a bf16 step on the GPU against the measured peak (within 10%).
  * Bounds. A stored value is round(v), v the op's fp32 result. When the GPU's fp32 result is within delta of the
  * CPU's, the two stored values are at most delta plus one bf16 step (at the larger of them) apart: rounding moves
  * each by at most half a step, and two values delta apart straddle at most one rounding boundary when delta is below
@@ -440,6 +441,68 @@ static void test_gemms(int M, int N, int K) {
     free(d1), free(dg), free(d2);
 }
 
+/* The bf16 copies that producers write for the next op's GEMM (dropout_add_layernorm's output, attention_train /
+ * attention_train_lse's context, linear_gelu's GELU output; GPU only): a linear reading the output right after its
+ * producer (through the copy) must give the same bits as that linear after an unrelated op in between, which
+ * invalidates the copy so that the linear casts the stored values itself (the path the tests above compare with
+ * the emulation). A copy of other values, or of too few rows, shows here. */
+static void test_next_copies(const Pack *p) {
+    const int NH = 2, dh = 33, H = NH * dh, NO = 37, I = 53, N = p->N;
+    size_t nh = (size_t)N * H, ow = 3, og = ow + (size_t)NO * H + 1, o2 = og + (size_t)I * H + 5;
+    size_t nm = o2 + (size_t)NO * I + 3;
+    float *master = rand_nz(nm, 0.3f), *x = rand_nz(nh, 2), *res = rand_nz(nh, 1), *gam = rand_nz(H, 0.5f);
+    float *bet = rand_nz(H, 0.5f), *qkv = rand_nz(nh * 3, 1), *bias = rand_nz(I > NO ? I : NO, 0.2f);
+    for (int j = 0; j < H; j++) gam[j] += 1.0f;
+    Backend *be = gpu;
+    float *dm = put(be, master, nm * 4), *dx = put(be, x, nh * 4), *dr = put(be, res, nh * 4);
+    float *dgam = put(be, gam, H * 4), *dbet = put(be, bet, H * 4), *dq = put(be, qkv, nh * 3 * 4);
+    float *db = put(be, bias, (size_t)(I > NO ? I : NO) * 4), *junk = poisoned(be, 1);
+    float *o = poisoned(be, nh), *v = poisoned(be, nh), *mean = poisoned(be, N), *rstd = poisoned(be, N);
+    float *ctx = poisoned(be, nh), *att = poisoned(be, (size_t)NH * 129 * 129 * NS), *ctx1 = poisoned(be, NS * H);
+    float *lse = poisoned(be, (size_t)NH * NS), *gg = poisoned(be, (size_t)N * I), *ff = poisoned(be, (size_t)N * I);
+    enum { Y_LN, Y_ATT, Y_LSE1, Y_GELU, NY };
+    size_t ny[NY] = {(size_t)N * NO, (size_t)N * NO, (size_t)NS * NO, (size_t)N * NO};
+    float *y[2][NY];
+    XrDropout d = {0.1f, rng_key(8, 8, 8), p->ids_d[1]};
+    ops_bf16_weights(be, dm, nm);
+    ops_act_precision(be, XR_PREC_BF16);
+    for (int brk = 0; brk < 2; brk++) {
+        float *dy[NY];
+        for (int i = 0; i < NY; i++) dy[i] = poisoned(be, ny[i]);
+        ops_dropout_add_layernorm(be, o, v, mean, rstd, dx, dr, dgam, dbet, p->off_d[1], NS, N, H, 1e-12f, &d);
+        if (brk) ops_zero(be, junk, 1);
+        ops_linear(be, dy[Y_LN], o, dm + ow, db, N, NO, H);
+        ops_attention_train(be, ctx, att, dq, p->off_d[1], NS, p->max_len, NH, dh, 0, &d);
+        if (brk) ops_zero(be, junk, 1);
+        ops_linear(be, dy[Y_ATT], ctx, dm + ow, db, N, NO, H);
+        ops_attention_train_lse(be, ctx1, lse, dq, p->off_d[1], NS, p->max_len, NH, dh, 1, &d);
+        if (brk) ops_zero(be, junk, 1);
+        ops_linear(be, dy[Y_LSE1], ctx1, dm + ow, db, NS, NO, H);
+        ops_linear_gelu(be, gg, ff, o, dm + og, db, N, I, H);
+        if (brk) ops_zero(be, junk, 1);
+        ops_linear(be, dy[Y_GELU], gg, dm + o2, db, N, NO, I);
+        for (int i = 0; i < NY; i++) y[brk][i] = get(be, dy[i], ny[i]), ops_free(be, dy[i]);
+    }
+    ops_act_precision(be, XR_PREC_FP32);
+    ops_bf16_weights(be, NULL, 0);
+    const char *names[NY] = {"dropout_add_layernorm -> linear", "attention_train -> linear",
+                             "attention_train_lse first -> linear", "linear_gelu -> linear"};
+    for (int i = 0; i < NY; i++) {
+        size_t diff = 0, nan = 0;
+        for (size_t k = 0; k < ny[i]; k++) {
+            diff += memcmp(&y[0][i][k], &y[1][i][k], 4) != 0;
+            nan += isnan(y[0][i][k]);
+        }
+        TU_CHECK(diff == 0 && nan == 0, "%s: through the producer's bf16 copy %zu of %zu outputs differ from the "
+                 "linear that casts (%zu NaN)", names[i], diff, ny[i], nan);
+        printf("%-52s n=%-7zu through the producer's bf16 copy: %zu differ from casting\n", names[i], ny[i], diff);
+        free(y[0][i]), free(y[1][i]);
+    }
+    float *bufs[] = {dm, dx, dr, dgam, dbet, dq, db, junk, o, v, mean, rstd, ctx, att, ctx1, lse, gg, ff};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ops_free(be, bufs[i]);
+    free(master), free(x), free(res), free(gam), free(bet), free(qkv), free(bias);
+}
+
 /* ---- the whole step ---- */
 
 static Encoder *load_on(const char *model, Backend *be) {
@@ -609,6 +672,65 @@ static void test_steps(const char *name) {
     fix_free(&f);
 }
 
+/* The memory plan of a bf16 step on the GPU (encoder_train_plan: the 2-byte working copy and the bf16 scratch:
+ * operand casts, the producers' copies, cuBLASLt's workspace) against the allocation counter of a fresh backend over
+ * a step whose micro-batch reaches the plan's ceiling and a ragged one: the measured peak within 10% below the
+ * plan, never above it (as test_memplan on the CPU). */
+static void test_plan(const char *model) {
+    enum { PS = 6, PL = 16 };
+    XrErr e;
+    Backend *be = ops_backend_create(XR_DEV_CUDA, 0, XR_PREC_FP32, 0, &e);
+    if (!be) xr_die("ops_backend_create(cuda): %s", e.msg);
+    Encoder *m = load_on(model, be);
+    size_t np = (size_t)encoder_num_params(m);
+    set_prec(m, XR_PREC_BF16);
+    encoder_set_batch_limits(m, PS, 0, PL);
+    EncoderMemPlan p;
+    encoder_train_plan(m, PS, 0, PL, &p);
+    p.moments = 2 * np * sizeof(float);
+    size_t plan = encoder_plan_total(&p);
+    TU_CHECK(p.weights_copy == np * 2, "%s: the GPU plan counts %zu bytes of working copy, want %zu", model,
+             p.weights_copy, np * 2);
+    AdamWConfig ac = adamw_defaults();
+    AdamW *opt = adamw_create(be, 0, np, &ac);
+    int vocab = encoder_config(m)->vocab_size, full[PS], ragged[PS] = {1, 16, 7, 15, 2, 9};
+    for (int i = 0; i < PS; i++) full[i] = PL;
+    int32_t ids[PS * PL], mask[PS * PL];
+    uint64_t ex[PS];
+    float lg[PS], dl[PS];
+    encoder_zero_grads(m);
+    for (int mb = 0; mb < 2; mb++) {
+        const int *lens = mb ? ragged : full;
+        for (int i = 0; i < PS; i++) {
+            for (int t = 0; t < PL; t++) {
+                ids[i * PL + t] = t < lens[i] ? 5 + (int32_t)(tu_rng_unit(&rng) * (vocab - 6)) : 0;
+                mask[i * PL + t] = t < lens[i];
+            }
+            ex[i] = (uint64_t)(mb * PS + i);
+        }
+        Batch b = {PS, PL, ids, NULL, mask};
+        EncoderTrainStep st = {7, 3, ex, 1};
+        encoder_train_forward(m, &b, &st, lg);
+        for (int i = 0; i < PS; i++) dl[i] = 0.1f * lg[i] - 0.05f * (float)i;
+        encoder_train_backward(m, dl);
+    }
+    adamw_step(opt, encoder_params(m), encoder_grads(m), 1e-3);
+    encoder_weights_updated(m);
+    ops_sync(be);
+    XrMemStats ms;
+    ops_mem_stats(be, &ms);
+    TU_CHECK(ms.peak <= plan && ms.peak >= plan - plan / 10,
+             "%s bf16 on the GPU: measured peak %zu bytes, plan %zu (weights %zu copy %zu moments %zu grads %zu "
+             "activations %zu workspace %zu): not within 10%% below it", model, ms.peak, plan, p.weights,
+             p.weights_copy, p.moments, p.grads, p.activations, p.workspace);
+    printf("%-15s bf16 step on the GPU: plan %zu B (copy %zu, workspace %zu), measured peak %zu B (%.2f%% of the "
+           "plan)\n", model, plan, p.weights_copy, p.workspace, ms.peak, 100.0 * (double)ms.peak / (double)plan);
+    set_prec(m, XR_PREC_FP32);
+    adamw_free(opt);
+    encoder_free(m);
+    ops_backend_free(be);
+}
+
 int main(void) {
     if (ops_device_count(XR_DEV_CUDA) == 0) TU_SKIP("no GPU visible (or built without the CUDA backend)");
     XrErr e;
@@ -642,12 +764,14 @@ int main(void) {
     test_gemms(p.N, 97, 67);
     test_gemms(1, 1, 1);
     test_gemms(129, 65, 63);
+    test_next_copies(&p);
     pack_free(&p);
 
     const char *cases[] = {"bert_cls", "xlmr_cls"};
     for (int c = 0; c < 2; c++) {
         test_step(gpu16, cases[c]);
         test_steps(cases[c]);
+        test_plan(cases[c]);
     }
     ops_backend_free(cpu);
     ops_backend_free(gpu);

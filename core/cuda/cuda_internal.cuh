@@ -65,6 +65,13 @@ const __nv_bfloat16 *cuda_ops_working_weight(Backend *be, const float *W);
 /* x[0, n) rounded to bf16 in the backend's operand scratch `slot` (0 or 1; contents valid until the next use of that
  * slot): a GEMM operand. */
 const __nv_bfloat16 *cuda_ops_bf16_operand(Backend *be, const float *x, size_t n, int slot);
+/* The bf16 copy of an op's n-float output for the very next op, when that op reads it as a GEMM operand
+ * (ops_linear / ops_linear_gelu through the working copy): where to write it, or NULL when no copy is wanted (no
+ * working copy, or activations stored in fp32). After the launch, cuda_ops_next_copy_written(be, out, n, upto)
+ * registers it (upto 1: n is only an upper bound of what was written, the packed rows being known on the device
+ * alone). Valid for the next op only: every op entry point counts. */
+__nv_bfloat16 *cuda_ops_next_copy(Backend *be, size_t n);
+void cuda_ops_next_copy_written(Backend *be, const float *out, size_t n, int upto);
 /* Row-major C[M,N] = alpha op(A) op(B) + beta C with bf16 A and B, fp32 C and fp32 accumulation (cublasGemmEx,
  * CUBLAS_COMPUTE_32F: the products of bf16 values are exact in fp32); deterministic for a given GPU and shape. */
 void cuda_ops_gemm_bf16(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,

@@ -114,6 +114,18 @@ static const __nv_bfloat16 *shadow_hit(CudaState *st, const float *x, size_t n) 
     return NULL;
 }
 
+/* bf16 training: the training ops (train_ops.cu) whose output the next op reads as a GEMM operand write its bf16
+ * copy too, so that GEMM does not cast it (cuda_internal.cuh). Wanted only with the working copy registered and
+ * activations stored in bf16: the copy is then the stored values, exactly. */
+__nv_bfloat16 *cuda_ops_next_copy(Backend *be, size_t n) {
+    CudaState *st = (CudaState *)be->impl;
+    if (!st->wmaster || !st->act_bf16 || !n) return NULL;
+    return (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+}
+void cuda_ops_next_copy_written(Backend *be, const float *out, size_t n, int upto) {
+    shadow_set((CudaState *)be->impl, out, n, upto);
+}
+
 /* ---------------- backend and memory ---------------- */
 
 extern "C" int cuda_ops_device_count(void) {
@@ -429,8 +441,9 @@ extern "C" int64_t cuda_ops_weights_refresh(Backend *be) {
 
 /* Stepping stone (docs/DESIGN.md, "bf16 training"): activations stored in bf16 are fp32 words holding bf16 values, as
  * the CPU emulation's, so every op keeps its fp32 signature and the GPU's stored values can be checked against the
- * emulation's bit for bit. GEMM consumers still cast them to 2-byte operands (exactly: they are bf16 values), except
- * where the producer wrote a bf16 copy for the very next GEMM (linear_gelu). */
+ * emulation's bit for bit. A GEMM reads a 2-byte copy of its activation operand: the one its producer wrote for it
+ * when the producer is the op just before (dropout_add_layernorm, attention_train / _lse, linear_gelu: every GEMM of
+ * an encoder layer's forward), else a cast (exact: the values are bf16 already). */
 extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { st_of(be)->act_bf16 = p == XR_PREC_BF16; }
 
 /* not ops: they do not count in st->ops */
@@ -584,10 +597,10 @@ extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const floa
     if (!lt_linear(st, f, xb, wc, NULL, M, N, K, 0))
         xr_die("cuda_ops_linear_gelu: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
     size_t n = (size_t)M * N;
-    __nv_bfloat16 *g16 = (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+    __nv_bfloat16 *g16 = cuda_ops_next_copy(be, n);
     k_bias_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(g, f, b, (size_t)M, N, g16, st->act_bf16);
     XR_LAUNCHED();
-    shadow_set(st, g, n, 0);
+    if (g16) shadow_set(st, g, n, 0);
 }
 
 /* ---------------- token-wise kernels ---------------- */

@@ -414,7 +414,7 @@ static __device__ __forceinline__ int row_seq_dev(const int32_t *seq_off, int S,
  * only its own columns: v and out may alias x or res. Two-pass statistics over v, as ops_layernorm. */
 __global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float *rstd, const float *x,
                                         const float *res, const float *g, const float *b, const int32_t *seq_off,
-                                        int S, int n, int H, float eps, DropDev d, int rnd) {
+                                        int S, int n, int H, float eps, DropDev d, int rnd, __nv_bfloat16 *out16) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
     int s = seq_off ? row_seq_dev(seq_off, S, row) : row;
@@ -445,7 +445,9 @@ __global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float
     for (int q = lane; 4 * q < H; q += 32)
         for (int k = 0; k < 4 && 4 * q + k < H; k++) {
             int j = 4 * q + k;
-            out[off + j] = act_round((v[off + j] - mu) * rs * g[j] + b[j], rnd);
+            float o = act_round((v[off + j] - mu) * rs * g[j] + b[j], rnd);
+            out[off + j] = o;
+            if (out16) out16[off + j] = __float2bfloat16_rn(o);
         }
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
@@ -459,9 +461,11 @@ extern "C" void cuda_ops_dropout_add_layernorm(Backend *be, float *out, float *v
         xr_die("cuda_ops_dropout_add_layernorm: v, mean and rstd are what the backward reads (given %p, %p, %p; out "
                "%p)", (void *)v, (void *)mean, (void *)rstd, (void *)out);
     if (n <= 0 || H <= 0) return;
+    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, (size_t)n * H); /* the next layer's (or the FFN's) GEMM reads out */
     k_dropout_add_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
-        out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, drop_dev(d), cuda_ops_act_bf16(be));
+        out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, drop_dev(d), cuda_ops_act_bf16(be), out16);
     XR_LAUNCHED();
+    if (out16) cuda_ops_next_copy_written(be, out, (size_t)n * H, 0);
 }
 
 /* One warp per row, the column groups of k_dropout_add_layernorm: dres = rstd (dout g - mean(dout g) - vhat
@@ -625,7 +629,8 @@ static __device__ size_t att_base(const int32_t *seq_off, int s, int NH, int fir
 /* Forward: P = softmax(q k^T scale) saved in att (before dropout), ctx = dropout(P) v. Shared memory per warp:
  * max_len scores, then dh floats of q. */
 __global__ void k_attention_train(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
-                                  int first_only, int max_len, float scale, DropDev d, int rnd) {
+                                  int first_only, int max_len, float scale, DropDev d, int rnd,
+                                  __nv_bfloat16 *out16) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -681,6 +686,7 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
         float acc = 0.0f;
         for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
         o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
+        if (out16) out16[o - out + e] = __float2bfloat16_rn(o[e]);
     }
 }
 
@@ -804,10 +810,14 @@ extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, co
     att_check(d, S, max_len, NH, "attention_train");
     size_t shm = att_shmem((const void *)k_attention_train, (size_t)max_len + dh, max_len, "attention_train");
     dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
+    /* the context's bf16 copy for the attention output GEMM: S rows, or at most S * max_len packed ones */
+    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh;
+    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
     k_attention_train<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
                                                                    1.0f / sqrtf((float)dh), drop_dev(d),
-                                                                   cuda_ops_act_bf16(be));
+                                                                   cuda_ops_act_bf16(be), out16);
     XR_LAUNCHED();
+    if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
 
 extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv,
@@ -839,7 +849,8 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
  * bit-identical. lse row of query i of sequence s: first_only ? s : b0 + i. */
 
 __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, const int32_t *seq_off, int NH,
-                                      int dh, int first_only, int max_len, float scale, DropDev d, int rnd) {
+                                      int dh, int first_only, int max_len, float scale, DropDev d, int rnd,
+                                      __nv_bfloat16 *out16) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -891,6 +902,7 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
         float acc = 0.0f;
         for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
         o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
+        if (out16) out16[o - out + e] = __float2bfloat16_rn(o[e]);
     }
 }
 
@@ -997,10 +1009,13 @@ extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse
     size_t shm =
         att_shmem((const void *)k_attention_train_lse, (size_t)max_len + dh, max_len, "attention_train_lse");
     dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
+    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh; /* as attention_train's copy */
+    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
     k_attention_train_lse<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, lse, qkv, seq_off, NH, dh, first_only,
                                                                        max_len, 1.0f / sqrtf((float)dh), drop_dev(d),
-                                                                       cuda_ops_act_bf16(be));
+                                                                       cuda_ops_act_bf16(be), out16);
     XR_LAUNCHED();
+    if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
 
 extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv,
