@@ -14,7 +14,8 @@
  * - the whole bf16 training step on the tiny BERT and XLM-R fixtures: one step's logits and gradients against the
  *   emulation's within test_bf16_train's derived bound; STEPS AdamW steps (dropout on, two micro-batches a step),
  *   GPU parameters against the emulation's within Adam's leash, two GPU runs and a GPU run with gradient
- *   checkpointing bit-identical; the memory plan of a bf16 step on the GPU against the measured peak (within 10%).
+ *   checkpointing bit-identical; no cast of activation operands inside a layer's forward (counted); the memory plan
+ *   of a bf16 step on the GPU against the measured peak (within 10%).
  * Bounds. A stored value is round(v), v the op's fp32 result. When the GPU's fp32 result is within delta of the
  * CPU's, the two stored values are at most delta plus one bf16 step (at the larger of them) apart: rounding moves
  * each by at most half a step, and two values delta apart straddle at most one rounding boundary when delta is below
@@ -37,6 +38,9 @@
 #include "optim.h"
 #include "rng.h"
 #include "testutil.h"
+#ifdef XR_HAVE_CUDA
+#include "cuda/ops_cuda.h" /* cuda_ops_act_casts */
+#endif
 
 #define U (1.0 / 256.0)
 /* test_bf16_train's bound for a model of L layers (derived there): bf16 against fp32 per tensor */
@@ -672,6 +676,42 @@ static void test_steps(const char *name) {
     fix_free(&f);
 }
 
+/* No per-GEMM cast in a layer's forward: over one bf16 training forward on the GPU, the activation operands cast to
+ * bf16 are those of GEMMs whose producer is not the op just before them: the first layer's QKV input (after the
+ * embedding dropout) and the logits' input (after the head's dropout), and XLM-R's head dense (after its dropout):
+ * 2 (BERT) or 3 (XLM-R), whatever the number of layers; 4 GEMMs a layer read their producers' 2-byte copies. The
+ * backward casts dy and the saved x of each of its 2 + 4 L weight-gradient GEMMs. */
+static void test_casts(const char *name) {
+#ifdef XR_HAVE_CUDA
+    Fix f;
+    fix_load(&f, name);
+    Encoder *m = load_on(jstr(f.info, "model"), gpu);
+    set_prec(m, XR_PREC_BF16);
+    int Ly = encoder_config(m)->layers, bert = encoder_config(m)->family == ARCH_BERT;
+    Batch b = {f.B, f.T, f.ids, f.types, f.mask};
+    EncoderTrainStep st = {1, 0, NULL, 0};
+    float lg[64], dl[64];
+    encoder_zero_grads(m);
+    unsigned long long c0 = cuda_ops_act_casts(gpu);
+    encoder_train_forward(m, &b, &st, lg);
+    unsigned long long c1 = cuda_ops_act_casts(gpu);
+    fix_loss(&f, lg, 0, f.B, 1.0f, dl);
+    encoder_train_backward(m, dl);
+    unsigned long long c2 = cuda_ops_act_casts(gpu);
+    unsigned long long want_f = bert ? 2 : 3, want_b = 2ull * (2 + 4 * (unsigned long long)Ly);
+    TU_CHECK(c1 - c0 == want_f, "%s: the bf16 forward cast %llu activation operands for its GEMMs, want %llu (the "
+             "layers' GEMMs read their producers' copies)", name, c1 - c0, want_f);
+    TU_CHECK(c2 - c1 == want_b, "%s: the bf16 backward cast %llu GEMM operands, want %llu", name, c2 - c1, want_b);
+    printf("%-15s bf16 step on the GPU, %d layers: %llu activation casts in the forward (%d GEMMs), %llu in the "
+           "backward\n", name, Ly, c1 - c0, 4 * Ly + 2, c2 - c1);
+    set_prec(m, XR_PREC_FP32);
+    encoder_free(m);
+    fix_free(&f);
+#else
+    (void)name;
+#endif
+}
+
 /* The memory plan of a bf16 step on the GPU (encoder_train_plan: the 2-byte working copy and the bf16 scratch:
  * operand casts, the producers' copies, cuBLASLt's workspace) against the allocation counter of a fresh backend over
  * a step whose micro-batch reaches the plan's ceiling and a ragged one: the measured peak within 10% below the
@@ -772,6 +812,7 @@ int main(void) {
         test_step(gpu16, cases[c]);
         test_steps(cases[c]);
         test_plan(cases[c]);
+        test_casts(cases[c]);
     }
     ops_backend_free(cpu);
     ops_backend_free(gpu);

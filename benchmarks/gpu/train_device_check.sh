@@ -113,8 +113,8 @@ cat "$OUTD/peer_fp32.jsonl" | tee -a "$OUTD/summary.txt"
 
 # ---- 4. bf16 (issue 13): the pieces on the GPU against the CPU emulation, and PyTorch's autocast step to beat ----
 (cd tests && "$B/tests/test_cuda_bf16_train") > "$OUTD/bf16.txt" 2>&1 || rc=1
-grep -E "checks|failed|SKIPPED|not bf16|bound \(|one bf16 step|bf16 AdamW|bf16-mode" "$OUTD/bf16.txt" | head -12 \
-    | tee -a "$OUTD/summary.txt"
+grep -E "checks|failed|SKIPPED|not bf16|one bf16 step|bf16 AdamW|bf16-mode|measured peak|producer's" \
+    "$OUTD/bf16.txt" | head -16 | tee -a "$OUTD/summary.txt"
 grep -E "one step|AdamW steps" "$B/Testing/Temporary/LastTest.log" 2>/dev/null | grep -i bf16 | head -4 \
     | tee -a "$OUTD/summary.txt"
 note "xrank bf16 training step: built (activations stored as bf16 values in fp32 words, bf16 GEMM operands); \

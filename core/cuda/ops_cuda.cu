@@ -71,6 +71,7 @@ typedef struct {
     size_t wn;
     int64_t wrefreshes;
     int act_bf16; /* ops_act_precision(BF16): forward ops round what they store to bf16 (act_round) */
+    unsigned long long act_casts; /* activation operands cast to bf16 for a GEMM (cuda_ops_act_casts) */
 } CudaState;
 
 static CudaState *st_of(Backend *be) {
@@ -448,6 +449,7 @@ extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { st_of(be)->
 
 /* not ops: they do not count in st->ops */
 int cuda_ops_act_bf16(Backend *be) { return ((const CudaState *)be->impl)->act_bf16; }
+extern "C" unsigned long long cuda_ops_act_casts(Backend *be) { return ((const CudaState *)be->impl)->act_casts; }
 
 __global__ void k_round_bf16(float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -466,7 +468,10 @@ const __nv_bfloat16 *cuda_ops_bf16_operand(Backend *be, const float *x, size_t n
     CudaState *st = (CudaState *)be->impl;
     if (slot < 0 || slot > 1) xr_die("cuda_ops_bf16_operand: slot %d out of range", slot);
     __nv_bfloat16 *o = (__nv_bfloat16 *)scratch(st, SCR_OPND0 + slot, (n ? n : 1) * 2);
-    if (n) to_bf16(st, o, x, n);
+    if (n) {
+        to_bf16(st, o, x, n);
+        st->act_casts++;
+    }
     return o;
 }
 
@@ -512,7 +517,7 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
         if (!xb) {
             __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
             to_bf16(st, xc, x, (size_t)M * K);
-            xb = xc;
+            xb = xc, st->act_casts++;
         }
         if (lt_linear(st, y, xb, wc, b, M, N, K, 0)) {
             act_store(st, y, (size_t)M * N);
@@ -592,7 +597,7 @@ extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const floa
     if (!xb) {
         __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
         to_bf16(st, xc, x, (size_t)M * K);
-        xb = xc;
+        xb = xc, st->act_casts++;
     }
     if (!lt_linear(st, f, xb, wc, NULL, M, N, K, 0))
         xr_die("cuda_ops_linear_gelu: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);

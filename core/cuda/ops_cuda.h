@@ -33,6 +33,11 @@ int cuda_ops_device_index(Backend *be);
 /* Whether W lies in the buffer registered with ops_bf16_weights (its GEMMs are to read the bf16 working copy). */
 int cuda_ops_in_working_copy(Backend *be, const float *W);
 
+/* bf16 training: how many activation operands GEMMs have cast to bf16 so far (ops_linear / ops_linear_gelu without
+ * a producer's 2-byte copy, ops_linear_backward's dy and x); the working copy's refreshes are not counted. What the
+ * tests read to see that a forward's GEMMs read their producers' copies instead of casting. */
+unsigned long long cuda_ops_act_casts(Backend *be);
+
 /* Free memory of the backend's GPU in bytes (cudaMemGetInfo; ops_mem_available). */
 size_t cuda_ops_mem_free(Backend *be);
 
