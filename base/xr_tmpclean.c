@@ -129,6 +129,90 @@ char *xr_tmpclean_name(const char *out) {
     return tmp;
 }
 
+/* HOST.PID after a temporary name's prefix: the PID (0 when the rest is not such a name: not one of ours), whether
+ * HOST is this host (0 for the old PID-only names) and whether that process is gone (same host only). */
+static long tc_owner(const char *rest, const char *host, int *same_host, int *dead) {
+    const char *dot = strrchr(rest, '.');
+    const char *pid_s = dot ? dot + 1 : rest;
+    char *end;
+    long pid = strtol(pid_s, &end, 10);
+    if (*end || end == pid_s || pid <= 0) return 0;
+    *same_host = dot && (size_t)(dot - rest) == strlen(host) && !strncmp(rest, host, strlen(host));
+    *dead = *same_host && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    return pid;
+}
+
+/* out.old.HOST.PID: the earlier output that the two-rename commit (tc_swap_two_renames) moved aside, left by a SIGKILL
+ * between its renames (then there is no out: the old copy is the last complete output) or before its removal (out
+ * is the new one). A dead writer's on this host: put back as out when out is missing (the newest, by the rename's
+ * ctime), removed when out exists. Others (a live process's: a commit in progress; another host's; names without a
+ * host) are named, not touched. Appends what was done to note (used: its length so far). */
+static void tc_sweep_old(const char *out, const char *parent, const char *base, int in_dir, const char *host,
+                         char *note, size_t note_len, size_t used) {
+    char prefix[1024];
+    snprintf(prefix, sizeof prefix, "%s.old.", base);
+    size_t pl = strlen(prefix);
+    struct stat st;
+    int have_out = lstat(out, &st) == 0, removed = 0, kept = 0, ndead = 0;
+    char *dead_p[16], kept_s[1024] = "";
+    size_t kl = 0;
+    DIR *d = opendir(parent);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, pl)) continue;
+        int same_host = 0, dead = 0;
+        long pid = tc_owner(de->d_name + pl, host, &same_host, &dead);
+        if (pid == 0 || (same_host && pid == (long)getpid())) continue;
+        char *p = in_dir ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
+        if (dead && ndead < 16) {
+            dead_p[ndead++] = p;
+            continue;
+        }
+        kept++;
+        if (kl < sizeof kept_s)
+            kl += (size_t)snprintf(kept_s + kl, sizeof kept_s - kl, "%s%s", kept > 1 ? ", " : "", p);
+        free(p);
+    }
+    if (d) closedir(d);
+    int back = -1; /* the copy put back as out */
+    if (!have_out && ndead) {
+        double newest = -1;
+        for (int i = 0; i < ndead; i++)
+            if (lstat(dead_p[i], &st) == 0 && (double)st.st_ctim.tv_sec + 1e-9 * (double)st.st_ctim.tv_nsec > newest)
+                newest = (double)st.st_ctim.tv_sec + 1e-9 * (double)st.st_ctim.tv_nsec, back = i;
+        if (back >= 0 && rename(dead_p[back], out) != 0) back = -1;
+        have_out = back >= 0;
+    }
+    for (int i = 0; i < ndead; i++) {
+        if (i != back && have_out && xr_remove_tree(dead_p[i]) == 0) removed++;
+        else if (i != back) { /* out missing and nothing put back: say where the earlier output is */
+            kept++;
+            if (kl < sizeof kept_s)
+                kl += (size_t)snprintf(kept_s + kl, sizeof kept_s - kl, "%s%s", kept > 1 ? ", " : "", dead_p[i]);
+        }
+    }
+    const char *sep = used ? "; " : "";
+    if (back >= 0 && used < note_len)
+        used += (size_t)snprintf(note + used, note_len - used, "%sput back %s from %s: the complete earlier output, "
+                                 "moved aside by a run killed while replacing it (before its new output was in place)",
+                                 sep, out, dead_p[back]), sep = "; ";
+    if (removed && used < note_len)
+        used += (size_t)snprintf(note + used, note_len - used, "%sremoved %d earlier cop%s of %s left aside by runs "
+                                 "killed while replacing it", sep, removed, removed > 1 ? "ies" : "y", out), sep = "; ";
+    if (kept && used < note_len) {
+        if (have_out)
+            snprintf(note + used, note_len - used, "%s%s left by %s: not removed (an xrank command may still be "
+                     "replacing %s; remove it by hand if none is)", sep, kept_s,
+                     kept > 1 ? "processes still running or other hosts" : "a process still running or another host",
+                     out);
+        else
+            snprintf(note + used, note_len - used, "%s%s is missing; %s hold%s the earlier output, moved aside by a "
+                     "run replacing it (a process still running or another host): if no xrank command is writing %s, "
+                     "rename the newest back to %s", sep, out, kept_s, kept > 1 ? "" : "s", out, out);
+    }
+    for (int i = 0; i < ndead; i++) free(dead_p[i]);
+}
+
 void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
     if (note_len) note[0] = 0;
     const char *slash = strrchr(out, '/');
@@ -144,13 +228,9 @@ void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
     struct dirent *de;
     while (d && (de = readdir(d))) {
         if (strncmp(de->d_name, prefix, pl)) continue;
-        const char *rest = de->d_name + pl, *dot = strrchr(rest, '.');
-        const char *pid_s = dot ? dot + 1 : rest;
-        char *end;
-        long pid = strtol(pid_s, &end, 10);
-        if (*end || end == pid_s || pid <= 0) continue; /* not one of ours */
-        int same_host = dot && (size_t)(dot - rest) == strlen(host) && !strncmp(rest, host, strlen(host));
-        int dead = same_host && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        int same_host = 0, dead = 0;
+        long pid = tc_owner(de->d_name + pl, host, &same_host, &dead);
+        if (pid == 0) continue; /* not one of ours */
         char *p = slash ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
         if (dead && xr_remove_tree(p) == 0) removed++;
         else if (pid != (long)getpid() || !same_host) {
@@ -161,7 +241,6 @@ void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
         free(p);
     }
     if (d) closedir(d);
-    free(parent);
     if (kept && used < note_len) {
         char list[2048];
         snprintf(list, sizeof list, "%s", note);
@@ -173,14 +252,19 @@ void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
         snprintf(note, note_len, "removed %d temporary output%s of %s left by earlier runs that died (process gone on "
                                  "this host)", removed, removed > 1 ? "s" : "", out);
     }
+    used = note_len ? strlen(note) : 0;
+    tc_sweep_old(out, parent, base, slash != NULL, host, note, note_len, used);
+    free(parent);
 }
 
 /* The two-rename swap where the file system cannot exchange names (NFS, old kernels: EINVAL, ENOSYS, ENOTSUP):
  * out moved to out.old.PID, tmp renamed to out (undone when that fails), the old copy then garbage. Under hold. */
 static int tc_swap_two_renames(const char *tmp, const char *out, int pause, char **garbage, XrErr *e) {
-    size_t n = strlen(out) + 32;
+    char host[256];
+    tc_host(host, sizeof host);
+    size_t n = strlen(out) + strlen(host) + 40;
     char *old = xr_malloc(n);
-    snprintf(old, n, "%s.old.%ld", out, (long)getpid());
+    snprintf(old, n, "%s.old.%s.%ld", out, host, (long)getpid()); /* with the host, as xr_tmpclean_sweep needs */
     if (rename(out, old) != 0) {
         int rc = xr_errf(e, "cannot move the old %s aside: %s", out, strerror(errno));
         free(old);
@@ -234,6 +318,10 @@ int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e) {
                          strerror(errno));
         xr_tmpclean_forget(garbage);
         free(garbage);
+    }
+    if (rc == 0) { /* copies moved aside by earlier commits killed between their renames: out is in place now */
+        char note[2048];
+        xr_tmpclean_sweep(out, note, sizeof note);
     }
     return rc;
 }

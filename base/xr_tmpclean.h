@@ -32,11 +32,12 @@ void xr_tmpclean_release(void);
  * (a flat directory) is exchanged with tmp in one step (renameat2 RENAME_EXCHANGE), so out is complete at every
  * instant, even for a SIGKILL (mpirun sends one milliseconds after its SIGTERM); tmp then holds the old copy,
  * still registered, and is removed (after a SIGKILL, by the next run's xr_tmpclean_sweep). Where the file system
- * cannot exchange names (EINVAL, ENOSYS, ENOTSUP; or XR_TEST_NO_RENAME_EXCHANGE=1) out is moved to out.old.PID,
- * tmp renamed to out (the old copy put back when that fails) and the old copy removed: a SIGKILL between the two
- * renames leaves no out. 0, or -1 with e naming the step that failed (out is then in place when only the old
- * copy's removal failed). Test hooks: XR_TEST_PAUSE_AT=commit pauses before the exchange (between the two
- * renames), =exchanged after the exchange. */
+ * cannot exchange names (EINVAL, ENOSYS, ENOTSUP; or XR_TEST_NO_RENAME_EXCHANGE=1) out is moved to
+ * out.old.HOST.PID, tmp renamed to out (the old copy put back when that fails) and the old copy removed: a SIGKILL
+ * between the two renames leaves no out, only out.old.HOST.PID, which the next xr_tmpclean_sweep of out puts back
+ * (or removes, when out exists; so does every later commit of out). 0, or -1 with e naming the step that failed (out
+ * is then in place when only the old copy's removal failed). Test hooks: XR_TEST_PAUSE_AT=commit pauses before the
+ * exchange (between the two renames), =exchanged after the exchange. */
 int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e);
 
 /* The temporary name of output out: out.tmp.HOST.PID (malloc'd; '/' in the host name becomes '_'). A PID means
@@ -45,8 +46,11 @@ int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e);
 char *xr_tmpclean_name(const char *out);
 /* Temporary outputs of earlier runs that died without cleaning up (SIGKILL, a crash: no handler ran):
  * out.tmp.HOST.PID of this host whose process no longer exists (kill(PID, 0) fails with ESRCH) are removed
- * (files or directories). Others (another host's, a live process's, the old out.tmp.PID names whose host is
- * unknown) are named in note, not touched. note (may stay empty) says what was done. */
+ * (files or directories). An earlier output moved aside by a commit killed between its two renames,
+ * out.old.HOST.PID of a dead process on this host, is put back as out when out is missing (the newest of them; it is
+ * the last complete output: the new one never got in place) and removed when out exists. Others (another host's, a
+ * live process's, the old names without a host) are named in note, not touched; a missing out is said with where its
+ * earlier copy is. note (may stay empty) says what was done. Call it before checking whether out exists. */
 void xr_tmpclean_sweep(const char *out, char *note, size_t note_len);
 /* Test hook: when the environment variable XR_TEST_PAUSE_AT equals where, say so on stderr (naming path, the
  * temporary output that now exists) and wait up to 60 s (a signal ends the wait), so a test can send a signal

@@ -51,6 +51,11 @@ int cmd_export(int argc, char **argv) {
     int rc = ckpt_open(ck, &m, 1, &e);
     struct stat sb;
     char *tmp = NULL;
+    if (rc == 0) { /* what killed runs left, before the check: an earlier export put back from OUT.old.* exists */
+        char note[4096];
+        xr_tmpclean_sweep(out, note, sizeof note);
+        if (note[0]) fprintf(stderr, "xrank export: %s\n", note);
+    }
     if (rc == 0 && stat(out, &sb) == 0) {
         char *cj = xr_path_join(out, "config.json");
         int model_dir = S_ISDIR(sb.st_mode) && xr_file_exists(cj) && !ckpt_is_checkpoint(out);
@@ -59,9 +64,6 @@ int cmd_export(int argc, char **argv) {
             rc = xr_errf(&e, "%s exists%s", out, model_dir ? " (use --overwrite to replace it)" : " and is not a model directory");
     }
     if (rc == 0) {
-        char note[4096];
-        xr_tmpclean_sweep(out, note, sizeof note);
-        if (note[0]) fprintf(stderr, "xrank export: %s\n", note);
         tmp = xr_tmpclean_name(out);
         xr_tmpclean_add(tmp); /* before it exists: SIGINT / SIGTERM / SIGHUP from here on remove it */
         xr_remove_flat_dir(tmp);

@@ -191,12 +191,13 @@ int cmd_tokenize(int argc, char **argv) {
     x.model_dir = hf_resolve_model(model, &e);
     if (!x.model_dir) status = -1;
     if (status == 0 && !(x.tok = tok_load(x.model_dir, &e))) status = -1;
-    if (status == 0 && x.rank == 0) status = ds_output_check(output, overwrite, &e);
-    if (status == 0 && x.rank == 0) { /* what killed runs left (SIGKILL, a crash: no handler ran) */
+    if (status == 0 && x.rank == 0) { /* what killed runs left (SIGKILL, a crash: no handler ran), before the output
+                                         * check: an earlier output put back from OUT.old.* counts as existing */
         char note[4096];
         xr_tmpclean_sweep(output, note, sizeof note);
         if (note[0] && !quiet) fprintf(stderr, "xrank tokenize: %s\n", note);
     }
+    if (status == 0 && x.rank == 0) status = ds_output_check(output, overwrite, &e);
     if (tok_check(&x, status, &e)) return tok_finish(&x, 1);
 
     /* every rank parses the text: deterministic, so all hold the same TextSet */

@@ -521,7 +521,7 @@ int cmd_train(int argc, char **argv) {
         char *mj = x.metrics_path = xr_path_join(out, "metrics.jsonl"), note[2048];
         st = run_dir_prepare(out, x.b.overwrite, x.resume_dir != NULL, note, sizeof note, &e);
         x.dir_ready = st == 0;
-        if (st == 0 && note[0] && !quiet) fprintf(stderr, "xrank train: %s\n", note);
+        if (note[0] && !quiet) fprintf(stderr, "xrank train: %s\n", note); /* also on a refusal: what was put back */
         if (st == 0 && x.resume_dir) st = tc_metrics_upto(mj, resume_step, &e); /* a resumed run appends */
         if (st == 0 && !(x.metrics = fopen(mj, x.resume_dir ? "a" : "w")))
             st = xr_errf(&e, "cannot write %s: %s", mj, strerror(errno));

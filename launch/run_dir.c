@@ -14,9 +14,11 @@
 
 #include "ckpt.h"
 #include "xr_fs.h"
+#include "xr_tmpclean.h"
 
 /* Names a training run writes into its output directory (final/ and best/ are renamed into place from
- * NAME.tmp.HOST.PID with the earlier one at NAME.old.PID; checkpoints from checkpoint-<step>.tmp). */
+ * NAME.tmp.HOST.PID, exchanged with the earlier one, or, where names cannot be exchanged, with the earlier one moved to
+ * NAME.old.HOST.PID first; checkpoints from checkpoint-<step>.tmp). */
 static int rd_is_run_entry(const char *n) {
     static const char *const exact[] = {"metrics.jsonl", "final", "best", CKPT_LATEST};
     static const char *const prefix[] = {"checkpoint-", "final.tmp.", "final.old.", "best.tmp.", "best.old.",
@@ -107,7 +109,32 @@ static int rd_delete_replaced(const char *dir, XrErr *e) {
     return rc;
 }
 
+static int rd_prepare(const char *dir, int overwrite, int resuming, char *note, size_t note_len, XrErr *e);
+
 int run_dir_prepare(const char *dir, int overwrite, int resuming, char *note, size_t note_len, XrErr *e) {
+    /* final/ or best/ moved aside as NAME.old.HOST.PID by a commit killed between its two renames (file systems
+     * that cannot exchange names): put back (no NAME) or removed (NAME in place) first, so what follows sees the run
+     * as it was (xr_tmpclean_sweep; also removes a dead writer's NAME.tmp.HOST.PID) */
+    char swept[2048] = "";
+    size_t sl = 0;
+    static const char *const names[] = {"final", "best"};
+    for (int i = 0; i < 2; i++) {
+        char one[1024], *p = xr_path_join(dir, names[i]);
+        xr_tmpclean_sweep(p, one, sizeof one);
+        free(p);
+        if (one[0] && sl < sizeof swept)
+            sl += (size_t)snprintf(swept + sl, sizeof swept - sl, "%s%s", sl ? "; " : "", one);
+    }
+    int rc = rd_prepare(dir, overwrite, resuming, note, note_len, e);
+    if (swept[0] && note_len) {
+        char rest[2048];
+        snprintf(rest, sizeof rest, "%s", note);
+        snprintf(note, note_len, "%s%s%s", swept, rest[0] ? "; " : "", rest);
+    }
+    return rc;
+}
+
+static int rd_prepare(const char *dir, int overwrite, int resuming, char *note, size_t note_len, XrErr *e) {
     struct stat st;
     if (note_len) note[0] = 0;
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) return xr_errf(e, "output %s is a file, not a directory", dir);
