@@ -446,10 +446,11 @@ static void test_gemms(int M, int N, int K) {
 }
 
 /* The bf16 copies that producers write for the next op's GEMM (dropout_add_layernorm's output, attention_train /
- * attention_train_lse's context, linear_gelu's GELU output; GPU only): a linear reading the output right after its
- * producer (through the copy) must give the same bits as that linear after an unrelated op in between, which
- * invalidates the copy so that the linear casts the stored values itself (the path the tests above compare with
- * the emulation). A copy of other values, or of too few rows, shows here. */
+ * attention_train_lse's context, linear_gelu's GELU output, and in the backward the recomputed GELU for the weight
+ * gradient; GPU only): a GEMM reading the output right after its producer (through the copy) must give the same
+ * bits as that GEMM after an unrelated op in between, which invalidates the copy so that the GEMM casts the stored
+ * values itself (the path the tests above compare with the emulation). A copy of other values, or of too few rows,
+ * shows here. */
 static void test_next_copies(const Pack *p) {
     const int NH = 2, dh = 33, H = NH * dh, NO = 37, I = 53, N = p->N;
     size_t nh = (size_t)N * H, ow = 3, og = ow + (size_t)NO * H + 1, o2 = og + (size_t)I * H + 5;
@@ -464,8 +465,9 @@ static void test_next_copies(const Pack *p) {
     float *o = poisoned(be, nh), *v = poisoned(be, nh), *mean = poisoned(be, N), *rstd = poisoned(be, N);
     float *ctx = poisoned(be, nh), *att = poisoned(be, (size_t)NH * 129 * 129 * NS), *ctx1 = poisoned(be, NS * H);
     float *lse = poisoned(be, (size_t)NH * NS), *gg = poisoned(be, (size_t)N * I), *ff = poisoned(be, (size_t)N * I);
-    enum { Y_LN, Y_ATT, Y_LSE1, Y_GELU, NY };
-    size_t ny[NY] = {(size_t)N * NO, (size_t)N * NO, (size_t)NS * NO, (size_t)N * NO};
+    enum { Y_LN, Y_ATT, Y_LSE1, Y_GELU, Y_DW, NY };
+    size_t ny[NY] = {(size_t)N * NO, (size_t)N * NO, (size_t)NS * NO, (size_t)N * NO, (size_t)NO * I};
+    float *dyh = rand_nz((size_t)N * NO, 1), *ddy = put(be, dyh, (size_t)N * NO * 4);
     float *y[2][NY];
     XrDropout d = {0.1f, rng_key(8, 8, 8), p->ids_d[1]};
     ops_bf16_weights(be, dm, nm);
@@ -473,6 +475,7 @@ static void test_next_copies(const Pack *p) {
     for (int brk = 0; brk < 2; brk++) {
         float *dy[NY];
         for (int i = 0; i < NY; i++) dy[i] = poisoned(be, ny[i]);
+        ops_zero(be, dy[Y_DW], ny[Y_DW]); /* dW accumulates */
         ops_dropout_add_layernorm(be, o, v, mean, rstd, dx, dr, dgam, dbet, p->off_d[1], NS, N, H, 1e-12f, &d);
         if (brk) ops_zero(be, junk, 1);
         ops_linear(be, dy[Y_LN], o, dm + ow, db, N, NO, H);
@@ -485,12 +488,19 @@ static void test_next_copies(const Pack *p) {
         ops_linear_gelu(be, gg, ff, o, dm + og, db, N, I, H);
         if (brk) ops_zero(be, junk, 1);
         ops_linear(be, dy[Y_GELU], gg, dm + o2, db, N, NO, I);
+        /* the backward (activations fp32): the GELU recomputed, then the second linear's weight gradient */
+        ops_act_precision(be, XR_PREC_FP32);
+        ops_gelu(be, gg, ff, (size_t)N * I);
+        if (brk) ops_zero(be, junk, 1);
+        ops_linear_backward(be, NULL, dy[Y_DW], NULL, ddy, gg, dm + o2, N, NO, I, 0);
+        ops_act_precision(be, XR_PREC_BF16);
         for (int i = 0; i < NY; i++) y[brk][i] = get(be, dy[i], ny[i]), ops_free(be, dy[i]);
     }
     ops_act_precision(be, XR_PREC_FP32);
     ops_bf16_weights(be, NULL, 0);
     const char *names[NY] = {"dropout_add_layernorm -> linear", "attention_train -> linear",
-                             "attention_train_lse first -> linear", "linear_gelu -> linear"};
+                             "attention_train_lse first -> linear", "linear_gelu -> linear",
+                             "gelu (backward) -> linear_backward dW"};
     for (int i = 0; i < NY; i++) {
         size_t diff = 0, nan = 0;
         for (size_t k = 0; k < ny[i]; k++) {
@@ -502,9 +512,9 @@ static void test_next_copies(const Pack *p) {
         printf("%-52s n=%-7zu through the producer's bf16 copy: %zu differ from casting\n", names[i], ny[i], diff);
         free(y[0][i]), free(y[1][i]);
     }
-    float *bufs[] = {dm, dx, dr, dgam, dbet, dq, db, junk, o, v, mean, rstd, ctx, att, ctx1, lse, gg, ff};
+    float *bufs[] = {dm, dx, dr, dgam, dbet, dq, db, junk, o, v, mean, rstd, ctx, att, ctx1, lse, gg, ff, ddy};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ops_free(be, bufs[i]);
-    free(master), free(x), free(res), free(gam), free(bet), free(qkv), free(bias);
+    free(master), free(x), free(res), free(gam), free(bet), free(qkv), free(bias), free(dyh);
 }
 
 /* ---- the whole step ---- */
@@ -680,7 +690,8 @@ static void test_steps(const char *name) {
  * bf16 are those of GEMMs whose producer is not the op just before them: the first layer's QKV input (after the
  * embedding dropout) and the logits' input (after the head's dropout), and XLM-R's head dense (after its dropout):
  * 2 (BERT) or 3 (XLM-R), whatever the number of layers; 4 GEMMs a layer read their producers' 2-byte copies. The
- * backward casts dy and the saved x of each of its 2 + 4 L weight-gradient GEMMs. */
+ * backward casts dy and the saved x of each of its 2 + 4 L weight-gradient GEMMs, except the x of the FFN's second
+ * linear (the GELU recomputed just before writes its copy): 2 (2 + 4 L) - L. */
 static void test_casts(const char *name) {
 #ifdef XR_HAVE_CUDA
     Fix f;
@@ -698,7 +709,7 @@ static void test_casts(const char *name) {
     fix_loss(&f, lg, 0, f.B, 1.0f, dl);
     encoder_train_backward(m, dl);
     unsigned long long c2 = cuda_ops_act_casts(gpu);
-    unsigned long long want_f = bert ? 2 : 3, want_b = 2ull * (2 + 4 * (unsigned long long)Ly);
+    unsigned long long want_f = bert ? 2 : 3, want_b = 2ull * (2 + 4 * (unsigned long long)Ly) - (unsigned long long)Ly;
     TU_CHECK(c1 - c0 == want_f, "%s: the bf16 forward cast %llu activation operands for its GEMMs, want %llu (the "
              "layers' GEMMs read their producers' copies)", name, c1 - c0, want_f);
     TU_CHECK(c2 - c1 == want_b, "%s: the bf16 backward cast %llu GEMM operands, want %llu", name, c2 - c1, want_b);

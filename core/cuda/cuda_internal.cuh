@@ -72,6 +72,8 @@ const __nv_bfloat16 *cuda_ops_bf16_operand(Backend *be, const float *x, size_t n
  * alone). Valid for the next op only: every op entry point counts. */
 __nv_bfloat16 *cuda_ops_next_copy(Backend *be, size_t n);
 void cuda_ops_next_copy_written(Backend *be, const float *out, size_t n, int upto);
+/* The bf16 copy of x[0, n) that the op just before this one wrote, or NULL (call it from inside an op). */
+const __nv_bfloat16 *cuda_ops_prev_copy(Backend *be, const float *x, size_t n);
 /* Row-major C[M,N] = alpha op(A) op(B) + beta C with bf16 A and B, fp32 C and fp32 accumulation (cublasGemmEx,
  * CUBLAS_COMPUTE_32F: the products of bf16 values are exact in fp32); deterministic for a given GPU and shape. */
 void cuda_ops_gemm_bf16(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,

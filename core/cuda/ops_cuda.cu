@@ -126,6 +126,9 @@ __nv_bfloat16 *cuda_ops_next_copy(Backend *be, size_t n) {
 void cuda_ops_next_copy_written(Backend *be, const float *out, size_t n, int upto) {
     shadow_set((CudaState *)be->impl, out, n, upto);
 }
+const __nv_bfloat16 *cuda_ops_prev_copy(Backend *be, const float *x, size_t n) {
+    return shadow_hit((CudaState *)be->impl, x, n);
+}
 
 /* ---------------- backend and memory ---------------- */
 
@@ -691,6 +694,9 @@ extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n)
     CudaState *st = st_of(be);
     if (!n) return;
     __nv_bfloat16 *sh = shadow_for(st, n);
+    /* bf16 training: the GELU recomputed in the backward is the x operand of the next op, the FFN's second linear's
+     * backward, which reads this copy instead of casting (the copy of the stored value: the same bf16 numbers) */
+    if (!sh && st->wmaster) sh = (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
     k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh, st->act_bf16);
     XR_LAUNCHED();
     if (sh) shadow_set(st, out, n, 0);

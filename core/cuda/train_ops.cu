@@ -152,8 +152,12 @@ extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, floa
          * gradients; the bias sums read the fp32 dy */
         const __nv_bfloat16 *dyb = cuda_ops_bf16_operand(be, dy, (size_t)M * N, 0);
         if (dx) cuda_ops_gemm_bf16(be, 0, 0, M, K, N, 1.0f, dyb, N, wc, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
-        if (dW) cuda_ops_gemm_bf16(be, 1, 0, N, K, M, 1.0f, dyb, N, cuda_ops_bf16_operand(be, x, (size_t)M * K, 1), K,
-                                   1.0f, dW, K);
+        if (dW) {
+            /* x's copy when the op before wrote one (the GELU recomputed for the FFN's second linear) */
+            const __nv_bfloat16 *xb = cuda_ops_prev_copy(be, x, (size_t)M * K);
+            if (!xb) xb = cuda_ops_bf16_operand(be, x, (size_t)M * K, 1);
+            cuda_ops_gemm_bf16(be, 1, 0, N, K, M, 1.0f, dyb, N, xb, K, 1.0f, dW, K);
+        }
         if (db) colsums(be, st, db, NULL, dy, NULL, NULL, NULL, M, N);
         return;
     }
