@@ -20,8 +20,10 @@
 # 4. bf16 (issue 13): test_cuda_bf16_train (runs in (1) too): the weights' bf16 working copy and its once-a-step
 #    cast, every op of the training step with bf16 activation storage (linear_gelu, the bf16 backward GEMMs
 #    included) and the whole bf16 step (one step, 6 AdamW steps, reruns, checkpointing) against the CPU emulation
-#    of test_bf16_train; then PyTorch's autocast bf16 step (peer_gpu.py train-bf16, at most 80 s): the number
-#    xrank's bf16 path is to beat. `train --precision bf16` stays refused until this check has passed.
+#    of test_bf16_train; xrank's own step in fp32 and bf16 (bench_train_step, MiniLM + head, T 96, 16 pairs, at
+#    most 90 s each: ms a step, pairs/s, peak memory, activation casts a step); then PyTorch's autocast bf16 step
+#    (peer_gpu.py train-bf16, at most 80 s): the number xrank's bf16 path is to beat. `train --precision bf16`
+#    stays refused until this check has passed.
 # One summary at the end; logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -117,9 +119,20 @@ grep -E "checks|failed|SKIPPED|not bf16|one bf16 step|bf16 AdamW|bf16-mode|measu
     "$OUTD/bf16.txt" | head -16 | tee -a "$OUTD/summary.txt"
 grep -E "one step|AdamW steps" "$B/Testing/Temporary/LastTest.log" 2>/dev/null | grep -i bf16 | head -4 \
     | tee -a "$OUTD/summary.txt"
+# xrank's own step, fp32 and bf16, through the library (bench_train_step; the CLI refuses bf16 until this check has
+# passed): MiniLM + a new head at the peer's shape (T 96, 16 pairs), when the model was carried (step 2 unpacked it)
+if [ -d "$L/minilm" ] && cmake --build "$B" --target bench_train_step > "$OUTD/bench_build.log" 2>&1; then
+    : > "$OUTD/train_step_speed.jsonl"
+    for p in fp32 bf16; do
+        timeout 90 "$B/benchmarks/bench_train_step" "$L/minilm" 96 16 20 $p >> "$OUTD/train_step_speed.jsonl" \
+            2>> "$OUTD/bench_build.log" || { rc=1; note "bench_train_step $p failed (bench_build.log)"; }
+    done
+    tee -a "$OUTD/summary.txt" < "$OUTD/train_step_speed.jsonl"
+else
+    note "bench_train_step skipped: no carried MiniLM, or its build failed (bench_build.log)"
+fi
 note "xrank bf16 training step: built (activations stored as bf16 values in fp32 words, bf16 GEMM operands); \
-train --precision bf16 stays refused until test_cuda_bf16_train passes here; no xrank-vs-PyTorch bf16 speed ratio \
-yet; PyTorch autocast bf16 (the target):"
+train --precision bf16 stays refused until test_cuda_bf16_train passes here; PyTorch autocast bf16 (the target):"
 timeout 80 python3 benchmarks/peer_gpu.py train-bf16 96 16 > "$OUTD/peer_bf16.jsonl" 2>> "$OUTD/peer.err" || true
 cat "$OUTD/peer_bf16.jsonl" | tee -a "$OUTD/summary.txt"
 

@@ -1,0 +1,114 @@
+/* bench_train_step.c: one GPU's training step (forward, backward, clipping, AdamW and, in bf16, the working copy's
+ * refresh) on B random full-length sequences of T tokens, through the library (the CLI refuses --precision bf16
+ * until the GPU check passes): loads a model directory on a CUDA backend, adds a one-label head when it has none,
+ * runs 2 warm-up steps then STEPS timed ones, and prints one JSON line: ms per step, pairs/s, tokens/s, the
+ * backend's measured peak memory and, in bf16, the activation casts a step. The number issue 13 compares with
+ * PyTorch's autocast step (benchmarks/peer_gpu.py train-bf16 at the same T and B).
+ * Usage: bench_train_step MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1]
+ * Built by benchmarks/CMakeLists.txt (target bench_train_step, not part of `all`). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "loss.h"
+#include "model.h"
+#include "ops.h"
+#include "optim.h"
+#ifdef XR_HAVE_CUDA
+#include "cuda/ops_cuda.h"
+#endif
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1]\n", argv[0]);
+        return 2;
+    }
+#ifndef XR_HAVE_CUDA
+    fprintf(stderr, "bench_train_step: built without the CUDA backend\n");
+    return 77;
+#else
+    const char *dir = argv[1];
+    int T = atoi(argv[2]), B = atoi(argv[3]), steps = atoi(argv[4]), bf16 = !strcmp(argv[5], "bf16");
+    int dropout = argc > 6 ? atoi(argv[6]) : 1;
+    if (T < 3 || B < 1 || steps < 1) {
+        fprintf(stderr, "bench_train_step: bad T / B / STEPS\n");
+        return 2;
+    }
+    if (cuda_ops_device_count() < 1) {
+        fprintf(stderr, "bench_train_step: no GPU visible\n");
+        return 77;
+    }
+    XrErr e;
+    /* the backend the CLI makes for the precision (bf16: bf16 GEMM mode) */
+    Backend *be = ops_backend_create(XR_DEV_CUDA, 0, bf16 ? XR_PREC_BF16 : XR_PREC_FP32, 0, &e);
+    Encoder *m = be ? encoder_load_on(dir, be, &e) : NULL;
+    if (!m || (!encoder_config(m)->is_seq_cls && encoder_init_head(m, 1, 42, &e) != 0) ||
+        encoder_set_precision(m, bf16 ? XR_PREC_BF16 : XR_PREC_FP32, &e) != 0) {
+        fprintf(stderr, "bench_train_step: %s\n", e.msg);
+        return 1;
+    }
+    encoder_set_batch_limits(m, B, 0, T);
+    size_t np = (size_t)encoder_num_params(m);
+    AdamWConfig ac = adamw_defaults();
+    AdamW *opt = adamw_create(be, 0, np, &ac);
+    for (int i = 0; i < encoder_num_tensors(m); i++) {
+        const EncoderTensor *t = encoder_tensor(m, i);
+        if (!encoder_tensor_decays(t)) adamw_no_decay(opt, t->offset, t->numel);
+    }
+    /* ids in [5, 1000), the first and last tokens special, no padding; labels alternate */
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T), *mask = malloc(sizeof(int32_t) * (size_t)B * T);
+    float *labels = malloc(sizeof(float) * (size_t)B), *lg = malloc(sizeof(float) * (size_t)B);
+    float *dl = malloc(sizeof(float) * (size_t)B);
+    uint64_t *ex = malloc(sizeof(uint64_t) * (size_t)B), r = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        ids[i] = 5 + (int32_t)(r % 995);
+        mask[i] = 1;
+    }
+    for (int b = 0; b < B; b++) {
+        ids[(size_t)b * T] = 0, ids[(size_t)b * T + T - 1] = 2;
+        labels[b] = (float)(b % 2), ex[b] = (uint64_t)b;
+    }
+    Batch batch = {B, T, ids, NULL, mask};
+    unsigned long long casts = 0;
+    double t0 = 0, loss = 0;
+    for (int s = 0; s < steps + 2; s++) {
+        if (s == 2) {
+            ops_sync(be);
+            casts = cuda_ops_act_casts(be);
+            t0 = now();
+        }
+        EncoderTrainStep st = {42, (uint64_t)s, ex, dropout};
+        encoder_zero_grads(m);
+        encoder_train_forward(m, &batch, &st, lg); /* ends with the logits on the host: synchronised */
+        loss = loss_bce_with_logits(lg, labels, B, 1.0f, 1.0f, dl);
+        encoder_train_backward(m, dl);
+        optim_clip_grad_norm(be, encoder_grads(m), np, 1.0);
+        adamw_step(opt, encoder_params(m), encoder_grads(m), 2e-5);
+        encoder_weights_updated(m);
+    }
+    ops_sync(be);
+    double dt = now() - t0;
+    casts = cuda_ops_act_casts(be) - casts;
+    XrMemStats ms;
+    ops_mem_stats(be, &ms);
+    printf("{\"kind\": \"xrank_train_step\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, \"steps\": %d, "
+           "\"dropout\": %d, \"ms_per_step\": %.2f, \"pairs_per_s\": %.1f, \"tokens_per_s\": %.0f, \"peak_mib\": %.1f, "
+           "\"act_casts_per_step\": %.1f, \"last_loss\": %.4f, \"params\": %zu}\n",
+           bf16 ? "bf16" : "fp32", T, B, steps, dropout, 1e3 * dt / steps, B * steps / dt, (double)B * T * steps / dt,
+           ms.peak / 1048576.0, (double)casts / steps, loss, np);
+    encoder_set_precision(m, XR_PREC_FP32, &e);
+    adamw_free(opt);
+    encoder_free(m);
+    ops_backend_free(be);
+    free(ids), free(mask), free(labels), free(lg), free(dl), free(ex);
+    return 0;
+#endif
+}
