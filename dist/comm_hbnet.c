@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,7 +31,7 @@ typedef struct {
     uint16_t port;               /* network order */
     uint16_t naddr;
     uint32_t addr[XR_HBNET_ADDRS]; /* IPv4, network order */
-    char host[64];
+    char stack[96]; /* the network stack it runs on (hbnet_stack_id); "": not known */
 } HbLeader;
 
 typedef struct {
@@ -64,6 +65,25 @@ static uint64_t hbnet_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Which network stack this process runs on: the kernel's boot id (one per boot of a machine, the same in its
+ * containers) and the inode of this process's network namespace, so two leaders with the same id reach each other
+ * over loopback, and leaders on different machines (or in containers with their own network) never take each other
+ * for local, whatever their host names are (containers and cloud images often share one). "" when /proc does not say.
+ * XR_TEST_HBNET_APART=1 (tests): each leader a stack of its own (its world rank appended). */
+static void hbnet_stack_id(char *out, size_t n, int rank) {
+    out[0] = 0;
+    char boot[64] = {0};
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, boot, sizeof boot - 1) : -1;
+    if (fd >= 0) close(fd);
+    struct stat ns;
+    if (got <= 0 || stat("/proc/self/ns/net", &ns) != 0) return;
+    boot[strcspn(boot, "\n")] = 0;
+    const char *apart = getenv("XR_TEST_HBNET_APART");
+    int len = snprintf(out, n, "%s:%lu:%lu", boot, (unsigned long)ns.st_dev, (unsigned long)ns.st_ino);
+    if (apart && apart[0] == '1' && len > 0 && (size_t)len < n) snprintf(out + len, n - (size_t)len, ":rank%d", rank);
 }
 
 /* This host's IPv4 addresses that are up, loopback left out; with none, loopback only. */
@@ -118,6 +138,11 @@ HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, in
         socklen_t len = sizeof a;
         memset(&a, 0, sizeof a);
         a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_ANY), a.sin_port = 0;
+        const char *apart = getenv("XR_TEST_HBNET_APART");
+        if (apart && apart[0] == '1') { /* tests: as on another machine, loopback does not reach this socket */
+            uint32_t first;
+            if (hbnet_addrs(&first, 1) == 1 && first != htonl(INADDR_LOOPBACK)) a.sin_addr.s_addr = first;
+        }
         if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 ||
             fcntl(fd, F_SETFL, O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
             fprintf(stderr, "xrank: rank %d: no heartbeat across nodes (UDP socket: %s): a stopped rank on another node "
@@ -126,7 +151,7 @@ HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, in
         } else {
             mine.world = c->rank, mine.port = a.sin_port;
             mine.naddr = (uint16_t)hbnet_addrs(mine.addr, XR_HBNET_ADDRS);
-            gethostname(mine.host, sizeof mine.host - 1);
+            hbnet_stack_id(mine.stack, sizeof mine.stack, c->rank);
         }
     }
     int nl = 0;
@@ -149,8 +174,9 @@ HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, in
         if (all[i].world == c->rank || all[i].world < 0) continue;
         HbLeader *l = &n->lead[n->nlead++];
         *l = all[i];
-        l->host[sizeof l->host - 1] = 0;
-        if (!strcmp(l->host, mine.host)) l->naddr = 1, l->addr[0] = htonl(INADDR_LOOPBACK); /* nodes faked on one host */
+        l->stack[sizeof l->stack - 1] = 0;
+        if (mine.stack[0] && !strcmp(l->stack, mine.stack)) /* one network stack: nodes faked on one machine */
+            l->naddr = 1, l->addr[0] = htonl(INADDR_LOOPBACK);
     }
     free(all);
     n->nlocal = c->local_size < XR_HBNET_MAX_LOCAL ? c->local_size : XR_HBNET_MAX_LOCAL;
