@@ -3,8 +3,9 @@
  * datagram every heartbeat period, from the heartbeat thread and its own socket (no MPI call off the main thread:
  * MPI_THREAD_FUNNELED), and writes what it receives into the lines of the remote ranks, so a wait sees a stopped or
  * departed rank on another node, and how far it got in the collective sequence, as it sees one on its own. The main
- * thread sets it up (addresses exchanged over MPI). A remote line is judged only once a datagram has filled it: where
- * UDP does not get through (a firewall, no IPv4 address), remote ranks keep only --comm-stall-timeout, as before. */
+ * thread sets it up (addresses exchanged over MPI). One dual-stack IPv6 socket carries IPv4 and IPv6 (an IPv4 socket
+ * where the kernel has no IPv6). A remote line is judged only once a datagram has filled it: where UDP does not get
+ * through (a firewall, no usable address), remote ranks keep only --comm-stall-timeout, as before. */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* getifaddrs */
 #include <arpa/inet.h>
@@ -30,7 +31,7 @@ typedef struct {
     int32_t world;               /* the leader's world rank; -1: no socket there */
     uint16_t port;               /* network order */
     uint16_t naddr;
-    uint32_t addr[XR_HBNET_ADDRS]; /* IPv4, network order */
+    uint8_t addr[XR_HBNET_ADDRS][16]; /* IPv6; IPv4 as ::ffff:a.b.c.d (network order) */
     char stack[96]; /* the network stack it runs on (hbnet_stack_id); "": not known */
 } HbLeader;
 
@@ -50,11 +51,11 @@ typedef struct {
 } HbEntry;
 
 struct HbNet {
-    int fd;
+    int fd, v6; /* v6: a dual-stack AF_INET6 socket (IPv4 peers as mapped addresses); 0: AF_INET, IPv4 only */
     uint64_t nonce;
     int me, size, nlead;
-    HbLeader *lead;         /* [nlead] the other leaders (this one left out) */
-    struct sockaddr_in *to; /* [nlead] the address a leader's datagrams came from (port 0: none yet) */
+    HbLeader *lead;              /* [nlead] the other leaders (this one left out) */
+    struct sockaddr_storage *to; /* [nlead] the address a leader's datagrams came from (port 0: none yet) */
     int *local, nlocal;     /* world ranks of this node */
     const int *via;         /* [size] world rank of the leader relaying each rank (-1: this node) */
     char *buf;
@@ -86,21 +87,64 @@ static void hbnet_stack_id(char *out, size_t n, int rank) {
     if (apart && apart[0] == '1' && len > 0 && (size_t)len < n) snprintf(out + len, n - (size_t)len, ":rank%d", rank);
 }
 
-/* This host's IPv4 addresses that are up, loopback left out; with none, loopback only. */
-static int hbnet_addrs(uint32_t *out, int max) {
+static const uint8_t hbnet_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}; /* ::ffff:0:0/96 */
+
+/* Which addresses a socket takes: IPv4 only (an AF_INET socket), both (dual-stack AF_INET6), IPv6 only (tests:
+ * XR_TEST_HBNET_V6=1, the relay over IPv6 alone). */
+enum { HBNET_V4 = 0, HBNET_BOTH = 1, HBNET_V6 = 2 };
+
+/* The loopback address for the mode: ::1 for IPv6 alone, else 127.0.0.1 (mapped). */
+static void hbnet_loopback(uint8_t a[16], int mode) {
+    uint32_t v4 = htonl(INADDR_LOOPBACK);
+    if (mode == HBNET_V6) memcpy(a, &in6addr_loopback, 16);
+    else memcpy(a, hbnet_mapped, 12), memcpy(a + 12, &v4, 4);
+}
+
+/* This host's addresses that are up, for the mode, loopback left out (and IPv6 link-local ones: those need the
+ * receiver's interface index); IPv4 first. With none, loopback only. */
+static int hbnet_addrs(uint8_t (*out)[16], int max, int mode) {
     struct ifaddrs *ifa = NULL;
     int n = 0;
     if (getifaddrs(&ifa) == 0) {
-        for (struct ifaddrs *p = ifa; p && n < max; p = p->ifa_next) {
-            if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET || !(p->ifa_flags & IFF_UP) ||
-                (p->ifa_flags & IFF_LOOPBACK))
-                continue;
-            out[n++] = ((struct sockaddr_in *)p->ifa_addr)->sin_addr.s_addr;
-        }
+        for (int fam = 0; fam < 2; fam++)
+            for (struct ifaddrs *p = ifa; p && n < max; p = p->ifa_next) {
+                if (!p->ifa_addr || !(p->ifa_flags & IFF_UP) || (p->ifa_flags & IFF_LOOPBACK)) continue;
+                if (fam == 0 && p->ifa_addr->sa_family == AF_INET && mode != HBNET_V6) {
+                    memcpy(out[n], hbnet_mapped, 12);
+                    memcpy(out[n++] + 12, &((struct sockaddr_in *)p->ifa_addr)->sin_addr.s_addr, 4);
+                } else if (fam == 1 && p->ifa_addr->sa_family == AF_INET6 && mode != HBNET_V4) {
+                    const struct in6_addr *a6 = &((struct sockaddr_in6 *)p->ifa_addr)->sin6_addr;
+                    if (IN6_IS_ADDR_LINKLOCAL(a6) || IN6_IS_ADDR_V4MAPPED(a6) || IN6_IS_ADDR_LOOPBACK(a6)) continue;
+                    memcpy(out[n++], a6, 16);
+                }
+            }
         freeifaddrs(ifa);
     }
-    if (n == 0) out[n++] = htonl(INADDR_LOOPBACK);
+    if (n == 0) hbnet_loopback(out[n++], mode);
     return n;
+}
+
+/* The socket address of a (port in network order) for this socket; 0 when the socket cannot reach it (an IPv6
+ * address from an IPv4 socket). */
+static socklen_t hbnet_sockaddr(int v6, const uint8_t a[16], uint16_t port, struct sockaddr_storage *out) {
+    memset(out, 0, sizeof *out);
+    if (v6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+        s6->sin6_family = AF_INET6, s6->sin6_port = port;
+        memcpy(&s6->sin6_addr, a, 16);
+        return sizeof *s6;
+    }
+    if (memcmp(a, hbnet_mapped, 12)) return 0;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+    s4->sin_family = AF_INET, s4->sin_port = port;
+    memcpy(&s4->sin_addr.s_addr, a + 12, 4);
+    return sizeof *s4;
+}
+
+static uint16_t hbnet_port(const struct sockaddr_storage *s) {
+    if (s->ss_family == AF_INET6) return ((const struct sockaddr_in6 *)s)->sin6_port;
+    if (s->ss_family == AF_INET) return ((const struct sockaddr_in *)s)->sin_port;
+    return 0;
 }
 
 HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, int **via_out) {
@@ -132,25 +176,35 @@ HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, in
     HbLeader mine;
     memset(&mine, 0, sizeof mine);
     mine.world = -1;
-    int fd = hb && !getenv("XR_TEST_NO_UDP") ? socket(AF_INET, SOCK_DGRAM, 0) : -1;
+    /* a dual-stack IPv6 socket (IPv4 peers as mapped addresses), else, where the kernel has no IPv6, an IPv4 one */
+    int fd = -1, mode = HBNET_V4;
+    if (hb && !getenv("XR_TEST_NO_UDP")) {
+        const char *only6 = getenv("XR_TEST_HBNET_V6");
+        int off = 0;
+        fd = socket(AF_INET6, SOCK_DGRAM, 0);
+        if (fd >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) close(fd), fd = -1;
+        if (fd >= 0) mode = only6 && only6[0] == '1' ? HBNET_V6 : HBNET_BOTH;
+        else fd = socket(AF_INET, SOCK_DGRAM, 0);
+    }
     if (fd >= 0) {
-        struct sockaddr_in a;
-        socklen_t len = sizeof a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET, a.sin_addr.s_addr = htonl(INADDR_ANY), a.sin_port = 0;
+        struct sockaddr_storage a;
+        uint8_t any[16] = {0}, first[1][16];
+        socklen_t len = hbnet_sockaddr(mode != HBNET_V4, any, 0, &a);
         const char *apart = getenv("XR_TEST_HBNET_APART");
         if (apart && apart[0] == '1') { /* tests: as on another machine, loopback does not reach this socket */
-            uint32_t first;
-            if (hbnet_addrs(&first, 1) == 1 && first != htonl(INADDR_LOOPBACK)) a.sin_addr.s_addr = first;
+            uint8_t lo[16];
+            hbnet_loopback(lo, mode);
+            if (hbnet_addrs(first, 1, mode) == 1 && memcmp(first[0], lo, 16))
+                len = hbnet_sockaddr(mode != HBNET_V4, first[0], 0, &a);
         }
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 ||
+        if (bind(fd, (struct sockaddr *)&a, len) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 ||
             fcntl(fd, F_SETFL, O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
             fprintf(stderr, "xrank: rank %d: no heartbeat across nodes (UDP socket: %s): a stopped rank on another node "
                     "is found only after --comm-stall-timeout\n", c->rank, strerror(errno));
             close(fd), fd = -1;
         } else {
-            mine.world = c->rank, mine.port = a.sin_port;
-            mine.naddr = (uint16_t)hbnet_addrs(mine.addr, XR_HBNET_ADDRS);
+            mine.world = c->rank, mine.port = hbnet_port(&a);
+            mine.naddr = (uint16_t)hbnet_addrs(mine.addr, XR_HBNET_ADDRS, mode);
             hbnet_stack_id(mine.stack, sizeof mine.stack, c->rank);
         }
     }
@@ -167,7 +221,7 @@ HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, in
         return NULL;
     }
     HbNet *n = xr_calloc(1, sizeof *n);
-    n->fd = fd, n->nonce = nonce, n->me = c->rank, n->size = c->size, n->via = via;
+    n->fd = fd, n->v6 = mode != HBNET_V4, n->nonce = nonce, n->me = c->rank, n->size = c->size, n->via = via;
     n->lead = xr_calloc((size_t)nl, sizeof *n->lead);
     n->to = xr_calloc((size_t)nl, sizeof *n->to);
     for (int i = 0; i < nl; i++) {
@@ -176,7 +230,7 @@ HbNet *comm_hbnet_start(Comm *c, _Atomic uint64_t *hb, const int *node_world, in
         *l = all[i];
         l->stack[sizeof l->stack - 1] = 0;
         if (mine.stack[0] && !strcmp(l->stack, mine.stack)) /* one network stack: nodes faked on one machine */
-            l->naddr = 1, l->addr[0] = htonl(INADDR_LOOPBACK);
+            l->naddr = 1, hbnet_loopback(l->addr[0], mode);
     }
     free(all);
     n->nlocal = c->local_size < XR_HBNET_MAX_LOCAL ? c->local_size : XR_HBNET_MAX_LOCAL;
@@ -207,19 +261,19 @@ void comm_hbnet_tick(HbNet *n, _Atomic uint64_t *hb) {
     size_t len = sizeof h + sizeof(HbEntry) * (size_t)n->nlocal;
     for (int i = 0; i < n->nlead; i++) {
         HbLeader *l = &n->lead[i];
-        if (n->to[i].sin_port) { /* a datagram came from there: answer only that address */
-            sendto(n->fd, n->buf, len, MSG_DONTWAIT, (struct sockaddr *)&n->to[i], sizeof n->to[i]);
+        if (hbnet_port(&n->to[i])) { /* a datagram came from there: answer only that address */
+            socklen_t tl = n->to[i].ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+            sendto(n->fd, n->buf, len, MSG_DONTWAIT, (struct sockaddr *)&n->to[i], tl);
             continue;
         }
-        for (int k = 0; k < l->naddr; k++) {
-            struct sockaddr_in a;
-            memset(&a, 0, sizeof a);
-            a.sin_family = AF_INET, a.sin_port = l->port, a.sin_addr.s_addr = l->addr[k];
-            sendto(n->fd, n->buf, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a);
+        for (int k = 0; k < l->naddr && k < XR_HBNET_ADDRS; k++) {
+            struct sockaddr_storage a;
+            socklen_t al = hbnet_sockaddr(n->v6, l->addr[k], l->port, &a);
+            if (al) sendto(n->fd, n->buf, len, MSG_DONTWAIT, (struct sockaddr *)&a, al);
         }
     }
     for (;;) {
-        struct sockaddr_in src;
+        struct sockaddr_storage src;
         socklen_t sl = sizeof src;
         ssize_t got = recvfrom(n->fd, n->buf, n->buf_n, MSG_DONTWAIT, (struct sockaddr *)&src, &sl);
         if (got < 0) break;
@@ -230,9 +284,9 @@ void comm_hbnet_tick(HbNet *n, _Atomic uint64_t *hb) {
             continue; /* not this job's */
         int from = -1;
         for (int i = 0; i < n->nlead; i++)
-            if (n->lead[i].world == h.from && n->lead[i].port == src.sin_port) from = i;
+            if (n->lead[i].world == h.from && n->lead[i].port == hbnet_port(&src)) from = i;
         if (from < 0) continue;
-        if (!n->to[from].sin_port) n->to[from] = src;
+        if (!hbnet_port(&n->to[from])) n->to[from] = src;
         now = hbnet_ms();
         for (uint32_t k = 0; k < h.count; k++) {
             HbEntry e;

@@ -62,6 +62,7 @@ endforeach()
 # off (XR_TEST_NO_UDP), a stopped one is caught by --comm-stall-timeout (4 s here) only, named dead or hung. Leaders
 # with one host name on different machines (faked: XR_TEST_HBNET_APART, each leader its own network stack id and
 # a socket loopback does not reach): the stopped rank is still named through the relay (comm_remote_peer_stop_apart).
+# The same over IPv6 alone (XR_TEST_HBNET_V6): on ::1, and apart on the machine's own IPv6 address (_v6, _v6_apart).
 function(xr_comm_remote_test name how np split)
   add_test(NAME ${name}
            COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE} -DTEST_COMM=$<TARGET_FILE:test_comm> -DHOW=${how}
@@ -77,6 +78,8 @@ xr_comm_remote_test(comm_remote_peer_left_fail leave-fail 2 rank)
 xr_comm_remote_test(comm_remote_peer_busy busy 4 2 -DBUSY=10.5)
 xr_comm_remote_test(comm_remote_peer_stop_no_udp stop 2 rank -DNOUDP=1 -DSTALL=4)
 xr_comm_remote_test(comm_remote_peer_stop_apart stop 4 2 -DAPART=1 -DSTALL=30)
+xr_comm_remote_test(comm_remote_peer_stop_v6 stop 4 2 -DV6=1 -DSTALL=30)
+xr_comm_remote_test(comm_remote_peer_stop_v6_apart stop 4 2 -DV6=1 -DAPART=1 -DSTALL=30)
 # A peer that left after its part, with 3 ranks (run_comm_left_after.cmake): rank 1 takes part in a gather to rank 0
 # (or a broadcast from it) and leaves, rank 2 is busy 6 s (2x --comm-timeout 3) before it: rank 0 must wait for rank 2,
 # not name rank 1, and complete (comm_left_after_gather / _gather_fail / _bcast); with --comm-stall-timeout 4 below
