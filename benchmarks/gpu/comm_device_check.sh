@@ -7,33 +7,43 @@
 # 2 ranks x 1 sharing the GPU (staged communicator, pinned host buffers; ZeRO-1 on and off) must give the same
 # parameters within 1e-5 (test_trainer --compare), as the CPU rank-invariance test (tests/train.cmake) requires.
 # The single-process whole-step GPU test is tests/test_cuda_train_step.c (issue 10), run by train_device_check.sh.
-# Usage: benchmarks/gpu/comm_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD)
+# Usage: benchmarks/gpu/comm_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD; XR_NO_BUILD=1: use the build in
+# $XR_BUILD; XR_PARTS, default all: bench (the bandwidths), train_eq (the training proof))
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 O=${1:-${OUT:-/tmp/xr_comm_out}}
 mkdir -p "$O"
-B=${XR_BUILD:-/tmp/xr_build}
-benchmarks/gpu/device_build.sh -R 'test_comm|^comm_' >"$O/build.log" 2>&1
-echo "device_build.sh rc=$?"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
-cmake --build "$B" --target bench_comm >>"$O/build.log" 2>&1 || { echo "bench_comm did not build"; exit 1; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-echo "== NCCL, 1 rank"; "$B/benchmarks/bench_comm" --impl nccl --device cuda --max-bytes 1G | tee "$O/comm_nccl_1.jsonl" | tail -3
-echo "== staged, 2 ranks on one GPU"
-mpirun -np 2 --oversubscribe "$B/benchmarks/bench_comm" --impl staged --device cuda --max-bytes 256M \
-  | tee "$O/comm_staged_2.jsonl" | tail -3
+. benchmarks/gpu/device_env.sh   # P, B, X, MPIRUN, library paths, Open MPI settings, xr_part
+rc=0
+if [ "${XR_NO_BUILD:-0}" != 1 ]; then
+  benchmarks/gpu/device_build.sh -R 'test_comm|^comm_' >"$O/build.log" 2>&1
+  echo "device_build.sh rc=$?"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
+fi
+if xr_part bench; then
+  cmake --build "$B" --target bench_comm >>"$O/build.log" 2>&1 || { echo "bench_comm did not build"; exit 1; }
+  echo "== NCCL, 1 rank"
+  "$B/benchmarks/bench_comm" --impl nccl --device cuda --max-bytes 1G > "$O/comm_nccl_1.jsonl" || rc=1
+  tail -3 "$O/comm_nccl_1.jsonl"
+  echo "== staged, 2 ranks on one GPU"
+  "$MPIRUN" -np 2 --oversubscribe "$B/benchmarks/bench_comm" --impl staged --device cuda --max-bytes 256M \
+    > "$O/comm_staged_2.jsonl" || rc=1
+  tail -3 "$O/comm_staged_2.jsonl"
+fi
+xr_part train_eq || exit $rc
 echo "== 2-rank GPU training (staged) vs 1 rank x accumulation 2"
 cmake --build "$B" --target xrank test_trainer >>"$O/build.log" 2>&1 || { echo "xrank / test_trainer did not build"; exit 1; }
 T=$O/train_eq; rm -rf "$T"; mkdir -p "$T"
-X="$B/xrank"; M=$PWD/tests/fixtures/cli/bert_seqcls
-"$X" tokenize --model "$M" --input tests/fixtures/h5/flag.jsonl --output "$T/ds" --quiet
+M=$PWD/tests/fixtures/cli/bert_seqcls
+"$X" tokenize --model "$M" --input tests/fixtures/h5/flag.jsonl --output "$T/ds" --quiet || exit 1
 TR=(train --model "$M" --data "$T/ds" --max-steps 10 --lr 1e-3 --max-length 24 --per-device-train-batch-size 3
     --logging-steps 5 --loss bce --pos-weight 2 --dropout off --device cuda --quiet)
 ok=1
 "$X" "${TR[@]}" --gradient-accumulation-steps 2 --output "$T/r1" || ok=0
 for z in 1 0; do
-  mpirun -np 2 --oversubscribe "$X" "${TR[@]}" --gradient-accumulation-steps 1 --zero $z --bucket-size-mb 0.004 \
+  "$MPIRUN" -np 2 --oversubscribe "$X" "${TR[@]}" --gradient-accumulation-steps 1 --zero $z --bucket-size-mb 0.004 \
     --output "$T/r2z$z" || ok=0
   "$B/tests/test_trainer" --compare "$T/r1/final/model.safetensors" "$T/r2z$z/final/model.safetensors" 1e-5 \
     | tee -a "$O/train_eq.txt" || ok=0
 done
 echo "2-rank GPU training equal to 1 rank x accumulation 2 (ZeRO-1 on and off): $([ $ok = 1 ] && echo PASS || echo FAIL)"
+[ $ok = 1 ] && exit $rc || exit 1

@@ -3,14 +3,12 @@
 # no network). Unpacks the .deb files that fetch_deps.sh put in .deps/ (call `run` with carry [".deps"]) into
 # $XRDEPS (default /opt/xrdeps, never /), points pkg-config, CMake, the loader and the relocated Open MPI there,
 # takes cuDNN and NCCL from PyTorch's nvidia-* wheels, configures and builds the real CMake project and runs ctest.
-# Usage: benchmarks/gpu/device_build.sh [ctest args...]   (env: XRDEPS, XR_BUILD, XR_JOBS)
+# Usage: benchmarks/gpu/device_build.sh [ctest args...]   (env: XRDEPS, XR_BUILD, XR_JOBS; XR_CTEST=0: build only)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SRC=$PWD
-P=${XRDEPS:-/opt/xrdeps}
-B=${XR_BUILD:-/tmp/xr_build}
+. benchmarks/gpu/device_env.sh   # P, B, A and the run-time environment (library paths, relocated Open MPI)
 J=${XR_JOBS:-$(nproc)}
-A=x86_64-linux-gnu
 [ -d .deps ] && ls .deps/*.deb >/dev/null 2>&1 || { echo "no .deps/*.deb: run benchmarks/gpu/fetch_deps.sh here and carry .deps" >&2; exit 1; }
 
 unpack() {  # dpkg -x where dpkg exists, else ar + tar (a .deb is an ar archive holding data.tar.*)
@@ -57,18 +55,6 @@ if [ ! -e "$P/.unpacked" ]; then
     touch "$P/.unpacked"
 fi
 
-LIBP="$P/usr/lib/$A:$P/lib/$A:$P/usr/lib/$A/openblas-pthread:$P/usr/lib/$A/hdf5/serial:$P/usr/lib/$A/openmpi/lib"
-export PATH="$PATH:$P/usr/bin"   # after the machine's own tools: ours only fill gaps (pkg-config, mpicc)
-export LD_LIBRARY_PATH="$LIBP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PKG_CONFIG_PATH="$P/usr/lib/$A/pkgconfig:$P/usr/share/pkgconfig"
-export PKG_CONFIG_LIBDIR="$PKG_CONFIG_PATH"   # never the machine's own .pc files
-export OPAL_PREFIX="$P/usr" PMIX_INSTALL_PREFIX="$P/usr"
-# one node, run as root, no InfiniBand: shared-memory transport only, no UCX/OFI probing
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-# PMIx looked for its plugins under /usr despite PMIX_INSTALL_PREFIX (seen 2026-11-25; mpirun still ran): name the dir
-export PMIX_MCA_mca_base_component_path="$P/usr/lib/$A/pmix2/lib/pmix" PMIX_MCA_pcompress_base_silence_warning=1
-
 # ---- 2. cuDNN / NCCL: the toolkit's copies when present, else PyTorch's nvidia-* wheels ----
 CU=()
 mkdir -p "$B/cudalib"
@@ -78,8 +64,7 @@ for pkg in cudnn nccl; do
     [ -n "$d" ] && [ -d "$d/include" ] || { echo "no $pkg (toolkit or nvidia-$pkg wheel): CUDA backend will be off" >&2; continue; }
     so=$(ls "$d"/lib/lib$pkg.so* | sort | head -1); ln -sfn "$so" "$B/cudalib/lib$pkg.so"
     U=$(echo $pkg | tr a-z A-Z)
-    CU+=(-D${U}_LIB="$B/cudalib/lib$pkg.so" -D${U}_INC="$d/include")
-    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"
+    CU+=(-D${U}_LIB="$B/cudalib/lib$pkg.so" -D${U}_INC="$d/include")   # device_env.sh put $d/lib on the path
 done
 command -v nvcc >/dev/null && CU+=(-DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_CUDA_ARCHITECTURES=${XR_CUDA_ARCH:-90})
 
@@ -89,9 +74,12 @@ cmake -S "$SRC" -B "$B" -DXRANK_WERROR=ON -DCMAKE_PREFIX_PATH="$P/usr" -DPKG_CON
     -DMPI_C_COMPILER="$P/usr/bin/mpicc.openmpi" -DMPIEXEC_EXECUTABLE="$P/usr/bin/mpirun.openmpi" \
     -DHDF5_ROOT="$P/usr/lib/$A/hdf5/serial" -DHDF5_NO_FIND_PACKAGE_CONFIG_FILE=ON -DZLIB_ROOT="$P/usr" "${CU[@]}"
 grep -E '^(CUDNN_LIB|NCCL_LIB|MPI_C_LIB_NAMES|HDF5_C_LIBRARY_hdf5|ZLIB_LIBRARY_RELEASE):' "$B/CMakeCache.txt" || true
-cmake --build "$B" -j"$J" -- -k || echo "BUILD HAD ERRORS: testing what was built" >&2
+t0=$(date +%s); brc=0
+cmake --build "$B" -j"$J" -- -k || { brc=1; echo "BUILD HAD ERRORS: testing what was built" >&2; }
+echo "build: $(( $(date +%s) - t0 )) s with -j$J on $(nproc) cores$([ $brc = 0 ] || echo ', WITH ERRORS')"
 # the relocated Open MPI must start ranks before the multi-rank tests can mean anything
-if timeout 60 "$P/usr/bin/mpirun.openmpi" -np 2 true; then echo "mpirun -np 2: ok"; else echo "mpirun -np 2: FAILED" >&2; fi
+if timeout 60 "$MPIRUN" -np 2 true; then echo "mpirun -np 2: ok"; else echo "mpirun -np 2: FAILED" >&2; fi
+[ "${XR_CTEST:-1}" = 0 ] && exit $brc
 cd "$B"; rc=0; ctest --output-on-failure -j"${XR_TEST_JOBS:-4}" --timeout "${XR_TEST_TIMEOUT:-240}" "$@" || rc=$?
 # the GPU tests' own output (max abs diffs per op) even when they pass
 [ "${XR_CUDA_VERBOSE:-0}" = 1 ] && ctest -R cuda -V --timeout 240 || true

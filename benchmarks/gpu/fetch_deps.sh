@@ -22,6 +22,17 @@ BASE="libssl3 libnghttp2-14 librtmp1 libssh2-1 libpsl5 libldap-2.5-0 libsasl2-2 
       libnettle8 libidn2-0 libunistring2 libtasn1-6 libp11-kit0 libffi8 libgmp10 libdb5.3"
 rm -f .deps/*.deb
 (cd .deps && apt-get download $DEV $LIBS $BASE)
+# slimmed for run's 64 MiB (tree + carry): static libraries (xrank links the shared ones), docs, man pages and
+# translations are never used there; 7 MiB less, most of it libopenblas.a. Repacked as .deb (data.tar.xz), which
+# device_build.sh unpacks with dpkg -x or ar + tar.
+for f in .deps/*.deb; do
+    d=$(mktemp -d)
+    dpkg-deb -R "$f" "$d/p"
+    rm -rf "$d/p/usr/share/doc" "$d/p/usr/share/man" "$d/p/usr/share/info" "$d/p/usr/share/locale"
+    find "$d/p" -name '*.a' -delete
+    dpkg-deb -Zxz -b "$d/p" "$f" > /dev/null
+    rm -rf "$d"
+done
 # device_build.sh installs these base packages only where the GPU machine lacks their libraries
 echo $BASE | tr ' ' '\n' > .deps/base.txt
 ls .deps/*.deb | wc -l

@@ -18,42 +18,40 @@
 #     10,000,000, falling back to 2,000,000; 10k queries; k 100 and 1000; fp32 and bf16; queries/s and the
 #     fraction of the GEMM peak measured in the same call; 64 queries checked against the CPU search) and the
 #     PyTorch baseline bench_knn_torch.py (torch.mm + topk in tiles, same precision; skipped without torch).
-# Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_KNN_PASSAGES)
+# Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_KNN_PASSAGES; XR_NO_BUILD=1: use
+# the build in $XR_BUILD and its last ctest log; XR_PARTS, default all: tests (1), e2e (2), search (3), bench (4))
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 O=${1:-${OUT:-/tmp/xr_mine_out}}
 mkdir -p "$O"
-P=${XRDEPS:-/opt/xrdeps}
-B=${XR_BUILD:-/tmp/xr_build}
-A=x86_64-linux-gnu
-start=$(date +%s)
+. benchmarks/gpu/device_env.sh   # P, B, X, MPIRUN, library paths, Open MPI settings, xr_part, xr_test_output
+start=$(date +%s); rc=0   # rc: 1 when a run failed or a group file that must be identical differs
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/gpu.txt" || true
-benchmarks/gpu/device_build.sh -R 'test_mine|^mine_|test_select|test_knn|test_cuda_smoke|test_cuda_knn' >"$O/build.log" 2>&1
-echo "device_build.sh rc=$? ($(( $(date +%s) - start )) s)"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
-export LD_LIBRARY_PATH="$P/usr/lib/$A:$P/lib/$A:$P/usr/lib/$A/openblas-pthread:$P/usr/lib/$A/hdf5/serial:$P/usr/lib/$A/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for pkg in cudnn nccl; do d=$(python3 -c "import nvidia.$pkg as m; print(list(m.__path__)[0])" 2>/dev/null) && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"; done
-export OPAL_PREFIX="$P/usr" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
-export OMPI_MCA_btl_vader_single_copy_mechanism=none PATH="$PATH:$P/usr/bin"
-X="$B/xrank"
-# the GPU search test's per-case lines (ctest keeps them only on failure)
-(cd tests && timeout 120 "$B/tests/test_cuda_knn") >"$O/test_cuda_knn.txt" 2>&1; echo "test_cuda_knn rc=$?"
-grep -E "differ|check failed|checks passed|SKIPPED" "$O/test_cuda_knn.txt" | tail -40
-# mine_synth_cuda's runs (ctest above; its log keeps the output)
-sed -n '/Testing: mine_synth_cuda/,/end time/p' "$B/Testing/Temporary/LastTest.log" >"$O/mine_synth_cuda.txt" 2>/dev/null
-grep -E "FAIL|identical|wall|skipped|Test Passed|Test Failed" "$O/mine_synth_cuda.txt"
-cmake --build "$B" --target bench_knn_gpu -j"$(nproc)" >"$O/bench_build.log" 2>&1 || echo "bench_knn_gpu: build failed"
+if [ "${XR_NO_BUILD:-0}" != 1 ]; then
+  benchmarks/gpu/device_build.sh -R 'test_mine|^mine_|test_select|test_knn|test_cuda_smoke|test_cuda_knn' >"$O/build.log" 2>&1
+  echo "device_build.sh rc=$? ($(( $(date +%s) - start )) s)"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
+fi
+[ -x "$X" ] || { echo "no xrank binary in $B: stopping"; exit 1; }
+if xr_part tests; then
+  # the GPU search test's per-case lines and mine_synth_cuda's runs, from the ctest log (it keeps passing output)
+  xr_test_output test_cuda_knn >"$O/test_cuda_knn.txt" || echo "test_cuda_knn: not in the last ctest run"
+  grep -E "differ|check failed|checks passed|SKIPPED|Test (Passed|Failed)" "$O/test_cuda_knn.txt" | tail -40
+  xr_test_output mine_synth_cuda >"$O/mine_synth_cuda.txt" || echo "mine_synth_cuda: not in the last ctest run"
+  grep -E "FAIL|identical|wall|skipped|Test Passed|Test Failed" "$O/mine_synth_cuda.txt"
+fi
 
 # ---- 2. mining end to end, CPU vs GPU (tiny models, BEIR fixture)
 cd "$ROOT/tests"
+if xr_part e2e; then
 "$X" tokenize --model fixtures/cli/bert_st --input fixtures/h5/beir --output /tmp/xr_mine_ds --overwrite --quiet || exit 1
 M=(mine --model fixtures/cli/bert_st --input /tmp/xr_mine_ds --no-cache --overwrite --num-negatives 4
    --cross-encoder fixtures/cli/bert_seqcls --jsonl-format flagembedding --output-scores)
 run() { # name np args...
   local name=$1 np=$2; shift 2
-  local pre=(); [ "$np" -gt 1 ] && pre=(mpirun -np "$np" --oversubscribe)
+  local pre=(); [ "$np" -gt 1 ] && pre=("$MPIRUN" -np "$np" --oversubscribe)
   "${pre[@]}" "$X" "${M[@]}" --output "/tmp/g_$name.h5" --jsonl "$O/$name.jsonl" "$@" 2>"$O/$name.err" ||
-    { echo "$name failed"; cat "$O/$name.err"; }
+    { rc=1; echo "$name failed"; cat "$O/$name.err"; }
 }
 run cpu 1
 run cuda_fp32 1 --device cuda --precision fp32
@@ -77,8 +75,11 @@ for n in ["cuda_fp32", "cuda_bf16", "cuda_fp32_np2"]:
     print(f"{n}: {same}/{tot} negative slots as on the cpu; max |ce score diff| on shared slots {dmax:.2e}")
 PY
 grep -h "retrieval\|cross-encoder:\|time:\|memory, rank" "$O"/cuda_fp32.err "$O"/cuda_fp32_np2.err
+fi
 
 # ---- 3. the search alone: GPU search vs CPU search over the same GPU embeddings, group files byte for byte
+if xr_part search; then
+rm -f /tmp/man_*.h5   # no earlier run's group file may stand in for a failed one
 MAN=/tmp/xr_man
 if python3 "$ROOT/tools/demo_corpus.py" "$MAN" --pages 2000 >"$O/man.log" 2>&1 && [ -s "$MAN/corpus.jsonl" ]; then
   SRC=$MAN; echo "man-page corpus: $(wc -l < "$MAN/corpus.jsonl") passages"
@@ -94,11 +95,11 @@ for prec in fp32 bf16; do
   "$X" "${S[@]}" --device cuda --precision $prec --search-device cpu --output "/tmp/man_cpu_$prec.h5" 2>"$O/man_cpu_$prec.err" || cat "$O/man_cpu_$prec.err"
   "$X" "${S[@]}" --device cuda --precision $prec --output "/tmp/man_gpu_$prec.h5" --jsonl "$O/man_gpu_$prec.jsonl" \
     2>"$O/man_gpu_$prec.err" || cat "$O/man_gpu_$prec.err"
-  if cmp -s "/tmp/man_cpu_$prec.h5" "/tmp/man_gpu_$prec.h5"; then r=identical; else r=DIFFERENT; fi
+  if cmp -s "/tmp/man_cpu_$prec.h5" "/tmp/man_gpu_$prec.h5"; then r=identical; else r=DIFFERENT; rc=1; fi
   echo "man corpus $prec: GPU search vs CPU search over the same embeddings: group files $r"
 done
-mpirun -np 2 --oversubscribe "$X" "${S[@]}" --device cuda --precision fp32 --output /tmp/man_gpu_np2.h5 2>"$O/man_gpu_np2.err" || cat "$O/man_gpu_np2.err"
-if cmp -s /tmp/man_cpu_fp32.h5 /tmp/man_gpu_np2.h5; then r=identical; else r=DIFFERENT; fi
+"$MPIRUN" -np 2 --oversubscribe "$X" "${S[@]}" --device cuda --precision fp32 --output /tmp/man_gpu_np2.h5 2>"$O/man_gpu_np2.err" || cat "$O/man_gpu_np2.err"
+if cmp -s /tmp/man_cpu_fp32.h5 /tmp/man_gpu_np2.h5; then r=identical; else r=DIFFERENT; rc=1; fi
 echo "man corpus fp32, 2 ranks on one GPU vs 1 rank CPU search: group files $r"
 python3 - "$O" <<'PY'
 import json, sys
@@ -117,9 +118,12 @@ for prec in ["fp32", "bf16"]:
           f"max |retriever score diff| on shared slots {dmax:.2e}")
 PY
 grep -h "time:\|memory, rank" "$O"/man_gpu_fp32.err "$O"/man_gpu_np2.err
+fi
 
 # ---- 4. the search benchmark
+xr_part bench || exit $rc
 echo "elapsed before the benchmark: $(( $(date +%s) - start )) s"
+cmake --build "$B" --target bench_knn_gpu -j"$(nproc)" >"$O/bench_build.log" 2>&1 || echo "bench_knn_gpu: build failed"
 NP=${XR_KNN_PASSAGES:-10000000}
 for prec in fp32 bf16; do
   timeout 100 "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries 10000 --k 100,1000 --precision $prec \
@@ -131,3 +135,4 @@ for prec in fp32 bf16; do
     --k 100,1000 --precision $prec | tee -a "$O/bench_knn_torch.jsonl"
 done
 echo "elapsed $(( $(date +%s) - start )) s"
+exit $rc

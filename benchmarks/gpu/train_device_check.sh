@@ -24,14 +24,15 @@
 #    most 90 s each: ms a step, pairs/s, peak memory, activation casts a step); then PyTorch's autocast bf16 step
 #    (peer_gpu.py train-bf16, at most 80 s): the number xrank's bf16 path is to beat. `train --precision bf16`
 #    stays refused until this check has passed.
-# One summary at the end; logs under $OUT.
+# One summary at the end; logs under $OUT. Env: XR_NO_BUILD=1 uses the build in $XR_BUILD (made by device_build.sh)
+# and reads the tests' output from its last ctest; XR_PARTS (default all) picks parts by name: tests (1), learn (2),
+# peer (3), bf16 (4: the bf16 test's lines), bench (4: bench_train_step and the autocast peer). all_device_check.sh
+# calls them one at a time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SRC=$PWD
 OUTD=${OUT:-/tmp/xr_train_gpu}; mkdir -p "$OUTD"
-P=${XRDEPS:-/opt/xrdeps}
-B=${XR_BUILD:-/tmp/xr_build}
-A=x86_64-linux-gnu
+. benchmarks/gpu/device_env.sh   # P, B, X, MPIRUN, library paths, Open MPI settings, xr_part, xr_have_gpu
 start=$(date +%s)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUTD/gpu.txt" 2>&1 || true
 git rev-parse --short HEAD > "$OUTD/commit.txt" 2>/dev/null || echo unknown > "$OUTD/commit.txt"
@@ -40,45 +41,56 @@ note() { echo "$*" | tee -a "$OUTD/summary.txt"; }
 : > "$OUTD/summary.txt"
 
 # ---- 1. build + GPU tests ----
-benchmarks/gpu/device_build.sh -R "test_cuda_|train_cuda|test_grad_model|test_memplan|test_optim|test_trainer|train_memory|test_bf16_train|test_fused_ops|test_attention_lse" \
-    > "$OUTD/ctest.log" 2>&1 || rc=1
-note "build+ctest: $(grep -E 'tests passed|tests failed' "$OUTD/ctest.log" | tail -1) ($(( $(date +%s) - start )) s)"
-grep -E "\*\*\*(Failed|Timeout)|Not Run|\(Skipped\)" "$OUTD/ctest.log" | head -20
-[ -x "$B/xrank" ] || { note "no xrank binary: stopping"; cat "$OUTD/summary.txt"; exit 1; }
-export LD_LIBRARY_PATH="$P/usr/lib/$A:$P/lib/$A:$P/usr/lib/$A/openblas-pthread:$P/usr/lib/$A/hdf5/serial:$P/usr/lib/$A/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for pkg in cudnn nccl; do d=$(python3 -c "import nvidia.$pkg as m; print(list(m.__path__)[0])" 2>/dev/null) && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"; done
-export OPAL_PREFIX="$P/usr" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
-export OMPI_MCA_btl_vader_single_copy_mechanism=none PATH="$PATH:$P/usr/bin"
-X="$B/xrank"
-# the per-op and whole-step lines, for RESULTS.md
-(cd tests && "$B/tests/test_cuda_train_ops") > "$OUTD/train_ops.txt" 2>&1 || rc=1
-(cd tests && "$B/tests/test_cuda_train_step") > "$OUTD/train_step.txt" 2>&1 || rc=1
-(cd tests && "$B/tests/test_cuda_fused_ops") > "$OUTD/fused_ops.txt" 2>&1 || rc=1
-(cd tests && "$B/tests/test_cuda_attention_lse") > "$OUTD/attention_lse.txt" 2>&1 || rc=1
-grep -E "checks|failed|differ" "$OUTD/attention_lse.txt" | head -6 | tee -a "$OUTD/summary.txt"
-grep -E "^time|checks|failed|differ" "$OUTD/fused_ops.txt" | head -12 | tee -a "$OUTD/summary.txt"
-grep -E "GPU vs CPU|GPU logits|failed|differ" "$OUTD/train_step.txt" | head -12 | tee -a "$OUTD/summary.txt"
-grep -E "^ok:|FAIL" "$B/Testing/Temporary/LastTest.log" 2>/dev/null | head -8 | tee -a "$OUTD/summary.txt"
+if [ "${XR_NO_BUILD:-0}" != 1 ]; then
+    benchmarks/gpu/device_build.sh -R "test_cuda_|train_cuda|test_grad_model|test_memplan|test_optim|test_trainer|train_memory|test_bf16_train|test_fused_ops|test_attention_lse" \
+        > "$OUTD/ctest.log" 2>&1 || rc=1
+    note "build+ctest: $(grep -E 'tests passed|tests failed' "$OUTD/ctest.log" | tail -1) ($(( $(date +%s) - start )) s)"
+    grep -E "\*\*\*(Failed|Timeout)|Not Run|\(Skipped\)" "$OUTD/ctest.log" | head -20
+fi
+[ -x "$X" ] || { note "no xrank binary in $B: stopping"; cat "$OUTD/summary.txt"; exit 1; }
+# the per-op and whole-step lines, for RESULTS.md, from the ctest run's log (it keeps a passing test's output too)
+if xr_part tests; then
+    for t in train_ops train_step fused_ops attention_lse; do
+        xr_test_output test_cuda_$t > "$OUTD/$t.txt" || { rc=1; note "test_cuda_$t: not in the last ctest run"; }
+    done
+    grep -E "checks|failed|differ|SKIPPED" "$OUTD/attention_lse.txt" | head -6 | tee -a "$OUTD/summary.txt"
+    grep -E "^time|checks|failed|differ|SKIPPED" "$OUTD/fused_ops.txt" | head -12 | tee -a "$OUTD/summary.txt"
+    grep -E "GPU vs CPU|GPU logits|failed|differ|SKIPPED" "$OUTD/train_step.txt" | head -12 | tee -a "$OUTD/summary.txt"
+    xr_test_output train_cuda | grep -E "^ok:|FAIL|skipped" | head -10 | tee -a "$OUTD/summary.txt"
+fi
 
-# ---- 2. learning check: CPU (2 ranks) vs GPU (1 rank x accumulation 2), same global batches ----
-L=/tmp/xr_learn; rm -rf "$L"; mkdir -p "$L"
-if [ -f .cache/gpu_carry/minilm40.tar.xz ]; then
-    tar -xJf .cache/gpu_carry/minilm40.tar.xz -C "$L"
-    M="$L/minilm"; cd "$L"
-    "$X" tokenize --model "$M" --input "$SRC/tests/fixtures/train/learn_beir" --split train --output ds --quiet
-    "$X" mine --model "$M" --input ds --output train.h5 --num-negatives 7 --no-cache --quiet --device cuda --precision fp32
-    "$X" mine --model "$M" --input ds --output cand.h5 --num-negatives 15 --no-cache --quiet --device cuda --precision fp32
+# ---- 2. learning check: GPU (1 rank x accumulation 2) vs CPU (2 ranks), same global batches ----
+L=/tmp/xr_learn
+# the carried MiniLM, unpacked once (parts 2 and 4 use it)
+minilm() { [ -d "$L/minilm" ] || { mkdir -p "$L" && tar -xJf "$SRC/.cache/gpu_carry/minilm40.tar.xz" -C "$L"; }; }
+if ! xr_part learn; then :
+elif [ ! -f .cache/gpu_carry/minilm40.tar.xz ]; then
+    note "learning check skipped: .cache/gpu_carry/minilm40.tar.xz not carried (pack_minilm.py, see the header)"
+elif ! minilm; then
+    rc=1; note "learning check: unpacking .cache/gpu_carry/minilm40.tar.xz failed"
+else
+    M="$L/minilm"; cd "$L"; rm -rf ds train.h5 cand.h5 run_cpu run_gpu eval_*.json
     R=(train --model "$M" --data ds --groups train.h5 --loss listwise --train-group-size 8 --per-device-train-batch-size 2
        --num-train-epochs 5 --learning-rate 1e-4 --max-length 96 --logging-steps 5)
-    t0=$(date +%s)
-    mpirun -np 2 --oversubscribe "$X" "${R[@]}" --threads $(( $(nproc) / 2 )) --output run_cpu 2> cpu.err || rc=1
-    t1=$(date +%s)
-    "$X" "${R[@]}" --device cuda --gradient-accumulation-steps 2 --output run_gpu 2> gpu.err || rc=1
-    t2=$(date +%s)
+    t0=$(date +%s); t1=$t0; t2=$t0
+    # the GPU half first: when it cannot run (no GPU, a failing mine), the CPU half would prove nothing
+    if "$X" tokenize --model "$M" --input "$SRC/tests/fixtures/train/learn_beir" --split train --output ds --quiet &&
+       "$X" mine --model "$M" --input ds --output train.h5 --num-negatives 7 --no-cache --quiet --device cuda \
+           --precision fp32 &&
+       "$X" mine --model "$M" --input ds --output cand.h5 --num-negatives 15 --no-cache --quiet --device cuda \
+           --precision fp32 &&
+       "$X" "${R[@]}" --device cuda --gradient-accumulation-steps 2 --output run_gpu 2> gpu.err; then
+        t1=$(date +%s)
+        "$MPIRUN" -np 2 --oversubscribe "$X" "${R[@]}" --threads $(( $(nproc) / 2 )) --output run_cpu 2> cpu.err || rc=1
+        t2=$(date +%s)
+        for r in cpu gpu; do
+            "$X" eval --model run_$r/final --data ds --groups cand.h5 --json --output eval_$r.json --quiet --device cuda \
+                > /dev/null || rc=1
+        done
+    else
+        rc=1; note "learning check: tokenize, the GPU mine or the GPU training failed: CPU half not run (gpu.err)"
+    fi
     cp cpu.err gpu.err "$OUTD/" 2>/dev/null
-    for r in cpu gpu; do
-        "$X" eval --model run_$r/final --data ds --groups cand.h5 --json --output eval_$r.json --quiet --device cuda > /dev/null || rc=1
-    done
     python3 - "$OUTD" <<'PY' || rc=1
 import json, re, sys
 o = sys.argv[1]
@@ -102,26 +114,28 @@ print(line); print(speed)
 sys.exit(0 if ok else 1)
 PY
     cat "$OUTD/learn.txt" >> "$OUTD/summary.txt" 2>/dev/null
-    note "learning check: cpu train $((t1 - t0)) s, gpu train $((t2 - t1)) s"
-    grep -E "memory" gpu.err | head -3 | tee -a "$OUTD/summary.txt"
+    note "learning check: gpu mines + train $((t1 - t0)) s, cpu train $((t2 - t1)) s"
+    grep -E "memory" gpu.err 2>/dev/null | head -3 | tee -a "$OUTD/summary.txt"
     cd "$SRC"
-else
-    note "learning check skipped: .cache/gpu_carry/minilm40.tar.xz not carried (pack_minilm.py, see the header)"
 fi
 
 # ---- 3. PyTorch fp32 peer (the speed baseline) ----
-timeout 120 python3 benchmarks/peer_gpu.py train-fp32 96 16 > "$OUTD/peer_fp32.jsonl" 2> "$OUTD/peer.err" || true
-cat "$OUTD/peer_fp32.jsonl" | tee -a "$OUTD/summary.txt"
+if xr_part peer; then
+    timeout 120 python3 benchmarks/peer_gpu.py train-fp32 96 16 > "$OUTD/peer_fp32.jsonl" 2> "$OUTD/peer.err" || true
+    tee -a "$OUTD/summary.txt" < "$OUTD/peer_fp32.jsonl"
+fi
 
 # ---- 4. bf16 (issue 13): the pieces on the GPU against the CPU emulation, and PyTorch's autocast step to beat ----
-(cd tests && "$B/tests/test_cuda_bf16_train") > "$OUTD/bf16.txt" 2>&1 || rc=1
-grep -E "checks|failed|SKIPPED|not bf16|one bf16 step|bf16 AdamW|bf16-mode|measured peak|producer's" \
-    "$OUTD/bf16.txt" | head -16 | tee -a "$OUTD/summary.txt"
-grep -E "one step|AdamW steps" "$B/Testing/Temporary/LastTest.log" 2>/dev/null | grep -i bf16 | head -4 \
-    | tee -a "$OUTD/summary.txt"
+if xr_part bf16; then
+    xr_test_output test_cuda_bf16_train > "$OUTD/bf16.txt" || { rc=1; note "test_cuda_bf16_train: not in the last ctest run"; }
+    grep -E "checks|failed|SKIPPED|not bf16|one bf16 step|bf16 AdamW|bf16-mode|measured peak|producer's|Test (Passed|Failed)" \
+        "$OUTD/bf16.txt" | head -16 | tee -a "$OUTD/summary.txt"
+fi
 # xrank's own step, fp32 and bf16, through the library (bench_train_step; the CLI refuses bf16 until this check has
-# passed): MiniLM + a new head at the peer's shape (T 96, 16 pairs), when the model was carried (step 2 unpacked it)
-if [ -d "$L/minilm" ] && cmake --build "$B" --target bench_train_step > "$OUTD/bench_build.log" 2>&1; then
+# passed): MiniLM + a new head at the peer's shape (T 96, 16 pairs), when the model was carried
+if ! xr_part bench; then :
+elif [ -f .cache/gpu_carry/minilm40.tar.xz ] && minilm &&
+     cmake --build "$B" --target bench_train_step > "$OUTD/bench_build.log" 2>&1; then
     : > "$OUTD/train_step_speed.jsonl"
     for p in fp32 bf16; do
         timeout 90 "$B/benchmarks/bench_train_step" "$L/minilm" 96 16 20 $p >> "$OUTD/train_step_speed.jsonl" \
@@ -131,10 +145,12 @@ if [ -d "$L/minilm" ] && cmake --build "$B" --target bench_train_step > "$OUTD/b
 else
     note "bench_train_step skipped: no carried MiniLM, or its build failed (bench_build.log)"
 fi
-note "xrank bf16 training step: built (activations stored as bf16 values in fp32 words, bf16 GEMM operands); \
+if xr_part bench; then
+    note "xrank bf16 training step: built (activations stored as bf16 values in fp32 words, bf16 GEMM operands); \
 train --precision bf16 stays refused until test_cuda_bf16_train passes here; PyTorch autocast bf16 (the target):"
-timeout 80 python3 benchmarks/peer_gpu.py train-bf16 96 16 > "$OUTD/peer_bf16.jsonl" 2>> "$OUTD/peer.err" || true
-cat "$OUTD/peer_bf16.jsonl" | tee -a "$OUTD/summary.txt"
+    timeout 80 python3 benchmarks/peer_gpu.py train-bf16 96 16 > "$OUTD/peer_bf16.jsonl" 2>> "$OUTD/peer.err" || true
+    tee -a "$OUTD/summary.txt" < "$OUTD/peer_bf16.jsonl"
+fi
 
 echo "== summary"
 echo "gpu: $(cat "$OUTD/gpu.txt")  commit: $(cat "$OUTD/commit.txt")  date: $(date -u +%F)"

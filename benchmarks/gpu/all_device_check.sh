@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# benchmarks/gpu/all_device_check.sh: every GPU check of issues 10-14 and 16 in ONE device call, in priority order,
+# inside a time budget. Prepare HERE, in the checkout the session was started in (the one `run` sends), right
+# before the call:
+#   benchmarks/gpu/prepare_carry.sh        (.deps, .cache/gpu_carry: Debian deps, packed MiniLM, commit stamp;
+#                                           checks that the tree + carry stay under run's 64 MiB)
+# then:
+#   run(command="benchmarks/gpu/all_device_check.sh", carry=[".deps", ".cache/gpu_carry"], timeout_s=600)
+# Under $OUT it leaves summary.txt (what ran, passed, failed, timed out, was skipped for time; card, driver,
+# commit; the numbers RESULTS.md wants) and logs.tgz (every log; refreshed after each step, so a killed call
+# still returns the steps done). run returns at most 8 files from $OUT: nothing else is written there.
+# Order: build once (device_build.sh, no ctest); correctness: the GPU ctest tests (every test_cuda_*, test_encoder's
+# GPU pass, NCCL at one rank, the staged communicator at 2 ranks on one GPU, train_cuda, mine_synth_cuda) and their
+# per-op / per-case lines; parity: 2-rank GPU training = 1 rank x accumulation 2 (issue 11), the MiniLM learning
+# check GPU vs CPU (issue 10), mining and the search CPU vs GPU (issues 4, 16); benchmarks: NCCL and staged
+# bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch (issues 10, 13), the GPU search (issue 16).
+# Each step runs the part of train_ / mine_ / comm_device_check.sh named by XR_PARTS (XR_NO_BUILD=1: this
+# script's build) under `timeout`, capped by its own limit and by the budget left; a step that needs more than is
+# left is skipped, and the summary says so.
+# Env: XR_BUDGET (s, default 540: run's 600 s less start-up slack), XRDEPS, XR_BUILD, XR_JOBS (see device_build.sh),
+# XR_WORK (logs, default /tmp/xr_all), XR_KNN_PASSAGES (the search benchmark's size, default 10,000,000).
+# Without a GPU (the rehearsal here) the GPU tests report skipped, the parity steps run until their first GPU
+# command fails (their paths are exercised), and the benchmarks are skipped with a line saying so.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUTD=${OUT:-/tmp/xr_all_out}
+W=${XR_WORK:-/tmp/xr_all}
+BUDGET=${XR_BUDGET:-540}
+RESERVE=10   # seconds kept back for the last packing of the logs
+start=$(date +%s)
+mkdir -p "$OUTD" && rm -rf "$W" && mkdir -p "$W" || { echo "cannot make $OUTD / $W" >&2; exit 1; }
+S="$OUTD/summary.txt"; : > "$S"
+. benchmarks/gpu/device_env.sh   # P, B, X, MPIRUN, library paths, Open MPI settings, xr_have_gpu
+declare -A count=([passed]=0 [failed]=0 [timed_out]=0 [skipped]=0)
+
+say() { echo "$*" | tee -a "$S"; }
+pack() { tar -czf "$OUTD/logs.tgz.part" -C "$W" . 2>/dev/null && mv -f "$OUTD/logs.tgz.part" "$OUTD/logs.tgz"; }
+left() { echo $(( BUDGET - RESERVE - ($(date +%s) - start) )); }
+skip() { say "$(printf '%-13s SKIPPED %s' "$1" "$2")"; count[skipped]=$(( count[skipped] + 1 )); }
+# step NAME CAP MIN CMD...: CMD under `timeout` (CAP or the budget left, the smaller), its output in $W/NAME.log;
+# skipped when less than MIN s is left. Prints one status line, then the log's lines that match $KEEP (if set).
+step() {
+    local name=$1 cap=$2 min=$3 l t t0 r=0 what; shift 3
+    l=$(left)
+    if [ "$l" -lt "$min" ]; then skip "$name" "for time (needs $min s, $l s left)"; return 0; fi
+    t=$(( cap < l ? cap : l )); t0=$(date +%s)
+    timeout -k 5 "$t" "$@" > "$W/$name.log" 2>&1 || r=$?
+    case $r in
+    0) what=passed; count[passed]=$(( count[passed] + 1 )) ;;
+    124 | 137) what="TIMED OUT (cap $t s)"; count[timed_out]=$(( count[timed_out] + 1 )) ;;
+    *) what="FAILED (rc $r)"; count[failed]=$(( count[failed] + 1 )) ;;
+    esac
+    say "$(printf '%-13s %-20s %4d s   (log %s.log)' "$name" "$what" $(( $(date +%s) - t0 )) "$name")"
+    [ -n "${KEEP:-}" ] && grep -E "$KEEP" "$W/$name.log" | head -${KEEP_LINES:-40} | sed 's/^/    /' | tee -a "$S"
+    pack
+    return $r
+}
+# a part of one of the three check scripts, on this script's build, its own files under $W/<script>/
+part() { # NAME CAP MIN SCRIPT PARTS
+    mkdir -p "$W/$4"
+    step "$1" "$2" "$3" env XR_NO_BUILD=1 XR_PARTS="$5" OUT="$W/$4" "benchmarks/gpu/$4_device_check.sh" "$W/$4"
+}
+
+# ---- what this ran on ----
+say "all_device_check: $(date -u '+%F %T') UTC, budget $BUDGET s"
+card=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null) ||
+    card="none (nvidia-smi: no GPU)"
+say "card: $card (name, driver, memory, compute capability)"
+say "toolkit: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'no nvcc'); torch: $(python3 -c \
+'import torch; print(torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo none); \
+host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+if git rev-parse --short HEAD > /dev/null 2>&1; then
+    commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+else
+    commit="$(cat .cache/gpu_carry/commit.txt 2>/dev/null || echo 'unknown (no .git, no .cache/gpu_carry/commit.txt)')"
+fi
+say "commit: $commit"
+
+# ---- 1. build, once ----
+KEEP='^build: |mpirun -np 2|BUILD HAD ERRORS|error:|^(CUDNN|NCCL)_LIB' \
+    step build "${XR_BUILD_CAP:-300}" 0 env XR_CTEST=0 benchmarks/gpu/device_build.sh
+[ -x "$X" ] || { say "no xrank binary in $B: stopping"; pack; exit 1; }
+GPU=1; xr_have_gpu || GPU=0
+say "xrank: $("$X" version 2>&1 | head -1)"
+[ $GPU = 1 ] || say "NO GPU visible to xrank: the GPU tests report skipped, the parity steps' GPU commands fail, \
+the benchmarks are skipped"
+
+# ---- 2. correctness: the GPU tests (ctest keeps their whole output in LastTest.log; the check scripts read it) ----
+GPU_TESTS='^(test_cuda_.*|test_encoder|test_comm_nccl1|comm_staged_cuda_2|train_cuda|mine_synth_cuda)$'
+KEEP=' Test +#|tests passed|tests failed' KEEP_LINES=30 \
+    step ctest_gpu "${XR_CTEST_CAP:-240}" 60 sh -c "cd '$B' && ctest --output-on-failure -j${XR_TEST_JOBS:-4} \
+        --timeout 200 -R '$GPU_TESTS'"
+KEEP='.' part lines_train 30 5 train "tests bf16"
+KEEP='.' part lines_mine 30 5 mine tests
+
+# ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
+KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq
+KEEP='learning|speed|memory|failed|skipped' part train_learn 240 120 train learn
+KEEP='slots|failed|missing' part mine_e2e 90 30 mine e2e
+KEEP='man corpus|identical|DIFFERENT|failed|missing' part mine_search 120 40 mine search
+
+# ---- 4. benchmarks ----
+if [ $GPU = 1 ]; then
+    KEEP='"bench": "comm"|did not build|rror' part comm_bench 60 20 comm bench
+    KEEP='.' KEEP_LINES=20 part train_bench 200 60 train "bench peer"
+    KEEP='"bench"|"kind"|failed|ran out|rror' part mine_bench 240 60 mine bench
+else
+    for s in comm_bench train_bench mine_bench; do skip $s "no GPU: a benchmark needs one"; done
+fi
+
+say "== ${count[passed]} passed, ${count[failed]} failed, ${count[timed_out]} timed out, ${count[skipped]} skipped; \
+elapsed $(( $(date +%s) - start )) s of the $BUDGET s budget"
+pack
+[ $(( count[failed] + count[timed_out] )) = 0 ]

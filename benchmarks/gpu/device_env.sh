@@ -1,0 +1,44 @@
+# benchmarks/gpu/device_env.sh: sourced (not run) by the device scripts in this folder. One place for the
+# environment that running xrank needs on the bare GPU machine after device_build.sh: the unpacked Debian libraries
+# and the relocated Open MPI under $XRDEPS, cuDNN / NCCL from PyTorch's nvidia-* wheels when the toolkit has none.
+# Sets P (deps prefix), B (build dir), A (multiarch), X (the xrank binary), MPIRUN (the relocated mpirun: never a
+# machine's own, which would not match the libmpi xrank links), and the helpers xr_part and xr_have_gpu.
+P=${XRDEPS:-/opt/xrdeps}
+B=${XR_BUILD:-/tmp/xr_build}
+A=x86_64-linux-gnu
+X="$B/xrank"
+MPIRUN="$P/usr/bin/mpirun.openmpi"
+case ":${LD_LIBRARY_PATH:-}:" in
+*":$P/usr/lib/$A:"*) ;;
+*)
+    LIBP="$P/usr/lib/$A:$P/lib/$A:$P/usr/lib/$A/openblas-pthread:$P/usr/lib/$A/hdf5/serial:$P/usr/lib/$A/openmpi/lib"
+    export LD_LIBRARY_PATH="$LIBP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # cuDNN / NCCL: the toolkit's copies when present, else the nvidia-* wheels PyTorch brings
+    for pkg in cudnn nccl; do
+        [ -e /usr/local/cuda/include/$pkg.h ] && continue
+        d=$(python3 -c "import nvidia.$pkg as m; print(list(m.__path__)[0])" 2>/dev/null) &&
+            export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"
+    done
+    export PATH="$PATH:$P/usr/bin"   # after the machine's own tools: ours only fill gaps (pkg-config, mpicc)
+    ;;
+esac
+export PKG_CONFIG_PATH="$P/usr/lib/$A/pkgconfig:$P/usr/share/pkgconfig"
+export PKG_CONFIG_LIBDIR="$PKG_CONFIG_PATH"   # never the machine's own .pc files
+export OPAL_PREFIX="$P/usr" PMIX_INSTALL_PREFIX="$P/usr"
+# one node, run as root, no InfiniBand: shared-memory transport only, no UCX/OFI probing
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# PMIx looked for its plugins under /usr despite PMIX_INSTALL_PREFIX (seen 2026-11-25; mpirun still ran): name the dir
+export PMIX_MCA_mca_base_component_path="$P/usr/lib/$A/pmix2/lib/pmix" PMIX_MCA_pcompress_base_silence_warning=1
+
+# xr_part NAME: true when $XR_PARTS (space-separated; default "all") selects the part NAME of a check script
+xr_part() { [[ " ${XR_PARTS:-all} " == *" all "* || " ${XR_PARTS:-all} " == *" $1 "* ]]; }
+# xr_have_gpu: true when the built xrank sees a CUDA device (its `version` line counts them)
+xr_have_gpu() { "$X" version 2>/dev/null | grep -qE " [1-9][0-9]* device\(s\)"; }
+# xr_test_output NAME: test NAME's block in the build's last ctest log (LastTest.log keeps a passing test's output
+# too, in full); fails when that run did not include NAME
+xr_test_output() {
+    local log="$B/Testing/Temporary/LastTest.log"
+    [ -f "$log" ] && grep -q "Testing: $1\$" "$log" || return 1
+    awk -v t="$1" '$0 ~ ("Testing: " t "$") {on = 1} on {print} on && index($0, "\"" t "\" end time") == 1 {exit}' "$log"
+}
