@@ -20,7 +20,9 @@
 # Env: XR_BUDGET (s, default 540: run's 600 s less start-up slack), XRDEPS, XR_BUILD, XR_JOBS (see device_build.sh),
 # XR_WORK (logs, default /tmp/xr_all), XR_KNN_PASSAGES (the search benchmark's size, default 10,000,000).
 # Without a GPU (the rehearsal here) the GPU tests report skipped, the parity steps run until their first GPU
-# command fails (their paths are exercised), and the benchmarks are skipped with a line saying so.
+# command fails (their paths are exercised), and the benchmarks are skipped with a line saying so; with
+# XR_FAKE_GPU=1 (device_env.sh) the parity steps' GPU runs run on the CPU, so their comparisons are exercised
+# too (XR_LEARN_EPOCHS=1 shortens the learning check for that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUTD=${OUT:-/tmp/xr_all_out}
@@ -51,14 +53,16 @@ step() {
     *) what="FAILED (rc $r)"; count[failed]=$(( count[failed] + 1 )) ;;
     esac
     say "$(printf '%-13s %-20s %4d s   (log %s.log)' "$name" "$what" $(( $(date +%s) - t0 )) "$name")"
-    [ -n "${KEEP:-}" ] && grep -E "$KEEP" "$W/$name.log" | head -${KEEP_LINES:-40} | sed 's/^/    /' | tee -a "$S"
+    # the matching lines, up to a check script's own closing "== summary" (which repeats them)
+    [ -n "${KEEP:-}" ] && sed '/^== summary$/q' "$W/$name.log" | grep -E "$KEEP" | head -${KEEP_LINES:-40} |
+        sed 's/^/    /' | tee -a "$S"
     pack
     return $r
 }
-# a part of one of the three check scripts, on this script's build, its own files under $W/<script>/
+# a part of one of the three check scripts, on this script's build, its own files under $W/NAME/
 part() { # NAME CAP MIN SCRIPT PARTS
-    mkdir -p "$W/$4"
-    step "$1" "$2" "$3" env XR_NO_BUILD=1 XR_PARTS="$5" OUT="$W/$4" "benchmarks/gpu/$4_device_check.sh" "$W/$4"
+    mkdir -p "$W/$1"
+    step "$1" "$2" "$3" env XR_NO_BUILD=1 XR_PARTS="$5" OUT="$W/$1" "benchmarks/gpu/$4_device_check.sh" "$W/$1"
 }
 
 # ---- what this ran on ----
@@ -82,6 +86,7 @@ KEEP='^build: |mpirun -np 2|BUILD HAD ERRORS|error:|^(CUDNN|NCCL)_LIB' \
 [ -x "$X" ] || { say "no xrank binary in $B: stopping"; pack; exit 1; }
 GPU=1; xr_have_gpu || GPU=0
 say "xrank: $("$X" version 2>&1 | head -1)"
+[ "${XR_FAKE_GPU:-0}" = 1 ] && say "XR_FAKE_GPU=1: a rehearsal, the parity steps' GPU runs ran on the CPU"
 [ $GPU = 1 ] || say "NO GPU visible to xrank: the GPU tests report skipped, the parity steps' GPU commands fail, \
 the benchmarks are skipped"
 

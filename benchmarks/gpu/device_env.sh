@@ -8,6 +8,15 @@ B=${XR_BUILD:-/tmp/xr_build}
 A=x86_64-linux-gnu
 X="$B/xrank"
 MPIRUN="$P/usr/bin/mpirun.openmpi"
+# XR_FAKE_GPU=1, for rehearsing the scripts on a machine without a GPU: X becomes a wrapper that turns every
+# argument `cuda` (--device cuda) into cpu, so the parity steps' comparisons run end to end on the CPU (their bf16
+# runs still fail: the CPU refuses --precision bf16). Never on the GPU machine.
+if [ "${XR_FAKE_GPU:-0}" = 1 ] && [ -x "$X" ]; then
+    mkdir -p "$B/fake_gpu"
+    printf '#!/usr/bin/env bash\na=(); for x in "$@"; do [ "$x" = cuda ] && x=cpu; a+=("$x"); done\nexec %q "${a[@]}"\n' \
+        "$X" > "$B/fake_gpu/xrank"
+    chmod +x "$B/fake_gpu/xrank"; X="$B/fake_gpu/xrank"
+fi
 case ":${LD_LIBRARY_PATH:-}:" in
 *":$P/usr/lib/$A:"*) ;;
 *)

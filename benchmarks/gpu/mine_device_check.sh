@@ -27,7 +27,8 @@ O=${1:-${OUT:-/tmp/xr_mine_out}}
 mkdir -p "$O"
 . benchmarks/gpu/device_env.sh   # P, B, X, MPIRUN, library paths, Open MPI settings, xr_part, xr_test_output
 start=$(date +%s); rc=0   # rc: 1 when a run failed or a group file that must be identical differs
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/gpu.txt" || true
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$O/gpu.txt" ||
+  echo "no nvidia-smi" | tee "$O/gpu.txt"
 if [ "${XR_NO_BUILD:-0}" != 1 ]; then
   benchmarks/gpu/device_build.sh -R 'test_mine|^mine_|test_select|test_knn|test_cuda_smoke|test_cuda_knn' >"$O/build.log" 2>&1
   echo "device_build.sh rc=$? ($(( $(date +%s) - start )) s)"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
