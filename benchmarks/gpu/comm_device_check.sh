@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# benchmarks/gpu/comm_device_check.sh: runs ON the GPU machine (call `run` with carry [".deps"]): builds with
+# benchmarks/gpu/comm_device_check.sh: runs ON the GPU machine (call `run` with carry [".deps"]; or all of the GPU
+# checks in one call: all_device_check.sh): builds with
 # device_build.sh running the communicator tests (test_comm: NCCL at one rank; comm_*: MPI and staged on host
 # memory, staged on CUDA memory with 2 ranks sharing the GPU, dead-peer stops), then bench_comm for NCCL at one
 # rank and the staged communicator at 2 ranks on the GPU (nccl-tests algbw / busbw, up to 1 GiB) into OUTDIR,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # benchmarks/gpu/mine_device_check.sh: the GPU check of mining (issues 4 and 16), for a bare GPU machine: call
-# `run` with carry [".deps"] (benchmarks/gpu/fetch_deps.sh first) and timeout_s 420; about 6 minutes.
+# `run` with carry [".deps"] (benchmarks/gpu/fetch_deps.sh first) and timeout_s 420; about 6 minutes. One device call
+# runs it with the training and communicator checks: all_device_check.sh (see its header).
 #  1. device_build.sh, running the mining tests (test_mine, the mine_* CLI tests, test_select, test_knn*),
 #     test_cuda_knn: the GPU search against the CPU search (dims 384/768/1024, k 1/100/5000 and 10,000, several
 #     tiles, streamed under a memory bound, fp32 and bf16 screening, 2 shards merged): identical indices and score
@@ -45,7 +46,8 @@ fi
 # ---- 2. mining end to end, CPU vs GPU (tiny models, BEIR fixture)
 cd "$ROOT/tests"
 if xr_part e2e; then
-"$X" tokenize --model fixtures/cli/bert_st --input fixtures/h5/beir --output /tmp/xr_mine_ds --overwrite --quiet || exit 1
+rm -rf /tmp/xr_mine_ds
+"$X" tokenize --model fixtures/cli/bert_st --input fixtures/h5/beir --output /tmp/xr_mine_ds --quiet || exit 1
 M=(mine --model fixtures/cli/bert_st --input /tmp/xr_mine_ds --no-cache --overwrite --num-negatives 4
    --cross-encoder fixtures/cli/bert_seqcls --jsonl-format flagembedding --output-scores)
 run() { # name np args...
@@ -87,9 +89,13 @@ if python3 "$ROOT/tools/demo_corpus.py" "$MAN" --pages 2000 >"$O/man.log" 2>&1 &
 else
   SRC=fixtures/h5/beir; echo "no man pages on this machine ($(tail -1 "$O/man.log")): the BEIR fixture instead"
 fi
-"$X" tokenize --model fixtures/cli/bert_st --input "$SRC" --output /tmp/xr_man_ds --overwrite --quiet || exit 1
+# a fresh directory: tokenize --overwrite fails on one holding mine's embeddings/ cache from an earlier run
+rm -rf /tmp/xr_man_ds
+"$X" tokenize --model fixtures/cli/bert_st --input "$SRC" --output /tmp/xr_man_ds --quiet || exit 1
+# no margin: the tiny random bi-encoder scores most candidates above the positive, and --relative-margin 0.05 left
+# no negative at all (seen in the CPU rehearsal, 2026-12-04): identical empty group files would prove nothing
 S=(mine --model fixtures/cli/bert_st --input /tmp/xr_man_ds --overwrite --num-negatives 5 --range-max 30
-   --relative-margin 0.05 --eval-depth 0 --jsonl-format flagembedding --output-scores)
+   --eval-depth 0 --jsonl-format flagembedding --output-scores)
 "$X" "${S[@]}" --device cpu --no-cache --output /tmp/man_allcpu.h5 --jsonl "$O/man_allcpu.jsonl" 2>"$O/man_allcpu.err" ||
   cat "$O/man_allcpu.err"
 for prec in fp32 bf16; do
@@ -102,13 +108,14 @@ done
 "$MPIRUN" -np 2 --oversubscribe "$X" "${S[@]}" --device cuda --precision fp32 --output /tmp/man_gpu_np2.h5 2>"$O/man_gpu_np2.err" || cat "$O/man_gpu_np2.err"
 if cmp -s /tmp/man_cpu_fp32.h5 /tmp/man_gpu_np2.h5; then r=identical; else r=DIFFERENT; rc=1; fi
 echo "man corpus fp32, 2 ranks on one GPU vs 1 rank CPU search: group files $r"
-python3 - "$O" <<'PY'
+python3 - "$O" <<'PY' || rc=1
 import json, sys
 o = sys.argv[1]
 ref = [json.loads(l) for l in open(f"{o}/man_allcpu.jsonl")]
+bad = 0
 for prec in ["fp32", "bf16"]:
     try: got = [json.loads(l) for l in open(f"{o}/man_gpu_{prec}.jsonl")]
-    except OSError: print(prec, "missing"); continue
+    except OSError: print(f"man corpus {prec}: FAILED: missing"); bad = 1; continue
     same = tot = 0; dmax = 0.0
     for a, b in zip(ref, got):
         for j in range(max(len(a["neg_ids"]), len(b["neg_ids"]))):
@@ -117,6 +124,9 @@ for prec in ["fp32", "bf16"]:
             if x is not None and y is not None: dmax = max(dmax, abs(x - y))
     print(f"man corpus, all on the CPU vs --device cuda {prec}: {same}/{tot} negative slots identical; "
           f"max |retriever score diff| on shared slots {dmax:.2e}")
+    if tot == 0:
+        print(f"man corpus {prec}: FAILED: no negatives were mined, the comparison proves nothing"); bad = 1
+sys.exit(bad)
 PY
 grep -h "time:\|memory, rank" "$O"/man_gpu_fp32.err "$O"/man_gpu_np2.err
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pack_minilm.py: run HERE (with /work/venv's python: tokenizers, safetensors, numpy). Packs all-MiniLM-L6-v2 for
 the GPU machine's learning check (benchmarks/gpu/train_device_check.sh) within the `run` tool's carry limit (64 MiB
-with .deps at ~34 MiB): weights in fp16 (xrank reads F16 safetensors), and the word-embedding rows of tokens that
+with .deps at ~24 MiB): weights in fp16 (xrank reads F16 safetensors), and the word-embedding rows of tokens that
 never occur in the 40-page man-page fixture (tests/fixtures/train/learn_beir) set to 0, so xz shrinks them to
 nothing. On that corpus the packed model computes exactly what the fp16 model computes (a row never looked up
 never enters a forward or a gradient); the CPU and GPU runs of the check both start from it.

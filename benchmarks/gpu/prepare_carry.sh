@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benchmarks/gpu/prepare_carry.sh: run HERE, in the checkout that `run` sends (the one the session was started in),
 # right before the device call of all_device_check.sh (or of train_ / mine_ / comm_device_check.sh). Makes what the
-# call carries, where missing: .deps (fetch_deps.sh: the Debian build deps, ~34 MiB) and
+# call carries, where missing: .deps (fetch_deps.sh: the Debian build deps, ~24 MiB) and
 # .cache/gpu_carry/minilm40.tar.xz (pack_minilm.py: all-MiniLM-L6-v2 in fp16, ~20 MiB; needs $XR_MINILM_DIR and a
 # Python with tokenizers / safetensors / numpy, $XR_PY, default /work/venv/bin/python); writes
 # .cache/gpu_carry/commit.txt (the commit the device has no .git to tell); and checks that the tree `run` sends

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# benchmarks/gpu/train_device_check.sh: the GPU-training check of issue 10, for a bare GPU machine. Prepare HERE:
-#   benchmarks/gpu/fetch_deps.sh                                     (.deps, ~34 MiB)
-#   /work/venv/bin/python benchmarks/gpu/pack_minilm.py $XR_MINILM_DIR tests/fixtures/train/learn_beir \
-#       .cache/gpu_carry/minilm40.tar.xz                              (all-MiniLM-L6-v2 in fp16, ~20 MiB)
-# then run(command="benchmarks/gpu/train_device_check.sh", carry=[".deps", ".cache/gpu_carry"], timeout_s=480).
+# benchmarks/gpu/train_device_check.sh: the GPU-training check of issue 10, for a bare GPU machine. One device call
+# runs it with the mining and communicator checks: all_device_check.sh (see its header). Alone, prepare HERE with
+# benchmarks/gpu/prepare_carry.sh (.deps ~24 MiB, .cache/gpu_carry: all-MiniLM-L6-v2 in fp16, ~20 MiB), then
+# run(command="benchmarks/gpu/train_device_check.sh", carry=[".deps", ".cache/gpu_carry"], timeout_s=480).
 # 1. device_build.sh: build, and ctest of the CUDA op tests (test_cuda_ops, test_cuda_train_ops: every training op vs
 #    the CPU; test_cuda_fused_ops: the fused dropout + residual + LayerNorm forward / backward and bias + GELU
 #    backward vs the CPU's unfused sequences, and their time against the unfused ops on the GPU), the whole step (test_cuda_train_step: HF fixture gradients on the GPU, 10 AdamW steps vs the CPU
