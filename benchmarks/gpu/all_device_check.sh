@@ -17,7 +17,9 @@
 # Each step runs the part of train_ / mine_ / comm_device_check.sh named by XR_PARTS (XR_NO_BUILD=1: this
 # script's build) under `timeout`, capped by its own limit and by the budget left; a step that needs more than is
 # left is skipped, and the summary says so.
-# Env: XR_BUDGET (s, default 540: run's 600 s less start-up slack), XRDEPS, XR_BUILD, XR_JOBS (see device_build.sh),
+# Env: XR_BUDGET (s, default 540: fits timeout_s=600 with room to pack the logs; where `status` shows less device
+# time left than start-up (a few minutes) + 600 s, lower timeout_s and start the command with XR_BUDGET=<timeout_s
+# - 60>), XRDEPS, XR_BUILD, XR_JOBS (see device_build.sh),
 # XR_WORK (logs, default /tmp/xr_all), XR_KNN_PASSAGES (the search benchmark's size, default 10,000,000).
 # Without a GPU (the rehearsal here) the GPU tests report skipped, the parity steps run until their first GPU
 # command fails (their paths are exercised), and the benchmarks are skipped with a line saying so; with
@@ -95,6 +97,12 @@ GPU_TESTS='^(test_cuda_.*|test_encoder|test_comm_nccl1|comm_staged_cuda_2|train_
 KEEP=' Test +#|tests passed|tests failed' KEEP_LINES=30 \
     step ctest_gpu "${XR_CTEST_CAP:-240}" 60 sh -c "cd '$B' && ctest --output-on-failure -j${XR_TEST_JOBS:-4} \
         --timeout 200 -R '$GPU_TESTS'"
+# on a GPU machine a skipped GPU test is a failure (a build without the CUDA backend skips them all)
+nskip=$(grep -c 'Skipped' "$W/ctest_gpu.log" 2>/dev/null) || nskip=0
+if [ $GPU = 1 ] && [ "$nskip" -gt 0 ]; then
+    say "ctest_gpu: $nskip GPU tests SKIPPED on a GPU machine: counted as failed (CUDA backend off? see build.log)"
+    count[failed]=$(( count[failed] + 1 ))
+fi
 KEEP='.' part lines_train 30 5 train "tests bf16"
 KEEP='.' part lines_mine 30 5 mine tests
 

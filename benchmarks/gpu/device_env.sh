@@ -29,6 +29,8 @@ case ":${LD_LIBRARY_PATH:-}:" in
             export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d/lib"
     done
     export PATH="$PATH:$P/usr/bin"   # after the machine's own tools: ours only fill gaps (pkg-config, mpicc)
+    # the toolkit's nvcc even where the image's PATH lacks it (device_build.sh passes it to CMake from PATH)
+    [ -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc > /dev/null && export PATH="$PATH:/usr/local/cuda/bin"
     ;;
 esac
 export PKG_CONFIG_PATH="$P/usr/lib/$A/pkgconfig:$P/usr/share/pkgconfig"
