@@ -16,6 +16,9 @@ O=${1:-${OUT:-/tmp/xr_comm_out}}
 mkdir -p "$O"
 . benchmarks/gpu/device_env.sh   # P, B, X, MPIRUN, library paths, Open MPI settings, xr_part
 rc=0
+# each collective's line at the largest size (bench_comm prints a collective's sizes in increasing order)
+largest() { awk -F'"collective": "' 'NF > 1 {split($2, c, "\""); if (!(c[1] in last)) order[n++] = c[1]; last[c[1]] = $0}
+    END {for (i = 0; i < n; i++) print last[order[i]]}' "$1"; }
 if [ "${XR_NO_BUILD:-0}" != 1 ]; then
   benchmarks/gpu/device_build.sh -R 'test_comm|^comm_' >"$O/build.log" 2>&1
   echo "device_build.sh rc=$?"; grep -E "tests passed|tests failed|\*\*\*|error:" "$O/build.log" | head -30
@@ -24,11 +27,11 @@ if xr_part bench; then
   cmake --build "$B" --target bench_comm >>"$O/build.log" 2>&1 || { echo "bench_comm did not build"; exit 1; }
   echo "== NCCL, 1 rank"
   "$B/benchmarks/bench_comm" --impl nccl --device cuda --max-bytes 1G > "$O/comm_nccl_1.jsonl" || rc=1
-  tail -3 "$O/comm_nccl_1.jsonl"
+  largest "$O/comm_nccl_1.jsonl"
   echo "== staged, 2 ranks on one GPU"
   "$MPIRUN" -np 2 --oversubscribe "$B/benchmarks/bench_comm" --impl staged --device cuda --max-bytes 256M \
     > "$O/comm_staged_2.jsonl" || rc=1
-  tail -3 "$O/comm_staged_2.jsonl"
+  largest "$O/comm_staged_2.jsonl"
 fi
 xr_part train_eq || exit $rc
 echo "== 2-rank GPU training (staged) vs 1 rank x accumulation 2"

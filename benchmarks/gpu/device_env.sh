@@ -39,6 +39,8 @@ export OPAL_PREFIX="$P/usr" PMIX_INSTALL_PREFIX="$P/usr"
 # one node, run as root, no InfiniBand: shared-memory transport only, no UCX/OFI probing
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# Python's JSON lines reach their file even when a step's `timeout` kills the benchmark
+export PYTHONUNBUFFERED=1
 # PMIx looked for its plugins under /usr despite PMIX_INSTALL_PREFIX (seen 2026-11-25; mpirun still ran): name the dir
 export PMIX_MCA_mca_base_component_path="$P/usr/lib/$A/pmix2/lib/pmix" PMIX_MCA_pcompress_base_silence_warning=1
 
