@@ -120,6 +120,18 @@ static void run_size(Ctx *x, size_t n, int nb) {
     free(counts), free(h), free(want), free(d), free(rq);
 }
 
+/* Computes (never sleeps: a busy rank, not a stopped one) for `seconds`, after flushing stderr. */
+static void busy_for(double seconds) {
+    fflush(stderr);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    volatile double sink = 0;
+    do {
+        for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < seconds);
+}
+
 static int stall_test(Comm *c, const char *how, double timeout, double stall, double busy, const char *impl, int judge) {
     int other = judge >= 0 && comm_rank(c) != judge; /* --judge R: only rank R stops the job on a timeout */
     comm_set_timeout(c, other ? 1000 : timeout);
@@ -140,14 +152,7 @@ static int stall_test(Comm *c, const char *how, double timeout, double stall, do
     for (int it = 0; it < iters; it++) {
         if (busy_run && it == 20 && me == late) {
             fprintf(stderr, "test_comm: rank %d busy for %.1f s\n", late, busy);
-            fflush(stderr);
-            struct timespec t0, t;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            volatile double sink = 0;
-            do {
-                for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
-                clock_gettime(CLOCK_MONOTONIC, &t);
-            } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
+            busy_for(busy);
         } else if (!strcmp(how, "leave-exit") && it == 20 && me == late) {
             fprintf(stderr, "test_comm: rank %d exits (0) without the communicator's teardown at exchange %d\n", late, it);
             fflush(stderr);
@@ -197,14 +202,7 @@ static int left_after_test(Comm *c, const char *what, double timeout, double sta
     for (int i = 0; i < 3; i++) comm_barrier(c); /* some collectives before, as in a run */
     if (me == 2) {
         fprintf(stderr, "test_comm: rank 2 busy for %.1f s before the %s\n", busy, what);
-        fflush(stderr);
-        struct timespec t0, t;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        volatile double sink = 0;
-        do {
-            for (int i = 0; i < 100000; i++) sink += 1e-9 * i;
-            clock_gettime(CLOCK_MONOTONIC, &t);
-        } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < busy);
+        busy_for(busy);
     }
     int bad = 0;
     if (!strncmp(what, "gather", 6)) {
