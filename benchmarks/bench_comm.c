@@ -3,6 +3,10 @@
  * 2(n-1)/n (all-reduce) or (n-1)/n (reduce-scatter, all-gather), where size is the whole buffer (for
  * reduce-scatter the input of one rank, for all-gather the output) and time the slowest rank's mean over the
  * timed iterations (after warmups). One JSON line per (collective, size) on stdout from rank 0.
+ * At one rank a collective moves no data (NCCL returns after a launch, MPI after a local check), so the time is
+ * the call's latency only: algbw and busbw are null in the JSON ("-" in the table) with a "note" saying so, never a
+ * bandwidth of bytes / latency. With --device cuda each rank takes comm_device_index's GPU (node-local rank modulo
+ * the visible GPUs), as the CLI does: 2 ranks on a 1-GPU machine share GPU 0 (--impl staged; NCCL refuses that).
  * Usage: mpirun -np N bench_comm [--impl mpi|staged|nccl] [--device cpu|cuda] [--min-bytes 8] [--max-bytes 1G]
  *        [--iters-time 0.2 (seconds per size, at least 1 and at most 1000 iterations)] */
 #define _POSIX_C_SOURCE 200809L
@@ -44,18 +48,27 @@ int main(int argc, char **argv) {
     int R = comm_size(c), rank = comm_rank(c);
     XrErr e;
     int cuda = !strcmp(dev, "cuda");
-    Backend *be = ops_backend_create(cuda ? XR_DEV_CUDA : XR_DEV_CPU, cuda ? comm_local_rank(c) : 0, XR_PREC_FP32, 1, &e);
-    if (!be) xr_die("%s", e.msg);
-    if (comm_attach(c, be, (CommImpl)comm_impl_parse(impl), &e)) xr_die("%s", e.msg);
+    Backend *be = ops_backend_create(cuda ? XR_DEV_CUDA : XR_DEV_CPU, cuda ? comm_device_index(c) : 0, XR_PREC_FP32, 1, &e);
+    if (!be) xr_die("rank %d: %s", rank, e.msg);
+    int want = comm_impl_parse(impl);
+    if (want < 0) xr_die("bench_comm: --impl %s: expected auto, mpi, nccl, staged or shm", impl);
+    if (comm_attach(c, be, (CommImpl)want, &e)) xr_die("rank %d: %s", rank, e.msg);
     size_t nmax = hi / sizeof(float);
     float *buf = ops_alloc(be, (nmax ? nmax : 1) * sizeof(float));
     ops_zero(be, buf, nmax);
     size_t *counts = xr_malloc(sizeof(size_t) * (size_t)R);
     static const char *names[] = {"all_reduce", "reduce_scatter", "all_gather"};
-    if (rank == 0)
-        fprintf(stderr, "# %s on %s, %d ranks; in-place fp32; time = slowest rank's mean; busbw as nccl-tests\n"
-                        "# %-14s %12s %10s %10s %10s %6s\n",
-                impl, dev, R, "collective", "size (B)", "time (us)", "algbw GB/s", "busbw GB/s", "iters");
+    static const char *one_rank_note = "1 rank: the collective moves no data; time is call latency only, no bandwidth";
+    if (rank == 0) {
+        fprintf(stderr, "# %s on %s, %d ranks; in-place fp32; time = slowest rank's mean; busbw as nccl-tests\n",
+                impl, dev, R);
+        if (cuda && comm_local_size(c) > ops_device_count(XR_DEV_CUDA))
+            fprintf(stderr, "# %d ranks on this node share %d GPU(s) (GPU = node-local rank mod %d)\n",
+                    comm_local_size(c), ops_device_count(XR_DEV_CUDA), ops_device_count(XR_DEV_CUDA));
+        if (R == 1) fprintf(stderr, "# %s\n", one_rank_note);
+        fprintf(stderr, "# %-14s %12s %10s %10s %10s %6s\n", "collective", "size (B)", "time (us)", "algbw GB/s",
+                "busbw GB/s", "iters");
+    }
     for (int kind = 0; kind < 3; kind++) {
         for (size_t bytes = lo; bytes <= hi; bytes *= 2) {
             size_t n = bytes / sizeof(float);
@@ -82,7 +95,14 @@ int main(int argc, char **argv) {
             free(all);
             double size = (double)n * sizeof(float), algbw = size / tmax / 1e9;
             double busbw = algbw * (kind == 0 ? 2.0 * (R - 1) / R : (double)(R - 1) / R);
-            if (rank == 0) {
+            if (rank == 0 && R == 1) {
+                fprintf(stderr, "  %-14s %12.0f %10.1f %10s %10s %6d\n", names[kind], size, tmax * 1e6, "-", "-", iters);
+                printf("{\"bench\": \"comm\", \"impl\": \"%s\", \"device\": \"%s\", \"ranks\": %d, \"collective\": \"%s\", "
+                       "\"bytes\": %.0f, \"time_us\": %.2f, \"algbw_gbs\": null, \"busbw_gbs\": null, \"iters\": %d, "
+                       "\"note\": \"%s\"}\n",
+                       impl, dev, R, names[kind], size, tmax * 1e6, iters, one_rank_note);
+                fflush(stdout);
+            } else if (rank == 0) {
                 fprintf(stderr, "  %-14s %12.0f %10.1f %10.3f %10.3f %6d\n", names[kind], size, tmax * 1e6, algbw, busbw,
                         iters);
                 printf("{\"bench\": \"comm\", \"impl\": \"%s\", \"device\": \"%s\", \"ranks\": %d, \"collective\": \"%s\", "

@@ -46,6 +46,10 @@ int comm_local_size(const Comm *c);
  * (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID), else the shared-memory split of the world
  * made at comm_init. */
 int comm_local_rank(const Comm *c);
+/* The GPU this rank uses: its node-local rank modulo the visible GPUs, so ranks that outnumber the GPUs of their
+ * node share them (rank 1 of 2 on a 1-GPU machine gets GPU 0; comm_attach's COMM_AUTO then stages through host
+ * memory, since NCCL needs one GPU per rank). 0 when no GPU is visible. The CLI, test_comm and bench_comm use it. */
+int comm_device_index(const Comm *c);
 void comm_barrier(Comm *c);
 /* Abort every rank of the job with this exit code (MPI_Abort; plain exit with one rank). */
 void comm_abort(Comm *c, int code) __attribute__((noreturn));

@@ -184,6 +184,11 @@ int comm_local_rank(const Comm *c) {
     return c->local_rank;
 }
 
+int comm_device_index(const Comm *c) {
+    int n = ops_device_count(XR_DEV_CUDA);
+    return n > 0 ? comm_local_rank(c) % n : 0;
+}
+
 void comm_barrier(Comm *c) {
     if (c->size == 1) return;
     uint64_t outer = comm_op_begin(c);

@@ -196,11 +196,7 @@ int cli_start(CliBase *b, const CliCmd *cmd, int no_comm, int argc, char **argv)
 }
 
 int cli_backend(CliBase *b, XrErr *e) {
-    int index = 0;
-    if (b->device == XR_DEV_CUDA) {
-        int n = ops_device_count(XR_DEV_CUDA);
-        index = n > 0 ? comm_local_rank(b->comm) % n : 0;
-    }
+    int index = b->device == XR_DEV_CUDA ? comm_device_index(b->comm) : 0;
     b->be = ops_backend_create(b->device, index, b->precision, b->threads, e);
     return comm_check(b->comm, b->be ? 0 : -1, e);
 }

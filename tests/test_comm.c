@@ -271,8 +271,8 @@ int main(int argc, char **argv) {
         TU_SKIP("no GPU visible: %s on cuda not tested", impl);
     }
     XrErr e;
-    x.be = ops_backend_create(want_cuda ? XR_DEV_CUDA : XR_DEV_CPU, want_cuda ? comm_local_rank(c) % ops_device_count(XR_DEV_CUDA) : 0,
-                              XR_PREC_FP32, 1, &e);
+    x.be = ops_backend_create(want_cuda ? XR_DEV_CUDA : XR_DEV_CPU, want_cuda ? comm_device_index(c) : 0, XR_PREC_FP32, 1,
+                              &e);
     if (!x.be) xr_die("%s", e.msg);
     if (comm_attach(c, x.be, (CommImpl)comm_impl_parse(impl), &e)) xr_die("%s", e.msg);
     TU_CHECK(!strcmp(comm_impl_name(c), impl), "implementation %s, asked for %s", comm_impl_name(c), impl);

@@ -43,6 +43,14 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 export PYTHONUNBUFFERED=1
 # PMIx looked for its plugins under /usr despite PMIX_INSTALL_PREFIX (seen 2026-11-25; mpirun still ran): name the dir
 export PMIX_MCA_mca_base_component_path="$P/usr/lib/$A/pmix2/lib/pmix" PMIX_MCA_pcompress_base_silence_warning=1
+# ... but Debian's PMIx 4.2 scans its built-in /usr/lib/$A/pmix2/lib/pmix FIRST and the path above only after it
+# (strace, 2026-12-04), and the GPU machine's own /usr copy of pmix_mca_pcompress_zlib.so is from another PMIx
+# (undefined symbol pmix_output_info): every mpirun and every singleton printed 3 lines of dlopen error per process.
+# Excluding the component by name stops the dlopen. Checked here: a pmix_mca_pcompress_zlib.so that needs
+# pmix_output_info, bind-mounted over that dir (unshare -m), gave the device's 3 error blocks per `mpirun -np 2` and
+# 2 per singleton; with ^zlib none, and the runs passed (PMIX_MCA_mca_base_component_show_load_errors=0 did not
+# silence it). zlib only compresses large PMIx blobs; the failing copy was never loaded anyway.
+export PMIX_MCA_pcompress=^zlib
 
 # xr_part NAME: true when $XR_PARTS (space-separated; default "all") selects the part NAME of a check script
 xr_part() { [[ " ${XR_PARTS:-all} " == *" all "* || " ${XR_PARTS:-all} " == *" $1 "* ]]; }
