@@ -80,22 +80,49 @@ int xr_remove_flat_dir(const char *dir) {
     return rmdir(dir);
 }
 
-int xr_remove_tree(const char *path) {
-    struct stat st;
-    if (lstat(path, &st)) return errno == ENOENT ? 0 : -1;
-    if (!S_ISDIR(st.st_mode)) return unlink(path);
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            char *p = xr_path_join(path, de->d_name);
-            xr_remove_tree(p);
-            free(p);
-        }
-        closedir(d);
+/* Empty the open directory dfd (taken over: closed on return), depth levels below the tree's top. Each entry is
+ * unlinked; one that is a directory (EISDIR) is opened relative to dfd with O_NOFOLLOW, emptied the same way and
+ * removed. So a symbolic link is removed, never entered, even one put in place of a directory meanwhile (openat
+ * then fails with ELOOP or ENOTDIR), and nothing outside the tree is touched. 0, or -1 with errno of the first
+ * failure (the removal goes on past it). */
+static int rm_inside(int dfd, int depth) {
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        int err = errno;
+        close(dfd);
+        errno = err;
+        return -1;
     }
-    return rmdir(path);
+    int rc = 0, err = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *name = de->d_name;
+        if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
+        if (unlinkat(dirfd(d), name, 0) == 0 || errno == ENOENT) continue;
+        if (errno == EISDIR || errno == EPERM) { /* a directory (EPERM is POSIX's word for it) */
+            int sub = depth < 256 ? openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+            if (sub < 0 && depth >= 256) errno = ELOOP;
+            if (sub >= 0 && rm_inside(sub, depth + 1) == 0 &&
+                (unlinkat(dirfd(d), name, AT_REMOVEDIR) == 0 || errno == ENOENT))
+                continue;
+        }
+        if (!err) err = errno;
+        rc = -1;
+    }
+    closedir(d);
+    errno = err;
+    return rc;
+}
+
+int xr_remove_tree(const char *path) {
+    if (unlink(path) == 0 || errno == ENOENT) return 0; /* a file or a link: gone */
+    if (errno != EISDIR && errno != EPERM) return -1;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    int rc = rm_inside(fd, 0), err = errno;
+    if (rmdir(path) == 0 || errno == ENOENT) return rc == 0 ? 0 : (errno = err, -1);
+    if (rc) errno = err; /* the first failure inside says more than ENOTEMPTY */
+    return -1;
 }
 
 int xr_fsync_path(const char *path) {

@@ -22,8 +22,10 @@ int xr_is_dir(const char *path);
 int xr_dir_is_empty(const char *path);
 /* Remove the plain files of a directory (one level), then the directory; -1 when it is still there. */
 int xr_remove_flat_dir(const char *dir);
-/* Remove path: a file, a symbolic link (not what it points to) or a directory with everything below it. 0 also
- * when path does not exist; -1 (errno set) when something could not be removed. */
+/* Remove path: a file, a symbolic link (not what it points to) or a directory with everything below it. Links are
+ * never followed, at the top or below (each level is opened relative to its parent with O_NOFOLLOW), so nothing
+ * outside the tree is touched. 0 also when path does not exist; -1 (errno set: the first failure) when something
+ * could not be removed. */
 int xr_remove_tree(const char *path);
 /* fsync a file or a directory by path; -1 (errno set) when it cannot be opened or synced. A directory's fsync
  * makes a rename inside it durable; some file systems refuse it, so callers treat that as best effort. */

@@ -1,6 +1,6 @@
 /* xr_tmpclean.c: removal of registered temporary outputs on SIGINT / SIGTERM / SIGHUP (xr_tmpclean.h). The
- * handler lists a directory with the getdents64 system call and removes entries with unlinkat and rmdir: no
- * opendir (it allocates), nothing that is not async-signal-safe. */
+ * handler lists a directory with the getdents64 system call and removes entries with unlinkat and rmdir (openat
+ * for subdirectories, never following links): no opendir (it allocates), nothing that is not async-signal-safe. */
 #define _GNU_SOURCE
 #include "xr_tmpclean.h"
 
@@ -33,21 +33,34 @@ struct tc_dirent64 {
     char d_name[];
 };
 
+/* Remove the entries of the open directory fd, descending into subdirectories (the old copy of a dataset may hold
+ * mine's embeddings/ cache) up to depth 16: each is opened relative to its parent with O_NOFOLLOW, so a symbolic
+ * link is unlinked, never followed out of the tree. A 4 KiB buffer per level: 64 KiB of stack at most. */
+static void tc_clear(int fd, int depth) {
+    char buf[4096] __attribute__((aligned(8)));
+    long n;
+    while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            struct tc_dirent64 *d = (struct tc_dirent64 *)(buf + off);
+            off += d->d_reclen;
+            if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, "..")) continue;
+            if (unlinkat(fd, d->d_name, 0) == 0 || errno != EISDIR || depth >= 16) continue;
+            int sub = openat(fd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) continue;
+            tc_clear(sub, depth + 1);
+            close(sub);
+            unlinkat(fd, d->d_name, AT_REMOVEDIR);
+        }
+    }
+}
+
 static void tc_remove(const char *path) {
     if (unlink(path) == 0 || errno == ENOENT) return;
     /* a directory: its entries, then itself (a writer thread may add a file meanwhile: a few passes) */
     for (int pass = 0; pass < 4; pass++) {
-        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) return;
-        char buf[4096] __attribute__((aligned(8)));
-        long n;
-        while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
-            for (long off = 0; off < n;) {
-                struct tc_dirent64 *d = (struct tc_dirent64 *)(buf + off);
-                if (strcmp(d->d_name, ".") && strcmp(d->d_name, "..")) unlinkat(fd, d->d_name, 0);
-                off += d->d_reclen;
-            }
-        }
+        tc_clear(fd, 0);
         close(fd);
         if (rmdir(path) == 0 || errno == ENOENT) return;
     }
@@ -313,7 +326,7 @@ int xr_tmpclean_commit_dir(const char *tmp, const char *out, XrErr *e) {
     }
     xr_tmpclean_release();
     if (garbage) {
-        if (xr_remove_flat_dir(garbage) != 0)
+        if (xr_remove_tree(garbage) != 0) /* the whole old tree: a dataset may hold mine's embeddings/ cache */
             rc = xr_errf(e, "%s written, but its earlier copy, now %s, could not be removed: %s", out, garbage,
                          strerror(errno));
         xr_tmpclean_forget(garbage);

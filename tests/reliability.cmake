@@ -40,6 +40,11 @@ endforeach()
 add_test(NAME tokenize_interrupted COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_tokenize_signal.sh
          $<TARGET_FILE:xrank> ${MPIEXEC_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/tokenize_interrupted.out)
 set_tests_properties(tokenize_interrupted PROPERTIES TIMEOUT 180 LABELS "reliability;mpi" ENVIRONMENT "${XR_MPI_TEST_ENV}")
+# tokenize --overwrite over a dataset holding a subfolder (mine's embeddings/ cache) replaces it whole, also when
+# SIGTERM comes right after the exchange; symbolic links in the old copy are removed, never followed.
+add_test(NAME tokenize_overwrite_tree COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/outdir/run_tokenize_overwrite_tree.sh
+         $<TARGET_FILE:xrank> ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/tokenize_overwrite_tree.out)
+set_tests_properties(tokenize_overwrite_tree PROPERTIES TIMEOUT 120 LABELS reliability)
 # The same for the outputs of score, embed (also mpirun -np 2), mine (group file, jsonl, embedding cache) and export,
 # paused by XR_TEST_PAUSE_AT with the temporary output present (their window is the final write only); the next
 # score removes a dead process's temporary output.
