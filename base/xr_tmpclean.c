@@ -155,6 +155,76 @@ static long tc_owner(const char *rest, const char *host, int *same_host, int *de
     return pid;
 }
 
+/* One entry of a sweep: a name PREFIX + HOST.PID in the output's directory (PID > 0: one of ours), its path as the
+ * output is named (joined with the directory only when out has one), its owner and that owner's state. */
+typedef struct {
+    const char *path;
+    long pid;
+    int same_host, dead, mine; /* mine: this process on this host */
+} TcEntry;
+
+/* The one directory scan of both sweeps: visit(entry, ctx) for each entry of parent named prefix + HOST.PID.
+ * visit may remove the entry (readdir goes on); path lives until visit returns. */
+static void tc_scan(const char *parent, int in_dir, const char *prefix, const char *host,
+                    void (*visit)(const TcEntry *en, void *ctx), void *ctx) {
+    size_t pl = strlen(prefix);
+    DIR *d = opendir(parent);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, prefix, pl)) continue;
+        TcEntry en = {0};
+        en.pid = tc_owner(de->d_name + pl, host, &en.same_host, &en.dead);
+        if (en.pid == 0) continue; /* not one of ours */
+        en.mine = en.same_host && en.pid == (long)getpid();
+        char *p = in_dir ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
+        en.path = p;
+        visit(&en, ctx);
+        free(p);
+    }
+    if (d) closedir(d);
+}
+
+/* Append ", item" (no comma first) to list (its length in *len) while there is room. */
+static void tc_list_add(char *list, size_t size, size_t *len, int first, const char *item) {
+    if (*len < size) *len += (size_t)snprintf(list + *len, size - *len, "%s%s", first ? "" : ", ", item);
+}
+
+/* What the .old. sweep found: this host's dead writers' copies (up to 16), and the others, named. */
+typedef struct {
+    char *dead_p[16];
+    int ndead, kept;
+    char kept_s[1024];
+    size_t kl;
+} TcOldScan;
+
+static void tc_visit_old(const TcEntry *en, void *ctx) {
+    TcOldScan *o = ctx;
+    if (en->mine) return;
+    if (en->dead && o->ndead < 16) {
+        o->dead_p[o->ndead++] = xr_strdup(en->path);
+        return;
+    }
+    o->kept++;
+    tc_list_add(o->kept_s, sizeof o->kept_s, &o->kl, o->kept == 1, en->path);
+}
+
+/* What the .tmp. sweep did: dead writers' temporary outputs removed, the others named in note. */
+typedef struct {
+    char *note;
+    size_t note_len, used;
+    int removed, kept;
+} TcTmpScan;
+
+static void tc_visit_tmp(const TcEntry *en, void *ctx) {
+    TcTmpScan *t = ctx;
+    if (en->dead && xr_remove_tree(en->path) == 0) {
+        t->removed++;
+    } else if (!en->mine) {
+        t->kept++;
+        tc_list_add(t->note, t->note_len, &t->used, t->kept == 1, en->path);
+    }
+}
+
 /* out.old.HOST.PID: the earlier output that the two-rename commit (tc_swap_two_renames) moved aside, left by a SIGKILL
  * between its renames (then there is no out: the old copy is the last complete output) or before its removal (out
  * is the new one). A dead writer's on this host: put back as out when out is missing (the newest, by the rename's
@@ -164,29 +234,12 @@ static void tc_sweep_old(const char *out, const char *parent, const char *base, 
                          char *note, size_t note_len, size_t used) {
     char prefix[1024];
     snprintf(prefix, sizeof prefix, "%s.old.", base);
-    size_t pl = strlen(prefix);
     struct stat st;
-    int have_out = lstat(out, &st) == 0, removed = 0, kept = 0, ndead = 0;
-    char *dead_p[16], kept_s[1024] = "";
-    size_t kl = 0;
-    DIR *d = opendir(parent);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (strncmp(de->d_name, prefix, pl)) continue;
-        int same_host = 0, dead = 0;
-        long pid = tc_owner(de->d_name + pl, host, &same_host, &dead);
-        if (pid == 0 || (same_host && pid == (long)getpid())) continue;
-        char *p = in_dir ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
-        if (dead && ndead < 16) {
-            dead_p[ndead++] = p;
-            continue;
-        }
-        kept++;
-        if (kl < sizeof kept_s)
-            kl += (size_t)snprintf(kept_s + kl, sizeof kept_s - kl, "%s%s", kept > 1 ? ", " : "", p);
-        free(p);
-    }
-    if (d) closedir(d);
+    int have_out = lstat(out, &st) == 0, removed = 0;
+    TcOldScan o = {.ndead = 0};
+    tc_scan(parent, in_dir, prefix, host, tc_visit_old, &o);
+    char **dead_p = o.dead_p;
+    int ndead = o.ndead;
     int back = -1; /* the copy put back as out */
     if (!have_out && ndead) {
         double newest = -1;
@@ -199,9 +252,8 @@ static void tc_sweep_old(const char *out, const char *parent, const char *base, 
     for (int i = 0; i < ndead; i++) {
         if (i != back && have_out && xr_remove_tree(dead_p[i]) == 0) removed++;
         else if (i != back) { /* out missing and nothing put back: say where the earlier output is */
-            kept++;
-            if (kl < sizeof kept_s)
-                kl += (size_t)snprintf(kept_s + kl, sizeof kept_s - kl, "%s%s", kept > 1 ? ", " : "", dead_p[i]);
+            o.kept++;
+            tc_list_add(o.kept_s, sizeof o.kept_s, &o.kl, o.kept == 1, dead_p[i]);
         }
     }
     const char *sep = used ? "; " : "";
@@ -212,16 +264,16 @@ static void tc_sweep_old(const char *out, const char *parent, const char *base, 
     if (removed && used < note_len)
         used += (size_t)snprintf(note + used, note_len - used, "%sremoved %d earlier cop%s of %s left aside by runs "
                                  "killed while replacing it", sep, removed, removed > 1 ? "ies" : "y", out), sep = "; ";
-    if (kept && used < note_len) {
+    if (o.kept && used < note_len) {
         if (have_out)
             snprintf(note + used, note_len - used, "%s%s left by %s: not removed (an xrank command may still be "
-                     "replacing %s; remove it by hand if none is)", sep, kept_s,
-                     kept > 1 ? "processes still running or other hosts" : "a process still running or another host",
+                     "replacing %s; remove it by hand if none is)", sep, o.kept_s,
+                     o.kept > 1 ? "processes still running or other hosts" : "a process still running or another host",
                      out);
         else
             snprintf(note + used, note_len - used, "%s%s is missing; %s hold%s the earlier output, moved aside by a "
                      "run replacing it (a process still running or another host): if no xrank command is writing %s, "
-                     "rename the newest back to %s", sep, out, kept_s, kept > 1 ? "" : "s", out, out);
+                     "rename the newest back to %s", sep, out, o.kept_s, o.kept > 1 ? "" : "s", out, out);
     }
     for (int i = 0; i < ndead; i++) free(dead_p[i]);
 }
@@ -235,25 +287,10 @@ void xr_tmpclean_sweep(const char *out, char *note, size_t note_len) {
     char prefix[1024], host[256];
     snprintf(prefix, sizeof prefix, "%s.tmp.", base);
     tc_host(host, sizeof host);
-    size_t pl = strlen(prefix), used = 0;
-    int removed = 0, kept = 0;
-    DIR *d = opendir(parent);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        if (strncmp(de->d_name, prefix, pl)) continue;
-        int same_host = 0, dead = 0;
-        long pid = tc_owner(de->d_name + pl, host, &same_host, &dead);
-        if (pid == 0) continue; /* not one of ours */
-        char *p = slash ? xr_path_join(parent, de->d_name) : xr_strdup(de->d_name);
-        if (dead && xr_remove_tree(p) == 0) removed++;
-        else if (pid != (long)getpid() || !same_host) {
-            kept++;
-            if (used < note_len)
-                used += (size_t)snprintf(note + used, note_len - used, "%s%s", kept == 1 ? "" : ", ", p);
-        }
-        free(p);
-    }
-    if (d) closedir(d);
+    TcTmpScan t = {.note = note, .note_len = note_len};
+    tc_scan(parent, slash != NULL, prefix, host, tc_visit_tmp, &t);
+    size_t used = t.used;
+    int removed = t.removed, kept = t.kept;
     if (kept && used < note_len) {
         char list[2048];
         snprintf(list, sizeof list, "%s", note);
