@@ -48,7 +48,8 @@ int main(int argc, char **argv) {
     int R = comm_size(c), rank = comm_rank(c);
     XrErr e;
     int cuda = !strcmp(dev, "cuda");
-    Backend *be = ops_backend_create(cuda ? XR_DEV_CUDA : XR_DEV_CPU, cuda ? comm_device_index(c) : 0, XR_PREC_FP32, 1, &e);
+    Backend *be =
+        ops_backend_create(cuda ? XR_DEV_CUDA : XR_DEV_CPU, cuda ? comm_device_index(c) : 0, XR_PREC_FP32, 1, &e);
     if (!be) xr_die("rank %d: %s", rank, e.msg);
     int want = comm_impl_parse(impl);
     if (want < 0) xr_die("bench_comm: --impl %s: expected auto, mpi, nccl, staged or shm", impl);

@@ -6,6 +6,68 @@
 #include <stdio.h>
 #include <string.h>
 
+#define LEGEND_INSET 6.0 /* px between the legend and the frame */
+#define MARK_R 4.0       /* px around a data point that the legend keeps clear of (marker radius 3, line 1.8) */
+
+/* 1 when the segment (ax, ay)-(bx, by), or the point when both ends are equal, meets the box [l, r] x [t, b]
+ * (Liang-Barsky clipping: the part of the segment inside each slab, intersected). */
+static int plot_seg_hits(double ax, double ay, double bx, double by, double l, double t, double r, double b) {
+    double dx = bx - ax, dy = by - ay, lo = 0, hi = 1;
+    double pq[4][2] = {{-dx, ax - l}, {dx, r - ax}, {-dy, ay - t}, {dy, b - ay}};
+    for (int k = 0; k < 4; k++) {
+        double pk = pq[k][0], qk = pq[k][1];
+        if (pk == 0) {
+            if (qk < 0) return 0; /* parallel to this edge and outside it */
+            continue;
+        }
+        double u = qk / pk;
+        if (pk < 0) lo = u > lo ? u : lo;
+        else hi = u < hi ? u : hi;
+        if (lo > hi) return 0;
+    }
+    return 1;
+}
+
+/* 1 when no line or marker of p's series, mapped to pixels, comes into the box (l, t, r, b) grown by MARK_R. */
+static int plot_box_free(const PlotPanel *p, double xmin, double xmax, double ymin, double ymax, double x0, double x1,
+                         double y0, double y1, double l, double t, double r, double b) {
+    l -= MARK_R, t -= MARK_R, r += MARK_R, b += MARK_R;
+    for (int s = 0; s < p->nseries; s++) {
+        const PlotSeries *se = &p->series[s];
+        double px = 0, py = 0;
+        int pen = 0;
+        for (int i = 0; i < se->n; i++) {
+            if (!isfinite(se->x[i]) || !isfinite(se->y[i])) {
+                pen = 0;
+                continue;
+            }
+            double x = x0 + (se->x[i] - xmin) / (xmax - xmin) * (x1 - x0);
+            double y = y1 - (se->y[i] - ymin) / (ymax - ymin) * (y1 - y0);
+            if (plot_seg_hits(pen ? px : x, pen ? py : y, x, y, l, t, r, b)) return 0;
+            px = x, py = y, pen = 1;
+        }
+    }
+    return 1;
+}
+
+int plot_legend_place(const PlotPanel *p, double xmin, double xmax, double ymin, double *ymax, double x0, double x1,
+                      double y0, double y1, double w, double h, double *bx, double *by) {
+    double left = x0 + LEGEND_INSET, right = x1 - LEGEND_INSET - w, top = y0 + LEGEND_INSET,
+           bottom = y1 - LEGEND_INSET - h;
+    const double cx[4] = {right, left, right, left}, cy[4] = {top, top, bottom, bottom};
+    for (int c = 0; c < 4; c++)
+        if (plot_box_free(p, xmin, xmax, ymin, *ymax, x0, x1, y0, y1, cx[c], cy[c], cx[c] + w, cy[c] + h)) {
+            *bx = cx[c], *by = cy[c];
+            return c;
+        }
+    /* every corner is crossed: raise ymax until the data stay below a band that holds the legend (all points,
+     * hence all lines between them, under it), unless the legend would take most of the plot's height */
+    double band = h + 2 * LEGEND_INSET + MARK_R, H = y1 - y0;
+    if (band < 0.6 * H) *ymax = ymin + (*ymax - ymin) * H / (H - band);
+    *bx = right, *by = top;
+    return 4;
+}
+
 #ifdef XRANK_HAVE_CAIRO
 #include <cairo-svg.h>
 #include <cairo.h>
@@ -68,7 +130,12 @@ static void plot_panel(cairo_t *cr, double ox, double oy, const PlotPanel *p) {
         plot_text(cr, (x0 + x1) / 2, (y0 + y1) / 2, p->empty_note ? p->empty_note : "no data", 12, 0.5, 0.5, 0);
         return;
     }
-    if (xmax == xmin) xmin -= 0.5, xmax += 0.5;
+    if (xmax == xmin) {
+        xmin -= 0.5, xmax += 0.5;
+    } else { /* the first and last markers whole, not cut by the frame */
+        double pad = (xmax - xmin) * 0.02;
+        xmin -= pad, xmax += pad;
+    }
     if (ymax == ymin) {
         double d = ymin != 0 ? fabs(ymin) * 0.05 : 0.5;
         ymin -= d, ymax += d;
@@ -76,6 +143,22 @@ static void plot_panel(cairo_t *cr, double ox, double oy, const PlotPanel *p) {
         double pad = (ymax - ymin) * 0.05;
         ymin -= pad, ymax += pad;
     }
+    /* the legend's size, then its place: a corner the data leave free (ymax raised when none is), so it is
+     * known before the ticks are */
+    int nleg = 0;
+    double legw = 0;
+    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr, 11);
+    for (int s = 0; s < p->nseries; s++) {
+        if (!p->series[s].label) continue;
+        cairo_text_extents_t te;
+        cairo_text_extents(cr, p->series[s].label, &te);
+        legw = fmax(legw, te.x_advance);
+        nleg++;
+    }
+    double legx = 0, legy = 0, legh = 16.0 * nleg + 6;
+    legw += 30 + 8 + 6; /* line sample, gap, padding both sides */
+    if (nleg) plot_legend_place(p, xmin, xmax, ymin, &ymax, x0, x1, y0, y1, legw, legh, &legx, &legy);
     double xs = plot_tick_step(xmax - xmin, 6), ys = plot_tick_step(ymax - ymin, 5);
 #define PX(v) (x0 + ((v) - xmin) / (xmax - xmin) * (x1 - x0))
 #define PY(v) (y1 - ((v) - ymin) / (ymax - ymin) * (y1 - y0))
@@ -134,15 +217,20 @@ static void plot_panel(cairo_t *cr, double ox, double oy, const PlotPanel *p) {
         cairo_set_dash(cr, dash, 0, 0);
     }
     cairo_restore(cr);
-    /* legend, top right inside the plot */
+    /* legend, where plot_legend_place found room: one box, a line sample and the label per series */
+    if (nleg) {
+        cairo_set_source_rgba(cr, 1, 1, 1, 0.9);
+        cairo_rectangle(cr, legx, legy, legw, legh);
+        cairo_fill_preserve(cr);
+        cairo_set_source_rgb(cr, 0.75, 0.75, 0.75);
+        cairo_set_line_width(cr, 0.8);
+        cairo_stroke(cr);
+    }
     int row = 0;
     for (int s = 0; s < p->nseries; s++) {
         if (!p->series[s].label) continue;
         const double *c = COLORS[p->series[s].color % NCOLORS];
-        double ly = y0 + 14 + 16 * row++, lx = x1 - 190;
-        cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
-        cairo_rectangle(cr, lx - 4, ly - 8, 190, 16);
-        cairo_fill(cr);
+        double ly = legy + 11 + 16 * row++, lx = legx + 6;
         cairo_set_source_rgb(cr, c[0], c[1], c[2]);
         double dash[] = {6, 4};
         cairo_set_dash(cr, dash, p->series[s].dashed ? 2 : 0, 0);
