@@ -150,8 +150,9 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
         xr_die("ops: the %s backend lacks base or inference ops: %s", ops_device_name(dev), names);
     int n = cuda_ops_device_count();
     if (n < 1) {
-        xr_errf(e, "--device cuda: no GPU is visible (CUDA_VISIBLE_DEVICES='%s')",
-                getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "");
+        const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+        xr_errf(e, "--device cuda: no GPU is visible (CUDA_VISIBLE_DEVICES %s%s%s)", cvd ? "= '" : "unset",
+                cvd ? cvd : "", cvd ? "'" : "");
         return NULL;
     }
     if (index < 0 || index >= n) {
