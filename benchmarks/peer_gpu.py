@@ -64,12 +64,14 @@ def bench_train(T, B, mode, steps=12, warm=3, arch="xlmr-large"):
     """mode: amp-bf16 (CrossEncoderTrainer bf16=True), bf16-weights, or fp32 (no autocast: the exact baseline of
     xrank's fp32 GPU trainer, issue 10). arch: xlmr-large (bge-reranker-v2-m3 shape) or minilm-l6 (the demo's)."""
     torch.manual_seed(0)
-    if arch == "minilm-l6":
-        cfg = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                         intermediate_size=1536, num_labels=1)
-        model, nl, nh, vocab, cls, sep = BertForSequenceClassification(cfg).cuda(), 6, 384, 30000, 101, 102
-    else:
-        model, nl, nh, vocab, cls, sep = XLMRobertaForSequenceClassification(xlmr_large(1)).cuda(), 24, 1024, 250000, 0, 2
+    # built on the GPU: XLM-R large's random init on the host took most of a run's time (2026-12-04 device call)
+    with torch.device("cuda"):
+        if arch == "minilm-l6":
+            cfg = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                             intermediate_size=1536, num_labels=1)
+            model, nl, nh, vocab, cls, sep = BertForSequenceClassification(cfg), 6, 384, 30000, 101, 102
+        else:
+            model, nl, nh, vocab, cls, sep = XLMRobertaForSequenceClassification(xlmr_large(1)), 24, 1024, 250000, 0, 2
     if mode == "bf16-weights":
         model = model.to(torch.bfloat16)
     model.train()
@@ -147,7 +149,59 @@ def main():
               flush=True)
 
 
-def main_train(minilm_len, minilm_batch, mode="fp32"):
+def gemm_peak_fp32():
+    """fp32 GEMM peak without TF32 (what xrank's fp32 path computes in): the fp32 MFU denominator."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    for _ in range(2):
+        a @ b
+    t = now()
+    reps = 8
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (now() - t) / 1e12
+
+
+def write_random_xlmr(d):
+    """A random XLMRobertaForSequenceClassification (num_labels 1, the bge-reranker-v2-m3 shape) saved to d, built on
+    the GPU (seconds; the host's init takes tens): the model xrank's GPU benchmarks load."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        m = XLMRobertaForSequenceClassification(xlmr_large(1))
+    m.save_pretrained(d)
+    n = sum(p.numel() for p in m.parameters())
+    del m
+    torch.cuda.empty_cache()
+    return n
+
+
+def main_train_list(items, steps):
+    """The xlmr-large training-step list of benchmarks/gpu/train_device_check.sh part large, in order, one JSON line
+    each as it completes (a timeout keeps what was done): write=DIR (the random model, for xrank), peak (the bf16 and
+    fp32 GEMM peaks through torch), MODE:T:B (fp32 or amp-bf16, bench_train at that shape)."""
+    for it in items:
+        if it.startswith("write="):
+            t = time.perf_counter()
+            n = write_random_xlmr(it[6:])
+            print(json.dumps(dict(kind="model_written", dir=it[6:], params=n,
+                                  seconds=round(time.perf_counter() - t, 1))), flush=True)
+        elif it == "peak":
+            print(json.dumps(dict(kind="gemm_peak_torch", bf16_tflops=round(gemm_peak(), 1),
+                                  fp32_tflops=round(gemm_peak_fp32(), 1))), flush=True)
+        else:
+            mode, T, B = it.split(":")
+            T, B = int(T), int(B)
+            try:
+                r = bench_train(T, B, mode, steps=steps, warm=2)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                r = dict(kind="train", model="xlmr-large-seqcls", mode=mode, max_len=T, batch=B, error="OOM")
+            print(json.dumps(dict(r, torch=torch.__version__)), flush=True)
+
+
+def main_train(minilm_len, minilm_batch, mode="fp32", archs=("minilm-l6", "xlmr-large")):
     """The training-step baselines of benchmarks/gpu/train_device_check.sh: PyTorch's CrossEncoder training step
     (mode fp32: issue 10's exact baseline; amp-bf16: CrossEncoderTrainer(bf16=True), issue 13's target) for the
     demo recipe's shape (MiniLM-L6, a micro-batch of minilm_batch pairs padded to minilm_len) and the
@@ -155,6 +209,8 @@ def main_train(minilm_len, minilm_batch, mode="fp32"):
     print(json.dumps(dict(device=torch.cuda.get_device_name(0), torch=torch.__version__,
                           transformers=transformers.__version__, date=time.strftime("%Y-%m-%d"))), flush=True)
     for arch, T, B in [("minilm-l6", minilm_len, minilm_batch), ("xlmr-large", 256, 16)]:
+        if arch not in archs:
+            continue
         try:
             print(json.dumps(bench_train(T, B, mode, steps=10, warm=2, arch=arch)), flush=True)
         except torch.OutOfMemoryError:
@@ -164,7 +220,12 @@ def main_train(minilm_len, minilm_batch, mode="fp32"):
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("train-fp32", "train-bf16"):
+        # [LEN BATCH [minilm]]: "minilm" leaves out the xlmr-large shape (part large measures it)
         main_train(int(sys.argv[2]) if len(sys.argv) > 2 else 96, int(sys.argv[3]) if len(sys.argv) > 3 else 16,
-                   "fp32" if sys.argv[1] == "train-fp32" else "amp-bf16")
+                   "fp32" if sys.argv[1] == "train-fp32" else "amp-bf16",
+                   ("minilm-l6",) if len(sys.argv) > 4 and sys.argv[4] == "minilm" else ("minilm-l6", "xlmr-large"))
+    elif len(sys.argv) > 2 and sys.argv[1] == "train-list":
+        # train-list STEPS ITEM...: see main_train_list
+        main_train_list(sys.argv[3:], int(sys.argv[2]))
     else:
         main()

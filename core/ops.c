@@ -29,15 +29,36 @@ static void op_missing(const Backend *be, const char *name) {
            ops_device_name(be->device));
 }
 
-#define XR_OP(set, name, params, args)                  \
-    void ops_##name params {                            \
-        if (!be->ops->name) op_missing(be, #name);      \
-        be->ops->name args;                             \
+/* The op's number (its place in ops_list.h) for the per-op times (ops_prof.c). */
+enum {
+#define XR_OP(set, name, params, args) XR_OPID_##name,
+#define XR_OP_RET(set, type, name, params, args) XR_OPID_##name,
+#include "ops_list.h"
+#undef XR_OP
+#undef XR_OP_RET
+};
+
+#define XR_OP(set, name, params, args)                      \
+    void ops_##name params {                                \
+        if (!be->ops->name) op_missing(be, #name);          \
+        if (be->prof) {                                     \
+            int mark_ = ops_prof_begin(be, XR_OPID_##name); \
+            be->ops->name args;                             \
+            ops_prof_end(be, mark_);                        \
+            return;                                         \
+        }                                                   \
+        be->ops->name args;                                 \
     }
-#define XR_OP_RET(set, type, name, params, args)        \
-    type ops_##name params {                            \
-        if (!be->ops->name) op_missing(be, #name);      \
-        return be->ops->name args;                      \
+#define XR_OP_RET(set, type, name, params, args)            \
+    type ops_##name params {                                \
+        if (!be->ops->name) op_missing(be, #name);          \
+        if (be->prof) {                                     \
+            int mark_ = ops_prof_begin(be, XR_OPID_##name); \
+            type r_ = be->ops->name args;                   \
+            ops_prof_end(be, mark_);                        \
+            return r_;                                      \
+        }                                                   \
+        return be->ops->name args;                          \
     }
 #include "ops_list.h"
 #undef XR_OP
@@ -161,6 +182,8 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
     }
     Backend *be = cuda_ops_backend(index);
     cuda_ops_set_gemm_mode(be, prec == XR_PREC_BF16 ? XR_GEMM_BF16 : XR_GEMM_FP32);
+    const char *times = getenv("XR_CUDA_OP_TIMES");
+    if (times && !strcmp(times, "1")) ops_prof_enable(be, 1);
     return be;
 #else
     (void)index;
@@ -174,6 +197,7 @@ Backend *ops_backend_create(XrDevice dev, int index, XrPrecision prec, int threa
 
 void ops_backend_free(Backend *be) {
     if (!be) return;
+    ops_prof_enable(be, 0);
     ops_mem_release(be);
 #ifdef XR_HAVE_CUDA
     if (be->device == XR_DEV_CUDA) {

@@ -38,6 +38,7 @@ typedef enum {
 
 struct OpsTable; /* ops_table.h: one function pointer per op, NULL where the backend lacks it */
 struct OpsMem;   /* ops_mem.c: the allocation counter */
+struct OpsProf;  /* ops_prof.c: per-op times, when switched on (ops_prof_enable) */
 
 typedef struct {
     XrDevice device;
@@ -45,6 +46,7 @@ typedef struct {
     int threads;  /* CPU: OpenMP threads of the kernels and OpenBLAS threads of the GEMMs */
     void *impl;   /* backend-private state (CPU: per-thread scratch) */
     struct OpsMem *mem; /* what ops_alloc and the backend's scratch hold (ops_mem_stats) */
+    struct OpsProf *prof; /* NULL (the default): ops are dispatched untimed; see ops_prof_enable */
 } Backend;
 
 /* The CPU backend. threads <= 0: $OMP_NUM_THREADS when set, else the OpenMP default (all cores).
@@ -106,6 +108,35 @@ void ops_mem_reset_peak(Backend *be);
  * MemAvailable bounded by this process's cgroup v2 limit (memory.max - memory.current). Tests set
  * $XR_TEST_MEM_AVAILABLE (bytes) to pretend a smaller device. */
 size_t ops_mem_available(Backend *be);
+
+/* Per-op times, for finding where a step's time goes (benchmarks/gpu/bench_train_step prints them). Off by default:
+ * the dispatch then only tests be->prof. On, every ops_<name> call made at nesting depth 0 is bracketed by two marks
+ * (CUDA: events recorded on the backend's stream, so the time is the device's, kernels and any idle gap between
+ * them inside the op; CPU: the wall clock around the synchronous call) and its time added to (phase, op). The phase
+ * is the caller's label (ops_prof_phase), so the forward and backward passes' calls of one op are told apart.
+ * A CUDA backend is made with times on when $XR_CUDA_OP_TIMES=1 (ops_backend_create). Recording costs a few
+ * microseconds of host time per call, so a timed step runs slower than an untimed one: measure speed without it. */
+typedef enum { XR_PHASE_OTHER = 0, XR_PHASE_FORWARD, XR_PHASE_BACKWARD, XR_PHASE_OPTIMIZER, XR_PHASE_COUNT } XrPhase;
+typedef struct {
+    const char *op;   /* the op's name in ops_list.h */
+    XrPhase phase;
+    int64_t calls;
+    double ms;        /* summed over the calls */
+} XrOpTime;
+/* on = 1: start recording (from zero); on = 0: stop and release the marks. */
+void ops_prof_enable(Backend *be, int on);
+int ops_prof_active(const Backend *be);
+/* The phase the following calls are counted under (XR_PHASE_OTHER until set). */
+void ops_prof_phase(Backend *be, XrPhase phase);
+/* Forgets what was recorded so far (after warm-up steps, say); waits for the queued ops first. */
+void ops_prof_reset(Backend *be);
+/* Waits for the queued ops, then writes up to max rows (every (phase, op) with calls), slowest first, and returns
+ * how many there are (possibly more than max). 0 when times are off. */
+int ops_prof_report(Backend *be, XrOpTime *rows, int max);
+const char *ops_phase_name(XrPhase phase); /* "other", "forward", "backward", "optimizer" */
+/* Used by the dispatch (ops.c) only: a mark before the call (-1 when nested in another timed call) and after it. */
+int ops_prof_begin(Backend *be, int op);
+void ops_prof_end(Backend *be, int mark);
 
 /* OpenBLAS picks its kernels once, when the library loads, from the CPU it recognises or $OPENBLAS_CORETYPE.
  * Releases that predate a CPU fall back to an older kernel set: OpenBLAS 0.3.21 (Debian 12) runs AMD Zen 5

@@ -13,7 +13,9 @@
 # GPU pass, NCCL at one rank, the staged communicator at 2 ranks on one GPU, train_cuda, mine_synth_cuda) and their
 # per-op / per-case lines; parity: 2-rank GPU training = 1 rank x accumulation 2 (issue 11), the MiniLM learning
 # check GPU vs CPU (issue 10), mining and the search CPU vs GPU (issues 4, 16); benchmarks: NCCL and staged
-# bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch (issues 10, 13), the GPU search (issue 16).
+# bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch for the bge-reranker-v2-m3 shape at T 512 / 256
+# and MiniLM, with per-op times (issues 10, 13), the GPU search (issue 16), inference vs PyTorch bf16 (issue 13,
+# bench_forward.sh XR_FAST=1).
 # Each step runs the part of train_ / mine_ / comm_device_check.sh named by XR_PARTS (XR_NO_BUILD=1: this
 # script's build) under `timeout`, capped by its own limit and by the budget left; a step that needs more than is
 # left is skipped, and the summary says so.
@@ -86,7 +88,7 @@ say "commit: $commit"
 # the benchmarks are not in the default target: built here too, so no step builds while the clock runs for it
 KEEP='^build: |mpirun -np 2|BUILD HAD ERRORS|error:|^(CUDNN|NCCL)_LIB' \
     step build "${XR_BUILD_CAP:-300}" 0 sh -c "XR_CTEST=0 benchmarks/gpu/device_build.sh &&
-        cmake --build '$B' -j$(nproc) --target bench_comm bench_train_step bench_knn_gpu"
+        cmake --build '$B' -j$(nproc) --target bench_comm bench_train_step bench_knn_gpu bench_encoder gemm_peak"
 [ -x "$X" ] || { say "no xrank binary in $B: stopping"; pack; exit 1; }
 GPU=1; xr_have_gpu || GPU=0
 say "xrank: $("$X" version 2>&1 | head -1)"
@@ -117,10 +119,13 @@ KEEP='man corpus|FAILED|failed' part mine_search 120 40 mine search
 # ---- 4. benchmarks ----
 if [ $GPU = 1 ]; then
     KEEP='"bench": "comm"|did not build|rror' part comm_bench 60 20 comm bench
-    KEEP='.' KEEP_LINES=20 part train_bench 200 60 train "bench peer"
+    KEEP='.' KEEP_LINES=60 part train_bench 200 90 train "large bench peer"
     KEEP='"bench"|"kind"|failed|ran out|rror' part mine_bench 240 60 mine bench
+    mkdir -p "$W/forward_bench"
+    KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
+        OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"
 else
-    for s in comm_bench train_bench mine_bench; do skip $s "no GPU: a benchmark needs one"; done
+    for s in comm_bench train_bench mine_bench forward_bench; do skip $s "no GPU: a benchmark needs one"; done
 fi
 
 say "== ${count[passed]} passed, ${count[failed]} failed, ${count[timed_out]} timed out, ${count[skipped]} skipped; \

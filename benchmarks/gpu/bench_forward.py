@@ -3,6 +3,7 @@
 random weights), run ON the GPU machine by bench_forward.sh.
   write DIR               save a random XLMRobertaForSequenceClassification (num_labels 1) to DIR
   check DIR PREFIX T B    compare xrank's dumped logits (PREFIX.out.f32 for PREFIX.ids.i32) with torch fp32 / bf16
+  fast DIR PREFIX T B XRANK_JSONL PEAK   check, then peer, in one process (bench_forward.sh XR_FAST=1)
   peer XRANK_JSONL PEAK   run the PyTorch peer (benchmarks/peer_gpu.py bench_infer) at the same shapes and print
                           the comparison table (ratio, MFU against PEAK bf16 TFLOP/s)
 """
@@ -18,11 +19,7 @@ SHAPES = [(512, 64), (256, 128)]
 
 
 def write(d):
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        m = XLMRobertaForSequenceClassification(peer_gpu.xlmr_large(1))
-    m.save_pretrained(d)
-    print(json.dumps(dict(kind="model_written", dir=d, params=sum(p.numel() for p in m.parameters()))), flush=True)
+    print(json.dumps(dict(kind="model_written", dir=d, params=peer_gpu.write_random_xlmr(d))), flush=True)
 
 
 def check(d, prefix, T, B):
@@ -74,6 +71,9 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "write":
         write(sys.argv[2])
+    elif cmd == "fast":
+        check(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        peer(sys.argv[6], float(sys.argv[7]))
     elif cmd == "check":
         check(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:

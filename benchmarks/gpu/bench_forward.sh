@@ -8,10 +8,37 @@
 # Usage: benchmarks/gpu/bench_forward.sh [OUTDIR]
 # env: XRDEPS, XR_BUILD, XR_SKIP_CTEST=1 (only the CUDA and encoder tests), XR_REPS, XR_SLOW=0 (skip the slow
 # exact-attention and fp32 runs)
+# XR_FAST=1 (all_device_check.sh's step forward_bench, about 60 s): no build (the build in XR_BUILD, made by
+# device_build.sh; bench_encoder and gemm_peak are built if missing), the model of train_device_check.sh part large
+# (/tmp/xr_bge_random) when it is there, else written; only issue 13's shapes, T 512 B 64 and T 256 B 128, score and
+# embed, xrank bf16 (default kernels) against torch bf16, xrank's T 512 logits checked against torch; each piece
+# under its own timeout. Lines: the xrank_infer, check and compare JSON lines (bench_forward.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 O=${1:-${OUT:-/tmp/xr_bench_out}}
 mkdir -p "$O"
+if [ "${XR_FAST:-0}" = 1 ]; then
+    . benchmarks/gpu/device_env.sh   # P, B, library paths, xr_have_gpu
+    M=/tmp/xr_bge_random; R=${XR_REPS:-5}; rc=0; J="$O/xrank.jsonl"; : > "$J"
+    export PYTHONUNBUFFERED=1
+    cmake --build "$B" --target bench_encoder gemm_peak > "$O/build.log" 2>&1 ||
+        { echo "bench_encoder / gemm_peak did not build ($O/build.log)"; tail -20 "$O/build.log"; exit 1; }
+    xr_have_gpu || { echo "forward_bench: no GPU visible to xrank"; exit 1; }
+    timeout 20 "$B/benchmarks/gemm_peak" 10 > "$O/gemm_peak.jsonl" || rc=1
+    PEAK=$(python3 -c "import json; print(max([json.loads(l)['tflops'] for l in open('$O/gemm_peak.jsonl') \
+if '\"bf16\"' in l] or [0]))")
+    echo "bf16 GEMM peak: $PEAK TFLOP/s"
+    [ -f "$M/model.safetensors" ] || timeout 60 python3 benchmarks/gpu/bench_forward.py write "$M" || exit 1
+    for a in "score 512 64 $R bf16 /tmp/xr_dump512" "score 256 128 $R bf16" "embed 512 64 $R bf16" "embed 256 128 $R bf16"; do
+        # shellcheck disable=SC2086
+        timeout 30 "$B/benchmarks/bench_encoder" "$M" $a | sed 's/^{/{"variant": "bf16", /' | tee -a "$J" ||
+            { rc=1; echo "bench_encoder $a: failed"; }
+    done
+    [ "$PEAK" = 0 ] && PEAK=1 && echo "no bf16 GEMM peak: MFU below is against 1 TFLOP/s" && rc=1
+    timeout 75 python3 benchmarks/gpu/bench_forward.py fast "$M" /tmp/xr_dump512 512 64 "$J" "$PEAK" |
+        tee "$O/peer.jsonl" || rc=1
+    exit $rc
+fi
 P=${XRDEPS:-/opt/xrdeps}
 B=${XR_BUILD:-/tmp/xr_build}
 R=${XR_REPS:-5}

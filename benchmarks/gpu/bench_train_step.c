@@ -4,6 +4,11 @@
  * runs 2 warm-up steps then STEPS timed ones, and prints one JSON line: ms per step, pairs/s, tokens/s, the
  * backend's measured peak memory and, in bf16, the activation casts a step. The number issue 13 compares with
  * PyTorch's autocast step (benchmarks/peer_gpu.py train-bf16 at the same T and B).
+ * With $XR_CUDA_OP_TIMES=1 the backend times every op (ops.h, ops_prof_enable: CUDA events around each call) and
+ * after the first JSON line comes one line per (phase, op), slowest first: calls and ms per step, and the share of the
+ * timed step's wall time; then one "xrank_op_total" line. Event recording slows a step down: the ms_per_step of such a
+ * run is the timed one's, not the speed to quote.
+ * STEPS 0: no step, only the memory plan (encoder_train_plan) for B x T, on a CPU backend: no GPU needed.
  * Usage: bench_train_step MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1]
  * Built by benchmarks/CMakeLists.txt (target bench_train_step, not part of `all`). */
 #include <stdio.h>
@@ -25,27 +30,57 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static double mib(size_t b) { return b / 1048576.0; }
+
+/* The memory plan of a B x T training step, on a CPU backend (fp32 weights; a GPU's bf16 working copy takes 2 bytes
+ * a weight where the CPU's emulation takes 4: the plan printed counts the GPU's 2). */
+static int plan_only(const char *dir, int T, int B, int bf16) {
+    XrErr e;
+    Backend *be = ops_backend_cpu(1);
+    Encoder *m = encoder_load_on(dir, be, &e);
+    if (!m || (!encoder_config(m)->is_seq_cls && encoder_init_head(m, 1, 42, &e) != 0) ||
+        (bf16 && encoder_set_precision(m, XR_PREC_BF16, &e) != 0)) {
+        fprintf(stderr, "bench_train_step: %s\n", e.msg);
+        return 1;
+    }
+    EncoderMemPlan p;
+    encoder_train_plan(m, B, 0, T, &p);
+    size_t np = (size_t)encoder_num_params(m);
+    if (bf16) p.weights_copy = 2 * np;
+    p.moments = 8 * np; /* one rank: AdamW's two fp32 moments of every parameter */
+    printf("{\"kind\": \"xrank_train_plan\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, \"params\": %zu, "
+           "\"weights_mib\": %.1f, \"weights_copy_mib\": %.1f, \"moments_mib\": %.1f, \"grads_mib\": %.1f, "
+           "\"activations_mib\": %.1f, \"workspace_mib\": %.1f, \"total_mib\": %.1f}\n",
+           bf16 ? "bf16" : "fp32", T, B, np, mib(p.weights), mib(p.weights_copy), mib(p.moments), mib(p.grads),
+           mib(p.activations), mib(p.workspace), mib(encoder_plan_total(&p)));
+    encoder_free(m);
+    ops_backend_free(be);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 6) {
         fprintf(stderr, "usage: %s MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1]\n", argv[0]);
         return 2;
     }
-#ifndef XR_HAVE_CUDA
-    fprintf(stderr, "bench_train_step: built without the CUDA backend\n");
-    return 77;
-#else
     const char *dir = argv[1];
     int T = atoi(argv[2]), B = atoi(argv[3]), steps = atoi(argv[4]), bf16 = !strcmp(argv[5], "bf16");
     int dropout = argc > 6 ? atoi(argv[6]) : 1;
-    if (T < 3 || B < 1 || steps < 1) {
+    if (T < 3 || B < 1 || steps < 0) {
         fprintf(stderr, "bench_train_step: bad T / B / STEPS\n");
         return 2;
     }
+    if (steps == 0) return plan_only(dir, T, B, bf16);
+#ifndef XR_HAVE_CUDA
+    (void)dropout;
+    fprintf(stderr, "bench_train_step: built without the CUDA backend\n");
+    return 77;
+#else
+    XrErr e;
     if (cuda_ops_device_count() < 1) {
         fprintf(stderr, "bench_train_step: no GPU visible\n");
         return 77;
     }
-    XrErr e;
     /* the backend the CLI makes for the precision (bf16: bf16 GEMM mode) */
     Backend *be = ops_backend_create(XR_DEV_CUDA, 0, bf16 ? XR_PREC_BF16 : XR_PREC_FP32, 0, &e);
     Encoder *m = be ? encoder_load_on(dir, be, &e) : NULL;
@@ -82,14 +117,19 @@ int main(int argc, char **argv) {
     for (int s = 0; s < steps + 2; s++) {
         if (s == 2) {
             ops_sync(be);
+            ops_prof_reset(be); /* the warm-up steps' op times are forgotten */
             casts = cuda_ops_act_casts(be);
             t0 = now();
         }
         EncoderTrainStep st = {42, (uint64_t)s, ex, dropout};
+        ops_prof_phase(be, XR_PHASE_OPTIMIZER);
         encoder_zero_grads(m);
+        ops_prof_phase(be, XR_PHASE_FORWARD);
         encoder_train_forward(m, &batch, &st, lg); /* ends with the logits on the host: synchronised */
         loss = loss_bce_with_logits(lg, labels, B, 1.0f, 1.0f, dl);
+        ops_prof_phase(be, XR_PHASE_BACKWARD);
         encoder_train_backward(m, dl);
+        ops_prof_phase(be, XR_PHASE_OPTIMIZER);
         optim_clip_grad_norm(be, encoder_grads(m), np, 1.0);
         adamw_step(opt, encoder_params(m), encoder_grads(m), 2e-5);
         encoder_weights_updated(m);
@@ -101,9 +141,25 @@ int main(int argc, char **argv) {
     ops_mem_stats(be, &ms);
     printf("{\"kind\": \"xrank_train_step\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, \"steps\": %d, "
            "\"dropout\": %d, \"ms_per_step\": %.2f, \"pairs_per_s\": %.1f, \"tokens_per_s\": %.0f, \"peak_mib\": %.1f, "
-           "\"act_casts_per_step\": %.1f, \"last_loss\": %.4f, \"params\": %zu}\n",
+           "\"act_casts_per_step\": %.1f, \"last_loss\": %.4f, \"params\": %zu, \"op_times\": %d}\n",
            bf16 ? "bf16" : "fp32", T, B, steps, dropout, 1e3 * dt / steps, B * steps / dt, (double)B * T * steps / dt,
-           ms.peak / 1048576.0, (double)casts / steps, loss, np);
+           ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be));
+    if (ops_prof_active(be)) {
+        XrOpTime rows[256];
+        int n = ops_prof_report(be, rows, 256), k = n < 256 ? n : 256;
+        double step_ms = 1e3 * dt / steps, sum = 0;
+        for (int i = 0; i < k; i++) {
+            sum += rows[i].ms / steps;
+            printf("{\"kind\": \"xrank_op_time\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
+                   "\"phase\": \"%s\", \"op\": \"%s\", \"calls_per_step\": %.1f, \"ms_per_step\": %.3f, "
+                   "\"share\": %.4f}\n",
+                   bf16 ? "bf16" : "fp32", T, B, ops_phase_name(rows[i].phase), rows[i].op,
+                   (double)rows[i].calls / steps, rows[i].ms / steps, rows[i].ms / steps / step_ms);
+        }
+        printf("{\"kind\": \"xrank_op_total\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
+               "\"rows\": %d, \"timed_step_ms\": %.2f, \"ops_ms\": %.2f, \"ops_share\": %.4f}\n",
+               bf16 ? "bf16" : "fp32", T, B, n, step_ms, sum, sum / step_ms);
+    }
     encoder_set_precision(m, XR_PREC_FP32, &e);
     adamw_free(opt);
     encoder_free(m);

@@ -25,8 +25,9 @@
 #    stays refused until this check has passed.
 # One summary at the end; logs under $OUT. Env: XR_NO_BUILD=1 uses the build in $XR_BUILD (made by device_build.sh)
 # and reads the tests' output from its last ctest; XR_PARTS (default all) picks parts by name: tests (1), learn (2),
-# peer (3), bf16 (4: the bf16 test's lines), bench (4: bench_train_step and the autocast peer). all_device_check.sh
-# calls them one at a time.
+# peer (3), bf16 (4: the bf16 test's lines), bench (4: bench_train_step, its per-op times and the autocast peer),
+# large (5: the bge-reranker-v2-m3 shape, xrank vs PyTorch at T 512 / 256; XR_LARGE_BUDGET s, default 150).
+# all_device_check.sh calls them one at a time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SRC=$PWD
@@ -122,9 +123,60 @@ PY
     cd "$SRC"
 fi
 
-# ---- 3. PyTorch fp32 peer (the speed baseline) ----
+# ---- 5. the bge-reranker-v2-m3 shape (issues 10, 13): xrank's step against PyTorch's, same T, B, GPU, call ----
+# A random XLM-R large model is written here (peer_gpu.py train-list write=: never carried, 2.1 GiB), then, most
+# important first, each under its own timeout and all within XR_LARGE_BUDGET s (default 150; a run that no longer
+# fits is skipped, saying so): xrank bf16 T 512 B 16, torch autocast bf16 at the same shape (in the writer's
+# process), the same xrank step with per-op times (XR_CUDA_OP_TIMES=1, 3 steps), xrank bf16 T 256 B 16, xrank fp32 T
+# 512 / 256 B 16, torch at those shapes plus the fp32 GEMM peak (one process), xrank bf16 T 512 B 32 (torch's is in
+# that process too). The bf16 GEMM peak from gemm_peak.cu (cuBLASLt). Lines: train_bench_summary.py large / ops.
+if xr_part large; then
+    G=/tmp/xr_bge_random; LJ="$OUTD/large.jsonl"; : > "$LJ"; lstart=$(date +%s)
+    lleft() { echo $(( ${XR_LARGE_BUDGET:-150} - ($(date +%s) - lstart) )); }
+    # sub NAME CAP CMD...: CMD under `timeout` (CAP or what is left, the smaller), stdout to large.jsonl, stderr to
+    # large.err; skipped when under 10 s is left
+    sub() {
+        local name=$1 cap=$2 l r=0 t0; shift 2; l=$(lleft)
+        if [ "$l" -lt 10 ]; then note "large: $name skipped for time ($l s left of XR_LARGE_BUDGET)"; return 1; fi
+        t0=$(date +%s); echo "== $name" >> "$OUTD/large.err"
+        timeout -k 5 $(( cap < l ? cap : l )) "$@" >> "$LJ" 2>> "$OUTD/large.err" || r=$?
+        note "large: $name $([ $r = 0 ] && echo ok || echo "FAILED (rc $r$([ $r = 124 ] && echo ', timed out'))") $(( $(date +%s) - t0 )) s"
+        [ $r = 0 ] || rc=1
+        return $r
+    }
+    # xrank's step on the written model, its lines tagged with the model (a script: `timeout` runs no functions)
+    XS="$OUTD/xs.sh"
+    printf '#!/usr/bin/env bash\nset -o pipefail\n%q %q "$@" | sed %q\n' "$B/benchmarks/bench_train_step" "$G" \
+        's/^{/{"model": "xlmr-large", /' > "$XS" && chmod +x "$XS"
+    if ! xr_have_gpu; then
+        note "large: skipped: no GPU visible to xrank"
+    elif ! cmake --build "$B" --target bench_train_step gemm_peak > "$OUTD/large_build.log" 2>&1; then
+        rc=1; note "large: bench_train_step / gemm_peak did not build (large_build.log)"
+    else
+        sub "write the model + torch amp-bf16 T 512 B 16" 75 \
+            python3 benchmarks/peer_gpu.py train-list 5 "write=$G" amp-bf16:512:16
+        if [ -f "$G/model.safetensors" ]; then
+            sub "gemm_peak.cu" 20 "$B/benchmarks/gemm_peak" 10
+            sub "xrank bf16 T 512 B 16" 40 "$XS" 512 16 5 bf16
+            sub "xrank bf16 T 512 B 16 op times" 40 env XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
+            sub "xrank bf16 T 256 B 16" 30 "$XS" 256 16 5 bf16
+            sub "xrank fp32 T 512 B 16" 40 "$XS" 512 16 5 fp32
+            sub "xrank fp32 T 256 B 16" 30 "$XS" 256 16 5 fp32
+            sub "torch fp32 peak, amp-bf16 T 256 B 16, fp32 T 512 / 256 B 16, amp-bf16 T 512 B 32" 90 \
+                python3 benchmarks/peer_gpu.py train-list 5 peak amp-bf16:256:16 fp32:512:16 fp32:256:16 amp-bf16:512:32
+            sub "xrank bf16 T 512 B 32" 40 "$XS" 512 32 5 bf16
+        else
+            rc=1; note "large: no model written to $G (large.err): no xrank run"
+        fi
+        python3 benchmarks/gpu/train_bench_summary.py large "$LJ" | tee -a "$OUTD/summary.txt"
+        python3 benchmarks/gpu/train_bench_summary.py ops "$LJ" xlmr-large 14 | tee -a "$OUTD/summary.txt"
+    fi
+fi
+
+# ---- 3. PyTorch fp32 peer (the speed baseline; the xlmr-large shape is part large's when it ran) ----
 if xr_part peer; then
-    timeout 120 python3 benchmarks/peer_gpu.py train-fp32 96 16 > "$OUTD/peer_fp32.jsonl" 2> "$OUTD/peer.err" || true
+    timeout 120 python3 benchmarks/peer_gpu.py train-fp32 96 16 $(xr_part large && echo minilm) \
+        > "$OUTD/peer_fp32.jsonl" 2> "$OUTD/peer.err" || true
     tee -a "$OUTD/summary.txt" < "$OUTD/peer_fp32.jsonl"
 fi
 
@@ -145,13 +197,18 @@ elif [ -f .cache/gpu_carry/minilm40.tar.xz ] && minilm &&
             2>> "$OUTD/bench_build.log" || { rc=1; note "bench_train_step $p failed (bench_build.log)"; }
     done
     tee -a "$OUTD/summary.txt" < "$OUTD/train_step_speed.jsonl"
+    # where MiniLM's bf16 step goes (XR_CUDA_OP_TIMES=1: CUDA events around every op; 10 timed steps)
+    XR_CUDA_OP_TIMES=1 timeout 30 "$B/benchmarks/bench_train_step" "$L/minilm" 96 16 10 bf16 > "$OUTD/op_times_minilm.jsonl" \
+        2>> "$OUTD/bench_build.log" || { rc=1; note "bench_train_step bf16 with op times failed (bench_build.log)"; }
+    python3 benchmarks/gpu/train_bench_summary.py ops "$OUTD/op_times_minilm.jsonl" minilm 10 | tee -a "$OUTD/summary.txt"
 else
     note "bench_train_step skipped: no carried MiniLM, or its build failed (bench_build.log)"
 fi
 if xr_part bench; then
     note "xrank bf16 training step: built (activations stored as bf16 values in fp32 words, bf16 GEMM operands); \
 train --precision bf16 stays refused until test_cuda_bf16_train passes here; PyTorch autocast bf16 (the target):"
-    timeout 80 python3 benchmarks/peer_gpu.py train-bf16 96 16 > "$OUTD/peer_bf16.jsonl" 2>> "$OUTD/peer.err" || true
+    timeout 80 python3 benchmarks/peer_gpu.py train-bf16 96 16 $(xr_part large && echo minilm) \
+        > "$OUTD/peer_bf16.jsonl" 2>> "$OUTD/peer.err" || true
     tee -a "$OUTD/summary.txt" < "$OUTD/peer_bf16.jsonl"
 fi
 

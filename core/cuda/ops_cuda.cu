@@ -212,6 +212,25 @@ void *cuda_ops_scratch(Backend *be, int slot, size_t bytes) {
 
 cublasHandle_t cuda_ops_blas(Backend *be) { return st_of(be)->blas; }
 
+extern "C" void *cuda_ops_mark_create(Backend *be) {
+    XR_CU(cudaSetDevice(st_of(be)->device));
+    cudaEvent_t ev;
+    XR_CU(cudaEventCreate(&ev));
+    return (void *)ev;
+}
+
+extern "C" void cuda_ops_mark_record(Backend *be, void *mark) {
+    XR_CU(cudaEventRecord((cudaEvent_t)mark, st_of(be)->stream));
+}
+
+extern "C" float cuda_ops_mark_ms(void *start, void *end) {
+    float ms = 0;
+    XR_CU(cudaEventElapsedTime(&ms, (cudaEvent_t)start, (cudaEvent_t)end));
+    return ms;
+}
+
+extern "C" void cuda_ops_mark_destroy(void *mark) { XR_CU(cudaEventDestroy((cudaEvent_t)mark)); }
+
 extern "C" void cuda_ops_sync(Backend *be) { XR_CU(cudaStreamSynchronize(st_of(be)->stream)); }
 
 extern "C" void *cuda_ops_alloc(Backend *be, size_t bytes) {

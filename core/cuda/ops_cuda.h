@@ -38,6 +38,13 @@ int cuda_ops_in_working_copy(Backend *be, const float *W);
  * tests read to see that a forward's GEMMs read their producers' copies instead of casting. */
 unsigned long long cuda_ops_act_casts(Backend *be);
 
+/* The per-op times' marks (core/ops_prof.c): a CUDA event with timing, recorded on the backend's stream; the
+ * milliseconds between two recorded marks once both have completed (after ops_sync). */
+void *cuda_ops_mark_create(Backend *be);
+void cuda_ops_mark_record(Backend *be, void *mark);
+float cuda_ops_mark_ms(void *start, void *end);
+void cuda_ops_mark_destroy(void *mark);
+
 /* Free memory of the backend's GPU in bytes (cudaMemGetInfo; ops_mem_available). */
 size_t cuda_ops_mem_free(Backend *be);
 
