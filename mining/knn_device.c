@@ -17,7 +17,8 @@ struct KnnShard {
     size_t n, dim, max_q;
     int64_t offset;
     int max_k, guard, bf16, resident, keep32, avx2;
-    double pmax;
+    double pmax;          /* max |p| over the shard */
+    double pmax16, dpmax; /* bf16: max |p'| and max |p' - p| over the shard (p' = p rounded to bf16) */
     size_t tile, list_cap, bytes;
     void *dev_p;       /* resident: the shard (fp32 or bf16); streaming: one tile */
     void *dev_q;       /* the block's queries, as screened (fp32 or bf16) */
@@ -48,6 +49,36 @@ static void to_bf16_host(uint16_t *out, const float *x, size_t n) {
     }
 }
 
+static float bf16_val(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Per row of x (rows x dim) and its bf16 rounding x': |x'| and |x' - x| in double, the largest of each into
+ * *max16 / *maxd (per-row values into n16 / nd when not NULL). */
+static void bf16_row_errors(const float *x, size_t rows, size_t dim, double *n16, double *nd, double *max16,
+                            double *maxd) {
+    double m16 = 0, md = 0;
+    XR_OMP(omp parallel for schedule(static) reduction(max : m16, md) if (rows * dim > 65536))
+    for (size_t r = 0; r < rows; r++) {
+        double a = 0, d = 0;
+        for (size_t i = 0; i < dim; i++) {
+            uint16_t b;
+            to_bf16_host(&b, &x[r * dim + i], 1);
+            double v = bf16_val(b), dv = v - (double)x[r * dim + i];
+            a += v * v, d += dv * dv;
+        }
+        a = sqrt(a), d = sqrt(d);
+        if (n16) n16[r] = a;
+        if (nd) nd[r] = d;
+        if (a > m16) m16 = a;
+        if (d > md) md = d;
+    }
+    *max16 = m16, *maxd = md;
+}
+
 /* Rows [r0, r0 + rows) of host fp32 data to the device buffer dst, converted to bf16 when asked. */
 static void upload_rows(KnnShard *s, void *dst, const float *src, size_t rows) {
     size_t cnt = rows * s->dim;
@@ -57,6 +88,43 @@ static void upload_rows(KnnShard *s, void *dst, const float *src, size_t rows) {
     }
     to_bf16_host(s->host_b16, src, cnt);
     ops_to_device(s->be, dst, s->host_b16, cnt * sizeof(uint16_t));
+}
+
+static int knn_float_desc(const void *pa, const void *pb) {
+    float a = *(const float *)pa, b = *(const float *)pb;
+    return (a < b) - (a > b);
+}
+
+int knn_dev_guard(int guard, int k, int bf16) {
+    if (guard >= 0) return guard;
+    if (bf16) return k > 64 ? k : 64;
+    return 16 + k / 32;
+}
+
+double knn_dev_bound(size_t dim, double qn, double pmax, int bf16, double qn16, double dq, double pmax16,
+                     double dpmax, double hmin, double kth) {
+    const double eps = FLT_EPSILON, tail = eps * (fabs(hmin) + fabs(kth)) + 1e-30;
+    if (!bf16) return (double)dim * eps * qn * pmax + tail;
+    /* the fp32 accumulation of the bf16 products (doubled: tensor cores may truncate), then the operands'
+     * rounding, exactly: q'.p' - q.p = q'.(p' - p) + (q' - q).p */
+    double acc = 2.0 * (double)dim * eps * qn16 * pmax16, ops = qn16 * dpmax + dq * pmax;
+    return (acc + ops) * (1.0 + 1e-6) + tail;
+}
+
+size_t knn_dev_grow(const float *hs, size_t cnt, size_t k, size_t kk, double t, float *tmp) {
+    /* the screening scores, descending; the lower half of the list gives the density of scores per unit near
+     * its end, extrapolated (twice: the density grows further down) to the threshold t below its smallest */
+    size_t u = 0;
+    for (size_t j = 0; j < cnt; j++) tmp[u++] = hs[j];
+    qsort(tmp, u, sizeof *tmp, knn_float_desc);
+    if (u < 2 || u < k) return kk * 4;
+    size_t h = u / 2;
+    double span = (double)tmp[h - 1] - (double)tmp[u - 1], need = (double)tmp[u - 1] - t;
+    if (!(span > 0) || !(need >= 0)) return kk * 4;
+    double extra = 2.0 * (double)(u - h) * need / span + 16.0;
+    if (extra > 1e15) return kk * 4;
+    size_t grow = kk + (size_t)extra;
+    return grow > kk * 16 ? kk * 16 : (grow < kk + kk / 4 ? kk + kk / 4 : grow);
 }
 
 KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t dim, int64_t offset, size_t max_queries,
@@ -78,7 +146,8 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
     KnnShard *s = xr_calloc(1, sizeof *s);
     s->be = be, s->host_p = passages, s->n = n, s->dim = dim, s->offset = offset, s->max_q = max_queries;
     s->max_k = max_k, s->bf16 = o.bf16, s->pmax = pmax;
-    s->guard = o.guard >= 0 ? o.guard : (o.bf16 ? (max_k > 64 ? max_k : 64) : 16);
+    if (o.bf16) bf16_row_errors(passages, n, dim, NULL, NULL, &s->pmax16, &s->dpmax);
+    s->guard = o.guard;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     s->avx2 = __builtin_cpu_supports("avx2") != 0;
@@ -90,7 +159,8 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
         limit = be->device == XR_DEV_CPU || !info.total_mem ? (size_t)1 << 46 : info.total_mem / 5 * 4;
     }
     size_t nn = n ? n : 1;
-    size_t kk0 = (size_t)max_k + (size_t)s->guard < nn ? (size_t)max_k + (size_t)s->guard : nn;
+    size_t kk0 = (size_t)max_k + (size_t)knn_dev_guard(s->guard, max_k, s->bf16);
+    if (kk0 > nn) kk0 = nn;
     size_t elt = o.bf16 ? 2 : 4;
     s->list_cap = max_queries * kk0;
     /* per block: the queries, three lists, and the screen op's own copy of the lists (its scratch) */
@@ -221,30 +291,38 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
     if (stats) *stats = st;
     if (k < 1 || k > s->max_k) return xr_errf(e, "knn device search: k %d outside 1..%d", k, s->max_k);
     double qmax;
-    double *qnorm = xr_malloc((n_queries ? n_queries : 1) * sizeof *qnorm);
+    size_t nq1 = n_queries ? n_queries : 1;
+    double *qnorm = xr_malloc(nq1 * sizeof *qnorm);
     if (knn_rows_check_norms(queries, n_queries, s->dim, 0, "query", qnorm, &qmax, e)) {
         free(qnorm);
         return -1;
     }
     const size_t dim = s->dim, n = s->n;
-    /* bf16 operands: |q'.p' - q.p| <= (2 u + u^2) |q| |p| with u = 2^-8 on top of the accumulation's rounding */
-    const double b16 = s->bf16 ? 2.0 * (2.0 / 256.0 + 1.0 / 65536.0) : 0.0;
+    /* bf16 screening: each query's |q'| and |q' - q| for its bound (knn_dev_bound) */
+    double *qn16 = NULL, *qd16 = NULL;
+    if (s->bf16) {
+        double m16, md;
+        qn16 = xr_malloc(nq1 * sizeof *qn16), qd16 = xr_malloc(nq1 * sizeof *qd16);
+        bf16_row_errors(queries, n_queries, dim, qn16, qd16, &m16, &md);
+    }
     int64_t *hi = xr_malloc(s->list_cap * sizeof *hi);
     float *hs = xr_malloc(s->list_cap * sizeof *hs), *hx = xr_malloc(s->list_cap * sizeof *hx);
     Cand *c = xr_malloc((s->list_cap > n ? s->list_cap : n + 1) * sizeof *c);
+    float *tmp = xr_malloc((s->list_cap > 0 ? s->list_cap : 1) * sizeof *tmp);
     size_t *todo = xr_malloc((n_queries + 1) * sizeof *todo), *again = xr_malloc((n_queries + 1) * sizeof *again);
     float *qbuf = xr_malloc(s->max_q * dim * sizeof *qbuf);
     size_t ntodo = n_queries;
     for (size_t i = 0; i < n_queries; i++) todo[i] = i;
-    size_t kk = (size_t)k + (size_t)s->guard;
+    size_t kk = (size_t)k + (size_t)knn_dev_guard(s->guard, k, s->bf16);
     if (kk > n) kk = n ? n : 1;
+    if (kk > s->list_cap) kk = s->list_cap;
     int64_t n_again = 0;
     while (ntodo > 0) {
-        size_t nagain = 0;
-        size_t mq = s->list_cap / kk < s->max_q ? s->list_cap / kk : s->max_q;
-        if (mq < 1) mq = 1;
-        for (size_t b0 = 0; b0 < ntodo; b0 += mq) {
-            size_t m = ntodo - b0 < mq ? ntodo - b0 : mq;
+        size_t nagain = 0, kk_retry = kk;
+        for (size_t b0 = 0; b0 < ntodo;) {
+            size_t mq = s->list_cap / kk < s->max_q ? s->list_cap / kk : s->max_q;
+            if (mq < 1) mq = 1;
+            size_t m = ntodo - b0 < mq ? ntodo - b0 : mq, nfail = 0, kk_need = kk;
             for (size_t r = 0; r < m; r++) memcpy(qbuf + r * dim, queries + todo[b0 + r] * dim, dim * sizeof(float));
             if (n) screen_block(s, qbuf, m, kk, hi, hs, hx, &st);
             double tb = xr_now();
@@ -254,17 +332,22 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
                 for (size_t j = 0; n && j < kk; j++) {
                     size_t at = r * kk + j;
                     if (hi[at] < 0) continue;
+                    tmp[cnt] = hs[at];
                     c[cnt++] = (Cand){hx[at], hi[at]};
                     if (hs[at] < hmin) hmin = hs[at];
                 }
                 qsort(c, cnt, sizeof *c, knn_cand_order);
                 if (n > cnt && cnt >= (size_t)k) {
-                    /* the CPU search's bound (knn.c), plus the bf16 operands' rounding */
-                    double err = ((double)dim * FLT_EPSILON + b16) * qnorm[qi] * s->pmax +
-                                 FLT_EPSILON * (fabs((double)hmin) + fabs((double)c[k - 1].s)) + 1e-30;
+                    /* the CPU search's bound (knn.c), for bf16 operands with their measured rounding */
+                    double err = knn_dev_bound(dim, qnorm[qi], s->pmax, s->bf16, qn16 ? qn16[qi] : 0,
+                                               qd16 ? qd16[qi] : 0, s->pmax16, s->dpmax, hmin, c[k - 1].s);
                     if (!((double)hmin + err < (double)c[k - 1].s)) {
                         if (kk < n && kk < s->list_cap) {
-                            again[nagain++] = qi; /* screened again with a longer list */
+                            /* screened again with a list long enough by the density of this one's scores */
+                            size_t g = knn_dev_grow(tmp, cnt, (size_t)k, kk, (double)c[k - 1].s - err, tmp);
+                            if (g > kk_need) kk_need = g;
+                            nfail++;
+                            again[nagain++] = qi;
                             continue;
                         }
                         cnt = knn_exhaustive_topk(queries + qi * dim, s->host_p, n, dim, s->offset, (size_t)k, c);
@@ -277,21 +360,33 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
                 }
             }
             st.t_rescore += xr_now() - tb; /* the host's sort, bound check and exhaustive fallbacks */
+            b0 += m;
+            if (kk_need > kk_retry) kk_retry = kk_need;
+            /* more than 1 in 64 of the block failed: the guard is too short for this data; the rest of the pass
+             * screens with the list its failures asked for */
+            if (nfail >= 4 && nfail * 64 > m && kk_need > kk) {
+                kk = kk_need < n ? kk_need : n;
+                if (kk > s->list_cap) kk = s->list_cap;
+            }
         }
         n_again += (int64_t)nagain;
         memcpy(todo, again, nagain * sizeof *todo);
         ntodo = nagain;
-        kk = kk * 4 < n ? kk * 4 : n;
+        if (kk_retry < kk * 2) kk_retry = kk * 2;
+        kk = kk_retry < n ? kk_retry : n;
         if (kk > s->list_cap) kk = s->list_cap;
     }
     free(hi);
     free(hs);
     free(hx);
     free(c);
+    free(tmp);
     free(todo);
     free(again);
     free(qbuf);
     free(qnorm);
+    free(qn16);
+    free(qd16);
     st.n_exhaustive = n_again;
     if (stats) *stats = st;
     return 0;

@@ -7,9 +7,11 @@
  * How: the query block and the shard meet tile by tile in ops_knn_screen (a GEMM, fp32 accumulation; operands
  * fp32, or bf16 with bf16 = 1) that keeps each query's k + guard best screening scores; the survivors are
  * rescored exactly (ops_knn_rescore on the device when the fp32 shard is resident, with bf16 screening when an
- * fp32 copy fits beside the bf16 one; else knn_score on the host from the caller's passages); a query whose rounding bound (knn.h; for bf16 operands the bound of their
- * rounding, 2^-7 |q| max|p| more) cannot rule out a dropped passage is screened again with a longer list, until
- * the bound holds or the list holds the whole shard.
+ * fp32 copy fits beside the bf16 one; else knn_score on the host from the caller's passages); a query whose
+ * rounding bound (knn.h; for bf16 operands the measured rounding of the query and of the shard, knn_dev_bound)
+ * cannot rule out a dropped passage is screened again with a list as long as the density of its screening
+ * scores says it needs (knn_dev_grow), until the bound holds or the list holds the whole shard; when more than 1
+ * in 64 queries of a block (and at least 4) fail, the rest of the pass uses the longer list.
  *
  * Memory: the shard stays on the device when it fits in mem_limit together with the per-block buffers (query
  * block, lists, the m x tile score scratch); otherwise tiles are uploaded one after another for every block of
@@ -29,7 +31,7 @@ extern "C" {
 typedef struct {
     size_t mem_limit;    /* device bytes the search may hold; 0 = 80% of the device's memory (CPU: unbounded) */
     size_t passage_tile; /* passages per screening GEMM (default 65536, lowered to fit mem_limit) */
-    int guard;           /* screening candidates kept per query beyond k (-1 = default: 16, fp32; max(64, k), bf16) */
+    int guard;           /* screening candidates kept per query beyond k (-1 = default, knn_dev_guard) */
     int bf16;            /* screen with bf16 operands (CUDA only) */
 } KnnDevOpts;
 
@@ -53,6 +55,20 @@ size_t knn_shard_bytes(const KnnShard *s);
 int knn_shard_resident(const KnnShard *s);
 size_t knn_shard_tile(const KnnShard *s);
 void knn_shard_free(KnnShard *s);
+
+/* The pieces of the search's bound check, exposed for the tests.
+ * knn_dev_guard: the screening candidates kept beyond k (guard >= 0: that; -1: fp32 16 + k / 32, bf16 max(64, k)).
+ * knn_dev_bound: how far a passage's screening score can lie below its exact score. fp32:
+ *   D eps |q| max|p| + eps (|hmin| + |kth|); bf16 (q', p' the operands rounded to bf16, measured per query and
+ *   over the shard): 2 D eps |q'| max|p'| + |q'| max|p' - p| + |q' - q| max|p| (times 1 + 1e-6) + the same tail,
+ *   since q'.p' - q.p = q'.(p' - p) + (q' - q).p exactly (Cauchy-Schwarz on each term).
+ * knn_dev_grow: the list length for a query whose list of kk (cnt screening scores hs) stopped above the
+ *   threshold t its bound needs: the density of the lower half of the list extrapolated to t, twice over,
+ *   + 16; between 1.25 kk and 16 kk (4 kk without a usable density). tmp has room for cnt floats. */
+int knn_dev_guard(int guard, int k, int bf16);
+double knn_dev_bound(size_t dim, double qn, double pmax, int bf16, double qn16, double dq, double pmax16,
+                     double dpmax, double hmin, double kth);
+size_t knn_dev_grow(const float *hs, size_t cnt, size_t k, size_t kk, double t, float *tmp);
 
 #ifdef __cplusplus
 }

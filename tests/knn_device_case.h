@@ -44,6 +44,8 @@ static void knn_case_data(TuRng *r, const KnnDevCase *c, float **Q, float **P) {
     for (size_t a = 0; a < 2 && a < c->nq; a++) memcpy(q + a * d, p + 1 * d, d * sizeof(float));
 }
 
+static long knn_case_again; /* the queries the last case screened again, over its shards */
+
 /* Runs the case on be; returns the number of differing top-k slots (index or score bits), -1 on an error. */
 static long knn_device_case(Backend *be, const KnnDevCase *c, TuRng *r, const char *label) {
     float *Q, *P;
@@ -82,6 +84,7 @@ static long knn_device_case(Backend *be, const KnnDevCase *c, TuRng *r, const ch
         }
         knn_shard_free(s);
     }
+    knn_case_again = again;
     if (bad == 0) {
         if (S > 1) knn_merge_topk(c->nq, c->k, (size_t)S, ls, li, gs, gi);
         else memcpy(gs, ls, nk * sizeof(float)), memcpy(gi, li, nk * sizeof(int64_t));

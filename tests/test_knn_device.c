@@ -228,8 +228,116 @@ static void test_select_algorithm(void) {
            cases);
 }
 
+/* bf16 round to nearest even, as the search's host conversion */
+static double b16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* knn_dev_bound's bf16 operand term against the measured |q'.p' - q.p| (exact in double for these sizes'
+ * purposes: the products of bf16 values are exact and a 768-term double sum errs by < 1e-13), on random unit
+ * vectors and on adversarial ones (every element just below a rounding midpoint, signs aligned); and how much
+ * tighter it is than the worst case 2^-6 |q| |p| used before (the reason bf16 k 1000 screened every query
+ * again on the H200). */
+static void test_bf16_bound(void) {
+    TuRng r = {0xB16B};
+    const size_t dim = 768, n = 400;
+    float *P = tu_rng_vec(&r, n * dim, 1.0f), *Q = tu_rng_vec(&r, 8 * dim, 1.0f);
+    for (size_t i = 0; i < dim; i++) { /* row 0: all elements at 1 + 2^-8 - 2^-20 (rounds down by ~2^-8) */
+        P[i] = 1.0f + 1.0f / 256 - 1.0f / 1048576;
+        Q[i] = 1.0f + 1.0f / 256 - 1.0f / 1048576;
+    }
+    double pmax = 0, pmax16 = 0, dpmax = 0, worst = 0, ratio_max = 0;
+    for (size_t j = 0; j < n; j++) {
+        double a = 0, b = 0, d = 0;
+        for (size_t i = 0; i < dim; i++) {
+            double v = P[j * dim + i], v16 = b16(P[j * dim + i]);
+            a += v * v, b += v16 * v16, d += (v16 - v) * (v16 - v);
+        }
+        pmax = fmax(pmax, sqrt(a)), pmax16 = fmax(pmax16, sqrt(b)), dpmax = fmax(dpmax, sqrt(d));
+    }
+    double tighter = 0;
+    for (size_t q = 0; q < 8; q++) {
+        double qn = 0, qn16 = 0, dq = 0;
+        for (size_t i = 0; i < dim; i++) {
+            double v = Q[q * dim + i], v16 = b16(Q[q * dim + i]);
+            qn += v * v, qn16 += v16 * v16, dq += (v16 - v) * (v16 - v);
+        }
+        qn = sqrt(qn), qn16 = sqrt(qn16), dq = sqrt(dq);
+        double bound = knn_dev_bound(dim, qn, pmax, 1, qn16, dq, pmax16, dpmax, 0, 0);
+        for (size_t j = 0; j < n; j++) {
+            double exact = 0, rounded = 0;
+            for (size_t i = 0; i < dim; i++) {
+                exact += (double)Q[q * dim + i] * P[j * dim + i];
+                rounded += b16(Q[q * dim + i]) * b16(P[j * dim + i]);
+            }
+            double err = fabs(rounded - exact);
+            TU_CHECK(err <= bound, "query %zu passage %zu: bf16 operands err %g above the bound %g", q, j, err, bound);
+            worst = fmax(worst, err);
+            ratio_max = fmax(ratio_max, err / bound);
+        }
+        if (q > 0) tighter = fmax(tighter, bound / (4.0 / 256 * qn * pmax)); /* random rows only */
+    }
+    TU_CHECK(ratio_max > 0.5, "the adversarial row comes close to the bound (%.2f of it)", ratio_max);
+    TU_CHECK(tighter < 0.5, "random unit rows: the measured bound is %.2f of the old 2^-6 |q| |p|", tighter);
+    printf("bf16 bound: holds on %zu pairs (worst measured %.3g, %.2f of its bound on the adversarial row); random "
+           "rows get %.2f of the old 2^-6 |q| max|p|\n",
+           8 * n, worst, ratio_max, tighter);
+    free(P), free(Q);
+}
+
+/* knn_dev_grow on lists cut from a sorted score sequence with a smooth density: the length it asks for covers the
+ * threshold (all scores >= t), without asking for far more than needed */
+static void test_grow(void) {
+    TuRng r = {0x6207};
+    const size_t N = 200000;
+    float *all = malloc(N * sizeof *all), *tmp = malloc(N * sizeof *tmp);
+    for (size_t i = 0; i < N; i++) all[i] = (float)(1.0 - sqrt((double)i / N)); /* density grows downwards */
+    int covered = 0, tries = 0;
+    for (int it = 0; it < 40; it++) {
+        size_t k = 10 + (size_t)(tu_rng_unit(&r) * 900), kk = k + 1 + (size_t)(tu_rng_unit(&r) * k);
+        /* the threshold lies this deep (a density that grows from 0 at the top, as this one, is extrapolated short
+         * beyond ~3 kk: one more retry, never a wrong answer) */
+        double need_rank = (double)kk * (1.2 + tu_rng_unit(&r) * 1.8);
+        double t = all[(size_t)need_rank];
+        size_t g = knn_dev_grow(all, kk, k, kk, t, tmp);
+        size_t at = g < N ? g : N - 1;
+        tries++;
+        covered += all[at - 1] <= t || g >= 16 * kk;
+        TU_CHECK(g <= 16 * kk && g >= kk + kk / 4, "grow %zu from kk %zu", g, kk);
+        TU_CHECK(g < 4 * need_rank + 64, "grow %zu for a threshold at rank %.0f", g, need_rank);
+    }
+    TU_CHECK(covered == tries, "the grown list reaches the threshold in %d of %d lists", covered, tries);
+    float ties[50];
+    for (int i = 0; i < 50; i++) ties[i] = 0.5f;
+    TU_CHECK(knn_dev_grow(ties, 50, 10, 50, 0.4, tmp) == 200, "all tied: four times the list");
+    TU_CHECK(knn_dev_guard(-1, 1000, 0) == 47 && knn_dev_guard(-1, 100, 1) == 100 && knn_dev_guard(5, 1000, 1) == 5,
+             "default guards");
+    printf("knn_dev_grow: %d of %d lists grown past their threshold\n", covered, tries);
+    free(all), free(tmp);
+}
+
+/* A guard far too short for the data (0, k 200 of 20,000 near-uniform scores): the first block's queries fail,
+ * the rest of the pass learns the longer list, so few queries are screened again; and the answer is exact. */
+static void test_adaptive(Backend *be) {
+    TuRng r = {0xADA};
+    KnnDevCase c = {32, 20000, 256, 16, 4096, 0, 200, 0, 0, 1};
+    long bad = knn_device_case(be, &c, &r, "cpu guard 0, k 200");
+    TU_CHECK(bad == 0, "guard 0: %ld slots differ", bad);
+    TU_CHECK(knn_case_again > 0 && knn_case_again <= 16 + 8, "guard 0: %ld of 256 queries screened again (the "
+             "first block of 16, then the learned list)", knn_case_again);
+}
+
 int main(void) {
     Backend *be = ops_backend_cpu(2);
+    test_bf16_bound();
+    test_grow();
+    test_adaptive(be);
     test_select_algorithm();
     test_ops(be);
     test_cases(be);
