@@ -120,7 +120,7 @@ KEEP='man corpus|FAILED|failed' part mine_search 120 40 mine search
 if [ $GPU = 1 ]; then
     KEEP='"bench": "comm"|did not build|rror' part comm_bench 60 20 comm bench
     KEEP='.' KEEP_LINES=60 part train_bench 200 90 train "large bench peer"
-    KEEP='"bench"|"kind"|failed|ran out|rror' part mine_bench 240 60 mine bench
+    KEEP='"bench"|"kind"|failed|ran out|elapsed after|rror' part mine_bench 150 60 mine bench
     mkdir -p "$W/forward_bench"
     KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
         OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"

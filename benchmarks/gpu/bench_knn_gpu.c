@@ -4,11 +4,14 @@
  * square-ish shape; the best is the peak). The CPU search's answer is the reference for --check queries.
  * Built by benchmarks/CMakeLists.txt (target bench_knn_gpu, not part of `all`).
  *
- *   bench_knn_gpu [--passages N] [--dim D] [--queries Q] [--k K[,K2..]] [--precision fp32|bf16]
+ *   bench_knn_gpu [--passages N] [--dim D] [--queries Q] [--k K[,K2..]] [--precision P[,P2]] (fp32, bf16)
  *                 [--block B] [--tile T] [--memory MIB] [--check C]
- * One JSON line per k on stdout: queries/s, search seconds, screening GFLOP/s (2 Q N D / seconds, everything
- * included: uploads of the queries, selection, rescoring, bound checks), its fraction of the peak, device MiB,
- * queries screened again, and the mismatches against the CPU search on the first C queries (0 = exact). */
+ * One JSON line per precision and k on stdout, in the order given: queries/s, search seconds, screening GFLOP/s
+ * (2 Q N D / seconds, everything included: uploads of the queries, selection, rescoring, bound checks), its
+ * fraction of the peak, device MiB, queries screened again, and the mismatches against the CPU search on the first
+ * C queries (0 = exact). The embeddings are made once and the CPU search's answer computed once per k, for all
+ * precisions; each precision's shard is uploaded once for all its k (upload_s); data_s and check_s say what the
+ * data and the CPU check took, t_s the seconds since the start (one process serves the whole step). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +73,7 @@ static double gemm_gflops(Backend *be, int M, int N, int K) {
 
 int main(int argc, char **argv) {
     size_t np = 1000000, dim = 768, nq = 10000, block = 1024, tile = 65536, mem_mib = 0, check = 64;
-    char ks[64] = "100,1000";
-    const char *prec = "fp32";
+    char ks[64] = "100,1000", precs[32] = "fp32";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) xr_die("%s needs a value", a);
@@ -79,7 +81,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--dim")) dim = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--queries")) nq = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--k")) snprintf(ks, sizeof ks, "%s", v);
-        else if (!strcmp(a, "--precision")) prec = v;
+        else if (!strcmp(a, "--precision")) snprintf(precs, sizeof precs, "%s", v);
         else if (!strcmp(a, "--block")) block = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--tile")) tile = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--memory")) mem_mib = strtoull(v, NULL, 10);
@@ -87,66 +89,101 @@ int main(int argc, char **argv) {
         else xr_die("unknown flag %s (see the header of bench_knn_gpu.c)", a);
         i++;
     }
-    int bf16 = !strcmp(prec, "bf16");
-    XrErr e;
-    Backend *be = ops_backend_create(XR_DEV_CUDA, 0, bf16 ? XR_PREC_BF16 : XR_PREC_FP32, 0, &e);
-    if (!be) {
-        printf("{\"bench\":\"knn_gpu\",\"skipped\":\"%s\"}\n", e.msg);
+    /* XR_FAKE_GPU=1 (the device check's rehearsal): the CPU backend stands in, fp32 only */
+    const char *fake = getenv("XR_FAKE_GPU");
+    XrDevice dev = fake && !strcmp(fake, "1") ? XR_DEV_CPU : XR_DEV_CUDA;
+    if (dev == XR_DEV_CUDA && ops_device_count(XR_DEV_CUDA) < 1) {
+        printf("{\"bench\":\"knn_gpu\",\"skipped\":\"no GPU visible (or a build without the CUDA backend)\"}\n");
         return 77;
     }
+    const double t_start = xr_now();
     double t0 = xr_now();
     float *P = unit_rows(np, dim, 11), *Q = unit_rows(nq, dim, 22);
     double t_data = xr_now() - t0;
-    double peak_shape = gemm_gflops(be, (int)block, (int)(tile < np ? tile : np), (int)dim);
-    double peak_big = gemm_gflops(be, 8192, 8192, (int)dim);
-    double peak = peak_shape > peak_big ? peak_shape : peak_big;
-    int kmax = 0;
-    for (char *p = ks; *p;) {
+    int kmax = 0, nk = 0, kv[16];
+    for (char *p = ks; *p && nk < 16;) {
         int k = (int)strtol(p, &p, 10);
+        if (k < 1) xr_die("--k %s: each k must be >= 1", ks);
+        kv[nk++] = k;
         if (k > kmax) kmax = k;
         if (*p == ',') p++;
     }
-    KnnDevOpts o;
-    knn_dev_opts_default(&o);
-    o.bf16 = bf16, o.passage_tile = tile, o.mem_limit = mem_mib << 20;
-    t0 = xr_now();
-    KnnShard *s = knn_shard_create(be, P, np, dim, 0, block, kmax, &o, &e);
-    if (!s) xr_die("%s", e.msg);
-    double t_upload = xr_now() - t0;
-    for (char *p = ks; *p;) {
-        int k = (int)strtol(p, &p, 10);
-        if (*p == ',') p++;
-        float *os = xr_malloc(nq * (size_t)k * sizeof *os);
-        int64_t *oi = xr_malloc(nq * (size_t)k * sizeof *oi);
-        KnnStats st = {0};
-        t0 = xr_now();
-        if (knn_shard_search(s, Q, nq, k, os, oi, &st, &e)) xr_die("%s", e.msg);
-        double dt = xr_now() - t0;
-        /* the CPU search on the first `check` queries: the same lists, bit for bit */
-        size_t nc = check < nq ? check : nq, bad = 0;
-        if (nc) {
-            float *cs = xr_malloc(nc * (size_t)k * sizeof *cs);
-            int64_t *ci = xr_malloc(nc * (size_t)k * sizeof *ci);
-            KnnOpts ko;
-            knn_opts_default(&ko);
-            if (knn_search(Q, nc, P, np, dim, 0, k, &ko, cs, ci, NULL, &e)) xr_die("%s", e.msg);
-            for (size_t i = 0; i < nc * (size_t)k; i++) bad += ci[i] != oi[i] || memcmp(&cs[i], &os[i], 4) != 0;
-            free(cs), free(ci);
+    /* the CPU search's answer on the first `check` queries, per k, made when first needed, kept for all precisions */
+    size_t nc = check < nq ? check : nq;
+    float *ref_s[16] = {0};
+    int64_t *ref_i[16] = {0};
+    double t_check = 0;
+    int skipped = 1;
+    for (char *pp = precs; *pp;) {
+        char prec[8] = {0};
+        size_t len = strcspn(pp, ",");
+        if (len == 0 || len >= sizeof prec) xr_die("--precision %s: fp32 or bf16, comma-separated", precs);
+        memcpy(prec, pp, len);
+        pp += len + (pp[len] == ',');
+        if (strcmp(prec, "fp32") && strcmp(prec, "bf16")) xr_die("--precision %s: fp32 or bf16", prec);
+        int bf16 = !strcmp(prec, "bf16");
+        XrErr e;
+        Backend *be = ops_backend_create(dev, 0, bf16 ? XR_PREC_BF16 : XR_PREC_FP32, 0, &e);
+        if (!be) {
+            printf("{\"bench\":\"knn_gpu\",\"precision\":\"%s\",\"skipped\":\"%s\"}\n", prec, e.msg);
+            fflush(stdout);
+            continue;
         }
-        double gf = 2.0 * nq * np * dim / dt / 1e9;
-        printf("{\"bench\":\"knn_gpu\",\"precision\":\"%s\",\"passages\":%zu,\"dim\":%zu,\"queries\":%zu,\"k\":%d,"
-               "\"block\":%zu,\"tile\":%zu,\"resident\":%d,\"device_mib\":%.1f,\"seconds\":%.4f,\"queries_per_s\":%.1f,"
-               "\"gflops\":%.1f,\"peak_gflops\":%.1f,\"peak_shape_gflops\":%.1f,\"peak_square_gflops\":%.1f,"
-               "\"fraction_of_peak\":%.3f,\"screened_again\":%lld,\"checked_queries\":%zu,\"mismatches\":%zu,"
-               "\"upload_s\":%.2f,\"data_s\":%.2f}\n",
-               prec, np, dim, nq, k, block, knn_shard_tile(s), knn_shard_resident(s), knn_shard_bytes(s) / 1048576.0,
-               dt, nq / dt, gf, peak, peak_shape, peak_big, peak > 0 ? gf / peak : 0.0, (long long)st.n_exhaustive,
-               nc, bad, t_upload, t_data);
-        fflush(stdout);
-        free(os), free(oi);
+        skipped = 0;
+        double peak_shape = gemm_gflops(be, (int)block, (int)(tile < np ? tile : np), (int)dim);
+        double peak_big = gemm_gflops(be, 8192, 8192, (int)dim);
+        double peak = peak_shape > peak_big ? peak_shape : peak_big;
+        KnnDevOpts o;
+        knn_dev_opts_default(&o);
+        o.bf16 = bf16, o.passage_tile = tile, o.mem_limit = mem_mib << 20;
+        t0 = xr_now();
+        KnnShard *s = knn_shard_create(be, P, np, dim, 0, block, kmax, &o, &e);
+        if (!s) {
+            printf("{\"bench\":\"knn_gpu\",\"precision\":\"%s\",\"failed\":\"%s\"}\n", prec, e.msg);
+            fflush(stdout);
+            ops_backend_free(be);
+            continue;
+        }
+        double t_upload = xr_now() - t0;
+        for (int ki = 0; ki < nk; ki++) {
+            int k = kv[ki];
+            float *os = xr_malloc(nq * (size_t)k * sizeof *os);
+            int64_t *oi = xr_malloc(nq * (size_t)k * sizeof *oi);
+            KnnStats st = {0};
+            t0 = xr_now();
+            if (knn_shard_search(s, Q, nq, k, os, oi, &st, &e)) xr_die("%s", e.msg);
+            double dt = xr_now() - t0;
+            /* the CPU search on the first `check` queries: the same lists, bit for bit */
+            size_t bad = 0;
+            if (nc && !ref_s[ki]) {
+                double tc = xr_now();
+                ref_s[ki] = xr_malloc(nc * (size_t)k * sizeof(float));
+                ref_i[ki] = xr_malloc(nc * (size_t)k * sizeof(int64_t));
+                KnnOpts ko;
+                knn_opts_default(&ko);
+                if (knn_search(Q, nc, P, np, dim, 0, k, &ko, ref_s[ki], ref_i[ki], NULL, &e)) xr_die("%s", e.msg);
+                t_check += xr_now() - tc;
+            }
+            for (size_t i = 0; i < nc * (size_t)k; i++)
+                bad += ref_i[ki][i] != oi[i] || memcmp(&ref_s[ki][i], &os[i], 4) != 0;
+            double gf = 2.0 * nq * np * dim / dt / 1e9;
+            printf("{\"bench\":\"knn_gpu\",\"precision\":\"%s\",\"passages\":%zu,\"dim\":%zu,\"queries\":%zu,\"k\":%d,"
+                   "\"block\":%zu,\"tile\":%zu,\"resident\":%d,\"device_mib\":%.1f,\"seconds\":%.4f,"
+                   "\"queries_per_s\":%.1f,\"gflops\":%.1f,\"peak_gflops\":%.1f,\"peak_shape_gflops\":%.1f,"
+                   "\"peak_square_gflops\":%.1f,\"fraction_of_peak\":%.3f,\"screened_again\":%lld,\"screen_s\":%.3f,"
+                   "\"rescore_s\":%.3f,\"checked_queries\":%zu,\"mismatches\":%zu,\"upload_s\":%.2f,\"data_s\":%.2f,"
+                   "\"check_s\":%.2f,\"t_s\":%.1f}\n",
+                   prec, np, dim, nq, k, block, knn_shard_tile(s), knn_shard_resident(s),
+                   knn_shard_bytes(s) / 1048576.0, dt, nq / dt, gf, peak, peak_shape, peak_big,
+                   peak > 0 ? gf / peak : 0.0, (long long)st.n_exhaustive, st.t_screen, st.t_rescore, nc, bad,
+                   t_upload, t_data, t_check, xr_now() - t_start);
+            fflush(stdout);
+            free(os), free(oi);
+        }
+        knn_shard_free(s);
+        ops_backend_free(be);
     }
-    knn_shard_free(s);
-    ops_backend_free(be);
+    for (int ki = 0; ki < nk; ki++) free(ref_s[ki]), free(ref_i[ki]);
     free(P), free(Q);
-    return 0;
+    return skipped ? 77 : 0;
 }

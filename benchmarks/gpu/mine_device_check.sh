@@ -16,9 +16,12 @@
 #     and against a run all on the CPU (--device cpu: other embeddings, by the GPU's rounding): the fraction of
 #     identical negative slots and the largest score difference.
 #  4. The search benchmark: bench_knn_gpu (synthetic unit embeddings, XR_KNN_PASSAGES passages x 768, default
-#     10,000,000, falling back to 2,000,000; 10k queries; k 100 and 1000; fp32 and bf16; queries/s and the
-#     fraction of the GEMM peak measured in the same call; 64 queries checked against the CPU search) and the
-#     PyTorch baseline bench_knn_torch.py (torch.mm + topk in tiles, same precision; skipped without torch).
+#     10,000,000, falling back to 2,000,000 when no result came; XR_KNN_QUERIES, default 10k queries; k 1000 and
+#     100; bf16 then fp32 in one process; queries/s and the fraction of the GEMM peak measured in the same call; 32
+#     queries checked against the CPU search) and the PyTorch baseline bench_knn_torch.py (torch.mm + topk in
+#     tiles, same precision; skipped without torch), each under its own timeout (XR_KNN_T_XRANK 75 s,
+#     XR_KNN_T_TORCH 28 s); then the embedding speed: all-MiniLM-L6-v2 passages/s, bench_encoder embed vs
+#     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens.
 # Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_KNN_PASSAGES; XR_NO_BUILD=1: use
 # the build in $XR_BUILD and its last ctest log; XR_PARTS, default all: tests (1), e2e (2), search (3), bench (4))
 set -uo pipefail
@@ -131,19 +134,42 @@ PY
 grep -h "time:\|memory, rank" "$O"/man_gpu_fp32.err "$O"/man_gpu_np2.err
 fi
 
-# ---- 4. the search benchmark
+# ---- 4. the search benchmark (all_device_check.sh gives it 150 s): the most informative runs first, each under its
+# own timeout: xrank bf16 then fp32 in ONE process (the embeddings made once, the CPU check once per k; k 1000
+# first: the re-screens fixed after the H200 call at 42e9433), then torch bf16 and fp32, then the embedding speed
 xr_part bench || exit $rc
 echo "elapsed before the benchmark: $(( $(date +%s) - start )) s"
 cmake --build "$B" --target bench_knn_gpu -j"$(nproc)" >"$O/bench_build.log" 2>&1 || echo "bench_knn_gpu: build failed"
-NP=${XR_KNN_PASSAGES:-10000000}
-for prec in fp32 bf16; do
-  timeout 100 "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries 10000 --k 100,1000 --precision $prec \
-    --check 64 | tee -a "$O/bench_knn_gpu.jsonl" || {
-    echo "bench_knn_gpu $prec at $NP passages failed or ran out of time: 2,000,000"
-    timeout 60 "$B/benchmarks/bench_knn_gpu" --passages 2000000 --dim 768 --queries 10000 --k 100,1000 \
-      --precision $prec --check 64 | tee -a "$O/bench_knn_gpu.jsonl"; NP=2000000; }
-  timeout 60 python3 "$ROOT/benchmarks/gpu/bench_knn_torch.py" --passages "$NP" --dim 768 --queries 10000 \
-    --k 100,1000 --precision $prec | tee -a "$O/bench_knn_torch.jsonl"
+NP=${XR_KNN_PASSAGES:-10000000}; NQ=${XR_KNN_QUERIES:-10000}
+J="$O/bench_knn_gpu.jsonl"; : > "$J"
+timeout -k 3 "${XR_KNN_T_XRANK:-75}" "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries "$NQ" \
+  --k 1000,100 --precision bf16,fp32 --check 32 | tee -a "$J"
+if ! grep -q '"seconds"' "$J"; then
+  echo "bench_knn_gpu at $NP passages failed or ran out of time before its first result: 2,000,000"
+  NP=2000000
+  timeout -k 3 40 "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries "$NQ" --k 1000,100 \
+    --precision bf16,fp32 --check 32 | tee -a "$J"
+fi
+grep -q '"precision":"fp32","passages"' "$J" || echo "bench_knn_gpu: ran out of time before fp32 (see $J)"
+echo "elapsed after xrank's search: $(( $(date +%s) - start )) s"
+for prec in bf16 fp32; do
+  timeout -k 3 "${XR_KNN_T_TORCH:-28}" python3 "$ROOT/benchmarks/gpu/bench_knn_torch.py" --passages "$NP" --dim 768 \
+    --queries "$NQ" --k 1000,100 --precision $prec | tee -a "$O/bench_knn_torch.jsonl" ||
+    echo "bench_knn_torch $prec: failed or ran out of time (rc ${PIPESTATUS[0]})"
 done
+echo "elapsed after torch's search: $(( $(date +%s) - start )) s"
+# embedding speed (issue 16): all-MiniLM-L6-v2 (the carried one, fp16 weights) passages/s, xrank vs PyTorch bf16,
+# 512 passages of 128 tokens a batch
+EL=/tmp/xr_learn   # where train_device_check.sh unpacks the carried MiniLM too
+if [ -d "$EL/minilm" ] || { [ -f .cache/gpu_carry/minilm40.tar.xz ] && mkdir -p "$EL" &&
+    tar -xJf .cache/gpu_carry/minilm40.tar.xz -C "$EL"; }; then
+  cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/bench_build.log" 2>&1 || echo "bench_encoder: build failed"
+  timeout -k 3 20 "$B/benchmarks/bench_encoder" "$EL/minilm" embed 128 512 20 bf16 | tee -a "$O/bench_embed.jsonl" ||
+    echo "bench_encoder MiniLM embed: failed or ran out of time"
+  timeout -k 3 25 python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$EL/minilm" 128 512 20 |
+    tee -a "$O/bench_embed.jsonl" || echo "bench_embed_torch: failed or ran out of time (rc ${PIPESTATUS[0]})"
+else
+  echo "embedding speed skipped: .cache/gpu_carry/minilm40.tar.xz not carried"
+fi
 echo "elapsed $(( $(date +%s) - start )) s"
 exit $rc
