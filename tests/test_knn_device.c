@@ -120,10 +120,12 @@ static void test_ops(Backend *be) {
 }
 
 /* The CUDA selection kernel's algorithm (core/cuda/knn_search.cu, k_knn_select) run on the host one element at
- * a time, for the cases a GPU-less machine can still check: the floor filter, four 8-bit radix passes to the
- * kk-th largest key T, then every key above T and as many equal to T as slots remain. It must keep kk entries,
- * real before empty, none twice, and drop nothing that scores above something it keeps. (A stand-in: the
- * kernel's own code runs in test_cuda_knn on a GPU.) */
+ * a time, for the cases a GPU-less machine can still check: the floor filter (the query's running threshold),
+ * with the tile elements above it compacted when at most `cap` pass (the kernel's KNN_CAND_CAP, in the order the
+ * kernel's warps may append them: here reversed, to differ from the row order) or the row read in full, four
+ * 8-bit radix passes to the kk-th largest key T, then every key above T and as many equal to T as slots remain. It
+ * must keep kk entries, real before empty, none twice, and drop nothing that scores above something it keeps. (A
+ * stand-in: the kernel's own code runs in test_cuda_knn on a GPU.) */
 static uint32_t emu_key(float s) {
     uint32_t u;
     memcpy(&u, &s, 4);
@@ -131,25 +133,39 @@ static uint32_t emu_key(float s) {
 }
 
 static void emu_select(const float *row, int n, int64_t base, const float *ls, const int64_t *li, int kk, float *os,
-                       int64_t *oi) {
-    const int total = kk + n;
-    uint32_t *key = malloc(sizeof(uint32_t) * (size_t)total);
-    for (int e = 0; e < total; e++) key[e] = e < kk ? (li[e] < 0 ? 0u : emu_key(ls[e])) : emu_key(row[e - kk]);
+                       int64_t *oi, int cap) {
     uint32_t floor_key = 0xFFFFFFFFu;
-    for (int e = 0; e < kk; e++) floor_key = key[e] < floor_key ? key[e] : floor_key;
+    for (int e = 0; e < kk; e++) {
+        uint32_t k = li[e] < 0 ? 0u : emu_key(ls[e]);
+        floor_key = k < floor_key ? k : floor_key;
+    }
     int above = 0;
-    for (int j = 0; j < n; j++) above += key[kk + j] > floor_key;
+    uint32_t *ck = malloc(sizeof(uint32_t) * (size_t)(n + 1));
+    int *cp = malloc(sizeof(int) * (size_t)(n + 1));
+    for (int j = n - 1; j >= 0; j--) /* appended in an order of their own */
+        if (emu_key(row[j]) > floor_key) {
+            if (above < cap) ck[above] = emu_key(row[j]), cp[above] = j;
+            above++;
+        }
     if (!above) {
         memcpy(os, ls, sizeof(float) * (size_t)kk), memcpy(oi, li, sizeof(int64_t) * (size_t)kk);
-        free(key);
+        free(ck), free(cp);
         return;
+    }
+    const int compact = above <= cap, total = kk + (compact ? above : n);
+    uint32_t *key = malloc(sizeof(uint32_t) * (size_t)total);
+    int *pos = malloc(sizeof(int) * (size_t)total), *in = malloc(sizeof(int) * (size_t)total);
+    for (int e = 0; e < total; e++) { /* knn_elem */
+        if (e < kk) key[e] = li[e] < 0 ? 0u : emu_key(ls[e]), pos[e] = -1, in[e] = 1;
+        else if (compact) key[e] = ck[e - kk], pos[e] = cp[e - kk], in[e] = 1;
+        else pos[e] = e - kk, key[e] = emu_key(row[e - kk]), in[e] = key[e] > floor_key;
     }
     uint32_t prefix = 0, mask = 0;
     int remaining = kk;
     for (int shift = 24; shift >= 0; shift -= 8) {
         unsigned hist[256] = {0};
         for (int e = 0; e < total; e++) {
-            if (e >= kk && key[e] <= floor_key) continue;
+            if (!in[e]) continue;
             if ((key[e] & mask) == prefix) hist[(key[e] >> shift) & 255u]++;
         }
         int b = 255;
@@ -165,7 +181,7 @@ static void emu_select(const float *row, int n, int64_t base, const float *ls, c
     const int take_gt = kk - remaining;
     int gt = 0, eq = 0;
     for (int e = 0; e < total; e++) {
-        if (e >= kk && key[e] <= floor_key) continue;
+        if (!in[e]) continue;
         int slot;
         if (key[e] > prefix) slot = gt++;
         else if (key[e] == prefix) {
@@ -174,11 +190,11 @@ static void emu_select(const float *row, int n, int64_t base, const float *ls, c
         } else continue;
         TU_CHECK(slot < kk, "slot %d of %d", slot, kk);
         if (slot >= kk) break;
-        os[slot] = e < kk ? (li[e] < 0 ? -INFINITY : ls[e]) : row[e - kk];
-        oi[slot] = e < kk ? li[e] : base + (e - kk);
+        os[slot] = pos[e] < 0 ? (li[e] < 0 ? -INFINITY : ls[e]) : row[pos[e]];
+        oi[slot] = pos[e] < 0 ? li[e] : base + pos[e];
     }
     TU_CHECK(gt == take_gt, "%d keys above T, %d expected", gt, take_gt);
-    free(key);
+    free(key), free(pos), free(in), free(ck), free(cp);
 }
 
 static void test_select_algorithm(void) {
@@ -200,7 +216,8 @@ static void test_select_algorithm(void) {
             int lv = (int)(tu_rng_unit(&r) * levels) - 2;
             row[j] = lv == 0 && j % 2 ? -0.0f : (float)lv * 0.25f; /* -0 and +0 both */
         }
-        emu_select(row, n, 1000, ls, li, kk, os, oi);
+        int cap = it % 4 == 0 ? 0 : it % 4 == 1 ? 3 : it % 4 == 2 ? 30 : 2048; /* full reads, both, compacted */
+        emu_select(row, n, 1000, ls, li, kk, os, oi, cap);
         /* kk entries, real before empty counted, none twice, the dropped no better than the kept */
         int real = 0, dup = 0;
         float kept_min = INFINITY;

@@ -15,20 +15,37 @@ static __device__ __forceinline__ uint32_t knn_key(float s) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Key of element e of (running list, then tile row).
-static __device__ __forceinline__ uint32_t knn_elem_key(int e, int kk, const float *ls, const int64_t *li,
-                                                        const float *row) {
-    if (e < kk) return li[e] < 0 ? 0u : knn_key(ls[e]);
-    return knn_key(row[e - kk]);
+#define KNN_SEL_THREADS 256
+#define KNN_CAND_CAP 2048 // tile elements above the list's floor kept in shared memory (16 KiB)
+
+// Element e of (running list, then the tile's part): its key and tile position (-1: a list entry); false when it
+// takes no part (a tile element not above the floor, only when the tile is read in full, not compacted).
+static __device__ __forceinline__ bool knn_elem(int e, int kk, const float *ls, const int64_t *li, const float *row,
+                                                const uint32_t *ck, const int *cp, int compact, uint32_t floor_key,
+                                                uint32_t *key, int *pos) {
+    if (e < kk) {
+        *key = li[e] < 0 ? 0u : knn_key(ls[e]);
+        *pos = -1;
+        return true;
+    }
+    if (compact) {
+        *key = ck[e - kk];
+        *pos = cp[e - kk];
+        return true;
+    }
+    *pos = e - kk;
+    *key = knn_key(row[*pos]);
+    return *key > floor_key;
 }
 
-#define KNN_SEL_THREADS 256
-
 // One block per query: the kk best of its list (kk entries) and its tile row (n screening scores), written to
-// out_s / out_i. Tile elements not above the list's smallest key cannot displace anything and are skipped (a
-// tie with the smallest kept score may be dropped: the contract allows either). The kk-th largest key T is
-// found by four 8-bit radix passes over the remaining elements; then every element above T is written, and
-// as many equal to T as there are slots left.
+// out_s / out_i. Tile elements not above the list's smallest key (the query's running threshold) cannot displace
+// anything and are skipped (a tie with the smallest kept score may be dropped: the contract allows either). One
+// read of the row compares every score with that threshold and, when at most KNN_CAND_CAP pass (every tile
+// after the first few), keeps them in shared memory (warp-aggregated appends), so the selection never reads the
+// row again; else the row is read in full by each pass below. The kk-th largest key T is found by four 8-bit
+// radix passes over the list and the candidates; then every element above T is written, and as many equal to T
+// as there are slots left. (test_knn_device runs this algorithm on the host, both paths.)
 __global__ void __launch_bounds__(KNN_SEL_THREADS)
     k_knn_select(const float *S, int n, int64_t base, const float *list_s, const int64_t *list_i, int kk,
                  float *out_s, int64_t *out_i) {
@@ -38,10 +55,11 @@ __global__ void __launch_bounds__(KNN_SEL_THREADS)
     const int64_t *li = list_i + (size_t)q * kk;
     float *os = out_s + (size_t)q * kk;
     int64_t *oi = out_i + (size_t)q * kk;
-    const int total = kk + n;
     __shared__ unsigned hist[256];
     __shared__ uint32_t s_floor, s_prefix, s_mask;
     __shared__ int s_above, s_remaining, s_gt, s_eq;
+    __shared__ uint32_t ck[KNN_CAND_CAP];
+    __shared__ int cp[KNN_CAND_CAP];
     if (threadIdx.x == 0) {
         s_floor = 0xFFFFFFFFu;
         s_above = 0;
@@ -52,22 +70,42 @@ __global__ void __launch_bounds__(KNN_SEL_THREADS)
     atomicMin(&s_floor, f);
     __syncthreads();
     const uint32_t floor_key = s_floor;
-    int above = 0;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) above += knn_key(row[j]) > floor_key;
-    atomicAdd(&s_above, above);
+    const int lane = threadIdx.x & 31;
+    // blockDim.x is a multiple of 32 and every thread runs the same iterations: whole warps vote
+    for (int j0 = 0; j0 < n; j0 += blockDim.x) {
+        const int j = j0 + threadIdx.x;
+        uint32_t key = 0;
+        bool up = false;
+        if (j < n) {
+            key = knn_key(row[j]);
+            up = key > floor_key;
+        }
+        const unsigned ball = __ballot_sync(0xFFFFFFFFu, up);
+        int at0 = 0;
+        if (lane == 0 && ball) at0 = atomicAdd(&s_above, __popc(ball));
+        at0 = __shfl_sync(0xFFFFFFFFu, at0, 0);
+        if (up) {
+            const int at = at0 + __popc(ball & ((1u << lane) - 1u));
+            if (at < KNN_CAND_CAP) ck[at] = key, cp[at] = j;
+        }
+    }
     __syncthreads();
-    if (s_above == 0) { // nothing in this tile enters the list
+    const int above = s_above;
+    if (above == 0) { // nothing in this tile enters the list
         for (int e = threadIdx.x; e < kk; e += blockDim.x) os[e] = ls[e], oi[e] = li[e];
         return;
     }
+    const int compact = above <= KNN_CAND_CAP;
+    const int total = kk + (compact ? above : n);
     if (threadIdx.x == 0) s_prefix = 0, s_mask = 0, s_remaining = kk;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
         __syncthreads();
         const uint32_t prefix = s_prefix, mask = s_mask;
         for (int e = threadIdx.x; e < total; e += blockDim.x) {
-            uint32_t key = knn_elem_key(e, kk, ls, li, row);
-            if (e >= kk && key <= floor_key) continue;
+            uint32_t key;
+            int pos;
+            if (!knn_elem(e, kk, ls, li, row, ck, cp, compact, floor_key, &key, &pos)) continue;
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
         __syncthreads();
@@ -90,20 +128,21 @@ __global__ void __launch_bounds__(KNN_SEL_THREADS)
     const uint32_t T = s_prefix;
     const int take_gt = kk - s_remaining; // elements above T: exactly this many
     for (int e = threadIdx.x; e < total; e += blockDim.x) {
-        uint32_t key = knn_elem_key(e, kk, ls, li, row);
-        if (e >= kk && key <= floor_key) continue;
+        uint32_t key;
+        int pos;
+        if (!knn_elem(e, kk, ls, li, row, ck, cp, compact, floor_key, &key, &pos)) continue;
         int slot;
         if (key > T) slot = atomicAdd(&s_gt, 1);
         else if (key == T) {
             slot = take_gt + atomicAdd(&s_eq, 1);
             if (slot >= kk) continue;
         } else continue;
-        if (e < kk) {
+        if (pos < 0) {
             os[slot] = li[e] < 0 ? -INFINITY : ls[e];
             oi[slot] = li[e];
         } else {
-            os[slot] = row[e - kk];
-            oi[slot] = base + (e - kk);
+            os[slot] = row[pos];
+            oi[slot] = base + pos;
         }
     }
 }
