@@ -39,14 +39,16 @@ void knn_dev_opts_default(KnnDevOpts *o) {
 }
 
 /* float -> bf16, round to nearest even (the inputs are finite: checked before) */
+static inline uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
 static void to_bf16_host(uint16_t *out, const float *x, size_t n) {
     XR_OMP(omp parallel for schedule(static) if (n > 65536))
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        u += 0x7FFFu + ((u >> 16) & 1u);
-        out[i] = (uint16_t)(u >> 16);
-    }
+    for (size_t i = 0; i < n; i++) out[i] = bf16_round(x[i]);
 }
 
 static float bf16_val(uint16_t b) {
@@ -65,9 +67,7 @@ static void bf16_row_errors(const float *x, size_t rows, size_t dim, double *n16
     for (size_t r = 0; r < rows; r++) {
         double a = 0, d = 0;
         for (size_t i = 0; i < dim; i++) {
-            uint16_t b;
-            to_bf16_host(&b, &x[r * dim + i], 1);
-            double v = bf16_val(b), dv = v - (double)x[r * dim + i];
+            double v = bf16_val(bf16_round(x[r * dim + i])), dv = v - (double)x[r * dim + i];
             a += v * v, d += dv * dv;
         }
         a = sqrt(a), d = sqrt(d);
