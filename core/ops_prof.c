@@ -44,7 +44,9 @@ static double wall(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+#ifdef XR_HAVE_CUDA
 static int is_cuda(const Backend *be) { return be->device == XR_DEV_CUDA; }
+#endif
 
 /* Waits for the device, adds the pending calls' times to the totals and empties the pending list. */
 static void resolve(Backend *be) {
