@@ -24,11 +24,13 @@
 #include "cuda/ops_cuda.h"
 #endif
 
+#ifdef XR_HAVE_CUDA
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+#endif
 
 static double mib(size_t b) { return b / 1048576.0; }
 
