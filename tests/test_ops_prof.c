@@ -91,7 +91,8 @@ int main(void) {
     for (int i = 0; i < 20000; i++) ops_scale(be, v, 16, 1.0f);
     n = ops_prof_report(be, r, 64);
     TU_CHECK(n == 1 && r[0].calls == 20000, "20000 calls: %d rows, %lld calls", n, n ? (long long)r[0].calls : 0LL);
-    TU_CHECK(!strcmp(ops_phase_name(XR_PHASE_BACKWARD), "backward"), "phase name %s", ops_phase_name(XR_PHASE_BACKWARD));
+    TU_CHECK(!strcmp(ops_phase_name(XR_PHASE_BACKWARD), "backward"), "phase name %s",
+             ops_phase_name(XR_PHASE_BACKWARD));
 
     ops_prof_enable(be, 0);
     TU_CHECK(!ops_prof_active(be) && ops_prof_report(be, r, 64) == 0, "times still on after ops_prof_enable(0)");

@@ -29,7 +29,8 @@ if [ "${XR_FAST:-0}" = 1 ]; then
 if '\"bf16\"' in l] or [0]))")
     echo "bf16 GEMM peak: $PEAK TFLOP/s"
     [ -f "$M/model.safetensors" ] || timeout 60 python3 benchmarks/gpu/bench_forward.py write "$M" || exit 1
-    for a in "score 512 64 $R bf16 /tmp/xr_dump512" "score 256 128 $R bf16" "embed 512 64 $R bf16" "embed 256 128 $R bf16"; do
+    for a in "score 512 64 $R bf16 /tmp/xr_dump512" "score 256 128 $R bf16" "embed 512 64 $R bf16" \
+             "embed 256 128 $R bf16"; do
         # shellcheck disable=SC2086
         timeout 30 "$B/benchmarks/bench_encoder" "$M" $a | sed 's/^{/{"variant": "bf16", /' | tee -a "$J" ||
             { rc=1; echo "bench_encoder $a: failed"; }

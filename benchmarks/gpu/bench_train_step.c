@@ -9,7 +9,9 @@
  * timed step's wall time; then one "xrank_op_total" line. Event recording slows a step down: the ms_per_step of such a
  * run is the timed one's, not the speed to quote.
  * STEPS 0: no step, only the memory plan (encoder_train_plan) for B x T, on a CPU backend: no GPU needed.
- * Usage: bench_train_step MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1]
+ * ATTENTION lse: the training attention saves the log-sum-exp and recomputes in the backward (--attention-lse);
+ * saved (the default, the CLI's): it saves the probabilities.
+ * Usage: bench_train_step MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1 [saved|lse]]
  * Built by benchmarks/CMakeLists.txt (target bench_train_step, not part of `all`). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,19 +64,19 @@ static int plan_only(const char *dir, int T, int B, int bf16) {
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1 [saved|lse]]\n", argv[0]);
         return 2;
     }
     const char *dir = argv[1];
     int T = atoi(argv[2]), B = atoi(argv[3]), steps = atoi(argv[4]), bf16 = !strcmp(argv[5], "bf16");
-    int dropout = argc > 6 ? atoi(argv[6]) : 1;
+    int dropout = argc > 6 ? atoi(argv[6]) : 1, lse = argc > 7 && !strcmp(argv[7], "lse");
     if (T < 3 || B < 1 || steps < 0) {
         fprintf(stderr, "bench_train_step: bad T / B / STEPS\n");
         return 2;
     }
     if (steps == 0) return plan_only(dir, T, B, bf16);
 #ifndef XR_HAVE_CUDA
-    (void)dropout;
+    (void)dropout, (void)lse;
     fprintf(stderr, "bench_train_step: built without the CUDA backend\n");
     return 77;
 #else
@@ -91,6 +93,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train_step: %s\n", e.msg);
         return 1;
     }
+    encoder_set_attention_lse(m, lse);
     encoder_set_batch_limits(m, B, 0, T);
     size_t np = (size_t)encoder_num_params(m);
     AdamWConfig ac = adamw_defaults();
@@ -142,10 +145,11 @@ int main(int argc, char **argv) {
     XrMemStats ms;
     ops_mem_stats(be, &ms);
     printf("{\"kind\": \"xrank_train_step\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, \"steps\": %d, "
-           "\"dropout\": %d, \"ms_per_step\": %.2f, \"pairs_per_s\": %.1f, \"tokens_per_s\": %.0f, \"peak_mib\": %.1f, "
-           "\"act_casts_per_step\": %.1f, \"last_loss\": %.4f, \"params\": %zu, \"op_times\": %d}\n",
-           bf16 ? "bf16" : "fp32", T, B, steps, dropout, 1e3 * dt / steps, B * steps / dt, (double)B * T * steps / dt,
-           ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be));
+           "\"dropout\": %d, \"attention_lse\": %d, \"ms_per_step\": %.2f, \"pairs_per_s\": %.1f, "
+           "\"tokens_per_s\": %.0f, \"peak_mib\": %.1f, \"act_casts_per_step\": %.1f, \"last_loss\": %.4f, "
+           "\"params\": %zu, \"op_times\": %d}\n",
+           bf16 ? "bf16" : "fp32", T, B, steps, dropout, lse, 1e3 * dt / steps, B * steps / dt,
+           (double)B * T * steps / dt, ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be));
     if (ops_prof_active(be)) {
         XrOpTime rows[256];
         int n = ops_prof_report(be, rows, 256), k = n < 256 ? n : 256;

@@ -45,18 +45,22 @@ def large(path):
                   f"{r['grads_mib'] / 1024:.1f}, activations {r['activations_mib'] / 1024:.1f}, workspace "
                   f"{r['workspace_mib'] / 1024:.1f})")
     xr = {(r["max_len"], r["batch"], r["precision"]): r for r in rs if r.get("kind") == "xrank_train_step"
-          and r.get("model") == "xlmr-large" and not r.get("op_times")}
+          and r.get("model") == "xlmr-large" and not r.get("op_times") and not r.get("attention_lse")}
+    # the same shapes with the log-sum-exp training attention (--attention-lse), against the same torch rows
+    xr.update({(r["max_len"], r["batch"], r["precision"] + " lse"): r for r in rs
+               if r.get("kind") == "xrank_train_step" and r.get("model") == "xlmr-large" and r.get("attention_lse")
+               and not r.get("op_times")})
     pt = {(r["max_len"], r["batch"], "bf16" if r["mode"] == "amp-bf16" else r["mode"]): r for r in rs
           if r.get("kind") == "train" and "max_len" in r}
     def mfu(tf, prec):
         s = f"MFU {100 * tf / peak16:4.1f}%" if peak16 else "MFU ?"
-        if prec == "fp32" and peak32:
+        if prec.startswith("fp32") and peak32:
             s += f" ({100 * tf / peak32:.0f}% of fp32)"
         return s
-    for key in sorted(set(xr) | set(pt), key=lambda k: (-k[0], k[2] != "bf16", k[1])):
+    for key in sorted(set(xr) | set(pt), key=lambda k: (-k[0], not k[2].startswith("bf16"), k[1], k[2])):
         T, B, prec = key
-        x, p = xr.get(key), pt.get(key)
-        line = f"T {T:3d} B {B:2d} {prec}"
+        x, p = xr.get(key), pt.get((T, B, prec.split()[0]))
+        line = f"T {T:3d} B {B:2d} {prec:8s}"
         if x:
             tf = tflops(x["pairs_per_s"], T)
             line += (f" | xrank {x['pairs_per_s']:7.1f} pairs/s {x['tokens_per_s']:8.0f} tok/s {mfu(tf, prec)} "

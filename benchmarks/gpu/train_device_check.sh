@@ -127,7 +127,8 @@ fi
 # A random XLM-R large model is written here (peer_gpu.py train-list write=: never carried, 2.1 GiB), then, most
 # important first, each under its own timeout and all within XR_LARGE_BUDGET s (default 150; a run that no longer
 # fits is skipped, saying so): xrank bf16 T 512 B 16, torch autocast bf16 at the same shape (in the writer's
-# process), the same xrank step with per-op times (XR_CUDA_OP_TIMES=1, 3 steps), xrank bf16 T 256 B 16, xrank fp32 T
+# process), the same xrank step with per-op times (XR_CUDA_OP_TIMES=1, 3 steps), xrank bf16 T 256 B 16, xrank bf16 T
+# 512 B 16 with the log-sum-exp attention (--attention-lse: row "bf16 lse"), xrank fp32 T
 # 512 / 256 B 16, torch at those shapes plus the fp32 GEMM peak (one process), xrank bf16 T 512 B 32 (torch's is in
 # that process too). The bf16 GEMM peak from gemm_peak.cu (cuBLASLt). Lines: train_bench_summary.py large / ops.
 if xr_part large; then
@@ -140,7 +141,8 @@ if xr_part large; then
         if [ "$l" -lt 10 ]; then note "large: $name skipped for time ($l s left of XR_LARGE_BUDGET)"; return 1; fi
         t0=$(date +%s); echo "== $name" >> "$OUTD/large.err"
         timeout -k 5 $(( cap < l ? cap : l )) "$@" >> "$LJ" 2>> "$OUTD/large.err" || r=$?
-        note "large: $name $([ $r = 0 ] && echo ok || echo "FAILED (rc $r$([ $r = 124 ] && echo ', timed out'))") $(( $(date +%s) - t0 )) s"
+        local what=ok; [ $r = 0 ] || what="FAILED (rc $r$([ $r = 124 ] && echo ', timed out'))"
+        note "large: $name $what $(( $(date +%s) - t0 )) s"
         [ $r = 0 ] || rc=1
         return $r
     }
@@ -160,6 +162,7 @@ if xr_part large; then
             sub "xrank bf16 T 512 B 16" 40 "$XS" 512 16 5 bf16
             sub "xrank bf16 T 512 B 16 op times" 40 env XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
             sub "xrank bf16 T 256 B 16" 30 "$XS" 256 16 5 bf16
+            sub "xrank bf16 T 512 B 16 --attention-lse" 40 "$XS" 512 16 5 bf16 1 lse
             sub "xrank fp32 T 512 B 16" 40 "$XS" 512 16 5 fp32
             sub "xrank fp32 T 256 B 16" 30 "$XS" 256 16 5 fp32
             sub "torch fp32 peak, amp-bf16 T 256 B 16, fp32 T 512 / 256 B 16, amp-bf16 T 512 B 32" 90 \
@@ -198,9 +201,11 @@ elif [ -f .cache/gpu_carry/minilm40.tar.xz ] && minilm &&
     done
     tee -a "$OUTD/summary.txt" < "$OUTD/train_step_speed.jsonl"
     # where MiniLM's bf16 step goes (XR_CUDA_OP_TIMES=1: CUDA events around every op; 10 timed steps)
-    XR_CUDA_OP_TIMES=1 timeout 30 "$B/benchmarks/bench_train_step" "$L/minilm" 96 16 10 bf16 > "$OUTD/op_times_minilm.jsonl" \
+    XR_CUDA_OP_TIMES=1 timeout 30 "$B/benchmarks/bench_train_step" "$L/minilm" 96 16 10 bf16 \
+        > "$OUTD/op_times_minilm.jsonl" \
         2>> "$OUTD/bench_build.log" || { rc=1; note "bench_train_step bf16 with op times failed (bench_build.log)"; }
-    python3 benchmarks/gpu/train_bench_summary.py ops "$OUTD/op_times_minilm.jsonl" minilm 10 | tee -a "$OUTD/summary.txt"
+    python3 benchmarks/gpu/train_bench_summary.py ops "$OUTD/op_times_minilm.jsonl" minilm 10 |
+        tee -a "$OUTD/summary.txt"
 else
     note "bench_train_step skipped: no carried MiniLM, or its build failed (bench_build.log)"
 fi
