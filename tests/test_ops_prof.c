@@ -1,7 +1,8 @@
 /* test_ops_prof: the per-op times' bookkeeping (ops.h, ops_prof_enable) on the CPU backend, whose marks are wall-clock
  * readings: every dispatched call is counted once under the phase set when it was made, an op called by another op
- * through the dispatch is not counted again, rows come slowest first and sum to the calls' time, more calls than
- * the pending list holds are all counted, a reset forgets, and with times off nothing is recorded. */
+ * through the dispatch is not counted again, rows come slowest first, a call's time lies within the wall time
+ * around it, more calls than the pending list holds are all counted, a reset forgets, and with times off nothing is
+ * recorded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,14 +61,13 @@ int main(void) {
     TU_CHECK(fg && fg->calls == 3, "forward gemm: %lld calls, want 3", fg ? (long long)fg->calls : -1LL);
     TU_CHECK(fz && fz->calls == 2, "forward zero: %lld calls, want 2", fz ? (long long)fz->calls : -1LL);
     TU_CHECK(bg && bg->calls == 1 && bs && bs->calls == 1 && oz && oz->calls == 1, "backward gemm / scale, other zero");
-    /* three 192^3 GEMMs take far longer than zeroing 16 floats: the forward gemm comes first */
-    TU_CHECK(n > 0 && r[0].phase == XR_PHASE_FORWARD && !strcmp(r[0].op, "gemm"), "slowest row %s/%s",
-             ops_phase_name(r[0].phase), r[0].op);
+    /* slowest first (which row is slowest is the machine's business: on 2 loaded cores a 16-float zero's OpenMP
+     * wake-up has outlasted three 192^3 GEMMs) */
     for (int i = 1; i < n; i++) TU_CHECK(r[i - 1].ms >= r[i].ms, "rows %d, %d out of order", i - 1, i);
     for (int i = 0; i < n; i++) TU_CHECK(r[i].ms >= 0, "row %d: %g ms", i, r[i].ms);
-    /* the recorded time of the GEMMs is within their wall time, and most of it */
-    TU_CHECK(fg && fg->ms <= gemm_wall + 1e-6 && fg->ms > 0.5 * gemm_wall, "forward gemm %.4f ms, wall %.4f ms",
-             fg ? fg->ms : -1.0, gemm_wall);
+    /* the recorded time of the GEMMs is within the wall time around the three calls */
+    TU_CHECK(fg && fg->ms > 0 && fg->ms <= gemm_wall + 1e-6, "forward gemm %.4f ms, wall %.4f ms", fg ? fg->ms : -1.0,
+             gemm_wall);
     TU_CHECK(ops_prof_report(be, r, 2) == 5, "the count with a short row buffer");
 
     /* a nested dispatch is counted once, as the outer op */
