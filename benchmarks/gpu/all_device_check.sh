@@ -119,7 +119,11 @@ KEEP='man corpus|FAILED|failed' part mine_search 120 40 mine search
 # ---- 4. benchmarks ----
 if [ $GPU = 1 ]; then
     KEEP='"bench": "comm"|did not build|rror' part comm_bench 60 20 comm bench
-    KEEP='.' KEEP_LINES=60 part train_bench 200 90 train "large bench peer"
+    # part large (the bge-reranker-v2-m3 shape, most important) gets 150 s of the step's 200, or 3/4 of a shorter
+    # step, so MiniLM's runs after it still fit
+    l=$(left); [ "$l" -gt 200 ] && l=200
+    XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=60 part train_bench 200 90 train \
+        "large bench peer"
     KEEP='"bench"|"kind"|failed|ran out|elapsed after|rror' part mine_bench 150 60 mine bench
     mkdir -p "$W/forward_bench"
     KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
