@@ -159,7 +159,11 @@ static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
     Backend *be = m->be;
     int H = c->hidden, I = c->intermediate, NH = c->heads, dh = H / NH;
     float eps = c->ln_eps;
-    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_BF16);
+    /* A bf16-training encoder's inference forward (evaluation during a run) takes the inference path: GEMMs read
+     * the working copy (the same bf16 values a bf16 backend's inference casts), activations are not rounded where
+     * they are stored, so the GPU's attention is the flash kernel, not the training contract's exact one. The
+     * storage setting comes back when the forward ends (infer_end). */
+    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_FP32);
     ops_embed(be, w->x, w->ids, w->pos, w->types, m->word, m->pos, m->type, N, H);
     ops_layernorm(be, w->x, NULL, NULL, w->x, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
     for (int l = 0; l < c->layers; l++) {
@@ -188,6 +192,11 @@ static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
     if (first_only) ops_pool_first(be, w->first, w->x, w->off, S, H);
 }
 
+/* After an inference forward: a bf16-training encoder's activation storage is bf16 again (the training contract). */
+static void infer_end(Encoder *m) {
+    if (m->prec == XR_PREC_BF16) ops_act_precision(m->be, XR_PREC_BF16);
+}
+
 void encoder_forward_hidden(Encoder *m, const Batch *b, float *hidden) {
     if (b->B == 0) return;
     int max_len, N = pack_batch(m, b, &max_len);
@@ -199,6 +208,7 @@ void encoder_forward_hidden(Encoder *m, const Batch *b, float *hidden) {
         int off = m->w.h_off[r], L = m->w.h_off[r + 1] - off;
         ops_to_host(m->be, hidden + (size_t)r * b->T * H, m->w.x + (size_t)off * H, (size_t)L * H * sizeof(float));
     }
+    infer_end(m);
 }
 
 void encoder_forward_score(Encoder *m, const Batch *b, float *logits) {
@@ -214,6 +224,7 @@ void encoder_forward_score(Encoder *m, const Batch *b, float *logits) {
     ops_tanh(m->be, w->pooled, w->pooled, (size_t)S * H);
     ops_linear(m->be, w->logits, w->pooled, m->out_w, m->out_b, S, NL, H);
     ops_to_host(m->be, logits, w->logits, (size_t)S * NL * sizeof(float));
+    infer_end(m);
 }
 
 void encoder_forward_embed(Encoder *m, const Batch *b, PoolingMode pool, int normalize, float *emb) {
@@ -228,4 +239,5 @@ void encoder_forward_embed(Encoder *m, const Batch *b, PoolingMode pool, int nor
     }
     if (normalize) ops_l2norm(m->be, w->first, w->first, S, H);
     ops_to_host(m->be, emb, w->first, (size_t)S * H * sizeof(float));
+    infer_end(m);
 }

@@ -129,8 +129,10 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
             /* bf16 training's scratch (core/cuda/ops_cuda.cu), each grown to 9/8 of its largest request: the forward
              * GEMMs' cast x [T, H] and the producers' bf16 copies of their outputs [T, I] at most, the backward's bf16
              * dy [T, max(I, 3H)] and x [T, I], an aligned bias [max(I, 3H)], and cuBLASLt's 32 MiB workspace */
-            size_t wide = I > 3 * H ? I : 3 * H;
-            p->workspace += (T * H * 2 + T * I * 2 * 2 + T * wide * 2 + FBYTES(wide) + ((size_t)32 << 20)) / 8 * 9;
+            /* an evaluation batch's inference forward (model_forward.c) grows the same casts and copies (its
+             * producers' copies [ET, I] at most) when it holds more tokens than a training micro-batch */
+            size_t wide = I > 3 * H ? I : 3 * H, ET = (size_t)(eval_seqs > 0 ? eval_seqs : 0) * L, TF = T > ET ? T : ET;
+            p->workspace += (TF * H * 2 + TF * I * 2 * 2 + T * wide * 2 + FBYTES(wide) + ((size_t)32 << 20)) / 8 * 9;
         }
     }
     size_t E = (size_t)eval_seqs, ET = E * L;

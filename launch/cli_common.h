@@ -45,14 +45,8 @@
     {"print-config", ARG_SWITCH, NULL, "",                                                                       \
      "print every flag's resolved value and where it came from (default, config file, command line), then exit", \
      NULL, 0}
-/* train / eval: fp32 on every device until the GPU's bf16 training path has passed its device check
- * (CliCmd.no_bf16). */
-#define CLI_FLAG_PRECISION_FP32                                                                                  \
-    {"precision", ARG_CHOICE, NULL, "",                                                                          \
-     "GEMM and attention precision (fp32 on every device: bf16 training waits for its GPU check)", "fp32|bf16", 0}
 /* Where the model runs: every command that computes with a model has these three. */
 #define CLI_FLAGS_COMPUTE CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION
-#define CLI_FLAGS_COMPUTE_FP32 CLI_FLAG_THREADS, CLI_FLAG_DEVICE, CLI_FLAG_PRECISION_FP32
 
 /* Invalid UTF-8 in the text input (tokenize, score, embed; mine --text-from has its own wording). */
 #define CLI_FLAG_UTF8_ERRORS                                                                                     \
@@ -90,7 +84,8 @@ typedef struct {
      * --device cuda a build whose CUDA backend lacks one of them is refused up front, naming the ops. */
     unsigned opsets;
     /* --device cuda --precision bf16 is refused with this reason and the GPU default is fp32 (NULL: bf16 runs,
-     * and is the default on the GPU). */
+     * and is the default on the GPU; every command now runs it: train's refusal was lifted once
+     * test_cuda_bf16_train passed on a GPU, docs/DESIGN.md "bf16 training"). */
     const char *no_bf16;
 } CliCmd;
 

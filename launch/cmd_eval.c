@@ -29,7 +29,7 @@ static const ArgSpec EVAL_FLAGS[] = {
     {"batch-size", ARG_INT, "32", "N", "pairs per forward batch", NULL, 1},
     CLI_FLAG_MAX_LENGTH("tokens per pair with specials (default: the tokenizer's model_max_length capped by the "
                         "positions)"),
-    CLI_FLAGS_COMPUTE_FP32,
+    CLI_FLAGS_COMPUTE,
     {"quiet", ARG_SWITCH, NULL, "", "no report on stderr", NULL, 0},
     CLI_FLAG_CONFIG("JSON file of flag values"),
 };
@@ -47,9 +47,7 @@ static const ArgHelp EVAL_HELP = {
     "  mpirun -np 2 xrank eval --model run1/final --data dev.h5d --groups g.h5 --json --output eval.json",
 };
 
-const CliCmd CLI_CMD_EVAL = {"eval", EVAL_FLAGS, NFLAGS, &EVAL_HELP, 0, NULL, 0,
-                              "evaluation runs in fp32 until bf16 training has passed its GPU check (as train's own "
-                              "evaluation)"};
+const CliCmd CLI_CMD_EVAL = {"eval", EVAL_FLAGS, NFLAGS, &EVAL_HELP, 0, NULL, 0, NULL};
 
 int cmd_eval(int argc, char **argv) {
     CliBase b;

@@ -92,7 +92,7 @@ static ArgSpec TRAIN_FLAGS[] = {
      "the training attention keeps each row's softmax log-sum-exp instead of the probabilities and recomputes them "
      "in the backward (heads x tokens floats a layer instead of heads x tokens x length; gradients equal to fp32 "
      "rounding, not bit for bit; slower on the GPU so far)", NULL, 0},
-    CLI_FLAGS_COMPUTE_FP32,
+    CLI_FLAGS_COMPUTE,
     {"zero", ARG_CHOICE, "auto", "",
      "ZeRO-1: each rank keeps and steps the AdamW state of 1/ranks of the parameters (auto: on with > 1 rank)",
      "auto|0|1", 0},
@@ -139,16 +139,17 @@ static const ArgHelp TRAIN_HELP = {
     "a warmup, clipping by global norm, dropout from a counter-based seeded generator. A plain encoder gets a new\n"
     "classification head (one label). OUTPUT/final and OUTPUT/best (best --metric-for-best-model on --eval-data)\n"
     "are Hugging Face model directories; OUTPUT/metrics.jsonl holds one JSON object per logging step and per\n"
-    "evaluation.",
+    "evaluation. With --device cuda the default --precision is bf16: fp32 master weights and AdamW moments, a bf16\n"
+    "working copy of the weights cast once per step, bf16 activations, fp32 accumulation, logits and loss; checkpoints\n"
+    "and final/ / best/ hold the fp32 weights (a run resumes in either precision, on either device). Evaluation takes\n"
+    "the inference path (as xrank eval --precision bf16). --precision fp32: fp32 throughout (the CPU's only mode).",
     "  xrank train --model all-MiniLM-L6-v2 --data train.h5d --groups train_groups.h5 --output run1\n"
     "  mpirun -np 2 xrank train --config configs/demo.json --model M --data D --groups G --output R \\\n"
     "      --eval-data dev.h5d --eval-groups dev_groups.h5\n"
     "  xrank train --model BAAI/bge-reranker-base --data D --groups G --loss listwise --train-group-size 16 --output R",
 };
 
-const CliCmd CLI_CMD_TRAIN = {"train", TRAIN_FLAGS, NFLAGS, &TRAIN_HELP, 0, NULL, XR_OPSET_TRAIN,
-                               "the GPU's bf16 training path is built but waits for its device check "
-                               "(benchmarks/gpu/train_device_check.sh: test_cuda_bf16_train on a GPU)"};
+const CliCmd CLI_CMD_TRAIN = {"train", TRAIN_FLAGS, NFLAGS, &TRAIN_HELP, 0, NULL, XR_OPSET_TRAIN, NULL};
 
 /* The shortest text that reads back as the same double. */
 static void train_num_text(char *buf, size_t n, double v) {
@@ -551,6 +552,10 @@ int cmd_train(int argc, char **argv) {
         st = encoder_init_head(x.m, 1, o.seed, &e);
         new_head = 1;
     }
+    /* --precision bf16 (the GPU default): the parameters stay the fp32 master copy (optimizer, checkpoints, export),
+     * GEMMs read a bf16 working copy the optimizer refreshes once a step (gsync_step), activations are stored in
+     * bf16; after the new head, so the copy starts from the weights the first step reads */
+    if (st == 0 && x.b.precision == XR_PREC_BF16) st = encoder_set_precision(x.m, XR_PREC_BF16, &e);
     if (comm_check(x.c, st, &e)) return tc_fail(&x, &e, 1);
 
     o.progress = !quiet && x.rank == 0; /* a line in place on a terminal, plain lines in a log */
@@ -575,7 +580,8 @@ int cmd_train(int argc, char **argv) {
         int64_t gb = (int64_t)o.per_device_batch * x.size * o.accumulation;
         char where[64]; /* what each rank computes on */
         if (x.b.be->device == XR_DEV_CPU) snprintf(where, sizeof where, "%d threads", ops_get_threads(x.b.be));
-        else snprintf(where, sizeof where, "GPU %d (fp32)", ops_device_index(x.b.be));
+        else snprintf(where, sizeof where, "GPU %d (%s)", ops_device_index(x.b.be),
+                      encoder_precision(x.m) == XR_PREC_BF16 ? "bf16, fp32 master weights" : "fp32");
         fprintf(stderr,
                 "xrank train: %s%s, %s loss on %lld %s from %s (%lld positive, %lld negative%s), %d rank%s x "
                 "%s, global batch %lld %s (%d per rank x %d accumulation), max length %d, lr %g, dropout %s\n",

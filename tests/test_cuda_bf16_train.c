@@ -15,7 +15,8 @@
  *   emulation's within test_bf16_train's derived bound; STEPS AdamW steps (dropout on, two micro-batches a step),
  *   GPU parameters against the emulation's within Adam's leash, two GPU runs and a GPU run with gradient
  *   checkpointing bit-identical; no cast of activation operands inside a layer's forward (counted); the memory plan
- *   of a bf16 step on the GPU against the measured peak (within 10%).
+ *   of a bf16 step on the GPU against the measured peak (within 10%);
+ * - 50 steps in bf16 on the CLI's bf16-mode backend track the fp32 GPU run's loss curve (bf16_curve.h).
  * Bounds. A stored value is round(v), v the op's fp32 result. When the GPU's fp32 result is within delta of the
  * CPU's, the two stored values are at most delta plus one bf16 step (at the larger of them) apart: rounding moves
  * each by at most half a step, and two values delta apart straddle at most one rounding boundary when delta is below
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16_curve.h"
 #include "grad_fixture.h"
 #include "loss.h"
 #include "model.h"
@@ -782,6 +784,26 @@ static void test_plan(const char *model) {
     ops_backend_free(be);
 }
 
+/* Issue 13's proof: 50 steps in bf16 on the CLI's bf16-mode GPU backend track the fp32 GPU run's loss curve within
+ * the band bf16_curve.h derives (the same check test_bf16_train runs on the CPU emulation); the band is not vacuous:
+ * the fp32 run learns, and a bf16 run at lr 0 leaves it. */
+static void test_curve(Backend *gpu16, const char *name) {
+    Fix f;
+    fix_load(&f, name);
+    Encoder *m = load_on(jstr(f.info, "model"), cpu);
+    const double BOUND = GRAD_BOUND_L(encoder_config(m)->layers);
+    encoder_free(m);
+    double fall, fall0;
+    double worst = lc_compare(gpu, gpu16, name, &f, BOUND, jnum(f.info, "lr"), &fall);
+    TU_CHECK(worst <= 1.0, "%s: the GPU bf16 loss curve leaves the fp32 GPU run's band (%.3g of it)", name, worst);
+    TU_CHECK(fall < 0.5, "%s: the fp32 GPU loss only falls to %.2f of its start over %d steps: nothing to track", name,
+             fall, LC_STEPS);
+    double worst0 = lc_compare(gpu, gpu16, name, &f, BOUND, 0.0, &fall0);
+    TU_CHECK(worst0 > 1.0, "%s: a GPU bf16 run at lr 0 stays within the fp32 curve's band (%.3g of it): the band is "
+             "vacuous", name, worst0);
+    fix_free(&f);
+}
+
 int main(void) {
     if (ops_device_count(XR_DEV_CUDA) == 0) TU_SKIP("no GPU visible (or built without the CUDA backend)");
     XrErr e;
@@ -824,6 +846,7 @@ int main(void) {
         test_steps(cases[c]);
         test_plan(cases[c]);
         test_casts(cases[c]);
+        test_curve(gpu16, cases[c]);
     }
     ops_backend_free(cpu);
     ops_backend_free(gpu);

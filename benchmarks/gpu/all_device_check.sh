@@ -97,7 +97,7 @@ say "xrank: $("$X" version 2>&1 | head -1)"
 $([ "${XR_FAKE_GPU:-0}" = 1 ] || echo ", the parity steps' GPU commands fail")"
 
 # ---- 2. correctness: the GPU tests (ctest keeps their whole output in LastTest.log; the check scripts read it) ----
-GPU_TESTS='^(test_cuda_.*|test_encoder|test_comm_nccl1|comm_staged_cuda_2|train_cuda|mine_synth_cuda)$'
+GPU_TESTS='^(test_cuda_.*|test_encoder|test_comm_nccl1|comm_staged_cuda_2|train_cuda|train_cuda_bf16|mine_synth_cuda)$'
 KEEP=' Test +#|tests passed|tests failed' KEEP_LINES=30 \
     step ctest_gpu "${XR_CTEST_CAP:-240}" 60 sh -c "cd '$B' && ctest --output-on-failure -j${XR_TEST_JOBS:-4} \
         --timeout 200 -R '$GPU_TESTS'"
@@ -112,7 +112,8 @@ KEEP='.' part lines_mine 30 5 mine tests
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
 KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq
-KEEP='learning|speed|memory|failed|skipped' part train_learn 240 120 train learn
+# the GPU fp32 and bf16 runs (about 10 s on the H200); the CPU half (203 s at 42e9433, passed) only with XR_LEARN_CPU=1
+XR_LEARN_CPU=${XR_LEARN_CPU:-0} KEEP='learning|speed|memory|failed|skipped' part train_learn 120 60 train learn
 KEEP='slots|failed|missing' part mine_e2e 90 30 mine e2e
 KEEP='man corpus|FAILED|failed' part mine_search 120 40 mine search
 
