@@ -139,10 +139,11 @@ static const ArgHelp TRAIN_HELP = {
     "a warmup, clipping by global norm, dropout from a counter-based seeded generator. A plain encoder gets a new\n"
     "classification head (one label). OUTPUT/final and OUTPUT/best (best --metric-for-best-model on --eval-data)\n"
     "are Hugging Face model directories; OUTPUT/metrics.jsonl holds one JSON object per logging step and per\n"
-    "evaluation. With --device cuda the default --precision is bf16: fp32 master weights and AdamW moments, a bf16\n"
-    "working copy of the weights cast once per step, bf16 activations, fp32 accumulation, logits and loss; checkpoints\n"
-    "and final/ / best/ hold the fp32 weights (a run resumes in either precision, on either device). Evaluation takes\n"
-    "the inference path (as xrank eval --precision bf16). --precision fp32: fp32 throughout (the CPU's only mode).",
+    "evaluation. With --device cuda the default --precision is bf16: fp32 master weights and AdamW moments, a\n"
+    "bf16 working copy of the weights cast once per step, bf16 activations, fp32 accumulation, logits and loss;\n"
+    "checkpoints and final/ / best/ hold the fp32 weights (a run resumes in either precision, on either device).\n"
+    "Evaluation takes the inference path (as xrank eval --precision bf16). --precision fp32: fp32 throughout (the\n"
+    "CPU's only mode).",
     "  xrank train --model all-MiniLM-L6-v2 --data train.h5d --groups train_groups.h5 --output run1\n"
     "  mpirun -np 2 xrank train --config configs/demo.json --model M --data D --groups G --output R \\\n"
     "      --eval-data dev.h5d --eval-groups dev_groups.h5\n"

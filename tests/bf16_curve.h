@@ -1,8 +1,8 @@
 /* bf16_curve.h: the loss curve of LC_STEPS AdamW steps on a gradient fixture (tests/grad_fixture.h), the fixture's
  * whole batch a step, dropout off, the fixture's lr held constant, clipping at its max_norm: in fp32 (on an fp32-mode
- * backend) and in bf16 (on the backend given: the GPU's is the CLI's bf16-mode one) (issue 13: "training in bf16 on the tiny fixtures tracks the fp32 run's loss curve within bf16
- * tolerance over 50 steps"). Shared by test_bf16_train (the CPU emulation, run everywhere) and test_cuda_bf16_train
- * (the GPU, the backend the CLI trains with).
+ * backend) and in bf16 (on the backend given: on the GPU the CLI's bf16-mode one). Issue 13: "training in bf16 on the
+ * tiny fixtures tracks the fp32 run's loss curve within bf16 tolerance over 50 steps". Shared by test_bf16_train (the
+ * CPU emulation, run everywhere) and test_cuda_bf16_train (the GPU, the backend the CLI trains with).
  *
  * The tolerance. A per-example loss l(z) of a logit z moves, to first order, by |l'(z)| |dz|, and both losses bound
  * their slope by their value: BCE (with a positive weight) is w softplus(-+z), whose slope w sigmoid(-+z) <= w

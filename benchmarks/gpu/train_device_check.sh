@@ -64,7 +64,7 @@ if xr_part tests; then
 fi
 
 # ---- 2. learning check: GPU fp32 and GPU bf16 (1 rank x accumulation 2), and (XR_LEARN_CPU=1) 2 CPU ranks ----
-L=/tmp/xr_learn
+L=${XR_LEARN_DIR:-/tmp/xr_learn}   # its own directory per rehearsal where several run on one machine
 # the carried MiniLM, unpacked once (parts 2 and 4 use it)
 minilm() { [ -d "$L/minilm" ] || { mkdir -p "$L" && tar -xJf "$SRC/.cache/gpu_carry/minilm40.tar.xz" -C "$L"; }; }
 if ! xr_part learn; then :
