@@ -49,7 +49,8 @@ set_tests_properties(train_cuda PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 ENVIR
 
 # `xrank train --device cuda` in its default precision, bf16 (issue 13): the banner and plan say bf16, final/ is F32,
 # within Adam's leash of the fp32 GPU run but not equal to it, reruns and a GPU resume bit-identical, a bf16
-# checkpoint resumed on the CPU within the leash, eval --device cuda runs. Skipped (77) without a GPU.
+# checkpoint resumed on the CPU within the leash, evaluation inside the run (no trace in training) and eval --device
+# cuda run. Skipped (77) without a GPU.
 add_test(NAME train_cuda_bf16
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/train/run_cuda_train_bf16.sh $<TARGET_FILE:xrank>
                  $<TARGET_FILE:test_trainer> ${CMAKE_CURRENT_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/train_cuda_bf16.out)
