@@ -160,7 +160,7 @@ done
 echo "elapsed after torch's search: $(( $(date +%s) - start )) s"
 # embedding speed (issue 16): all-MiniLM-L6-v2 (the carried one, fp16 weights) passages/s, xrank vs PyTorch bf16,
 # 512 passages of 128 tokens a batch
-EL=/tmp/xr_learn   # where train_device_check.sh unpacks the carried MiniLM too
+EL=${XR_LEARN_DIR:-/tmp/xr_learn}   # where train_device_check.sh unpacks the carried MiniLM too
 if [ -d "$EL/minilm" ] || { [ -f .cache/gpu_carry/minilm40.tar.xz ] && mkdir -p "$EL" &&
     tar -xJf .cache/gpu_carry/minilm40.tar.xz -C "$EL"; }; then
   cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/bench_build.log" 2>&1 || echo "bench_encoder: build failed"
