@@ -161,8 +161,8 @@ echo "elapsed after torch's search: $(( $(date +%s) - start )) s"
 # embedding speed (issue 16): all-MiniLM-L6-v2 (the carried one, fp16 weights) passages/s, xrank vs PyTorch bf16,
 # 512 passages of 128 tokens a batch
 EL=${XR_LEARN_DIR:-/tmp/xr_learn}   # where train_device_check.sh unpacks the carried MiniLM too
-if [ -d "$EL/minilm" ] || { [ -f .cache/gpu_carry/minilm40.tar.xz ] && mkdir -p "$EL" &&
-    tar -xJf .cache/gpu_carry/minilm40.tar.xz -C "$EL"; }; then
+if [ -d "$EL/minilm" ] || { [ -f "$ROOT/.cache/gpu_carry/minilm40.tar.xz" ] && mkdir -p "$EL" &&
+    tar -xJf "$ROOT/.cache/gpu_carry/minilm40.tar.xz" -C "$EL"; }; then
   cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/bench_build.log" 2>&1 || echo "bench_encoder: build failed"
   timeout -k 3 20 "$B/benchmarks/bench_encoder" "$EL/minilm" embed 128 512 20 bf16 | tee -a "$O/bench_embed.jsonl" ||
     echo "bench_encoder MiniLM embed: failed or ran out of time"
