@@ -107,7 +107,8 @@ if [ $GPU = 1 ] && [ "$nskip" -gt 0 ]; then
     say "ctest_gpu: $nskip GPU tests SKIPPED on a GPU machine: counted as failed (CUDA backend off? see build.log)"
     count[failed]=$(( count[failed] + 1 ))
 fi
-KEEP='.' part lines_train 30 5 train "tests bf16"
+# about 50 lines since train_cuda_bf16 and the 50-step curves (the default keeps 40)
+KEEP_LINES=64 KEEP='.' part lines_train 30 5 train "tests bf16"
 KEEP='.' part lines_mine 30 5 mine tests
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
