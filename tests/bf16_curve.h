@@ -30,6 +30,19 @@
 
 #define LC_STEPS 50
 
+/* AdamW with the fixture's betas, eps and weight decay over m's flat buffer, no decay where the model says so (the
+ * trainer's rule); shared by the fixture tests' training loops. */
+static AdamW *fixture_adamw(Backend *be, const Fix *f, Encoder *m) {
+    AdamWConfig cfg = {jnum(f->info, "beta1"), jnum(f->info, "beta2"), jnum(f->info, "eps"),
+                       jnum(f->info, "weight_decay")};
+    AdamW *o = adamw_create(be, 0, (size_t)encoder_num_params(m), &cfg);
+    for (int i = 0; i < encoder_num_tensors(m); i++) {
+        const EncoderTensor *t = encoder_tensor(m, i);
+        if (!encoder_tensor_decays(t)) adamw_no_decay(o, t->offset, t->numel);
+    }
+    return o;
+}
+
 /* losses[LC_STEPS] and the 2-norm of each step's logits, training from the fixture's model in precision p at lr. */
 static void lc_run(Backend *be, const Fix *f, XrPrecision p, double lr, double *losses, double *norm) {
     char dir[512];
@@ -39,13 +52,7 @@ static void lc_run(Backend *be, const Fix *f, XrPrecision p, double lr, double *
     if (!m) xr_die("encoder_load_on %s (%s): %s", dir, ops_device_name(be->device), e.msg);
     if (encoder_set_precision(m, p, &e)) xr_die("encoder_set_precision: %s", e.msg);
     size_t np = (size_t)encoder_num_params(m);
-    AdamWConfig cfg = {jnum(f->info, "beta1"), jnum(f->info, "beta2"), jnum(f->info, "eps"),
-                       jnum(f->info, "weight_decay")};
-    AdamW *o = adamw_create(be, 0, np, &cfg);
-    for (int i = 0; i < encoder_num_tensors(m); i++) {
-        const EncoderTensor *t = encoder_tensor(m, i);
-        if (!encoder_tensor_decays(t)) adamw_no_decay(o, t->offset, t->numel);
-    }
+    AdamW *o = fixture_adamw(be, f, m);
     Batch b = {f->B, f->T, f->ids, f->types, f->mask};
     float lg[64], dl[64];
     for (int s = 0; s < LC_STEPS; s++) {

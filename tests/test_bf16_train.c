@@ -158,12 +158,7 @@ static float *train_steps(Backend *be, const Fix *f, XrPrecision p) {
     Encoder *m = load_on(jstr(f->info, "model"), be);
     set_prec(m, p);
     size_t np = (size_t)encoder_num_params(m);
-    AdamWConfig cfg = {jnum(f->info, "beta1"), jnum(f->info, "beta2"), jnum(f->info, "eps"), jnum(f->info, "weight_decay")};
-    AdamW *o = adamw_create(be, 0, np, &cfg);
-    for (int i = 0; i < encoder_num_tensors(m); i++) {
-        const EncoderTensor *t = encoder_tensor(m, i);
-        if (!encoder_tensor_decays(t)) adamw_no_decay(o, t->offset, t->numel);
-    }
+    AdamW *o = fixture_adamw(be, f, m);
     const char *gl = jstr(f->info, "grad_loss");
     int half = f->B / 2;
     float lg[64], dl[64];

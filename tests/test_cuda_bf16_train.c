@@ -621,13 +621,7 @@ static float *train_steps(Backend *be, const Fix *f, int grad_ckpt) {
     encoder_set_gradient_checkpointing(m, grad_ckpt);
     set_prec(m, XR_PREC_BF16);
     size_t np = (size_t)encoder_num_params(m);
-    AdamWConfig cfg = {jnum(f->info, "beta1"), jnum(f->info, "beta2"), jnum(f->info, "eps"),
-                       jnum(f->info, "weight_decay")};
-    AdamW *o = adamw_create(be, 0, np, &cfg);
-    for (int i = 0; i < encoder_num_tensors(m); i++) {
-        const EncoderTensor *t = encoder_tensor(m, i);
-        if (!encoder_tensor_decays(t)) adamw_no_decay(o, t->offset, t->numel);
-    }
+    AdamW *o = fixture_adamw(be, f, m);
     int half = f->B / 2;
     float lg[64], dl[64];
     uint64_t ex[64];
