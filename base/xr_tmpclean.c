@@ -381,7 +381,10 @@ void xr_tmpclean_test_pause(const char *where, const char *path) {
     if (!at || strcmp(at, where)) return;
     fprintf(stderr, "xrank: XR_TEST_PAUSE_AT=%s: paused with %s present (pid %ld)\n", where, path, (long)getpid());
     fflush(stderr);
-    for (int i = 0; i < 600; i++) { /* 60 s in 0.1 s steps; a handled signal ends the process, others the wait */
+    /* 60 s in 0.1 s steps. A handled signal ends the process or, under a commit's hold, the wait; so does one the
+     * handler took on another thread (an MPI or OpenMP thread: this thread's sleep is then not interrupted, and
+     * mpirun's SIGKILL would come before the 60 s are over), seen in g_pending */
+    for (int i = 0; i < 600 && !__atomic_load_n(&g_pending, __ATOMIC_SEQ_CST); i++) {
         struct timespec ts = {0, 100000000L};
         if (nanosleep(&ts, NULL) != 0) break;
     }
