@@ -13,17 +13,27 @@
 #define XR_KNN_HD
 #endif
 
-static inline XR_KNN_HD float knn_exact_dot(const float *q, const float *p, size_t dim) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    size_t i = 0;
-    for (; i + 4 <= dim; i += 4) {
-        a0 += (double)q[i] * (double)p[i];
-        a1 += (double)q[i + 1] * (double)p[i + 1];
-        a2 += (double)q[i + 2] * (double)p[i + 2];
-        a3 += (double)q[i + 3] * (double)p[i + 3];
+/* Elements [i0, i0 + cnt) of q . p (q and p point at element i0; i0 a multiple of 4; dim4 = dim rounded down
+ * to a multiple of 4) added into the partial sums a[4] in the contract's order. Consecutive chunks covering
+ * [0, dim) give exactly knn_exact_dot's sums (the CUDA kernel sums staged row chunks this way). */
+static inline XR_KNN_HD void knn_exact_acc(double a[4], const float *q, const float *p, size_t i0, size_t cnt,
+                                           size_t dim4) {
+    size_t i = 0, cnt4 = dim4 > i0 ? (dim4 - i0 < cnt ? dim4 - i0 : cnt) : 0;
+    for (; i < cnt4; i += 4) {
+        a[0] += (double)q[i] * (double)p[i];
+        a[1] += (double)q[i + 1] * (double)p[i + 1];
+        a[2] += (double)q[i + 2] * (double)p[i + 2];
+        a[3] += (double)q[i + 3] * (double)p[i + 3];
     }
-    for (; i < dim; i++) a0 += (double)q[i] * (double)p[i];
-    return (float)((a0 + a1) + (a2 + a3));
+    for (; i < cnt; i++) a[0] += (double)q[i] * (double)p[i];
+}
+
+static inline XR_KNN_HD float knn_exact_finish(const double a[4]) { return (float)((a[0] + a[1]) + (a[2] + a[3])); }
+
+static inline XR_KNN_HD float knn_exact_dot(const float *q, const float *p, size_t dim) {
+    double a[4] = {0, 0, 0, 0};
+    knn_exact_acc(a, q, p, 0, dim, dim & ~(size_t)3);
+    return knn_exact_finish(a);
 }
 
 #endif

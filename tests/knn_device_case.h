@@ -44,6 +44,30 @@ static void knn_case_data(TuRng *r, const KnnDevCase *c, float **Q, float **P) {
     for (size_t a = 0; a < 2 && a < c->nq; a++) memcpy(q + a * d, p + 1 * d, d * sizeof(float));
 }
 
+/* Rows whose exact scores depend on the summation order (core/knn_exact.h), so that a kernel summing in any
+ * other order differs in its bits: small random elements, and (dim >= 8) four planted elements of magnitude 2^20
+ * at the fixed positions 1, 2, dim / 2 and dim - 1: the queries hold +2^20 there, each passage a random
+ * arrangement of +-2^20 whose products cancel, so the partial sums pass through 2^40 and absorb the small
+ * products' low bits differently in every order. */
+static void knn_case_cancel_rows(TuRng *r, float *q, size_t nq, float *p, size_t np, size_t dim) {
+    for (size_t i = 0; i < nq * dim; i++) q[i] = (float)(tu_rng_unit(r) - 0.5);
+    for (size_t i = 0; i < np * dim; i++) p[i] = (float)(tu_rng_unit(r) - 0.5);
+    if (dim < 8) return;
+    const size_t pos[4] = {1, 2, dim / 2, dim - 1};
+    const float B = 1048576.0f;
+    for (size_t a = 0; a < nq; a++)
+        for (int t = 0; t < 4; t++) q[a * dim + pos[t]] = B;
+    for (size_t b = 0; b < np; b++) {
+        float sg[4] = {B, B, -B, -B};
+        for (int t = 3; t > 0; t--) { /* a random arrangement of two + and two - */
+            int u = (int)(tu_rng_unit(r) * (t + 1)) % (t + 1);
+            float x = sg[t];
+            sg[t] = sg[u], sg[u] = x;
+        }
+        for (int t = 0; t < 4; t++) p[b * dim + pos[t]] = sg[t];
+    }
+}
+
 static long knn_case_again; /* the queries the last case screened again, over its shards */
 
 /* Runs the case on be; returns the number of differing top-k slots (index or score bits), -1 on an error. */

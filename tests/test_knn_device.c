@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "knn_device.h"
+#include "knn_exact.h" /* knn_exact_dot / knn_exact_acc: the chunked order against the whole */
 #include "ops.h"
 #include "testutil.h"
 
@@ -116,6 +117,41 @@ static void test_ops(Backend *be) {
         } else {
             TU_CHECK(ex[i] == 42.0f, "entry %d outside the tile was written", i);
         }
+    }
+}
+
+/* knn_exact_acc over consecutive chunks of 32 (how the CUDA knn_rescore kernel sums its staged rows) gives
+ * knn_exact_dot's bits for every dim, on rows where the order matters: summed in one running double instead,
+ * most of the same scores differ (so a kernel in another order could not pass test_cuda_knn). */
+static void test_exact_chunks(void) {
+    TuRng r = {4242};
+    const size_t dims[] = {1, 3, 4, 5, 8, 31, 33, 37, 64, 383, 384, 766, 768, 1024};
+    const size_t nq = 3, np = 40;
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        const size_t dim = dims[di], dim4 = dim & ~(size_t)3;
+        float *q = malloc(nq * dim * sizeof(float)), *p = malloc(np * dim * sizeof(float));
+        knn_case_cancel_rows(&r, q, nq, p, np, dim);
+        int bad = 0, other = 0;
+        for (size_t a = 0; a < nq; a++)
+            for (size_t b = 0; b < np; b++) {
+                const float *qa = q + a * dim, *pb = p + b * dim;
+                float want = knn_exact_dot(qa, pb, dim);
+                double acc[4] = {0, 0, 0, 0}, one = 0;
+                for (size_t d0 = 0; d0 < dim; d0 += 32)
+                    knn_exact_acc(acc, qa + d0, pb + d0, d0, dim - d0 < 32 ? dim - d0 : 32, dim4);
+                float got = knn_exact_finish(acc);
+                bad += memcmp(&got, &want, sizeof got) != 0;
+                for (size_t i = 0; i < dim; i++) one += (double)qa[i] * (double)pb[i];
+                float alt = (float)one;
+                other += memcmp(&alt, &want, sizeof alt) != 0;
+            }
+        TU_CHECK(bad == 0, "dim %zu: %d of %zu chunked exact scores differ from knn_exact_dot", dim, bad, nq * np);
+        if (dim >= 64)
+            TU_CHECK(other * 2 > (int)(nq * np), "dim %zu: only %d of %zu scores depend on the order; the data "
+                     "cannot tell the orders apart", dim, other, nq * np);
+        if (dim == 768) printf("exact chunks, dim 768: %d of %zu scores bit-equal; %d differ when summed in one double\n",
+                               (int)(nq * np) - bad, nq * np, other);
+        free(q), free(p);
     }
 }
 
@@ -356,6 +392,7 @@ int main(void) {
     test_grow();
     test_adaptive(be);
     test_select_algorithm();
+    test_exact_chunks();
     test_ops(be);
     test_cases(be);
     test_errors(be);

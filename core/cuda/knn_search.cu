@@ -1,12 +1,12 @@
 // knn_search.cu: the CUDA backend's device-search ops (core/ops_list.h): knn_screen, a cuBLAS GEMM of a query
 // block against one passage tile followed by a radix selection, per query, of the kk best of its running list
 // and the tile; and knn_rescore, the exact scores of the survivors (core/knn_exact.h, double accumulation in the
-// CPU search's order, so the bits equal the CPU's).
+// CPU search's order, so the bits equal the CPU's; knn_exact_dot's order written out over staged row chunks).
 #include <cuda_bf16.h>
 #include <stdint.h>
 
 #include "cuda/cuda_internal.cuh" // XR_CU / XR_BLAS / XR_LAUNCHED, op_stream, cuda_ops_scratch, cuda_ops_blas
-#include "knn_exact.h"            // knn_exact_dot
+#include "knn_exact.h"            // knn_exact_acc / knn_exact_finish: the contract's summation order
 
 // Order-preserving map of a float score onto uint32 (larger score = larger key). Empty list slots get key 0,
 // below every finite score (the smallest finite key is that of -FLT_MAX, 0x00800000).
@@ -168,24 +168,59 @@ extern "C" void cuda_ops_knn_screen(Backend *be, float *list_s, int64_t *list_i,
     XR_CU(cudaMemcpyAsync(list_i, ti, (size_t)m * kk * sizeof(int64_t), cudaMemcpyDeviceToDevice, st));
 }
 
-// One thread per (query, candidate): the candidate's exact score when its passage is in this tile. The sum
-// is sequential per pair (its order is the contract), so pairs, not elements, are spread over the threads.
-__global__ void k_knn_rescore(float *out, const int64_t *idx, int kk, const float *Q, int m, const float *P, int n,
-                              int64_t base, int dim) {
-    size_t total = (size_t)m * kk;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total; t += (size_t)gridDim.x * blockDim.x) {
-        int64_t p = idx[t];
-        if (p < base || p >= base + n) continue;
-        size_t q = t / (size_t)kk;
-        out[t] = knn_exact_dot(Q + q * dim, P + (size_t)(p - base) * dim, (size_t)dim);
+// One warp per 32 candidates of one query (its lane j owns candidate j of the group). The rows are staged
+// through shared memory 32 elements at a time: for each of the group's rows in this tile the warp loads the
+// row's 32-element chunk in one coalesced 128-byte read, then each lane sums its own row's chunk in element
+// order, so every pair's sum keeps knn_exact_dot's order (element i to partial sum i % 4 below the last
+// multiple of 4, the tail to sum 0; the same four partials, the same final adds): the CPU's bits. The query's
+// chunk is shared by the group. Deterministic: no atomics, one lane per pair.
+#define KNN_RS_WARPS 8
+
+__global__ void __launch_bounds__(KNN_RS_WARPS * 32)
+    k_knn_rescore(float *out, const int64_t *idx, int kk, const float *Q, int m, const float *P, int n, int64_t base,
+                  int dim) {
+    __shared__ float rows[KNN_RS_WARPS][32][33]; // [candidate][element], padded: both access patterns conflict-free
+    __shared__ float qc[KNN_RS_WARPS][32];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const size_t groups_per_q = ((size_t)kk + 31) / 32, groups = (size_t)m * groups_per_q;
+    const size_t g = (size_t)blockIdx.x * KNN_RS_WARPS + w;
+    if (g >= groups) return; // whole warps leave: only __syncwarp below
+    const size_t q = g / groups_per_q;
+    const int j = (int)(g % groups_per_q) * 32 + lane;
+    const int64_t p = j < kk ? idx[q * kk + j] : -1;
+    const bool mine = p >= base && p < base + n;
+    const unsigned have = __ballot_sync(0xFFFFFFFFu, mine);
+    if (!have) return;
+    const unsigned long long off = mine ? (unsigned long long)(p - base) * (unsigned long long)dim : 0ull;
+    const float *qrow = Q + q * (size_t)dim;
+    const size_t dim4 = (size_t)dim & ~(size_t)3;
+    double a[4] = {0, 0, 0, 0};
+    for (int d0 = 0; d0 < dim; d0 += 32) {
+        const int d = d0 + lane;
+        const bool in = d < dim;
+#pragma unroll 8
+        for (int r = 0; r < 32; r++) {
+            const unsigned long long o = __shfl_sync(0xFFFFFFFFu, off, r);
+            if ((have >> r) & 1u) rows[w][r][lane] = in ? P[o + (unsigned long long)d] : 0.0f;
+        }
+        qc[w][lane] = in ? qrow[d] : 0.0f;
+        __syncwarp();
+        if (mine) knn_exact_acc(a, qc[w], rows[w][lane], (size_t)d0, (size_t)min(32, dim - d0), dim4);
+        __syncwarp();
     }
+    if (mine) out[q * kk + j] = knn_exact_finish(a);
 }
 
 extern "C" void cuda_ops_knn_rescore(Backend *be, float *out, const int64_t *idx, int kk, const float *Q, int m,
                                      const float *P, int n, int64_t base, int dim) {
     cudaStream_t st = op_stream(be);
     if (m <= 0 || n <= 0 || kk <= 0) return;
-    size_t total = (size_t)m * kk;
-    k_knn_rescore<<<blocks_for(total, 128), 128, 0, st>>>(out, idx, kk, Q, m, P, n, base, dim);
+    const size_t groups = (size_t)m * (((size_t)kk + 31) / 32);
+    const size_t blocks = (groups + KNN_RS_WARPS - 1) / KNN_RS_WARPS;
+    if (blocks > 0x7FFFFFFFull) {
+        fprintf(stderr, "knn_rescore: %d queries x %d candidates is beyond one launch\n", m, kk);
+        abort();
+    }
+    k_knn_rescore<<<(unsigned)blocks, KNN_RS_WARPS * 32, 0, st>>>(out, idx, kk, Q, m, P, n, base, dim);
     XR_LAUNCHED();
 }
