@@ -121,9 +121,12 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
     p->workspace = FBYTES(3 * T * H + T * 3 * H + 2 * T * I + 2 * S * H + S * NL) + 3 * T * i32 + (S + 1) * i32 +
                    S * sizeof(uint64_t);
     if (m->be->device != XR_DEV_CPU) {
-        /* the CUDA backend's own scratch, grown to 9/8 of a request: the attention backward's row sums
-         * [S, max_len, NH] and the fixed-order column sums of the bias gradients (64-row blocks, doubles) */
-        size_t rowd = FBYTES(S * L * NH), cols = ((T + 63) / 64) * (I > 3 * H ? I : 3 * H) * sizeof(double) * 2;
+        /* the CUDA backend's own scratch, grown to 9/8 of a request: the training attention's (the backward's row sums
+         * [S, max_len, NH], or the GEMM path's padded blocks: ops_attention_scratch; the log-sum-exp kernels' row
+         * sums) and the fixed-order column sums of the bias gradients (64-row blocks, doubles) */
+        size_t rowd = m->att_lse ? FBYTES(S * L * NH)
+                                 : ops_attention_scratch(m->be, train_seqs, max_len, (int)NH, (int)(H / NH)),
+               cols = ((T + 63) / 64) * (I > 3 * H ? I : 3 * H) * sizeof(double) * 2;
         p->workspace += (rowd + cols) / 8 * 9;
         if (m->prec == XR_PREC_BF16) {
             /* bf16 training's scratch (core/cuda/ops_cuda.cu), each grown to 9/8 of its largest request: the forward

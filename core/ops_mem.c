@@ -137,3 +137,11 @@ size_t ops_mem_available(Backend *be) {
 #endif
     return host_available();
 }
+
+size_t ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh) {
+#ifdef XR_HAVE_CUDA
+    if (be->device == XR_DEV_CUDA) return cuda_ops_attention_scratch(be, S, max_len, NH, dh);
+#endif
+    (void)be, (void)S, (void)max_len, (void)NH, (void)dh;
+    return 0;
+}

@@ -80,6 +80,20 @@ void cuda_ops_gemm_bf16(Backend *be, int trans_a, int trans_b, int M, int N, int
                         const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta, float *C,
                         int ldc);
 
+/* The training attention's implementation, XR_CUDA_TRAIN_ATTENTION read once at backend creation: 1 = gemm (batched
+ * cuBLAS GEMMs over padded blocks, att_gemm.cu), 0 = exact (the warp-per-row kernels of train_ops.cu, the default). */
+int cuda_ops_train_att_gemm(Backend *be);
+/* XR_CUDA_ATT_CHUNK > 0: at most that many (sequence, head) blocks per chunk of the GEMM attentions (tests); else 0. */
+int cuda_ops_att_chunk(Backend *be);
+/* ops_attention_train / ops_attention_backward on the GEMM path (att_gemm.cu): the ops' contracts, with the context
+ * stored rounded under rnd and its bf16 copy in out16 (may be NULL), as the exact kernels. */
+void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                           int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
+                           __nv_bfloat16 *out16);
+void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                            const XrDropout *d);
+
 /* The backend's cuBLAS handle (bound to its stream; math mode as the backend's precision) for ops outside
  * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu). */
 cublasHandle_t cuda_ops_blas(Backend *be);

@@ -54,6 +54,7 @@ typedef struct {
     int att_path;            /* BF16 mode's inference attention, XR_CUDA_ATTENTION (AttPath) */
     XrFlashTile flash_tile;  /* its tile shape when att_path is ATT_FLASH */
     int att_chunk;           /* XR_CUDA_ATT_CHUNK > 0: at most that many (sequence, head) blocks per chunk (tests) */
+    int train_att_gemm;      /* XR_CUDA_TRAIN_ATTENTION=gemm: training attention on batched GEMMs (att_gemm.cu) */
     void *scr[SCR_COUNT];
     size_t scr_bytes[SCR_COUNT];
     LtAlgo lt_cache[XR_LT_CACHE];
@@ -174,6 +175,12 @@ extern "C" Backend *cuda_ops_backend(int device) {
     }
     const char *ch = getenv("XR_CUDA_ATT_CHUNK");
     st->att_chunk = ch ? atoi(ch) : 0;
+    /* the training attention (attention_train / attention_backward): exact by default until the GEMM path has passed
+     * its GPU checks (tests/test_cuda_att_gemm.c) */
+    const char *ta = getenv("XR_CUDA_TRAIN_ATTENTION");
+    if (ta && *ta && strcmp(ta, "gemm") && strcmp(ta, "exact"))
+        xr_die("XR_CUDA_TRAIN_ATTENTION=%s: expected gemm or exact", ta);
+    st->train_att_gemm = ta && !strcmp(ta, "gemm");
     be->device = XR_DEV_CUDA;
     be->ops = cuda_ops_table();
     be->threads = 1;
@@ -211,6 +218,8 @@ void *cuda_ops_scratch(Backend *be, int slot, size_t bytes) {
 }
 
 cublasHandle_t cuda_ops_blas(Backend *be) { return st_of(be)->blas; }
+int cuda_ops_train_att_gemm(Backend *be) { return ((CudaState *)be->impl)->train_att_gemm; }
+int cuda_ops_att_chunk(Backend *be) { return ((CudaState *)be->impl)->att_chunk; }
 
 extern "C" void *cuda_ops_mark_create(Backend *be) {
     XR_CU(cudaSetDevice(st_of(be)->device));

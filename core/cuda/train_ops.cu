@@ -812,11 +812,17 @@ extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, co
     cudaStream_t st = op_stream(be);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_train");
-    size_t shm = att_shmem((const void *)k_attention_train, (size_t)max_len + dh, max_len, "attention_train");
-    dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
     /* the context's bf16 copy for the attention output GEMM: S rows, or at most S * max_len packed ones */
     size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh;
     __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
+    if (cuda_ops_train_att_gemm(be)) {
+        cuda_att_gemm_forward(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d, cuda_ops_act_bf16(be),
+                              out16);
+        if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
+        return;
+    }
+    size_t shm = att_shmem((const void *)k_attention_train, (size_t)max_len + dh, max_len, "attention_train");
+    dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
     k_attention_train<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
                                                                    1.0f / sqrtf((float)dh), drop_dev(d),
                                                                    cuda_ops_act_bf16(be), out16);
@@ -830,6 +836,10 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
     cudaStream_t st = op_stream(be);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward");
+    if (cuda_ops_train_att_gemm(be)) {
+        cuda_att_gemm_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d);
+        return;
+    }
     DropDev dd = drop_dev(d);
     float scale = 1.0f / sqrtf((float)dh);
     /* D_i per (token, head): the batch has at most S * max_len tokens */

@@ -1,0 +1,233 @@
+/* att_gemm.h: the training attention (ops_attention_train / ops_attention_backward, probabilities saved) as batched
+ * GEMMs over padded per-(sequence, head) blocks. Three parts:
+ * - the plan (block shapes, chunk of blocks, scratch layout) and the driver (att_gemm.c, plain C: the chunk loop and
+ *   every GEMM's arguments), written over a table of primitives (AttGemmPrims) that a backend supplies: the CUDA
+ *   backend's cuBLAS calls and kernels (core/cuda/att_gemm.cu), or plain C ones (tests/test_att_gemm.c), so the
+ *   driver runs and is tested without a GPU;
+ * - the per-row arithmetic of the row primitives (softmax + dropout, the dropped probabilities, the softmax
+ *   backward), inline for host and device, so the CUDA kernels and the C primitives run the same code. */
+#ifndef XR_ATT_GEMM_H
+#define XR_ATT_GEMM_H
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops.h"
+#include "rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the plan ----
+ * Block b = s * NH + h holds sequence s, head h: K, V [Tp, dh] and Q, dO, the context, dQ [nqp, dh] (row-major,
+ * rows past the sequence's length zero), scores / probabilities / dS [nqp, Tp]. Tp = max_len rounded up to
+ * XR_ATTG_ALIGN; nqp = Tp, or 1 with first_only (the last layer: the first query row only). Blocks are processed
+ * `chunk` at a time so the scratch stays within the budget whatever the batch. */
+#define XR_ATTG_ALIGN 8                       /* Tp's multiple: 32-byte rows */
+#define XR_ATTG_SCRATCH_MAX ((size_t)1 << 30) /* bytes of scratch per chunk of blocks, at most */
+#define XR_ATTG_MAX_BATCH 65535               /* blocks per batched GEMM call, at most */
+
+typedef struct {
+    int S, NH, dh, max_len, first_only, backward;
+    int Tp, nqp, chunk; /* padded keys, query rows per block, blocks per chunk */
+    long long nb;       /* blocks: S * NH */
+    size_t blk, qblk, sq; /* floats per block: K/V/dK/dV (Tp dh), Q/dO/ctx/dQ (nqp dh), scores (nqp Tp) */
+    /* byte offsets into the scratch region: per-sequence att bases (size_t [S]), then each buffer's chunk */
+    size_t o_q, o_k, o_v, o_sc, o_ctx, o_do, o_g, o_dq, o_dk, o_dv, bytes;
+    float scale;
+} AttGemmPlan;
+
+/* Fills p for a forward (backward 0) or backward (1) call; max_chunk > 0 caps the blocks per chunk (tests force
+ * tiny chunks). Returns 0, or -1 with a message in err when a shape exceeds what the GEMMs take. */
+int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int max_chunk,
+              char *err, size_t errlen);
+
+/* How rows of a packed activation map to a block's rows: ATTG_TOKENS: row i of sequence s is row seq_off[s] + i
+ * (the sequence's L tokens); ATTG_FIRST: row 0 of sequence s is row s (one row, none when L = 0). */
+enum { ATTG_TOKENS = 0, ATTG_FIRST = 1 };
+
+/* The primitives, over the chunk of blocks bh0 .. bh0 + n - 1. Every pointer is in the backend's memory. */
+typedef struct {
+    void *ctx;
+    /* The scratch region of p->bytes (contents not kept between calls), 64-byte aligned. */
+    void *(*scratch)(void *ctx, size_t bytes);
+    /* Column-major strided-batched GEMM, cublasSgemmStridedBatched's semantics: for each of `batch` problems t,
+     * C_t = alpha op(A_t) op(B_t) + beta C_t with A_t = A + t sa (m x k after op), B_t = B + t sb (k x n after op),
+     * C_t = C + t sc (m x n, leading dimension ldc); ta / tb: 1 = transposed. fp32 products and sums. */
+    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long long sa,
+                 const float *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch);
+    /* base[s] = NH * sum_{r<s} nq_r L_r (where sequence s's saved probabilities start) for s < S. */
+    void (*att_bases)(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only);
+    /* dst[b][i][e] (block stride bs, rows 0 .. rows-1) = src[row(s, i)][col0 + h dh + e] for the sequence's real
+     * rows (row_mode), 0 for the others. */
+    void (*pack)(void *ctx, float *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                 const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode);
+    /* The inverse for every real row (row_mode; at most max_rows a sequence) of each block:
+     * dst[row(s, i)][col0 + h dh + e] = src[b][i][e] for i < src_rows, 0 for i >= src_rows; rnd: stored rounded to
+     * bf16 (act_round); dst16 (may be NULL): a bf16 copy of dst at the same indices (ld, col0). */
+    void (*unpack)(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
+                   const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16);
+    /* Forward rows: sc [n][nqp][Tp] holds the scaled scores; each real query row becomes its softmax over keys
+     * j < L, written to att (before dropout, when att is not NULL) and, dropped and scaled, in place of sc; padding
+     * rows and columns become 0 (attg_fwd_row). */
+    void (*fwd_rows)(void *ctx, float *sc, float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
+                     const AttGemmPlan *p, const XrDropout *d);
+    /* Backward: pd [n][nqp][Tp] = dropout(P) from att, 0 in padding (attg_pd_row). */
+    void (*bwd_pd)(void *ctx, float *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
+                   const AttGemmPlan *p, const XrDropout *d);
+    /* Backward rows: g [n][nqp][Tp] holds dPd = dO V^T; becomes dS = P (dP - D) with dP = dropout(dPd),
+     * D = sum_j P dP, 0 in padding (attg_bwd_row). */
+    void (*bwd_rows)(void *ctx, float *g, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+                     int n, const AttGemmPlan *p, const XrDropout *d);
+} AttGemmPrims;
+
+/* ops_attention_train's contract (ops_list.h) on the primitives: out, att (may be NULL), and under rnd the context
+ * stored rounded to bf16 with its bf16 copy in out16 (may be NULL). */
+void attg_forward(const AttGemmPrims *pr, const AttGemmPlan *p, float *out, float *att, const float *qkv,
+                  const int32_t *seq_off, const XrDropout *d, int rnd, void *out16);
+/* ops_attention_backward's contract: dqkv overwritten (with first_only, the query part of rows >= 1 zero). */
+void attg_backward(const AttGemmPrims *pr, const AttGemmPlan *p, float *dqkv, const float *dout, const float *qkv,
+                   const float *att, const int32_t *seq_off, const XrDropout *d);
+
+/* ---- per-row arithmetic, shared by the CUDA kernels (one warp a row: j0 = lane, js = 32, then a warp reduction)
+ * and the C primitives (j0 = 0, js = 1) ---- */
+#ifdef __CUDACC__
+#define XR_ATTG_HD static __forceinline__ __host__ __device__
+#else
+#define XR_ATTG_HD static inline
+#endif
+
+/* A dropout site as the row code sees it (ops.h's XrDropout with the sequence's id resolved by the caller). */
+typedef struct {
+    uint64_t key;
+    uint32_t thr;
+    float scale;
+    int on;
+} AttgDrop;
+
+/* The site's mask parameters, as rng.h's callers compute them (host code). */
+static inline AttgDrop attg_drop(const XrDropout *d) {
+    AttgDrop r;
+    r.on = d && d->p > 0.0f;
+    r.key = r.on ? d->key : 0;
+    r.thr = r.on ? rng_drop_threshold(d->p) : 0;
+    r.scale = r.on ? 1.0f / (1.0f - d->p) : 1.0f;
+    return r;
+}
+
+/* The fp32 product a * b rounded once (no fused multiply-add: the CPU's and the exact kernel's dropout expression). */
+XR_ATTG_HD float attg_mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+/* The mask position of query row i, head h (ops_list.h: query row | head << 16). */
+XR_ATTG_HD uint32_t attg_pos(int i, int h) { return (uint32_t)i | ((uint32_t)h << 16); }
+
+/* The draws of row elements 4g .. 4g+3 (rng.h's rng_dropout_add_span: word j % 4 of Philox(key, {j/4, c1, id})). */
+XR_ATTG_HD void attg_draw4(uint32_t r[4], const AttgDrop *d, int g, uint32_t c1, uint64_t id) {
+    uint32_t ctr[4] = {(uint32_t)g, c1, (uint32_t)id, (uint32_t)(id >> 32)};
+    rng_philox(r, ctr, d->key);
+}
+
+/* Partial max of row[j], j = j0, j0 + js, ... < L (-INFINITY when none). */
+XR_ATTG_HD float attg_part_max(const float *row, int L, int j0, int js) {
+    float m = -INFINITY;
+    for (int j = j0; j < L; j += js) m = fmaxf(m, row[j]);
+    return m;
+}
+
+/* row[j] = exp(row[j] - mx) for the same j; returns their partial sum (the caller adds the parts). */
+XR_ATTG_HD float attg_part_exp(float *row, int L, float mx, int j0, int js) {
+    float s = 0.0f;
+    for (int j = j0; j < L; j += js) {
+        float e = expf(row[j] - mx);
+        row[j] = e;
+        s += e;
+    }
+    return s;
+}
+
+/* The forward row's last pass over groups of 4 columns g = g0, g0 + gs, ... (4g < Tp): p = row[j] inv for j < L,
+ * saved in a[j] (a may be NULL), then row[j] = dropout(p) (the mask at position c1 of sequence id); row[j] = 0 for
+ * L <= j < Tp. Reads and writes only its own columns, so the lanes of a warp may share a row. */
+XR_ATTG_HD void attg_fwd_finish(float *row, float *a, int L, int Tp, float inv, const AttgDrop *d, uint32_t c1,
+                                uint64_t id, int g0, int gs) {
+    for (int g = g0; 4 * g < Tp; g += gs) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d->on && 4 * g < L) attg_draw4(r, d, g, c1, id);
+        for (int k = 0; k < 4; k++) {
+            int j = 4 * g + k;
+            if (j >= Tp) break;
+            if (j >= L) {
+                row[j] = 0.0f;
+                continue;
+            }
+            float p = row[j] * inv;
+            if (a) a[j] = p;
+            row[j] = d->on ? (r[k] >= d->thr ? attg_mul(p, d->scale) : 0.0f) : p;
+        }
+    }
+}
+
+/* pd[j] = dropout(P[j]) for j < L, 0 for L <= j < Tp, over groups of 4 as attg_fwd_finish. */
+XR_ATTG_HD void attg_pd_part(float *pd, const float *P, int L, int Tp, const AttgDrop *d, uint32_t c1, uint64_t id,
+                             int g0, int gs) {
+    for (int g = g0; 4 * g < Tp; g += gs) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d->on && 4 * g < L) attg_draw4(r, d, g, c1, id);
+        for (int k = 0; k < 4; k++) {
+            int j = 4 * g + k;
+            if (j >= Tp) break;
+            pd[j] = j >= L ? 0.0f : d->on ? (r[k] >= d->thr ? attg_mul(P[j], d->scale) : 0.0f) : P[j];
+        }
+    }
+}
+
+/* The softmax backward's first pass over groups of 4: g[j] = dP_j = dropout(dPd_j) for j < L (the mask drawn
+ * again: kept elements scaled, dropped ones 0); returns the partial sum of P_j dP_j. */
+XR_ATTG_HD float attg_bwd_part_dot(float *g, const float *P, int L, const AttgDrop *d, uint32_t c1, uint64_t id,
+                                   int g0, int gs) {
+    float D = 0.0f;
+    for (int q = g0; 4 * q < L; q += gs) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d->on) attg_draw4(r, d, q, c1, id);
+        for (int k = 0; k < 4 && 4 * q + k < L; k++) {
+            int j = 4 * q + k;
+            float dp = d->on ? (r[k] >= d->thr ? attg_mul(g[j], d->scale) : 0.0f) : g[j];
+            g[j] = dp;
+            D += P[j] * dp;
+        }
+    }
+    return D;
+}
+
+/* Its second pass: g[j] = dS_j = P_j (dP_j - D) for j < L, 0 for L <= j < Tp. */
+XR_ATTG_HD void attg_bwd_finish(float *g, const float *P, int L, int Tp, float D, int j0, int js) {
+    for (int j = j0; j < Tp; j += js) g[j] = j < L ? P[j] * (g[j] - D) : 0.0f;
+}
+
+/* Row i of block bh: its sequence, head, length and whether it is a real query row; the saved probabilities' row. */
+typedef struct {
+    int s, h, L, real;
+    size_t att; /* offset of the row in att (valid when real) */
+} AttgRow;
+
+XR_ATTG_HD AttgRow attg_row(const int32_t *seq_off, const size_t *base, int NH, int first_only, int bh, int i) {
+    AttgRow r;
+    r.s = bh / NH, r.h = bh % NH;
+    r.L = seq_off[r.s + 1] - seq_off[r.s];
+    int nq = first_only ? (r.L > 0 ? 1 : 0) : r.L;
+    r.real = i < nq;
+    r.att = base[r.s] + ((size_t)r.h * (size_t)(first_only ? 1 : r.L) + (size_t)i) * (size_t)r.L;
+    return r;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

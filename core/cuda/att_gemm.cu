@@ -1,0 +1,237 @@
+/* att_gemm.cu: the CUDA primitives of the GEMM-based training attention (core/att_gemm.h; the driver, plain C, is
+ * core/att_gemm.c): fp32 strided-batched cuBLAS GEMMs, and the pack / unpack / row kernels, whose per-row arithmetic
+ * is att_gemm.h's (one warp a row). Chosen over the exact warp-per-row kernels of train_ops.cu by
+ * XR_CUDA_TRAIN_ATTENTION=gemm (cuda_ops_train_att_gemm). No atomics; cuBLAS's default algorithm for a given GPU,
+ * shape and stream: two runs give the same bits. */
+#include "att_gemm.h"
+#include "cuda/cuda_internal.cuh"
+
+#define XR_ATTG_ROWS 8 /* row kernels: one warp a row, 8 rows a block */
+
+struct AttgCuda {
+    Backend *be;
+    cudaStream_t st;
+    cublasHandle_t blas;
+};
+
+static void *attg_scratch(void *ctx, size_t bytes) {
+    /* slot 0: shared with the column sums of other ops (contents are never kept between ops) */
+    return cuda_ops_scratch(((AttgCuda *)ctx)->be, 0, bytes);
+}
+
+static void attg_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                      long long sa, const float *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc,
+                      int batch) {
+    AttgCuda *c = (AttgCuda *)ctx;
+    if (m <= 0 || n <= 0 || batch <= 0) return;
+    /* fp32 products and sums: CUBLAS_COMPUTE_32F never rounds to TF32 under the backend's math modes (pedantic, or
+     * default for its TF32 / BF16 inference modes; TF32 would need CUBLAS_TF32_TENSOR_OP_MATH, never set) */
+    XR_BLAS(cublasGemmStridedBatchedEx(c->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
+                                       &alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F,
+                                       ldc, sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+__global__ void k_attg_bases(size_t *base, const int32_t *seq_off, int S, int NH, int first_only) {
+    size_t acc = 0;
+    for (int s = 0; s < S; s++) {
+        base[s] = acc * (size_t)NH;
+        size_t L = (size_t)(seq_off[s + 1] - seq_off[s]);
+        acc += first_only ? (L > 0 ? L : 0) : L * L;
+    }
+}
+
+static void attg_bases(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only) {
+    k_attg_bases<<<1, 1, 0, ((AttgCuda *)ctx)->st>>>(base, seq_off, S, NH, first_only);
+    XR_LAUNCHED();
+}
+
+/* The real rows of sequence s (row_mode) and the packed row of its row i. */
+static __device__ __forceinline__ int attg_real_rows(const int32_t *seq_off, int s, int row_mode) {
+    int L = seq_off[s + 1] - seq_off[s];
+    return row_mode == ATTG_FIRST ? (L > 0 ? 1 : 0) : L;
+}
+static __device__ __forceinline__ size_t attg_src_row(const int32_t *seq_off, int s, int i, int row_mode) {
+    return row_mode == ATTG_FIRST ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
+}
+
+__global__ void k_attg_pack(float *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                            const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode) {
+    size_t total = (size_t)n * rows * dh;
+    for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < total; x += (size_t)gridDim.x * blockDim.x) {
+        int e = (int)(x % dh);
+        size_t t = x / dh;
+        int i = (int)(t % rows), b = (int)(t / rows), bh = bh0 + b, s = bh / NH, h = bh % NH;
+        float v = 0.0f;
+        if (i < attg_real_rows(seq_off, s, row_mode))
+            v = src[attg_src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e];
+        dst[(size_t)b * bs + (size_t)i * dh + e] = v;
+    }
+}
+
+static void attg_pack(void *ctx, float *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                      const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode) {
+    k_attg_pack<<<blocks_for((size_t)n * rows * dh, 256), 256, 0, ((AttgCuda *)ctx)->st>>>(
+        dst, bs, rows, src, ld, col0, seq_off, bh0, n, NH, dh, row_mode);
+    XR_LAUNCHED();
+}
+
+__global__ void k_attg_unpack(float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
+                              const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd,
+                              __nv_bfloat16 *dst16) {
+    size_t total = (size_t)n * max_rows * dh;
+    for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < total; x += (size_t)gridDim.x * blockDim.x) {
+        int e = (int)(x % dh);
+        size_t t = x / dh;
+        int i = (int)(t % max_rows), b = (int)(t / max_rows), bh = bh0 + b, s = bh / NH, h = bh % NH;
+        if (i >= attg_real_rows(seq_off, s, row_mode)) continue;
+        float v = i < src_rows ? act_round(src[(size_t)b * bs + (size_t)i * dh + e], rnd) : 0.0f;
+        size_t o = attg_src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e;
+        dst[o] = v;
+        if (dst16) dst16[o] = __float2bfloat16_rn(v);
+    }
+}
+
+static void attg_unpack(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows,
+                        int max_rows, const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd,
+                        void *dst16) {
+    k_attg_unpack<<<blocks_for((size_t)n * max_rows * dh, 256), 256, 0, ((AttgCuda *)ctx)->st>>>(
+        dst, ld, col0, src, bs, src_rows, max_rows, seq_off, bh0, n, NH, dh, row_mode, rnd, (__nv_bfloat16 *)dst16);
+    XR_LAUNCHED();
+}
+
+/* The row kernels: row r of the chunk is query row i = r % nqp of block bh0 + r / nqp. */
+struct AttgRowArgs {
+    const size_t *base;
+    const int32_t *seq_off;
+    const uint64_t *ids; /* the sequences' dropout ids, or NULL: sequence s has id s */
+    AttgDrop d;
+    int bh0, rows, nqp, Tp, NH, first_only;
+};
+
+static AttgRowArgs row_args(const size_t *base, const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p,
+                            const XrDropout *d) {
+    AttgRowArgs a;
+    a.base = base, a.seq_off = seq_off, a.d = attg_drop(d), a.ids = a.d.on ? d->seq_ids : NULL;
+    a.bh0 = bh0, a.rows = n * p->nqp, a.nqp = p->nqp, a.Tp = p->Tp, a.NH = p->NH, a.first_only = p->first_only;
+    return a;
+}
+
+static unsigned row_blocks(int rows) { return (unsigned)((rows + XR_ATTG_ROWS - 1) / XR_ATTG_ROWS); }
+
+__global__ void k_attg_fwd_rows(float *sc, float *att, AttgRowArgs a) {
+    int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (r >= a.rows) return;
+    int i = r % a.nqp;
+    AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
+    float *row = sc + (size_t)r * a.Tp;
+    if (!w.real) {
+        for (int j = lane; j < a.Tp; j += 32) row[j] = 0.0f;
+        return;
+    }
+    float mx = warp_max(attg_part_max(row, w.L, lane, 32));
+    float inv = 1.0f / warp_sum(attg_part_exp(row, w.L, mx, lane, 32));
+    __syncwarp(); /* the last pass reads the columns other lanes wrote */
+    uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
+    attg_fwd_finish(row, att ? att + w.att : NULL, w.L, a.Tp, inv, &a.d, attg_pos(i, w.h), id, lane, 32);
+}
+
+static void attg_fwd_rows(void *ctx, float *sc, float *att, const size_t *base, const int32_t *seq_off, int bh0,
+                          int n, const AttGemmPlan *p, const XrDropout *d) {
+    AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
+    k_attg_fwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(sc, att, a);
+    XR_LAUNCHED();
+}
+
+__global__ void k_attg_bwd_pd(float *pd, const float *att, AttgRowArgs a) {
+    int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (r >= a.rows) return;
+    int i = r % a.nqp;
+    AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
+    float *row = pd + (size_t)r * a.Tp;
+    if (!w.real) {
+        for (int j = lane; j < a.Tp; j += 32) row[j] = 0.0f;
+        return;
+    }
+    uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
+    attg_pd_part(row, att + w.att, w.L, a.Tp, &a.d, attg_pos(i, w.h), id, lane, 32);
+}
+
+static void attg_bwd_pd(void *ctx, float *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+                        int n, const AttGemmPlan *p, const XrDropout *d) {
+    AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
+    k_attg_bwd_pd<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(pd, att, a);
+    XR_LAUNCHED();
+}
+
+__global__ void k_attg_bwd_rows(float *g, const float *att, AttgRowArgs a) {
+    int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (r >= a.rows) return;
+    int i = r % a.nqp;
+    AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
+    float *row = g + (size_t)r * a.Tp;
+    if (!w.real) {
+        for (int j = lane; j < a.Tp; j += 32) row[j] = 0.0f;
+        return;
+    }
+    uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
+    const float *P = att + w.att;
+    float D = warp_sum(attg_bwd_part_dot(row, P, w.L, &a.d, attg_pos(i, w.h), id, lane, 32));
+    __syncwarp(); /* the second pass reads the columns other lanes wrote */
+    attg_bwd_finish(row, P, w.L, a.Tp, D, lane, 32);
+}
+
+static void attg_bwd_rows(void *ctx, float *g, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+                          int n, const AttGemmPlan *p, const XrDropout *d) {
+    AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
+    k_attg_bwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(g, att, a);
+    XR_LAUNCHED();
+}
+
+static AttGemmPrims cuda_prims(AttgCuda *c, Backend *be) {
+    c->be = be;
+    c->st = op_stream(be);
+    c->blas = cuda_ops_blas(be);
+    AttGemmPrims p = {c, attg_scratch, attg_gemm, attg_bases, attg_pack, attg_unpack, attg_fwd_rows, attg_bwd_pd,
+                      attg_bwd_rows};
+    return p;
+}
+
+static void plan_or_die(AttGemmPlan *p, Backend *be, int S, int max_len, int NH, int dh, int first_only,
+                        int backward, const char *op) {
+    char err[256];
+    if (attg_plan(p, S, max_len, NH, dh, first_only, backward, cuda_ops_att_chunk(be), err, sizeof err))
+        xr_die("cuda_ops_%s: %s", op, err);
+}
+
+void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                           int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
+                           __nv_bfloat16 *out16) {
+    AttGemmPlan p;
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, "attention_train");
+    AttgCuda c;
+    AttGemmPrims pr = cuda_prims(&c, be);
+    attg_forward(&pr, &p, out, att, qkv, seq_off, d, rnd, out16);
+}
+
+void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                            const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                            const XrDropout *d) {
+    AttGemmPlan p;
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, "attention_backward");
+    AttgCuda c;
+    AttGemmPrims pr = cuda_prims(&c, be);
+    attg_backward(&pr, &p, dqkv, dout, qkv, att, seq_off, d);
+}
+
+extern "C" size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh) {
+    if (S <= 0 || max_len <= 0 || NH <= 0 || dh <= 0) return 0;
+    if (!cuda_ops_train_att_gemm(be)) /* the exact kernels: the backward's D_i per (token, head) */
+        return (size_t)S * max_len * NH * sizeof(float);
+    AttGemmPlan f, b;
+    char err[256];
+    /* all query rows: first_only's blocks are smaller */
+    if (attg_plan(&f, S, max_len, NH, dh, 0, 0, cuda_ops_att_chunk(be), err, sizeof err) ||
+        attg_plan(&b, S, max_len, NH, dh, 0, 1, cuda_ops_att_chunk(be), err, sizeof err))
+        xr_die("cuda_ops_attention_scratch: %s", err);
+    return f.bytes > b.bytes ? f.bytes : b.bytes;
+}

@@ -1,0 +1,314 @@
+/* test_att_gemm: the GEMM-based training attention's driver (core/att_gemm.c: the chunk loop, the packing and every
+ * GEMM's op / m / n / k / leading dimension / stride) run on plain C primitives (a literal column-major
+ * strided-batched GEMM, cublasSgemmStridedBatched's semantics, and the row steps through att_gemm.h's per-row code,
+ * the CUDA kernels' own) against the CPU backend's ops_attention_train / ops_attention_backward: packed ragged
+ * sequences of lengths 1, 5, 0 (empty), 13, 8, 9, 17 (padded to 24), heads 3 x dh 7 and 2 x dh 16, dropout p 0 and
+ * 0.2, all query rows and the first row only, chunks of 1, 2, 5 and all blocks. Outputs are NaN-poisoned first.
+ * out, att and dqkv within RTOL relative (each difference over max(|cpu|, the array's rms)); the dropped probabilities
+ * the driver fed its second GEMM equal rng.h's mask applied to its saved att bit for bit (zero pattern included),
+ * and the padding is 0. Needs no GPU. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "att_gemm.h"
+#include "cpu/cpu_math.h"
+#include "ops.h"
+#include "testutil.h"
+
+/* Both sides are fp32 with fp32 sums of at most Tp + dh terms in different orders (OpenBLAS vs the literal loop),
+ * so they differ by a few u (2^-24) times the terms' magnitude: measured worst 9.4e-7 of the array's scale (printed
+ * at the end); a swapped transpose or stride in the driver gives O(1) or NaN. */
+#define RTOL 5e-6
+
+static TuRng rng = {0x2545F4914F6CDD1Dull};
+
+static float *urnd(size_t n, float lo, float hi) {
+    float *p = xr_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)tu_rng_unit(&rng);
+    return p;
+}
+static float *nans(size_t n) {
+    float *p = xr_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+/* ---- the C primitives ---- */
+
+typedef struct {
+    void *scr;
+    size_t bytes;
+    int gemms;
+} CpuPrims;
+
+static void *c_scratch(void *ctx, size_t bytes) {
+    CpuPrims *c = ctx;
+    if (bytes > c->bytes) {
+        free(c->scr);
+        c->scr = xr_malloc(bytes); /* malloc: 16-byte aligned, enough for the C code */
+        c->bytes = bytes;
+    }
+    /* poison: the driver must write every float it reads */
+    for (size_t i = 0; i < bytes / sizeof(float); i++) ((float *)c->scr)[i] = NAN;
+    return c->scr;
+}
+
+static void c_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long long sa,
+                   const float *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch) {
+    ((CpuPrims *)ctx)->gemms++;
+    for (int t = 0; t < batch; t++) {
+        const float *a = A + t * sa, *b = B + t * sb;
+        float *c = C + t * sc;
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float acc = 0.0f;
+                for (int l = 0; l < k; l++) {
+                    float x = ta ? a[l + (size_t)i * lda] : a[i + (size_t)l * lda];
+                    float y = tb ? b[j + (size_t)l * ldb] : b[l + (size_t)j * ldb];
+                    acc += x * y;
+                }
+                /* beta 0: C is not read (BLAS), so poisoned scratch stays out */
+                c[i + (size_t)j * ldc] = beta == 0.0f ? alpha * acc : alpha * acc + beta * c[i + (size_t)j * ldc];
+            }
+    }
+}
+
+static void c_bases(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only) {
+    (void)ctx;
+    size_t acc = 0;
+    for (int s = 0; s < S; s++) {
+        base[s] = acc * (size_t)NH;
+        size_t L = (size_t)(seq_off[s + 1] - seq_off[s]);
+        acc += first_only ? L : L * L;
+    }
+}
+
+static int real_rows(const int32_t *seq_off, int s, int row_mode) {
+    int L = seq_off[s + 1] - seq_off[s];
+    return row_mode == ATTG_FIRST ? (L > 0) : L;
+}
+static size_t src_row(const int32_t *seq_off, int s, int i, int row_mode) {
+    return row_mode == ATTG_FIRST ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
+}
+
+static void c_pack(void *ctx, float *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                   const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode) {
+    (void)ctx;
+    for (int b = 0; b < n; b++) {
+        int s = (bh0 + b) / NH, h = (bh0 + b) % NH, R = real_rows(seq_off, s, row_mode);
+        for (int i = 0; i < rows; i++)
+            for (int e = 0; e < dh; e++)
+                dst[(size_t)b * bs + (size_t)i * dh + e] =
+                    i < R ? src[src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e] : 0.0f;
+    }
+}
+
+static void c_unpack(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
+                     const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16) {
+    (void)ctx, (void)dst16;
+    for (int b = 0; b < n; b++) {
+        int s = (bh0 + b) / NH, h = (bh0 + b) % NH, R = real_rows(seq_off, s, row_mode);
+        TU_CHECK(R <= max_rows, "unpack: sequence %d has %d rows, max_rows %d", s, R, max_rows);
+        for (int i = 0; i < R; i++)
+            for (int e = 0; e < dh; e++) {
+                float v = i < src_rows ? src[(size_t)b * bs + (size_t)i * dh + e] : 0.0f;
+                dst[src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e] = rnd ? xr_bf16_round(v) : v;
+            }
+    }
+}
+
+/* Row r of a chunk, as the CUDA kernels number them. */
+static AttgRow row_of(const size_t *base, const int32_t *seq_off, int bh0, const AttGemmPlan *p, int r) {
+    return attg_row(seq_off, base, p->NH, p->first_only, bh0 + r / p->nqp, r % p->nqp);
+}
+static uint64_t id_of(const XrDropout *d, int s) { return d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s; }
+
+static void c_fwd_rows(void *ctx, float *sc, float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
+                       const AttGemmPlan *p, const XrDropout *d) {
+    (void)ctx;
+    AttgDrop dd = attg_drop(d);
+    for (int r = 0; r < n * p->nqp; r++) {
+        AttgRow w = row_of(base, seq_off, bh0, p, r);
+        float *row = sc + (size_t)r * p->Tp;
+        if (!w.real) {
+            for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
+            continue;
+        }
+        float mx = attg_part_max(row, w.L, 0, 1);
+        float inv = 1.0f / attg_part_exp(row, w.L, mx, 0, 1);
+        attg_fwd_finish(row, att ? att + w.att : NULL, w.L, p->Tp, inv, &dd, attg_pos(r % p->nqp, w.h),
+                        id_of(d, w.s), 0, 1);
+    }
+}
+
+static void c_bwd_pd(void *ctx, float *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+                     int n, const AttGemmPlan *p, const XrDropout *d) {
+    (void)ctx;
+    AttgDrop dd = attg_drop(d);
+    for (int r = 0; r < n * p->nqp; r++) {
+        AttgRow w = row_of(base, seq_off, bh0, p, r);
+        float *row = pd + (size_t)r * p->Tp;
+        if (!w.real) {
+            for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
+            continue;
+        }
+        attg_pd_part(row, att + w.att, w.L, p->Tp, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), 0, 1);
+    }
+}
+
+static void c_bwd_rows(void *ctx, float *g, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+                       int n, const AttGemmPlan *p, const XrDropout *d) {
+    (void)ctx;
+    AttgDrop dd = attg_drop(d);
+    for (int r = 0; r < n * p->nqp; r++) {
+        AttgRow w = row_of(base, seq_off, bh0, p, r);
+        float *row = g + (size_t)r * p->Tp;
+        if (!w.real) {
+            for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
+            continue;
+        }
+        const float *P = att + w.att;
+        float D = attg_bwd_part_dot(row, P, w.L, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), 0, 1);
+        attg_bwd_finish(row, P, w.L, p->Tp, D, 0, 1);
+    }
+}
+
+/* ---- the checks ---- */
+
+/* Worst |got - want| / max(|want|, rms(want)); NaN on either side is infinitely bad. */
+static double rel_worst(const float *got, const float *want, size_t n, size_t *at) {
+    double ss = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)want[i] * want[i];
+    double rms = n ? sqrt(ss / (double)n) : 0;
+    *at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double w = fabs((double)want[i]), sc = w > rms ? w : rms, d = fabs((double)got[i] - (double)want[i]);
+        double r = isnan(got[i]) || isnan(want[i]) ? INFINITY : (sc > 0 ? d / sc : d);
+        if (r > worst) worst = r, *at = i;
+    }
+    return worst;
+}
+
+static double g_worst[3];
+
+static void compare(const char *what, int k, const float *got, const float *want, size_t n) {
+    size_t at;
+    double w = rel_worst(got, want, n, &at);
+    if (w > g_worst[k]) g_worst[k] = w;
+    TU_CHECK(w <= RTOL, "%s: relative diff %.3g > %.0e at [%zu]: got %.9g want %.9g", what, w, RTOL, at,
+             n ? got[at] : 0.0f, n ? want[at] : 0.0f);
+}
+
+/* The dropped probabilities the forward left in its scratch (one chunk holding every block): rng.h's mask on the
+ * driver's own saved att, bit for bit, and 0 in every padding row and column. */
+static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att, const int32_t *off,
+                       const XrDropout *d, const char *name) {
+    const float *pd = (const float *)((const char *)c->scr + p->o_sc);
+    size_t base[16];
+    c_bases(NULL, base, off, p->S, p->NH, p->first_only);
+    float *want = xr_malloc((size_t)p->Tp * sizeof(float));
+    AttgDrop dd = attg_drop(d);
+    size_t bad = 0, dropped = 0, kept = 0;
+    for (int r = 0; r < (int)p->nb * p->nqp; r++) {
+        AttgRow w = row_of(base, off, 0, p, r);
+        const float *row = pd + (size_t)r * p->Tp;
+        for (int j = 0; j < p->Tp; j++) want[j] = 0.0f;
+        if (w.real && dd.on)
+            rng_dropout_span(want, att + w.att, w.L, dd.key, attg_pos(r % p->nqp, w.h), id_of(d, w.s), dd.thr,
+                             dd.scale);
+        else if (w.real)
+            memcpy(want, att + w.att, (size_t)w.L * sizeof(float));
+        for (int j = 0; j < p->Tp; j++) {
+            bad += memcmp(&row[j], &want[j], sizeof(float)) != 0;
+            if (w.real && j < w.L) dropped += want[j] == 0.0f, kept += want[j] != 0.0f;
+        }
+    }
+    TU_CHECK(bad == 0, "%s: %zu dropped-probability elements differ from rng.h's mask on att", name, bad);
+    if (dd.on && dropped + kept >= 50) /* p 0.2: both happen */
+        TU_CHECK(dropped > 0 && kept > 0, "%s: dropout p>0 dropped %zu, kept %zu", name, dropped, kept);
+    free(want);
+}
+
+static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int first_only, float p, int chunk) {
+    int32_t off[17] = {0};
+    int max_len = 0;
+    for (int s = 0; s < S; s++) off[s + 1] = off[s] + lens[s], max_len = lens[s] > max_len ? lens[s] : max_len;
+    int N = off[S], H = NH * dh, nrow = first_only ? S : N;
+    size_t natt = 0, nqkv = (size_t)N * 3 * H, nout = (size_t)nrow * H;
+    for (int s = 0; s < S; s++) natt += (size_t)(first_only ? (lens[s] > 0) : lens[s]) * lens[s];
+    natt *= NH;
+    uint64_t ids[16];
+    for (int s = 0; s < S; s++) ids[s] = 0x9E3779B97F4A7C15ull * (uint64_t)(s + 11);
+    XrDropout d = {p, 0x0F1E2D3C4B5A6978ull, ids};
+    float *qkv = urnd(nqkv, -1.5f, 1.5f), *dout = urnd(nout, -1, 1);
+    float *out = nans(nout), *att = nans(natt), *dqkv = nans(nqkv);
+    float *out2 = nans(nout), *att2 = nans(natt), *dqkv2 = nans(nqkv);
+    /* the rows of empty sequences (first_only) are written by neither */
+    for (int s = 0; s < S; s++)
+        if (first_only && lens[s] == 0)
+            for (int e = 0; e < H; e++) out[(size_t)s * H + e] = out2[(size_t)s * H + e] = 0.0f;
+    ops_attention_train(be, out, att, qkv, off, S, max_len, NH, dh, first_only, &d);
+    ops_attention_backward(be, dqkv, dout, qkv, att, off, S, max_len, NH, dh, first_only, &d);
+
+    CpuPrims c = {NULL, 0, 0};
+    AttGemmPrims pr = {&c, c_scratch, c_gemm, c_bases, c_pack, c_unpack, c_fwd_rows, c_bwd_pd, c_bwd_rows};
+    AttGemmPlan pf, pb;
+    char err[256], name[160];
+    TU_CHECK(attg_plan(&pf, S, max_len, NH, dh, first_only, 0, chunk, err, sizeof err) == 0, "plan: %s", err);
+    TU_CHECK(attg_plan(&pb, S, max_len, NH, dh, first_only, 1, chunk, err, sizeof err) == 0, "plan: %s", err);
+    snprintf(name, sizeof name, "lens %d.. NH %d dh %d%s p %.1f chunk %d (of %lld)", lens[0], NH, dh,
+             first_only ? " first" : "", p, pf.chunk, pf.nb);
+    attg_forward(&pr, &pf, out2, att2, qkv, off, &d, 0, NULL);
+    int nchunks = (int)((pf.nb + pf.chunk - 1) / pf.chunk);
+    TU_CHECK(c.gemms == 2 * nchunks, "%s: %d forward GEMM calls, want %d", name, c.gemms, 2 * nchunks);
+    if (pf.chunk == pf.nb) check_mask(&c, &pf, att2, off, &d, name);
+    c.gemms = 0;
+    attg_backward(&pr, &pb, dqkv2, dout, qkv, att, off, &d);
+    TU_CHECK(c.gemms == 4 * nchunks, "%s: %d backward GEMM calls, want %d", name, c.gemms, 4 * nchunks);
+    char w[200];
+    snprintf(w, sizeof w, "%s: out", name), compare(w, 0, out2, out, nout);
+    snprintf(w, sizeof w, "%s: att", name), compare(w, 1, att2, att, natt);
+    snprintf(w, sizeof w, "%s: dqkv", name), compare(w, 2, dqkv2, dqkv, nqkv);
+    free(c.scr);
+    free(qkv), free(dout), free(out), free(att), free(dqkv), free(out2), free(att2), free(dqkv2);
+}
+
+/* The plan's chunk respects the scratch budget and the batch limit, and a huge shape is refused by name. */
+static void check_plan(void) {
+    AttGemmPlan p;
+    char err[256];
+    TU_CHECK(attg_plan(&p, 4096, 512, 16, 64, 0, 1, 0, err, sizeof err) == 0, "plan: %s", err);
+    TU_CHECK(p.bytes <= XR_ATTG_SCRATCH_MAX && p.chunk >= 1 && p.chunk < p.nb,
+             "plan 4096 x 512 x 16 heads: %zu bytes for a chunk of %d of %lld blocks", p.bytes, p.chunk, p.nb);
+    TU_CHECK(p.Tp == 512 && p.nqp == 512, "plan: Tp %d nqp %d", p.Tp, p.nqp);
+    TU_CHECK(attg_plan(&p, 16, 513, 16, 64, 1, 0, 0, err, sizeof err) == 0 && p.Tp == 520 && p.nqp == 1 &&
+                 p.chunk == 256,
+             "plan first_only 16 x 513: Tp %d nqp %d chunk %d", p.Tp, p.nqp, p.chunk);
+    TU_CHECK(attg_plan(&p, 0, 5, 2, 4, 0, 0, 0, err, sizeof err) == -1 && strstr(err, "S 0"),
+             "plan with S 0 accepted (or unclear: %s)", err);
+    TU_CHECK(attg_plan(&p, 2, 1 << 25, 2, 4, 0, 0, 0, err, sizeof err) == -1, "plan with max_len 2^25 accepted");
+}
+
+int main(void) {
+    Backend *be = ops_backend_cpu(2);
+    static const int lens[] = {1, 5, 0, 13, 8, 9, 17};
+    const int S = (int)(sizeof lens / sizeof lens[0]);
+    static const int chunks[] = {1, 2, 5, 0};
+    for (int first = 0; first < 2; first++)
+        for (int pi = 0; pi < 2; pi++)
+            for (int ci = 0; ci < 4; ci++) {
+                float p = pi ? 0.2f : 0.0f;
+                run_case(be, lens, S, 3, 7, first, p, chunks[ci]);
+                run_case(be, lens, S, 2, 16, first, p, chunks[ci]);
+            }
+    /* a single sequence of length 1 (Tp 8: every key but one is padding) */
+    static const int one[] = {1};
+    run_case(be, one, 1, 2, 5, 0, 0.2f, 0);
+    run_case(be, one, 1, 2, 5, 1, 0.0f, 0);
+    check_plan();
+    printf("worst relative diff against the CPU backend: out %.3g, att %.3g, dqkv %.3g (tol %.0e)\n", g_worst[0],
+           g_worst[1], g_worst[2], RTOL);
+    ops_backend_free(be);
+    return tu_finish("test_att_gemm");
+}

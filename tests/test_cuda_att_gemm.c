@@ -1,0 +1,255 @@
+/* test_cuda_att_gemm: the GEMM path of the training attention on the GPU (XR_CUDA_TRAIN_ATTENTION=gemm:
+ * core/att_gemm.c's driver on core/cuda/att_gemm.cu's cuBLAS calls and kernels) through the op API
+ * (attention_train, attention_backward), against the CPU backend and against the exact warp-per-row kernels
+ * (XR_CUDA_TRAIN_ATTENTION=exact) on the GPU: packed ragged sequences of lengths 1, 63, 64, 65, 0 (empty), 127, 128,
+ * 129, 300, 512; heads 4 x 32, 3 x 64 and 2 x 20; dropout p 0, 0.1, 0.3; all rows and the first row only; one chunk
+ * and chunks of 3 blocks (XR_CUDA_ATT_CHUNK=3). Outputs NaN-poisoned; within 1e-5 relative (cmp_rel, as
+ * test_cuda_train_ops: exact fp32 on every side, only the summation orders differ; a different dropout mask would be
+ * O(1) off); two GPU runs give the same bits; no element is 0 on one path only. In bf16 activation
+ * storage: every stored context value a bf16 number within one bf16 step of the exact kernels'. Then the time of
+ * both paths at the XLM-R large layer shape (16 x 512 tokens, 16 heads of 64, p 0.1), printed for RESULTS.md.
+ * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops.h"
+#include "testutil.h"
+#ifdef XR_HAVE_CUDA
+#include "cuda/ops_cuda.h"
+#endif
+
+#ifdef XR_HAVE_CUDA
+#define XR_CUDA_TEST_SEED 0x3C6EF372FE94F82Bull
+#include "cuda_testutil.h"
+
+#define RTOL 1e-5
+
+static const int kLens[] = {1, 63, 64, 65, 0, 127, 128, 129, 300, 512};
+#define NSEQ ((int)(sizeof kLens / sizeof kLens[0]))
+
+/* A CUDA backend whose training attention is `path` (gemm | exact), chunk > 0: XR_CUDA_ATT_CHUNK. */
+static Backend *gpu(const char *path, int chunk) {
+    char c[16];
+    snprintf(c, sizeof c, "%d", chunk);
+    setenv("XR_CUDA_TRAIN_ATTENTION", path, 1);
+    setenv("XR_CUDA_ATT_CHUNK", c, 1);
+    XrErr e;
+    Backend *g = ops_backend_create(XR_DEV_CUDA, 0, XR_PREC_FP32, 0, &e);
+    if (!g) xr_die("%s", e.msg);
+    unsetenv("XR_CUDA_TRAIN_ATTENTION"), unsetenv("XR_CUDA_ATT_CHUNK");
+    return g;
+}
+
+static float *host(Backend *g, const float *d, size_t n) {
+    float *h = xr_malloc(n * sizeof(float));
+    cuda_ops_to_host(g, h, d, n * sizeof(float));
+    return h;
+}
+
+typedef struct {
+    float *out, *att, *dqkv;
+} Res;
+
+/* One forward + backward on backend g from host inputs; results on the host. Runs it twice and checks the bits. */
+static Res run_gpu(Backend *g, const char *what, const float *qkv, const float *dout, const int32_t *off, int N,
+                   int max_len, int NH, int dh, int first_only, float p, const uint64_t *ids, int bf16) {
+    int S = NSEQ, H = NH * dh, nrow = first_only ? S : N;
+    size_t natt = 0, nqkv = (size_t)N * 3 * H, nout = (size_t)nrow * H;
+    for (int s = 0; s < S; s++) natt += (size_t)(first_only ? (kLens[s] > 0) : kLens[s]) * kLens[s];
+    natt *= NH;
+    int32_t *doff = up(g, off, (S + 1) * sizeof(int32_t));
+    uint64_t *gids = up(g, ids, S * sizeof(uint64_t));
+    XrDropout d = {p, 0xFEEDFACECAFEBEEFull, gids};
+    float *gqkv = up(g, qkv, nqkv * 4), *gdout = up(g, dout, nout * 4);
+    float *o[2], *a[2], *dq[2];
+    if (bf16) ops_act_precision(g, XR_PREC_BF16);
+    for (int r = 0; r < 2; r++) {
+        o[r] = dev_nan(g, nout), a[r] = dev_nan(g, natt), dq[r] = dev_nan(g, nqkv);
+        if (first_only) /* an empty sequence's first row is written by no backend: 0 on all sides */
+            for (int s = 0; s < S; s++)
+                if (kLens[s] == 0) {
+                    float z[256] = {0};
+                    cuda_ops_to_device(g, o[r] + (size_t)s * H, z, (size_t)H * 4);
+                }
+        ops_attention_train(g, o[r], a[r], gqkv, doff, S, max_len, NH, dh, first_only, &d);
+        ops_attention_backward(g, dq[r], gdout, gqkv, a[r], doff, S, max_len, NH, dh, first_only, &d);
+    }
+    if (bf16) ops_act_precision(g, XR_PREC_FP32);
+    char name[160];
+    snprintf(name, sizeof name, "%s out", what), same_bits(g, name, o[0], o[1], nout);
+    snprintf(name, sizeof name, "%s att", what), same_bits(g, name, a[0], a[1], natt);
+    snprintf(name, sizeof name, "%s dqkv", what), same_bits(g, name, dq[0], dq[1], nqkv);
+    Res res = {host(g, o[0], nout), host(g, a[0], natt), host(g, dq[0], nqkv)};
+    for (int r = 0; r < 2; r++) ops_free(g, o[r]), ops_free(g, a[r]), ops_free(g, dq[r]);
+    ops_free(g, doff), ops_free(g, gids), ops_free(g, gqkv), ops_free(g, gdout);
+    return res;
+}
+
+static void free_res(Res *r) { free(r->out), free(r->att), free(r->dqkv); }
+
+/* cmp_rel on host arrays: upload got, compare with want. */
+static void rel(Backend *g, const char *what, const float *want, const float *got, size_t n) {
+    (void)cmp; /* cuda_testutil.h's absolute comparison: the relative one serves here */
+    float *d = up(g, got, n * 4);
+    cmp_rel(g, what, want, d, n, RTOL);
+    ops_free(g, d);
+}
+
+static size_t zero_diff(const float *a, const float *b, size_t n) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) m += (a[i] == 0.0f) != (b[i] == 0.0f);
+    return m;
+}
+
+static void check(Backend *c, Backend *ge, Backend *gg, Backend *gc, int NH, int dh, int first_only, float p) {
+    int S = NSEQ, H = NH * dh;
+    int32_t off[NSEQ + 1] = {0};
+    int max_len = 0;
+    for (int s = 0; s < S; s++) off[s + 1] = off[s] + kLens[s], max_len = kLens[s] > max_len ? kLens[s] : max_len;
+    int N = off[S], nrow = first_only ? S : N;
+    size_t natt = 0, nqkv = (size_t)N * 3 * H, nout = (size_t)nrow * H;
+    for (int s = 0; s < S; s++) natt += (size_t)(first_only ? (kLens[s] > 0) : kLens[s]) * kLens[s];
+    natt *= NH;
+    uint64_t ids[NSEQ];
+    for (int s = 0; s < S; s++) ids[s] = 1000003u * (uint64_t)(s + 1) << 20;
+    XrDropout dc = {p, 0xFEEDFACECAFEBEEFull, ids};
+    float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
+    float *out = xr_malloc(nout * 4), *att = xr_malloc(natt * 4), *dqkv = xr_malloc(nqkv * 4);
+    memset(out, 0, nout * 4);
+    ops_attention_train(c, out, att, qkv, off, S, max_len, NH, dh, first_only, &dc);
+    ops_attention_backward(c, dqkv, dout, qkv, att, off, S, max_len, NH, dh, first_only, &dc);
+    char tag[96], name[160];
+    snprintf(tag, sizeof tag, "NH=%d dh=%d%s p=%.1f", NH, dh, first_only ? " first" : "", p);
+    snprintf(name, sizeof name, "exact %s", tag);
+    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0);
+    snprintf(name, sizeof name, "gemm %s", tag);
+    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0);
+    snprintf(name, sizeof name, "gemm chunk 3 %s", tag);
+    Res k = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0);
+    const char *lbl[3] = {"out", "att", "dqkv"};
+    float *cpu[3] = {out, att, dqkv}, *ex[3] = {e.out, e.att, e.dqkv}, *gm[3] = {m.out, m.att, m.dqkv};
+    float *ch[3] = {k.out, k.att, k.dqkv};
+    size_t n[3] = {nout, natt, nqkv};
+    for (int t = 0; t < 3; t++) {
+        snprintf(name, sizeof name, "gemm vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], gm[t], n[t]);
+        snprintf(name, sizeof name, "gemm vs exact %s %s", lbl[t], tag), rel(gg, name, ex[t], gm[t], n[t]);
+        snprintf(name, sizeof name, "gemm chunk 3 vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], ch[t], n[t]);
+        size_t zd = zero_diff(ex[t], gm[t], n[t]);
+        TU_CHECK(zd == 0, "gemm vs exact %s %s: %zu elements zero on one side only (the dropout masks differ)", lbl[t],
+                 tag, zd);
+    }
+    free_res(&e), free_res(&m), free_res(&k);
+    free(qkv), free(dout), free(out), free(att), free(dqkv);
+}
+
+/* bf16 activation storage: the stored context is bf16 values within one bf16 step (2^-7 relative at most) plus the fp32
+ * tolerance of the exact kernels'; att and dqkv stay fp32 (within RTOL). */
+static void check_bf16(Backend *ge, Backend *gg) {
+    int S = NSEQ, NH = 3, dh = 64, H = NH * dh;
+    int32_t off[NSEQ + 1] = {0};
+    int max_len = 0;
+    for (int s = 0; s < S; s++) off[s + 1] = off[s] + kLens[s], max_len = kLens[s] > max_len ? kLens[s] : max_len;
+    int N = off[S];
+    uint64_t ids[NSEQ];
+    for (int s = 0; s < S; s++) ids[s] = 77u * (uint64_t)(s + 5);
+    float *qkv = rnd((size_t)N * 3 * H, -1.5f, 1.5f), *dout = rnd((size_t)N * H, -1, 1);
+    Res e = run_gpu(ge, "exact bf16", qkv, dout, off, N, max_len, NH, dh, 0, 0.1f, ids, 1);
+    Res m = run_gpu(gg, "gemm bf16", qkv, dout, off, N, max_len, NH, dh, 0, 0.1f, ids, 1);
+    size_t nout = (size_t)N * H, bad = 0, notbf = 0, differ = 0;
+    double ss = 0;
+    for (size_t i = 0; i < nout; i++) ss += (double)e.out[i] * e.out[i];
+    double rms = sqrt(ss / (double)nout);
+    for (size_t i = 0; i < nout; i++) {
+        uint32_t u;
+        memcpy(&u, &m.out[i], 4);
+        notbf += (u & 0xffffu) != 0;
+        double d = fabs((double)m.out[i] - e.out[i]);
+        bad += !(d <= fabs((double)e.out[i]) / 128.0 + RTOL * rms); /* a bf16 step: at most 2^-7 |x| */
+        differ += m.out[i] != e.out[i];
+    }
+    TU_CHECK(notbf == 0, "gemm bf16: %zu of %zu stored context values are not bf16 numbers", notbf, nout);
+    TU_CHECK(bad == 0, "gemm bf16: %zu of %zu context values beyond one bf16 step of the exact kernels'", bad, nout);
+    printf("gemm bf16 context: %zu of %zu values differ from the exact kernels' (each within one bf16 step)\n", differ,
+           nout);
+    size_t natt = 0;
+    for (int s = 0; s < S; s++) natt += (size_t)kLens[s] * kLens[s];
+    natt *= NH;
+    rel(gg, "gemm bf16 att (fp32)", e.att, m.att, natt);
+    rel(gg, "gemm bf16 dqkv (fp32)", e.dqkv, m.dqkv, (size_t)N * 3 * H);
+    free_res(&e), free_res(&m);
+    free(qkv), free(dout);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The XLM-R large layer (16 sequences of 512 tokens, 16 heads of 64, p 0.1): ms per forward and backward of each
+ * path, and how far apart their results are. */
+static void timing(Backend *ge, Backend *gg) {
+    const int S = 16, L = 512, NH = 16, dh = 64, H = NH * dh, N = S * L, reps = 5;
+    int32_t off[17];
+    for (int s = 0; s <= S; s++) off[s] = s * L;
+    size_t natt = (size_t)S * NH * L * L, nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
+    float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
+    float *res[2][3];
+    Backend *bs[2] = {ge, gg};
+    for (int b = 0; b < 2; b++) {
+        Backend *g = bs[b];
+        int32_t *doff = up(g, off, sizeof off);
+        XrDropout d = {0.1f, 0x5EED5EEDull, NULL};
+        float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
+        float *o = dev_nan(g, nout), *a = dev_nan(g, natt), *dq = dev_nan(g, nqkv);
+        double tf = 0, tb = 0;
+        for (int r = 0; r < reps + 1; r++) { /* the first: warm-up (scratch growth, cuBLAS's first calls) */
+            cuda_ops_sync(g);
+            double t0 = now();
+            ops_attention_train(g, o, a, gq, doff, S, L, NH, dh, 0, &d);
+            cuda_ops_sync(g);
+            double t1 = now();
+            ops_attention_backward(g, dq, gd, gq, a, doff, S, L, NH, dh, 0, &d);
+            cuda_ops_sync(g);
+            if (r) tf += t1 - t0, tb += now() - t1;
+        }
+        printf("attention %s, 16 x 512 tokens, 16 heads of 64, p 0.1: forward %.2f ms, backward %.2f ms\n",
+               b ? "gemm " : "exact", 1e3 * tf / reps, 1e3 * tb / reps);
+        res[b][0] = host(g, o, nout), res[b][1] = host(g, a, natt), res[b][2] = host(g, dq, nqkv);
+        ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, a), ops_free(g, dq);
+    }
+    rel(gg, "timing shape: gemm vs exact out", res[0][0], res[1][0], nout);
+    rel(gg, "timing shape: gemm vs exact att", res[0][1], res[1][1], natt);
+    rel(gg, "timing shape: gemm vs exact dqkv", res[0][2], res[1][2], nqkv);
+    for (int b = 0; b < 2; b++)
+        for (int t = 0; t < 3; t++) free(res[b][t]);
+    free(qkv), free(dout);
+}
+#endif
+
+int main(void) {
+#ifndef XR_HAVE_CUDA
+    TU_SKIP("built without the CUDA backend (-DXRANK_CUDA=OFF or nvcc missing)");
+#else
+    if (ops_device_count(XR_DEV_CUDA) == 0) TU_SKIP("no GPU visible");
+    Backend *c = ops_backend_cpu(2), *ge = gpu("exact", 0), *gg = gpu("gemm", 0), *gc = gpu("gemm", 3);
+    TU_CHECK(ops_attention_scratch(gg, 10, 512, 4, 32) > ops_attention_scratch(ge, 10, 512, 4, 32),
+             "ops_attention_scratch: the gemm path's %zu bytes not above the exact kernels' %zu",
+             ops_attention_scratch(gg, 10, 512, 4, 32), ops_attention_scratch(ge, 10, 512, 4, 32));
+    for (int first = 0; first < 2; first++) {
+        check(c, ge, gg, gc, 4, 32, first, 0.0f);
+        check(c, ge, gg, gc, 4, 32, first, 0.1f);
+        check(c, ge, gg, gc, 3, 64, first, 0.1f);
+        check(c, ge, gg, gc, 2, 20, first, 0.3f); /* a head size that is no multiple of 32 */
+    }
+    check_bf16(ge, gg);
+    timing(ge, gg);
+    ops_backend_free(gc);
+    ops_backend_free(gg);
+    ops_backend_free(ge);
+    ops_backend_free(c);
+    return tu_finish("test_cuda_att_gemm");
+#endif
+}
