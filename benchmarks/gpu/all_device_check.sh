@@ -14,8 +14,8 @@
 # per-op / per-case lines; parity: 2-rank GPU training = 1 rank x accumulation 2 (issue 11), the MiniLM learning
 # check GPU vs CPU (issue 10), mining and the search CPU vs GPU (issues 4, 16); benchmarks: NCCL and staged
 # bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch for the bge-reranker-v2-m3 shape at T 512 / 256
-# and MiniLM, with per-op times (issues 10, 13), the GPU search (issue 16), inference vs PyTorch bf16 (issue 13,
-# bench_forward.sh XR_FAST=1).
+# and MiniLM, with per-op times, and with the training attention on batched GEMMs (issues 10, 13), the GPU search
+# (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1).
 # Each step runs the part of train_ / mine_ / comm_device_check.sh named by XR_PARTS (XR_NO_BUILD=1: this
 # script's build) under `timeout`, capped by its own limit and by the budget left; a step that needs more than is
 # left is skipped, and the summary says so.
@@ -107,8 +107,9 @@ if [ $GPU = 1 ] && [ "$nskip" -gt 0 ]; then
     say "ctest_gpu: $nskip GPU tests SKIPPED on a GPU machine: counted as failed (CUDA backend off? see build.log)"
     count[failed]=$(( count[failed] + 1 ))
 fi
-# about 50 lines since train_cuda_bf16 and the 50-step curves (the default keeps 40)
-KEEP_LINES=64 KEEP='.' part lines_train 30 5 train "tests bf16"
+# about 50 lines since train_cuda_bf16 and the 50-step curves (the default keeps 40), about 65 with the GEMM
+# attention's (test_cuda_att_gemm and the two *_attgemm step tests)
+KEEP_LINES=84 KEEP='.' part lines_train 30 5 train "tests bf16"
 KEEP='.' part lines_mine 30 5 mine tests
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
@@ -124,7 +125,7 @@ if [ $GPU = 1 ]; then
     # part large (the bge-reranker-v2-m3 shape, most important) gets 150 s of the step's 200, or 3/4 of a shorter
     # step, so MiniLM's runs after it still fit
     l=$(left); [ "$l" -gt 200 ] && l=200
-    XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=60 part train_bench 200 90 train \
+    XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=80 part train_bench 200 90 train \
         "large bench peer"
     KEEP='"bench"|"kind"|failed|ran out|elapsed after|rror' part mine_bench 150 60 mine bench
     mkdir -p "$W/forward_bench"

@@ -10,7 +10,8 @@
  * run is the timed one's, not the speed to quote.
  * STEPS 0: no step, only the memory plan (encoder_train_plan) for B x T, on a CPU backend: no GPU needed.
  * ATTENTION lse: the training attention saves the log-sum-exp and recomputes in the backward (--attention-lse);
- * saved (the default, the CLI's): it saves the probabilities.
+ * saved (the default, the CLI's): it saves the probabilities. $XR_CUDA_TRAIN_ATTENTION=gemm|exact (ops_cuda.cu) picks
+ * the saved path's CUDA implementation; every JSON line says which ("train_attention": exact, gemm or lse).
  * Usage: bench_train_step MODEL_DIR T B STEPS fp32|bf16 [dropout 0|1 [saved|lse]]
  * Built by benchmarks/CMakeLists.txt (target bench_train_step, not part of `all`). */
 #include <stdio.h>
@@ -81,6 +82,9 @@ int main(int argc, char **argv) {
     return 77;
 #else
     XrErr e;
+    /* the saved-probability attention's CUDA implementation, as the backend reads it (ops_cuda.cu) */
+    const char *ta = getenv("XR_CUDA_TRAIN_ATTENTION");
+    const char *tatt = lse ? "lse" : ta && !strcmp(ta, "gemm") ? "gemm" : "exact";
     if (cuda_ops_device_count() < 1) {
         fprintf(stderr, "bench_train_step: no GPU visible\n");
         return 77;
@@ -147,9 +151,9 @@ int main(int argc, char **argv) {
     printf("{\"kind\": \"xrank_train_step\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, \"steps\": %d, "
            "\"dropout\": %d, \"attention_lse\": %d, \"ms_per_step\": %.2f, \"pairs_per_s\": %.1f, "
            "\"tokens_per_s\": %.0f, \"peak_mib\": %.1f, \"act_casts_per_step\": %.1f, \"last_loss\": %.4f, "
-           "\"params\": %zu, \"op_times\": %d}\n",
+           "\"params\": %zu, \"op_times\": %d, \"train_attention\": \"%s\"}\n",
            bf16 ? "bf16" : "fp32", T, B, steps, dropout, lse, 1e3 * dt / steps, B * steps / dt,
-           (double)B * T * steps / dt, ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be));
+           (double)B * T * steps / dt, ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be), tatt);
     if (ops_prof_active(be)) {
         XrOpTime rows[256];
         int n = ops_prof_report(be, rows, 256), k = n < 256 ? n : 256;
@@ -158,13 +162,14 @@ int main(int argc, char **argv) {
             sum += rows[i].ms / steps;
             printf("{\"kind\": \"xrank_op_time\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
                    "\"phase\": \"%s\", \"op\": \"%s\", \"calls_per_step\": %.1f, \"ms_per_step\": %.3f, "
-                   "\"share\": %.4f}\n",
+                   "\"share\": %.4f, \"train_attention\": \"%s\"}\n",
                    bf16 ? "bf16" : "fp32", T, B, ops_phase_name(rows[i].phase), rows[i].op,
-                   (double)rows[i].calls / steps, rows[i].ms / steps, rows[i].ms / steps / step_ms);
+                   (double)rows[i].calls / steps, rows[i].ms / steps, rows[i].ms / steps / step_ms, tatt);
         }
         printf("{\"kind\": \"xrank_op_total\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
-               "\"rows\": %d, \"timed_step_ms\": %.2f, \"ops_ms\": %.2f, \"ops_share\": %.4f}\n",
-               bf16 ? "bf16" : "fp32", T, B, n, step_ms, sum, sum / step_ms);
+               "\"rows\": %d, \"timed_step_ms\": %.2f, \"ops_ms\": %.2f, \"ops_share\": %.4f, "
+               "\"train_attention\": \"%s\"}\n",
+               bf16 ? "bf16" : "fp32", T, B, n, step_ms, sum, sum / step_ms, tatt);
     }
     encoder_set_precision(m, XR_PREC_FP32, &e);
     adamw_free(opt);

@@ -3,7 +3,8 @@
 JSON lines (no torch needed: runs wherever the logs are).
   large FILE           xrank's training step (bench_train_step) against PyTorch's (peer_gpu.py train-list) for the
                        bge-reranker-v2-m3 shape per (T, B, precision): pairs/s, tokens/s, MFU, peak memory, ratio
-  ops FILE LABEL [N]   the N slowest (phase, op) rows of a bench_train_step run under XR_CUDA_OP_TIMES=1
+  ops FILE LABEL [N [ATT]]  the N slowest (phase, op) rows of a bench_train_step run under XR_CUDA_OP_TIMES=1
+                       whose training attention is ATT (exact, the default, or gemm)
 MFU = model FLOPs / s over the GEMM peak measured in the same call: 3 x forward FLOPs, forward = 2 x non-embedding
 parameters + 4 L T H per token (peer_gpu.flops_per_token_fwd: the same count for both sides).
 """
@@ -45,7 +46,12 @@ def large(path):
                   f"{r['grads_mib'] / 1024:.1f}, activations {r['activations_mib'] / 1024:.1f}, workspace "
                   f"{r['workspace_mib'] / 1024:.1f})")
     xr = {(r["max_len"], r["batch"], r["precision"]): r for r in rs if r.get("kind") == "xrank_train_step"
-          and r.get("model") == "xlmr-large" and not r.get("op_times") and not r.get("attention_lse")}
+          and r.get("model") == "xlmr-large" and not r.get("op_times") and not r.get("attention_lse")
+          and r.get("train_attention", "exact") == "exact"}
+    # the saved-probability attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm), against the same torch rows
+    xr.update({(r["max_len"], r["batch"], r["precision"] + " gemm"): r for r in rs
+               if r.get("kind") == "xrank_train_step" and r.get("model") == "xlmr-large"
+               and r.get("train_attention") == "gemm" and not r.get("op_times")})
     # the same shapes with the log-sum-exp training attention (--attention-lse), against the same torch rows
     xr.update({(r["max_len"], r["batch"], r["precision"] + " lse"): r for r in rs
                if r.get("kind") == "xrank_train_step" and r.get("model") == "xlmr-large" and r.get("attention_lse")
@@ -60,7 +66,7 @@ def large(path):
     for key in sorted(set(xr) | set(pt), key=lambda k: (-k[0], not k[2].startswith("bf16"), k[1], k[2])):
         T, B, prec = key
         x, p = xr.get(key), pt.get((T, B, prec.split()[0]))
-        line = f"T {T:3d} B {B:2d} {prec:8s}"
+        line = f"T {T:3d} B {B:2d} {prec:9s}"
         if x:
             tf = tflops(x["pairs_per_s"], T)
             line += (f" | xrank {x['pairs_per_s']:7.1f} pairs/s {x['tokens_per_s']:8.0f} tok/s {mfu(tf, prec)} "
@@ -78,8 +84,9 @@ def large(path):
         print(line)
 
 
-def ops(path, label, n):
-    rs = rows(path)
+def ops(path, label, n, att="exact"):
+    # att: the runs' training attention ("train_attention": exact, gemm; lines from before it was printed: exact)
+    rs = [r for r in rows(path) if r.get("train_attention", "exact") == att]
     tot = [r for r in rs if r.get("kind") == "xrank_op_total"]
     ts = [r for r in rs if r.get("kind") == "xrank_op_time"]
     if not tot:
@@ -101,4 +108,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "large":
         large(sys.argv[2])
     else:
-        ops(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 12)
+        ops(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 12,
+            sys.argv[5] if len(sys.argv) > 5 else "exact")

@@ -9,6 +9,9 @@
 #    1e-5, bit-identical reruns and checkpointing), test_cuda_attention_lse (the log-sum-exp training attention
 #    kernels vs the CPU's, NaN-poisoned, bit-identical reruns; test_attention_lse: the CPU ops vs the saved-probability ops), the CLI on the GPU (train_cuda: GPU = CPU, 2 ranks on one GPU
 #    staged = 1 x accumulation 2, exact resume; train_cuda_bf16: the CLI's default bf16 on the GPU) and the CPU training tests as a control.
+#    test_cuda_att_gemm: the saved-probability attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm) vs the CPU and
+#    the exact kernels, and both paths' time at the XLM-R large layer; test_cuda_train_step_attgemm /
+#    test_cuda_bf16_train_attgemm: those step tests again with it (their lines: part tests).
 # 2. The learning check: the demo's recipe shrunk (MiniLM + a new head, 40 man pages, listwise G 8, 5 epochs,
 #    global batch 4 groups, max length 96), trained on the GPU in fp32 and in bf16 (the GPU's default; 1 rank x
 #    accumulation 2) and, with XR_LEARN_CPU=1 (the default here; all_device_check.sh sets 0: it passed at 42e9433 and
@@ -28,7 +31,8 @@
 # One summary at the end; logs under $OUT. Env: XR_NO_BUILD=1 uses the build in $XR_BUILD (made by device_build.sh)
 # and reads the tests' output from its last ctest; XR_PARTS (default all) picks parts by name: tests (1), learn (2),
 # peer (3), bf16 (4: the bf16 test's lines), bench (4: bench_train_step, its per-op times and the autocast peer),
-# large (5: the bge-reranker-v2-m3 shape, xrank vs PyTorch at T 512 / 256; XR_LARGE_BUDGET s, default 150).
+# large (5: the bge-reranker-v2-m3 shape, xrank vs PyTorch at T 512 / 256, and xrank with the GEMM attention;
+# XR_LARGE_BUDGET s, default 150).
 # all_device_check.sh calls them one at a time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,12 +57,20 @@ fi
 [ -x "$X" ] || { note "no xrank binary in $B: stopping"; cat "$OUTD/summary.txt"; exit 1; }
 # the per-op and whole-step lines, for RESULTS.md, from the ctest run's log (it keeps a passing test's output too)
 if xr_part tests; then
-    for t in train_ops train_step fused_ops attention_lse; do
+    for t in train_ops train_step fused_ops attention_lse att_gemm; do
         xr_test_output test_cuda_$t > "$OUTD/$t.txt" || { rc=1; note "test_cuda_$t: not in the last ctest run"; }
     done
     grep -E "checks|failed|differ|SKIPPED" "$OUTD/attention_lse.txt" | head -6 | tee -a "$OUTD/summary.txt"
     grep -E "^time|checks|failed|differ|SKIPPED" "$OUTD/fused_ops.txt" | head -12 | tee -a "$OUTD/summary.txt"
     grep -E "GPU vs CPU|GPU logits|failed|differ|SKIPPED" "$OUTD/train_step.txt" | head -12 | tee -a "$OUTD/summary.txt"
+    # the training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm): its op test (times of both paths at the
+    # XLM-R large layer) and the two training-step tests rerun with it
+    grep -E "^attention (exact|gemm)|bf16 context|checks|failed|differ|SKIPPED" "$OUTD/att_gemm.txt" | head -8 |
+        tee -a "$OUTD/summary.txt"
+    for t in test_cuda_train_step_attgemm test_cuda_bf16_train_attgemm; do
+        xr_test_output $t > "$OUTD/$t.txt" || { rc=1; note "$t: not in the last ctest run"; }
+        grep -E "checks|failed|SKIPPED" "$OUTD/$t.txt" | tail -3 | sed "s/^/$t: /" | tee -a "$OUTD/summary.txt"
+    done
     xr_test_output train_cuda | grep -E "^ok:|FAIL|skipped" | head -10 | tee -a "$OUTD/summary.txt"
     xr_test_output train_cuda_bf16 | grep -E "^ok:|FAIL|skipped|dtypes" | head -10 | tee -a "$OUTD/summary.txt"
 fi
@@ -159,10 +171,12 @@ fi
 # A random XLM-R large model is written here (peer_gpu.py train-list write=: never carried, 2.1 GiB), then, most
 # important first, each under its own timeout and all within XR_LARGE_BUDGET s (default 150; a run that no longer
 # fits is skipped, saying so): xrank bf16 T 512 B 16, torch autocast bf16 at the same shape (in the writer's
-# process), the same xrank step with per-op times (XR_CUDA_OP_TIMES=1, 3 steps), xrank bf16 T 256 B 16, xrank bf16 T
-# 512 B 16 with the log-sum-exp attention (--attention-lse: row "bf16 lse"), xrank fp32 T
-# 512 / 256 B 16, torch at those shapes plus the fp32 GEMM peak (one process), xrank bf16 T 512 B 32 (torch's is in
-# that process too). The bf16 GEMM peak from gemm_peak.cu (cuBLASLt). Lines: train_bench_summary.py large / ops.
+# process), the same xrank step with per-op times (XR_CUDA_OP_TIMES=1, 3 steps), the step and its op times with the
+# training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm: row "bf16 gemm"), xrank bf16 T 256 B 16, xrank
+# fp32 T 512 / 256 B 16 (T 512 with gemm too: row "fp32 gemm"), torch at those shapes plus the fp32 GEMM peak (one
+# process), xrank bf16 T 512 B 32 (torch's is in that process too). The bf16 GEMM peak from gemm_peak.cu (cuBLASLt).
+# Lines: train_bench_summary.py large / ops. The --attention-lse run (row "bf16 lse": 1.6x the exact saved path's
+# attention, measured at c6c6597) gave its place to the gemm runs; bench_train_step still takes `lse`.
 if xr_part large; then
     G=/tmp/xr_bge_random; LJ="$OUTD/large.jsonl"; : > "$LJ"; lstart=$(date +%s)
     lleft() { echo $(( ${XR_LARGE_BUDGET:-150} - ($(date +%s) - lstart) )); }
@@ -193,9 +207,13 @@ if xr_part large; then
             sub "gemm_peak.cu" 20 "$B/benchmarks/gemm_peak" 10
             sub "xrank bf16 T 512 B 16" 40 "$XS" 512 16 5 bf16
             sub "xrank bf16 T 512 B 16 op times" 40 env XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
+            # the saved-probability attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm, core/att_gemm.h)
+            sub "xrank bf16 T 512 B 16 attention gemm" 30 env XR_CUDA_TRAIN_ATTENTION=gemm "$XS" 512 16 5 bf16
+            sub "xrank bf16 T 512 B 16 attention gemm op times" 30 env XR_CUDA_TRAIN_ATTENTION=gemm \
+                XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
             sub "xrank bf16 T 256 B 16" 30 "$XS" 256 16 5 bf16
-            sub "xrank bf16 T 512 B 16 --attention-lse" 40 "$XS" 512 16 5 bf16 1 lse
             sub "xrank fp32 T 512 B 16" 40 "$XS" 512 16 5 fp32
+            sub "xrank fp32 T 512 B 16 attention gemm" 30 env XR_CUDA_TRAIN_ATTENTION=gemm "$XS" 512 16 5 fp32
             sub "xrank fp32 T 256 B 16" 30 "$XS" 256 16 5 fp32
             sub "torch fp32 peak, amp-bf16 T 256 B 16, fp32 T 512 / 256 B 16, amp-bf16 T 512 B 32" 90 \
                 python3 benchmarks/peer_gpu.py train-list 5 peak amp-bf16:256:16 fp32:512:16 fp32:256:16 amp-bf16:512:32
@@ -205,6 +223,8 @@ if xr_part large; then
         fi
         python3 benchmarks/gpu/train_bench_summary.py large "$LJ" | tee -a "$OUTD/summary.txt"
         python3 benchmarks/gpu/train_bench_summary.py ops "$LJ" xlmr-large 14 | tee -a "$OUTD/summary.txt"
+        python3 benchmarks/gpu/train_bench_summary.py ops "$LJ" "xlmr-large attention gemm" 10 gemm |
+            tee -a "$OUTD/summary.txt"
     fi
 fi
 
