@@ -270,6 +270,10 @@ XR_OP(SEARCH, knn_screen,
       (Backend *be, float *list_s, int64_t *list_i, int kk, const void *Q, int m, const void *P, int n, int64_t base,
        int dim, int bf16),
       (be, list_s, list_i, kk, Q, m, P, n, base, dim, bf16))
+/* out[i] = x[i] rounded to bf16, nearest with ties to even (core/bf16_bits.h, the host's rounding bit for bit),
+ * i < n: the bf16 screening operands made on the device from the fp32 rows already there. out: n uint16 bf16
+ * words; out and x must not overlap. Elementwise, deterministic. */
+XR_OP(SEARCH, to_bf16, (Backend *be, uint16_t *out, const float *x, size_t n), (be, out, x, n))
 /* Exact scores of candidates: every entry of idx [m, kk] with base <= idx < base + n gets
  * out[q * kk + j] = knn_exact_dot(Q[q], P[idx - base]) (core/knn_exact.h: the bits of the CPU search's
  * knn_score on every backend); the other entries of out are left as they are. Q [m, dim], P [n, dim] fp32. */

@@ -33,8 +33,10 @@ typedef struct {
     int64_t n_exhaustive; /* queries re-searched exhaustively because a near-tie straddled the k-th slot */
     /* knn_search's time split, seconds (the slowest thread's, for the parallel parts): the inputs' norm and
      * finite check, the screening GEMMs, the top-(k + guard) screen of their scores, the exact rescoring of the
-     * survivors with the bound check (exhaustive retries included) */
-    double t_norms, t_gemm, t_screen, t_rescore;
+     * survivors with the bound check (exhaustive retries included); the device search (knn_device.h): t_screen
+     * the block's uploads, screening and list download, t_rescore the exact rescoring and the host's part, of
+     * which t_select is the host's sort and bound check of each query's list */
+    double t_norms, t_gemm, t_screen, t_rescore, t_select;
 } KnnStats;
 
 void knn_opts_default(KnnOpts *o);

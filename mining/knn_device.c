@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16_bits.h" /* xr_bf16_bits: the rounding shared with the to_bf16 op */
 #include "knn_internal.h"
 #include "xr_par.h" /* XR_OMP */
 
@@ -26,7 +27,8 @@ struct KnnShard {
     float *dev_ls;     /* lists: screening scores, indices, exact scores (list_cap entries each) */
     int64_t *dev_li;
     float *dev_ex;
-    uint16_t *host_b16; /* bf16 staging: a tile or a query block */
+    uint16_t *host_b16; /* bf16 staging: a tile or a query block (bf16 without keep32) */
+    KnnShardSetup setup;
     float *init_s;      /* list_cap x -INFINITY / -1, to reset the lists */
     int64_t *init_i;
 };
@@ -38,13 +40,9 @@ void knn_dev_opts_default(KnnDevOpts *o) {
     o->bf16 = 0;
 }
 
-/* float -> bf16, round to nearest even (the inputs are finite: checked before) */
-static inline uint16_t bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+/* float -> bf16, round to nearest even (the inputs are finite: checked before); the device's to_bf16 op uses
+ * the same formula */
+static inline uint16_t bf16_round(float x) { return xr_bf16_bits(x); }
 
 static void to_bf16_host(uint16_t *out, const float *x, size_t n) {
     XR_OMP(omp parallel for schedule(static) if (n > 65536))
@@ -79,7 +77,7 @@ static void bf16_row_errors(const float *x, size_t rows, size_t dim, double *n16
     *max16 = m16, *maxd = md;
 }
 
-/* Rows [r0, r0 + rows) of host fp32 data to the device buffer dst, converted to bf16 when asked. */
+/* rows of host fp32 data to the device buffer dst, converted to bf16 on the host when asked. */
 static void upload_rows(KnnShard *s, void *dst, const float *src, size_t rows) {
     size_t cnt = rows * s->dim;
     if (!s->bf16) {
@@ -88,6 +86,17 @@ static void upload_rows(KnnShard *s, void *dst, const float *src, size_t rows) {
     }
     to_bf16_host(s->host_b16, src, cnt);
     ops_to_device(s->be, dst, s->host_b16, cnt * sizeof(uint16_t));
+}
+
+/* The query block to the device as screened; with keep32 its fp32 rows go up once (into dev_q32, which the
+ * rescoring reads) and the bf16 copy is made there. */
+static void upload_queries(KnnShard *s, const float *q, size_t m) {
+    if (!s->keep32) {
+        upload_rows(s, s->dev_q, q, m);
+        return;
+    }
+    ops_to_device(s->be, s->dev_q32, q, m * s->dim * sizeof(float));
+    ops_to_bf16(s->be, (uint16_t *)s->dev_q, s->dev_q32, m * s->dim);
 }
 
 static int knn_float_desc(const void *pa, const void *pb) {
@@ -141,12 +150,13 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
         xr_errf(e, "knn device shard: bf16 screening needs a GPU backend (--device cuda)");
         return NULL;
     }
-    double pmax = 0;
+    double pmax = 0, t0 = xr_now();
     if (knn_rows_check_norms(passages, n, dim, offset, "passage", NULL, &pmax, e)) return NULL;
     KnnShard *s = xr_calloc(1, sizeof *s);
     s->be = be, s->host_p = passages, s->n = n, s->dim = dim, s->offset = offset, s->max_q = max_queries;
     s->max_k = max_k, s->bf16 = o.bf16, s->pmax = pmax;
     if (o.bf16) bf16_row_errors(passages, n, dim, NULL, NULL, &s->pmax16, &s->dpmax);
+    s->setup.t_check = xr_now() - t0;
     s->guard = o.guard;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
@@ -196,18 +206,27 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
     s->init_s = xr_malloc(s->list_cap * sizeof(float));
     s->init_i = xr_malloc(s->list_cap * sizeof(int64_t));
     for (size_t i = 0; i < s->list_cap; i++) s->init_s[i] = -INFINITY, s->init_i[i] = -1;
-    if (o.bf16) s->host_b16 = xr_malloc((tile > max_queries ? tile : max_queries) * dim * sizeof(uint16_t));
-    if (s->resident) {
-        /* upload in tiles: the bf16 staging buffer holds one tile */
+    if (s->keep32) {
+        s->dev_p32 = ops_alloc(be, nn * dim * sizeof(float));
+        s->dev_q32 = ops_alloc(be, max_queries * dim * sizeof(float));
+    } else if (o.bf16) {
+        s->host_b16 = xr_malloc((tile > max_queries ? tile : max_queries) * dim * sizeof(uint16_t));
+    }
+    double t1 = xr_now();
+    if (s->keep32) {
+        /* the fp32 shard goes up once; its bf16 copy is made on the device (the host's rounding, bit for bit) */
+        ops_to_device(be, s->dev_p32, passages, n * dim * sizeof(float));
+        s->setup.t_upload = xr_now() - t1;
+        ops_to_bf16(be, (uint16_t *)s->dev_p, s->dev_p32, n * dim);
+        ops_sync(be);
+        s->setup.t_convert = xr_now() - t1 - s->setup.t_upload;
+    } else if (s->resident) {
+        /* upload in tiles (bf16: converted on the host, the staging buffer holds one tile) */
         for (size_t p0 = 0; p0 < n; p0 += tile) {
             size_t rows = n - p0 < tile ? n - p0 : tile;
             upload_rows(s, (char *)s->dev_p + p0 * dim * elt, passages + p0 * dim, rows);
         }
-    }
-    if (s->keep32) {
-        s->dev_p32 = ops_alloc(be, nn * dim * sizeof(float));
-        s->dev_q32 = ops_alloc(be, max_queries * dim * sizeof(float));
-        ops_to_device(be, s->dev_p32, passages, n * dim * sizeof(float));
+        s->setup.t_upload = xr_now() - t1;
     }
     return s;
 }
@@ -215,6 +234,8 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
 size_t knn_shard_bytes(const KnnShard *s) { return s->bytes; }
 int knn_shard_resident(const KnnShard *s) { return s->resident; }
 size_t knn_shard_tile(const KnnShard *s) { return s->tile; }
+int knn_shard_keep32(const KnnShard *s) { return s->keep32; }
+KnnShardSetup knn_shard_setup(const KnnShard *s) { return s->setup; }
 
 void knn_shard_free(KnnShard *s) {
     if (!s) return;
@@ -238,7 +259,7 @@ static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64
     Backend *be = s->be;
     double t0 = xr_now();
     const size_t dim = s->dim, elt = s->bf16 ? 2 : 4, cnt = m * kk;
-    upload_rows(s, s->dev_q, q, m);
+    upload_queries(s, q, m);
     ops_to_device(be, s->dev_ls, s->init_s, cnt * sizeof(float));
     ops_to_device(be, s->dev_li, s->init_i, cnt * sizeof(int64_t));
     for (size_t p0 = 0; p0 < s->n; p0 += s->tile) {
@@ -258,10 +279,7 @@ static void screen_block(KnnShard *s, const float *q, size_t m, size_t kk, int64
     if ((s->resident && !s->bf16) || s->keep32) {
         /* the fp32 shard is on the device: rescore there */
         const float *Q32 = (const float *)s->dev_q, *P32 = (const float *)s->dev_p;
-        if (s->keep32) {
-            ops_to_device(be, s->dev_q32, q, m * dim * sizeof(float));
-            Q32 = s->dev_q32, P32 = s->dev_p32;
-        }
+        if (s->keep32) Q32 = s->dev_q32, P32 = s->dev_p32; /* dev_q32: uploaded for the screening above */
         ops_knn_rescore(be, s->dev_ex, s->dev_li, (int)kk, Q32, (int)m, P32, (int)s->n, s->offset, (int)dim);
         ops_to_host(be, hx, s->dev_ex, cnt * sizeof(float));
         st->t_rescore += xr_now() - t1;
@@ -307,8 +325,7 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
     }
     int64_t *hi = xr_malloc(s->list_cap * sizeof *hi);
     float *hs = xr_malloc(s->list_cap * sizeof *hs), *hx = xr_malloc(s->list_cap * sizeof *hx);
-    Cand *c = xr_malloc((s->list_cap > n ? s->list_cap : n + 1) * sizeof *c);
-    float *tmp = xr_malloc((s->list_cap > 0 ? s->list_cap : 1) * sizeof *tmp);
+    size_t *fail_g = xr_malloc((s->max_q + 1) * sizeof *fail_g);
     size_t *todo = xr_malloc((n_queries + 1) * sizeof *todo), *again = xr_malloc((n_queries + 1) * sizeof *again);
     float *qbuf = xr_malloc(s->max_q * dim * sizeof *qbuf);
     size_t ntodo = n_queries;
@@ -326,40 +343,56 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
             for (size_t r = 0; r < m; r++) memcpy(qbuf + r * dim, queries + todo[b0 + r] * dim, dim * sizeof(float));
             if (n) screen_block(s, qbuf, m, kk, hi, hs, hx, &st);
             double tb = xr_now();
-            for (size_t r = 0; r < m; r++) {
-                size_t qi = todo[b0 + r], cnt = 0;
-                float hmin = INFINITY;
-                for (size_t j = 0; n && j < kk; j++) {
-                    size_t at = r * kk + j;
-                    if (hi[at] < 0) continue;
-                    tmp[cnt] = hs[at];
-                    c[cnt++] = (Cand){hx[at], hi[at]};
-                    if (hs[at] < hmin) hmin = hs[at];
-                }
-                qsort(c, cnt, sizeof *c, knn_cand_order);
-                if (n > cnt && cnt >= (size_t)k) {
-                    /* the CPU search's bound (knn.c), for bf16 operands with their measured rounding */
-                    double err = knn_dev_bound(dim, qnorm[qi], s->pmax, s->bf16, qn16 ? qn16[qi] : 0,
-                                               qd16 ? qd16[qi] : 0, s->pmax16, s->dpmax, hmin, c[k - 1].s);
-                    if (!((double)hmin + err < (double)c[k - 1].s)) {
-                        if (kk < n && kk < s->list_cap) {
-                            /* screened again with a list long enough by the density of this one's scores */
-                            size_t g = knn_dev_grow(tmp, cnt, (size_t)k, kk, (double)c[k - 1].s - err, tmp);
-                            if (g > kk_need) kk_need = g;
-                            nfail++;
-                            again[nagain++] = qi;
-                            continue;
+            /* each query of the block on its own (threads split them): sorted exact scores, the bound check, and
+             * a list too short to prove it marked (fail_g: the list it asks for) for the serial pass below, which
+             * keeps the retry order that of the queries */
+            XR_OMP(omp parallel if (m * kk > 16384))
+            {
+                Cand *c = xr_malloc((kk > (size_t)k ? kk : (size_t)k) * sizeof *c);
+                float *tmp = xr_malloc(kk * sizeof *tmp);
+                XR_OMP(omp for schedule(dynamic, 8))
+                for (size_t r = 0; r < m; r++) {
+                    size_t qi = todo[b0 + r], cnt = 0;
+                    float hmin = INFINITY;
+                    fail_g[r] = 0;
+                    for (size_t j = 0; n && j < kk; j++) {
+                        size_t at = r * kk + j;
+                        if (hi[at] < 0) continue;
+                        tmp[cnt] = hs[at];
+                        c[cnt++] = (Cand){hx[at], hi[at]};
+                        if (hs[at] < hmin) hmin = hs[at];
+                    }
+                    qsort(c, cnt, sizeof *c, knn_cand_order);
+                    if (n > cnt && cnt >= (size_t)k) {
+                        /* the CPU search's bound (knn.c), for bf16 operands with their measured rounding */
+                        double err = knn_dev_bound(dim, qnorm[qi], s->pmax, s->bf16, qn16 ? qn16[qi] : 0,
+                                                   qd16 ? qd16[qi] : 0, s->pmax16, s->dpmax, hmin, c[k - 1].s);
+                        if (!((double)hmin + err < (double)c[k - 1].s)) {
+                            if (kk < n && kk < s->list_cap) {
+                                /* screened again with a list long enough by the density of this one's scores */
+                                fail_g[r] = knn_dev_grow(tmp, cnt, (size_t)k, kk, (double)c[k - 1].s - err, tmp);
+                                continue;
+                            }
+                            cnt = knn_exhaustive_topk(queries + qi * dim, s->host_p, n, dim, s->offset, (size_t)k, c);
+                            qsort(c, cnt, sizeof *c, knn_cand_order);
                         }
-                        cnt = knn_exhaustive_topk(queries + qi * dim, s->host_p, n, dim, s->offset, (size_t)k, c);
-                        qsort(c, cnt, sizeof *c, knn_cand_order);
+                    }
+                    for (size_t j = 0; j < (size_t)k; j++) {
+                        out_scores[qi * (size_t)k + j] = j < cnt ? c[j].s : -INFINITY;
+                        out_index[qi * (size_t)k + j] = j < cnt ? c[j].i : -1;
                     }
                 }
-                for (size_t j = 0; j < (size_t)k; j++) {
-                    out_scores[qi * (size_t)k + j] = j < cnt ? c[j].s : -INFINITY;
-                    out_index[qi * (size_t)k + j] = j < cnt ? c[j].i : -1;
-                }
+                free(c);
+                free(tmp);
             }
-            st.t_rescore += xr_now() - tb; /* the host's sort, bound check and exhaustive fallbacks */
+            for (size_t r = 0; r < m; r++) {
+                if (!fail_g[r]) continue;
+                if (fail_g[r] > kk_need) kk_need = fail_g[r];
+                nfail++;
+                again[nagain++] = todo[b0 + r];
+            }
+            st.t_select += xr_now() - tb; /* the host's sort, bound check and exhaustive fallbacks */
+            st.t_rescore += xr_now() - tb;
             b0 += m;
             if (kk_need > kk_retry) kk_retry = kk_need;
             /* more than 1 in 64 of the block failed: the guard is too short for this data; the rest of the pass
@@ -379,8 +412,7 @@ int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k,
     free(hi);
     free(hs);
     free(hx);
-    free(c);
-    free(tmp);
+    free(fail_g);
     free(todo);
     free(again);
     free(qbuf);

@@ -7,7 +7,9 @@
  * How: the query block and the shard meet tile by tile in ops_knn_screen (a GEMM, fp32 accumulation; operands
  * fp32, or bf16 with bf16 = 1) that keeps each query's k + guard best screening scores; the survivors are
  * rescored exactly (ops_knn_rescore on the device when the fp32 shard is resident, with bf16 screening when an
- * fp32 copy fits beside the bf16 one; else knn_score on the host from the caller's passages); a query whose
+ * fp32 copy fits beside the bf16 one, "keep32": then the fp32 shard and query blocks are uploaded once and their
+ * bf16 operands made on the device by ops_to_bf16; else knn_score on the host from the caller's passages); the
+ * host sorts each query's survivors and checks its bound on all threads; a query whose
  * rounding bound (knn.h; for bf16 operands the measured rounding of the query and of the shard, knn_dev_bound)
  * cannot rule out a dropped passage is screened again with a list as long as the density of its screening
  * scores says it needs (knn_dev_grow), until the bound holds or the list holds the whole shard; when more than 1
@@ -37,6 +39,13 @@ typedef struct {
 
 typedef struct KnnShard KnnShard;
 
+/* What a shard's setup took, seconds: the passages' finite / norm check (and, for bf16, their measured
+ * rounding), the upload (fp32, or bf16 rounded on the host), and with keep32 the bf16 copy made on the device
+ * from the uploaded fp32 rows (ops_to_bf16). */
+typedef struct {
+    double t_check, t_upload, t_convert;
+} KnnShardSetup;
+
 void knn_dev_opts_default(KnnDevOpts *o);
 
 /* A shard of n passages (row j = global index offset + j; host memory that must stay valid and unchanged for
@@ -50,10 +59,14 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
 int knn_shard_search(KnnShard *s, const float *queries, size_t n_queries, int k, float *out_scores, int64_t *out_index,
                      KnnStats *stats, XrErr *e);
 /* Device bytes the shard holds at most (shard or tile buffer + per-block buffers + scratch), whether the
- * passages stay resident, and the tile in use. */
+ * passages stay resident, and the tile in use; whether an fp32 copy sits beside a bf16 shard; the setup's times. */
 size_t knn_shard_bytes(const KnnShard *s);
 int knn_shard_resident(const KnnShard *s);
 size_t knn_shard_tile(const KnnShard *s);
+/* bf16 screening with an fp32 copy of the shard beside it on the device (rescoring there; the bf16 operands made
+ * on the device from it) */
+int knn_shard_keep32(const KnnShard *s);
+KnnShardSetup knn_shard_setup(const KnnShard *s);
 void knn_shard_free(KnnShard *s);
 
 /* The pieces of the search's bound check, exposed for the tests.

@@ -68,6 +68,23 @@ static void knn_case_cancel_rows(TuRng *r, float *q, size_t nq, float *p, size_t
     }
 }
 
+/* n floats for the bf16 rounding checks: exact ties (even and odd low bf16 bit, both signs), one ulp either side
+ * of a tie, subnormals, zeros, the largest floats (rounding up to inf), powers of two, then random values. */
+static float *knn_case_bf16_values(TuRng *r, size_t n) {
+    float *x = malloc(n * sizeof(float));
+    const uint32_t fixed[] = {0x3F808000u, 0x3F818000u, 0xBF808000u, 0xBF818000u, 0x3F807FFFu, 0x3F808001u,
+                              0x3F817FFFu, 0x3F818001u, 0x00000001u, 0x00008000u, 0x00018000u, 0x007FFFFFu,
+                              0x80000001u, 0x00000000u, 0x80000000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x7F7F7FFFu,
+                              0x7F7F8000u, 0x3F800000u, 0x00800000u, 0x4B7FFFFFu};
+    size_t nf = sizeof fixed / sizeof *fixed;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = i < nf ? fixed[i] : (uint32_t)(tu_rng_unit(r) * 4294967296.0);
+        if (i >= nf && (u & 0x7F800000u) == 0x7F800000u) u &= 0xBFFFFFFFu; /* finite, as the search's inputs */
+        memcpy(&x[i], &u, 4);
+    }
+    return x;
+}
+
 static long knn_case_again; /* the queries the last case screened again, over its shards */
 
 /* Runs the case on be; returns the number of differing top-k slots (index or score bits), -1 on an error. */

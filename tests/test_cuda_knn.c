@@ -5,7 +5,7 @@
  * k 10,000 (beyond FAISS's GPU limit of 2,048), and k 1,000 of 100,000 with few queries screened again:
  * identical indices and identical score bits (the survivors are rescored exactly, so even bf16 screening
  * reports the CPU's scores). Also the ops alone: knn_rescore bit-equal to the CPU backend's on order-sensitive
- * rows. Skipped (77) without the CUDA backend or a GPU. */
+ * rows, and to_bf16 bit-equal to the CPU backend's. Skipped (77) without the CUDA backend or a GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +66,28 @@ static void test_rescore_op(Backend *g, Backend *cpu) {
            sizeof cases / sizeof *cases);
 }
 
+/* The device's to_bf16 (the bf16 screening operands of a keep32 shard) has the CPU backend's bits. */
+static void test_to_bf16_op(Backend *g, Backend *cpu) {
+    TuRng r = {555};
+    const size_t n = 1000003;
+    float *x = knn_case_bf16_values(&r, n);
+    uint16_t *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    ops_to_bf16(cpu, want, x, n);
+    float *dx = ops_alloc(g, n * sizeof(float));
+    uint16_t *db = ops_alloc(g, n * sizeof(uint16_t));
+    ops_to_device(g, dx, x, n * sizeof(float));
+    ops_to_bf16(g, db, dx, n);
+    ops_to_host(g, got, db, n * sizeof(uint16_t));
+    size_t diff = 0, first = n;
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i] && diff++ == 0) first = i;
+    TU_CHECK(diff == 0, "to_bf16: %zu of %zu values differ from the CPU backend's (first %a: 0x%04X vs 0x%04X)", diff,
+             n, first < n ? x[first] : 0.0f, first < n ? got[first] : 0, first < n ? want[first] : 0);
+    printf("to_bf16 on the GPU: %zu values, bit-identical to the CPU backend's\n", n);
+    ops_free(g, dx), ops_free(g, db);
+    free(x), free(want), free(got);
+}
+
 int main(void) {
     if (ops_device_count(XR_DEV_CUDA) < 1) TU_SKIP("no GPU visible (or a build without the CUDA backend)");
     XrErr e;
@@ -73,6 +95,7 @@ int main(void) {
     if (!g) TU_SKIP("no CUDA backend: %s", e.msg);
     Backend *cpu = ops_backend_cpu(0);
     test_rescore_op(g, cpu);
+    test_to_bf16_op(g, cpu);
     TuRng r = {0xC0DA16};
     const size_t dims[] = {384, 768, 1024};
     const int ks[] = {1, 100, 5000};

@@ -155,6 +155,37 @@ static void test_exact_chunks(void) {
     }
 }
 
+/* ops_to_bf16 (the CPU backend's) rounds to nearest with ties to even: known words for ties, near-ties,
+ * subnormals and overflow, and for random values the nearest of the two bf16 neighbours (ties: the even one). */
+static void test_to_bf16(Backend *be) {
+    TuRng r = {99};
+    const size_t n = 100000;
+    float *x = knn_case_bf16_values(&r, n);
+    uint16_t *b = malloc(n * sizeof *b);
+    ops_to_bf16(be, b, x, n);
+    const uint16_t want[] = {0x3F80, 0x3F82, 0xBF80, 0xBF82, 0x3F80, 0x3F81, 0x3F81, 0x3F82, 0x0000, 0x0000,
+                             0x0002, 0x0080, 0x8000, 0x0000, 0x8000, 0x7F80, 0xFF80, 0x7F7F, 0x7F80, 0x3F80, 0x0080,
+                             0x4B80};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        TU_CHECK(b[i] == want[i], "to_bf16 of %a: 0x%04X, want 0x%04X", x[i], b[i], want[i]);
+    size_t bad = 0;
+    for (size_t i = sizeof want / sizeof *want; i < n; i++) {
+        uint32_t u, lo, hi;
+        memcpy(&u, &x[i], 4);
+        lo = u & 0xFFFF0000u, hi = lo + 0x10000u;
+        float flo, fhi;
+        memcpy(&flo, &lo, 4), memcpy(&fhi, &hi, 4);
+        /* past the largest bf16 the upper neighbour is 2^128 (IEEE: round as if unbounded, then overflow) */
+        double vhi = (hi & 0x7F800000u) == 0x7F800000u ? copysign(ldexp(1.0, 128), (double)x[i]) : (double)fhi;
+        double dlo = fabs((double)x[i] - flo), dhi = fabs(vhi - x[i]);
+        uint32_t w = dlo < dhi ? lo : dhi < dlo ? hi : ((lo >> 16) & 1u) ? hi : lo, g = (uint32_t)b[i] << 16;
+        if ((w & 0x7F800000u) == 0x7F800000u) w &= 0xFF800000u; /* rounded up to inf */
+        bad += g != w;
+    }
+    TU_CHECK(bad == 0, "to_bf16: %zu of %zu random values not rounded to the nearest (ties even)", bad, n);
+    free(x), free(b);
+}
+
 /* The CUDA selection kernel's algorithm (core/cuda/knn_search.cu, k_knn_select) run on the host one element at
  * a time, for the cases a GPU-less machine can still check: the floor filter (the query's running threshold),
  * with the tile elements above it compacted when at most `cap` pass (the kernel's KNN_CAND_CAP, in the order the
@@ -393,6 +424,7 @@ int main(void) {
     test_adaptive(be);
     test_select_algorithm();
     test_exact_chunks();
+    test_to_bf16(be);
     test_ops(be);
     test_cases(be);
     test_errors(be);

@@ -11,7 +11,9 @@
  * fraction of the peak, device MiB, queries screened again, and the mismatches against the CPU search on the first
  * C queries (0 = exact). The embeddings are made once and the CPU search's answer computed once per k, for all
  * precisions; each precision's shard is uploaded once for all its k (upload_s); data_s and check_s say what the
- * data and the CPU check took, t_s the seconds since the start (one process serves the whole step). */
+ * data and the CPU check took, t_s the seconds since the start (one process serves the whole step). rescore_s
+ * holds select_s, the host's sort and bound check; setup_* split upload_s (the shard's check, its upload, and with
+ * keep32 the bf16 copy made on the device). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +147,7 @@ int main(int argc, char **argv) {
             continue;
         }
         double t_upload = xr_now() - t0;
+        const KnnShardSetup su = knn_shard_setup(s);
         for (int ki = 0; ki < nk; ki++) {
             int k = kv[ki];
             float *os = xr_malloc(nq * (size_t)k * sizeof *os);
@@ -171,12 +174,14 @@ int main(int argc, char **argv) {
                    "\"block\":%zu,\"tile\":%zu,\"resident\":%d,\"device_mib\":%.1f,\"seconds\":%.4f,"
                    "\"queries_per_s\":%.1f,\"gflops\":%.1f,\"peak_gflops\":%.1f,\"peak_shape_gflops\":%.1f,"
                    "\"peak_square_gflops\":%.1f,\"fraction_of_peak\":%.3f,\"screened_again\":%lld,\"screen_s\":%.3f,"
-                   "\"rescore_s\":%.3f,\"checked_queries\":%zu,\"mismatches\":%zu,\"upload_s\":%.2f,\"data_s\":%.2f,"
-                   "\"check_s\":%.2f,\"t_s\":%.1f}\n",
+                   "\"rescore_s\":%.3f,\"select_s\":%.3f,\"checked_queries\":%zu,\"mismatches\":%zu,\"upload_s\":%.2f,"
+                   "\"keep32\":%d,\"setup_check_s\":%.2f,\"setup_upload_s\":%.2f,\"setup_convert_s\":%.3f,"
+                   "\"data_s\":%.2f,\"check_s\":%.2f,\"t_s\":%.1f}\n",
                    prec, np, dim, nq, k, block, knn_shard_tile(s), knn_shard_resident(s),
                    knn_shard_bytes(s) / 1048576.0, dt, nq / dt, gf, peak, peak_shape, peak_big,
-                   peak > 0 ? gf / peak : 0.0, (long long)st.n_exhaustive, st.t_screen, st.t_rescore, nc, bad,
-                   t_upload, t_data, t_check, xr_now() - t_start);
+                   peak > 0 ? gf / peak : 0.0, (long long)st.n_exhaustive, st.t_screen, st.t_rescore, st.t_select, nc, bad,
+                   t_upload, knn_shard_keep32(s), su.t_check, su.t_upload, su.t_convert, t_data, t_check,
+                   xr_now() - t_start);
             fflush(stdout);
             free(os), free(oi);
         }

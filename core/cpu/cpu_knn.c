@@ -1,4 +1,4 @@
-/* cpu_knn.c: the CPU backend's device-search ops (knn_screen, knn_rescore): the reference the CUDA kernels are
+/* cpu_knn.c: the CPU backend's device-search ops (knn_screen, knn_rescore, to_bf16): the reference the CUDA kernels are
  * tested against, and what lets mining's device search driver (mining/knn_device.c) run and be tested without a
  * GPU. The CPU search itself (mining/knn.c) uses knn_gemm; these favour plainness over speed. */
 #include <math.h>
@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include "cpu_ops.h"
+#include "bf16_bits.h" /* xr_bf16_bits */
 #include "knn_exact.h"
 
 typedef struct {
@@ -71,4 +72,9 @@ void cpu_knn_rescore(Backend *be, float *out, const int64_t *idx, int kk, const 
             if (p < base || p >= base + n) continue;
             out[(size_t)q * kk + j] = knn_exact_dot(Q + (size_t)q * dim, P + (size_t)(p - base) * dim, (size_t)dim);
         }
+}
+
+void cpu_to_bf16(Backend *be, uint16_t *out, const float *x, size_t n) {
+    XR_OMP(omp parallel for num_threads(ops_get_threads(be)) schedule(static) if (n > XR_PAR_MIN))
+    for (size_t i = 0; i < n; i++) out[i] = xr_bf16_bits(x[i]);
 }

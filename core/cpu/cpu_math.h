@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bf16_bits.h" /* xr_bf16_bits: the one fp32 -> bf16 rounding */
+
 /* e^x = 2^n e^r with n = round(x / ln 2), |r| <= ln2 / 2, e^r by its degree-7 Taylor polynomial (error
  * below 1e-8 relative); 2^n is added to the exponent bits. Inputs are clamped to [-87, 88] so that the result
  * stays a normal float (softmax and Phi never need more: e^-87 ~ 1.6e-38). */
@@ -63,17 +65,10 @@ static inline float xr_phif(float x) {
 
 static inline float xr_geluf(float x) { return x * xr_phif(x); }
 
-/* x rounded to the nearest bf16 (ties to even), as an fp32 word: what __float2bfloat16_rn stores on the GPU.
- * Finite values that round past the largest bf16 become inf (as on the GPU); a NaN stays a (quiet) NaN. */
+/* x rounded to the nearest bf16 (ties to even), as an fp32 word: what __float2bfloat16_rn stores on the GPU
+ * (core/bf16_bits.h: finite values rounding past the largest bf16 become inf; a NaN stays a quiet NaN). */
 static inline float xr_bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) {
-        if (u & 0x007fffffu) u |= 0x00400000u; /* keep NaN a NaN after dropping the low mantissa */
-    } else {
-        u += 0x7fffu + ((u >> 16) & 1u);
-    }
-    u &= 0xffff0000u;
+    uint32_t u = (uint32_t)xr_bf16_bits(x) << 16;
     memcpy(&x, &u, 4);
     return x;
 }

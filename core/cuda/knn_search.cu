@@ -1,11 +1,13 @@
 // knn_search.cu: the CUDA backend's device-search ops (core/ops_list.h): knn_screen, a cuBLAS GEMM of a query
 // block against one passage tile followed by a radix selection, per query, of the kk best of its running list
 // and the tile; and knn_rescore, the exact scores of the survivors (core/knn_exact.h, double accumulation in the
-// CPU search's order, so the bits equal the CPU's; knn_exact_dot's order written out over staged row chunks).
+// CPU search's order, so the bits equal the CPU's; knn_exact_dot's order written out over staged row chunks);
+// and to_bf16, the bf16 screening operands made on the device from the fp32 rows there.
 #include <cuda_bf16.h>
 #include <stdint.h>
 
 #include "cuda/cuda_internal.cuh" // XR_CU / XR_BLAS / XR_LAUNCHED, op_stream, cuda_ops_scratch, cuda_ops_blas
+#include "bf16_bits.h"             // xr_bf16_bits: the host's fp32 -> bf16 rounding
 #include "knn_exact.h"            // knn_exact_acc / knn_exact_finish: the contract's summation order
 
 // Order-preserving map of a float score onto uint32 (larger score = larger key). Empty list slots get key 0,
@@ -222,5 +224,17 @@ extern "C" void cuda_ops_knn_rescore(Backend *be, float *out, const int64_t *idx
         abort();
     }
     k_knn_rescore<<<(unsigned)blocks, KNN_RS_WARPS * 32, 0, st>>>(out, idx, kk, Q, m, P, n, base, dim);
+    XR_LAUNCHED();
+}
+
+// The host's rounding formula (bf16_bits.h) rather than __float2bfloat16_rn: the same bits by construction.
+__global__ void k_to_bf16(uint16_t *out, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = xr_bf16_bits(x[i]);
+}
+
+extern "C" void cuda_ops_to_bf16(Backend *be, uint16_t *out, const float *x, size_t n) {
+    if (n == 0) return;
+    k_to_bf16<<<blocks_for(n, 256), 256, 0, op_stream(be)>>>(out, x, n);
     XR_LAUNCHED();
 }

@@ -56,6 +56,7 @@ static OpsTable cuda_table_fill(void) {
     // search (knn_search.cu; knn_gemm, the CPU search's screening product, stays CPU-only)
     t.knn_screen = cuda_ops_knn_screen;
     t.knn_rescore = cuda_ops_knn_rescore;
+    t.to_bf16 = cuda_ops_to_bf16;
     return t;
 }
 
