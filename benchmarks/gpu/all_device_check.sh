@@ -127,7 +127,9 @@ if [ $GPU = 1 ]; then
     l=$(left); [ "$l" -gt 200 ] && l=200
     XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=80 part train_bench 200 90 train \
         "large bench peer"
-    KEEP='"bench"|"kind"|failed|ran out|elapsed after|rror' part mine_bench 150 60 mine bench
+    # search, MiniLM embedding, the 8-rank merge (60 s at most), the XLM-R large embedding (70 s at most, 60 more
+    # when part large wrote no model)
+    KEEP='"bench"|"kind"|failed|ran out|elapsed after|skipped|rror' KEEP_LINES=50 part mine_bench 230 60 mine bench
     mkdir -p "$W/forward_bench"
     KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
         OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"

@@ -21,7 +21,11 @@
 #     queries checked against the CPU search) and the PyTorch baseline bench_knn_torch.py (torch.mm + topk in
 #     tiles, same precision; skipped without torch), each under its own timeout (XR_KNN_T_XRANK 75 s,
 #     XR_KNN_T_TORCH 28 s); then the embedding speed: all-MiniLM-L6-v2 passages/s, bench_encoder embed vs
-#     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens.
+#     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens; the 8-rank merge
+#     (bench_mine_merge.sh: `xrank mine` on a 500,000-passage synthetic corpus, 10k queries, range-max 1000, 1 rank
+#     then 8 sharing the GPU: merge seconds, identical group files; XR_MERGE_PASSAGES / _QUERIES / _T, default 60 s);
+#     and the XLM-R large shape's embedding with random weights (/tmp/xr_bge_random, written when absent), xrank
+#     bf16 vs transformers bf16, 512 x 128 tokens.
 # Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_KNN_PASSAGES; XR_NO_BUILD=1: use
 # the build in $XR_BUILD and its last ctest log; XR_PARTS, default all: tests (1), e2e (2), search (3), bench (4))
 set -uo pipefail
@@ -170,6 +174,36 @@ if [ -d "$EL/minilm" ] || { [ -f "$ROOT/.cache/gpu_carry/minilm40.tar.xz" ] && m
     tee -a "$O/bench_embed.jsonl" || echo "bench_embed_torch: failed or ran out of time (rc ${PIPESTATUS[0]})"
 else
   echo "embedding speed skipped: .cache/gpu_carry/minilm40.tar.xz not carried"
+fi
+echo "elapsed after MiniLM's embedding: $(( $(date +%s) - start )) s"
+# the 8-rank merge (issue 16): `xrank mine` on a synthetic corpus (tiny bert_st bi-encoder, 16 dims: the merge
+# shows) on 1 rank, then 8 ranks sharing the GPU (comm_device_index: node-local rank mod GPUs) from the cached
+# embeddings; the report's merge seconds, and the 8-rank group file byte-identical to the 1-rank one. Without a GPU
+# (the rehearsal) on the CPU at a tiny size.
+if xr_have_gpu; then MD=cuda MS="${XR_MERGE_PASSAGES:-500000} ${XR_MERGE_QUERIES:-10000} 1000"
+else MD=cpu MS="20000 500 100"; fi
+# shellcheck disable=SC2086
+timeout -k 3 "${XR_MERGE_T:-60}" "$ROOT/benchmarks/gpu/bench_mine_merge.sh" "$X" "$MPIRUN" /tmp/xr_mine_merge "$MD" \
+  $MS 8 | tee -a "$O/bench_merge.jsonl" || echo "bench_mine_merge: failed or ran out of time (rc ${PIPESTATUS[0]})"
+echo "elapsed after the merge: $(( $(date +%s) - start )) s"
+# embedding at the XLM-R large shape (24 layers, hidden 1024; 512 passages of 128 tokens a batch), xrank bf16 vs
+# transformers bf16: RANDOM weights (no converted XLM-R-large-sized model fits run's 64 MiB carry): the model that
+# train_device_check.sh part large writes (/tmp/xr_bge_random, XLMRobertaForSequenceClassification; the embedders
+# read its encoder), else written here
+LM=/tmp/xr_bge_random
+if ! xr_have_gpu; then
+  echo "XLM-R large embedding skipped: no GPU visible to xrank"
+elif [ -f "$LM/model.safetensors" ] || timeout -k 3 60 python3 "$ROOT/benchmarks/gpu/bench_forward.py" write "$LM" \
+    > "$O/xlmr_write.log" 2>&1; then
+  cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/bench_build.log" 2>&1 || echo "bench_encoder: build failed"
+  timeout -k 3 30 "$B/benchmarks/bench_encoder" "$LM" embed 128 512 5 bf16 |
+    sed 's/^{/{"model": "xlmr-large-random", /' | tee -a "$O/bench_embed.jsonl" ||
+    echo "bench_encoder XLM-R large embed: failed or ran out of time"
+  timeout -k 3 40 python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$LM" 128 512 5 |
+    sed 's/^{/{"model": "xlmr-large-random", /' | tee -a "$O/bench_embed.jsonl" ||
+    echo "bench_embed_torch XLM-R large: failed or ran out of time (rc ${PIPESTATUS[0]})"
+else
+  echo "XLM-R large embedding skipped: no model at $LM and writing one failed ($O/xlmr_write.log)"
 fi
 echo "elapsed $(( $(date +%s) - start )) s"
 exit $rc
