@@ -231,10 +231,20 @@ XR_OP(TRAIN, linear_gelu,
  * stored in bf16 between ops; GEMMs and reductions accumulate in fp32; LayerNorm statistics, attention
  * probabilities, gradients of activations and of parameters, logits and loss stay fp32. The CUDA backend stores
  * bf16 (2 bytes); the CPU backend emulates it: fp32 words holding the value rounded to nearest-even bf16 wherever
- * the GPU would store bf16, so the whole bf16 step runs and is tested on the CPU. */
+ * the GPU would store bf16, so the whole bf16 step runs and is tested on the CPU.
+ * The training attention's products take bf16 operands too, as the linears' (and PyTorch autocast's matmuls): while
+ * a working copy is registered (ops_bf16_weights; the condition ops_linear rounds its operands under, which holds in
+ * the backward too, where the activation storage is fp32), attention_train / attention_train_lse compute the
+ * scores from bf16(q) bf16(k) and the context as bf16(Pd) bf16(v), Pd = dropout(P); the softmax, P saved in att
+ * and lse stay fp32. attention_backward / _lse: dPd = bf16(dO) bf16(v)^T, dV = bf16(Pd)^T bf16(dO) (Pd as in the
+ * forward), dP = dropout(dPd), D_i = sum_j P_ij dP_ij and dS = P (dP - D_i) in fp32, dQ = scale bf16(dS) bf16(k),
+ * dK = scale bf16(dS)^T bf16(q); the gradients written fp32. Each product accumulates in fp32. Without a working
+ * copy (fp32 training, bf16 storage alone included) nothing of the attention is rounded but its stored context; the
+ * inference ops (attention, attention_first) keep their definition in both modes. */
 /* Keeps a bf16 working copy of master[0, n) (the flat parameter buffer) and fills it; from now on ops_linear
  * and ops_linear_backward read any W inside master from the copy and round their activation operands (x, dy)
- * to bf16 (products and sums in fp32). master NULL: drops the copy (fp32 GEMMs again). */
+ * to bf16 (products and sums in fp32), and the training attention rounds its products' operands (above). master
+ * NULL: drops the copy (fp32 GEMMs again). */
 XR_OP(TRAIN, bf16_weights, (Backend *be, const float *master, size_t n), (be, master, n))
 /* Re-rounds the working copy from master after an optimizer step (the one place weights are re-cast, never per
  * GEMM). Returns how many fills the copy has had (ops_bf16_weights counts one); 0 without a copy. */

@@ -1,7 +1,8 @@
 /* cpu_attention.c: softmax attention over packed sequences on the CPU, forward (with optional saved
  * probabilities and dropout on them) and backward. One task per (sequence, head) spread over OpenMP threads;
  * in each, the products are single-threaded OpenBLAS GEMMs over a block of query rows. Padding never exists
- * here: the model packs real tokens only. */
+ * here: the model packs real tokens only. In bf16 training (a working copy registered) the training ops round
+ * their products' operands to bf16 as ops_list.h's "training precision" states; fp32 otherwise. */
 #include <math.h>
 #include <string.h>
 
@@ -63,26 +64,31 @@ static size_t att_offset(const int32_t *seq_off, int s, int NH, int first_only) 
     return (size_t)NH * before;
 }
 
-/* What forward and backward share: the row block, the per-thread scratch (a score block, and its dropped copy
- * under dropout), the scales and the dropout threshold, and whether a parallel region pays. */
+/* What forward and backward share: the row block, the per-thread scratch (a score block, its dropped copy under
+ * dropout or bf16 operands, and with bf16 operands the rounded q, k, v and dO of the task), the scales and the
+ * dropout threshold, and whether a parallel region pays. */
 typedef struct {
-    int H, ld, rb, ntask, parallel;
-    size_t blk, per_thread; /* floats */
+    int H, ld, rb, ntask, parallel, bf16;
+    size_t blk, per_thread, opnd_at, opnd_rows; /* floats; the rounded operands at opnd_at, opnd_rows * dh each */
     float *scratch, scale, dscale;
     uint32_t thr;
     const XrDropout *d; /* NULL when dropout is off */
 } AttPlan;
 
+/* bf16: 1 when the products take bf16 operands (the training ops in bf16 training), 0 for fp32 (the inference ops
+ * always: they keep their fp32 definition, the GPU's flash kernel being their bf16 path). */
 static AttPlan att_plan(Backend *be, const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                        const XrDropout *d, int extra_blocks) {
+                        const XrDropout *d, int extra_blocks, int bf16) {
     AttPlan p;
-    p.H = NH * dh, p.ld = 3 * p.H, p.rb = query_block(max_len), p.ntask = S * NH;
+    p.H = NH * dh, p.ld = 3 * p.H, p.rb = query_block(max_len), p.ntask = S * NH, p.bf16 = bf16;
     p.d = d && d->p > 0.0f ? d : NULL;
     /* the mask position packs the query row in 16 bits (model positions stop at 8194) */
     if (p.d && (max_len > 65536 || NH > 65536))
         xr_die("attention dropout: %d tokens or %d heads exceed 65536", max_len, NH);
     p.blk = ((size_t)p.rb * max_len + 15) & ~(size_t)15;
-    p.per_thread = p.blk * (size_t)((p.d ? 2 : 1) + extra_blocks);
+    p.opnd_at = p.blk * (size_t)((p.d || bf16 ? 2 : 1) + extra_blocks);
+    p.opnd_rows = ((size_t)max_len * dh + 15) & ~(size_t)15;
+    p.per_thread = p.opnd_at + (bf16 ? 4 * p.opnd_rows : 0);
     p.scratch = cpu_scratch(be, p.per_thread, be->threads);
     p.scale = 1.0f / sqrtf((float)dh);
     p.thr = p.d ? rng_drop_threshold(p.d->p) : 0;
@@ -128,11 +134,37 @@ static void att_dropout(float *dst, const float *src, int nb, int L, int i0, int
                          id, thr, scale);
 }
 
-/* The forward with the probabilities saved in att, or (lse non-NULL) the log-sum-exp saved in lse. */
+/* dst[r, :dh] (row stride dh) = src[r, :dh] (row stride ld) rounded to bf16, rows 0 .. rows-1. */
+XR_CLONES
+static void round_rows(float *dst, const float *src, int rows, int dh, size_t ld) {
+    for (int r = 0; r < rows; r++)
+        for (int e = 0; e < dh; e++) dst[(size_t)r * dh + e] = xr_bf16_round(src[(size_t)r * ld + e]);
+}
+
+XR_CLONES
+static void round_inplace(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = xr_bf16_round(x[i]);
+}
+
+/* The task's q, k, v as the products read them, with their row stride in *lq: in qkv (stride ld), or with bf16
+ * operands rounded into the thread's scratch (q's nq rows, k's and v's L rows; stride dh). */
+static void att_operands(const AttPlan *p, const AttTask *t, int dh, const float **q, const float **k,
+                         const float **v, int *lq) {
+    *q = t->q, *k = t->k, *v = t->v, *lq = p->ld;
+    if (!p->bf16) return;
+    float *o = t->mine + p->opnd_at;
+    round_rows(o, t->q, t->nq, dh, (size_t)p->ld);
+    round_rows(o + p->opnd_rows, t->k, t->L, dh, (size_t)p->ld);
+    round_rows(o + 2 * p->opnd_rows, t->v, t->L, dh, (size_t)p->ld);
+    *q = o, *k = o + p->opnd_rows, *v = o + 2 * p->opnd_rows, *lq = dh;
+}
+
+/* The forward with the probabilities saved in att, or (lse non-NULL) the log-sum-exp saved in lse. With bf16
+ * operands: q, k, v rounded, and Pd = dropout(P) rounded as the operand of Pd v (P saved / lse stay fp32). */
 static void attention_fwd(Backend *be, float *out, float *att, float *lse, const float *qkv, const int32_t *seq_off,
-                          int S, int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d, 0);
-    int H = p.H, ld = p.ld;
+                          int S, int max_len, int NH, int dh, int first_only, const XrDropout *d, int bf16) {
+    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d, 0, bf16);
+    int H = p.H;
     XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
     for (int task = 0; task < p.ntask; task++) {
         AttTask t = att_task(&p, task, seq_off, qkv, NH, dh, first_only);
@@ -140,20 +172,28 @@ static void attention_fwd(Backend *be, float *out, float *att, float *lse, const
         if (L <= 0) continue;
         float *o = out + (size_t)(first_only ? t.s : t.off) * H + (size_t)t.h * dh;
         float *a = att ? att + t.att : NULL;
+        const float *q, *k, *v;
+        int lq;
+        att_operands(&p, &t, dh, &q, &k, &v, &lq);
         for (int i0 = 0; i0 < t.nq; i0 += p.rb) {
             int nb = t.nq - i0 < p.rb ? t.nq - i0 : p.rb;
             float *sc = a ? a + (size_t)i0 * L : t.mine;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, t.q + (size_t)i0 * ld, ld, t.k,
-                        ld, 0.0f, sc, L);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, q + (size_t)i0 * lq, lq, k, lq,
+                        0.0f, sc, L);
             float *row_lse = lse ? lse + (size_t)((first_only ? t.s : t.off) + i0) * NH + t.h : NULL;
             softmax_rows(sc, row_lse, (size_t)NH, nb, L);
             const float *pv = sc;
+            float *pd = t.mine + p.blk;
             if (p.d) {
-                float *pd = t.mine + p.blk;
                 att_dropout(pd, sc, nb, L, i0, t.h, t.id, p.d, p.thr, p.dscale);
                 pv = pd;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, pv, L, t.v, ld, 0.0f,
+            if (p.bf16) { /* Pd rounded; P itself (saved in att) stays fp32 */
+                if (!p.d) memcpy(pd, sc, (size_t)nb * L * sizeof(float));
+                round_inplace(pd, (size_t)nb * L);
+                pv = pd;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, 1.0f, pv, L, v, lq, 0.0f,
                         o + (size_t)i0 * H, H);
         }
     }
@@ -162,12 +202,12 @@ static void attention_fwd(Backend *be, float *out, float *att, float *lse, const
 
 void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                        int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    attention_fwd(be, out, att, NULL, qkv, seq_off, S, max_len, NH, dh, first_only, d);
+    attention_fwd(be, out, att, NULL, qkv, seq_off, S, max_len, NH, dh, first_only, d, 0);
 }
 
 void cpu_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
                              int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    attention_fwd(be, out, NULL, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d);
+    attention_fwd(be, out, NULL, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d, cpu_bf16_operands(be));
 }
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
@@ -182,7 +222,7 @@ void cpu_attention_first(Backend *be, float *out, const float *qkv, const int32_
 
 void cpu_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                          int max_len, int NH, int dh, int first_only, const XrDropout *d) {
-    cpu_attention_fwd(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d);
+    attention_fwd(be, out, att, NULL, qkv, seq_off, S, max_len, NH, dh, first_only, d, cpu_bf16_operands(be));
 }
 
 /* dP = dropout(dPd) with the mask read off Pd = dropout(P) (kept where Pd != 0) instead of drawn again. Where
@@ -206,30 +246,38 @@ static void softmax_backward_rows(float *dp, const float *p, int rows, int L) {
 }
 
 /* Per (sequence, head) and block of query rows, with P the saved probabilities and Pd = dropout(P):
- * dV += Pd^T dO; dPd = dO V^T; dP = dropout(dPd); dS = softmax'(dP); dQ = scale dS K; dK += scale dS^T Q.
- * Each task writes only its own sequence's rows and head's columns, so tasks never overlap. */
+ * dPd = dO V^T; dP = dropout(dPd); dV += Pd^T dO; dS = softmax'(dP); dQ = scale dS K; dK += scale dS^T Q.
+ * With bf16 operands, the products' operands Q, K, V, dO, Pd and dS are rounded to bf16 (dP, D and dS computed
+ * in fp32 before dS is rounded). Each task writes only its own sequence's rows and head's columns, so tasks never
+ * overlap. */
 /* The backward from saved probabilities att, or (lse non-NULL) from probabilities recomputed as exp(s - lse). */
 static void attention_bwd(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                           const float *lse, const int32_t *seq_off, int S, int max_len, int NH, int dh,
                           int first_only, const XrDropout *d) {
-    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d, lse ? 1 : 0);
+    AttPlan p = att_plan(be, seq_off, S, max_len, NH, dh, first_only, d, lse ? 1 : 0, cpu_bf16_operands(be));
     int H = p.H, ld = p.ld;
     XR_OMP(omp parallel for num_threads(be->threads) schedule(dynamic, 1) if (p.parallel))
     for (int task = 0; task < p.ntask; task++) {
         AttTask t = att_task(&p, task, seq_off, qkv, NH, dh, first_only);
         int L = t.L, nq = t.nq;
         if (L <= 0) continue;
-        const float *q = t.q, *k = t.k, *v = t.v;
         float *dq = dqkv + (size_t)t.off * ld + (size_t)t.h * dh, *dk = dq + H, *dv = dq + 2 * H;
-        const float *dO = dout + (size_t)(first_only ? t.s : t.off) * H + (size_t)t.h * dh;
+        const float *q, *k, *v, *dO = dout + (size_t)(first_only ? t.s : t.off) * H + (size_t)t.h * dh;
+        int lq, lo = H;
+        att_operands(&p, &t, dh, &q, &k, &v, &lq);
+        if (p.bf16) { /* dO rounded too (the 4th operand slot) */
+            float *r = t.mine + p.opnd_at + 3 * p.opnd_rows;
+            round_rows(r, dO, nq, dh, (size_t)H);
+            dO = r, lo = dh;
+        }
         const float *a = lse ? NULL : att + t.att;
-        float *dp = t.mine, *pd = dp + p.blk, *pr = pd + (p.d ? p.blk : 0);
+        float *dp = t.mine, *pd = dp + p.blk, *pr = pd + (p.d || p.bf16 ? p.blk : 0);
         for (int i0 = 0; i0 < nq; i0 += p.rb) {
             int nb = nq - i0 < p.rb ? nq - i0 : p.rb;
             const float *P, *Pv;
             if (lse) { /* recompute this block's probabilities: the forward's scores, then exp(s - lse) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, q + (size_t)i0 * ld, ld, k,
-                            ld, 0.0f, pr, L);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, p.scale, q + (size_t)i0 * lq, lq, k,
+                            lq, 0.0f, pr, L);
                 probs_from_lse(pr, lse + (size_t)((first_only ? t.s : t.off) + i0) * NH + t.h, (size_t)NH, nb, L);
                 P = pr;
             } else {
@@ -240,16 +288,21 @@ static void attention_bwd(Backend *be, float *dqkv, const float *dout, const flo
             if (p.d) {
                 att_dropout(pd, P, nb, L, i0, t.h, t.id, p.d, p.thr, p.dscale);
                 Pv = pd;
+            } else if (p.bf16) {
+                memcpy(pd, P, (size_t)nb * L * sizeof(float));
+                Pv = pd;
             }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, 1.0f, Pv, L, dO + (size_t)i0 * H, H, beta,
-                        dv, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, 1.0f, dO + (size_t)i0 * H, H, v, ld, 0.0f,
-                        dp, L);
-            if (p.d) mask_like(dp, pd, (size_t)nb * L, p.dscale);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, dh, 1.0f, dO + (size_t)i0 * lo, lo, v, lq,
+                        0.0f, dp, L);
+            if (p.d) mask_like(dp, pd, (size_t)nb * L, p.dscale); /* reads the mask off the fp32 Pd */
+            if (p.bf16) round_inplace(pd, (size_t)nb * L);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, 1.0f, Pv, L, dO + (size_t)i0 * lo, lo,
+                        beta, dv, ld);
             softmax_backward_rows(dp, P, nb, L);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, p.scale, dp, L, k, ld, 0.0f,
+            if (p.bf16) round_inplace(dp, (size_t)nb * L); /* dS, computed in fp32, rounded as an operand */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, L, p.scale, dp, L, k, lq, 0.0f,
                         dq + (size_t)i0 * ld, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, p.scale, dp, L, q + (size_t)i0 * ld, ld,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, dh, nb, p.scale, dp, L, q + (size_t)i0 * lq, lq,
                         beta, dk, ld);
         }
         /* with the first row only, the other rows' queries did not take part */

@@ -69,6 +69,9 @@ const float *cpu_gemm_weight(Backend *be, const float *W);
 /* The activation operand a GEMM reads: with a working copy, x[0, n) rounded to bf16 in operand slot `slot`
  * (0 or 1, valid until the next call with that slot); without one, x itself. */
 const float *cpu_gemm_operand(Backend *be, const float *x, size_t n, int slot);
+/* 1 while a working copy is registered (bf16 training: the GEMMs' operands are rounded to bf16, ops_list.h
+ * "training precision"; the training attention's products too, cpu_attention.c), else 0. */
+int cpu_bf16_operands(Backend *be);
 
 /* The kernels the ops above share. */
 /* Attention forward: ops_attention (first_only 0, d NULL), ops_attention_first (att NULL, first_only 1) and

@@ -48,6 +48,8 @@ void cpu_act_store(Backend *be, float *x, size_t n) {
     if (cpu_precision(be)->act_bf16 && n) round_into(be, x, x, n);
 }
 
+int cpu_bf16_operands(Backend *be) { return cpu_precision(be)->master != NULL; }
+
 const float *cpu_gemm_weight(Backend *be, const float *W) {
     CpuPrecision *p = cpu_precision(be);
     if (p->master && W >= p->master && W < p->master + p->n) return p->copy + (W - p->master);
