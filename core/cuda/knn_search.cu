@@ -200,11 +200,15 @@ __global__ void __launch_bounds__(KNN_RS_WARPS * 32)
     for (int d0 = 0; d0 < dim; d0 += 32) {
         const int d = d0 + lane;
         const bool in = d < dim;
-#pragma unroll 8
+        // all 32 loads issued before the first store: 32 independent 128-byte reads in flight per warp
+        float v[32];
+#pragma unroll
         for (int r = 0; r < 32; r++) {
             const unsigned long long o = __shfl_sync(0xFFFFFFFFu, off, r);
-            if ((have >> r) & 1u) rows[w][r][lane] = in ? P[o + (unsigned long long)d] : 0.0f;
+            v[r] = ((have >> r) & 1u) && in ? __ldg(P + o + (unsigned long long)d) : 0.0f;
         }
+#pragma unroll
+        for (int r = 0; r < 32; r++) rows[w][r][lane] = v[r];
         qc[w][lane] = in ? qrow[d] : 0.0f;
         __syncwarp();
         if (mine) knn_exact_acc(a, qc[w], rows[w][lane], (size_t)d0, (size_t)min(32, dim - d0), dim4);
