@@ -88,6 +88,36 @@ static void upload_rows(KnnShard *s, void *dst, const float *src, size_t rows) {
     ops_to_device(s->be, dst, s->host_b16, cnt * sizeof(uint16_t));
 }
 
+#define KNN_STAGE_BYTES ((size_t)32 << 20) /* each of the two pinned staging buffers of a shard's upload */
+
+/* cnt elements of host fp32 data to dst on the device (as bf16 rounded on the host with to16) through two pinned
+ * staging buffers: the host fills one (a copy or the conversion, on all threads) while the device copies the
+ * other, so the upload runs at pinned speed instead of a pageable copy's. Returns when the data is there. */
+static void upload_staged(Backend *be, void *dst, const float *src, size_t cnt, int to16) {
+    const size_t elt = to16 ? 2 : 4;
+    size_t chunk = KNN_STAGE_BYTES / elt;
+    if (chunk > cnt) chunk = cnt;
+    if (chunk == 0) return;
+    void *buf[2] = {ops_pinned_alloc(be, chunk * elt), cnt > chunk ? ops_pinned_alloc(be, chunk * elt) : NULL};
+    for (size_t i = 0, c0 = 0; c0 < cnt; i++, c0 += chunk) {
+        const size_t c = cnt - c0 < chunk ? cnt - c0 : chunk;
+        void *b = buf[i & 1]; /* its last copy (chunk i - 2) finished at the previous iteration's sync */
+        if (to16) {
+            to_bf16_host((uint16_t *)b, src + c0, c);
+        } else {
+            const size_t blk = 262144; /* floats per thread's memcpy */
+            XR_OMP(omp parallel for schedule(static) if (c > blk))
+            for (size_t b0 = 0; b0 < c; b0 += blk)
+                memcpy((float *)b + b0, src + c0 + b0, (c - b0 < blk ? c - b0 : blk) * sizeof(float));
+        }
+        ops_sync(be); /* chunk i - 1's copy, which ran while this one was filled */
+        ops_to_device_async(be, (char *)dst + c0 * elt, b, c * elt);
+    }
+    ops_sync(be);
+    ops_pinned_free(be, buf[0]);
+    ops_pinned_free(be, buf[1]);
+}
+
 /* The query block to the device as screened; with keep32 its fp32 rows go up once (into dev_q32, which the
  * rescoring reads) and the bf16 copy is made there. */
 static void upload_queries(KnnShard *s, const float *q, size_t m) {
@@ -215,17 +245,13 @@ KnnShard *knn_shard_create(Backend *be, const float *passages, size_t n, size_t 
     double t1 = xr_now();
     if (s->keep32) {
         /* the fp32 shard goes up once; its bf16 copy is made on the device (the host's rounding, bit for bit) */
-        ops_to_device(be, s->dev_p32, passages, n * dim * sizeof(float));
+        upload_staged(be, s->dev_p32, passages, n * dim, 0);
         s->setup.t_upload = xr_now() - t1;
         ops_to_bf16(be, (uint16_t *)s->dev_p, s->dev_p32, n * dim);
         ops_sync(be);
         s->setup.t_convert = xr_now() - t1 - s->setup.t_upload;
     } else if (s->resident) {
-        /* upload in tiles (bf16: converted on the host, the staging buffer holds one tile) */
-        for (size_t p0 = 0; p0 < n; p0 += tile) {
-            size_t rows = n - p0 < tile ? n - p0 : tile;
-            upload_rows(s, (char *)s->dev_p + p0 * dim * elt, passages + p0 * dim, rows);
-        }
+        upload_staged(be, s->dev_p, passages, n * dim, s->bf16); /* bf16: rounded on the host */
         s->setup.t_upload = xr_now() - t1;
     }
     return s;

@@ -17,7 +17,8 @@
  *
  * Memory: the shard stays on the device when it fits in mem_limit together with the per-block buffers (query
  * block, lists, the m x tile score scratch); otherwise tiles are uploaded one after another for every block of
- * queries (a shard larger than the device works, slower). knn_shard_bytes says what the shard holds. */
+ * queries (a shard larger than the device works, slower). knn_shard_bytes says what the shard holds. A resident
+ * shard goes up through two 32 MiB pinned host buffers, one filled while the other is copied. */
 #ifndef XR_KNN_DEVICE_H
 #define XR_KNN_DEVICE_H
 #include <stddef.h>

@@ -28,6 +28,9 @@ static void test_cases(Backend *be) {
         {64, 700, 37, 37, 128, 0, 25, 16, 0, 2},  /* two ranks */
         {64, 701, 37, 10, 97, 50000, 25, 2, 0, 3}, /* three ranks, streamed */
         {16, 12000, 6, 4, 4096, 0, 10000, 16, 0, 2}, /* k 10,000 over 2 ranks, tiles smaller than k */
+        /* 34.2 MiB resident: the upload through two 32 MiB staging buffers (knn_device.c) takes 2 chunks, and
+         * the top 2,000 of each query hold passages of both */
+        {128, 70000, 6, 6, 65536, 0, 2000, 16, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char label[64];
