@@ -35,6 +35,7 @@ void mine_result_free(MineResult *r) {
     free(r->rank_search_bytes);
     free(r->rank_rss_kib);
     free(r->rank_resident);
+    free(r->rank_setup_s);
     memset(r, 0, sizeof *r);
 }
 

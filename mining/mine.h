@@ -86,10 +86,12 @@ typedef struct {
     BatchRunStats emb[2];        /* summed over ranks */
     double t_hash, t_embed[2], t_search, t_merge, t_ce, t_select, t_total; /* slowest rank's seconds */
     /* per rank (rank_* arrays of nranks, every rank): device bytes the search held (0 = CPU search), whether
-     * the shard stayed on the device, and the process's peak resident host memory (KiB) */
+     * the shard stayed on the device, the process's peak resident host memory (KiB), and the device shard's
+     * setup seconds (3 a rank: check, upload, device bf16 conversion; knn_shard_setup; 0 for the CPU search) */
     int nranks;
     int64_t *rank_search_bytes, *rank_rss_kib;
     int *rank_resident;
+    double *rank_setup_s;
     const char *search_where; /* "cpu" or the search backend's device name */
     int64_t ce_pairs;
     BatchRunStats ce;

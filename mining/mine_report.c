@@ -135,9 +135,13 @@ void mine_report(FILE *f, const MineOpts *o, const MineResult *r) {
             (long long)r->knn.n_exhaustive, r->t_merge, r->t_ce, r->t_select, r->t_total);
     for (int i = 0; i < r->nranks && r->rank_rss_kib; i++) {
         if (r->rank_search_bytes[i])
-            fprintf(f, "  memory, rank %d: search %.1f MiB on the device (passages %s), host peak %.1f MiB\n", i,
-                    r->rank_search_bytes[i] / 1048576.0, r->rank_resident[i] ? "resident" : "streamed in tiles",
-                    r->rank_rss_kib[i] / 1024.0);
+            fprintf(f,
+                    "  memory, rank %d: search %.1f MiB on the device (passages %s), host peak %.1f MiB; shard setup "
+                    "%.2f s (check %.2f s, upload %.2f s, bf16 on the device %.2f s)\n",
+                    i, r->rank_search_bytes[i] / 1048576.0, r->rank_resident[i] ? "resident" : "streamed in tiles",
+                    r->rank_rss_kib[i] / 1024.0, r->rank_setup_s[3 * i] + r->rank_setup_s[3 * i + 1] +
+                    r->rank_setup_s[3 * i + 2], r->rank_setup_s[3 * i], r->rank_setup_s[3 * i + 1],
+                    r->rank_setup_s[3 * i + 2]);
         else
             fprintf(f, "  memory, rank %d: host peak %.1f MiB\n", i, r->rank_rss_kib[i] / 1024.0);
     }

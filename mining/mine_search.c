@@ -319,17 +319,23 @@ static void mine_rank_memory(Mine *m, const KnnShard *sh) {
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
     getrusage(RUSAGE_SELF, &ru);
-    int64_t mine[3] = {sh ? (int64_t)knn_shard_bytes(sh) : 0, (int64_t)ru.ru_maxrss, sh ? knn_shard_resident(sh) : 0};
+    KnnShardSetup su = {0, 0, 0};
+    if (sh) su = knn_shard_setup(sh);
+    /* the setup seconds travel as microseconds in the one int64 exchange */
+    int64_t mine[6] = {sh ? (int64_t)knn_shard_bytes(sh) : 0, (int64_t)ru.ru_maxrss, sh ? knn_shard_resident(sh) : 0,
+                       (int64_t)(su.t_check * 1e6), (int64_t)(su.t_upload * 1e6), (int64_t)(su.t_convert * 1e6)};
     size_t got;
     int64_t *all = (int64_t *)comm_allgather(m->c, mine, sizeof mine, &got, NULL);
     r->nranks = m->size;
     r->rank_search_bytes = xr_malloc(sizeof(int64_t) * (size_t)m->size);
     r->rank_rss_kib = xr_malloc(sizeof(int64_t) * (size_t)m->size);
     r->rank_resident = xr_malloc(sizeof(int) * (size_t)m->size);
+    r->rank_setup_s = xr_malloc(sizeof(double) * 3 * (size_t)m->size);
     for (int i = 0; i < m->size; i++) {
-        r->rank_search_bytes[i] = all[3 * i];
-        r->rank_rss_kib[i] = all[3 * i + 1];
-        r->rank_resident[i] = (int)all[3 * i + 2];
+        r->rank_search_bytes[i] = all[6 * i];
+        r->rank_rss_kib[i] = all[6 * i + 1];
+        r->rank_resident[i] = (int)all[6 * i + 2];
+        for (int j = 0; j < 3; j++) r->rank_setup_s[3 * i + j] = (double)all[6 * i + 3 + j] * 1e-6;
     }
     free(all);
     const Backend *sb = m->o->search_be;
