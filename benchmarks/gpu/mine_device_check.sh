@@ -22,7 +22,7 @@
 #     tiles, same precision; skipped without torch), each under its own timeout (XR_KNN_T_XRANK 75 s,
 #     XR_KNN_T_TORCH 28 s); then the embedding speed: all-MiniLM-L6-v2 passages/s, bench_encoder embed vs
 #     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens; the 8-rank merge
-#     (bench_mine_merge.sh: `xrank mine` on a 500,000-passage synthetic corpus, 10k queries, range-max 1000, 1 rank
+#     (bench_mine_merge.sh: `xrank mine` on a 300,000-passage synthetic corpus, 10k queries, range-max 1000, 1 rank
 #     then 8 sharing the GPU: merge seconds, identical group files; XR_MERGE_PASSAGES / _QUERIES / _T, default 60 s);
 #     and the XLM-R large shape's embedding with random weights (/tmp/xr_bge_random, written when absent), xrank
 #     bf16 vs transformers bf16, 512 x 128 tokens.
@@ -180,7 +180,7 @@ echo "elapsed after MiniLM's embedding: $(( $(date +%s) - start )) s"
 # shows) on 1 rank, then 8 ranks sharing the GPU (comm_device_index: node-local rank mod GPUs) from the cached
 # embeddings; the report's merge seconds, and the 8-rank group file byte-identical to the 1-rank one. Without a GPU
 # (the rehearsal) on the CPU at a tiny size.
-if xr_have_gpu; then MD=cuda MS="${XR_MERGE_PASSAGES:-500000} ${XR_MERGE_QUERIES:-10000} 1000"
+if xr_have_gpu; then MD=cuda MS="${XR_MERGE_PASSAGES:-300000} ${XR_MERGE_QUERIES:-10000} 1000"
 else MD=cpu MS="20000 500 100"; fi
 # shellcheck disable=SC2086
 timeout -k 3 "${XR_MERGE_T:-60}" "$ROOT/benchmarks/gpu/bench_mine_merge.sh" "$X" "$MPIRUN" /tmp/xr_mine_merge "$MD" \
