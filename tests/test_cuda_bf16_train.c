@@ -10,7 +10,9 @@
  *   number, and the emulation's up to the op's fp32 accumulation order (bound below); what stays fp32 (LayerNorm
  *   statistics, attention probabilities and log-sum-exps) is compared as fp32; linear_backward through the working
  *   copy (bf16 dy, x and W, fp32 accumulation) against the emulation's; a linear reading a producer's output through
- *   the bf16 copy the producer wrote for it the same bits as one that casts;
+ *   the bf16 copy the producer wrote for it the same bits as one that casts; the training attention forward and
+ *   backward with bf16 operands (a working copy registered) against att_bf16_ref.h's reference of the contract, as
+ *   test_attention_bf16 holds the emulation (a missing rounding fails it);
  * - the whole bf16 training step on the tiny BERT and XLM-R fixtures: one step's logits and gradients against the
  *   emulation's within test_bf16_train's derived bound; STEPS AdamW steps (dropout on, two micro-batches a step),
  *   GPU parameters against the emulation's within Adam's leash, two GPU runs and a GPU run with gradient
@@ -32,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "att_bf16_ref.h"
 #include "bf16_curve.h"
 #include "grad_fixture.h"
 #include "loss.h"
@@ -370,6 +373,52 @@ static void test_attention(const Pack *p, int lse, int first_only) {
     cmp_f32(name, sv[0], sv[1], nsave, 1e-5);
     for (int k = 0; k < 2; k++) free(out[k]), free(sv[k]);
     free(qkv);
+}
+
+/* The training attention's products in bf16 training (a working copy registered on the backend; ops_list.h,
+ * "training precision"): forward and backward on the GPU against att_bf16_ref.h's double reference with the
+ * contract's roundings, under the same criteria as the CPU emulation in test_attention_bf16 (within the accumulation
+ * bound but for rare bf16 steps of Pd / dS, and each of the q/k/v, Pd, dO and dS roundings present); inputs off the
+ * bf16 grid so that every rounding shows; activations stored fp32 so the context is compared unrounded. */
+static void test_attention_products(const Pack *p, int lse, int first_only) {
+    const int NH = 2, dh = 33, H = NH * dh;
+    size_t nq = first_only ? (size_t)NS : (size_t)p->N, nout = nq * H, nd = (size_t)p->N * 3 * H, nsave = 0;
+    for (int s = 0; s < NS; s++) {
+        size_t rows = first_only ? 1 : (size_t)kLens[s];
+        nsave += lse ? rows : rows * (size_t)kLens[s];
+    }
+    nsave *= NH;
+    float *qkv = rand_nz(nd, 1.5f), *dout = rand_nz(nout, 1.0f), *out[2], *dqkv[2], zero16[16] = {0};
+    for (size_t i = 0; i < nd; i++)
+        if (xr_bf16_round(qkv[i]) == qkv[i]) qkv[i] = nextafterf(qkv[i], INFINITY);
+    for (size_t i = 0; i < nout; i++)
+        if (xr_bf16_round(dout[i]) == dout[i]) dout[i] = nextafterf(dout[i], INFINITY);
+    uint64_t key = rng_key(8, 2, 6);
+    for (int k = 0; k < 2; k++) {
+        Backend *be = be_of(k);
+        float *dm = put(be, zero16, sizeof zero16), *dq = put(be, qkv, nd * 4), *dO = put(be, dout, nout * 4);
+        float *o = poisoned(be, nout), *a = poisoned(be, nsave), *g = poisoned(be, nd);
+        XrDropout d = {0.1f, key, p->ids_d[k]};
+        ops_bf16_weights(be, dm, 16);
+        if (lse) {
+            ops_attention_train_lse(be, o, a, dq, p->off_d[k], NS, p->max_len, NH, dh, first_only, &d);
+            ops_attention_backward_lse(be, g, dO, dq, a, p->off_d[k], NS, p->max_len, NH, dh, first_only, &d);
+        } else {
+            ops_attention_train(be, o, a, dq, p->off_d[k], NS, p->max_len, NH, dh, first_only, &d);
+            ops_attention_backward(be, g, dO, dq, a, p->off_d[k], NS, p->max_len, NH, dh, first_only, &d);
+        }
+        ops_bf16_weights(be, NULL, 0);
+        out[k] = get(be, o, nout), dqkv[k] = get(be, g, nd);
+        ops_free(be, dm), ops_free(be, dq), ops_free(be, dO), ops_free(be, o), ops_free(be, a), ops_free(be, g);
+    }
+    AttRefCase c = {NS, p->N, p->max_len, NH, dh, first_only, p->off, p->ids, 0.1f, key};
+    char what[96];
+    snprintf(what, sizeof what, "GPU bf16 operands %s p=0.1%s", lse ? "lse" : "saved", first_only ? " first" : "");
+    att_check(what, &c, qkv, dout, out[1], dqkv[1], 1);
+    snprintf(what, sizeof what, "CPU bf16 operands %s p=0.1%s", lse ? "lse" : "saved", first_only ? " first" : "");
+    att_check(what, &c, qkv, dout, out[0], dqkv[0], 1);
+    for (int k = 0; k < 2; k++) free(out[k]), free(dqkv[k]);
+    free(qkv), free(dout);
 }
 
 /* linear, linear_gelu and linear_backward through the working copy, activations in bf16 (the forward) and fp32
@@ -828,6 +877,8 @@ int main(void) {
     for (int lse = 0; lse < 2; lse++)
         for (int first = 0; first < 2; first++) test_attention(&p, lse, first);
     set_act(XR_PREC_FP32);
+    for (int lse = 0; lse < 2; lse++)
+        for (int first = 0; first < 2; first++) test_attention_products(&p, lse, first);
     test_gemms(p.N, 97, 67);
     test_gemms(1, 1, 1);
     test_gemms(129, 65, 63);

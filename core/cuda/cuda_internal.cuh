@@ -58,6 +58,9 @@ static __device__ __forceinline__ float act_round(float v, int rnd) {
 }
 /* 1 when the forward ops store activations in bf16 (ops_act_precision(BF16)), else 0. */
 int cuda_ops_act_bf16(Backend *be);
+/* 1 while a working copy is registered (bf16 training: GEMMs and the training attention's products take bf16
+ * operands, ops_list.h "training precision"), else 0. */
+int cuda_ops_bf16_operands(Backend *be);
 /* Rounds x[0, n) in place as the activations are stored (nothing in fp32): for outputs cuBLAS writes in fp32. */
 void cuda_ops_act_store(Backend *be, float *x, size_t n);
 /* W's view in the bf16 working copy (ops_bf16_weights), or NULL when W is not in the registered buffer. */

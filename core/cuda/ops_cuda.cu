@@ -480,6 +480,7 @@ extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { st_of(be)->
 
 /* not ops: they do not count in st->ops */
 int cuda_ops_act_bf16(Backend *be) { return ((const CudaState *)be->impl)->act_bf16; }
+int cuda_ops_bf16_operands(Backend *be) { return ((const CudaState *)be->impl)->wmaster != NULL; }
 extern "C" unsigned long long cuda_ops_act_casts(Backend *be) { return ((const CudaState *)be->impl)->act_casts; }
 
 __global__ void k_round_bf16(float *x, size_t n) {

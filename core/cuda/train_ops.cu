@@ -614,7 +614,9 @@ extern "C" void cuda_ops_adamw(Backend *be, float *p, const float *g, float *m, 
 /* ---------------- attention for training over packed sequences ----------------
  * Block (s*NH + h, y), warp w: one row of sequence s, head h (a query row in the forward and in the backward's
  * first pass, a key row in its second), row = y*XR_ATT_TRAIN_WARPS + w. Exact fp32 softmax; dropout on the
- * probabilities with the mask position query row | head << 16 (ops.h). */
+ * probabilities with the mask position query row | head << 16 (ops.h). opb 1 (bf16 training: a working copy
+ * registered): the products' operands q, k, v, Pd, dO and dS are rounded to bf16 as they are read or formed
+ * (ops_list.h, "training precision"), sums and P / D / the fp32 dS staying fp32, as the CPU emulation. */
 #define XR_ATT_TRAIN_WARPS 4
 #define XR_ATT_SHMEM_MAX (200 * 1024)
 
@@ -633,7 +635,7 @@ static __device__ size_t att_base(const int32_t *seq_off, int s, int NH, int fir
 /* Forward: P = softmax(q k^T scale) saved in att (before dropout), ctx = dropout(P) v. Shared memory per warp:
  * max_len scores, then dh floats of q. */
 __global__ void k_attention_train(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
-                                  int first_only, int max_len, float scale, DropDev d, int rnd,
+                                  int first_only, int max_len, float scale, DropDev d, int rnd, int opb,
                                   __nv_bfloat16 *out16) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -645,13 +647,13 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
     const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
-    for (int e = lane; e < dh; e += 32) qs[e] = q[e];
+    for (int e = lane; e < dh; e += 32) qs[e] = act_round(q[e], opb);
     __syncwarp();
     float mx = -INFINITY;
     for (int j = lane; j < L; j += 32) {
         const float *k = k0 + (size_t)j * ld;
         float dot = 0.0f;
-        for (int e = 0; e < dh; e++) dot += qs[e] * k[e];
+        for (int e = 0; e < dh; e++) dot += qs[e] * act_round(k[e], opb);
         dot *= scale;
         sc[j] = dot;
         mx = fmaxf(mx, dot);
@@ -685,10 +687,14 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
         }
         __syncwarp();
     }
+    if (opb) { /* Pd rounded as the operand of Pd v (att / lse keep P in fp32) */
+        for (int j = lane; j < L; j += 32) sc[j] = act_round(sc[j], 1);
+        __syncwarp();
+    }
     float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
+        for (int j = 0; j < L; j++) acc += sc[j] * act_round(v0[(size_t)j * ld + e], opb);
         o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
         if (out16) out16[o - out + e] = __float2bfloat16_rn(o[e]);
     }
@@ -699,7 +705,7 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
  * rowd[(b0 + i) * NH + h] for the second pass. Shared memory per warp: max_len floats of dp / dS, dh of dO_i. */
 __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout, const float *qkv, const float *att,
                                      const int32_t *seq_off, int NH, int dh, int first_only, int max_len,
-                                     float scale, DropDev d) {
+                                     float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -710,7 +716,7 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
     const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
     const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
-    for (int e = lane; e < dh; e += 32) os[e] = dO[e];
+    for (int e = lane; e < dh; e += 32) os[e] = act_round(dO[e], opb);
     __syncwarp();
     const float *P = att + att_base(seq_off, s, NH, first_only, lane) + ((size_t)h * nq + i) * L;
     uint64_t id = drop_id(d, s);
@@ -722,7 +728,7 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
             int j = 4 * g + k;
             const float *v = v0 + (size_t)j * ld;
             float dot = 0.0f;
-            for (int e = 0; e < dh; e++) dot += os[e] * v[e];
+            for (int e = 0; e < dh; e++) dot += os[e] * act_round(v[e], opb);
             dp[j] = d.on ? (r[k] >= d.thr ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
         }
     }
@@ -730,13 +736,13 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
     float D = 0.0f;
     for (int j = lane; j < L; j += 32) D += P[j] * dp[j];
     D = warp_sum(D);
-    for (int j = lane; j < L; j += 32) dp[j] = P[j] * (dp[j] - D);
+    for (int j = lane; j < L; j += 32) dp[j] = act_round(P[j] * (dp[j] - D), opb); /* dS: fp32, then the operand */
     __syncwarp();
     if (lane == 0) rowd[(size_t)(b0 + i) * NH + h] = D;
     float *dq = dqkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += dp[j] * k0[(size_t)j * ld + e];
+        for (int j = 0; j < L; j++) acc += dp[j] * act_round(k0[(size_t)j * ld + e], opb);
         dq[e] = acc * scale;
     }
 }
@@ -747,7 +753,7 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
  * max_len floats of Pd, max_len of dS, dh of v_j. */
 __global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float *dout, const float *qkv,
                                      const float *att, const int32_t *seq_off, int NH, int dh, int first_only,
-                                     int max_len, float scale, DropDev d) {
+                                     int max_len, float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -758,27 +764,27 @@ __global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
     const float *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
     const float *v = q0 + 2 * HD + (size_t)j * ld;
-    for (int e = lane; e < dh; e += 32) vs[e] = v[e];
+    for (int e = lane; e < dh; e += 32) vs[e] = act_round(v[e], opb);
     __syncwarp();
     const float *P = att + att_base(seq_off, s, NH, first_only, lane) + (size_t)h * nq * L;
     uint64_t id = drop_id(d, s);
     for (int i = lane; i < nq; i += 32) {
         const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
         float dot = 0.0f;
-        for (int e = 0; e < dh; e++) dot += dO[e] * vs[e];
+        for (int e = 0; e < dh; e++) dot += act_round(dO[e], opb) * vs[e];
         float p = P[(size_t)i * L + j];
         int keep = !d.on || drop_draw1(d, j, (uint32_t)i | ((uint32_t)h << 16), id) >= d.thr;
         float dpv = d.on ? (keep ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
-        pd[i] = d.on ? (keep ? __fmul_rn(p, d.scale) : 0.0f) : p;
-        ds[i] = p * (dpv - rowd[(size_t)(b0 + i) * NH + h]);
+        pd[i] = act_round(d.on ? (keep ? __fmul_rn(p, d.scale) : 0.0f) : p, opb);
+        ds[i] = act_round(p * (dpv - rowd[(size_t)(b0 + i) * NH + h]), opb);
     }
     __syncwarp();
     float *dk = dqkv + (size_t)(b0 + j) * ld + HD + (size_t)h * dh, *dv = dk + HD;
     for (int e = lane; e < dh; e += 32) {
         float av = 0.0f, ak = 0.0f;
         for (int i = 0; i < nq; i++) {
-            av += pd[i] * dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e];
-            ak += ds[i] * q0[(size_t)i * ld + e];
+            av += pd[i] * act_round(dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e], opb);
+            ak += ds[i] * act_round(q0[(size_t)i * ld + e], opb);
         }
         dv[e] = av;
         dk[e] = ak * scale;
@@ -825,7 +831,8 @@ extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, co
     dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
     k_attention_train<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
                                                                    1.0f / sqrtf((float)dh), drop_dev(d),
-                                                                   cuda_ops_act_bf16(be), out16);
+                                                                   cuda_ops_act_bf16(be), cuda_ops_bf16_operands(be),
+                                                                   out16);
     XR_LAUNCHED();
     if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
@@ -841,18 +848,19 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
         return;
     }
     DropDev dd = drop_dev(d);
+    int opb = cuda_ops_bf16_operands(be);
     float scale = 1.0f / sqrtf((float)dh);
     /* D_i per (token, head): the batch has at most S * max_len tokens */
     float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
     unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
     size_t shm1 = att_shmem((const void *)k_attention_bwd_rows, (size_t)max_len + dh, max_len, "attention_backward");
     k_attention_bwd_rows<<<dim3((unsigned)(S * NH), first_only ? 1u : gy), 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
-        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd);
+        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
     XR_LAUNCHED();
     size_t shm2 =
         att_shmem((const void *)k_attention_bwd_keys, (size_t)2 * max_len + dh, max_len, "attention_backward");
     k_attention_bwd_keys<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
-        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd);
+        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
     XR_LAUNCHED();
 }
 
@@ -864,7 +872,7 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
 
 __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, const int32_t *seq_off, int NH,
                                       int dh, int first_only, int max_len, float scale, DropDev d, int rnd,
-                                      __nv_bfloat16 *out16) {
+                                      int opb, __nv_bfloat16 *out16) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -875,13 +883,13 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
     const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
-    for (int e = lane; e < dh; e += 32) qs[e] = q[e];
+    for (int e = lane; e < dh; e += 32) qs[e] = act_round(q[e], opb);
     __syncwarp();
     float mx = -INFINITY;
     for (int j = lane; j < L; j += 32) {
         const float *k = k0 + (size_t)j * ld;
         float dot = 0.0f;
-        for (int e = 0; e < dh; e++) dot += qs[e] * k[e];
+        for (int e = 0; e < dh; e++) dot += qs[e] * act_round(k[e], opb);
         dot *= scale;
         sc[j] = dot;
         mx = fmaxf(mx, dot);
@@ -911,10 +919,14 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
         }
         __syncwarp();
     }
+    if (opb) { /* Pd rounded as the operand of Pd v (att / lse keep P in fp32) */
+        for (int j = lane; j < L; j += 32) sc[j] = act_round(sc[j], 1);
+        __syncwarp();
+    }
     float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * ld + e];
+        for (int j = 0; j < L; j++) acc += sc[j] * act_round(v0[(size_t)j * ld + e], opb);
         o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
         if (out16) out16[o - out + e] = __float2bfloat16_rn(o[e]);
     }
@@ -924,7 +936,7 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
  * Shared memory per warp: max_len floats of P, max_len of dp / dS, dh of dO_i, dh of q_i. */
 __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *dout, const float *qkv,
                                          const float *lse, const int32_t *seq_off, int NH, int dh, int first_only,
-                                         int max_len, float scale, DropDev d) {
+                                         int max_len, float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -936,7 +948,7 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
     const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
     const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
-    for (int e = lane; e < dh; e += 32) os[e] = dO[e], qs[e] = q[e];
+    for (int e = lane; e < dh; e += 32) os[e] = act_round(dO[e], opb), qs[e] = act_round(q[e], opb);
     __syncwarp();
     float l = lse[(size_t)(first_only ? s : b0 + i) * NH + h];
     uint64_t id = drop_id(d, s);
@@ -948,8 +960,8 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
             int j = 4 * g + k;
             const float *kj = k0 + (size_t)j * ld, *v = v0 + (size_t)j * ld;
             float sc = 0.0f, dot = 0.0f;
-            for (int e = 0; e < dh; e++) sc += qs[e] * kj[e];
-            for (int e = 0; e < dh; e++) dot += os[e] * v[e];
+            for (int e = 0; e < dh; e++) sc += qs[e] * act_round(kj[e], opb);
+            for (int e = 0; e < dh; e++) dot += os[e] * act_round(v[e], opb);
             P[j] = expf(sc * scale - l);
             dp[j] = d.on ? (r[k] >= d.thr ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
         }
@@ -958,13 +970,13 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
     float D = 0.0f;
     for (int j = lane; j < L; j += 32) D += P[j] * dp[j];
     D = warp_sum(D);
-    for (int j = lane; j < L; j += 32) dp[j] = P[j] * (dp[j] - D);
+    for (int j = lane; j < L; j += 32) dp[j] = act_round(P[j] * (dp[j] - D), opb); /* dS: fp32, then the operand */
     __syncwarp();
     if (lane == 0) rowd[(size_t)(b0 + i) * NH + h] = D;
     float *dq = dqkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += dp[j] * k0[(size_t)j * ld + e];
+        for (int j = 0; j < L; j++) acc += dp[j] * act_round(k0[(size_t)j * ld + e], opb);
         dq[e] = acc * scale;
     }
 }
@@ -973,7 +985,7 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
  * warp: max_len floats of Pd, max_len of dS, dh of v_j, dh of k_j. */
 __global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const float *dout, const float *qkv,
                                          const float *lse, const int32_t *seq_off, int NH, int dh, int first_only,
-                                         int max_len, float scale, DropDev d) {
+                                         int max_len, float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int s = blockIdx.x / NH, h = blockIdx.x % NH;
@@ -984,28 +996,28 @@ __global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const f
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
     const float *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
     const float *kj = q0 + HD + (size_t)j * ld, *v = q0 + 2 * HD + (size_t)j * ld;
-    for (int e = lane; e < dh; e += 32) vs[e] = v[e], ks[e] = kj[e];
+    for (int e = lane; e < dh; e += 32) vs[e] = act_round(v[e], opb), ks[e] = act_round(kj[e], opb);
     __syncwarp();
     uint64_t id = drop_id(d, s);
     for (int i = lane; i < nq; i += 32) {
         const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
         const float *qi = q0 + (size_t)i * ld;
         float dot = 0.0f, sc = 0.0f;
-        for (int e = 0; e < dh; e++) sc += qi[e] * ks[e];
-        for (int e = 0; e < dh; e++) dot += dO[e] * vs[e];
+        for (int e = 0; e < dh; e++) sc += act_round(qi[e], opb) * ks[e];
+        for (int e = 0; e < dh; e++) dot += act_round(dO[e], opb) * vs[e];
         float p = expf(sc * scale - lse[(size_t)(first_only ? s : b0 + i) * NH + h]);
         int keep = !d.on || drop_draw1(d, j, (uint32_t)i | ((uint32_t)h << 16), id) >= d.thr;
         float dpv = d.on ? (keep ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
-        pd[i] = d.on ? (keep ? __fmul_rn(p, d.scale) : 0.0f) : p;
-        ds[i] = p * (dpv - rowd[(size_t)(b0 + i) * NH + h]);
+        pd[i] = act_round(d.on ? (keep ? __fmul_rn(p, d.scale) : 0.0f) : p, opb);
+        ds[i] = act_round(p * (dpv - rowd[(size_t)(b0 + i) * NH + h]), opb);
     }
     __syncwarp();
     float *dk = dqkv + (size_t)(b0 + j) * ld + HD + (size_t)h * dh, *dv = dk + HD;
     for (int e = lane; e < dh; e += 32) {
         float av = 0.0f, ak = 0.0f;
         for (int i = 0; i < nq; i++) {
-            av += pd[i] * dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e];
-            ak += ds[i] * q0[(size_t)i * ld + e];
+            av += pd[i] * act_round(dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e], opb);
+            ak += ds[i] * act_round(q0[(size_t)i * ld + e], opb);
         }
         dv[e] = av;
         dk[e] = ak * scale;
@@ -1027,7 +1039,8 @@ extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse
     __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
     k_attention_train_lse<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, lse, qkv, seq_off, NH, dh, first_only,
                                                                        max_len, 1.0f / sqrtf((float)dh), drop_dev(d),
-                                                                       cuda_ops_act_bf16(be), out16);
+                                                                       cuda_ops_act_bf16(be),
+                                                                       cuda_ops_bf16_operands(be), out16);
     XR_LAUNCHED();
     if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
@@ -1039,16 +1052,17 @@ extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const 
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward_lse");
     DropDev dd = drop_dev(d);
+    int opb = cuda_ops_bf16_operands(be);
     float scale = 1.0f / sqrtf((float)dh);
     float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
     unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
     size_t per = (size_t)2 * max_len + 2 * (size_t)dh;
     size_t shm1 = att_shmem((const void *)k_attention_bwd_rows_lse, per, max_len, "attention_backward_lse");
     k_attention_bwd_rows_lse<<<dim3((unsigned)(S * NH), first_only ? 1u : gy), 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
-        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd);
+        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
     XR_LAUNCHED();
     size_t shm2 = att_shmem((const void *)k_attention_bwd_keys_lse, per, max_len, "attention_backward_lse");
     k_attention_bwd_keys_lse<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
-        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd);
+        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
     XR_LAUNCHED();
 }
