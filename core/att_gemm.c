@@ -8,21 +8,27 @@
 
 #define ATTG_PAD(b) (((b) + 63) & ~(size_t)63) /* 64-byte aligned buffers */
 
-int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int max_chunk,
-              char *err, size_t errlen) {
+int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
+              int max_chunk, char *err, size_t errlen) {
     if (S <= 0 || max_len <= 0 || NH <= 0 || dh <= 0 || max_len > (1 << 24)) {
         snprintf(err, errlen, "attention GEMM path: S %d, max_len %d, NH %d, dh %d out of range", S, max_len, NH, dh);
         return -1;
     }
     p->S = S, p->NH = NH, p->dh = dh, p->max_len = max_len, p->first_only = first_only, p->backward = backward;
+    p->bf16 = bf16 != 0;
     p->Tp = (max_len + XR_ATTG_ALIGN - 1) / XR_ATTG_ALIGN * XR_ATTG_ALIGN;
     p->nqp = first_only ? 1 : p->Tp;
     p->nb = (long long)S * NH;
     p->blk = (size_t)p->Tp * dh, p->qblk = (size_t)p->nqp * dh, p->sq = (size_t)p->nqp * p->Tp;
     p->scale = 1.0f / sqrtf((float)dh);
-    /* floats per block: forward q, k, v, scores, context; backward q, k, v, dO, Pd, dS, dq, dk, dv */
-    size_t per = backward ? 3 * p->qblk + 4 * p->blk + 2 * p->sq : 2 * p->qblk + 2 * p->blk + p->sq;
-    size_t bases = ATTG_PAD((size_t)S * sizeof(size_t)), bytes_per = per * sizeof(float) + 6 * 64;
+    /* bytes per block: forward q, k, v, scores, context (+ Pd's bf16 twin); backward q, k, v, dO, Pd, dS, dq, dk, dv
+     * (+ dS's bf16 twin); q, k, v, dO and the backward's Pd 2 bytes an element with bf16 operands */
+    size_t e = p->bf16 ? 2 : 4, per;
+    if (backward)
+        per = e * (2 * p->qblk + 2 * p->blk + p->sq) + 4 * (p->qblk + 2 * p->blk + p->sq) + (p->bf16 ? 2 * p->sq : 0);
+    else
+        per = e * (p->qblk + 2 * p->blk) + 4 * (p->qblk + p->sq) + (p->bf16 ? 2 * p->sq : 0);
+    size_t bases = ATTG_PAD((size_t)S * sizeof(size_t)), bytes_per = per + (p->bf16 ? 7 : 6) * 64;
     size_t room = XR_ATTG_SCRATCH_MAX > bases ? XR_ATTG_SCRATCH_MAX - bases : 0;
     long long chunk = (long long)(room / bytes_per);
     if (chunk < 1) chunk = 1;
@@ -30,21 +36,25 @@ int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only
     if (max_chunk > 0 && chunk > max_chunk) chunk = max_chunk;
     if (chunk > p->nb) chunk = p->nb;
     p->chunk = (int)chunk;
-    size_t c = (size_t)chunk * sizeof(float), o = bases;
-#define ATTG_PUT(field, floats) (p->field = o, o += ATTG_PAD(c * (floats)))
-    ATTG_PUT(o_q, p->qblk);
-    ATTG_PUT(o_k, p->blk);
-    ATTG_PUT(o_v, p->blk);
-    ATTG_PUT(o_sc, p->sq); /* forward: scores, then the dropped probabilities; backward: Pd */
+    size_t c = (size_t)chunk, o = bases;
+#define ATTG_PUT(field, elems, esz) (p->field = o, o += ATTG_PAD(c * (elems) * (esz)))
+    ATTG_PUT(o_q, p->qblk, e);
+    ATTG_PUT(o_k, p->blk, e);
+    ATTG_PUT(o_v, p->blk, e);
+    p->o_p16 = p->o_g16 = 0;
     if (backward) {
-        ATTG_PUT(o_do, p->qblk);
-        ATTG_PUT(o_g, p->sq); /* dPd, then dS */
-        ATTG_PUT(o_dq, p->qblk);
-        ATTG_PUT(o_dk, p->blk);
-        ATTG_PUT(o_dv, p->blk);
+        ATTG_PUT(o_sc, p->sq, e); /* Pd */
+        ATTG_PUT(o_do, p->qblk, e);
+        ATTG_PUT(o_g, p->sq, 4); /* dPd, then dS */
+        if (p->bf16) ATTG_PUT(o_g16, p->sq, 2);
+        ATTG_PUT(o_dq, p->qblk, 4);
+        ATTG_PUT(o_dk, p->blk, 4);
+        ATTG_PUT(o_dv, p->blk, 4);
         p->o_ctx = 0;
     } else {
-        ATTG_PUT(o_ctx, p->qblk);
+        ATTG_PUT(o_sc, p->sq, 4); /* scores, then the dropped probabilities */
+        if (p->bf16) ATTG_PUT(o_p16, p->sq, 2);
+        ATTG_PUT(o_ctx, p->qblk, 4);
         p->o_do = p->o_g = p->o_dq = p->o_dk = p->o_dv = 0;
     }
 #undef ATTG_PUT
@@ -52,35 +62,36 @@ int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only
     return 0;
 }
 
-/* The q, k and v blocks of the chunk: q the query rows only (nqp), k and v every row (Tp). */
+/* The q, k and v blocks of the chunk: q the query rows only (nqp), k and v every row (Tp); bf16 with p->bf16. */
 static void pack_qkv(const AttGemmPrims *pr, const AttGemmPlan *p, char *scr, const float *qkv,
                      const int32_t *seq_off, int bh0, int n) {
     int H = p->NH * p->dh, ld = 3 * H;
-    pr->pack(pr->ctx, (float *)(scr + p->o_q), p->qblk, p->nqp, qkv, ld, 0, seq_off, bh0, n, p->NH, p->dh,
-             ATTG_TOKENS);
-    pr->pack(pr->ctx, (float *)(scr + p->o_k), p->blk, p->Tp, qkv, ld, H, seq_off, bh0, n, p->NH, p->dh,
-             ATTG_TOKENS);
-    pr->pack(pr->ctx, (float *)(scr + p->o_v), p->blk, p->Tp, qkv, ld, 2 * H, seq_off, bh0, n, p->NH, p->dh,
-             ATTG_TOKENS);
+    pr->pack(pr->ctx, scr + p->o_q, p->qblk, p->nqp, qkv, ld, 0, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
+             p->bf16);
+    pr->pack(pr->ctx, scr + p->o_k, p->blk, p->Tp, qkv, ld, H, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS, p->bf16);
+    pr->pack(pr->ctx, scr + p->o_v, p->blk, p->Tp, qkv, ld, 2 * H, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
+             p->bf16);
 }
 
 void attg_forward(const AttGemmPrims *pr, const AttGemmPlan *p, float *out, float *att, const float *qkv,
                   const int32_t *seq_off, const XrDropout *d, int rnd, void *out16) {
     char *scr = (char *)pr->scratch(pr->ctx, p->bytes);
     size_t *base = (size_t *)scr;
-    float *q = (float *)(scr + p->o_q), *k = (float *)(scr + p->o_k), *v = (float *)(scr + p->o_v);
+    const void *q = scr + p->o_q, *k = scr + p->o_k, *v = scr + p->o_v;
     float *sc = (float *)(scr + p->o_sc), *ctx = (float *)(scr + p->o_ctx);
-    int Tp = p->Tp, nqp = p->nqp, dh = p->dh, H = p->NH * dh;
+    uint16_t *p16 = p->bf16 ? (uint16_t *)(scr + p->o_p16) : NULL;
+    int Tp = p->Tp, nqp = p->nqp, dh = p->dh, H = p->NH * dh, ab = p->bf16;
     long long blk = (long long)p->blk, qblk = (long long)p->qblk, sq = (long long)p->sq;
     pr->att_bases(pr->ctx, base, seq_off, p->S, p->NH, p->first_only);
     for (long long b0 = 0; b0 < p->nb; b0 += p->chunk) {
         int bh0 = (int)b0, n = (int)(p->nb - b0 < p->chunk ? p->nb - b0 : p->chunk);
         pack_qkv(pr, p, scr, qkv, seq_off, bh0, n);
         /* scores [nqp, Tp] = scale q k^T: column-major scores^T [Tp, nqp] = k (k^T stored) ^T q^T */
-        pr->gemm(pr->ctx, 1, 0, Tp, nqp, dh, p->scale, k, dh, blk, q, dh, qblk, 0.0f, sc, Tp, sq, n);
-        pr->fwd_rows(pr->ctx, sc, att, base, seq_off, bh0, n, p, d);
-        /* ctx [nqp, dh] = Pd [nqp, Tp] v [Tp, dh]: column-major ctx^T [dh, nqp] = v^T Pd^T */
-        pr->gemm(pr->ctx, 0, 0, dh, nqp, Tp, 1.0f, v, dh, blk, sc, Tp, sq, 0.0f, ctx, dh, qblk, n);
+        pr->gemm(pr->ctx, 1, 0, Tp, nqp, dh, p->scale, k, dh, blk, q, dh, qblk, 0.0f, sc, Tp, sq, n, ab);
+        pr->fwd_rows(pr->ctx, sc, att, p16, base, seq_off, bh0, n, p, d);
+        /* ctx [nqp, dh] = Pd [nqp, Tp] v [Tp, dh]: column-major ctx^T [dh, nqp] = v^T Pd^T (Pd's bf16 twin) */
+        pr->gemm(pr->ctx, 0, 0, dh, nqp, Tp, 1.0f, v, dh, blk, ab ? (const void *)p16 : sc, Tp, sq, 0.0f, ctx, dh,
+                 qblk, n, ab);
         pr->unpack(pr->ctx, out, H, 0, ctx, p->qblk, nqp, p->first_only ? 1 : Tp, seq_off, bh0, n, p->NH, dh,
                    p->first_only ? ATTG_FIRST : ATTG_TOKENS, rnd, out16);
     }
@@ -90,27 +101,30 @@ void attg_backward(const AttGemmPrims *pr, const AttGemmPlan *p, float *dqkv, co
                    const float *att, const int32_t *seq_off, const XrDropout *d) {
     char *scr = (char *)pr->scratch(pr->ctx, p->bytes);
     size_t *base = (size_t *)scr;
-    float *q = (float *)(scr + p->o_q), *k = (float *)(scr + p->o_k), *v = (float *)(scr + p->o_v);
-    float *pd = (float *)(scr + p->o_sc), *dO = (float *)(scr + p->o_do), *g = (float *)(scr + p->o_g);
+    const void *q = scr + p->o_q, *k = scr + p->o_k, *v = scr + p->o_v;
+    void *pd = scr + p->o_sc, *dO = scr + p->o_do;
+    float *g = (float *)(scr + p->o_g);
+    uint16_t *g16 = p->bf16 ? (uint16_t *)(scr + p->o_g16) : NULL;
+    const void *ds = p->bf16 ? (const void *)g16 : g; /* dS as the last two GEMMs read it */
     float *dq = (float *)(scr + p->o_dq), *dk = (float *)(scr + p->o_dk), *dv = (float *)(scr + p->o_dv);
-    int Tp = p->Tp, nqp = p->nqp, dh = p->dh, H = p->NH * dh, ld = 3 * H;
+    int Tp = p->Tp, nqp = p->nqp, dh = p->dh, H = p->NH * dh, ld = 3 * H, ab = p->bf16;
     long long blk = (long long)p->blk, qblk = (long long)p->qblk, sq = (long long)p->sq;
     pr->att_bases(pr->ctx, base, seq_off, p->S, p->NH, p->first_only);
     for (long long b0 = 0; b0 < p->nb; b0 += p->chunk) {
         int bh0 = (int)b0, n = (int)(p->nb - b0 < p->chunk ? p->nb - b0 : p->chunk);
         pack_qkv(pr, p, scr, qkv, seq_off, bh0, n);
         pr->pack(pr->ctx, dO, p->qblk, nqp, dout, H, 0, seq_off, bh0, n, p->NH, dh,
-                 p->first_only ? ATTG_FIRST : ATTG_TOKENS);
+                 p->first_only ? ATTG_FIRST : ATTG_TOKENS, ab);
         pr->bwd_pd(pr->ctx, pd, att, base, seq_off, bh0, n, p, d);
         /* dv [Tp, dh] = Pd^T [Tp, nqp] dO [nqp, dh]: column-major dv^T [dh, Tp] = dO^T Pd */
-        pr->gemm(pr->ctx, 0, 1, dh, Tp, nqp, 1.0f, dO, dh, qblk, pd, Tp, sq, 0.0f, dv, dh, blk, n);
+        pr->gemm(pr->ctx, 0, 1, dh, Tp, nqp, 1.0f, dO, dh, qblk, pd, Tp, sq, 0.0f, dv, dh, blk, n, ab);
         /* dPd [nqp, Tp] = dO v^T: column-major dPd^T [Tp, nqp] = v dO^T */
-        pr->gemm(pr->ctx, 1, 0, Tp, nqp, dh, 1.0f, v, dh, blk, dO, dh, qblk, 0.0f, g, Tp, sq, n);
-        pr->bwd_rows(pr->ctx, g, att, base, seq_off, bh0, n, p, d);
+        pr->gemm(pr->ctx, 1, 0, Tp, nqp, dh, 1.0f, v, dh, blk, dO, dh, qblk, 0.0f, g, Tp, sq, n, ab);
+        pr->bwd_rows(pr->ctx, g, g16, att, base, seq_off, bh0, n, p, d);
         /* dq [nqp, dh] = scale dS [nqp, Tp] k [Tp, dh]: column-major dq^T [dh, nqp] = k^T dS^T */
-        pr->gemm(pr->ctx, 0, 0, dh, nqp, Tp, p->scale, k, dh, blk, g, Tp, sq, 0.0f, dq, dh, qblk, n);
+        pr->gemm(pr->ctx, 0, 0, dh, nqp, Tp, p->scale, k, dh, blk, ds, Tp, sq, 0.0f, dq, dh, qblk, n, ab);
         /* dk [Tp, dh] = scale dS^T [Tp, nqp] q [nqp, dh]: column-major dk^T [dh, Tp] = q^T dS */
-        pr->gemm(pr->ctx, 0, 1, dh, Tp, nqp, p->scale, q, dh, qblk, g, Tp, sq, 0.0f, dk, dh, blk, n);
+        pr->gemm(pr->ctx, 0, 1, dh, Tp, nqp, p->scale, q, dh, qblk, ds, Tp, sq, 0.0f, dk, dh, blk, n, ab);
         /* every row of the sequence gets its dq (0 past the query rows: first_only), dk and dv */
         pr->unpack(pr->ctx, dqkv, ld, 0, dq, p->qblk, nqp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
         pr->unpack(pr->ctx, dqkv, ld, H, dk, p->blk, Tp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);

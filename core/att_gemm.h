@@ -5,13 +5,18 @@
  *   backend's cuBLAS calls and kernels (core/cuda/att_gemm.cu), or plain C ones (tests/test_att_gemm.c), so the
  *   driver runs and is tested without a GPU;
  * - the per-row arithmetic of the row primitives (softmax + dropout, the dropped probabilities, the softmax
- *   backward), inline for host and device, so the CUDA kernels and the C primitives run the same code. */
+ *   backward), inline for host and device, so the CUDA kernels and the C primitives run the same code.
+ * In bf16 training (plan bf16 1: a working copy registered, ops_list.h "training precision") every GEMM takes bf16
+ * operands with fp32 accumulation: q, k, v and dO are packed as bf16, and the row steps write the dropped
+ * probabilities Pd and dS as bf16 copies too (xr_bf16_bits, the emulation's rounding); softmax, att, D and the fp32
+ * dS stay fp32. */
 #ifndef XR_ATT_GEMM_H
 #define XR_ATT_GEMM_H
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf16_bits.h"
 #include "ops.h"
 #include "rng.h"
 
@@ -23,25 +28,27 @@ extern "C" {
  * Block b = s * NH + h holds sequence s, head h: K, V [Tp, dh] and Q, dO, the context, dQ [nqp, dh] (row-major,
  * rows past the sequence's length zero), scores / probabilities / dS [nqp, Tp]. Tp = max_len rounded up to
  * XR_ATTG_ALIGN; nqp = Tp, or 1 with first_only (the last layer: the first query row only). Blocks are processed
- * `chunk` at a time so the scratch stays within the budget whatever the batch. */
+ * `chunk` at a time so the scratch stays within the budget whatever the batch. With bf16: Q, K, V, dO and the
+ * backward's Pd are bf16 (uint16 bits), and the forward's Pd and the backward's dS have bf16 twins (o_p16, o_g16). */
 #define XR_ATTG_ALIGN 8                       /* Tp's multiple: 32-byte rows */
 #define XR_ATTG_SCRATCH_MAX ((size_t)1 << 30) /* bytes of scratch per chunk of blocks, at most */
 #define XR_ATTG_MAX_BATCH 65535               /* blocks per batched GEMM call, at most */
 
 typedef struct {
-    int S, NH, dh, max_len, first_only, backward;
+    int S, NH, dh, max_len, first_only, backward, bf16;
     int Tp, nqp, chunk; /* padded keys, query rows per block, blocks per chunk */
     long long nb;       /* blocks: S * NH */
     size_t blk, qblk, sq; /* floats per block: K/V/dK/dV (Tp dh), Q/dO/ctx/dQ (nqp dh), scores (nqp Tp) */
     /* byte offsets into the scratch region: per-sequence att bases (size_t [S]), then each buffer's chunk */
-    size_t o_q, o_k, o_v, o_sc, o_ctx, o_do, o_g, o_dq, o_dk, o_dv, bytes;
+    size_t o_q, o_k, o_v, o_sc, o_ctx, o_do, o_g, o_dq, o_dk, o_dv, o_p16, o_g16, bytes;
     float scale;
 } AttGemmPlan;
 
-/* Fills p for a forward (backward 0) or backward (1) call; max_chunk > 0 caps the blocks per chunk (tests force
- * tiny chunks). Returns 0, or -1 with a message in err when a shape exceeds what the GEMMs take. */
-int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int max_chunk,
-              char *err, size_t errlen);
+/* Fills p for a forward (backward 0) or backward (1) call, fp32 (bf16 0) or bf16 GEMM operands (1); max_chunk > 0
+ * caps the blocks per chunk (tests force tiny chunks). Returns 0, or -1 with a message in err when a shape exceeds
+ * what the GEMMs take. */
+int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
+              int max_chunk, char *err, size_t errlen);
 
 /* How rows of a packed activation map to a block's rows: ATTG_TOKENS: row i of sequence s is row seq_off[s] + i
  * (the sequence's L tokens); ATTG_FIRST: row 0 of sequence s is row s (one row, none when L = 0). */
@@ -54,15 +61,17 @@ typedef struct {
     void *(*scratch)(void *ctx, size_t bytes);
     /* Column-major strided-batched GEMM, cublasSgemmStridedBatched's semantics: for each of `batch` problems t,
      * C_t = alpha op(A_t) op(B_t) + beta C_t with A_t = A + t sa (m x k after op), B_t = B + t sb (k x n after op),
-     * C_t = C + t sc (m x n, leading dimension ldc); ta / tb: 1 = transposed. fp32 products and sums. */
-    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long long sa,
-                 const float *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch);
+     * C_t = C + t sc (m x n, leading dimension ldc); ta / tb: 1 = transposed. A and B fp32 (ab16 0) or bf16 bits
+     * (ab16 1; strides and leading dimensions in elements); C fp32; fp32 products and sums. */
+    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda, long long sa,
+                 const void *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch,
+                 int ab16);
     /* base[s] = NH * sum_{r<s} nq_r L_r (where sequence s's saved probabilities start) for s < S. */
     void (*att_bases)(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only);
     /* dst[b][i][e] (block stride bs, rows 0 .. rows-1) = src[row(s, i)][col0 + h dh + e] for the sequence's real
-     * rows (row_mode), 0 for the others. */
-    void (*pack)(void *ctx, float *dst, size_t bs, int rows, const float *src, int ld, int col0,
-                 const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode);
+     * rows (row_mode), 0 for the others; dst fp32 (to16 0) or bf16 bits (to16 1: xr_bf16_bits of the value). */
+    void (*pack)(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                 const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16);
     /* The inverse for every real row (row_mode; at most max_rows a sequence) of each block:
      * dst[row(s, i)][col0 + h dh + e] = src[b][i][e] for i < src_rows, 0 for i >= src_rows; rnd: stored rounded to
      * bf16 (act_round); dst16 (may be NULL): a bf16 copy of dst at the same indices (ld, col0). */
@@ -70,16 +79,17 @@ typedef struct {
                    const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16);
     /* Forward rows: sc [n][nqp][Tp] holds the scaled scores; each real query row becomes its softmax over keys
      * j < L, written to att (before dropout, when att is not NULL) and, dropped and scaled, in place of sc; padding
-     * rows and columns become 0 (attg_fwd_row). */
-    void (*fwd_rows)(void *ctx, float *sc, float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
-                     const AttGemmPlan *p, const XrDropout *d);
-    /* Backward: pd [n][nqp][Tp] = dropout(P) from att, 0 in padding (attg_pd_row). */
-    void (*bwd_pd)(void *ctx, float *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
+     * rows and columns become 0 (attg_fwd_finish). p16 (may be NULL): the dropped values' bf16 bits too. */
+    void (*fwd_rows)(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
+                     int bh0, int n, const AttGemmPlan *p, const XrDropout *d);
+    /* Backward: pd [n][nqp][Tp] = dropout(P) from att, 0 in padding (attg_pd_part): fp32, or with p->bf16 its bf16
+     * bits (pd then points to uint16_t). */
+    void (*bwd_pd)(void *ctx, void *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
                    const AttGemmPlan *p, const XrDropout *d);
     /* Backward rows: g [n][nqp][Tp] holds dPd = dO V^T; becomes dS = P (dP - D) with dP = dropout(dPd),
-     * D = sum_j P dP, 0 in padding (attg_bwd_row). */
-    void (*bwd_rows)(void *ctx, float *g, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
-                     int n, const AttGemmPlan *p, const XrDropout *d);
+     * D = sum_j P dP, 0 in padding (attg_bwd_finish). g16 (may be NULL): dS's bf16 bits too. */
+    void (*bwd_rows)(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base, const int32_t *seq_off,
+                     int bh0, int n, const AttGemmPlan *p, const XrDropout *d);
 } AttGemmPrims;
 
 /* ops_attention_train's contract (ops_list.h) on the primitives: out, att (may be NULL), and under rnd the context
@@ -154,9 +164,10 @@ XR_ATTG_HD float attg_part_exp(float *row, int L, float mx, int j0, int js) {
 
 /* The forward row's last pass over groups of 4 columns g = g0, g0 + gs, ... (4g < Tp): p = row[j] inv for j < L,
  * saved in a[j] (a may be NULL), then row[j] = dropout(p) (the mask at position c1 of sequence id); row[j] = 0 for
- * L <= j < Tp. Reads and writes only its own columns, so the lanes of a warp may share a row. */
-XR_ATTG_HD void attg_fwd_finish(float *row, float *a, int L, int Tp, float inv, const AttgDrop *d, uint32_t c1,
-                                uint64_t id, int g0, int gs) {
+ * L <= j < Tp; r16 (may be NULL): r16[j] = row[j]'s bf16 bits. Reads and writes only its own columns, so the lanes
+ * of a warp may share a row. */
+XR_ATTG_HD void attg_fwd_finish(float *row, float *a, uint16_t *r16, int L, int Tp, float inv, const AttgDrop *d,
+                                uint32_t c1, uint64_t id, int g0, int gs) {
     for (int g = g0; 4 * g < Tp; g += gs) {
         uint32_t r[4] = {0, 0, 0, 0};
         if (d->on && 4 * g < L) attg_draw4(r, d, g, c1, id);
@@ -165,25 +176,32 @@ XR_ATTG_HD void attg_fwd_finish(float *row, float *a, int L, int Tp, float inv, 
             if (j >= Tp) break;
             if (j >= L) {
                 row[j] = 0.0f;
+                if (r16) r16[j] = 0;
                 continue;
             }
             float p = row[j] * inv;
             if (a) a[j] = p;
             row[j] = d->on ? (r[k] >= d->thr ? attg_mul(p, d->scale) : 0.0f) : p;
+            if (r16) r16[j] = xr_bf16_bits(row[j]);
         }
     }
 }
 
-/* pd[j] = dropout(P[j]) for j < L, 0 for L <= j < Tp, over groups of 4 as attg_fwd_finish. */
-XR_ATTG_HD void attg_pd_part(float *pd, const float *P, int L, int Tp, const AttgDrop *d, uint32_t c1, uint64_t id,
-                             int g0, int gs) {
+/* pd[j] = dropout(P[j]) for j < L, 0 for L <= j < Tp, over groups of 4 as attg_fwd_finish; into pd (fp32) when
+ * pd16 is NULL, else as bf16 bits into pd16. */
+XR_ATTG_HD void attg_pd_part(float *pd, uint16_t *pd16, const float *P, int L, int Tp, const AttgDrop *d, uint32_t c1,
+                             uint64_t id, int g0, int gs) {
     for (int g = g0; 4 * g < Tp; g += gs) {
         uint32_t r[4] = {0, 0, 0, 0};
         if (d->on && 4 * g < L) attg_draw4(r, d, g, c1, id);
         for (int k = 0; k < 4; k++) {
             int j = 4 * g + k;
             if (j >= Tp) break;
-            pd[j] = j >= L ? 0.0f : d->on ? (r[k] >= d->thr ? attg_mul(P[j], d->scale) : 0.0f) : P[j];
+            float v = j >= L ? 0.0f : d->on ? (r[k] >= d->thr ? attg_mul(P[j], d->scale) : 0.0f) : P[j];
+            if (pd16)
+                pd16[j] = xr_bf16_bits(v);
+            else
+                pd[j] = v;
         }
     }
 }
@@ -206,9 +224,12 @@ XR_ATTG_HD float attg_bwd_part_dot(float *g, const float *P, int L, const AttgDr
     return D;
 }
 
-/* Its second pass: g[j] = dS_j = P_j (dP_j - D) for j < L, 0 for L <= j < Tp. */
-XR_ATTG_HD void attg_bwd_finish(float *g, const float *P, int L, int Tp, float D, int j0, int js) {
-    for (int j = j0; j < Tp; j += js) g[j] = j < L ? P[j] * (g[j] - D) : 0.0f;
+/* Its second pass: g[j] = dS_j = P_j (dP_j - D) for j < L, 0 for L <= j < Tp; g16 (may be NULL): dS's bf16 bits. */
+XR_ATTG_HD void attg_bwd_finish(float *g, uint16_t *g16, const float *P, int L, int Tp, float D, int j0, int js) {
+    for (int j = j0; j < Tp; j += js) {
+        g[j] = j < L ? P[j] * (g[j] - D) : 0.0f;
+        if (g16) g16[j] = xr_bf16_bits(g[j]);
+    }
 }
 
 /* Row i of block bh: its sequence, head, length and whether it is a real query row; the saved probabilities' row. */

@@ -110,8 +110,9 @@ XR_OP(TRAIN, dropout_add,
  * (ctx = dropout(softmax) v, mask position: query row | head << 16 per sequence). att holds the probabilities
  * before dropout, sequence s's block [NH, nq, L] (nq = L, or 1 with first_only) at offset
  * NH * sum_{r<s} nq_r L_r. out is [N, H] or, with first_only, [S, H]. CUDA: exact warp-per-row kernels, or with
- * XR_CUDA_TRAIN_ATTENTION=gemm fp32 batched GEMMs over padded (sequence, head) blocks (core/att_gemm.h), the same
- * results up to summation order; exact is the default until the GEMM path passes its GPU check. */
+ * XR_CUDA_TRAIN_ATTENTION=gemm batched GEMMs over padded (sequence, head) blocks (core/att_gemm.h; fp32, or bf16
+ * operands in bf16 training, "training precision" below), the same results up to summation order; exact is the
+ * default until the GEMM path passes its GPU check. */
 XR_OP(TRAIN, attention_train,
       (Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S, int max_len, int NH,
        int dh, int first_only, const XrDropout *d),

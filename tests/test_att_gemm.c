@@ -7,11 +7,14 @@
  * one thread a row and as the 32 lanes of a CUDA warp (j0 = lane, js = 32). Scratch and outputs NaN-poisoned first.
  * out, att and dqkv within RTOL relative (each difference over max(|cpu|, the array's rms)); the dropped probabilities
  * the driver fed its second GEMM equal rng.h's mask applied to its saved att bit for bit (zero pattern included),
- * and the padding is 0. Needs no GPU. */
+ * and the padding is 0. With bf16 operands (the plan of bf16 training; the C GEMM reads bf16 bits): every GEMM call
+ * takes them, att as the CPU backend's with a working copy registered (RTOL), ctx and dqkv against
+ * att_bf16_ref.h's reference of the contract (as test_attention_bf16 holds the CPU emulation). Needs no GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "att_bf16_ref.h"
 #include "att_gemm.h"
 #include "cpu/cpu_math.h"
 #include "ops.h"
@@ -41,7 +44,7 @@ static float *nans(size_t n) {
 typedef struct {
     void *scr;
     size_t bytes;
-    int gemms;
+    int gemms, gemms16; /* GEMM calls, those with bf16 operands */
     int lanes; /* the row steps as 1 thread a row (j0 0, js 1) or as a CUDA warp's 32 lanes, one after another */
 } CpuPrims;
 
@@ -57,18 +60,29 @@ static void *c_scratch(void *ctx, size_t bytes) {
     return c->scr;
 }
 
-static void c_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, long long sa,
-                   const float *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch) {
+/* element i of an operand: fp32, or bf16 bits (ab16) widened */
+static float opnd(const void *X, int ab16, size_t i) {
+    if (!ab16) return ((const float *)X)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)X)[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void c_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda, long long sa,
+                   const void *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch,
+                   int ab16) {
     ((CpuPrims *)ctx)->gemms++;
+    ((CpuPrims *)ctx)->gemms16 += ab16;
     for (int t = 0; t < batch; t++) {
-        const float *a = A + t * sa, *b = B + t * sb;
+        size_t a = (size_t)(t * sa), b = (size_t)(t * sb);
         float *c = C + t * sc;
         for (int j = 0; j < n; j++)
             for (int i = 0; i < m; i++) {
                 float acc = 0.0f;
                 for (int l = 0; l < k; l++) {
-                    float x = ta ? a[l + (size_t)i * lda] : a[i + (size_t)l * lda];
-                    float y = tb ? b[j + (size_t)l * ldb] : b[l + (size_t)j * ldb];
+                    float x = opnd(A, ab16, a + (ta ? l + (size_t)i * lda : i + (size_t)l * lda));
+                    float y = opnd(B, ab16, b + (tb ? j + (size_t)l * ldb : l + (size_t)j * ldb));
                     acc += x * y;
                 }
                 /* beta 0: C is not read (BLAS), so poisoned scratch stays out */
@@ -95,15 +109,20 @@ static size_t src_row(const int32_t *seq_off, int s, int i, int row_mode) {
     return row_mode == ATTG_FIRST ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
 }
 
-static void c_pack(void *ctx, float *dst, size_t bs, int rows, const float *src, int ld, int col0,
-                   const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode) {
+static void c_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                   const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
     (void)ctx;
     for (int b = 0; b < n; b++) {
         int s = (bh0 + b) / NH, h = (bh0 + b) % NH, R = real_rows(seq_off, s, row_mode);
         for (int i = 0; i < rows; i++)
-            for (int e = 0; e < dh; e++)
-                dst[(size_t)b * bs + (size_t)i * dh + e] =
-                    i < R ? src[src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e] : 0.0f;
+            for (int e = 0; e < dh; e++) {
+                float v = i < R ? src[src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e] : 0.0f;
+                size_t o = (size_t)b * bs + (size_t)i * dh + e;
+                if (to16)
+                    ((uint16_t *)dst)[o] = xr_bf16_bits(v);
+                else
+                    ((float *)dst)[o] = v;
+            }
     }
 }
 
@@ -127,15 +146,17 @@ static AttgRow row_of(const size_t *base, const int32_t *seq_off, int bh0, const
 }
 static uint64_t id_of(const XrDropout *d, int s) { return d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s; }
 
-static void c_fwd_rows(void *ctx, float *sc, float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
-                       const AttGemmPlan *p, const XrDropout *d) {
+static void c_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
+                       int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     int nl = ((CpuPrims *)ctx)->lanes;
     AttgDrop dd = attg_drop(d);
     for (int r = 0; r < n * p->nqp; r++) {
         AttgRow w = row_of(base, seq_off, bh0, p, r);
         float *row = sc + (size_t)r * p->Tp;
+        uint16_t *r16 = p16 ? p16 + (size_t)r * p->Tp : NULL;
         if (!w.real) {
             for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
+            if (r16) memset(r16, 0, (size_t)p->Tp * 2);
             continue;
         }
         /* each pass over every lane before the next, as the warp's reductions and __syncwarp order them */
@@ -143,43 +164,49 @@ static void c_fwd_rows(void *ctx, float *sc, float *att, const size_t *base, con
         for (int l = 0; l < nl; l++) mx = fmaxf(mx, attg_part_max(row, w.L, l, nl));
         for (int l = 0; l < nl; l++) sum += attg_part_exp(row, w.L, mx, l, nl);
         for (int l = 0; l < nl; l++)
-            attg_fwd_finish(row, att ? att + w.att : NULL, w.L, p->Tp, 1.0f / sum, &dd, attg_pos(r % p->nqp, w.h),
-                            id_of(d, w.s), l, nl);
+            attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, p->Tp, 1.0f / sum, &dd,
+                            attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
     }
 }
 
-static void c_bwd_pd(void *ctx, float *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+static void c_bwd_pd(void *ctx, void *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
                      int n, const AttGemmPlan *p, const XrDropout *d) {
     int nl = ((CpuPrims *)ctx)->lanes;
     AttgDrop dd = attg_drop(d);
     for (int r = 0; r < n * p->nqp; r++) {
         AttgRow w = row_of(base, seq_off, bh0, p, r);
-        float *row = pd + (size_t)r * p->Tp;
+        float *row = p->bf16 ? NULL : (float *)pd + (size_t)r * p->Tp;
+        uint16_t *r16 = p->bf16 ? (uint16_t *)pd + (size_t)r * p->Tp : NULL;
         if (!w.real) {
-            for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
+            if (r16)
+                memset(r16, 0, (size_t)p->Tp * 2);
+            else
+                for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
             continue;
         }
         for (int l = 0; l < nl; l++)
-            attg_pd_part(row, att + w.att, w.L, p->Tp, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
+            attg_pd_part(row, r16, att + w.att, w.L, p->Tp, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
     }
 }
 
-static void c_bwd_rows(void *ctx, float *g, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
-                       int n, const AttGemmPlan *p, const XrDropout *d) {
+static void c_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base,
+                       const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     int nl = ((CpuPrims *)ctx)->lanes;
     AttgDrop dd = attg_drop(d);
     for (int r = 0; r < n * p->nqp; r++) {
         AttgRow w = row_of(base, seq_off, bh0, p, r);
         float *row = g + (size_t)r * p->Tp;
+        uint16_t *r16 = g16 ? g16 + (size_t)r * p->Tp : NULL;
         if (!w.real) {
             for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
+            if (r16) memset(r16, 0, (size_t)p->Tp * 2);
             continue;
         }
         const float *P = att + w.att;
         float D = 0.0f;
         for (int l = 0; l < nl; l++)
             D += attg_bwd_part_dot(row, P, w.L, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
-        for (int l = 0; l < nl; l++) attg_bwd_finish(row, P, w.L, p->Tp, D, l, nl);
+        for (int l = 0; l < nl; l++) attg_bwd_finish(row, r16, P, w.L, p->Tp, D, l, nl);
     }
 }
 
@@ -239,8 +266,10 @@ static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att
     free(want);
 }
 
+/* bf16 1: the plan's bf16 operands (bf16 training) against the CPU backend with a working copy registered (its
+ * emulation of the same contract) and against att_bf16_ref.h's reference of the contract. */
 static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int first_only, float p, int chunk,
-                     int lanes) {
+                     int lanes, int bf16) {
     int32_t off[17] = {0};
     int max_len = 0;
     for (int s = 0; s < S; s++) off[s + 1] = off[s] + lens[s], max_len = lens[s] > max_len ? lens[s] : max_len;
@@ -258,17 +287,20 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
     for (int s = 0; s < S; s++)
         if (first_only && lens[s] == 0)
             for (int e = 0; e < H; e++) out[(size_t)s * H + e] = out2[(size_t)s * H + e] = 0.0f;
+    float master[4] = {0};
+    if (bf16) ops_bf16_weights(be, master, 4);
     ops_attention_train(be, out, att, qkv, off, S, max_len, NH, dh, first_only, &d);
     ops_attention_backward(be, dqkv, dout, qkv, att, off, S, max_len, NH, dh, first_only, &d);
+    if (bf16) ops_bf16_weights(be, NULL, 0);
 
-    CpuPrims c = {NULL, 0, 0, lanes};
+    CpuPrims c = {NULL, 0, 0, 0, lanes};
     AttGemmPrims pr = {&c, c_scratch, c_gemm, c_bases, c_pack, c_unpack, c_fwd_rows, c_bwd_pd, c_bwd_rows};
     AttGemmPlan pf, pb;
     char err[256], name[160];
-    TU_CHECK(attg_plan(&pf, S, max_len, NH, dh, first_only, 0, chunk, err, sizeof err) == 0, "plan: %s", err);
-    TU_CHECK(attg_plan(&pb, S, max_len, NH, dh, first_only, 1, chunk, err, sizeof err) == 0, "plan: %s", err);
-    snprintf(name, sizeof name, "lens %d.. NH %d dh %d%s p %.1f chunk %d (of %lld) lanes %d", lens[0], NH, dh,
-             first_only ? " first" : "", p, pf.chunk, pf.nb, lanes);
+    TU_CHECK(attg_plan(&pf, S, max_len, NH, dh, first_only, 0, bf16, chunk, err, sizeof err) == 0, "plan: %s", err);
+    TU_CHECK(attg_plan(&pb, S, max_len, NH, dh, first_only, 1, bf16, chunk, err, sizeof err) == 0, "plan: %s", err);
+    snprintf(name, sizeof name, "%slens %d.. NH %d dh %d%s p %.1f chunk %d (of %lld) lanes %d", bf16 ? "bf16 " : "",
+             lens[0], NH, dh, first_only ? " first" : "", p, pf.chunk, pf.nb, lanes);
     attg_forward(&pr, &pf, out2, att2, qkv, off, &d, 0, NULL);
     int nchunks = (int)((pf.nb + pf.chunk - 1) / pf.chunk);
     TU_CHECK(c.gemms == 2 * nchunks, "%s: %d forward GEMM calls, want %d", name, c.gemms, 2 * nchunks);
@@ -276,10 +308,19 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
     c.gemms = 0;
     attg_backward(&pr, &pb, dqkv2, dout, qkv, att, off, &d);
     TU_CHECK(c.gemms == 4 * nchunks, "%s: %d backward GEMM calls, want %d", name, c.gemms, 4 * nchunks);
+    TU_CHECK(c.gemms16 == (bf16 ? 6 * nchunks : 0), "%s: %d GEMM calls with bf16 operands, want %d", name,
+             c.gemms16, bf16 ? 6 * nchunks : 0);
     char w[200];
-    snprintf(w, sizeof w, "%s: out", name), compare(w, 0, out2, out, nout);
-    snprintf(w, sizeof w, "%s: att", name), compare(w, 1, att2, att, natt);
-    snprintf(w, sizeof w, "%s: dqkv", name), compare(w, 2, dqkv2, dqkv, nqkv);
+    if (bf16) { /* the probabilities are fp32 from the same bf16 q, k: as the emulation's to RTOL */
+        snprintf(w, sizeof w, "%s: att", name), compare(w, 1, att2, att, natt);
+        AttRefCase rc = {S, N, max_len, NH, dh, first_only, off, ids, p, d.key};
+        att_check(name, &rc, qkv, dout, out2, dqkv2, 1);
+        att_check("  the CPU backend's emulation", &rc, qkv, dout, out, dqkv, 1);
+    } else {
+        snprintf(w, sizeof w, "%s: out", name), compare(w, 0, out2, out, nout);
+        snprintf(w, sizeof w, "%s: att", name), compare(w, 1, att2, att, natt);
+        snprintf(w, sizeof w, "%s: dqkv", name), compare(w, 2, dqkv2, dqkv, nqkv);
+    }
     free(c.scr);
     free(qkv), free(dout), free(out), free(att), free(dqkv), free(out2), free(att2), free(dqkv2);
 }
@@ -288,16 +329,20 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
 static void check_plan(void) {
     AttGemmPlan p;
     char err[256];
-    TU_CHECK(attg_plan(&p, 4096, 512, 16, 64, 0, 1, 0, err, sizeof err) == 0, "plan: %s", err);
+    TU_CHECK(attg_plan(&p, 4096, 512, 16, 64, 0, 1, 0, 0, err, sizeof err) == 0, "plan: %s", err);
     TU_CHECK(p.bytes <= XR_ATTG_SCRATCH_MAX && p.chunk >= 1 && p.chunk < p.nb,
              "plan 4096 x 512 x 16 heads: %zu bytes for a chunk of %d of %lld blocks", p.bytes, p.chunk, p.nb);
     TU_CHECK(p.Tp == 512 && p.nqp == 512, "plan: Tp %d nqp %d", p.Tp, p.nqp);
-    TU_CHECK(attg_plan(&p, 16, 513, 16, 64, 1, 0, 0, err, sizeof err) == 0 && p.Tp == 520 && p.nqp == 1 &&
+    TU_CHECK(attg_plan(&p, 16, 513, 16, 64, 1, 0, 0, 0, err, sizeof err) == 0 && p.Tp == 520 && p.nqp == 1 &&
                  p.chunk == 256,
              "plan first_only 16 x 513: Tp %d nqp %d chunk %d", p.Tp, p.nqp, p.chunk);
-    TU_CHECK(attg_plan(&p, 0, 5, 2, 4, 0, 0, 0, err, sizeof err) == -1 && strstr(err, "S 0"),
+    TU_CHECK(attg_plan(&p, 0, 5, 2, 4, 0, 0, 0, 0, err, sizeof err) == -1 && strstr(err, "S 0"),
              "plan with S 0 accepted (or unclear: %s)", err);
-    TU_CHECK(attg_plan(&p, 2, 1 << 25, 2, 4, 0, 0, 0, err, sizeof err) == -1, "plan with max_len 2^25 accepted");
+    TU_CHECK(attg_plan(&p, 2, 1 << 25, 2, 4, 0, 0, 0, 0, err, sizeof err) == -1, "plan with max_len 2^25 accepted");
+    /* bf16 operands: the bf16 scratch within the budget too */
+    TU_CHECK(attg_plan(&p, 4096, 512, 16, 64, 0, 1, 1, 0, err, sizeof err) == 0 && p.bytes <= XR_ATTG_SCRATCH_MAX &&
+                 p.bf16 == 1 && p.o_g16 > 0,
+             "bf16 plan 4096 x 512 x 16 heads: %zu bytes, chunk %d", p.bytes, p.chunk);
 }
 
 int main(void) {
@@ -311,13 +356,15 @@ int main(void) {
                 float p = pi ? 0.2f : 0.0f;
                 /* the row steps serial, and as a warp's lanes (47 and 133 keys: several rounds of 32 lanes, and of
                  * 32 groups of 4) */
-                run_case(be, lens, S, 3, 7, first, p, chunks[ci], ci % 2 ? 32 : 1);
-                run_case(be, lens, S, 2, 16, first, p, chunks[ci], ci % 2 ? 1 : 32);
+                run_case(be, lens, S, 3, 7, first, p, chunks[ci], ci % 2 ? 32 : 1, 0);
+                run_case(be, lens, S, 2, 16, first, p, chunks[ci], ci % 2 ? 1 : 32, 0);
+                /* bf16 operands, chunks of 2 and all blocks */
+                if (ci % 2) run_case(be, lens, S, 3, 7, first, p, chunks[ci], ci == 1 ? 32 : 1, 1);
             }
     /* a single sequence of length 1 (Tp 8: every key but one is padding) */
     static const int one[] = {1};
-    run_case(be, one, 1, 2, 5, 0, 0.2f, 0, 32);
-    run_case(be, one, 1, 2, 5, 1, 0.0f, 0, 1);
+    run_case(be, one, 1, 2, 5, 0, 0.2f, 0, 32, 0);
+    run_case(be, one, 1, 2, 5, 1, 0.0f, 0, 1, 0);
     check_plan();
     printf("worst relative diff against the CPU backend: out %.3g, att %.3g, dqkv %.3g (tol %.0e)\n", g_worst[0],
            g_worst[1], g_worst[2], RTOL);

@@ -7,7 +7,8 @@
  * test_cuda_train_ops: exact fp32 on every side, only the summation orders differ; a different dropout mask would be
  * O(1) off); two GPU runs give the same bits; no element is 0 on one path only. In bf16 activation
  * storage: every stored context value a bf16 number within one bf16 step of the exact kernels'. Then the time of
- * both paths at the XLM-R large layer shape (16 x 512 tokens, 16 heads of 64, p 0.1), printed for RESULTS.md.
+ * both paths at the XLM-R large layer shape (16 x 512 tokens, 16 heads of 64, p 0.1), printed for RESULTS.md, and
+ * of the gemm path with bf16 operands (a working copy registered, as in bf16 training).
  * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
 #include <math.h>
 #include <stdlib.h>
@@ -189,17 +190,21 @@ static double now(void) {
 }
 
 /* The XLM-R large layer (16 sequences of 512 tokens, 16 heads of 64, p 0.1): ms per forward and backward of each
- * path, and how far apart their results are. */
+ * path, and how far apart their results are; then the gemm path in bf16 training (a working copy registered: bf16
+ * operands on the tensor cores, ops_list.h "training precision"), its results finite and within bf16's reach of
+ * the fp32 gemm path's (its own correctness: test_cuda_bf16_train_attgemm's attention products). */
 static void timing(Backend *ge, Backend *gg) {
     const int S = 16, L = 512, NH = 16, dh = 64, H = NH * dh, N = S * L, reps = 5;
     int32_t off[17];
     for (int s = 0; s <= S; s++) off[s] = s * L;
     size_t natt = (size_t)S * NH * L * L, nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
     float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
-    float *res[2][3];
-    Backend *bs[2] = {ge, gg};
-    for (int b = 0; b < 2; b++) {
+    float *res[3][3], zero16[16] = {0};
+    Backend *bs[3] = {ge, gg, gg};
+    for (int b = 0; b < 3; b++) {
         Backend *g = bs[b];
+        float *dm = b == 2 ? up(g, zero16, sizeof zero16) : NULL;
+        if (dm) ops_bf16_weights(g, dm, 16);
         int32_t *doff = up(g, off, sizeof off);
         XrDropout d = {0.1f, 0x5EED5EEDull, NULL};
         float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
@@ -216,14 +221,32 @@ static void timing(Backend *ge, Backend *gg) {
             if (r) tf += t1 - t0, tb += now() - t1;
         }
         printf("attention %s, 16 x 512 tokens, 16 heads of 64, p 0.1: forward %.2f ms, backward %.2f ms\n",
-               b ? "gemm " : "exact", 1e3 * tf / reps, 1e3 * tb / reps);
+               b == 2 ? "gemm bf16 operands" : b ? "gemm " : "exact", 1e3 * tf / reps, 1e3 * tb / reps);
         res[b][0] = host(g, o, nout), res[b][1] = host(g, a, natt), res[b][2] = host(g, dq, nqkv);
         ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, a), ops_free(g, dq);
+        if (dm) ops_bf16_weights(g, NULL, 0), ops_free(g, dm);
+    }
+    /* bf16 operands against fp32: every value finite, and the arrays within 2^-5 of each other's scale (rms
+     * relative; the roundings move them by ~2^-9) */
+    const char *nm[3] = {"out", "att", "dqkv"};
+    size_t nn[3] = {nout, natt, nqkv};
+    for (int t = 0; t < 3; t++) {
+        double dd = 0, ss = 0;
+        size_t bad = 0;
+        for (size_t i = 0; i < nn[t]; i++) {
+            bad += !isfinite(res[2][t][i]);
+            dd += (res[2][t][i] - (double)res[1][t][i]) * (res[2][t][i] - (double)res[1][t][i]);
+            ss += (double)res[1][t][i] * res[1][t][i];
+        }
+        double r = ss > 0 ? sqrt(dd / ss) : 0;
+        TU_CHECK(bad == 0 && r <= 0x1p-5, "timing shape: gemm bf16 operands %s: %zu non-finite, %.3g rms-relative "
+                 "from the fp32 gemm path's (at most 2^-5)", nm[t], bad, r);
+        printf("timing shape: gemm bf16 operands vs fp32 %s: %.2e rms-relative\n", nm[t], r);
     }
     rel(gg, "timing shape: gemm vs exact out", res[0][0], res[1][0], nout);
     rel(gg, "timing shape: gemm vs exact att", res[0][1], res[1][1], natt);
     rel(gg, "timing shape: gemm vs exact dqkv", res[0][2], res[1][2], nqkv);
-    for (int b = 0; b < 2; b++)
+    for (int b = 0; b < 3; b++)
         for (int t = 0; t < 3; t++) free(res[b][t]);
     free(qkv), free(dout);
 }

@@ -1,6 +1,7 @@
 /* att_gemm.cu: the CUDA primitives of the GEMM-based training attention (core/att_gemm.h; the driver, plain C, is
- * core/att_gemm.c): fp32 strided-batched cuBLAS GEMMs, and the pack / unpack / row kernels, whose per-row arithmetic
- * is att_gemm.h's (one warp a row). Chosen over the exact warp-per-row kernels of train_ops.cu by
+ * core/att_gemm.c): strided-batched cuBLAS GEMMs (fp32 operands, or in bf16 training bf16 operands on the tensor
+ * cores, CUBLAS_COMPUTE_32F both), and the pack / unpack / row kernels, whose per-row arithmetic is att_gemm.h's
+ * (one warp a row). Chosen over the exact warp-per-row kernels of train_ops.cu by
  * XR_CUDA_TRAIN_ATTENTION=gemm (cuda_ops_train_att_gemm). No atomics; cuBLAS's default algorithm for a given GPU,
  * shape and stream: two runs give the same bits. */
 #include "att_gemm.h"
@@ -19,16 +20,25 @@ static void *attg_scratch(void *ctx, size_t bytes) {
     return cuda_ops_scratch(((AttgCuda *)ctx)->be, 0, bytes);
 }
 
-static void attg_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
-                      long long sa, const float *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc,
-                      int batch) {
+static void attg_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda,
+                      long long sa, const void *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc,
+                      int batch, int ab16) {
     AttgCuda *c = (AttgCuda *)ctx;
     if (m <= 0 || n <= 0 || batch <= 0) return;
     /* fp32 products and sums: CUBLAS_COMPUTE_32F never rounds to TF32 under the backend's math modes (pedantic, or
-     * default for its TF32 / BF16 inference modes; TF32 would need CUBLAS_TF32_TENSOR_OP_MATH, never set) */
+     * default for its TF32 / BF16 inference modes; TF32 would need CUBLAS_TF32_TENSOR_OP_MATH, never set). bf16
+     * operands: exact products, fp32 sums; the pedantic mode of an fp32 backend would keep cuBLAS off the tensor
+     * cores, so the default mode for the call, as cuda_ops_gemm_bf16 (it changes no result's definition) */
+    cudaDataType_t t = ab16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasMath_t mm = CUBLAS_DEFAULT_MATH;
+    if (ab16) {
+        XR_BLAS(cublasGetMathMode(c->blas, &mm));
+        XR_BLAS(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    }
     XR_BLAS(cublasGemmStridedBatchedEx(c->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
-                                       &alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F,
-                                       ldc, sc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                       &alpha, A, t, lda, sa, B, t, ldb, sb, &beta, C, CUDA_R_32F, ldc, sc, batch,
+                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (ab16) XR_BLAS(cublasSetMathMode(c->blas, mm));
 }
 
 __global__ void k_attg_bases(size_t *base, const int32_t *seq_off, int S, int NH, int first_only) {
@@ -54,8 +64,8 @@ static __device__ __forceinline__ size_t attg_src_row(const int32_t *seq_off, in
     return row_mode == ATTG_FIRST ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
 }
 
-__global__ void k_attg_pack(float *dst, size_t bs, int rows, const float *src, int ld, int col0,
-                            const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode) {
+__global__ void k_attg_pack(void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                            const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
     size_t total = (size_t)n * rows * dh;
     for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < total; x += (size_t)gridDim.x * blockDim.x) {
         int e = (int)(x % dh);
@@ -64,14 +74,18 @@ __global__ void k_attg_pack(float *dst, size_t bs, int rows, const float *src, i
         float v = 0.0f;
         if (i < attg_real_rows(seq_off, s, row_mode))
             v = src[attg_src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e];
-        dst[(size_t)b * bs + (size_t)i * dh + e] = v;
+        size_t o = (size_t)b * bs + (size_t)i * dh + e;
+        if (to16)
+            ((uint16_t *)dst)[o] = xr_bf16_bits(v);
+        else
+            ((float *)dst)[o] = v;
     }
 }
 
-static void attg_pack(void *ctx, float *dst, size_t bs, int rows, const float *src, int ld, int col0,
-                      const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode) {
+static void attg_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                      const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
     k_attg_pack<<<blocks_for((size_t)n * rows * dh, 256), 256, 0, ((AttgCuda *)ctx)->st>>>(
-        dst, bs, rows, src, ld, col0, seq_off, bh0, n, NH, dh, row_mode);
+        dst, bs, rows, src, ld, col0, seq_off, bh0, n, NH, dh, row_mode, to16);
     XR_LAUNCHED();
 }
 
@@ -118,72 +132,88 @@ static AttgRowArgs row_args(const size_t *base, const int32_t *seq_off, int bh0,
 
 static unsigned row_blocks(int rows) { return (unsigned)((rows + XR_ATTG_ROWS - 1) / XR_ATTG_ROWS); }
 
-__global__ void k_attg_fwd_rows(float *sc, float *att, AttgRowArgs a) {
+__global__ void k_attg_fwd_rows(float *sc, float *att, uint16_t *p16, AttgRowArgs a) {
     int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= a.rows) return;
     int i = r % a.nqp;
     AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
     float *row = sc + (size_t)r * a.Tp;
+    uint16_t *r16 = p16 ? p16 + (size_t)r * a.Tp : NULL;
     if (!w.real) {
-        for (int j = lane; j < a.Tp; j += 32) row[j] = 0.0f;
+        for (int j = lane; j < a.Tp; j += 32) {
+            row[j] = 0.0f;
+            if (r16) r16[j] = 0;
+        }
         return;
     }
     float mx = warp_max(attg_part_max(row, w.L, lane, 32));
     float inv = 1.0f / warp_sum(attg_part_exp(row, w.L, mx, lane, 32));
     __syncwarp(); /* the last pass reads the columns other lanes wrote */
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
-    attg_fwd_finish(row, att ? att + w.att : NULL, w.L, a.Tp, inv, &a.d, attg_pos(i, w.h), id, lane, 32);
+    attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, a.Tp, inv, &a.d, attg_pos(i, w.h), id, lane, 32);
 }
 
-static void attg_fwd_rows(void *ctx, float *sc, float *att, const size_t *base, const int32_t *seq_off, int bh0,
-                          int n, const AttGemmPlan *p, const XrDropout *d) {
+static void attg_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
+                          int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
-    k_attg_fwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(sc, att, a);
+    k_attg_fwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(sc, att, p16, a);
     XR_LAUNCHED();
 }
 
-__global__ void k_attg_bwd_pd(float *pd, const float *att, AttgRowArgs a) {
+/* pd fp32, or (pd16 non-NULL) bf16 bits */
+__global__ void k_attg_bwd_pd(float *pd, uint16_t *pd16, const float *att, AttgRowArgs a) {
     int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= a.rows) return;
     int i = r % a.nqp;
     AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
-    float *row = pd + (size_t)r * a.Tp;
+    float *row = pd16 ? NULL : pd + (size_t)r * a.Tp;
+    uint16_t *r16 = pd16 ? pd16 + (size_t)r * a.Tp : NULL;
     if (!w.real) {
-        for (int j = lane; j < a.Tp; j += 32) row[j] = 0.0f;
+        for (int j = lane; j < a.Tp; j += 32)
+            if (r16)
+                r16[j] = 0;
+            else
+                row[j] = 0.0f;
         return;
     }
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
-    attg_pd_part(row, att + w.att, w.L, a.Tp, &a.d, attg_pos(i, w.h), id, lane, 32);
+    attg_pd_part(row, r16, att + w.att, w.L, a.Tp, &a.d, attg_pos(i, w.h), id, lane, 32);
 }
 
-static void attg_bwd_pd(void *ctx, float *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
+static void attg_bwd_pd(void *ctx, void *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
                         int n, const AttGemmPlan *p, const XrDropout *d) {
     AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
-    k_attg_bwd_pd<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(pd, att, a);
+    float *f = p->bf16 ? NULL : (float *)pd;
+    uint16_t *h = p->bf16 ? (uint16_t *)pd : NULL;
+    k_attg_bwd_pd<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(f, h, att, a);
     XR_LAUNCHED();
 }
 
-__global__ void k_attg_bwd_rows(float *g, const float *att, AttgRowArgs a) {
+__global__ void k_attg_bwd_rows(float *g, uint16_t *g16, const float *att, AttgRowArgs a) {
     int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= a.rows) return;
     int i = r % a.nqp;
     AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
     float *row = g + (size_t)r * a.Tp;
+    uint16_t *r16 = g16 ? g16 + (size_t)r * a.Tp : NULL;
     if (!w.real) {
-        for (int j = lane; j < a.Tp; j += 32) row[j] = 0.0f;
+        for (int j = lane; j < a.Tp; j += 32) {
+            row[j] = 0.0f;
+            if (r16) r16[j] = 0;
+        }
         return;
     }
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
     const float *P = att + w.att;
     float D = warp_sum(attg_bwd_part_dot(row, P, w.L, &a.d, attg_pos(i, w.h), id, lane, 32));
     __syncwarp(); /* the second pass reads the columns other lanes wrote */
-    attg_bwd_finish(row, P, w.L, a.Tp, D, lane, 32);
+    attg_bwd_finish(row, r16, P, w.L, a.Tp, D, lane, 32);
 }
 
-static void attg_bwd_rows(void *ctx, float *g, const float *att, const size_t *base, const int32_t *seq_off, int bh0,
-                          int n, const AttGemmPlan *p, const XrDropout *d) {
+static void attg_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base,
+                          const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
-    k_attg_bwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(g, att, a);
+    k_attg_bwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(g, g16, att, a);
     XR_LAUNCHED();
 }
 
@@ -196,10 +226,13 @@ static AttGemmPrims cuda_prims(AttgCuda *c, Backend *be) {
     return p;
 }
 
+/* The plan of a call: bf16 GEMM operands in bf16 training (a working copy registered: ops_list.h, "training
+ * precision"), fp32 otherwise. */
 static void plan_or_die(AttGemmPlan *p, Backend *be, int S, int max_len, int NH, int dh, int first_only,
                         int backward, const char *op) {
     char err[256];
-    if (attg_plan(p, S, max_len, NH, dh, first_only, backward, cuda_ops_att_chunk(be), err, sizeof err))
+    if (attg_plan(p, S, max_len, NH, dh, first_only, backward, cuda_ops_bf16_operands(be), cuda_ops_att_chunk(be),
+                  err, sizeof err))
         xr_die("cuda_ops_%s: %s", op, err);
 }
 
@@ -229,9 +262,11 @@ extern "C" size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, in
         return (size_t)S * max_len * NH * sizeof(float);
     AttGemmPlan f, b;
     char err[256];
-    /* all query rows: first_only's blocks are smaller */
-    if (attg_plan(&f, S, max_len, NH, dh, 0, 0, cuda_ops_att_chunk(be), err, sizeof err) ||
-        attg_plan(&b, S, max_len, NH, dh, 0, 1, cuda_ops_att_chunk(be), err, sizeof err))
+    /* all query rows: first_only's blocks are smaller; bf16 operands when a working copy is registered (the memory
+     * plan is made after encoder_set_precision) */
+    int bf16 = cuda_ops_bf16_operands(be);
+    if (attg_plan(&f, S, max_len, NH, dh, 0, 0, bf16, cuda_ops_att_chunk(be), err, sizeof err) ||
+        attg_plan(&b, S, max_len, NH, dh, 0, 1, bf16, cuda_ops_att_chunk(be), err, sizeof err))
         xr_die("cuda_ops_attention_scratch: %s", err);
     return f.bytes > b.bytes ? f.bytes : b.bytes;
 }
