@@ -9,7 +9,10 @@
  * In bf16 training (plan bf16 1: a working copy registered, ops_list.h "training precision") every GEMM takes bf16
  * operands with fp32 accumulation: q, k, v and dO are packed as bf16, and the row steps write the dropped
  * probabilities Pd and dS as bf16 copies too (xr_bf16_bits, the emulation's rounding); softmax, att, D and the fp32
- * dS stay fp32. */
+ * dS stay fp32.
+ * The log-sum-exp variants (ops_attention_train_lse / ops_attention_backward_lse: plan lse 1) run the same GEMMs: the
+ * forward's row step writes each row's lse instead of att, and the backward recomputes the scores per chunk with the
+ * q k^T GEMM and P = exp(s - lse) in a row step (into the plan's extra fp32 block o_pr) before the same sequence. */
 #ifndef XR_ATT_GEMM_H
 #define XR_ATT_GEMM_H
 #include <math.h>
@@ -35,12 +38,13 @@ extern "C" {
 #define XR_ATTG_MAX_BATCH 65535               /* blocks per batched GEMM call, at most */
 
 typedef struct {
-    int S, NH, dh, max_len, first_only, backward, bf16;
+    int S, NH, dh, max_len, first_only, backward, bf16, lse;
     int Tp, nqp, chunk; /* padded keys, query rows per block, blocks per chunk */
     long long nb;       /* blocks: S * NH */
     size_t blk, qblk, sq; /* floats per block: K/V/dK/dV (Tp dh), Q/dO/ctx/dQ (nqp dh), scores (nqp Tp) */
     /* byte offsets into the scratch region: per-sequence att bases (size_t [S]), then each buffer's chunk */
     size_t o_q, o_k, o_v, o_sc, o_ctx, o_do, o_g, o_dq, o_dk, o_dv, o_p16, o_g16, bytes;
+    size_t o_pr; /* lse backward: the recomputed scores, then P [nqp, Tp] fp32 per block (0 otherwise) */
     float scale;
 } AttGemmPlan;
 
@@ -49,6 +53,9 @@ typedef struct {
  * what the GEMMs take. */
 int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
               int max_chunk, char *err, size_t errlen);
+/* The same for the log-sum-exp ops (p->lse 1): the forward's layout is attg_plan's; the backward's adds o_pr. */
+int attg_plan_lse(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
+                  int max_chunk, char *err, size_t errlen);
 
 /* How rows of a packed activation map to a block's rows: ATTG_TOKENS: row i of sequence s is row seq_off[s] + i
  * (the sequence's L tokens); ATTG_FIRST: row 0 of sequence s is row s (one row, none when L = 0). */
@@ -90,6 +97,17 @@ typedef struct {
      * D = sum_j P dP, 0 in padding (attg_bwd_finish). g16 (may be NULL): dS's bf16 bits too. */
     void (*bwd_rows)(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base, const int32_t *seq_off,
                      int bh0, int n, const AttGemmPlan *p, const XrDropout *d);
+    /* The log-sum-exp ops' row steps (needed only by attg_forward_lse / attg_backward_lse). lse is [rows, NH] at
+     * attg_lse_at. fwd_rows_lse: fwd_rows with each real row's lse = max + log(sum) written instead of att. */
+    void (*fwd_rows_lse)(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0, int n,
+                         const AttGemmPlan *p, const XrDropout *d);
+    /* pr [n][nqp][Tp] holds the scaled scores; each real row becomes P = exp(s - lse) over keys j < L, and pd
+     * dropout(P) (fp32, or with p->bf16 bf16 bits); padding 0 in both (attg_lse_p_part). */
+    void (*bwd_p_lse)(void *ctx, float *pr, void *pd, const float *lse, const int32_t *seq_off, int bh0, int n,
+                      const AttGemmPlan *p, const XrDropout *d);
+    /* bwd_rows with P read from pr (row r of the chunk at r Tp) instead of att. */
+    void (*bwd_rows_lse)(void *ctx, float *g, uint16_t *g16, const float *pr, const int32_t *seq_off, int bh0, int n,
+                         const AttGemmPlan *p, const XrDropout *d);
 } AttGemmPrims;
 
 /* ops_attention_train's contract (ops_list.h) on the primitives: out, att (may be NULL), and under rnd the context
@@ -99,6 +117,12 @@ void attg_forward(const AttGemmPrims *pr, const AttGemmPlan *p, float *out, floa
 /* ops_attention_backward's contract: dqkv overwritten (with first_only, the query part of rows >= 1 zero). */
 void attg_backward(const AttGemmPrims *pr, const AttGemmPlan *p, float *dqkv, const float *dout, const float *qkv,
                    const float *att, const int32_t *seq_off, const XrDropout *d);
+/* ops_attention_train_lse's contract: out as attg_forward, lse [nq rows, NH] (empty sequences: nothing written). */
+void attg_forward_lse(const AttGemmPrims *pr, const AttGemmPlan *p, float *out, float *lse, const float *qkv,
+                      const int32_t *seq_off, const XrDropout *d, int rnd, void *out16);
+/* ops_attention_backward_lse's contract: attg_backward with P recomputed from qkv and lse (p from attg_plan_lse). */
+void attg_backward_lse(const AttGemmPrims *pr, const AttGemmPlan *p, float *dqkv, const float *dout,
+                       const float *qkv, const float *lse, const int32_t *seq_off, const XrDropout *d);
 
 /* ---- per-row arithmetic, shared by the CUDA kernels (one warp a row: j0 = lane, js = 32, then a warp reduction)
  * and the C primitives (j0 = 0, js = 1) ---- */
@@ -206,6 +230,28 @@ XR_ATTG_HD void attg_pd_part(float *pd, uint16_t *pd16, const float *P, int L, i
     }
 }
 
+/* The lse backward's row step over groups of 4: row[j] = P_j = exp(s_j - l) for j < L (the scores row[j] from the
+ * same GEMM as the forward's; the CPU's probs_from_lse and the exact lse kernels compute the same expression), then
+ * dropout(P_j) into pd (fp32, pd16 NULL) or as bf16 bits into pd16; row[j] and the Pd element 0 for L <= j < Tp. */
+XR_ATTG_HD void attg_lse_p_part(float *row, float *pd, uint16_t *pd16, int L, int Tp, float l, const AttgDrop *d,
+                                uint32_t c1, uint64_t id, int g0, int gs) {
+    for (int g = g0; 4 * g < Tp; g += gs) {
+        uint32_t r[4] = {0, 0, 0, 0};
+        if (d->on && 4 * g < L) attg_draw4(r, d, g, c1, id);
+        for (int k = 0; k < 4; k++) {
+            int j = 4 * g + k;
+            if (j >= Tp) break;
+            float P = j < L ? expf(row[j] - l) : 0.0f;
+            row[j] = P;
+            float v = j >= L ? 0.0f : d->on ? (r[k] >= d->thr ? attg_mul(P, d->scale) : 0.0f) : P;
+            if (pd16)
+                pd16[j] = xr_bf16_bits(v);
+            else
+                pd[j] = v;
+        }
+    }
+}
+
 /* The softmax backward's first pass over groups of 4: g[j] = dP_j = dropout(dPd_j) for j < L (the mask drawn
  * again: kept elements scaled, dropped ones 0); returns the partial sum of P_j dP_j. */
 XR_ATTG_HD float attg_bwd_part_dot(float *g, const float *P, int L, const AttgDrop *d, uint32_t c1, uint64_t id,
@@ -235,8 +281,15 @@ XR_ATTG_HD void attg_bwd_finish(float *g, uint16_t *g16, const float *P, int L, 
 /* Row i of block bh: its sequence, head, length and whether it is a real query row; the saved probabilities' row. */
 typedef struct {
     int s, h, L, real;
-    size_t att; /* offset of the row in att (valid when real) */
+    size_t att; /* offset of the row in att (valid when real; 0 when base is NULL: the lse ops) */
 } AttgRow;
+
+/* Where the lse of query row i, head h of sequence s is: its token row (seq_off[s] + i), or with first_only its
+ * sequence, times NH, plus h (ops_list.h: lse [N, NH] or [S, NH]). */
+XR_ATTG_HD size_t attg_lse_at(const int32_t *seq_off, int NH, int first_only, int s, int h, int i) {
+    size_t row = first_only ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
+    return row * (size_t)NH + (size_t)h;
+}
 
 XR_ATTG_HD AttgRow attg_row(const int32_t *seq_off, const size_t *base, int NH, int first_only, int bh, int i) {
     AttgRow r;
@@ -244,7 +297,7 @@ XR_ATTG_HD AttgRow attg_row(const int32_t *seq_off, const size_t *base, int NH, 
     r.L = seq_off[r.s + 1] - seq_off[r.s];
     int nq = first_only ? (r.L > 0 ? 1 : 0) : r.L;
     r.real = i < nq;
-    r.att = base[r.s] + ((size_t)r.h * (size_t)(first_only ? 1 : r.L) + (size_t)i) * (size_t)r.L;
+    r.att = base ? base[r.s] + ((size_t)r.h * (size_t)(first_only ? 1 : r.L) + (size_t)i) * (size_t)r.L : 0;
     return r;
 }
 

@@ -122,10 +122,9 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
                    S * sizeof(uint64_t);
     if (m->be->device != XR_DEV_CPU) {
         /* the CUDA backend's own scratch, grown to 9/8 of a request: the training attention's (the backward's row sums
-         * [S, max_len, NH], or the GEMM path's padded blocks: ops_attention_scratch; the log-sum-exp kernels' row
-         * sums) and the fixed-order column sums of the bias gradients (64-row blocks, doubles) */
-        size_t rowd = m->att_lse ? FBYTES(S * L * NH)
-                                 : ops_attention_scratch(m->be, train_seqs, max_len, (int)NH, (int)(H / NH)),
+         * [S, max_len, NH], or the GEMM path's padded blocks, for the saved-probability or the log-sum-exp ops:
+         * ops_attention_scratch) and the fixed-order column sums of the bias gradients (64-row blocks, doubles) */
+        size_t rowd = ops_attention_scratch(m->be, train_seqs, max_len, (int)NH, (int)(H / NH), m->att_lse),
                cols = ((T + 63) / 64) * (I > 3 * H ? I : 3 * H) * sizeof(double) * 2;
         p->workspace += (rowd + cols) / 8 * 9;
         if (m->prec == XR_PREC_BF16) {

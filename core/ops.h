@@ -108,12 +108,13 @@ void ops_mem_reset_peak(Backend *be);
  * MemAvailable bounded by this process's cgroup v2 limit (memory.max - memory.current). Tests set
  * $XR_TEST_MEM_AVAILABLE (bytes) to pretend a smaller device. */
 size_t ops_mem_available(Backend *be);
-/* Bytes of device scratch the backend's saved-probability training attention (ops_attention_train /
- * ops_attention_backward) requests at most for S sequences of at most max_len tokens, NH heads of dh: what a memory
- * plan counts for it (a backend grows scratch to 9/8 of a request). CUDA: the backward's row sums [S, max_len, NH] of
- * the exact kernels, or the GEMM path's chunk of padded blocks (XR_CUDA_TRAIN_ATTENTION=gemm, core/att_gemm.h);
- * CPU: 0 (its per-thread score blocks are host scratch). */
-size_t ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh);
+/* Bytes of device scratch the backend's training attention requests at most for S sequences of at most max_len
+ * tokens, NH heads of dh: the saved-probability ops (ops_attention_train / ops_attention_backward, lse 0) or the
+ * log-sum-exp ones (ops_attention_train_lse / ops_attention_backward_lse, lse 1); what a memory plan counts for it
+ * (a backend grows scratch to 9/8 of a request). CUDA: the backward's row sums [S, max_len, NH] of the exact kernels
+ * (either kind), or the GEMM path's chunk of padded blocks (XR_CUDA_TRAIN_ATTENTION=gemm, core/att_gemm.h; lse adds
+ * the recomputed P block); CPU: 0 (its per-thread score blocks are host scratch). */
+size_t ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh, int lse);
 
 /* Per-op times, for finding where a step's time goes (benchmarks/gpu/bench_train_step prints them). Off by default:
  * the dispatch then only tests be->prof. On, every ops_<name> call made at nesting depth 0 is bracketed by two marks

@@ -127,7 +127,9 @@ XR_OP(TRAIN, attention_backward,
  * (same dropout mask, same position), but instead of att it saves lse [nq_total, NH]: the natural log of the
  * softmax denominator of each (query row, head), lse = max_j s_j + log sum_j exp(s_j - max_j s_j) with
  * s = q k^T / sqrt(dh), row index = the query's token row (first_only 0: [N, NH]) or its sequence (first_only 1:
- * [S, NH]). Empty sequences write nothing. */
+ * [S, NH]). Empty sequences write nothing. CUDA: as attention_train, exact warp-per-row kernels or with
+ * XR_CUDA_TRAIN_ATTENTION=gemm the batched GEMMs (core/att_gemm.h; the backward recomputes the scores with the
+ * forward's GEMM per chunk of blocks), the same results up to summation order. */
 XR_OP(TRAIN, attention_train_lse,
       (Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S, int max_len, int NH,
        int dh, int first_only, const XrDropout *d),

@@ -138,10 +138,10 @@ size_t ops_mem_available(Backend *be) {
     return host_available();
 }
 
-size_t ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh) {
+size_t ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh, int lse) {
 #ifdef XR_HAVE_CUDA
-    if (be->device == XR_DEV_CUDA) return cuda_ops_attention_scratch(be, S, max_len, NH, dh);
+    if (be->device == XR_DEV_CUDA) return cuda_ops_attention_scratch(be, S, max_len, NH, dh, lse);
 #endif
-    (void)be, (void)S, (void)max_len, (void)NH, (void)dh;
+    (void)be, (void)S, (void)max_len, (void)NH, (void)dh, (void)lse;
     return 0;
 }

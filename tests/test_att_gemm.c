@@ -9,7 +9,11 @@
  * the driver fed its second GEMM equal rng.h's mask applied to its saved att bit for bit (zero pattern included),
  * and the padding is 0. With bf16 operands (the plan of bf16 training; the C GEMM reads bf16 bits): every GEMM call
  * takes them, att as the CPU backend's with a working copy registered (RTOL), ctx and dqkv against
- * att_bf16_ref.h's reference of the contract (as test_attention_bf16 holds the CPU emulation). Needs no GPU. */
+ * att_bf16_ref.h's reference of the contract (as test_attention_bf16 holds the CPU emulation). The log-sum-exp ops
+ * (attg_forward_lse / attg_backward_lse, the backward fed the driver's own lse) the same way against the CPU
+ * backend's ops_attention_train_lse / ops_attention_backward_lse: out, lse and dqkv within RTOL (fp32), the rows of
+ * empty sequences' lse (first_only) untouched, the backward's dropped probabilities rng.h's mask on its recomputed P
+ * bit for bit; with bf16 operands lse to RTOL, ctx and dqkv against att_bf16_ref.h. Needs no GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +30,13 @@
  * GPU-vs-CPU op tests. */
 #define RTOL 1e-5
 
-static TuRng rng = {0x2545F4914F6CDD1Dull};
+/* the inputs of the saved-probability cases, and (their own stream, so adding cases to one leaves the other's data
+ * as it was) of the lse cases */
+static TuRng rng = {0x2545F4914F6CDD1Dull}, rng_lse = {0x6A09E667F3BCC909ull};
 
-static float *urnd(size_t n, float lo, float hi) {
+static float *urnd(TuRng *r, size_t n, float lo, float hi) {
     float *p = xr_malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)tu_rng_unit(&rng);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)tu_rng_unit(r);
     return p;
 }
 static float *nans(size_t n) {
@@ -146,8 +152,9 @@ static AttgRow row_of(const size_t *base, const int32_t *seq_off, int bh0, const
 }
 static uint64_t id_of(const XrDropout *d, int s) { return d && d->seq_ids ? d->seq_ids[s] : (uint64_t)s; }
 
-static void c_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
-                       int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
+/* att (saved probabilities, base non-NULL) or lse (the log-sum-exps, base NULL) */
+static void fwd_rows(void *ctx, float *sc, float *att, float *lse, uint16_t *p16, const size_t *base,
+                     const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     int nl = ((CpuPrims *)ctx)->lanes;
     AttgDrop dd = attg_drop(d);
     for (int r = 0; r < n * p->nqp; r++) {
@@ -163,9 +170,44 @@ static void c_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const si
         float mx = -INFINITY, sum = 0.0f;
         for (int l = 0; l < nl; l++) mx = fmaxf(mx, attg_part_max(row, w.L, l, nl));
         for (int l = 0; l < nl; l++) sum += attg_part_exp(row, w.L, mx, l, nl);
+        if (lse) lse[attg_lse_at(seq_off, p->NH, p->first_only, w.s, w.h, r % p->nqp)] = mx + logf(sum);
         for (int l = 0; l < nl; l++)
             attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, p->Tp, 1.0f / sum, &dd,
                             attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
+    }
+}
+
+static void c_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
+                       int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
+    fwd_rows(ctx, sc, att, NULL, p16, base, seq_off, bh0, n, p, d);
+}
+
+static void c_fwd_rows_lse(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0, int n,
+                           const AttGemmPlan *p, const XrDropout *d) {
+    fwd_rows(ctx, sc, NULL, lse, p16, NULL, seq_off, bh0, n, p, d);
+}
+
+static void c_bwd_p_lse(void *ctx, float *pr, void *pd, const float *lse, const int32_t *seq_off, int bh0, int n,
+                        const AttGemmPlan *p, const XrDropout *d) {
+    int nl = ((CpuPrims *)ctx)->lanes;
+    AttgDrop dd = attg_drop(d);
+    for (int r = 0; r < n * p->nqp; r++) {
+        AttgRow w = row_of(NULL, seq_off, bh0, p, r);
+        float *row = pr + (size_t)r * p->Tp, *drow = p->bf16 ? NULL : (float *)pd + (size_t)r * p->Tp;
+        uint16_t *r16 = p->bf16 ? (uint16_t *)pd + (size_t)r * p->Tp : NULL;
+        if (!w.real) {
+            for (int j = 0; j < p->Tp; j++) {
+                row[j] = 0.0f;
+                if (r16)
+                    r16[j] = 0;
+                else
+                    drow[j] = 0.0f;
+            }
+            continue;
+        }
+        float l = lse[attg_lse_at(seq_off, p->NH, p->first_only, w.s, w.h, r % p->nqp)];
+        for (int k = 0; k < nl; k++)
+            attg_lse_p_part(row, drow, r16, w.L, p->Tp, l, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), k, nl);
     }
 }
 
@@ -189,8 +231,9 @@ static void c_bwd_pd(void *ctx, void *pd, const float *att, const size_t *base, 
     }
 }
 
-static void c_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base,
-                       const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
+/* P from att (base non-NULL) or from the chunk's recomputed rows pr (the lse backward) */
+static void bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const float *pr, const size_t *base,
+                     const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     int nl = ((CpuPrims *)ctx)->lanes;
     AttgDrop dd = attg_drop(d);
     for (int r = 0; r < n * p->nqp; r++) {
@@ -202,12 +245,28 @@ static void c_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, con
             if (r16) memset(r16, 0, (size_t)p->Tp * 2);
             continue;
         }
-        const float *P = att + w.att;
+        const float *P = pr ? pr + (size_t)r * p->Tp : att + w.att;
         float D = 0.0f;
         for (int l = 0; l < nl; l++)
             D += attg_bwd_part_dot(row, P, w.L, &dd, attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
         for (int l = 0; l < nl; l++) attg_bwd_finish(row, r16, P, w.L, p->Tp, D, l, nl);
     }
+}
+
+static void c_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base,
+                       const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
+    bwd_rows(ctx, g, g16, att, NULL, base, seq_off, bh0, n, p, d);
+}
+
+static void c_bwd_rows_lse(void *ctx, float *g, uint16_t *g16, const float *pr, const int32_t *seq_off, int bh0,
+                           int n, const AttGemmPlan *p, const XrDropout *d) {
+    bwd_rows(ctx, g, g16, NULL, pr, NULL, seq_off, bh0, n, p, d);
+}
+
+static AttGemmPrims c_prims(CpuPrims *c) {
+    AttGemmPrims p = {c, c_scratch, c_gemm, c_bases, c_pack, c_unpack, c_fwd_rows, c_bwd_pd, c_bwd_rows, c_fwd_rows_lse,
+                      c_bwd_p_lse, c_bwd_rows_lse};
+    return p;
 }
 
 /* ---- the checks ---- */
@@ -226,7 +285,7 @@ static double rel_worst(const float *got, const float *want, size_t n, size_t *a
     return worst;
 }
 
-static double g_worst[3];
+static double g_worst[6]; /* out, att, dqkv; the lse ops' out, lse, dqkv */
 
 static void compare(const char *what, int k, const float *got, const float *want, size_t n) {
     size_t at;
@@ -280,7 +339,7 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
     uint64_t ids[16];
     for (int s = 0; s < S; s++) ids[s] = 0x9E3779B97F4A7C15ull * (uint64_t)(s + 11);
     XrDropout d = {p, 0x0F1E2D3C4B5A6978ull, ids};
-    float *qkv = urnd(nqkv, -1.5f, 1.5f), *dout = urnd(nout, -1, 1);
+    float *qkv = urnd(&rng, nqkv, -1.5f, 1.5f), *dout = urnd(&rng, nout, -1, 1);
     float *out = nans(nout), *att = nans(natt), *dqkv = nans(nqkv);
     float *out2 = nans(nout), *att2 = nans(natt), *dqkv2 = nans(nqkv);
     /* the rows of empty sequences (first_only) are written by neither */
@@ -294,7 +353,7 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
     if (bf16) ops_bf16_weights(be, NULL, 0);
 
     CpuPrims c = {NULL, 0, 0, 0, lanes};
-    AttGemmPrims pr = {&c, c_scratch, c_gemm, c_bases, c_pack, c_unpack, c_fwd_rows, c_bwd_pd, c_bwd_rows};
+    AttGemmPrims pr = c_prims(&c);
     AttGemmPlan pf, pb;
     char err[256], name[160];
     TU_CHECK(attg_plan(&pf, S, max_len, NH, dh, first_only, 0, bf16, chunk, err, sizeof err) == 0, "plan: %s", err);
@@ -325,6 +384,109 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
     free(qkv), free(dout), free(out), free(att), free(dqkv), free(out2), free(att2), free(dqkv2);
 }
 
+/* The lse backward's dropped probabilities left in its scratch (one chunk holding every block; fp32 Pd): rng.h's mask
+ * on its own recomputed P bit for bit, P and Pd 0 in every padding row and column, P a probability row (its real
+ * elements in [0, 1], summing to 1 within 1e-4: lse is the row's log-sum-exp). */
+static void check_mask_lse(const CpuPrims *c, const AttGemmPlan *p, const int32_t *off, const XrDropout *d,
+                           const char *name) {
+    const char *scr = (const char *)c->scr;
+    const float *pd = (const float *)(scr + p->o_sc), *P = (const float *)(scr + p->o_pr);
+    float *want = xr_malloc((size_t)p->Tp * sizeof(float));
+    AttgDrop dd = attg_drop(d);
+    size_t bad = 0, pad = 0, badsum = 0, dropped = 0, kept = 0;
+    for (int r = 0; r < (int)p->nb * p->nqp; r++) {
+        AttgRow w = row_of(NULL, off, 0, p, r);
+        const float *row = pd + (size_t)r * p->Tp, *prow = P + (size_t)r * p->Tp;
+        int L = w.real ? w.L : 0;
+        for (int j = 0; j < p->Tp; j++) want[j] = 0.0f;
+        if (dd.on)
+            rng_dropout_span(want, prow, L, dd.key, attg_pos(r % p->nqp, w.h), id_of(d, w.s), dd.thr, dd.scale);
+        else
+            memcpy(want, prow, (size_t)L * sizeof(float));
+        double sum = 0;
+        for (int j = 0; j < p->Tp; j++) {
+            bad += memcmp(&row[j], &want[j], sizeof(float)) != 0;
+            if (j >= L) pad += prow[j] != 0.0f || row[j] != 0.0f;
+            if (j < L) {
+                sum += prow[j], bad += !(prow[j] >= 0.0f && prow[j] <= 1.0f);
+                dropped += want[j] == 0.0f, kept += want[j] != 0.0f;
+            }
+        }
+        badsum += L > 0 && !(fabs(sum - 1.0) <= 1e-4);
+    }
+    TU_CHECK(bad == 0 && pad == 0 && badsum == 0,
+             "%s: lse backward's Pd: %zu elements off rng.h's mask on P (or P outside [0, 1]), %zu padding elements "
+             "not 0, %zu rows of P not summing to 1",
+             name, bad, pad, badsum);
+    if (dd.on && dropped + kept >= 50)
+        TU_CHECK(dropped > 0 && kept > 0, "%s: dropout p>0 dropped %zu, kept %zu", name, dropped, kept);
+    free(want);
+}
+
+/* The log-sum-exp ops: the driver (attg_forward_lse, then attg_backward_lse fed its own lse) against the CPU backend's
+ * ops_attention_train_lse / ops_attention_backward_lse (bf16: with a working copy registered, and att_bf16_ref.h's
+ * reference). */
+static void run_case_lse(Backend *be, const int *lens, int S, int NH, int dh, int first_only, float p, int chunk,
+                         int lanes, int bf16) {
+    int32_t off[17] = {0};
+    int max_len = 0;
+    for (int s = 0; s < S; s++) off[s + 1] = off[s] + lens[s], max_len = lens[s] > max_len ? lens[s] : max_len;
+    int N = off[S], H = NH * dh, nrow = first_only ? S : N;
+    size_t nqkv = (size_t)N * 3 * H, nout = (size_t)nrow * H, nlse = (size_t)nrow * NH;
+    uint64_t ids[16];
+    for (int s = 0; s < S; s++) ids[s] = 0x9E3779B97F4A7C15ull * (uint64_t)(s + 5);
+    XrDropout d = {p, 0x1F2E3D4C5B6A7988ull, ids};
+    float *qkv = urnd(&rng_lse, nqkv, -1.5f, 1.5f), *dout = urnd(&rng_lse, nout, -1, 1);
+    float *out = nans(nout), *lse = nans(nlse), *dqkv = nans(nqkv);
+    float *out2 = nans(nout), *lse2 = nans(nlse), *dqkv2 = nans(nqkv);
+    /* the rows of empty sequences (first_only) are written by neither: a sentinel that must survive */
+    for (int s = 0; s < S; s++)
+        if (first_only && lens[s] == 0) {
+            for (int e = 0; e < H; e++) out[(size_t)s * H + e] = out2[(size_t)s * H + e] = 0.0f;
+            for (int h = 0; h < NH; h++) lse[(size_t)s * NH + h] = lse2[(size_t)s * NH + h] = 42.0f;
+        }
+    float master[4] = {0};
+    if (bf16) ops_bf16_weights(be, master, 4);
+    ops_attention_train_lse(be, out, lse, qkv, off, S, max_len, NH, dh, first_only, &d);
+    ops_attention_backward_lse(be, dqkv, dout, qkv, lse, off, S, max_len, NH, dh, first_only, &d);
+    if (bf16) ops_bf16_weights(be, NULL, 0);
+
+    CpuPrims c = {NULL, 0, 0, 0, lanes};
+    AttGemmPrims pr = c_prims(&c);
+    AttGemmPlan pf, pb;
+    char err[256], name[160];
+    TU_CHECK(attg_plan_lse(&pf, S, max_len, NH, dh, first_only, 0, bf16, chunk, err, sizeof err) == 0, "plan: %s",
+             err);
+    TU_CHECK(attg_plan_lse(&pb, S, max_len, NH, dh, first_only, 1, bf16, chunk, err, sizeof err) == 0, "plan: %s",
+             err);
+    TU_CHECK(pb.lse == 1 && pb.o_pr > 0 && pf.o_pr == 0, "lse plans: lse %d, o_pr %zu (backward) %zu (forward)",
+             pb.lse, pb.o_pr, pf.o_pr);
+    snprintf(name, sizeof name, "lse %slens %d.. NH %d dh %d%s p %.1f chunk %d (of %lld) lanes %d",
+             bf16 ? "bf16 " : "", lens[0], NH, dh, first_only ? " first" : "", p, pf.chunk, pf.nb, lanes);
+    attg_forward_lse(&pr, &pf, out2, lse2, qkv, off, &d, 0, NULL);
+    int nchunks = (int)((pf.nb + pf.chunk - 1) / pf.chunk), nchunks_b = (int)((pb.nb + pb.chunk - 1) / pb.chunk);
+    TU_CHECK(c.gemms == 2 * nchunks, "%s: %d forward GEMM calls, want %d", name, c.gemms, 2 * nchunks);
+    c.gemms = c.gemms16 = 0;
+    attg_backward_lse(&pr, &pb, dqkv2, dout, qkv, lse2, off, &d);
+    /* the scores again, dV, dPd, dQ, dK */
+    TU_CHECK(c.gemms == 5 * nchunks_b, "%s: %d backward GEMM calls, want %d", name, c.gemms, 5 * nchunks_b);
+    TU_CHECK(c.gemms16 == (bf16 ? c.gemms : 0), "%s: %d of %d backward GEMM calls with bf16 operands", name,
+             c.gemms16, c.gemms);
+    if (!bf16 && pb.chunk == pb.nb) check_mask_lse(&c, &pb, off, &d, name);
+    char w[200];
+    snprintf(w, sizeof w, "%s: lse", name), compare(w, 4, lse2, lse, nlse);
+    if (bf16) {
+        AttRefCase rc = {S, N, max_len, NH, dh, first_only, off, ids, p, d.key};
+        att_check(name, &rc, qkv, dout, out2, dqkv2, 1);
+        att_check("  the CPU backend's emulation", &rc, qkv, dout, out, dqkv, 1);
+    } else {
+        snprintf(w, sizeof w, "%s: out", name), compare(w, 3, out2, out, nout);
+        snprintf(w, sizeof w, "%s: dqkv", name), compare(w, 5, dqkv2, dqkv, nqkv);
+    }
+    free(c.scr);
+    free(qkv), free(dout), free(out), free(lse), free(dqkv), free(out2), free(lse2), free(dqkv2);
+}
+
 /* The plan's chunk respects the scratch budget and the batch limit, and a huge shape is refused by name. */
 static void check_plan(void) {
     AttGemmPlan p;
@@ -343,6 +505,17 @@ static void check_plan(void) {
     TU_CHECK(attg_plan(&p, 4096, 512, 16, 64, 0, 1, 1, 0, err, sizeof err) == 0 && p.bytes <= XR_ATTG_SCRATCH_MAX &&
                  p.bf16 == 1 && p.o_g16 > 0,
              "bf16 plan 4096 x 512 x 16 heads: %zu bytes, chunk %d", p.bytes, p.chunk);
+    /* the lse backward: one more fp32 block per (sequence, head), still within the budget; the forward as attg_plan */
+    AttGemmPlan q;
+    TU_CHECK(attg_plan(&q, 4096, 512, 16, 64, 0, 1, 0, 0, err, sizeof err) == 0 &&
+                 attg_plan_lse(&p, 4096, 512, 16, 64, 0, 1, 0, 0, err, sizeof err) == 0 &&
+                 p.bytes <= XR_ATTG_SCRATCH_MAX && p.lse == 1 && p.o_pr > 0 && p.chunk < q.chunk,
+             "lse plan 4096 x 512 x 16 heads: %zu bytes, chunk %d (saved-probability plan: %d)", p.bytes, p.chunk,
+             q.chunk);
+    TU_CHECK(attg_plan(&q, 64, 512, 16, 64, 0, 0, 1, 0, err, sizeof err) == 0 &&
+                 attg_plan_lse(&p, 64, 512, 16, 64, 0, 0, 1, 0, err, sizeof err) == 0 && p.bytes == q.bytes &&
+                 p.chunk == q.chunk && p.o_pr == 0,
+             "lse forward plan: %zu bytes chunk %d, attg_plan's %zu chunk %d", p.bytes, p.chunk, q.bytes, q.chunk);
 }
 
 int main(void) {
@@ -360,14 +533,24 @@ int main(void) {
                 run_case(be, lens, S, 2, 16, first, p, chunks[ci], ci % 2 ? 1 : 32, 0);
                 /* bf16 operands, chunks of 2 and all blocks */
                 if (ci % 2) run_case(be, lens, S, 3, 7, first, p, chunks[ci], ci == 1 ? 32 : 1, 1);
+                /* the log-sum-exp ops: the same shapes, chunks and lane layouts; bf16 on chunks of 2 and all */
+                run_case_lse(be, lens, S, 3, 7, first, p, chunks[ci], ci % 2 ? 1 : 32, 0);
+                run_case_lse(be, lens, S, 2, 16, first, p, chunks[ci], ci % 2 ? 32 : 1, 0);
+                /* (3 x 7 as run_case's bf16 cases: at 2 x 16 the scores are large enough that flipped Pd roundings
+                 * bring even the CPU emulation to 0.096 of att_bf16_ref.h's 0.1 distance criterion) */
+                if (ci % 2) run_case_lse(be, lens, S, 3, 7, first, p, chunks[ci], ci == 1 ? 1 : 32, 1);
             }
     /* a single sequence of length 1 (Tp 8: every key but one is padding) */
     static const int one[] = {1};
     run_case(be, one, 1, 2, 5, 0, 0.2f, 0, 32, 0);
     run_case(be, one, 1, 2, 5, 1, 0.0f, 0, 1, 0);
+    run_case_lse(be, one, 1, 2, 5, 0, 0.2f, 0, 32, 0);
+    run_case_lse(be, one, 1, 2, 5, 1, 0.0f, 0, 1, 0);
     check_plan();
     printf("worst relative diff against the CPU backend: out %.3g, att %.3g, dqkv %.3g (tol %.0e)\n", g_worst[0],
            g_worst[1], g_worst[2], RTOL);
+    printf("the lse ops: out %.3g, lse %.3g (bf16 cases included), dqkv %.3g (tol %.0e)\n", g_worst[3], g_worst[4],
+           g_worst[5], RTOL);
     ops_backend_free(be);
     return tu_finish("test_att_gemm");
 }

@@ -9,6 +9,12 @@
  * storage: every stored context value a bf16 number within one bf16 step of the exact kernels'. Then the time of
  * both paths at the XLM-R large layer shape (16 x 512 tokens, 16 heads of 64, p 0.1), printed for RESULTS.md, and
  * of the gemm path with bf16 operands (a working copy registered, as in bf16 training).
+ * The log-sum-exp ops (attention_train_lse / attention_backward_lse) the same way: the gemm path against the CPU's
+ * lse ops and the exact lse kernels (out, lse, dqkv within 1e-5; chunks of 3; reruns bit-identical; no element 0 on
+ * one path only; the empty sequence's lse row (first_only) left as it was), its context the same bits as the gemm
+ * path's saved-probability forward (the same GEMMs and row code), the device scratch it allocates equal to what
+ * ops_attention_scratch(.., lse 1) tells the memory plan (grown by 9/8), and its time at the XLM-R large layer beside
+ * the exact lse kernels' (fp32, and with bf16 operands).
  * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
 #include <math.h>
 #include <stdlib.h>
@@ -50,16 +56,20 @@ static float *host(Backend *g, const float *d, size_t n) {
 }
 
 typedef struct {
-    float *out, *att, *dqkv;
+    float *out, *att, *dqkv; /* att: the saved probabilities, or with lse the log-sum-exps */
 } Res;
 
-/* One forward + backward on backend g from host inputs; results on the host. Runs it twice and checks the bits. */
+#define LSE_UNWRITTEN 42.0f /* the empty sequence's lse row (first_only) before and after the ops */
+
+/* One forward + backward on backend g from host inputs; results on the host. Runs it twice and checks the bits.
+ * lse 1: the log-sum-exp ops, att being lse [nrow, NH]. */
 static Res run_gpu(Backend *g, const char *what, const float *qkv, const float *dout, const int32_t *off, int N,
-                   int max_len, int NH, int dh, int first_only, float p, const uint64_t *ids, int bf16) {
+                   int max_len, int NH, int dh, int first_only, float p, const uint64_t *ids, int bf16, int lse) {
     int S = NSEQ, H = NH * dh, nrow = first_only ? S : N;
     size_t natt = 0, nqkv = (size_t)N * 3 * H, nout = (size_t)nrow * H;
     for (int s = 0; s < S; s++) natt += (size_t)(first_only ? (kLens[s] > 0) : kLens[s]) * kLens[s];
     natt *= NH;
+    if (lse) natt = (size_t)nrow * NH;
     int32_t *doff = up(g, off, (S + 1) * sizeof(int32_t));
     uint64_t *gids = up(g, ids, S * sizeof(uint64_t));
     XrDropout d = {p, 0xFEEDFACECAFEBEEFull, gids};
@@ -71,16 +81,23 @@ static Res run_gpu(Backend *g, const char *what, const float *qkv, const float *
         if (first_only) /* an empty sequence's first row is written by no backend: 0 on all sides */
             for (int s = 0; s < S; s++)
                 if (kLens[s] == 0) {
-                    float z[256] = {0};
+                    float z[256] = {0}, u[16];
+                    for (int h = 0; h < NH; h++) u[h] = LSE_UNWRITTEN;
                     cuda_ops_to_device(g, o[r] + (size_t)s * H, z, (size_t)H * 4);
+                    if (lse) cuda_ops_to_device(g, a[r] + (size_t)s * NH, u, (size_t)NH * 4);
                 }
-        ops_attention_train(g, o[r], a[r], gqkv, doff, S, max_len, NH, dh, first_only, &d);
-        ops_attention_backward(g, dq[r], gdout, gqkv, a[r], doff, S, max_len, NH, dh, first_only, &d);
+        if (lse) {
+            ops_attention_train_lse(g, o[r], a[r], gqkv, doff, S, max_len, NH, dh, first_only, &d);
+            ops_attention_backward_lse(g, dq[r], gdout, gqkv, a[r], doff, S, max_len, NH, dh, first_only, &d);
+        } else {
+            ops_attention_train(g, o[r], a[r], gqkv, doff, S, max_len, NH, dh, first_only, &d);
+            ops_attention_backward(g, dq[r], gdout, gqkv, a[r], doff, S, max_len, NH, dh, first_only, &d);
+        }
     }
     if (bf16) ops_act_precision(g, XR_PREC_FP32);
     char name[160];
     snprintf(name, sizeof name, "%s out", what), same_bits(g, name, o[0], o[1], nout);
-    snprintf(name, sizeof name, "%s att", what), same_bits(g, name, a[0], a[1], natt);
+    snprintf(name, sizeof name, "%s %s", what, lse ? "lse" : "att"), same_bits(g, name, a[0], a[1], natt);
     snprintf(name, sizeof name, "%s dqkv", what), same_bits(g, name, dq[0], dq[1], nqkv);
     Res res = {host(g, o[0], nout), host(g, a[0], natt), host(g, dq[0], nqkv)};
     for (int r = 0; r < 2; r++) ops_free(g, o[r]), ops_free(g, a[r]), ops_free(g, dq[r]);
@@ -104,6 +121,46 @@ static size_t zero_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
+/* The log-sum-exp ops on the same inputs: the gemm path (gg, and chunks of 3: gc) against the CPU's and the exact lse
+ * kernels (ge); its context the same bits as the gemm path's saved-probability forward (saved_out). */
+static void check_lse(Backend *c, Backend *ge, Backend *gg, Backend *gc, const float *qkv, const float *dout,
+                      const int32_t *off, int N, int max_len, int NH, int dh, int first_only, float p,
+                      const uint64_t *ids, const float *saved_out, const char *tag) {
+    int S = NSEQ, H = NH * dh, nrow = first_only ? S : N;
+    size_t nqkv = (size_t)N * 3 * H, nout = (size_t)nrow * H, nlse = (size_t)nrow * NH;
+    XrDropout dc = {p, 0xFEEDFACECAFEBEEFull, ids};
+    float *out = xr_malloc(nout * 4), *lse = xr_malloc(nlse * 4), *dqkv = xr_malloc(nqkv * 4);
+    memset(out, 0, nout * 4);
+    for (size_t i = 0; i < nlse; i++) lse[i] = LSE_UNWRITTEN; /* rows no backend writes keep it */
+    ops_attention_train_lse(c, out, lse, qkv, off, S, max_len, NH, dh, first_only, &dc);
+    ops_attention_backward_lse(c, dqkv, dout, qkv, lse, off, S, max_len, NH, dh, first_only, &dc);
+    char name[160];
+    snprintf(name, sizeof name, "exact lse %s", tag);
+    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 1);
+    snprintf(name, sizeof name, "gemm lse %s", tag);
+    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 1);
+    snprintf(name, sizeof name, "gemm lse chunk 3 %s", tag);
+    Res k = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 1);
+    const char *lbl[3] = {"out", "lse", "dqkv"};
+    float *cpu[3] = {out, lse, dqkv}, *ex[3] = {e.out, e.att, e.dqkv}, *gm[3] = {m.out, m.att, m.dqkv};
+    float *ch[3] = {k.out, k.att, k.dqkv};
+    size_t n[3] = {nout, nlse, nqkv};
+    for (int t = 0; t < 3; t++) {
+        snprintf(name, sizeof name, "gemm lse vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], gm[t], n[t]);
+        snprintf(name, sizeof name, "gemm lse vs exact lse %s %s", lbl[t], tag), rel(gg, name, ex[t], gm[t], n[t]);
+        snprintf(name, sizeof name, "gemm lse chunk 3 vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], ch[t], n[t]);
+        size_t zd = zero_diff(ex[t], gm[t], n[t]);
+        TU_CHECK(zd == 0, "gemm lse vs exact lse %s %s: %zu elements zero on one side only (the dropout masks differ)",
+                 lbl[t], tag, zd);
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < nout; i++) diff += memcmp(m.out + i, saved_out + i, 4) != 0;
+    TU_CHECK(diff == 0, "gemm lse %s: %zu of %zu context values differ from the gemm saved-probability forward's", tag,
+             diff, nout);
+    free_res(&e), free_res(&m), free_res(&k);
+    free(out), free(lse), free(dqkv);
+}
+
 static void check(Backend *c, Backend *ge, Backend *gg, Backend *gc, int NH, int dh, int first_only, float p) {
     int S = NSEQ, H = NH * dh;
     int32_t off[NSEQ + 1] = {0};
@@ -124,11 +181,11 @@ static void check(Backend *c, Backend *ge, Backend *gg, Backend *gc, int NH, int
     char tag[96], name[160];
     snprintf(tag, sizeof tag, "NH=%d dh=%d%s p=%.1f", NH, dh, first_only ? " first" : "", p);
     snprintf(name, sizeof name, "exact %s", tag);
-    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0);
+    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 0);
     snprintf(name, sizeof name, "gemm %s", tag);
-    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0);
+    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 0);
     snprintf(name, sizeof name, "gemm chunk 3 %s", tag);
-    Res k = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0);
+    Res k = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 0);
     const char *lbl[3] = {"out", "att", "dqkv"};
     float *cpu[3] = {out, att, dqkv}, *ex[3] = {e.out, e.att, e.dqkv}, *gm[3] = {m.out, m.att, m.dqkv};
     float *ch[3] = {k.out, k.att, k.dqkv};
@@ -141,6 +198,7 @@ static void check(Backend *c, Backend *ge, Backend *gg, Backend *gc, int NH, int
         TU_CHECK(zd == 0, "gemm vs exact %s %s: %zu elements zero on one side only (the dropout masks differ)", lbl[t],
                  tag, zd);
     }
+    check_lse(c, ge, gg, gc, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, m.out, tag);
     free_res(&e), free_res(&m), free_res(&k);
     free(qkv), free(dout), free(out), free(att), free(dqkv);
 }
@@ -156,8 +214,8 @@ static void check_bf16(Backend *ge, Backend *gg) {
     uint64_t ids[NSEQ];
     for (int s = 0; s < S; s++) ids[s] = 77u * (uint64_t)(s + 5);
     float *qkv = rnd((size_t)N * 3 * H, -1.5f, 1.5f), *dout = rnd((size_t)N * H, -1, 1);
-    Res e = run_gpu(ge, "exact bf16", qkv, dout, off, N, max_len, NH, dh, 0, 0.1f, ids, 1);
-    Res m = run_gpu(gg, "gemm bf16", qkv, dout, off, N, max_len, NH, dh, 0, 0.1f, ids, 1);
+    Res e = run_gpu(ge, "exact bf16", qkv, dout, off, N, max_len, NH, dh, 0, 0.1f, ids, 1, 0);
+    Res m = run_gpu(gg, "gemm bf16", qkv, dout, off, N, max_len, NH, dh, 0, 0.1f, ids, 1, 0);
     size_t nout = (size_t)N * H, bad = 0, notbf = 0, differ = 0;
     double ss = 0;
     for (size_t i = 0; i < nout; i++) ss += (double)e.out[i] * e.out[i];
@@ -250,6 +308,103 @@ static void timing(Backend *ge, Backend *gg) {
         for (int t = 0; t < 3; t++) free(res[b][t]);
     free(qkv), free(dout);
 }
+
+/* The log-sum-exp ops at the XLM-R large layer (as timing): ms per forward and backward of the exact lse kernels, the
+ * gemm path, and the gemm path with bf16 operands; gemm vs exact within RTOL, bf16 operands finite and within 2^-5
+ * rms of fp32. */
+static void timing_lse(Backend *ge, Backend *gg) {
+    const int S = 16, L = 512, NH = 16, dh = 64, H = NH * dh, N = S * L, reps = 5;
+    int32_t off[17];
+    for (int s = 0; s <= S; s++) off[s] = s * L;
+    size_t nlse = (size_t)N * NH, nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
+    float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
+    float *res[3][3], zero16[16] = {0};
+    Backend *bs[3] = {ge, gg, gg};
+    for (int b = 0; b < 3; b++) {
+        Backend *g = bs[b];
+        float *dm = b == 2 ? up(g, zero16, sizeof zero16) : NULL;
+        if (dm) ops_bf16_weights(g, dm, 16);
+        int32_t *doff = up(g, off, sizeof off);
+        XrDropout d = {0.1f, 0x5EED5EEDull, NULL};
+        float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
+        float *o = dev_nan(g, nout), *l = dev_nan(g, nlse), *dq = dev_nan(g, nqkv);
+        double tf = 0, tb = 0;
+        for (int r = 0; r < reps + 1; r++) { /* the first: warm-up */
+            cuda_ops_sync(g);
+            double t0 = now();
+            ops_attention_train_lse(g, o, l, gq, doff, S, L, NH, dh, 0, &d);
+            cuda_ops_sync(g);
+            double t1 = now();
+            ops_attention_backward_lse(g, dq, gd, gq, l, doff, S, L, NH, dh, 0, &d);
+            cuda_ops_sync(g);
+            if (r) tf += t1 - t0, tb += now() - t1;
+        }
+        printf("attention lse %s, 16 x 512 tokens, 16 heads of 64, p 0.1: forward %.2f ms, backward %.2f ms\n",
+               b == 2 ? "gemm bf16 operands" : b ? "gemm " : "exact", 1e3 * tf / reps, 1e3 * tb / reps);
+        res[b][0] = host(g, o, nout), res[b][1] = host(g, l, nlse), res[b][2] = host(g, dq, nqkv);
+        ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, l), ops_free(g, dq);
+        if (dm) ops_bf16_weights(g, NULL, 0), ops_free(g, dm);
+    }
+    const char *nm[3] = {"out", "lse", "dqkv"};
+    size_t nn[3] = {nout, nlse, nqkv};
+    for (int t = 0; t < 3; t++) {
+        double dd = 0, ss = 0;
+        size_t bad = 0;
+        for (size_t i = 0; i < nn[t]; i++) {
+            bad += !isfinite(res[2][t][i]);
+            dd += (res[2][t][i] - (double)res[1][t][i]) * (res[2][t][i] - (double)res[1][t][i]);
+            ss += (double)res[1][t][i] * res[1][t][i];
+        }
+        double r = ss > 0 ? sqrt(dd / ss) : 0;
+        TU_CHECK(bad == 0 && r <= 0x1p-5, "timing shape lse: gemm bf16 operands %s: %zu non-finite, %.3g rms-relative "
+                 "from the fp32 gemm path's (at most 2^-5)", nm[t], bad, r);
+        printf("timing shape lse: gemm bf16 operands vs fp32 %s: %.2e rms-relative\n", nm[t], r);
+        char w[96];
+        snprintf(w, sizeof w, "timing shape: gemm lse vs exact lse %s", nm[t]);
+        rel(gg, w, res[0][t], res[1][t], nn[t]);
+    }
+    for (int b = 0; b < 3; b++)
+        for (int t = 0; t < 3; t++) free(res[b][t]);
+    free(qkv), free(dout);
+}
+
+/* The memory plan's figure for the lse gemm path against what it allocates: on a fresh backend, one forward and
+ * backward grow the scratch slot to 9/8 of the largest request (core/cuda/ops_cuda.cu), which must lie within
+ * [s, s + s / 8] for s = ops_attention_scratch(.., lse 1); and s is above the saved path's (the backward's P block),
+ * while the exact kernels need the same row sums for both kinds. */
+static void scratch_lse(Backend *ge) {
+    Backend *g = gpu("gemm", 0);
+    int S = NSEQ, NH = 4, dh = 32, H = NH * dh, max_len = 0;
+    int32_t off[NSEQ + 1] = {0};
+    for (int s = 0; s < S; s++) off[s + 1] = off[s] + kLens[s], max_len = kLens[s] > max_len ? kLens[s] : max_len;
+    int N = off[S];
+    size_t nqkv = (size_t)N * 3 * H, nout = (size_t)N * H, nlse = (size_t)N * NH;
+    float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
+    int32_t *doff = up(g, off, sizeof off);
+    float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
+    float *o = dev_nan(g, nout), *l = dev_nan(g, nlse), *dq = dev_nan(g, nqkv);
+    XrDropout d = {0.1f, 0x77ull, NULL};
+    XrMemStats a, b;
+    cuda_ops_sync(g);
+    ops_mem_reset_peak(g);
+    ops_mem_stats(g, &a);
+    ops_attention_train_lse(g, o, l, gq, doff, S, max_len, NH, dh, 0, &d);
+    ops_attention_backward_lse(g, dq, gd, gq, l, doff, S, max_len, NH, dh, 0, &d);
+    cuda_ops_sync(g);
+    ops_mem_stats(g, &b);
+    size_t s1 = ops_attention_scratch(g, S, max_len, NH, dh, 1), s0 = ops_attention_scratch(g, S, max_len, NH, dh, 0);
+    size_t grew = b.peak - a.live;
+    TU_CHECK(grew >= s1 && grew <= s1 + s1 / 8,
+             "lse gemm path: the scratch grew by %zu bytes, ops_attention_scratch(lse 1) says %zu (+1/8: %zu)", grew,
+             s1, s1 + s1 / 8);
+    TU_CHECK(s1 > s0, "ops_attention_scratch: the lse gemm path's %zu bytes not above the saved path's %zu", s1, s0);
+    TU_CHECK(ops_attention_scratch(ge, S, max_len, NH, dh, 1) == ops_attention_scratch(ge, S, max_len, NH, dh, 0),
+             "ops_attention_scratch: the exact kernels' lse scratch differs from the saved path's");
+    printf("lse gemm path scratch: %zu bytes allocated, plan %zu (saved-probability gemm path %zu)\n", grew, s1, s0);
+    ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, l), ops_free(g, dq);
+    ops_backend_free(g);
+    free(qkv), free(dout);
+}
 #endif
 
 int main(void) {
@@ -258,9 +413,9 @@ int main(void) {
 #else
     if (ops_device_count(XR_DEV_CUDA) == 0) TU_SKIP("no GPU visible");
     Backend *c = ops_backend_cpu(2), *ge = gpu("exact", 0), *gg = gpu("gemm", 0), *gc = gpu("gemm", 3);
-    TU_CHECK(ops_attention_scratch(gg, 10, 512, 4, 32) > ops_attention_scratch(ge, 10, 512, 4, 32),
+    TU_CHECK(ops_attention_scratch(gg, 10, 512, 4, 32, 0) > ops_attention_scratch(ge, 10, 512, 4, 32, 0),
              "ops_attention_scratch: the gemm path's %zu bytes not above the exact kernels' %zu",
-             ops_attention_scratch(gg, 10, 512, 4, 32), ops_attention_scratch(ge, 10, 512, 4, 32));
+             ops_attention_scratch(gg, 10, 512, 4, 32, 0), ops_attention_scratch(ge, 10, 512, 4, 32, 0));
     for (int first = 0; first < 2; first++) {
         check(c, ge, gg, gc, 4, 32, first, 0.0f);
         check(c, ge, gg, gc, 4, 32, first, 0.1f);
@@ -268,7 +423,9 @@ int main(void) {
         check(c, ge, gg, gc, 2, 20, first, 0.3f); /* a head size that is no multiple of 32 */
     }
     check_bf16(ge, gg);
+    scratch_lse(ge);
     timing(ge, gg);
+    timing_lse(ge, gg);
     ops_backend_free(gc);
     ops_backend_free(gg);
     ops_backend_free(ge);

@@ -1,9 +1,10 @@
 /* att_gemm.cu: the CUDA primitives of the GEMM-based training attention (core/att_gemm.h; the driver, plain C, is
  * core/att_gemm.c): strided-batched cuBLAS GEMMs (fp32 operands, or in bf16 training bf16 operands on the tensor
  * cores, CUBLAS_COMPUTE_32F both), and the pack / unpack / row kernels, whose per-row arithmetic is att_gemm.h's
- * (one warp a row). Chosen over the exact warp-per-row kernels of train_ops.cu by
- * XR_CUDA_TRAIN_ATTENTION=gemm (cuda_ops_train_att_gemm). No atomics; cuBLAS's default algorithm for a given GPU,
- * shape and stream: two runs give the same bits. */
+ * (one warp a row); the log-sum-exp ops (attention_train_lse / attention_backward_lse) on the same GEMMs with their
+ * own row steps (the forward writes lse, the backward recomputes P from the scores). Chosen over the exact
+ * warp-per-row kernels of train_ops.cu by XR_CUDA_TRAIN_ATTENTION=gemm (cuda_ops_train_att_gemm). No atomics;
+ * cuBLAS's default algorithm for a given GPU, shape and stream: two runs give the same bits. */
 #include "att_gemm.h"
 #include "cuda/cuda_internal.cuh"
 
@@ -132,7 +133,8 @@ static AttgRowArgs row_args(const size_t *base, const int32_t *seq_off, int bh0,
 
 static unsigned row_blocks(int rows) { return (unsigned)((rows + XR_ATTG_ROWS - 1) / XR_ATTG_ROWS); }
 
-__global__ void k_attg_fwd_rows(float *sc, float *att, uint16_t *p16, AttgRowArgs a) {
+/* att (the saved probabilities) or lse (each real row's log-sum-exp) or neither */
+__global__ void k_attg_fwd_rows(float *sc, float *att, float *lse, uint16_t *p16, AttgRowArgs a) {
     int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= a.rows) return;
     int i = r % a.nqp;
@@ -147,7 +149,8 @@ __global__ void k_attg_fwd_rows(float *sc, float *att, uint16_t *p16, AttgRowArg
         return;
     }
     float mx = warp_max(attg_part_max(row, w.L, lane, 32));
-    float inv = 1.0f / warp_sum(attg_part_exp(row, w.L, mx, lane, 32));
+    float sum = warp_sum(attg_part_exp(row, w.L, mx, lane, 32)), inv = 1.0f / sum;
+    if (lse && lane == 0) lse[attg_lse_at(a.seq_off, a.NH, a.first_only, w.s, w.h, i)] = mx + logf(sum);
     __syncwarp(); /* the last pass reads the columns other lanes wrote */
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
     attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, a.Tp, inv, &a.d, attg_pos(i, w.h), id, lane, 32);
@@ -156,7 +159,46 @@ __global__ void k_attg_fwd_rows(float *sc, float *att, uint16_t *p16, AttgRowArg
 static void attg_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
                           int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
-    k_attg_fwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(sc, att, p16, a);
+    k_attg_fwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(sc, att, NULL, p16, a);
+    XR_LAUNCHED();
+}
+
+static void attg_fwd_rows_lse(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0,
+                              int n, const AttGemmPlan *p, const XrDropout *d) {
+    AttgRowArgs a = row_args(NULL, seq_off, bh0, n, p, d);
+    k_attg_fwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(sc, NULL, lse, p16, a);
+    XR_LAUNCHED();
+}
+
+/* The lse backward's P and Pd: pr's scores become P = exp(s - lse) in place; Pd fp32 (pd) or bf16 bits (pd16). */
+__global__ void k_attg_bwd_p_lse(float *pr, float *pd, uint16_t *pd16, const float *lse, AttgRowArgs a) {
+    int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (r >= a.rows) return;
+    int i = r % a.nqp;
+    AttgRow w = attg_row(a.seq_off, NULL, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
+    float *row = pr + (size_t)r * a.Tp, *drow = pd16 ? NULL : pd + (size_t)r * a.Tp;
+    uint16_t *r16 = pd16 ? pd16 + (size_t)r * a.Tp : NULL;
+    if (!w.real) {
+        for (int j = lane; j < a.Tp; j += 32) {
+            row[j] = 0.0f;
+            if (r16)
+                r16[j] = 0;
+            else
+                drow[j] = 0.0f;
+        }
+        return;
+    }
+    uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
+    float l = lse[attg_lse_at(a.seq_off, a.NH, a.first_only, w.s, w.h, i)];
+    attg_lse_p_part(row, drow, r16, w.L, a.Tp, l, &a.d, attg_pos(i, w.h), id, lane, 32);
+}
+
+static void attg_bwd_p_lse(void *ctx, float *pr, void *pd, const float *lse, const int32_t *seq_off, int bh0, int n,
+                           const AttGemmPlan *p, const XrDropout *d) {
+    AttgRowArgs a = row_args(NULL, seq_off, bh0, n, p, d);
+    float *f = p->bf16 ? NULL : (float *)pd;
+    uint16_t *h = p->bf16 ? (uint16_t *)pd : NULL;
+    k_attg_bwd_p_lse<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(pr, f, h, lse, a);
     XR_LAUNCHED();
 }
 
@@ -189,7 +231,8 @@ static void attg_bwd_pd(void *ctx, void *pd, const float *att, const size_t *bas
     XR_LAUNCHED();
 }
 
-__global__ void k_attg_bwd_rows(float *g, uint16_t *g16, const float *att, AttgRowArgs a) {
+/* P from the saved att, or (pr non-NULL: the lse backward) from the chunk's recomputed rows */
+__global__ void k_attg_bwd_rows(float *g, uint16_t *g16, const float *att, const float *pr, AttgRowArgs a) {
     int r = blockIdx.x * XR_ATTG_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= a.rows) return;
     int i = r % a.nqp;
@@ -204,7 +247,7 @@ __global__ void k_attg_bwd_rows(float *g, uint16_t *g16, const float *att, AttgR
         return;
     }
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
-    const float *P = att + w.att;
+    const float *P = pr ? pr + (size_t)r * a.Tp : att + w.att;
     float D = warp_sum(attg_bwd_part_dot(row, P, w.L, &a.d, attg_pos(i, w.h), id, lane, 32));
     __syncwarp(); /* the second pass reads the columns other lanes wrote */
     attg_bwd_finish(row, r16, P, w.L, a.Tp, D, lane, 32);
@@ -213,7 +256,14 @@ __global__ void k_attg_bwd_rows(float *g, uint16_t *g16, const float *att, AttgR
 static void attg_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base,
                           const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     AttgRowArgs a = row_args(base, seq_off, bh0, n, p, d);
-    k_attg_bwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(g, g16, att, a);
+    k_attg_bwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(g, g16, att, NULL, a);
+    XR_LAUNCHED();
+}
+
+static void attg_bwd_rows_lse(void *ctx, float *g, uint16_t *g16, const float *pr, const int32_t *seq_off, int bh0,
+                              int n, const AttGemmPlan *p, const XrDropout *d) {
+    AttgRowArgs a = row_args(NULL, seq_off, bh0, n, p, d);
+    k_attg_bwd_rows<<<row_blocks(a.rows), 32 * XR_ATTG_ROWS, 0, ((AttgCuda *)ctx)->st>>>(g, g16, NULL, pr, a);
     XR_LAUNCHED();
 }
 
@@ -222,17 +272,18 @@ static AttGemmPrims cuda_prims(AttgCuda *c, Backend *be) {
     c->st = op_stream(be);
     c->blas = cuda_ops_blas(be);
     AttGemmPrims p = {c, attg_scratch, attg_gemm, attg_bases, attg_pack, attg_unpack, attg_fwd_rows, attg_bwd_pd,
-                      attg_bwd_rows};
+                      attg_bwd_rows, attg_fwd_rows_lse, attg_bwd_p_lse, attg_bwd_rows_lse};
     return p;
 }
 
 /* The plan of a call: bf16 GEMM operands in bf16 training (a working copy registered: ops_list.h, "training
  * precision"), fp32 otherwise. */
 static void plan_or_die(AttGemmPlan *p, Backend *be, int S, int max_len, int NH, int dh, int first_only,
-                        int backward, const char *op) {
+                        int backward, int lse, const char *op) {
     char err[256];
-    if (attg_plan(p, S, max_len, NH, dh, first_only, backward, cuda_ops_bf16_operands(be), cuda_ops_att_chunk(be),
-                  err, sizeof err))
+    int bf16 = cuda_ops_bf16_operands(be), ch = cuda_ops_att_chunk(be);
+    if (lse ? attg_plan_lse(p, S, max_len, NH, dh, first_only, backward, bf16, ch, err, sizeof err)
+            : attg_plan(p, S, max_len, NH, dh, first_only, backward, bf16, ch, err, sizeof err))
         xr_die("cuda_ops_%s: %s", op, err);
 }
 
@@ -240,7 +291,7 @@ void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv
                            int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
                            __nv_bfloat16 *out16) {
     AttGemmPlan p;
-    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, "attention_train");
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, 0, "attention_train");
     AttgCuda c;
     AttGemmPrims pr = cuda_prims(&c, be);
     attg_forward(&pr, &p, out, att, qkv, seq_off, d, rnd, out16);
@@ -250,23 +301,45 @@ void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const f
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                             const XrDropout *d) {
     AttGemmPlan p;
-    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, "attention_backward");
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, 0, "attention_backward");
     AttgCuda c;
     AttGemmPrims pr = cuda_prims(&c, be);
     attg_backward(&pr, &p, dqkv, dout, qkv, att, seq_off, d);
 }
 
-extern "C" size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh) {
+void cuda_att_gemm_forward_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
+                               int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
+                               __nv_bfloat16 *out16) {
+    AttGemmPlan p;
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, 1, "attention_train_lse");
+    AttgCuda c;
+    AttGemmPrims pr = cuda_prims(&c, be);
+    attg_forward_lse(&pr, &p, out, lse, qkv, seq_off, d, rnd, out16);
+}
+
+void cuda_att_gemm_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse,
+                                const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                                const XrDropout *d) {
+    AttGemmPlan p;
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, 1, "attention_backward_lse");
+    AttgCuda c;
+    AttGemmPrims pr = cuda_prims(&c, be);
+    attg_backward_lse(&pr, &p, dqkv, dout, qkv, lse, seq_off, d);
+}
+
+extern "C" size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh, int lse) {
     if (S <= 0 || max_len <= 0 || NH <= 0 || dh <= 0) return 0;
-    if (!cuda_ops_train_att_gemm(be)) /* the exact kernels: the backward's D_i per (token, head) */
+    if (!cuda_ops_train_att_gemm(be)) /* the exact kernels (both kinds): the backward's D_i per (token, head) */
         return (size_t)S * max_len * NH * sizeof(float);
     AttGemmPlan f, b;
     char err[256];
     /* all query rows: first_only's blocks are smaller; bf16 operands when a working copy is registered (the memory
-     * plan is made after encoder_set_precision) */
-    int bf16 = cuda_ops_bf16_operands(be);
-    if (attg_plan(&f, S, max_len, NH, dh, 0, 0, bf16, cuda_ops_att_chunk(be), err, sizeof err) ||
-        attg_plan(&b, S, max_len, NH, dh, 0, 1, bf16, cuda_ops_att_chunk(be), err, sizeof err))
+     * plan is made after encoder_set_precision); lse: the backward's extra P block */
+    int bf16 = cuda_ops_bf16_operands(be), ch = cuda_ops_att_chunk(be);
+    if (lse ? attg_plan_lse(&f, S, max_len, NH, dh, 0, 0, bf16, ch, err, sizeof err) ||
+                  attg_plan_lse(&b, S, max_len, NH, dh, 0, 1, bf16, ch, err, sizeof err)
+            : attg_plan(&f, S, max_len, NH, dh, 0, 0, bf16, ch, err, sizeof err) ||
+                  attg_plan(&b, S, max_len, NH, dh, 0, 1, bf16, ch, err, sizeof err))
         xr_die("cuda_ops_attention_scratch: %s", err);
     return f.bytes > b.bytes ? f.bytes : b.bytes;
 }

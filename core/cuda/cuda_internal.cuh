@@ -96,6 +96,13 @@ void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv
 void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                             const XrDropout *d);
+/* ops_attention_train_lse / ops_attention_backward_lse on the GEMM path, as the two above. */
+void cuda_att_gemm_forward_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
+                               int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
+                               __nv_bfloat16 *out16);
+void cuda_att_gemm_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse,
+                                const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                                const XrDropout *d);
 
 /* The backend's cuBLAS handle (bound to its stream; math mode as the backend's precision) for ops outside
  * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu). */

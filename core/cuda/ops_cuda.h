@@ -48,7 +48,7 @@ void cuda_ops_mark_destroy(void *mark);
 /* Free memory of the backend's GPU in bytes (cudaMemGetInfo; ops_mem_available). */
 size_t cuda_ops_mem_free(Backend *be);
 /* ops_attention_scratch on this backend: the device scratch the training attention requests at most (att_gemm.cu). */
-size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh);
+size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh, int lse);
 
 /* Device-to-device copy on the backend's stream. */
 void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t bytes);

@@ -1032,11 +1032,17 @@ extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse
     cudaStream_t st = op_stream(be);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_train_lse");
+    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh; /* as attention_train's copy */
+    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
+    if (cuda_ops_train_att_gemm(be)) {
+        cuda_att_gemm_forward_lse(be, out, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d,
+                                  cuda_ops_act_bf16(be), out16);
+        if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
+        return;
+    }
     size_t shm =
         att_shmem((const void *)k_attention_train_lse, (size_t)max_len + dh, max_len, "attention_train_lse");
     dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
-    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh; /* as attention_train's copy */
-    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
     k_attention_train_lse<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, lse, qkv, seq_off, NH, dh, first_only,
                                                                        max_len, 1.0f / sqrtf((float)dh), drop_dev(d),
                                                                        cuda_ops_act_bf16(be),
@@ -1051,6 +1057,10 @@ extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const 
     cudaStream_t st = op_stream(be);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward_lse");
+    if (cuda_ops_train_att_gemm(be)) {
+        cuda_att_gemm_backward_lse(be, dqkv, dout, qkv, lse, seq_off, S, max_len, NH, dh, first_only, d);
+        return;
+    }
     DropDev dd = drop_dev(d);
     int opb = cuda_ops_bf16_operands(be);
     float scale = 1.0f / sqrtf((float)dh);
