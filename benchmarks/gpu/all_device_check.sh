@@ -16,7 +16,9 @@
 # bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch for the bge-reranker-v2-m3 shape at T 512 / 256
 # and MiniLM, with per-op times, and with the training attention on batched GEMMs (issues 10, 13), the GPU search
 # (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1). After the test lines, att_bf16: the
-# training attention's bf16 operands against their reference, condensed (att_bf16_lines.sh).
+# training attention's bf16 operands against their reference, condensed (att_bf16_lines.sh); att_lse: the log-sum-exp
+# training attention on batched GEMMs against the CPU's and the exact lse kernels, its scratch and times, condensed
+# (att_lse_lines.sh).
 # Each step runs the part of train_ / mine_ / comm_device_check.sh named by XR_PARTS (XR_NO_BUILD=1: this
 # script's build) under `timeout`, capped by its own limit and by the budget left; a step that needs more than is
 # left is skipped, and the summary says so.
@@ -116,6 +118,10 @@ KEEP='.' part lines_mine 30 5 mine tests
 # _attgemm rerun against the contract's reference, one line each, and the GEMM path's bf16 time at the XLM-R large
 # layer (reads ctest_gpu's log: about 1 s)
 KEEP='.' KEEP_LINES=8 step att_bf16 20 5 benchmarks/gpu/att_bf16_lines.sh
+# the log-sum-exp training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm, issues 10 and 13):
+# test_cuda_att_gemm's lse comparisons condensed to one line each, the scratch it allocated against the memory plan's
+# figure and the XLM-R large layer's lse times (reads ctest_gpu's log: about 1 s)
+KEEP='.' KEEP_LINES=15 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
 KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq
