@@ -17,7 +17,8 @@
  *   emulation's within test_bf16_train's derived bound; STEPS AdamW steps (dropout on, two micro-batches a step),
  *   GPU parameters against the emulation's within Adam's leash, two GPU runs and a GPU run with gradient
  *   checkpointing bit-identical; no cast of activation operands inside a layer's forward (counted); the memory plan
- *   of a bf16 step on the GPU against the measured peak (within 10%);
+ *   of a bf16 step on the GPU against the measured peak (within 10%), with the probabilities saved and with the
+ *   log-sum-exp attention (encoder_set_attention_lse: the exact lse kernels, or under the _attgemm run the GEMM path);
  * - 50 steps in bf16 on the CLI's bf16-mode backend track the fp32 GPU run's loss curve (bf16_curve.h).
  * Bounds. A stored value is round(v), v the op's fp32 result. When the GPU's fp32 result is within delta of the
  * CPU's, the two stored values are at most delta plus one bf16 step (at the larger of them) apart: rounding moves
@@ -771,8 +772,9 @@ static void test_casts(const char *name) {
 /* The memory plan of a bf16 step on the GPU (encoder_train_plan: the 2-byte working copy and the bf16 scratch:
  * operand casts, the producers' copies, cuBLASLt's workspace) against the allocation counter of a fresh backend over
  * a step whose micro-batch reaches the plan's ceiling and a ragged one: the measured peak within 10% below the
- * plan, never above it (as test_memplan on the CPU). */
-static void test_plan(const char *model) {
+ * plan, never above it (as test_memplan on the CPU). lse: the log-sum-exp training attention (its scratch:
+ * ops_attention_scratch(.., 1)). */
+static void test_plan(const char *model, int lse) {
     enum { PS = 6, PL = 16 };
     XrErr e;
     Backend *be = ops_backend_create(XR_DEV_CUDA, 0, XR_PREC_FP32, 0, &e);
@@ -780,6 +782,7 @@ static void test_plan(const char *model) {
     Encoder *m = load_on(model, be);
     size_t np = (size_t)encoder_num_params(m);
     set_prec(m, XR_PREC_BF16);
+    encoder_set_attention_lse(m, lse);
     encoder_set_batch_limits(m, PS, 0, PL);
     EncoderMemPlan p;
     encoder_train_plan(m, PS, 0, PL, &p);
@@ -816,11 +819,12 @@ static void test_plan(const char *model) {
     XrMemStats ms;
     ops_mem_stats(be, &ms);
     TU_CHECK(ms.peak <= plan && ms.peak >= plan - plan / 10,
-             "%s bf16 on the GPU: measured peak %zu bytes, plan %zu (weights %zu copy %zu moments %zu grads %zu "
-             "activations %zu workspace %zu): not within 10%% below it", model, ms.peak, plan, p.weights,
-             p.weights_copy, p.moments, p.grads, p.activations, p.workspace);
-    printf("%-15s bf16 step on the GPU: plan %zu B (copy %zu, workspace %zu), measured peak %zu B (%.2f%% of the "
-           "plan)\n", model, plan, p.weights_copy, p.workspace, ms.peak, 100.0 * (double)ms.peak / (double)plan);
+             "%s bf16%s on the GPU: measured peak %zu bytes, plan %zu (weights %zu copy %zu moments %zu grads %zu "
+             "activations %zu workspace %zu): not within 10%% below it", model, lse ? " attention lse" : "", ms.peak,
+             plan, p.weights, p.weights_copy, p.moments, p.grads, p.activations, p.workspace);
+    printf("%-15s bf16 step%s on the GPU: plan %zu B (copy %zu, workspace %zu), measured peak %zu B (%.2f%% of the "
+           "plan)\n", model, lse ? " (attention lse)" : "", plan, p.weights_copy, p.workspace, ms.peak,
+           100.0 * (double)ms.peak / (double)plan);
     set_prec(m, XR_PREC_FP32);
     adamw_free(opt);
     encoder_free(m);
@@ -889,7 +893,8 @@ int main(void) {
     for (int c = 0; c < 2; c++) {
         test_step(gpu16, cases[c]);
         test_steps(cases[c]);
-        test_plan(cases[c]);
+        test_plan(cases[c], 0);
+        test_plan(cases[c], 1);
         test_casts(cases[c]);
         test_curve(gpu16, cases[c]);
     }

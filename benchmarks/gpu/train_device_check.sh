@@ -239,7 +239,7 @@ fi
 if xr_part bf16; then
     xr_test_output test_cuda_bf16_train > "$OUTD/bf16.txt" || { rc=1; note "test_cuda_bf16_train: not in the last ctest run"; }
     grep -E "checks|failed|SKIPPED|not bf16|one bf16 step|bf16 AdamW|bf16-mode|measured peak|producer's|steps on cuda|Test (Passed|Failed)" \
-        "$OUTD/bf16.txt" | head -24 | tee -a "$OUTD/summary.txt"
+        "$OUTD/bf16.txt" | head -26 | tee -a "$OUTD/summary.txt"
 fi
 # xrank's own step, fp32 and bf16, through the library (bench_train_step; the CLI's bf16 training is in the learning
 # check): MiniLM + a new head at the peer's shape (T 96, 16 pairs), when the model was carried
