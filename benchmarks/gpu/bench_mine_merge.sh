@@ -24,26 +24,27 @@ BASE=(mine --model "$M" --input "$OUT/ds" --device "$DEV" --cache-dir "$OUT/cach
 rc=0
 # run NAME RANKS: RANKS 0 = a plain process (the reference, which embeds and fills the cache)
 run() {
-    local name=$1 np=$2 pre=() th s0 wall tl
+    local name=$1 np=$2 pre=() th s0 s1 tl
     th=${XR_MERGE_THREADS:-$(( $(nproc) / (np > 0 ? np : 1) ))}; [ "$th" -ge 1 ] || th=1
     [ "$np" -gt 0 ] && pre=("$MPIRUN" -np "$np" --oversubscribe -x OMP_NUM_THREADS="$th")
     s0=$(date +%s.%N)
     if ! OMP_NUM_THREADS=$th "${pre[@]}" "$XRANK" "${BASE[@]}" --output "$OUT/$name.h5" 2> "$OUT/$name.log"; then
         echo "bench_mine_merge: $name FAILED (see $OUT/$name.log)"; tail -5 "$OUT/$name.log"; rc=1; return 1
     fi
-    wall=$(echo "$(date +%s.%N) - $s0" | bc)
+    s1=$(date +%s.%N) # wall seconds computed in Python below (bc need not exist on the GPU machine: not in .deps)
     tl=$(grep -m1 "^  time:" "$OUT/$name.log")
     local same=true
     if [ "$name" != ref ]; then cmp -s "$OUT/ref.h5" "$OUT/$name.h5" || { same=false; rc=1; }; fi
-    python3 - "$name" "$np" "$NP" "$NQ" "$RMAX" "$wall" "$same" "$tl" <<'PY'
+    python3 - "$name" "$np" "$NP" "$NQ" "$RMAX" "$s0" "$s1" "$same" "$tl" <<'PY'
 import json, re, sys
-name, np_, n, q, rmax, wall, same, tl = sys.argv[1:9]
+name, np_, n, q, rmax, s0, s1, same, tl = sys.argv[1:10]
+wall = float(s1) - float(s0)
 def f(key):
     m = re.search(key + r" ([0-9.]+) s", tl)
     return float(m.group(1)) if m else None
 ranks = max(int(np_), 1)
 print(json.dumps({"bench": "mine_merge", "run": name, "ranks": ranks, "passages": int(n), "queries": int(q),
-                  "range_max": int(rmax), "wall_s": round(float(wall), 2), "embed_s": f("embed"),
+                  "range_max": int(rmax), "wall_s": round(wall, 2), "embed_s": f("embed"),
                   "search_s": f("search"), "merge_s": f("merge"), "total_s": f("total"),
                   "identical_to_1_rank": same == "true", "time_line": tl.strip()}), flush=True)
 PY
