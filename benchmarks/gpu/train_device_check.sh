@@ -170,11 +170,12 @@ fi
 # ---- 5. the bge-reranker-v2-m3 shape (issues 10, 13): xrank's step against PyTorch's, same T, B, GPU, call ----
 # A random XLM-R large model is written here (peer_gpu.py train-list write=: never carried, 2.1 GiB), then, most
 # important first, each under its own timeout and all within XR_LARGE_BUDGET s (default 150; a run that no longer
-# fits is skipped, saying so): xrank bf16 T 512 B 16, torch autocast bf16 at the same shape (in the writer's
-# process), the same xrank step with per-op times (XR_CUDA_OP_TIMES=1, 3 steps), the step and its op times with the
-# training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm: row "bf16 gemm"), xrank bf16 T 256 B 16, xrank
-# fp32 T 512 / 256 B 16 (T 512 with gemm too: row "fp32 gemm"), torch at those shapes plus the fp32 GEMM peak (one
-# process), xrank bf16 T 512 B 32 (torch's is in that process too). The bf16 GEMM peak from gemm_peak.cu (cuBLASLt).
+# fits is skipped, saying so): torch autocast bf16 T 512 B 16 (in the writer's process), the bf16 GEMM peak
+# (gemm_peak.cu, cuBLASLt), then xrank with the training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm,
+# rows "<precision> gemm"): bf16 T 512 B 16 and its per-op times (XR_CUDA_OP_TIMES=1, 3 steps), fp32 T 512 / 256
+# B 16, bf16 T 256 B 16; torch at those shapes plus the fp32 GEMM peak (one process); xrank gemm bf16 T 512 B 32
+# (torch's is in that process too); last the exact kernels (bf16 T 512 B 16, fp32 T 256 B 16, op times), which
+# the call at c6c6597 measured and which the budget may skip.
 # Lines: train_bench_summary.py large / ops. The --attention-lse run (row "bf16 lse": 1.6x the exact saved path's
 # attention, measured at c6c6597) gave its place to the gemm runs; bench_train_step still takes `lse`.
 if xr_part large; then
@@ -205,19 +206,20 @@ if xr_part large; then
             python3 benchmarks/peer_gpu.py train-list 5 "write=$G" amp-bf16:512:16
         if [ -f "$G/model.safetensors" ]; then
             sub "gemm_peak.cu" 20 "$B/benchmarks/gemm_peak" 10
-            sub "xrank bf16 T 512 B 16" 40 "$XS" 512 16 5 bf16
-            sub "xrank bf16 T 512 B 16 op times" 40 env XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
-            # the saved-probability attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm, core/att_gemm.h)
-            sub "xrank bf16 T 512 B 16 attention gemm" 30 env XR_CUDA_TRAIN_ATTENTION=gemm "$XS" 512 16 5 bf16
-            sub "xrank bf16 T 512 B 16 attention gemm op times" 30 env XR_CUDA_TRAIN_ATTENTION=gemm \
-                XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
-            sub "xrank bf16 T 256 B 16" 30 "$XS" 256 16 5 bf16
-            sub "xrank fp32 T 512 B 16" 40 "$XS" 512 16 5 fp32
-            sub "xrank fp32 T 512 B 16 attention gemm" 30 env XR_CUDA_TRAIN_ATTENTION=gemm "$XS" 512 16 5 fp32
-            sub "xrank fp32 T 256 B 16" 30 "$XS" 256 16 5 fp32
+            # the training attention on batched GEMMs first (XR_CUDA_TRAIN_ATTENTION=gemm, core/att_gemm.h: the
+            # default once this call passes), then torch's rows, then the exact kernels (measured at c6c6597)
+            GM=(env XR_CUDA_TRAIN_ATTENTION=gemm "$XS")
+            sub "xrank bf16 T 512 B 16 attention gemm" 30 "${GM[@]}" 512 16 5 bf16
+            sub "xrank bf16 T 512 B 16 attention gemm op times" 30 env XR_CUDA_OP_TIMES=1 "${GM[@]}" 512 16 3 bf16
+            sub "xrank fp32 T 512 B 16 attention gemm" 30 "${GM[@]}" 512 16 5 fp32
+            sub "xrank fp32 T 256 B 16 attention gemm" 30 "${GM[@]}" 256 16 5 fp32
+            sub "xrank bf16 T 256 B 16 attention gemm" 30 "${GM[@]}" 256 16 5 bf16
             sub "torch fp32 peak, amp-bf16 T 256 B 16, fp32 T 512 / 256 B 16, amp-bf16 T 512 B 32" 90 \
                 python3 benchmarks/peer_gpu.py train-list 5 peak amp-bf16:256:16 fp32:512:16 fp32:256:16 amp-bf16:512:32
-            sub "xrank bf16 T 512 B 32" 40 "$XS" 512 32 5 bf16
+            sub "xrank bf16 T 512 B 32 attention gemm" 40 "${GM[@]}" 512 32 5 bf16
+            sub "xrank bf16 T 512 B 16" 40 "$XS" 512 16 5 bf16
+            sub "xrank fp32 T 256 B 16" 30 "$XS" 256 16 5 fp32
+            sub "xrank bf16 T 512 B 16 op times" 40 env XR_CUDA_OP_TIMES=1 "$XS" 512 16 3 bf16
         else
             rc=1; note "large: no model written to $G (large.err): no xrank run"
         fi
