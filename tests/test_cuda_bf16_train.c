@@ -16,9 +16,10 @@
  * - the whole bf16 training step on the tiny BERT and XLM-R fixtures: one step's logits and gradients against the
  *   emulation's within test_bf16_train's derived bound; STEPS AdamW steps (dropout on, two micro-batches a step),
  *   GPU parameters against the emulation's within Adam's leash, two GPU runs and a GPU run with gradient
- *   checkpointing bit-identical; no cast of activation operands inside a layer's forward (counted); the memory plan
- *   of a bf16 step on the GPU against the measured peak (within 10%), with the probabilities saved and with the
- *   log-sum-exp attention (encoder_set_attention_lse: the exact lse kernels, or under the _attgemm run the GEMM path);
+ *   checkpointing bit-identical; no cast of activation operands inside a layer's forward (counted, with per-op times
+ *   off and on); the memory plan of a bf16 step on the GPU against the measured peak (within 10%), with the
+ *   probabilities saved and with the log-sum-exp attention (encoder_set_attention_lse: the exact lse kernels, or
+ *   under the _attgemm run the GEMM path);
  * - 50 steps in bf16 on the CLI's bf16-mode backend track the fp32 GPU run's loss curve (bf16_curve.h).
  * Bounds. A stored value is round(v), v the op's fp32 result. When the GPU's fp32 result is within delta of the
  * CPU's, the two stored values are at most delta plus one bf16 step (at the larger of them) apart: rounding moves
@@ -761,6 +762,19 @@ static void test_casts(const char *name) {
     TU_CHECK(c2 - c1 == want_b, "%s: the bf16 backward cast %llu GEMM operands, want %llu", name, c2 - c1, want_b);
     printf("%-15s bf16 step on the GPU, %d layers: %llu activation casts in the forward (%d GEMMs), %llu in the "
            "backward\n", name, Ly, c1 - c0, 4 * Ly + 2, c2 - c1);
+    /* the same with per-op times on (XR_CUDA_OP_TIMES=1, bench_train_step's op-time runs): the marks around each op
+     * are no ops, so every producer's bf16 copy still serves the next op and the casts are the same */
+    ops_prof_enable(gpu, 1);
+    encoder_zero_grads(m);
+    unsigned long long p0 = cuda_ops_act_casts(gpu);
+    encoder_train_forward(m, &b, &st, lg);
+    unsigned long long p1 = cuda_ops_act_casts(gpu);
+    fix_loss(&f, lg, 0, f.B, 1.0f, dl);
+    encoder_train_backward(m, dl);
+    unsigned long long p2 = cuda_ops_act_casts(gpu);
+    ops_prof_enable(gpu, 0);
+    TU_CHECK(p1 - p0 == want_f && p2 - p1 == want_b, "%s: with per-op times on, the bf16 step cast %llu + %llu "
+             "activation operands, want %llu + %llu (as with the times off)", name, p1 - p0, p2 - p1, want_f, want_b);
     set_prec(m, XR_PREC_FP32);
     encoder_free(m);
     fix_free(&f);

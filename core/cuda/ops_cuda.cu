@@ -221,15 +221,18 @@ cublasHandle_t cuda_ops_blas(Backend *be) { return st_of(be)->blas; }
 int cuda_ops_train_att_gemm(Backend *be) { return ((CudaState *)be->impl)->train_att_gemm; }
 int cuda_ops_att_chunk(Backend *be) { return ((CudaState *)be->impl)->att_chunk; }
 
+/* The marks are no ops: they must not count in st->ops (st_of counts), or under XR_CUDA_OP_TIMES=1 the two marks
+ * between a producer and the next op would void every bf16 copy the producer wrote for it (shadow_hit) and the timed
+ * bf16 step would cast each such GEMM operand again. */
 extern "C" void *cuda_ops_mark_create(Backend *be) {
-    XR_CU(cudaSetDevice(st_of(be)->device));
+    XR_CU(cudaSetDevice(((CudaState *)be->impl)->device));
     cudaEvent_t ev;
     XR_CU(cudaEventCreate(&ev));
     return (void *)ev;
 }
 
 extern "C" void cuda_ops_mark_record(Backend *be, void *mark) {
-    XR_CU(cudaEventRecord((cudaEvent_t)mark, st_of(be)->stream));
+    XR_CU(cudaEventRecord((cudaEvent_t)mark, ((CudaState *)be->impl)->stream));
 }
 
 extern "C" float cuda_ops_mark_ms(void *start, void *end) {
