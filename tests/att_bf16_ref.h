@@ -17,7 +17,9 @@
  * kP = (2 smax + 2 L + 2 dh + 32) u (test_attention_lse.c derives it), and a flip is rare (the fp32 error over a
  * bf16 step, ~1e-6 / 4e-3 a term): at most ATT_MAX_FRAC of a tensor's elements may be past tight_i. A rounding left
  * out moves every element by ~2^-9 of its terms: each rounding's share of the reference, ||r_all - r_without||, must
- * be at least 1 / ATT_MAX_RATIO times the result's distance from r_all (per tensor it reaches). fp32 mode: the
+ * be at least 1 / ATT_MAX_RATIO times the result's distance from r_all (per tensor it reaches). A result that left
+ * the rounding out is at distance ~1.0 share; the flips above put a correct one at up to 0.11 of a share on some
+ * random inputs (0.02-0.10 on most), so the limit sits between, at 0.35, not at 0.1. fp32 mode: the
  * result must be within ATT_FP32_RATIO of those shares of the no-rounding reference (nothing rounded). */
 #ifndef XR_ATT_BF16_REF_H
 #define XR_ATT_BF16_REF_H
@@ -31,7 +33,7 @@
 #include "testutil.h"
 
 #define ATT_MAX_FRAC 0.25
-#define ATT_MAX_RATIO 0.1
+#define ATT_MAX_RATIO 0.35
 #define ATT_FP32_RATIO 0.02
 
 enum { ATT_R_QKV = 1, ATT_R_PD = 2, ATT_R_DO = 4, ATT_R_DS = 8, ATT_R_ALL = 15 };
