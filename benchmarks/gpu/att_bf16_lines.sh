@@ -4,8 +4,8 @@
 # test_cuda_bf16_train (the exact kernels) and test_cuda_bf16_train_attgemm (the GEMM path) hold the GPU's ctx, dq,
 # dk, dv to tests/att_bf16_ref.h's reference: one line each with the worst share of elements past the accumulation
 # bound, the worst ratio to the loose bound and the largest distance / rounding share (the checks: <= 25%, <= 1,
-# <= 0.1), and the failed checks; then test_cuda_att_gemm's times of the GEMM path with bf16 operands at the XLM-R
-# large layer. Exit 1 when a test is missing from the log or reported a failed check.
+# <= 0.35, as bdf5187 set), and the failed checks; then test_cuda_att_gemm's times of the GEMM path with bf16
+# operands at the XLM-R large layer. Exit 1 when a test is missing from the log or reported a failed check.
 cd "$(dirname "$0")/../.."
 . benchmarks/gpu/device_env.sh
 rc=0
