@@ -46,6 +46,19 @@ say() { echo "$*" | tee -a "$S"; }
 pack() { tar -czf "$OUTD/logs.tgz.part" -C "$W" . 2>/dev/null && mv -f "$OUTD/logs.tgz.part" "$OUTD/logs.tgz"; }
 left() { echo $(( BUDGET - RESERVE - ($(date +%s) - start) )); }
 skip() { say "$(printf '%-13s SKIPPED %s' "$1" "$2")"; count[skipped]=$(( count[skipped] + 1 )); }
+# reap NAME: SIGKILL every process still carrying step NAME's XR_STEP_TAG in its environment. A step's `timeout`
+# signals its own process group only, and the check scripts run their benchmarks under timeouts of their own (new
+# process groups): without this, what they had running when the step's cap hit (a search, an XLM-R large step, 8
+# mpirun ranks) would go on on the GPU for up to its own cap, beside the next step (seen here: `timeout 2 bash -c
+# 'timeout 9 sleep 9'` leaves the inner pair running after the outer returns 124).
+reap() {
+    local p n=0
+    for p in /proc/[0-9]*; do
+        grep -qxzF "XR_STEP_TAG=$1.$$" "$p/environ" 2>/dev/null && kill -KILL "${p#/proc/}" 2>/dev/null &&
+            n=$(( n + 1 ))
+    done
+    [ $n = 0 ] || say "$(printf '%-13s %d processes left running: killed' "$1" $n)"
+}
 # step NAME CAP MIN CMD...: CMD under `timeout` (CAP or the budget left, the smaller), its output in $W/NAME.log;
 # skipped when less than MIN s is left. Prints one status line, then the log's lines that match $KEEP (if set).
 step() {
@@ -53,7 +66,8 @@ step() {
     l=$(left)
     if [ "$l" -lt "$min" ]; then skip "$name" "for time (needs $min s, $l s left)"; return 0; fi
     t=$(( cap < l ? cap : l )); t0=$(date +%s)
-    timeout -k 5 "$t" "$@" > "$W/$name.log" 2>&1 || r=$?
+    XR_STEP_TAG=$name.$$ timeout -k 5 "$t" "$@" > "$W/$name.log" 2>&1 || r=$?
+    reap "$name"
     case $r in
     0) what=passed; count[passed]=$(( count[passed] + 1 )) ;;
     124 | 137) what="TIMED OUT (cap $t s)"; count[timed_out]=$(( count[timed_out] + 1 )) ;;
