@@ -247,18 +247,22 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The XLM-R large layer (16 sequences of 512 tokens, 16 heads of 64, p 0.1): ms per forward and backward of each
- * path, and how far apart their results are; then the gemm path in bf16 training (a working copy registered: bf16
- * operands on the tensor cores, ops_list.h "training precision"), its results finite and within bf16's reach of
- * the fp32 gemm path's (its own correctness: test_cuda_bf16_train_attgemm's attention products). */
-static void timing(Backend *ge, Backend *gg) {
+/* The XLM-R large layer (16 sequences of 512 tokens, 16 heads of 64, p 0.1), for the saved-probability ops (lse 0)
+ * or the log-sum-exp ones (lse 1): ms per forward and backward of the exact kernels, the gemm path, and the gemm path
+ * in bf16 training (a working copy registered: bf16 operands on the tensor cores, ops_list.h "training precision");
+ * gemm vs exact within RTOL, the bf16 operands' results finite and within bf16's reach (2^-5 rms) of the fp32 gemm
+ * path's (their own correctness: test_cuda_bf16_train_attgemm's attention products). The lines' wording differs
+ * between the two kinds: att_bf16_lines.sh and att_lse_lines.sh grep them apart. */
+static void timing(Backend *ge, Backend *gg, int lse) {
     const int S = 16, L = 512, NH = 16, dh = 64, H = NH * dh, N = S * L, reps = 5;
     int32_t off[17];
     for (int s = 0; s <= S; s++) off[s] = s * L;
-    size_t natt = (size_t)S * NH * L * L, nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
+    size_t nsav = lse ? (size_t)N * NH : (size_t)S * NH * L * L, nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
     float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
     float *res[3][3], zero16[16] = {0};
     Backend *bs[3] = {ge, gg, gg};
+    static const char *const path[2][3] = {{"exact", "gemm ", "gemm bf16 operands"},
+                                           {"exact", "gemm", "gemm with bf16 operands"}};
     for (int b = 0; b < 3; b++) {
         Backend *g = bs[b];
         float *dm = b == 2 ? up(g, zero16, sizeof zero16) : NULL;
@@ -266,28 +270,28 @@ static void timing(Backend *ge, Backend *gg) {
         int32_t *doff = up(g, off, sizeof off);
         XrDropout d = {0.1f, 0x5EED5EEDull, NULL};
         float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
-        float *o = dev_nan(g, nout), *a = dev_nan(g, natt), *dq = dev_nan(g, nqkv);
+        float *o = dev_nan(g, nout), *a = dev_nan(g, nsav), *dq = dev_nan(g, nqkv);
         double tf = 0, tb = 0;
         for (int r = 0; r < reps + 1; r++) { /* the first: warm-up (scratch growth, cuBLAS's first calls) */
             cuda_ops_sync(g);
             double t0 = now();
-            ops_attention_train(g, o, a, gq, doff, S, L, NH, dh, 0, &d);
+            if (lse) ops_attention_train_lse(g, o, a, gq, doff, S, L, NH, dh, 0, &d);
+            else ops_attention_train(g, o, a, gq, doff, S, L, NH, dh, 0, &d);
             cuda_ops_sync(g);
             double t1 = now();
-            ops_attention_backward(g, dq, gd, gq, a, doff, S, L, NH, dh, 0, &d);
+            if (lse) ops_attention_backward_lse(g, dq, gd, gq, a, doff, S, L, NH, dh, 0, &d);
+            else ops_attention_backward(g, dq, gd, gq, a, doff, S, L, NH, dh, 0, &d);
             cuda_ops_sync(g);
             if (r) tf += t1 - t0, tb += now() - t1;
         }
-        printf("attention %s, 16 x 512 tokens, 16 heads of 64, p 0.1: forward %.2f ms, backward %.2f ms\n",
-               b == 2 ? "gemm bf16 operands" : b ? "gemm " : "exact", 1e3 * tf / reps, 1e3 * tb / reps);
-        res[b][0] = host(g, o, nout), res[b][1] = host(g, a, natt), res[b][2] = host(g, dq, nqkv);
+        printf("attention %s%s, 16 x 512 tokens, 16 heads of 64, p 0.1: forward %.2f ms, backward %.2f ms\n",
+               lse ? "lse " : "", path[lse][b], 1e3 * tf / reps, 1e3 * tb / reps);
+        res[b][0] = host(g, o, nout), res[b][1] = host(g, a, nsav), res[b][2] = host(g, dq, nqkv);
         ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, a), ops_free(g, dq);
         if (dm) ops_bf16_weights(g, NULL, 0), ops_free(g, dm);
     }
-    /* bf16 operands against fp32: every value finite, and the arrays within 2^-5 of each other's scale (rms
-     * relative; the roundings move them by ~2^-9) */
-    const char *nm[3] = {"out", "att", "dqkv"};
-    size_t nn[3] = {nout, natt, nqkv};
+    const char *nm[3] = {"out", lse ? "lse" : "att", "dqkv"};
+    size_t nn[3] = {nout, nsav, nqkv};
     for (int t = 0; t < 3; t++) {
         double dd = 0, ss = 0;
         size_t bad = 0;
@@ -297,71 +301,13 @@ static void timing(Backend *ge, Backend *gg) {
             ss += (double)res[1][t][i] * res[1][t][i];
         }
         double r = ss > 0 ? sqrt(dd / ss) : 0;
-        TU_CHECK(bad == 0 && r <= 0x1p-5, "timing shape: gemm bf16 operands %s: %zu non-finite, %.3g rms-relative "
-                 "from the fp32 gemm path's (at most 2^-5)", nm[t], bad, r);
-        printf("timing shape: gemm bf16 operands vs fp32 %s: %.2e rms-relative\n", nm[t], r);
-    }
-    rel(gg, "timing shape: gemm vs exact out", res[0][0], res[1][0], nout);
-    rel(gg, "timing shape: gemm vs exact att", res[0][1], res[1][1], natt);
-    rel(gg, "timing shape: gemm vs exact dqkv", res[0][2], res[1][2], nqkv);
-    for (int b = 0; b < 3; b++)
-        for (int t = 0; t < 3; t++) free(res[b][t]);
-    free(qkv), free(dout);
-}
-
-/* The log-sum-exp ops at the XLM-R large layer (as timing): ms per forward and backward of the exact lse kernels, the
- * gemm path, and the gemm path with bf16 operands; gemm vs exact within RTOL, bf16 operands finite and within 2^-5
- * rms of fp32. */
-static void timing_lse(Backend *ge, Backend *gg) {
-    const int S = 16, L = 512, NH = 16, dh = 64, H = NH * dh, N = S * L, reps = 5;
-    int32_t off[17];
-    for (int s = 0; s <= S; s++) off[s] = s * L;
-    size_t nlse = (size_t)N * NH, nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
-    float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
-    float *res[3][3], zero16[16] = {0};
-    Backend *bs[3] = {ge, gg, gg};
-    for (int b = 0; b < 3; b++) {
-        Backend *g = bs[b];
-        float *dm = b == 2 ? up(g, zero16, sizeof zero16) : NULL;
-        if (dm) ops_bf16_weights(g, dm, 16);
-        int32_t *doff = up(g, off, sizeof off);
-        XrDropout d = {0.1f, 0x5EED5EEDull, NULL};
-        float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
-        float *o = dev_nan(g, nout), *l = dev_nan(g, nlse), *dq = dev_nan(g, nqkv);
-        double tf = 0, tb = 0;
-        for (int r = 0; r < reps + 1; r++) { /* the first: warm-up */
-            cuda_ops_sync(g);
-            double t0 = now();
-            ops_attention_train_lse(g, o, l, gq, doff, S, L, NH, dh, 0, &d);
-            cuda_ops_sync(g);
-            double t1 = now();
-            ops_attention_backward_lse(g, dq, gd, gq, l, doff, S, L, NH, dh, 0, &d);
-            cuda_ops_sync(g);
-            if (r) tf += t1 - t0, tb += now() - t1;
-        }
-        /* (worded apart from the saved path's lines, which att_bf16_lines.sh greps) */
-        printf("attention lse %s, 16 x 512 tokens, 16 heads of 64, p 0.1: forward %.2f ms, backward %.2f ms\n",
-               b == 2 ? "gemm with bf16 operands" : b ? "gemm" : "exact", 1e3 * tf / reps, 1e3 * tb / reps);
-        res[b][0] = host(g, o, nout), res[b][1] = host(g, l, nlse), res[b][2] = host(g, dq, nqkv);
-        ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, l), ops_free(g, dq);
-        if (dm) ops_bf16_weights(g, NULL, 0), ops_free(g, dm);
-    }
-    const char *nm[3] = {"out", "lse", "dqkv"};
-    size_t nn[3] = {nout, nlse, nqkv};
-    for (int t = 0; t < 3; t++) {
-        double dd = 0, ss = 0;
-        size_t bad = 0;
-        for (size_t i = 0; i < nn[t]; i++) {
-            bad += !isfinite(res[2][t][i]);
-            dd += (res[2][t][i] - (double)res[1][t][i]) * (res[2][t][i] - (double)res[1][t][i]);
-            ss += (double)res[1][t][i] * res[1][t][i];
-        }
-        double r = ss > 0 ? sqrt(dd / ss) : 0;
-        TU_CHECK(bad == 0 && r <= 0x1p-5, "timing shape lse: with bf16 operands %s: %zu non-finite, %.3g "
-                 "rms-relative from the fp32 gemm path's (at most 2^-5)", nm[t], bad, r);
-        printf("timing shape lse: with bf16 operands vs fp32 gemm %s: %.2e rms-relative\n", nm[t], r);
+        TU_CHECK(bad == 0 && r <= 0x1p-5, "timing shape%s: %s %s: %zu non-finite, %.3g rms-relative from the fp32 "
+                 "gemm path's (at most 2^-5)", lse ? " lse" : "", lse ? "with bf16 operands" : "gemm bf16 operands",
+                 nm[t], bad, r);
+        if (lse) printf("timing shape lse: with bf16 operands vs fp32 gemm %s: %.2e rms-relative\n", nm[t], r);
+        else printf("timing shape: gemm bf16 operands vs fp32 %s: %.2e rms-relative\n", nm[t], r);
         char w[96];
-        snprintf(w, sizeof w, "timing shape: gemm lse vs exact lse %s", nm[t]);
+        snprintf(w, sizeof w, lse ? "timing shape: gemm lse vs exact lse %s" : "timing shape: gemm vs exact %s", nm[t]);
         rel(gg, w, res[0][t], res[1][t], nn[t]);
     }
     for (int b = 0; b < 3; b++)
@@ -425,8 +371,8 @@ int main(void) {
     }
     check_bf16(ge, gg);
     scratch_lse(ge);
-    timing(ge, gg);
-    timing_lse(ge, gg);
+    timing(ge, gg, 0);
+    timing(ge, gg, 1);
     ops_backend_free(gc);
     ops_backend_free(gg);
     ops_backend_free(ge);
