@@ -159,6 +159,11 @@ XR_ATTG_HD float attg_mul(float a, float b) {
 #endif
 }
 
+/* Dropout of one value v whose draw is r: v scaled when kept, 0 when dropped, v itself without dropout. */
+XR_ATTG_HD float attg_dropout(const AttgDrop *d, uint32_t r, float v) {
+    return d->on ? (r >= d->thr ? attg_mul(v, d->scale) : 0.0f) : v;
+}
+
 /* The mask position of query row i, head h (ops_list.h: query row | head << 16). */
 XR_ATTG_HD uint32_t attg_pos(int i, int h) { return (uint32_t)i | ((uint32_t)h << 16); }
 
@@ -205,7 +210,7 @@ XR_ATTG_HD void attg_fwd_finish(float *row, float *a, uint16_t *r16, int L, int 
             }
             float p = row[j] * inv;
             if (a) a[j] = p;
-            row[j] = d->on ? (r[k] >= d->thr ? attg_mul(p, d->scale) : 0.0f) : p;
+            row[j] = attg_dropout(d, r[k], p);
             if (r16) r16[j] = xr_bf16_bits(row[j]);
         }
     }
@@ -221,7 +226,7 @@ XR_ATTG_HD void attg_pd_part(float *pd, uint16_t *pd16, const float *P, int L, i
         for (int k = 0; k < 4; k++) {
             int j = 4 * g + k;
             if (j >= Tp) break;
-            float v = j >= L ? 0.0f : d->on ? (r[k] >= d->thr ? attg_mul(P[j], d->scale) : 0.0f) : P[j];
+            float v = j >= L ? 0.0f : attg_dropout(d, r[k], P[j]);
             if (pd16)
                 pd16[j] = xr_bf16_bits(v);
             else
@@ -243,7 +248,7 @@ XR_ATTG_HD void attg_lse_p_part(float *row, float *pd, uint16_t *pd16, int L, in
             if (j >= Tp) break;
             float P = j < L ? expf(row[j] - l) : 0.0f;
             row[j] = P;
-            float v = j >= L ? 0.0f : d->on ? (r[k] >= d->thr ? attg_mul(P, d->scale) : 0.0f) : P;
+            float v = j >= L ? 0.0f : attg_dropout(d, r[k], P);
             if (pd16)
                 pd16[j] = xr_bf16_bits(v);
             else
@@ -262,7 +267,7 @@ XR_ATTG_HD float attg_bwd_part_dot(float *g, const float *P, int L, const AttgDr
         if (d->on) attg_draw4(r, d, q, c1, id);
         for (int k = 0; k < 4 && 4 * q + k < L; k++) {
             int j = 4 * q + k;
-            float dp = d->on ? (r[k] >= d->thr ? attg_mul(g[j], d->scale) : 0.0f) : g[j];
+            float dp = attg_dropout(d, r[k], g[j]);
             g[j] = dp;
             D += P[j] * dp;
         }
