@@ -121,6 +121,34 @@ static size_t zero_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
+/* The three GPU runs of one case (the exact kernels: ge, the gemm path: gg, the gemm path in chunks of 3: gc; the
+ * log-sum-exp ops with lse) against the CPU's results cpu[t] (out, att or lse, dqkv: n[t] elements), and the gemm
+ * path against the exact kernels: within RTOL, the same zeros (the same dropout masks). Returns the gemm run. */
+static Res three_paths(Backend *ge, Backend *gg, Backend *gc, const char *tag, int lse, float *const cpu[3],
+                       const size_t n[3], const float *qkv, const float *dout, const int32_t *off, int N, int max_len,
+                       int NH, int dh, int first_only, float p, const uint64_t *ids) {
+    const char *k = lse ? " lse" : "";
+    char name[160];
+    snprintf(name, sizeof name, "exact%s %s", k, tag);
+    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, lse);
+    snprintf(name, sizeof name, "gemm%s %s", k, tag);
+    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, lse);
+    snprintf(name, sizeof name, "gemm%s chunk 3 %s", k, tag);
+    Res c3 = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, lse);
+    const char *lbl[3] = {"out", lse ? "lse" : "att", "dqkv"};
+    float *ex[3] = {e.out, e.att, e.dqkv}, *gm[3] = {m.out, m.att, m.dqkv}, *ch[3] = {c3.out, c3.att, c3.dqkv};
+    for (int t = 0; t < 3; t++) {
+        snprintf(name, sizeof name, "gemm%s vs CPU %s %s", k, lbl[t], tag), rel(gg, name, cpu[t], gm[t], n[t]);
+        snprintf(name, sizeof name, "gemm%s vs exact%s %s %s", k, k, lbl[t], tag), rel(gg, name, ex[t], gm[t], n[t]);
+        snprintf(name, sizeof name, "gemm%s chunk 3 vs CPU %s %s", k, lbl[t], tag), rel(gg, name, cpu[t], ch[t], n[t]);
+        size_t zd = zero_diff(ex[t], gm[t], n[t]);
+        TU_CHECK(zd == 0, "gemm%s vs exact%s %s %s: %zu elements zero on one side only (the dropout masks differ)", k,
+                 k, lbl[t], tag, zd);
+    }
+    free_res(&e), free_res(&c3);
+    return m;
+}
+
 /* The log-sum-exp ops on the same inputs: the gemm path (gg, and chunks of 3: gc) against the CPU's and the exact lse
  * kernels (ge); its context the same bits as the gemm path's saved-probability forward (saved_out). */
 static void check_lse(Backend *c, Backend *ge, Backend *gg, Backend *gc, const float *qkv, const float *dout,
@@ -134,30 +162,14 @@ static void check_lse(Backend *c, Backend *ge, Backend *gg, Backend *gc, const f
     for (size_t i = 0; i < nlse; i++) lse[i] = LSE_UNWRITTEN; /* rows no backend writes keep it */
     ops_attention_train_lse(c, out, lse, qkv, off, S, max_len, NH, dh, first_only, &dc);
     ops_attention_backward_lse(c, dqkv, dout, qkv, lse, off, S, max_len, NH, dh, first_only, &dc);
-    char name[160];
-    snprintf(name, sizeof name, "exact lse %s", tag);
-    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 1);
-    snprintf(name, sizeof name, "gemm lse %s", tag);
-    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 1);
-    snprintf(name, sizeof name, "gemm lse chunk 3 %s", tag);
-    Res k = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 1);
-    const char *lbl[3] = {"out", "lse", "dqkv"};
-    float *cpu[3] = {out, lse, dqkv}, *ex[3] = {e.out, e.att, e.dqkv}, *gm[3] = {m.out, m.att, m.dqkv};
-    float *ch[3] = {k.out, k.att, k.dqkv};
+    float *cpu[3] = {out, lse, dqkv};
     size_t n[3] = {nout, nlse, nqkv};
-    for (int t = 0; t < 3; t++) {
-        snprintf(name, sizeof name, "gemm lse vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], gm[t], n[t]);
-        snprintf(name, sizeof name, "gemm lse vs exact lse %s %s", lbl[t], tag), rel(gg, name, ex[t], gm[t], n[t]);
-        snprintf(name, sizeof name, "gemm lse chunk 3 vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], ch[t], n[t]);
-        size_t zd = zero_diff(ex[t], gm[t], n[t]);
-        TU_CHECK(zd == 0, "gemm lse vs exact lse %s %s: %zu elements zero on one side only (the dropout masks differ)",
-                 lbl[t], tag, zd);
-    }
+    Res m = three_paths(ge, gg, gc, tag, 1, cpu, n, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids);
     size_t diff = 0;
     for (size_t i = 0; i < nout; i++) diff += memcmp(m.out + i, saved_out + i, 4) != 0;
     TU_CHECK(diff == 0, "gemm lse %s: %zu of %zu context values differ from the gemm saved-probability forward's", tag,
              diff, nout);
-    free_res(&e), free_res(&m), free_res(&k);
+    free_res(&m);
     free(out), free(lse), free(dqkv);
 }
 
@@ -178,28 +190,13 @@ static void check(Backend *c, Backend *ge, Backend *gg, Backend *gc, int NH, int
     memset(out, 0, nout * 4);
     ops_attention_train(c, out, att, qkv, off, S, max_len, NH, dh, first_only, &dc);
     ops_attention_backward(c, dqkv, dout, qkv, att, off, S, max_len, NH, dh, first_only, &dc);
-    char tag[96], name[160];
+    char tag[96];
     snprintf(tag, sizeof tag, "NH=%d dh=%d%s p=%.1f", NH, dh, first_only ? " first" : "", p);
-    snprintf(name, sizeof name, "exact %s", tag);
-    Res e = run_gpu(ge, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 0);
-    snprintf(name, sizeof name, "gemm %s", tag);
-    Res m = run_gpu(gg, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 0);
-    snprintf(name, sizeof name, "gemm chunk 3 %s", tag);
-    Res k = run_gpu(gc, name, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, 0, 0);
-    const char *lbl[3] = {"out", "att", "dqkv"};
-    float *cpu[3] = {out, att, dqkv}, *ex[3] = {e.out, e.att, e.dqkv}, *gm[3] = {m.out, m.att, m.dqkv};
-    float *ch[3] = {k.out, k.att, k.dqkv};
+    float *cpu[3] = {out, att, dqkv};
     size_t n[3] = {nout, natt, nqkv};
-    for (int t = 0; t < 3; t++) {
-        snprintf(name, sizeof name, "gemm vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], gm[t], n[t]);
-        snprintf(name, sizeof name, "gemm vs exact %s %s", lbl[t], tag), rel(gg, name, ex[t], gm[t], n[t]);
-        snprintf(name, sizeof name, "gemm chunk 3 vs CPU %s %s", lbl[t], tag), rel(gg, name, cpu[t], ch[t], n[t]);
-        size_t zd = zero_diff(ex[t], gm[t], n[t]);
-        TU_CHECK(zd == 0, "gemm vs exact %s %s: %zu elements zero on one side only (the dropout masks differ)", lbl[t],
-                 tag, zd);
-    }
+    Res m = three_paths(ge, gg, gc, tag, 0, cpu, n, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids);
     check_lse(c, ge, gg, gc, qkv, dout, off, N, max_len, NH, dh, first_only, p, ids, m.out, tag);
-    free_res(&e), free_res(&m), free_res(&k);
+    free_res(&m);
     free(qkv), free(dout), free(out), free(att), free(dqkv);
 }
 
