@@ -78,6 +78,18 @@ int attg_plan_lse(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_
     return plan(p, S, max_len, NH, dh, first_only, backward, bf16, 1, max_chunk, err, errlen);
 }
 
+int attg_scratch_bytes(size_t *bytes, int S, int max_len, int NH, int dh, int bf16, int lse, int max_chunk, char *err,
+                       size_t errlen) {
+    *bytes = 0;
+    for (int first_only = 0; first_only < 2; first_only++)
+        for (int backward = 0; backward < 2; backward++) {
+            AttGemmPlan p;
+            if (plan(&p, S, max_len, NH, dh, first_only, backward, bf16, lse, max_chunk, err, errlen)) return -1;
+            if (p.bytes > *bytes) *bytes = p.bytes;
+        }
+    return 0;
+}
+
 /* The q, k and v blocks of the chunk: q the query rows only (nqp), k and v every row (Tp); bf16 with p->bf16. */
 static void pack_qkv(const AttGemmPrims *pr, const AttGemmPlan *p, char *scr, const float *qkv,
                      const int32_t *seq_off, int bh0, int n) {

@@ -57,6 +57,13 @@ int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only
 int attg_plan_lse(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
                   int max_chunk, char *err, size_t errlen);
 
+/* The scratch bytes the path requests at most for S sequences of at most max_len tokens (ops_attention_scratch, the
+ * memory plan): the largest of the forward's and the backward's plans, with all query rows and with the first row only
+ * (first_only's blocks are smaller, but when the budget binds its chunk holds more of them, and its padded bytes may
+ * exceed the all-rows plan's). lse: attg_plan_lse's plans. Returns 0, or -1 with a message in err. */
+int attg_scratch_bytes(size_t *bytes, int S, int max_len, int NH, int dh, int bf16, int lse, int max_chunk, char *err,
+                       size_t errlen);
+
 /* How rows of a packed activation map to a block's rows: ATTG_TOKENS: row i of sequence s is row seq_off[s] + i
  * (the sequence's L tokens); ATTG_FIRST: row 0 of sequence s is row s (one row, none when L = 0). */
 enum { ATTG_TOKENS = 0, ATTG_FIRST = 1 };

@@ -13,7 +13,8 @@
  * (attg_forward_lse / attg_backward_lse, the backward fed the driver's own lse) the same way against the CPU
  * backend's ops_attention_train_lse / ops_attention_backward_lse: out, lse and dqkv within RTOL (fp32), the rows of
  * empty sequences' lse (first_only) untouched, the backward's dropped probabilities rng.h's mask on its recomputed P
- * bit for bit; with bf16 operands lse to RTOL, ctx and dqkv against att_bf16_ref.h. Needs no GPU. */
+ * bit for bit; with bf16 operands lse to RTOL, ctx and dqkv against att_bf16_ref.h. attg_scratch_bytes (the memory
+ * plan's figure) is the largest of the four plans a call may make, first-row ones included. Needs no GPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -518,6 +519,45 @@ static void check_plan(void) {
              "lse forward plan: %zu bytes chunk %d, attg_plan's %zu chunk %d", p.bytes, p.chunk, q.bytes, q.chunk);
 }
 
+/* attg_scratch_bytes (ops_attention_scratch's figure on the GPU) is the largest request of any call: the forward's and
+ * the backward's plans, all rows and the first row only. At T 512, 16 heads of 64, lse, bf16 operands and 4096
+ * sequences the budget binds and the first-row backward's chunk of 2,681 small blocks takes more padded bytes than the
+ * all-rows plans (a figure from those alone would be short of what the last layer allocates). */
+static void check_scratch_bytes(void) {
+    static const int shapes[][4] = {{4096, 512, 16, 64}, {2000, 512, 16, 64}, {16, 512, 16, 64}, {9, 133, 3, 7},
+                                    {1024, 256, 12, 32}};
+    char err[256];
+    int first_bigger = 0;
+    for (int k = 0; k < 5; k++)
+        for (int lse = 0; lse < 2; lse++)
+            for (int bf16 = 0; bf16 < 2; bf16++)
+                for (int mc = 0; mc < 2; mc++) {
+                    const int *sh = shapes[k];
+                    size_t want = 0, all_rows = 0, got = 0;
+                    for (int fo = 0; fo < 2; fo++)
+                        for (int bw = 0; bw < 2; bw++) {
+                            AttGemmPlan p;
+                            int rc = lse ? attg_plan_lse(&p, sh[0], sh[1], sh[2], sh[3], fo, bw, bf16, mc ? 5 : 0, err,
+                                                         sizeof err)
+                                         : attg_plan(&p, sh[0], sh[1], sh[2], sh[3], fo, bw, bf16, mc ? 5 : 0, err,
+                                                     sizeof err);
+                            TU_CHECK(rc == 0, "plan: %s", err);
+                            if (p.bytes > want) want = p.bytes;
+                            if (!fo && p.bytes > all_rows) all_rows = p.bytes;
+                        }
+                    TU_CHECK(attg_scratch_bytes(&got, sh[0], sh[1], sh[2], sh[3], bf16, lse, mc ? 5 : 0, err,
+                                                sizeof err) == 0 && got == want,
+                             "attg_scratch_bytes S %d T %d NH %d dh %d lse %d bf16 %d chunk cap %d: %zu, the largest "
+                             "plan %zu",
+                             sh[0], sh[1], sh[2], sh[3], lse, bf16, mc ? 5 : 0, got, want);
+                    first_bigger += want > all_rows;
+                }
+    TU_CHECK(first_bigger > 0, "no shape where a first-row plan exceeds the all-rows plans (the case the figure is for)");
+    size_t b;
+    TU_CHECK(attg_scratch_bytes(&b, 0, 5, 2, 4, 0, 0, 0, err, sizeof err) == -1 && strstr(err, "S 0"),
+             "attg_scratch_bytes with S 0 accepted (or unclear: %s)", err);
+}
+
 int main(void) {
     Backend *be = ops_backend_cpu(2);
     static const int lens[] = {1, 5, 0, 13, 8, 9, 17, 47, 133};
@@ -547,6 +587,7 @@ int main(void) {
     run_case_lse(be, one, 1, 2, 5, 0, 0.2f, 0, 32, 0);
     run_case_lse(be, one, 1, 2, 5, 1, 0.0f, 0, 1, 0);
     check_plan();
+    check_scratch_bytes();
     printf("worst relative diff against the CPU backend: out %.3g, att %.3g, dqkv %.3g (tol %.0e)\n", g_worst[0],
            g_worst[1], g_worst[2], RTOL);
     printf("the lse ops: out %.3g, lse %.3g (bf16 cases included), dqkv %.3g (tol %.0e)\n", g_worst[3], g_worst[4],

@@ -331,15 +331,12 @@ extern "C" size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, in
     if (S <= 0 || max_len <= 0 || NH <= 0 || dh <= 0) return 0;
     if (!cuda_ops_train_att_gemm(be)) /* the exact kernels (both kinds): the backward's D_i per (token, head) */
         return (size_t)S * max_len * NH * sizeof(float);
-    AttGemmPlan f, b;
+    /* bf16 operands when a working copy is registered (the memory plan is made after encoder_set_precision); lse: the
+     * backward's extra P block; every plan a call may make (forward, backward, all rows or the first only) */
+    size_t bytes;
     char err[256];
-    /* all query rows: first_only's blocks are smaller; bf16 operands when a working copy is registered (the memory
-     * plan is made after encoder_set_precision); lse: the backward's extra P block */
-    int bf16 = cuda_ops_bf16_operands(be), ch = cuda_ops_att_chunk(be);
-    if (lse ? attg_plan_lse(&f, S, max_len, NH, dh, 0, 0, bf16, ch, err, sizeof err) ||
-                  attg_plan_lse(&b, S, max_len, NH, dh, 0, 1, bf16, ch, err, sizeof err)
-            : attg_plan(&f, S, max_len, NH, dh, 0, 0, bf16, ch, err, sizeof err) ||
-                  attg_plan(&b, S, max_len, NH, dh, 0, 1, bf16, ch, err, sizeof err))
+    if (attg_scratch_bytes(&bytes, S, max_len, NH, dh, cuda_ops_bf16_operands(be), lse, cuda_ops_att_chunk(be), err,
+                           sizeof err))
         xr_die("cuda_ops_attention_scratch: %s", err);
-    return f.bytes > b.bytes ? f.bytes : b.bytes;
+    return bytes;
 }
