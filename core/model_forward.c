@@ -152,8 +152,11 @@ static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
 
 /* Runs embeddings and all layers on the packed batch. With first_only, the last layer computes only each
  * sequence's first token (its keys and values still come from every token), leaving those rows in w.first;
- * otherwise all final hidden states are in w.x. */
-static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
+ * otherwise all final hidden states are in w.x. Returns the bytes per element the activations were stored in:
+ * 2 when the backend packs them as bf16 (ops_act_pack; asked for a pure inference encoder only), else 4. Packing
+ * stays on for the caller's next ops on them; packing_end turns it off. The workspaces stay fp32-sized either way
+ * (packed, they use half of each buffer), so the memory plan does not change. */
+static int encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
     const ModelConfig *c = &m->cfg;
     EncWork *w = &m->w;
     Backend *be = m->be;
@@ -162,8 +165,13 @@ static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
     /* A bf16-training encoder's inference forward (evaluation during a run) takes the inference path: GEMMs read
      * the working copy (the same bf16 values a bf16 backend's inference casts), activations are not rounded where
      * they are stored, so the GPU's attention is the flash kernel, not the training contract's exact one. The
-     * storage setting comes back when the forward ends (infer_end). */
-    if (m->prec == XR_PREC_BF16) ops_act_precision(be, XR_PREC_FP32);
+     * storage setting comes back when the forward ends (infer_end). It is not packed: its evaluation keeps that
+     * contract (test_bf16_train). */
+    int esz = 4;
+    if (m->prec == XR_PREC_BF16)
+        ops_act_precision(be, XR_PREC_FP32);
+    else
+        esz = ops_act_pack(be, 1);
     ops_embed(be, w->x, w->ids, w->pos, w->types, m->word, m->pos, m->type, N, H);
     ops_layernorm(be, w->x, NULL, NULL, w->x, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
     for (int l = 0; l < c->layers; l++) {
@@ -179,7 +187,7 @@ static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
             ops_gelu(be, w->ffn, w->ffn, (size_t)S * I);
             ops_linear(be, w->tmp, w->ffn, L->fo_w, L->fo_b, S, H, I);
             ops_layernorm(be, w->first, NULL, NULL, w->first, w->tmp, L->ln2_g, L->ln2_b, S, H, eps);
-            return;
+            return esz;
         }
         ops_attention(be, w->ctx, NULL, w->qkv, w->off, S, max_len, NH, dh);
         ops_linear(be, w->tmp, w->ctx, L->ao_w, L->ao_b, N, H, H);
@@ -190,6 +198,21 @@ static void encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
         ops_layernorm(be, w->x, NULL, NULL, w->x, w->tmp, L->ln2_g, L->ln2_b, N, H, eps);
     }
     if (first_only) ops_pool_first(be, w->first, w->x, w->off, S, H);
+    return esz;
+}
+
+/* The end of the packed storage: the fp32 values of the n activations at x, stored in esz bytes each (x itself when
+ * fp32, else unpacked into buf, which must not overlap x), and packing off, before the caller's last ops that need
+ * fp32 (the classifier, the L2 normalisation, the copies to the host). */
+static float *packing_end(Encoder *m, int esz, float *buf, float *x, size_t n) {
+    if (m->prec == XR_PREC_BF16) return x; /* never packed */
+    float *r = x;
+    if (esz != 4) {
+        ops_act_unpack(m->be, buf, x, n);
+        r = buf;
+    }
+    ops_act_pack(m->be, 0);
+    return r;
 }
 
 /* After an inference forward: a bf16-training encoder's activation storage is bf16 again (the training contract). */
@@ -200,13 +223,15 @@ static void infer_end(Encoder *m) {
 void encoder_forward_hidden(Encoder *m, const Batch *b, float *hidden) {
     if (b->B == 0) return;
     int max_len, N = pack_batch(m, b, &max_len);
-    encoder_run(m, N, b->B, max_len, 0);
+    int esz = encoder_run(m, N, b->B, max_len, 0);
     size_t H = (size_t)m->cfg.hidden;
+    /* packed: all hidden states unpacked into tmp ([N, H] fp32, free after the last layer) */
+    const float *x = packing_end(m, esz, m->w.tmp, m->w.x, (size_t)N * H);
     /* unpack: sequence r's rows go to the first L positions of its padded row, zeros after */
     memset(hidden, 0, (size_t)b->B * b->T * H * sizeof(float));
     for (int r = 0; r < b->B; r++) {
         int off = m->w.h_off[r], L = m->w.h_off[r + 1] - off;
-        ops_to_host(m->be, hidden + (size_t)r * b->T * H, m->w.x + (size_t)off * H, (size_t)L * H * sizeof(float));
+        ops_to_host(m->be, hidden + (size_t)r * b->T * H, x + (size_t)off * H, (size_t)L * H * sizeof(float));
     }
     infer_end(m);
 }
@@ -217,27 +242,32 @@ void encoder_forward_score(Encoder *m, const Batch *b, float *logits) {
         xr_die("encoder_forward_score: %s has no sequence-classification head", c->architecture);
     if (b->B == 0) return;
     int max_len, N = pack_batch(m, b, &max_len), S = b->B, H = c->hidden, NL = c->num_labels;
-    encoder_run(m, N, S, max_len, 1);
+    int esz = encoder_run(m, N, S, max_len, 1);
     EncWork *w = &m->w;
-    /* BERT: tanh(pooler(h0)) -> classifier; XLM-R: tanh(classifier.dense(h0)) -> out_proj: the same shape */
+    /* BERT: tanh(pooler(h0)) -> classifier; XLM-R: tanh(classifier.dense(h0)) -> out_proj: the same shape. The
+     * classifier reads fp32 (packed: tanh's output unpacked into first), so the logits keep fp32 precision (bf16
+     * logits would tie in rankings). */
     ops_linear(m->be, w->pooled, w->first, m->head_w, m->head_b, S, H, H);
     ops_tanh(m->be, w->pooled, w->pooled, (size_t)S * H);
-    ops_linear(m->be, w->logits, w->pooled, m->out_w, m->out_b, S, NL, H);
+    const float *y = packing_end(m, esz, w->first, w->pooled, (size_t)S * H);
+    ops_linear(m->be, w->logits, y, m->out_w, m->out_b, S, NL, H);
     ops_to_host(m->be, logits, w->logits, (size_t)S * NL * sizeof(float));
     infer_end(m);
 }
 
 void encoder_forward_embed(Encoder *m, const Batch *b, PoolingMode pool, int normalize, float *emb) {
     if (b->B == 0) return;
-    int max_len, N = pack_batch(m, b, &max_len), S = b->B, H = m->cfg.hidden;
+    int max_len, N = pack_batch(m, b, &max_len), S = b->B, H = m->cfg.hidden, esz;
     EncWork *w = &m->w;
     if (pool == POOL_CLS) {
-        encoder_run(m, N, S, max_len, 1);
+        esz = encoder_run(m, N, S, max_len, 1);
     } else {
-        encoder_run(m, N, S, max_len, 0);
+        esz = encoder_run(m, N, S, max_len, 0);
         ops_pool_mean(m->be, w->first, w->x, w->off, S, H);
     }
-    if (normalize) ops_l2norm(m->be, w->first, w->first, S, H);
-    ops_to_host(m->be, emb, w->first, (size_t)S * H * sizeof(float));
+    /* packed: the pooled rows unpacked into pooled, normalised in fp32 */
+    float *e = packing_end(m, esz, w->pooled, w->first, (size_t)S * H);
+    if (normalize) ops_l2norm(m->be, e, e, S, H);
+    ops_to_host(m->be, emb, e, (size_t)S * H * sizeof(float));
     infer_end(m);
 }

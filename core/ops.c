@@ -38,9 +38,18 @@ enum {
 #undef XR_OP_RET
 };
 
+/* While the inference forward's activations are packed (ops_act_pack), a training op would read bf16 words as fp32. */
+static void op_packed(const Backend *be, const char *name) {
+    xr_die("ops: training op %s called on a %s backend whose activations are packed as bf16 (ops_act_pack): the "
+           "inference forward must end with ops_act_pack(be, 0) first", name, ops_device_name(be->device));
+}
+#define XR_OP_GUARD(set, name)                                                        \
+    if (!be->ops->name) op_missing(be, #name);                                        \
+    if (XR_OPSET_##set == XR_OPSET_TRAIN && be->act_packed) op_packed(be, #name);
+
 #define XR_OP(set, name, params, args)                      \
     void ops_##name params {                                \
-        if (!be->ops->name) op_missing(be, #name);          \
+        XR_OP_GUARD(set, name)                              \
         if (be->prof) {                                     \
             int mark_ = ops_prof_begin(be, XR_OPID_##name); \
             be->ops->name args;                             \
@@ -51,7 +60,7 @@ enum {
     }
 #define XR_OP_RET(set, type, name, params, args)            \
     type ops_##name params {                                \
-        if (!be->ops->name) op_missing(be, #name);          \
+        XR_OP_GUARD(set, name)                              \
         if (be->prof) {                                     \
             int mark_ = ops_prof_begin(be, XR_OPID_##name); \
             type r_ = be->ops->name args;                   \
@@ -63,6 +72,7 @@ enum {
 #include "ops_list.h"
 #undef XR_OP
 #undef XR_OP_RET
+#undef XR_OP_GUARD
 
 static void name_append(char *buf, size_t n, size_t *len, const char *name) {
     if (!buf || n == 0) return;

@@ -47,6 +47,7 @@ typedef struct {
     void *impl;   /* backend-private state (CPU: per-thread scratch) */
     struct OpsMem *mem; /* what ops_alloc and the backend's scratch hold (ops_mem_stats) */
     struct OpsProf *prof; /* NULL (the default): ops are dispatched untimed; see ops_prof_enable */
+    int act_packed; /* ops_act_pack answered 2: INFER activations are bf16, TRAIN ops die (set by the backend) */
 } Backend;
 
 /* The CPU backend. threads <= 0: $OMP_NUM_THREADS when set, else the OpenMP default (all cores).

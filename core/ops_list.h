@@ -90,6 +90,24 @@ XR_OP(INFER, pool_mean, (Backend *be, float *out, const float *x, const int32_t 
 /* out[i] = x[i] / max(||x[i]||_2, 1e-12) per row, as torch.nn.functional.normalize; out may alias x. */
 XR_OP(INFER, l2norm, (Backend *be, float *out, const float *x, int n, int H), (be, out, x, n, H))
 
+/* ---- packed activation storage of the inference forward (issue 13) ----
+ * act_pack asks the backend to store the inference forward's activations as bf16 (2 bytes) from now on (on 1) or as
+ * fp32 (on 0), and returns the bytes per element the following INFER ops use for their ACTIVATION arguments: 2 when
+ * the backend packs, else 4 (a backend may decline: the CPU backend unless its test capability is on,
+ * cpu_set_act_pack_able; the CUDA backend outside bf16 GEMM mode, with XR_CUDA_BF16_GEMM=fast, or without
+ * XR_CUDA_ACT_PACK=1). While packed, every activation argument of the INFER ops is the address (still typed float *)
+ * of an array of bf16 values with the argument's element count: embed's out; layernorm's x, res, out; linear's x, y;
+ * gelu's and tanh's x, out; attention's qkv, out (att must be NULL); attention_first's qkv, out; pool_first's and
+ * pool_mean's x, out; l2norm's x, out. Each op computes as in fp32 from the bf16 values and rounds what it stores to
+ * bf16 (nearest even); weights, biases, LayerNorm statistics (mean, rstd: fp32), indices and gemm's operands stay as
+ * they are. So a packed op's result is the fp32 op's on the same (bf16-valued) inputs rounded once, up to the
+ * backend's own fp32 rounding (the GPU's linear: bf16 GEMM operands). TRAIN ops die while packed. The model packs
+ * only a pure inference encoder's forward and ends it with act_pack(0) (model_forward.c). */
+XR_OP_RET(INFER, int, act_pack, (Backend *be, int on), (be, on))
+/* out[i] = x[i] as fp32, x in the current activation storage (bf16 while packed; a copy when fp32), i < n. out is
+ * fp32 whatever the storage; out and x must not overlap. */
+XR_OP(INFER, act_unpack, (Backend *be, float *out, const float *x, size_t n), (be, out, x, n))
+
 /* ---- training: dropout, backward passes, optimizer arithmetic ----
  * Backward ops take the gradient of the op's output (d<out>) and what the forward saved. Gradients of
  * parameters always accumulate (+=) into their buffers, so micro-batches add up; gradients of activations

@@ -212,11 +212,13 @@ void cpu_attention_train_lse(Backend *be, float *out, float *lse, const float *q
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                    int max_len, int NH, int dh) {
+    if (be->act_packed) { cpu_packed_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh, 0); return; }
     cpu_attention_fwd(be, out, att, qkv, seq_off, S, max_len, NH, dh, 0, NULL);
 }
 
 void cpu_attention_first(Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
                          int NH, int dh) {
+    if (be->act_packed) { cpu_packed_attention(be, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1); return; }
     cpu_attention_fwd(be, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1, NULL);
 }
 

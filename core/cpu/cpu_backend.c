@@ -18,6 +18,7 @@ typedef struct {
     float **worker_scratch; /* [n_workers]: each worker's GEMM scratch for ops_knn_gemm, made on first use */
     int n_workers;
     CpuPrecision prec; /* bf16 training emulation (cpu_precision.c) */
+    CpuPack pack;      /* packed inference storage, a test capability (cpu_pack.c) */
 } CpuState;
 
 /* Kernel sets of OpenBLAS without AVX-512 that it uses, or falls back to on x86-64 CPUs it does not know. */
@@ -41,6 +42,7 @@ static int choose_own_gemm(void) {
 }
 
 CpuPrecision *cpu_precision(Backend *be) { return &((CpuState *)be->impl)->prec; }
+CpuPack *cpu_pack_state(Backend *be) { return &((CpuState *)be->impl)->pack; }
 
 int cpu_use_own_gemm(const Backend *be) { return ((const CpuState *)be->impl)->own_gemm; }
 
@@ -91,6 +93,7 @@ void cpu_backend_release(Backend *be) {
     CpuState *st = be->impl;
     if (!st) return;
     cpu_precision_release(be);
+    cpu_pack_release(be);
     free_workers(st);
     free(st->scratch);
     free(st);

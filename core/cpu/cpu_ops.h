@@ -73,6 +73,32 @@ const float *cpu_gemm_operand(Backend *be, const float *x, size_t n, int slot);
  * "training precision"; the training attention's products too, cpu_attention.c), else 0. */
 int cpu_bf16_operands(Backend *be);
 
+/* Packed inference storage (ops_act_pack; cpu_pack.c): a test capability, off by default (act_pack answers 4). On,
+ * act_pack(1) packs: the INFER ops read and store 2-byte bf16 activations (be->act_packed), each through
+ * cpu_packed_<op>: its inputs widened into fp32 scratch, the fp32 op, its result rounded to bf16. */
+#define XR_PACK_SLOTS 3
+typedef struct {
+    int able;                   /* cpu_set_act_pack_able */
+    float *tmp[XR_PACK_SLOTS];  /* fp32 copies of a packed op's inputs and output */
+    size_t cap[XR_PACK_SLOTS];
+} CpuPack;
+CpuPack *cpu_pack_state(Backend *be);
+void cpu_pack_release(Backend *be);
+/* able 1: this CPU backend packs when asked (tests of the model's packed path); 0: it declines (the default). */
+void cpu_set_act_pack_able(Backend *be, int able);
+void cpu_packed_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
+                      const float *word, const float *pos, const float *type, int n, int H);
+void cpu_packed_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res,
+                          const float *g, const float *b, int n, int H, float eps);
+void cpu_packed_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K);
+/* gelu, tanh: op is cpu_gelu / cpu_tanh */
+void cpu_packed_unary(Backend *be, void (*op)(Backend *, float *, const float *, size_t), float *out, const float *x,
+                      size_t n);
+void cpu_packed_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                          int max_len, int NH, int dh, int first_only);
+void cpu_packed_pool(Backend *be, int mean, float *out, const float *x, const int32_t *seq_off, int S, int H);
+void cpu_packed_l2norm(Backend *be, float *out, const float *x, int n, int H);
+
 /* The kernels the ops above share. */
 /* Attention forward: ops_attention (first_only 0, d NULL), ops_attention_first (att NULL, first_only 1) and
  * ops_attention_train in one (cpu_attention.c). */

@@ -1013,3 +1013,32 @@ extern "C" void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, 
     k_l2norm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(out, x, n, H);
     XR_LAUNCHED();
 }
+
+/* ---------------- packed activation storage of the inference forward (ops_act_pack) ---------------- */
+
+extern "C" int cuda_ops_act_pack(Backend *be, int on) {
+    CudaState *st = st_of(be);
+    (void)on;
+    (void)st;
+    be->act_packed = 0; /* not yet: the packed kernels come next */
+    return 4;
+}
+
+__global__ void k_widen_bf16(float *out, const __nv_bfloat16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __bfloat162float(x[i]);
+}
+
+extern "C" void cuda_ops_act_unpack(Backend *be, float *out, const float *x, size_t n) {
+    CudaState *st = st_of(be);
+    size_t esz = be->act_packed ? 2 : 4;
+    if (!n) return;
+    if ((const char *)out < (const char *)x + n * esz && (const char *)x < (const char *)(out + n))
+        xr_die("cuda_ops_act_unpack: out %p and x %p overlap (%zu elements)", (void *)out, (const void *)x, n);
+    if (!be->act_packed) {
+        XR_CU(cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice, st->stream));
+        return;
+    }
+    k_widen_bf16<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, (const __nv_bfloat16 *)x, n);
+    XR_LAUNCHED();
+}

@@ -28,6 +28,8 @@ static OpsTable cuda_table_fill(void) {
     t.pool_first = cuda_ops_pool_first;
     t.pool_mean = cuda_ops_pool_mean;
     t.l2norm = cuda_ops_l2norm;
+    t.act_pack = cuda_ops_act_pack;
+    t.act_unpack = cuda_ops_act_unpack;
     // training (train_ops.cu)
     t.dropout_add = cuda_ops_dropout_add;
     t.attention_train = cuda_ops_attention_train;
