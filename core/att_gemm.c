@@ -27,8 +27,11 @@ static int plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_on
     /* bytes per block: forward q, k, v, scores, context (+ Pd's bf16 twin); backward q, k, v, dO, Pd, dS, dq, dk, dv
      * (+ dS's bf16 twin; + the lse backward's scores / P); q, k, v, dO and the backward's Pd 2 bytes an element with
      * bf16 operands */
-    size_t e = p->bf16 ? 2 : 4, per, extra = (size_t)(p->bf16 ? 1 : 0) + (size_t)(backward && p->lse ? 1 : 0);
-    if (backward)
+    size_t e = p->bf16 ? 2 : 4, per, extra = (size_t)(p->bf16 ? 1 : 0) + (size_t)(p->lse ? 1 : 0);
+    /* the lse ops chunk both calls by the backward's bytes: the backward recomputes the forward's scores with the same
+     * GEMM calls (block ranges, batch counts, shapes, operand offsets), so cuBLAS picks the same algorithm and P is
+     * bit-equal to the forward's (a different batch count may select another kernel and other rounding) */
+    if (backward || p->lse)
         per = e * (2 * p->qblk + 2 * p->blk + p->sq) + 4 * (p->qblk + 2 * p->blk + p->sq) + (p->bf16 ? 2 * p->sq : 0) +
               (p->lse ? 4 * p->sq : 0);
     else
@@ -48,7 +51,7 @@ static int plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_on
     ATTG_PUT(o_v, p->blk, e);
     p->o_p16 = p->o_g16 = p->o_pr = 0;
     if (backward) {
-        if (p->lse) ATTG_PUT(o_pr, p->sq, 4); /* the recomputed scores, then P */
+        if (p->lse) ATTG_PUT(o_pr, p->sq, 4); /* the recomputed scores, then P (the forward's o_sc: same offset) */
         ATTG_PUT(o_sc, p->sq, e); /* Pd */
         ATTG_PUT(o_do, p->qblk, e);
         ATTG_PUT(o_g, p->sq, 4); /* dPd, then dS */

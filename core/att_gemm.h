@@ -12,7 +12,8 @@
  * dS stay fp32.
  * The log-sum-exp variants (ops_attention_train_lse / ops_attention_backward_lse: plan lse 1) run the same GEMMs: the
  * forward's row step writes each row's lse instead of att, and the backward recomputes the scores per chunk with the
- * q k^T GEMM and P = exp(s - lse) in a row step (into the plan's extra fp32 block o_pr) before the same sequence. */
+ * q k^T GEMM (the forward's chunks and calls: bit-equal scores) and P = exp(s - lse) in a row step (into the plan's
+ * extra fp32 block o_pr) before the same sequence. */
 #ifndef XR_ATT_GEMM_H
 #define XR_ATT_GEMM_H
 #include <math.h>
@@ -53,7 +54,10 @@ typedef struct {
  * what the GEMMs take. */
 int attg_plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
               int max_chunk, char *err, size_t errlen);
-/* The same for the log-sum-exp ops (p->lse 1): the forward's layout is attg_plan's; the backward's adds o_pr. */
+/* The same for the log-sum-exp ops (p->lse 1): the forward's buffers are attg_plan's, the backward's add o_pr; both
+ * calls take the chunk the backward's bytes allow, so the backward's score GEMMs are the forward's calls again (the
+ * same block ranges, batch counts and shapes; q, k, v and o_pr at the forward's q, k, v and o_sc offsets) and, cuBLAS
+ * choosing by those, its recomputed scores the forward's bits. */
 int attg_plan_lse(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_only, int backward, int bf16,
                   int max_chunk, char *err, size_t errlen);
 
@@ -69,7 +73,7 @@ int attg_scratch_bytes(size_t *bytes, int S, int max_len, int NH, int dh, int bf
 enum { ATTG_TOKENS = 0, ATTG_FIRST = 1 };
 
 /* The primitives, over the chunk of blocks bh0 .. bh0 + n - 1. Every pointer is in the backend's memory. */
-typedef struct {
+typedef struct AttGemmPrims {
     void *ctx;
     /* The scratch region of p->bytes (contents not kept between calls), 64-byte aligned. */
     void *(*scratch)(void *ctx, size_t bytes);

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "att_bf16_ref.h"
 #include "att_gemm.h"
@@ -53,7 +54,73 @@ typedef struct {
     size_t bytes;
     int gemms, gemms16; /* GEMM calls, those with bf16 operands */
     int lanes; /* the row steps as 1 thread a row (j0 0, js 1) or as a CUDA warp's 32 lanes, one after another */
+    struct ScoreCalls *rec; /* non-NULL: the score GEMMs are recorded there (score_call) */
 } CpuPrims;
+
+/* A score GEMM (s = scale q k^T: op T, N, alpha the scale; the other GEMMs' alpha is 1 or the scale with op N) as
+ * the driver called it: every argument, pointers as offsets into the scratch region, and (out non-NULL) its output. */
+typedef struct {
+    int m, n, k, lda, ldb, ldc, batch, ab16;
+    long long sa, sb, sc;
+    float alpha;
+    ptrdiff_t a, b, c;
+    float *out;
+} ScoreCall;
+typedef struct ScoreCalls {
+    ScoreCall call[1024];
+    int n;
+    const char *scr; /* the scratch region the offsets are from */
+    int keep_out;    /* copy each call's output */
+} ScoreCalls;
+
+static void score_call(ScoreCalls *r, int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda,
+                       long long sa, const void *B, int ldb, long long sb, float *C, int ldc, long long sc, int batch,
+                       int ab16) {
+    if (!(ta == 1 && tb == 0 && alpha != 1.0f)) return;
+    TU_CHECK(r->n < 1024, "more than 1024 score GEMM calls recorded");
+    if (r->n >= 1024) return;
+    ScoreCall *c = &r->call[r->n++];
+    *c = (ScoreCall){m, n, k, lda, ldb, ldc, batch, ab16, sa, sb, sc, alpha, (const char *)A - r->scr,
+                     (const char *)B - r->scr, (const char *)C - r->scr, NULL};
+    if (r->keep_out) {
+        size_t nf = (size_t)batch * (size_t)sc;
+        c->out = xr_malloc(nf * sizeof(float));
+        memcpy(c->out, C, nf * sizeof(float));
+    }
+}
+
+static void score_calls_free(ScoreCalls *r) {
+    for (int i = 0; i < r->n; i++) free(r->call[i].out);
+    r->n = 0;
+}
+
+/* The backward's score GEMMs (b) are the forward's (f) again: the same calls in the same order, every argument and
+ * offset equal, and (with outputs kept) the same output bits. Returns the number of differences. */
+static int score_calls_differ(const ScoreCalls *f, const ScoreCalls *b, const char *name) {
+    int bad = 0;
+    TU_CHECK(f->n == b->n && f->n > 0, "%s: %d score GEMM calls in the forward, %d in the backward", name, f->n, b->n);
+    bad += f->n != b->n;
+    for (int i = 0; i < f->n && i < b->n; i++) {
+        const ScoreCall *x = &f->call[i], *y = &b->call[i];
+        int same = x->m == y->m && x->n == y->n && x->k == y->k && x->lda == y->lda && x->ldb == y->ldb &&
+                   x->ldc == y->ldc && x->batch == y->batch && x->ab16 == y->ab16 && x->sa == y->sa &&
+                   x->sb == y->sb && x->sc == y->sc && x->alpha == y->alpha && x->a == y->a && x->b == y->b &&
+                   x->c == y->c;
+        TU_CHECK(same, "%s: score GEMM %d: forward m %d n %d k %d batch %d ld %d/%d/%d offsets %td/%td/%td, backward "
+                 "m %d n %d k %d batch %d ld %d/%d/%d offsets %td/%td/%td",
+                 name, i, x->m, x->n, x->k, x->batch, x->lda, x->ldb, x->ldc, x->a, x->b, x->c, y->m, y->n, y->k,
+                 y->batch, y->lda, y->ldb, y->ldc, y->a, y->b, y->c);
+        bad += !same;
+        if (same && x->out && y->out) {
+            size_t nf = (size_t)x->batch * (size_t)x->sc, diff = 0;
+            for (size_t e = 0; e < nf; e++) diff += memcmp(&x->out[e], &y->out[e], 4) != 0;
+            TU_CHECK(diff == 0, "%s: score GEMM %d: %zu of %zu recomputed scores differ from the forward's", name, i,
+                     diff, nf);
+            bad += diff != 0;
+        }
+    }
+    return bad;
+}
 
 static void *c_scratch(void *ctx, size_t bytes) {
     CpuPrims *c = ctx;
@@ -81,6 +148,7 @@ static void c_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, 
                    int ab16) {
     ((CpuPrims *)ctx)->gemms++;
     ((CpuPrims *)ctx)->gemms16 += ab16;
+    ScoreCalls *rec = ((CpuPrims *)ctx)->rec;
     for (int t = 0; t < batch; t++) {
         size_t a = (size_t)(t * sa), b = (size_t)(t * sb);
         float *c = C + t * sc;
@@ -95,6 +163,10 @@ static void c_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, 
                 /* beta 0: C is not read (BLAS), so poisoned scratch stays out */
                 c[i + (size_t)j * ldc] = beta == 0.0f ? alpha * acc : alpha * acc + beta * c[i + (size_t)j * ldc];
             }
+    }
+    if (rec) {
+        rec->scr = ((CpuPrims *)ctx)->scr;
+        score_call(rec, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, C, ldc, sc, batch, ab16);
     }
 }
 
@@ -353,7 +425,7 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
     ops_attention_backward(be, dqkv, dout, qkv, att, off, S, max_len, NH, dh, first_only, &d);
     if (bf16) ops_bf16_weights(be, NULL, 0);
 
-    CpuPrims c = {NULL, 0, 0, 0, lanes};
+    CpuPrims c = {NULL, 0, 0, 0, lanes, NULL};
     AttGemmPrims pr = c_prims(&c);
     AttGemmPlan pf, pb;
     char err[256], name[160];
@@ -452,7 +524,7 @@ static void run_case_lse(Backend *be, const int *lens, int S, int NH, int dh, in
     ops_attention_backward_lse(be, dqkv, dout, qkv, lse, off, S, max_len, NH, dh, first_only, &d);
     if (bf16) ops_bf16_weights(be, NULL, 0);
 
-    CpuPrims c = {NULL, 0, 0, 0, lanes};
+    CpuPrims c = {NULL, 0, 0, 0, lanes, NULL};
     AttGemmPrims pr = c_prims(&c);
     AttGemmPlan pf, pb;
     char err[256], name[160];
@@ -464,11 +536,20 @@ static void run_case_lse(Backend *be, const int *lens, int S, int NH, int dh, in
              pb.lse, pb.o_pr, pf.o_pr);
     snprintf(name, sizeof name, "lse %slens %d.. NH %d dh %d%s p %.1f chunk %d (of %lld) lanes %d",
              bf16 ? "bf16 " : "", lens[0], NH, dh, first_only ? " first" : "", p, pf.chunk, pf.nb, lanes);
+    ScoreCalls *fcalls = xr_calloc(1, sizeof *fcalls), *bcalls = xr_calloc(1, sizeof *bcalls);
+    fcalls->keep_out = bcalls->keep_out = 1;
+    c.rec = fcalls;
     attg_forward_lse(&pr, &pf, out2, lse2, qkv, off, &d, 0, NULL);
+    c.rec = bcalls;
     int nchunks = (int)((pf.nb + pf.chunk - 1) / pf.chunk), nchunks_b = (int)((pb.nb + pb.chunk - 1) / pb.chunk);
     TU_CHECK(c.gemms == 2 * nchunks, "%s: %d forward GEMM calls, want %d", name, c.gemms, 2 * nchunks);
     c.gemms = c.gemms16 = 0;
     attg_backward_lse(&pr, &pb, dqkv2, dout, qkv, lse2, off, &d);
+    c.rec = NULL;
+    /* the scores recomputed by the forward's calls: the same chunks, arguments, offsets and output bits */
+    score_calls_differ(fcalls, bcalls, name);
+    score_calls_free(fcalls), score_calls_free(bcalls);
+    free(fcalls), free(bcalls);
     /* the scores again, dV, dPd, dQ, dK */
     TU_CHECK(c.gemms == 5 * nchunks_b, "%s: %d backward GEMM calls, want %d", name, c.gemms, 5 * nchunks_b);
     TU_CHECK(c.gemms16 == (bf16 ? c.gemms : 0), "%s: %d of %d backward GEMM calls with bf16 operands", name,
@@ -513,10 +594,110 @@ static void check_plan(void) {
                  p.bytes <= XR_ATTG_SCRATCH_MAX && p.lse == 1 && p.o_pr > 0 && p.chunk < q.chunk,
              "lse plan 4096 x 512 x 16 heads: %zu bytes, chunk %d (saved-probability plan: %d)", p.bytes, p.chunk,
              q.chunk);
+    /* the lse forward: attg_plan's buffers, in the lse backward's smaller chunks */
+    AttGemmPlan b;
     TU_CHECK(attg_plan(&q, 64, 512, 16, 64, 0, 0, 1, 0, err, sizeof err) == 0 &&
-                 attg_plan_lse(&p, 64, 512, 16, 64, 0, 0, 1, 0, err, sizeof err) == 0 && p.bytes == q.bytes &&
-                 p.chunk == q.chunk && p.o_pr == 0,
-             "lse forward plan: %zu bytes chunk %d, attg_plan's %zu chunk %d", p.bytes, p.chunk, q.bytes, q.chunk);
+                 attg_plan_lse(&p, 64, 512, 16, 64, 0, 0, 1, 0, err, sizeof err) == 0 &&
+                 attg_plan_lse(&b, 64, 512, 16, 64, 0, 1, 1, 0, err, sizeof err) == 0 && p.chunk == b.chunk &&
+                 p.chunk < q.chunk && p.o_pr == 0 && p.o_k - p.o_q == (size_t)p.chunk * p.qblk * 2,
+             "lse forward plan: chunk %d (the lse backward's %d, attg_plan's forward %d), o_pr %zu", p.chunk, b.chunk,
+             q.chunk, p.o_pr);
+}
+
+/* Dry primitives: the driver's calls without arithmetic, the scratch an inaccessible reserved address range, to
+ * record the score GEMMs of shapes too large to compute here (the array arguments NULL or dummies: only the primitives
+ * read them). */
+typedef struct {
+    char *base;
+    size_t bytes;
+    ScoreCalls *rec;
+} DryPrims;
+
+static void *d_scratch(void *ctx, size_t bytes) {
+    DryPrims *d = ctx;
+    TU_CHECK(bytes <= d->bytes, "dry run: %zu bytes of scratch asked, %zu reserved", bytes, d->bytes);
+    return d->base;
+}
+static void d_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda, long long sa,
+                   const void *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch,
+                   int ab16) {
+    DryPrims *d = ctx;
+    (void)beta;
+    d->rec->scr = d->base;
+    score_call(d->rec, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, C, ldc, sc, batch, ab16);
+}
+static void d_bases(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only) {
+    (void)ctx, (void)base, (void)seq_off, (void)S, (void)NH, (void)first_only;
+}
+static void d_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+                   const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
+    (void)ctx, (void)dst, (void)bs, (void)rows, (void)src, (void)ld, (void)col0, (void)seq_off, (void)bh0, (void)n;
+    (void)NH, (void)dh, (void)row_mode, (void)to16;
+}
+static void d_unpack(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
+                     const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16) {
+    (void)ctx, (void)dst, (void)ld, (void)col0, (void)src, (void)bs, (void)src_rows, (void)max_rows, (void)seq_off;
+    (void)bh0, (void)n, (void)NH, (void)dh, (void)row_mode, (void)rnd, (void)dst16;
+}
+static void d_fwd_rows_lse(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0, int n,
+                           const AttGemmPlan *p, const XrDropout *d) {
+    (void)ctx, (void)sc, (void)lse, (void)p16, (void)seq_off, (void)bh0, (void)n, (void)p, (void)d;
+}
+static void d_bwd_p_lse(void *ctx, float *pr, void *pd, const float *lse, const int32_t *seq_off, int bh0, int n,
+                        const AttGemmPlan *p, const XrDropout *d) {
+    (void)ctx, (void)pr, (void)pd, (void)lse, (void)seq_off, (void)bh0, (void)n, (void)p, (void)d;
+}
+static void d_bwd_rows_lse(void *ctx, float *g, uint16_t *g16, const float *pr, const int32_t *seq_off, int bh0,
+                           int n, const AttGemmPlan *p, const XrDropout *d) {
+    (void)ctx, (void)g, (void)g16, (void)pr, (void)seq_off, (void)bh0, (void)n, (void)p, (void)d;
+}
+
+/* The lse backward recomputes the forward's scores by the forward's own GEMM calls, at shapes where the 1 GiB budget
+ * binds (the forward alone would fit more blocks a chunk than the backward): the two plans agree (chunk; q, k, v at the
+ * same offsets, the backward's P block at the forward's scores), and the driver's recorded score GEMMs of the two
+ * calls are the same calls (count, batch counts, shapes, leading dimensions, strides, scratch offsets). */
+static void check_lse_chunks(void) {
+    static const int shapes[][4] = {{2000, 512, 16, 64}, {1024, 256, 12, 32}, {64, 512, 16, 64}, {9, 133, 3, 7}};
+    char err[256];
+    size_t reserve = XR_ATTG_SCRATCH_MAX + ((size_t)1 << 20);
+    void *base = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    TU_CHECK(base != MAP_FAILED, "mmap of %zu bytes (PROT_NONE) failed", reserve);
+    if (base == MAP_FAILED) return;
+    ScoreCalls *f = xr_calloc(1, sizeof *f), *b = xr_calloc(1, sizeof *b);
+    DryPrims dp = {base, reserve, NULL};
+    AttGemmPrims pr = {&dp,    d_scratch, d_gemm,         d_bases,     d_pack,        d_unpack, NULL, NULL, NULL,
+                       d_fwd_rows_lse, d_bwd_p_lse, d_bwd_rows_lse};
+    int binds = 0;
+    float lse[1]; /* never read (the dry row steps), but non-NULL: the lse ops */
+    for (int k = 0; k < 4; k++)
+        for (int fo = 0; fo < 2; fo++)
+            for (int bf16 = 0; bf16 < 2; bf16++) {
+                const int *sh = shapes[k];
+                AttGemmPlan pf, pb, ps;
+                TU_CHECK(attg_plan_lse(&pf, sh[0], sh[1], sh[2], sh[3], fo, 0, bf16, 0, err, sizeof err) == 0 &&
+                             attg_plan_lse(&pb, sh[0], sh[1], sh[2], sh[3], fo, 1, bf16, 0, err, sizeof err) == 0 &&
+                             attg_plan(&ps, sh[0], sh[1], sh[2], sh[3], fo, 0, bf16, 0, err, sizeof err) == 0,
+                         "plan: %s", err);
+                char name[128];
+                snprintf(name, sizeof name, "lse chunks S %d T %d NH %d dh %d%s%s", sh[0], sh[1], sh[2], sh[3],
+                         fo ? " first" : "", bf16 ? " bf16" : "");
+                TU_CHECK(pf.chunk == pb.chunk && pf.o_q == pb.o_q && pf.o_k == pb.o_k && pf.o_v == pb.o_v &&
+                             pf.o_sc == pb.o_pr && pb.bytes <= XR_ATTG_SCRATCH_MAX,
+                         "%s: forward chunk %d q/k/v/scores at %zu/%zu/%zu/%zu, backward chunk %d at %zu/%zu/%zu/%zu",
+                         name, pf.chunk, pf.o_q, pf.o_k, pf.o_v, pf.o_sc, pb.chunk, pb.o_q, pb.o_k, pb.o_v, pb.o_pr);
+                binds += ps.chunk > pf.chunk; /* the saved-probability forward would take more a chunk */
+                f->n = b->n = 0;
+                dp.rec = f;
+                attg_forward_lse(&pr, &pf, NULL, lse, NULL, NULL, NULL, 0, NULL);
+                dp.rec = b;
+                attg_backward_lse(&pr, &pb, NULL, NULL, NULL, lse, NULL, NULL);
+                int nch = (int)((pf.nb + pf.chunk - 1) / pf.chunk);
+                TU_CHECK(f->n == nch, "%s: %d forward score GEMMs, want %d chunks", name, f->n, nch);
+                score_calls_differ(f, b, name);
+            }
+    TU_CHECK(binds >= 4, "only %d of the cases chunk the lse forward below what its own bytes allow", binds);
+    munmap(base, reserve);
+    free(f), free(b);
 }
 
 /* attg_scratch_bytes (ops_attention_scratch's figure on the GPU) is the largest request of any call: the forward's and
@@ -588,6 +769,7 @@ int main(void) {
     run_case_lse(be, one, 1, 2, 5, 1, 0.0f, 0, 1, 0);
     check_plan();
     check_scratch_bytes();
+    check_lse_chunks();
     printf("worst relative diff against the CPU backend: out %.3g, att %.3g, dqkv %.3g (tol %.0e)\n", g_worst[0],
            g_worst[1], g_worst[2], RTOL);
     printf("the lse ops: out %.3g, lse %.3g (bf16 cases included), dqkv %.3g (tol %.0e)\n", g_worst[3], g_worst[4],

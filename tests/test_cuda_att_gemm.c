@@ -14,7 +14,8 @@
  * one path only; the empty sequence's lse row (first_only) left as it was), its context the same bits as the gemm
  * path's saved-probability forward (the same GEMMs and row code), the device scratch it allocates equal to what
  * ops_attention_scratch(.., lse 1) tells the memory plan (grown by 9/8), and its time at the XLM-R large layer beside
- * the exact lse kernels' (fp32, and with bf16 operands).
+ * the exact lse kernels' (fp32, and with bf16 operands); and the lse backward's recomputed scores the forward's bits
+ * (the driver on the CUDA primitives with the score GEMMs tapped, at a shape chunked by the 1 GiB budget).
  * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
 #include <math.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "ops.h"
 #include "testutil.h"
 #ifdef XR_HAVE_CUDA
+#include "att_gemm.h"
 #include "cuda/ops_cuda.h"
 #endif
 
@@ -349,6 +351,86 @@ static void scratch_lse(Backend *ge) {
     ops_backend_free(g);
     free(qkv), free(dout);
 }
+
+/* The score GEMMs' outputs as the driver makes them (a tap on the CUDA primitives' gemm): copied aside in the forward
+ * (check 0), compared bit for bit with the copy in the backward (check 1). */
+static struct {
+    void (*gemm)(void *, int, int, int, int, int, float, const void *, int, long long, const void *, int, long long,
+                 float, float *, int, long long, int, int);
+    Backend *g;
+    float *rec;
+    size_t cap, used, diff;
+    int check, calls;
+} tap;
+
+static void tap_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda, long long sa,
+                     const void *B, int ldb, long long sb, float beta, float *C, int ldc, long long sc, int batch,
+                     int ab16) {
+    tap.gemm(ctx, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch, ab16);
+    if (!(ta == 1 && tb == 0 && alpha != 1.0f)) return; /* scale q k^T (dPd = dO v^T has alpha 1) */
+    size_t nf = (size_t)batch * (size_t)sc;
+    TU_CHECK(tap.used + nf <= tap.cap, "score tap: %zu + %zu floats over the %zu recorded", tap.used, nf, tap.cap);
+    if (tap.used + nf > tap.cap) return;
+    if (!tap.check) {
+        cuda_ops_copy(tap.g, tap.rec + tap.used, C, nf * sizeof(float));
+    } else {
+        float *a = xr_malloc(nf * sizeof(float)), *b = xr_malloc(nf * sizeof(float));
+        cuda_ops_to_host(tap.g, a, tap.rec + tap.used, nf * sizeof(float));
+        cuda_ops_to_host(tap.g, b, C, nf * sizeof(float));
+        if (memcmp(a, b, nf * sizeof(float)))
+            for (size_t i = 0; i < nf; i++) tap.diff += memcmp(a + i, b + i, sizeof(float)) != 0;
+        free(a), free(b);
+    }
+    tap.used += nf, tap.calls++;
+}
+
+/* The lse backward's recomputed scores are the forward's bits (the same GEMM calls: attg_plan_lse chunks both by the
+ * backward's bytes): core/att_gemm.c's driver on the CUDA primitives with the gemm tapped, at 32 x 512 tokens, 16
+ * heads of 64 (512 blocks, more than the backward's 1 GiB chunk holds: the case where the chunkings used to differ),
+ * fp32 and bf16 operands, dropout 0.1. The ops keep no P between the calls, so the scores are compared where the
+ * driver makes them; P = exp(s - lse) follows from them by the same row code. */
+static void lse_scores_bits(void) {
+    Backend *g = gpu("gemm", 0);
+    const int S = 32, L = 512, NH = 16, dh = 64, H = NH * dh, N = S * L;
+    int32_t off[33];
+    for (int s = 0; s <= S; s++) off[s] = s * L;
+    size_t nqkv = (size_t)N * 3 * H, nout = (size_t)N * H;
+    float *qkv = rnd(nqkv, -1.5f, 1.5f), *dout = rnd(nout, -1, 1);
+    int32_t *doff = up(g, off, sizeof off);
+    float *gq = up(g, qkv, nqkv * 4), *gd = up(g, dout, nout * 4);
+    float *o = dev_nan(g, nout), *l = dev_nan(g, (size_t)N * NH), *dq = dev_nan(g, nqkv);
+    XrDropout d = {0.1f, 0xB17EB17Eull, NULL};
+    struct AttGemmPrims *cp = cuda_att_gemm_prims(g);
+    AttGemmPrims pr = *cp;
+    pr.gemm = tap_gemm;
+    tap.gemm = cp->gemm, tap.g = g;
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        AttGemmPlan pf, pb;
+        char err[256];
+        if (attg_plan_lse(&pf, S, L, NH, dh, 0, 0, bf16, 0, err, sizeof err) ||
+            attg_plan_lse(&pb, S, L, NH, dh, 0, 1, bf16, 0, err, sizeof err))
+            xr_die("attg_plan_lse: %s", err);
+        TU_CHECK(pf.chunk == pb.chunk && pf.chunk < pf.nb, "lse plans%s: forward chunk %d, backward %d, of %lld",
+                 bf16 ? " bf16" : "", pf.chunk, pb.chunk, pf.nb);
+        tap.cap = (size_t)pf.nb * pf.sq, tap.rec = ops_alloc(g, tap.cap * sizeof(float));
+        tap.used = tap.diff = 0, tap.check = 0, tap.calls = 0;
+        attg_forward_lse(&pr, &pf, o, l, gq, doff, &d, 0, NULL);
+        int fcalls = tap.calls;
+        tap.used = 0, tap.check = 1, tap.calls = 0;
+        attg_backward_lse(&pr, &pb, dq, gd, gq, l, doff, &d);
+        cuda_ops_sync(g);
+        TU_CHECK(fcalls == tap.calls && tap.used == tap.cap && tap.diff == 0,
+                 "lse%s: the backward's %d score GEMMs (%zu floats) against the forward's %d: %zu recomputed scores "
+                 "differ", bf16 ? " bf16" : "", tap.calls, tap.used, fcalls, tap.diff);
+        printf("lse%s backward: %d score GEMMs of %d blocks, %zu scores, %zu differ from the forward's\n",
+               bf16 ? " bf16 operands" : "", tap.calls, pb.chunk, tap.used, tap.diff);
+        ops_free(g, tap.rec);
+    }
+    free(cp);
+    ops_free(g, doff), ops_free(g, gq), ops_free(g, gd), ops_free(g, o), ops_free(g, l), ops_free(g, dq);
+    ops_backend_free(g);
+    free(qkv), free(dout);
+}
 #endif
 
 int main(void) {
@@ -368,6 +450,7 @@ int main(void) {
     }
     check_bf16(ge, gg);
     scratch_lse(ge);
+    lse_scores_bits();
     timing(ge, gg, 0);
     timing(ge, gg, 1);
     ops_backend_free(gc);

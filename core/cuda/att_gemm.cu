@@ -276,6 +276,18 @@ static AttGemmPrims cuda_prims(AttgCuda *c, Backend *be) {
     return p;
 }
 
+/* cuda_prims on the heap (ops_cuda.h): the table first, so free() of it frees the context too */
+struct AttgCudaPrims {
+    AttGemmPrims pr;
+    AttgCuda c;
+};
+
+extern "C" AttGemmPrims *cuda_att_gemm_prims(Backend *be) {
+    AttgCudaPrims *x = (AttgCudaPrims *)xr_malloc(sizeof *x);
+    x->pr = cuda_prims(&x->c, be);
+    return &x->pr;
+}
+
 /* The plan of a call: bf16 GEMM operands in bf16 training (a working copy registered: ops_list.h, "training
  * precision"), fp32 otherwise. */
 static void plan_or_die(AttGemmPlan *p, Backend *be, int S, int max_len, int NH, int dh, int first_only,

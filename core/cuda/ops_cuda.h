@@ -50,6 +50,11 @@ size_t cuda_ops_mem_free(Backend *be);
 /* ops_attention_scratch on this backend: the device scratch the training attention requests at most (att_gemm.cu). */
 size_t cuda_ops_attention_scratch(Backend *be, int S, int max_len, int NH, int dh, int lse);
 
+/* The GEMM training attention's CUDA primitives (core/att_gemm.h; att_gemm.cu) on be's stream and cuBLAS handle, for
+ * a test that runs the driver on them with a primitive wrapped (tests/test_cuda_att_gemm.c); free() it. */
+struct AttGemmPrims;
+struct AttGemmPrims *cuda_att_gemm_prims(Backend *be);
+
 /* Device-to-device copy on the backend's stream. */
 void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t bytes);
 
