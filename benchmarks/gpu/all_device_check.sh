@@ -15,7 +15,8 @@
 # check GPU vs CPU (issue 10), mining and the search CPU vs GPU (issues 4, 16); benchmarks: NCCL and staged
 # bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch for the bge-reranker-v2-m3 shape at T 512 / 256
 # and MiniLM, with per-op times, and with the training attention on batched GEMMs (issues 10, 13), the GPU search
-# (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1). After the test lines, att_bf16: the
+# (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1), the inference attention alone and
+# the flash kernel on fp32 vs bf16 storage (issue 13, bench_attention). After the test lines, att_bf16: the
 # training attention's bf16 operands against their reference, condensed (att_bf16_lines.sh); att_lse: the log-sum-exp
 # training attention on batched GEMMs against the CPU's and the exact lse kernels, its scratch and times, condensed
 # (att_lse_lines.sh).
@@ -105,7 +106,8 @@ say "commit: $commit"
 # the benchmarks are not in the default target: built here too, so no step builds while the clock runs for it
 KEEP='^build: |mpirun -np 2|BUILD HAD ERRORS|error:|^(CUDNN|NCCL)_LIB' \
     step build "${XR_BUILD_CAP:-300}" 0 sh -c "XR_CTEST=0 benchmarks/gpu/device_build.sh &&
-        cmake --build '$B' -j$(nproc) --target bench_comm bench_train_step bench_knn_gpu bench_encoder gemm_peak"
+        cmake --build '$B' -j$(nproc) --target bench_comm bench_train_step bench_knn_gpu bench_encoder gemm_peak \
+        bench_attention"
 [ -x "$X" ] || { say "no xrank binary in $B: stopping"; pack; exit 1; }
 GPU=1; xr_have_gpu || GPU=0
 say "xrank: $("$X" version 2>&1 | head -1)"
@@ -158,8 +160,13 @@ if [ $GPU = 1 ]; then
     mkdir -p "$W/forward_bench"
     KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
         OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"
+    # the inference attention alone (issue 13, bench_attention.cu, ~15 s): the op per XR_CUDA_ATTENTION path (log
+    # only), then the flash kernel per tile on fp32 vs bf16 storage, times and bf16 outputs differing (0 expected)
+    KEEP='"flash_kernel"|rror' KEEP_LINES=24 step attention_bench 60 20 "$B/benchmarks/bench_attention" 20
 else
-    for s in comm_bench train_bench mine_bench forward_bench; do skip $s "no GPU: a benchmark needs one"; done
+    for s in comm_bench train_bench mine_bench forward_bench attention_bench; do
+        skip $s "no GPU: a benchmark needs one"
+    done
 fi
 
 say "== ${count[passed]} passed, ${count[failed]} failed, ${count[timed_out]} timed out, ${count[skipped]} skipped; \

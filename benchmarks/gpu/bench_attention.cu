@@ -1,21 +1,99 @@
 /* bench_attention.cu: times BF16 mode's inference attention op alone (cuda_ops_attention, att NULL) for each
  * XR_CUDA_ATTENTION path at the bench_forward.sh shapes (XLM-R large: 16 heads of 64) and on a ragged batch, and
- * checks the paths against each other at full size. One JSON line per (shape, path). Built by bench_forward.sh:
- *   nvcc -O2 -arch=sm_90 -Ibase -Iio -Icore benchmarks/gpu/bench_attention.cu core/cuda/ops_cuda.cu \
- *        core/cuda/flash_attn.cu base/xr_common.c -lcublasLt -lcublas
+ * checks the paths against each other at full size; then the flash kernel itself per tile on fp32 storage
+ * (xr_flash_attention with its bf16 copy, as BF16 mode calls it) and on bf16 storage (xr_flash_attention_bf16),
+ * on the same bf16-exact inputs: times, and how many bf16 outputs differ from the fp32 kernel's copy (0 expected).
+ * One JSON line per (shape, path) and per (shape, tile, storage). Built on request (benchmarks/CMakeLists.txt):
+ *   cmake --build BUILD --target bench_attention
  * Usage: bench_attention [REPS] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
+#include <cuda_runtime.h>
+
+#include "cuda/flash_attn.h"
 #include "cuda/ops_cuda.h"
 #include "xr_common.h"
+
+#define CK(call)                                                                                                 \
+    do {                                                                                                         \
+        cudaError_t e_ = (call);                                                                                 \
+        if (e_ != cudaSuccess) {                                                                                 \
+            fprintf(stderr, "bench_attention: %s: %s\n", #call, cudaGetErrorString(e_));                         \
+            exit(1);                                                                                             \
+        }                                                                                                        \
+    } while (0)
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The flash kernel per tile on fp32 and on bf16 storage. h: the shape's fp32 inputs, rounded to bf16 here (in
+ * place) so both kernels see the same values. CUDA events around `reps` calls after one warm-up call. */
+static void run_kernels(const char *name, const int32_t *doff, int S, int max_len, int N, int NH, int dh, float *h,
+                        double flops, int reps) {
+    static const char *const tiles[] = {"flash64", "flash128", "flash128w8", "flash256"};
+    size_t HD = (size_t)NH * dh, nq = (size_t)N * 3 * HD, no = (size_t)N * HD;
+    uint16_t *h16 = (uint16_t *)xr_malloc(nq * 2), *o16 = (uint16_t *)xr_malloc(no * 2);
+    uint16_t *obf = (uint16_t *)xr_malloc(no * 2);
+    for (size_t i = 0; i < nq; i++) {
+        uint32_t u;
+        memcpy(&u, &h[i], 4);
+        u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u; /* nearest even */
+        memcpy(&h[i], &u, 4);
+        h16[i] = (uint16_t)(u >> 16);
+    }
+    float *dq, *dout;
+    __nv_bfloat16 *dq16, *dout16, *dobf;
+    CK(cudaMalloc(&dq, nq * 4));
+    CK(cudaMalloc(&dq16, nq * 2));
+    CK(cudaMalloc(&dout, no * 4));
+    CK(cudaMalloc(&dout16, no * 2));
+    CK(cudaMalloc(&dobf, no * 2));
+    CK(cudaMemcpy(dq, h, nq * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dq16, h16, nq * 2, cudaMemcpyHostToDevice));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int t = 0; t < 4; t++) {
+        XrFlashTile tile = (XrFlashTile)t;
+        float ms[2];
+        for (int bf = 0; bf < 2; bf++) {
+            for (int i = -1; i < reps; i++) {
+                if (i == 0) CK(cudaEventRecord(e0));
+                CK(bf ? xr_flash_attention_bf16(0, tile, dobf, dq16, doff, S, max_len, NH, dh)
+                      : xr_flash_attention(0, tile, dout, dout16, dq, doff, S, max_len, NH, dh));
+            }
+            CK(cudaEventRecord(e1));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&ms[bf], e0, e1));
+            ms[bf] /= reps;
+        }
+        CK(cudaMemcpy(o16, dout16, no * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(obf, dobf, no * 2, cudaMemcpyDeviceToHost));
+        size_t differ = 0;
+        for (size_t i = 0; i < no; i++) differ += o16[i] != obf[i];
+        for (int bf = 0; bf < 2; bf++)
+            printf("{\"bench\": \"flash_kernel\", \"shape\": \"%s\", \"tile\": \"%s\", \"storage\": \"%s\", "
+                   "\"S\": %d, \"max_len\": %d, \"tokens\": %d, \"NH\": %d, \"dh\": %d, \"ms\": %.4f, "
+                   "\"tflops\": %.1f, \"bf16_vs_fp32_out16_differ\": %zu}\n",
+                   name, tiles[t], bf ? "bf16" : "fp32", S, max_len, N, NH, dh, ms[bf],
+                   flops / (ms[bf] * 1e-3) / 1e12, differ);
+        fflush(stdout);
+    }
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    CK(cudaFree(dq));
+    CK(cudaFree(dq16));
+    CK(cudaFree(dout));
+    CK(cudaFree(dout16));
+    CK(cudaFree(dobf));
+    free(h16), free(o16), free(obf);
 }
 
 static void run_shape(const char *name, const int *lens, int S, int NH, int dh, int reps) {
@@ -67,6 +145,11 @@ static void run_shape(const char *name, const int *lens, int S, int NH, int dh, 
         cuda_ops_backend_free(g);
     }
     for (int p = 0; p < NP; p++) free(res[p]);
+    int32_t *doff;
+    CK(cudaMalloc(&doff, (S + 1) * sizeof *off));
+    CK(cudaMemcpy(doff, off, (S + 1) * sizeof *off, cudaMemcpyHostToDevice));
+    run_kernels(name, doff, S, max_len, N, NH, dh, h, flops, reps);
+    CK(cudaFree(doff));
     free(h), free(off);
 }
 

@@ -58,8 +58,8 @@ export OPAL_PREFIX="$P/usr" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONF
 nvcc -O2 -o /tmp/gemm_peak benchmarks/gpu/gemm_peak.cu -lcublasLt -lcublas && /tmp/gemm_peak | tee "$O/gemm_peak.jsonl"
 PEAK=$(python3 -c "import json,sys; print(max(json.loads(l)['tflops'] for l in open('$O/gemm_peak.jsonl') if '\"bf16\"' in l))")
 echo "bf16 GEMM peak: $PEAK TFLOP/s"
-nvcc -O2 -arch=sm_90 -Ibase -Iio -Icore -o /tmp/bench_attention benchmarks/gpu/bench_attention.cu core/cuda/ops_cuda.cu \
-    core/cuda/flash_attn.cu base/xr_common.c -lcublasLt -lcublas && /tmp/bench_attention 20 | tee "$O/attention.jsonl"
+cmake --build "$B" --target bench_attention -j"$(nproc)" >>"$O/build.log" 2>&1 &&
+    "$B/benchmarks/bench_attention" 20 | tee "$O/attention.jsonl"
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader
 
 python3 benchmarks/gpu/bench_forward.py write "$M" || exit 1

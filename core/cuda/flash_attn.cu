@@ -34,37 +34,25 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* DH: head size; MW: 16-row MMA tiles per warp; BC: keys per step; NW warps (query rows per block = 16 MW NW).
- * Q goes from global memory straight into registers. Shared memory (bf16): K [BC][DH+8] and V transposed
- * [DH][BC+8]; the 8-element pads put the 8 rows a fragment load touches on different banks. The next K/V tile
- * is loaded (fp32, from global memory) into registers while the tensor cores work on the current one, then
- * rounded and stored. */
-template <int DH, int MW, int BC, int NW>
-__global__ void __launch_bounds__(32 * NW) k_flash(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
-                                                    const float *__restrict__ qkv, const int32_t *__restrict__ seq_off,
-                                                    int NH, int nqt, float scale_log2) {
-    constexpr int kWarps = NW, kThreads = 32 * NW, BR = 16 * MW * kWarps, QS = DH + 8, VS = BC + 8, CPR = DH / 4;
-    constexpr int NK = BC * CPR / kThreads, NV = BC * DH / 8 / kThreads, PH = BC / 32;
-    static_assert(DH % 16 == 0 && BC % 32 == 0, "tile shapes");
+/* The K / V staging of one key tile, per input type: global memory -> registers (load, issued before the current
+ * tile's products so it is in flight during them) -> bf16 shared memory (store, after the barrier). K goes to Ks
+ * [BC][DH+8] in row order, V transposed to Vt [DH][BC+8]: one 32-bit word holds two adjacent keys of one column,
+ * the B fragment the P V product reads. Keys at or past L are zeros. Both loaders read 16-byte chunks. */
+template <typename T, int DH, int BC, int NW> struct KvStage;
+
+/* fp32 q/k/v: a chunk is 4 floats, rounded to bf16 when stored. K: chunks in row order (a warp reads whole rows).
+ * V: lane bit 0 picks one of two adjacent chunks, lanes >> 1 one of 16 key pairs; each lane loads its chunk of
+ * both keys of its pair, so the transposed 32-bit stores (two keys, one column) hit 32 banks. */
+template <int DH, int BC, int NW> struct KvStage<float, DH, BC, NW> {
+    static constexpr int kThreads = 32 * NW, CPR = DH / 4, NK = BC * CPR / kThreads, NV = BC * DH / 8 / kThreads,
+                         PH = BC / 32, QS = DH + 8, VS = BC + 8;
     static_assert(NK * kThreads == BC * CPR && NV * kThreads * 8 == BC * DH && NV >= 1, "loader covers the tile");
-    static_assert(kWarps * NV == (DH / 8) * PH, "V loader: one (column pair, row half) per warp and step");
-    __shared__ __align__(16) __nv_bfloat16 Ks[BC * QS];
-    __shared__ __align__(16) __nv_bfloat16 Vt[DH * VS];
-
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
-    const int bh = blockIdx.x / nqt, qt = blockIdx.x % nqt;
-    const int s = bh / NH, h = bh % NH;
-    const int b0 = seq_off[s], L = seq_off[s + 1] - b0, q0 = qt * BR;
-    if (q0 >= L) return; /* whole block: past this sequence's end */
-    const size_t stride = (size_t)3 * NH * DH, HD = (size_t)NH * DH;
-    const float *qg = qkv + (size_t)b0 * stride + (size_t)h * DH;
-    const float *kg = qg + HD, *vg = kg + HD;
-    const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-
-    /* K: 16-byte chunks in row order (a warp reads whole rows). V: lane bit 0 picks one of two adjacent chunks,
-     * lanes >> 1 one of 16 row pairs, so the transposed 32-bit stores (two keys, one column) hit 32 banks. */
+    static_assert(NW * NV == (DH / 8) * PH, "V loader: one (column pair, row half) per warp and step");
     float4 kr[NK], vr[NV][2];
-    auto load_kv = [&](int j0) {
+
+    __device__ __forceinline__ void load(const float *kg, const float *vg, size_t stride, int L, int j0, int tid) {
+        const int warp = tid / 32, lane = tid % 32;
+        const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
         for (int k = 0; k < NK; k++) {
             int it = tid + k * kThreads, r = it / CPR, c = it % CPR, key = j0 + r;
@@ -78,8 +66,9 @@ __global__ void __launch_bounds__(32 * NW) k_flash(float *__restrict__ out, __nv
             vr[k][1] = key + 1 < L ? __ldg(reinterpret_cast<const float4 *>(vg + (size_t)(key + 1) * stride) + c)
                                    : zero4;
         }
-    };
-    auto store_kv = [&]() {
+    }
+    __device__ __forceinline__ void store(__nv_bfloat16 *Ks, __nv_bfloat16 *Vt, int tid) const {
+        const int warp = tid / 32, lane = tid % 32;
 #pragma unroll
         for (int k = 0; k < NK; k++) {
             int it = tid + k * kThreads, r = it / CPR, c = it % CPR;
@@ -96,7 +85,108 @@ __global__ void __launch_bounds__(32 * NW) k_flash(float *__restrict__ out, __nv
             *reinterpret_cast<uint32_t *>(d + 2 * VS) = pack_bf16(vr[k][0].z, vr[k][1].z);
             *reinterpret_cast<uint32_t *>(d + 3 * VS) = pack_bf16(vr[k][0].w, vr[k][1].w);
         }
-    };
+    }
+};
+
+/* bf16 q/k/v: a chunk is 8 values, stored as loaded (half the registers and global loads of the fp32 stage). K:
+ * chunks in row order, one 16-byte store each. V: one chunk of one key per lane and step; lane bit 0 is the key's
+ * parity, bit 1 picks one of two adjacent chunks (so a lane pair reads a row's whole 32-byte sector), lanes >> 2
+ * one of 8 key pairs. The two lanes of a key pair swap halves (two shuffles): the even lane then holds columns
+ * 0..3 of its chunk for both keys, the odd lane columns 4..7, and each writes 4 words of (key, key + 1). The
+ * lanes of the second chunk write their 4 columns rotated by 2, which with the rows 8 apart (the same banks for
+ * both pads) keeps each store on 32 different banks. */
+template <int DH, int BC, int NW> struct KvStage<__nv_bfloat16, DH, BC, NW> {
+    static constexpr int kThreads = 32 * NW, CPR = DH / 8, NK = BC * CPR / kThreads, KG = BC / 16,
+                         NV = KG * (DH / 16) / NW, QS = DH + 8, VS = BC + 8;
+    static_assert(NK * kThreads == BC * CPR && NK >= 1, "K loader covers the tile");
+    static_assert(NV * NW == KG * (DH / 16) && NV >= 1, "V loader: one (16 keys, 16 columns) block per warp and step");
+    uint4 kr[NK], vr[NV];
+
+    __device__ __forceinline__ void load(const __nv_bfloat16 *kg, const __nv_bfloat16 *vg, size_t stride, int L,
+                                         int j0, int tid) {
+        const int warp = tid / 32, lane = tid % 32;
+        const uint4 zero4 = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+            int it = tid + k * kThreads, r = it / CPR, c = it % CPR, key = j0 + r;
+            kr[k] = key < L ? __ldg(reinterpret_cast<const uint4 *>(kg + (size_t)key * stride) + c) : zero4;
+        }
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int combo = warp * NV + k, c = 2 * (combo / KG) + ((lane >> 1) & 1);
+            int key = j0 + 16 * (combo % KG) + 2 * (lane >> 2) + (lane & 1);
+            vr[k] = key < L ? __ldg(reinterpret_cast<const uint4 *>(vg + (size_t)key * stride) + c) : zero4;
+        }
+    }
+    __device__ __forceinline__ void store(__nv_bfloat16 *Ks, __nv_bfloat16 *Vt, int tid) const {
+        const int warp = tid / 32, lane = tid % 32, par = lane & 1, ch = (lane >> 1) & 1;
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+            int it = tid + k * kThreads, r = it / CPR, c = it % CPR;
+            *reinterpret_cast<uint4 *>(&Ks[r * QS + 8 * c]) = kr[k];
+        }
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int combo = warp * NV + k, c = 2 * (combo / KG) + ch;
+            /* x: key's words (columns 2i, 2i+1 of this lane's 4), y: key + 1's */
+            uint32_t r0 = __shfl_xor_sync(0xffffffffu, par ? vr[k].x : vr[k].z, 1);
+            uint32_t r1 = __shfl_xor_sync(0xffffffffu, par ? vr[k].y : vr[k].w, 1);
+            uint32_t x0 = par ? r0 : vr[k].x, y0 = par ? vr[k].z : r0;
+            uint32_t x1 = par ? r1 : vr[k].y, y1 = par ? vr[k].w : r1;
+            uint32_t w[4] = {__byte_perm(x0, y0, 0x5410), __byte_perm(x0, y0, 0x7632), __byte_perm(x1, y1, 0x5410),
+                             __byte_perm(x1, y1, 0x7632)};
+            __nv_bfloat16 *d = &Vt[(8 * c + 4 * par) * VS + 16 * (combo % KG) + 2 * (lane >> 2)];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int j = (i + 2 * ch) & 3;
+                *reinterpret_cast<uint32_t *>(d + j * VS) = ch ? w[(i + 2) & 3] : w[i];
+            }
+        }
+    }
+};
+
+/* A q row's two adjacent values as one bf16x2 A-fragment register (the lower column in the lower half) */
+__device__ __forceinline__ uint32_t q_pair(const float *p) {
+    float2 v = __ldg(reinterpret_cast<const float2 *>(p));
+    return pack_bf16(v.x, v.y);
+}
+__device__ __forceinline__ uint32_t q_pair(const __nv_bfloat16 *p) {
+    return __ldg(reinterpret_cast<const unsigned int *>(p));
+}
+
+/* Two adjacent output values: fp32 (and the bf16 copy when asked), or bf16 alone; the same rounding either way */
+__device__ __forceinline__ void store_pair(float *out, __nv_bfloat16 *out16, size_t i, float x, float y) {
+    *reinterpret_cast<float2 *>(out + i) = make_float2(x, y);
+    if (out16) *reinterpret_cast<uint32_t *>(out16 + i) = pack_bf16(x, y);
+}
+__device__ __forceinline__ void store_pair(__nv_bfloat16 *out, __nv_bfloat16 *, size_t i, float x, float y) {
+    *reinterpret_cast<uint32_t *>(out + i) = pack_bf16(x, y);
+}
+
+/* T: q/k/v and output element type (float or __nv_bfloat16); DH: head size; MW: 16-row MMA tiles per warp; BC:
+ * keys per step; NW warps (query rows per block = 16 MW NW). Q goes from global memory straight into registers.
+ * Shared memory (bf16): K [BC][DH+8] and V transposed [DH][BC+8]; the 8-element pads put the 8 rows a fragment
+ * load touches on different banks. The next K/V tile is loaded into registers while the tensor cores work on the
+ * current one, then stored (KvStage). Every product and softmax step is the same for both types, so bf16 inputs
+ * give the bits the fp32 kernel's bf16 copy has when its inputs are bf16-exact. */
+template <typename T, int DH, int MW, int BC, int NW>
+__global__ void __launch_bounds__(32 * NW) k_flash(T *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
+                                                    const T *__restrict__ qkv, const int32_t *__restrict__ seq_off,
+                                                    int NH, int nqt, float scale_log2) {
+    constexpr int kWarps = NW, BR = 16 * MW * kWarps, QS = DH + 8, VS = BC + 8;
+    static_assert(DH % 16 == 0 && BC % 32 == 0, "tile shapes");
+    __shared__ __align__(16) __nv_bfloat16 Ks[BC * QS];
+    __shared__ __align__(16) __nv_bfloat16 Vt[DH * VS];
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.x / nqt, qt = blockIdx.x % nqt;
+    const int s = bh / NH, h = bh % NH;
+    const int b0 = seq_off[s], L = seq_off[s + 1] - b0, q0 = qt * BR;
+    if (q0 >= L) return; /* whole block: past this sequence's end */
+    const size_t stride = (size_t)3 * NH * DH, HD = (size_t)NH * DH;
+    const T *qg = qkv + (size_t)b0 * stride + (size_t)h * DH;
+    const T *kg = qg + HD, *vg = kg + HD;
+    KvStage<T, DH, BC, NW> kv;
 
     uint32_t qa[MW][DH / 16][4];
     float o[MW][DH / 8][4], m[MW][2], l[MW][2];
@@ -115,26 +205,23 @@ __global__ void __launch_bounds__(32 * NW) k_flash(float *__restrict__ out, __nv
 #pragma unroll
         for (int hi = 0; hi < 2; hi++) {
             int row = q0 + warp * 16 * MW + mw * 16 + g + 8 * hi;
-            const float *qr = qg + (size_t)row * stride + 2 * t;
+            const T *qr = qg + (size_t)row * stride + 2 * t;
 #pragma unroll
             for (int kk = 0; kk < DH / 16; kk++) {
-                float2 lo = make_float2(0.0f, 0.0f), up = lo;
-                if (row < L) {
-                    lo = __ldg(reinterpret_cast<const float2 *>(qr + kk * 16));
-                    up = __ldg(reinterpret_cast<const float2 *>(qr + kk * 16 + 8));
-                }
-                qa[mw][kk][hi] = pack_bf16(lo.x, lo.y);
-                qa[mw][kk][2 + hi] = pack_bf16(up.x, up.y);
+                uint32_t lo = 0u, up = 0u;
+                if (row < L) lo = q_pair(qr + kk * 16), up = q_pair(qr + kk * 16 + 8);
+                qa[mw][kk][hi] = lo;
+                qa[mw][kk][2 + hi] = up;
             }
         }
 
     const int ntiles = (L + BC - 1) / BC;
-    load_kv(0);
+    kv.load(kg, vg, stride, L, 0, tid);
     for (int jt = 0; jt < ntiles; jt++) {
         if (jt > 0) __syncthreads(); /* every warp is done with the previous K/V tile */
-        store_kv();
+        kv.store(Ks, Vt, tid);
         __syncthreads();
-        if (jt + 1 < ntiles) load_kv((jt + 1) * BC); /* in flight during the products below */
+        if (jt + 1 < ntiles) kv.load(kg, vg, stride, L, (jt + 1) * BC, tid); /* in flight during the products below */
 
         /* scores S = Q K^T for this warp's rows and BC keys */
         float sc[MW][BC / 8][4];
@@ -221,23 +308,43 @@ __global__ void __launch_bounds__(32 * NW) k_flash(float *__restrict__ out, __nv
             size_t base = (size_t)(b0 + row) * HD + (size_t)h * DH + 2 * t;
 #pragma unroll
             for (int nt = 0; nt < DH / 8; nt++) {
-                float2 v = make_float2(o[mw][nt][2 * r] * inv, o[mw][nt][2 * r + 1] * inv);
-                *reinterpret_cast<float2 *>(out + base + nt * 8) = v;
-                if (out16) *reinterpret_cast<uint32_t *>(out16 + base + nt * 8) = pack_bf16(v.x, v.y);
+                store_pair(out, out16, base + nt * 8, o[mw][nt][2 * r] * inv, o[mw][nt][2 * r + 1] * inv);
             }
         }
 }
 
-template <int DH, int MW, int BC, int NW>
-cudaError_t launch(cudaStream_t stream, float *out, __nv_bfloat16 *out16, const float *qkv, const int32_t *seq_off,
-                   int S, int max_len, int NH) {
+template <typename T, int DH, int MW, int BC, int NW>
+cudaError_t launch(cudaStream_t stream, T *out, __nv_bfloat16 *out16, const T *qkv, const int32_t *seq_off, int S,
+                   int max_len, int NH) {
     constexpr int BR = 16 * MW * NW;
     int nqt = (max_len + BR - 1) / BR;
     long long blocks = (long long)S * NH * nqt;
     if (blocks > INT_MAX) return cudaErrorInvalidConfiguration;
     float scale_log2 = (float)(1.4426950408889634 / sqrt((double)DH));
-    k_flash<DH, MW, BC, NW><<<(unsigned)blocks, 32 * NW, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt, scale_log2);
+    k_flash<T, DH, MW, BC, NW><<<(unsigned)blocks, 32 * NW, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt,
+                                                                         scale_log2);
     return cudaGetLastError();
+}
+
+/* The tile's kernel for this element type and head size (dh 32 or 64, checked by the caller) */
+template <typename T>
+cudaError_t dispatch(cudaStream_t stream, XrFlashTile tile, T *out, __nv_bfloat16 *out16, const T *qkv,
+                     const int32_t *seq_off, int S, int max_len, int NH, int dh) {
+    switch (tile) {
+    case XR_FLASH_64:
+        return dh == 64 ? launch<T, 64, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<T, 32, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    case XR_FLASH_128:
+        return dh == 64 ? launch<T, 64, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<T, 32, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    case XR_FLASH_128W8:
+        return dh == 64 ? launch<T, 64, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<T, 32, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    case XR_FLASH_256:
+        return dh == 64 ? launch<T, 64, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                        : launch<T, 32, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    }
+    return cudaErrorInvalidValue;
 }
 
 } // namespace
@@ -246,23 +353,21 @@ int xr_flash_supported(int dh, const float *qkv, const float *out) {
     return (dh == 64 || dh == 32) && ((uintptr_t)qkv & 15) == 0 && ((uintptr_t)out & 7) == 0;
 }
 
+int xr_flash_supported_bf16(int dh, const void *qkv, const void *out) {
+    return (dh == 64 || dh == 32) && ((uintptr_t)qkv & 15) == 0 && ((uintptr_t)out & 3) == 0;
+}
+
 cudaError_t xr_flash_attention(cudaStream_t stream, XrFlashTile tile, float *out, __nv_bfloat16 *out16,
                                const float *qkv, const int32_t *seq_off, int S, int max_len, int NH, int dh) {
     if (S <= 0 || max_len <= 0) return cudaSuccess;
-    if (!xr_flash_supported(dh, qkv, out)) return cudaErrorInvalidValue;
-    switch (tile) {
-    case XR_FLASH_64:
-        return dh == 64 ? launch<64, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<32, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    case XR_FLASH_128:
-        return dh == 64 ? launch<64, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<32, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    case XR_FLASH_128W8:
-        return dh == 64 ? launch<64, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<32, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    case XR_FLASH_256:
-        return dh == 64 ? launch<64, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<32, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    }
-    return cudaErrorInvalidValue;
+    if (!xr_flash_supported(dh, qkv, out) || ((uintptr_t)out16 & 3) != 0) return cudaErrorInvalidValue;
+    return dispatch<float>(stream, tile, out, out16, qkv, seq_off, S, max_len, NH, dh);
+}
+
+cudaError_t xr_flash_attention_bf16(cudaStream_t stream, XrFlashTile tile, __nv_bfloat16 *out,
+                                    const __nv_bfloat16 *qkv, const int32_t *seq_off, int S, int max_len, int NH,
+                                    int dh) {
+    if (S <= 0 || max_len <= 0) return cudaSuccess;
+    if (!xr_flash_supported_bf16(dh, qkv, out)) return cudaErrorInvalidValue;
+    return dispatch<__nv_bfloat16>(stream, tile, out, nullptr, qkv, seq_off, S, max_len, NH, dh);
 }

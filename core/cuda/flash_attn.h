@@ -1,6 +1,7 @@
 /* flash_attn.h: fused (flash-style) attention over packed sequences for the CUDA backend's BF16 mode: bf16
  * tensor-core products (mma.sync m16n8k16, fp32 accumulation), online softmax in fp32, no score matrix in
- * device memory. Inference only (no probabilities saved). Used by ops_cuda.cu; C++ linkage, CUDA only. */
+ * device memory. Inference only (no probabilities saved). q/k/v and the output in fp32 (xr_flash_attention) or
+ * bf16 (xr_flash_attention_bf16, half the loads). Used by ops_cuda.cu; C++ linkage, CUDA only. */
 #ifndef XR_FLASH_ATTN_H
 #define XR_FLASH_ATTN_H
 #include <cuda_bf16.h>
@@ -22,5 +23,16 @@ int xr_flash_supported(int dh, const float *qkv, const float *out);
  * `stream`; returns the launch's error (cudaSuccess when queued). */
 cudaError_t xr_flash_attention(cudaStream_t stream, XrFlashTile tile, float *out, __nv_bfloat16 *out16,
                                const float *qkv, const int32_t *seq_off, int S, int max_len, int NH, int dh);
+
+/* Whether xr_flash_attention_bf16 handles this head size and these pointers (dh 32 or 64; qkv 16-byte aligned,
+ * out 4-byte aligned). */
+int xr_flash_supported_bf16(int dh, const void *qkv, const void *out);
+
+/* The same attention on bf16 storage: qkv [N, 3*NH*dh] bf16 in, out [N, NH*dh] bf16 (rounded to nearest even
+ * once, from the fp32 result). Same kernel, same products and softmax: for qkv holding the values of an fp32 qkv
+ * that are bf16-exact, out is bit for bit xr_flash_attention's out16. */
+cudaError_t xr_flash_attention_bf16(cudaStream_t stream, XrFlashTile tile, __nv_bfloat16 *out,
+                                    const __nv_bfloat16 *qkv, const int32_t *seq_off, int S, int max_len, int NH,
+                                    int dh);
 
 #endif
