@@ -8,8 +8,8 @@
  *   backward), inline for host and device, so the CUDA kernels and the C primitives run the same code.
  * In bf16 training (plan bf16 1: a working copy registered, ops_list.h "training precision") every GEMM takes bf16
  * operands with fp32 accumulation: q, k, v and dO are packed as bf16, and the row steps write the dropped
- * probabilities Pd and dS as bf16 copies too (xr_bf16_bits, the emulation's rounding); softmax, att, D and the fp32
- * dS stay fp32.
+ * probabilities Pd and dS as bf16 only (xr_bf16_bits of the fp32 value, the emulation's rounding: the next GEMMs
+ * read nothing else); softmax, att, D and the values before that rounding stay fp32.
  * The log-sum-exp variants (ops_attention_train_lse / ops_attention_backward_lse: plan lse 1) run the same GEMMs: the
  * forward's row step writes each row's lse instead of att, and the backward recomputes the scores per chunk with the
  * q k^T GEMM (the forward's chunks and calls: bit-equal scores) and P = exp(s - lse) in a row step (into the plan's
@@ -33,7 +33,8 @@ extern "C" {
  * rows past the sequence's length zero), scores / probabilities / dS [nqp, Tp]. Tp = max_len rounded up to
  * XR_ATTG_ALIGN; nqp = Tp, or 1 with first_only (the last layer: the first query row only). Blocks are processed
  * `chunk` at a time so the scratch stays within the budget whatever the batch. With bf16: Q, K, V, dO and the
- * backward's Pd are bf16 (uint16 bits), and the forward's Pd and the backward's dS have bf16 twins (o_p16, o_g16). */
+ * backward's Pd are bf16 (uint16 bits), and the forward's Pd and the backward's dS are written as bf16 only, into
+ * o_p16 / o_g16 (their fp32 blocks o_sc / o_g hold what the GEMMs write there: the scores, dPd). */
 #define XR_ATTG_ALIGN 8                       /* Tp's multiple: 32-byte rows */
 #define XR_ATTG_SCRATCH_MAX ((size_t)1 << 30) /* bytes of scratch per chunk of blocks, at most */
 #define XR_ATTG_MAX_BATCH 65535               /* blocks per batched GEMM call, at most */
@@ -95,21 +96,24 @@ typedef struct AttGemmPrims {
      * bf16 (act_round); dst16 (may be NULL): a bf16 copy of dst at the same indices (ld, col0). */
     void (*unpack)(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
                    const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16);
-    /* Forward rows: sc [n][nqp][Tp] holds the scaled scores; each real query row becomes its softmax over keys
-     * j < L, written to att (before dropout, when att is not NULL) and, dropped and scaled, in place of sc; padding
-     * rows and columns become 0 (attg_fwd_finish). p16 (may be NULL): the dropped values' bf16 bits too. */
+    /* Forward rows: sc [n][nqp][Tp] holds the scaled scores; each real query row's softmax over keys j < L is
+     * written to att (before dropout, when att is not NULL) and, dropped and scaled (Pd, padding rows and columns 0:
+     * attg_fwd_finish), where the context GEMM reads it: in place of sc (p16 NULL), or only as bf16 bits in p16
+     * (bf16 operands; sc is then not written). */
     void (*fwd_rows)(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
                      int bh0, int n, const AttGemmPlan *p, const XrDropout *d);
     /* Backward: pd [n][nqp][Tp] = dropout(P) from att, 0 in padding (attg_pd_part): fp32, or with p->bf16 its bf16
      * bits (pd then points to uint16_t). */
     void (*bwd_pd)(void *ctx, void *pd, const float *att, const size_t *base, const int32_t *seq_off, int bh0, int n,
                    const AttGemmPlan *p, const XrDropout *d);
-    /* Backward rows: g [n][nqp][Tp] holds dPd = dO V^T; becomes dS = P (dP - D) with dP = dropout(dPd),
-     * D = sum_j P dP, 0 in padding (attg_bwd_finish). g16 (may be NULL): dS's bf16 bits too. */
+    /* Backward rows: g [n][nqp][Tp] holds dPd = dO V^T; dS = P (dP - D) with dP = dropout(dPd), D = sum_j P dP, 0 in
+     * padding (attg_bwd_finish), goes where the dQ / dK GEMMs read it: in place of g (g16 NULL), or only as bf16
+     * bits in g16 (bf16 operands; g then holds dP, read by nobody). */
     void (*bwd_rows)(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base, const int32_t *seq_off,
                      int bh0, int n, const AttGemmPlan *p, const XrDropout *d);
     /* The log-sum-exp ops' row steps (needed only by attg_forward_lse / attg_backward_lse). lse is [rows, NH] at
-     * attg_lse_at. fwd_rows_lse: fwd_rows with each real row's lse = max + log(sum) written instead of att. */
+     * attg_lse_at. fwd_rows_lse: fwd_rows with each real row's lse = max + log(sum) written instead of att (so only
+     * Pd, fp32 in sc or bf16 in p16, and lse are written). */
     void (*fwd_rows_lse)(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0, int n,
                          const AttGemmPlan *p, const XrDropout *d);
     /* pr [n][nqp][Tp] holds the scaled scores; each real row becomes P = exp(s - lse) over keys j < L, and pd
@@ -191,38 +195,38 @@ XR_ATTG_HD float attg_part_max(const float *row, int L, int j0, int js) {
     return m;
 }
 
-/* row[j] = exp(row[j] - mx) for the same j; returns their partial sum (the caller adds the parts). */
-XR_ATTG_HD float attg_part_exp(float *row, int L, float mx, int j0, int js) {
+/* The partial sum of exp(row[j] - mx) over the same j (the caller adds the parts). Reads only: the row keeps the
+ * scores, and the last pass computes each exponential again (the same expression, the same bits), so the row is
+ * written once, or (bf16 operands) never. */
+XR_ATTG_HD float attg_part_sumexp(const float *row, int L, float mx, int j0, int js) {
     float s = 0.0f;
-    for (int j = j0; j < L; j += js) {
-        float e = expf(row[j] - mx);
-        row[j] = e;
-        s += e;
-    }
+    for (int j = j0; j < L; j += js) s += expf(row[j] - mx);
     return s;
 }
 
-/* The forward row's last pass over groups of 4 columns g = g0, g0 + gs, ... (4g < Tp): p = row[j] inv for j < L,
- * saved in a[j] (a may be NULL), then row[j] = dropout(p) (the mask at position c1 of sequence id); row[j] = 0 for
- * L <= j < Tp; r16 (may be NULL): r16[j] = row[j]'s bf16 bits. Reads and writes only its own columns, so the lanes
- * of a warp may share a row. */
-XR_ATTG_HD void attg_fwd_finish(float *row, float *a, uint16_t *r16, int L, int Tp, float inv, const AttgDrop *d,
-                                uint32_t c1, uint64_t id, int g0, int gs) {
+/* The forward row's last pass over groups of 4 columns g = g0, g0 + gs, ... (4g < Tp): p = exp(row[j] - mx) inv for
+ * j < L, saved in a[j] (a may be NULL), and Pd_j = dropout(p) (the mask at position c1 of sequence id), 0 for
+ * L <= j < Tp, written where the context GEMM reads it: in place of the score row[j] (r16 NULL), or only as bf16 bits
+ * r16[j] (bf16 operands: the fp32 row is left as it was, nobody reads it). Reads and writes only its own columns, so
+ * the lanes of a warp may share a row. */
+XR_ATTG_HD void attg_fwd_finish(float *row, float *a, uint16_t *r16, int L, int Tp, float mx, float inv,
+                                const AttgDrop *d, uint32_t c1, uint64_t id, int g0, int gs) {
     for (int g = g0; 4 * g < Tp; g += gs) {
         uint32_t r[4] = {0, 0, 0, 0};
         if (d->on && 4 * g < L) attg_draw4(r, d, g, c1, id);
         for (int k = 0; k < 4; k++) {
             int j = 4 * g + k;
             if (j >= Tp) break;
-            if (j >= L) {
-                row[j] = 0.0f;
-                if (r16) r16[j] = 0;
-                continue;
+            float v = 0.0f;
+            if (j < L) {
+                float p = expf(row[j] - mx) * inv;
+                if (a) a[j] = p;
+                v = attg_dropout(d, r[k], p);
             }
-            float p = row[j] * inv;
-            if (a) a[j] = p;
-            row[j] = attg_dropout(d, r[k], p);
-            if (r16) r16[j] = xr_bf16_bits(row[j]);
+            if (r16)
+                r16[j] = xr_bf16_bits(v);
+            else
+                row[j] = v;
         }
     }
 }
@@ -286,11 +290,15 @@ XR_ATTG_HD float attg_bwd_part_dot(float *g, const float *P, int L, const AttgDr
     return D;
 }
 
-/* Its second pass: g[j] = dS_j = P_j (dP_j - D) for j < L, 0 for L <= j < Tp; g16 (may be NULL): dS's bf16 bits. */
+/* Its second pass: dS_j = P_j (dP_j - D) for j < L, 0 for L <= j < Tp, written where the dQ / dK GEMMs read it: in
+ * place of g[j] (g16 NULL), or only as bf16 bits g16[j] (bf16 operands: g is left holding dP, nobody reads it). */
 XR_ATTG_HD void attg_bwd_finish(float *g, uint16_t *g16, const float *P, int L, int Tp, float D, int j0, int js) {
     for (int j = j0; j < Tp; j += js) {
-        g[j] = j < L ? P[j] * (g[j] - D) : 0.0f;
-        if (g16) g16[j] = xr_bf16_bits(g[j]);
+        float ds = j < L ? P[j] * (g[j] - D) : 0.0f;
+        if (g16)
+            g16[j] = xr_bf16_bits(ds);
+        else
+            g[j] = ds;
     }
 }
 

@@ -235,29 +235,47 @@ static void fwd_rows(void *ctx, float *sc, float *att, float *lse, uint16_t *p16
         float *row = sc + (size_t)r * p->Tp;
         uint16_t *r16 = p16 ? p16 + (size_t)r * p->Tp : NULL;
         if (!w.real) {
-            for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
-            if (r16) memset(r16, 0, (size_t)p->Tp * 2);
+            if (r16)
+                memset(r16, 0, (size_t)p->Tp * 2);
+            else
+                for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
             continue;
         }
-        /* each pass over every lane before the next, as the warp's reductions and __syncwarp order them */
+        /* each pass over every lane before the next, as the warp's reductions order them */
         float mx = -INFINITY, sum = 0.0f;
         for (int l = 0; l < nl; l++) mx = fmaxf(mx, attg_part_max(row, w.L, l, nl));
-        for (int l = 0; l < nl; l++) sum += attg_part_exp(row, w.L, mx, l, nl);
+        for (int l = 0; l < nl; l++) sum += attg_part_sumexp(row, w.L, mx, l, nl);
         if (lse) lse[attg_lse_at(seq_off, p->NH, p->first_only, w.s, w.h, r % p->nqp)] = mx + logf(sum);
         for (int l = 0; l < nl; l++)
-            attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, p->Tp, 1.0f / sum, &dd,
+            attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, p->Tp, mx, 1.0f / sum, &dd,
                             attg_pos(r % p->nqp, w.h), id_of(d, w.s), l, nl);
     }
 }
 
+/* With bf16 operands the row steps write Pd and dS as bf16 only: the forward's fp32 scores must come out of the row
+ * step unwritten (no write nobody reads), and the fp32 blocks are NaN-poisoned after the row steps, so a GEMM or a
+ * later step that read them would fail the comparisons. */
+static void fwd_rows_bf16_only(void *ctx, float *sc, float *att, float *lse, uint16_t *p16, const size_t *base,
+                               const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
+    size_t nf = (size_t)n * p->sq;
+    float *before = p16 ? xr_malloc(nf * sizeof(float)) : NULL;
+    if (before) memcpy(before, sc, nf * sizeof(float));
+    fwd_rows(ctx, sc, att, lse, p16, base, seq_off, bh0, n, p, d);
+    if (!before) return;
+    TU_CHECK(memcmp(before, sc, nf * sizeof(float)) == 0, "bf16 forward row step wrote the fp32 scores (%zu floats)",
+             nf);
+    for (size_t i = 0; i < nf; i++) sc[i] = NAN;
+    free(before);
+}
+
 static void c_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
                        int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
-    fwd_rows(ctx, sc, att, NULL, p16, base, seq_off, bh0, n, p, d);
+    fwd_rows_bf16_only(ctx, sc, att, NULL, p16, base, seq_off, bh0, n, p, d);
 }
 
 static void c_fwd_rows_lse(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0, int n,
                            const AttGemmPlan *p, const XrDropout *d) {
-    fwd_rows(ctx, sc, NULL, lse, p16, NULL, seq_off, bh0, n, p, d);
+    fwd_rows_bf16_only(ctx, sc, NULL, lse, p16, NULL, seq_off, bh0, n, p, d);
 }
 
 static void c_bwd_p_lse(void *ctx, float *pr, void *pd, const float *lse, const int32_t *seq_off, int bh0, int n,
@@ -314,8 +332,10 @@ static void bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const
         float *row = g + (size_t)r * p->Tp;
         uint16_t *r16 = g16 ? g16 + (size_t)r * p->Tp : NULL;
         if (!w.real) {
-            for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
-            if (r16) memset(r16, 0, (size_t)p->Tp * 2);
+            if (r16)
+                memset(r16, 0, (size_t)p->Tp * 2);
+            else
+                for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
             continue;
         }
         const float *P = pr ? pr + (size_t)r * p->Tp : att + w.att;
@@ -329,11 +349,15 @@ static void bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const
 static void c_bwd_rows(void *ctx, float *g, uint16_t *g16, const float *att, const size_t *base,
                        const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     bwd_rows(ctx, g, g16, att, NULL, base, seq_off, bh0, n, p, d);
+    if (g16) /* dS goes to the GEMMs as bf16 only: the fp32 block is read by nobody */
+        for (size_t i = 0; i < (size_t)n * p->sq; i++) g[i] = NAN;
 }
 
 static void c_bwd_rows_lse(void *ctx, float *g, uint16_t *g16, const float *pr, const int32_t *seq_off, int bh0,
                            int n, const AttGemmPlan *p, const XrDropout *d) {
     bwd_rows(ctx, g, g16, NULL, pr, NULL, seq_off, bh0, n, p, d);
+    if (g16)
+        for (size_t i = 0; i < (size_t)n * p->sq; i++) g[i] = NAN;
 }
 
 static AttGemmPrims c_prims(CpuPrims *c) {
@@ -372,7 +396,9 @@ static void compare(const char *what, int k, const float *got, const float *want
  * driver's own saved att, bit for bit, and 0 in every padding row and column. */
 static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att, const int32_t *off,
                        const XrDropout *d, const char *name) {
+    /* fp32: Pd in place of the scores; bf16 operands: only its bf16 bits (o_p16), the rounding of the same values */
     const float *pd = (const float *)((const char *)c->scr + p->o_sc);
+    const uint16_t *pd16 = p->bf16 ? (const uint16_t *)((const char *)c->scr + p->o_p16) : NULL;
     size_t base[16];
     c_bases(NULL, base, off, p->S, p->NH, p->first_only);
     float *want = xr_malloc((size_t)p->Tp * sizeof(float));
@@ -381,6 +407,7 @@ static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att
     for (int r = 0; r < (int)p->nb * p->nqp; r++) {
         AttgRow w = row_of(base, off, 0, p, r);
         const float *row = pd + (size_t)r * p->Tp;
+        const uint16_t *row16 = pd16 ? pd16 + (size_t)r * p->Tp : NULL;
         for (int j = 0; j < p->Tp; j++) want[j] = 0.0f;
         if (w.real && dd.on)
             rng_dropout_span(want, att + w.att, w.L, dd.key, attg_pos(r % p->nqp, w.h), id_of(d, w.s), dd.thr,
@@ -388,7 +415,7 @@ static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att
         else if (w.real)
             memcpy(want, att + w.att, (size_t)w.L * sizeof(float));
         for (int j = 0; j < p->Tp; j++) {
-            bad += memcmp(&row[j], &want[j], sizeof(float)) != 0;
+            bad += row16 ? row16[j] != xr_bf16_bits(want[j]) : memcmp(&row[j], &want[j], sizeof(float)) != 0;
             if (w.real && j < w.L) dropped += want[j] == 0.0f, kept += want[j] != 0.0f;
         }
     }

@@ -141,19 +141,21 @@ __global__ void k_attg_fwd_rows(float *sc, float *att, float *lse, uint16_t *p16
     AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
     float *row = sc + (size_t)r * a.Tp;
     uint16_t *r16 = p16 ? p16 + (size_t)r * a.Tp : NULL;
-    if (!w.real) {
-        for (int j = lane; j < a.Tp; j += 32) {
-            row[j] = 0.0f;
-            if (r16) r16[j] = 0;
-        }
+    if (!w.real) { /* Pd's padding row: where the context GEMM reads it (bf16 only, or fp32 in place) */
+        for (int j = lane; j < a.Tp; j += 32)
+            if (r16)
+                r16[j] = 0;
+            else
+                row[j] = 0.0f;
         return;
     }
+    /* two read-only passes (max, sum of exponentials), then the one that writes Pd: the scores are written once in
+     * fp32 training and never with bf16 operands */
     float mx = warp_max(attg_part_max(row, w.L, lane, 32));
-    float sum = warp_sum(attg_part_exp(row, w.L, mx, lane, 32)), inv = 1.0f / sum;
+    float sum = warp_sum(attg_part_sumexp(row, w.L, mx, lane, 32)), inv = 1.0f / sum;
     if (lse && lane == 0) lse[attg_lse_at(a.seq_off, a.NH, a.first_only, w.s, w.h, i)] = mx + logf(sum);
-    __syncwarp(); /* the last pass reads the columns other lanes wrote */
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
-    attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, a.Tp, inv, &a.d, attg_pos(i, w.h), id, lane, 32);
+    attg_fwd_finish(row, att ? att + w.att : NULL, r16, w.L, a.Tp, mx, inv, &a.d, attg_pos(i, w.h), id, lane, 32);
 }
 
 static void attg_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
@@ -239,11 +241,12 @@ __global__ void k_attg_bwd_rows(float *g, uint16_t *g16, const float *att, const
     AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
     float *row = g + (size_t)r * a.Tp;
     uint16_t *r16 = g16 ? g16 + (size_t)r * a.Tp : NULL;
-    if (!w.real) {
-        for (int j = lane; j < a.Tp; j += 32) {
-            row[j] = 0.0f;
-            if (r16) r16[j] = 0;
-        }
+    if (!w.real) { /* dS's padding row, where the dQ / dK GEMMs read it */
+        for (int j = lane; j < a.Tp; j += 32)
+            if (r16)
+                r16[j] = 0;
+            else
+                row[j] = 0.0f;
         return;
     }
     uint64_t id = a.ids ? a.ids[w.s] : (uint64_t)w.s;
