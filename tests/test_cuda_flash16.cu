@@ -1,11 +1,11 @@
 /* test_cuda_flash16: the flash attention kernel on bf16 storage (xr_flash_attention_bf16, core/cuda/flash_attn.h)
- * against the fp32-input kernel and the CPU. For every tile shape, head sizes 32 and 64, ragged packed sequences
- * (0 .. 512 tokens: tile edges 63/64/65, 127/128/129, 255/256/257, empty ones included), bf16-exact random inputs
- * that are never 0, outputs poisoned with NaN bits and guarded past their end: the bf16 kernel's output must be
- * xr_flash_attention's bf16 copy (out16) bit for bit (the fp32 kernel rounds q/k/v to bf16 as it loads them, a
- * no-op on bf16-exact values, so both run the same products and softmax), both within test_cuda_bf16's bounds of
- * the CPU's fp32 ops_attention, and nothing written past the output. Without a GPU only the host-side checks run
- * (which pointers xr_flash_supported_bf16 accepts); then it reports skipped (77). */
+ * against the fp32-input kernel and the CPU. For every tile (XR_FLASH_TILES, the register-capped ones too), head
+ * sizes 32 and 64, ragged packed sequences (0 .. 512 tokens: tile edges 63/64/65, 127/128/129, 255/256/257, empty
+ * ones included), bf16-exact random inputs that are never 0, outputs poisoned with NaN bits and guarded past their
+ * end: the bf16 kernel's output must be xr_flash_attention's bf16 copy (out16) bit for bit (the fp32 kernel rounds
+ * q/k/v to bf16 as it loads them, a no-op on bf16-exact values, so both run the same products and softmax), both
+ * within test_cuda_bf16's bounds of the CPU's fp32 ops_attention, and nothing written past the output. Without a
+ * GPU only the host-side checks run (which pointers xr_flash_supported_bf16 accepts); then it reports skipped. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,16 +66,6 @@ void *dev_poisoned(size_t bytes) {
     return d;
 }
 
-const char *tile_name(XrFlashTile t) {
-    switch (t) {
-    case XR_FLASH_64: return "flash64";
-    case XR_FLASH_128: return "flash128";
-    case XR_FLASH_128W8: return "flash128w8";
-    case XR_FLASH_256: return "flash256";
-    }
-    return "?";
-}
-
 /* Which pointers the bf16 kernel takes (16-byte qkv, 4-byte out) and that a refused call launches nothing. */
 void check_supported() {
     uintptr_t a = 4096; /* never dereferenced */
@@ -125,7 +115,7 @@ void check_case(Backend *cpu, int NH, int dh, float amp, double tol) {
     float *hout = (float *)xr_malloc(o32b), *hbff = (float *)xr_malloc(no * 4);
     uint16_t *h16 = (uint16_t *)xr_malloc(o16b), *hbf = (uint16_t *)xr_malloc(o16b);
 
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < XR_FLASH_TILES; ti++) {
         XrFlashTile tile = (XrFlashTile)ti;
         CK(cudaMemset(dout, 0xFF, o32b + 8));
         CK(cudaMemset(dout16, 0xFF, o16b + 8));
@@ -140,7 +130,7 @@ void check_case(Backend *cpu, int NH, int dh, float amp, double tol) {
         CK(cudaMemcpy(hbf, obf, o16b, cudaMemcpyDeviceToHost));
 
         char name[96];
-        snprintf(name, sizeof name, "%s NH=%d dh=%d amp=%g", tile_name(tile), NH, dh, amp);
+        snprintf(name, sizeof name, "%s NH=%d dh=%d amp=%g", xr_flash_tile_name(tile), NH, dh, amp);
         size_t differ = 0, first = 0;
         for (size_t i = 0; i < no; i++)
             if (h16[i] != hbf[i]) differ += 1, first = differ == 1 ? i : first;
@@ -157,7 +147,7 @@ void check_case(Backend *cpu, int NH, int dh, float amp, double tol) {
         double d32 = tu_check_close(what, hout, ref, no, tol);
         snprintf(what, sizeof what, "%s bf16 in, bf16 out", name);
         double d16 = tu_check_close(what, hbff, ref, no, tol);
-        printf("flash16 %-30s tokens %zu: bf16 vs out16 %zu differ; vs CPU: fp32 %.3g, bf16 %.3g (tol %.0e)\n",
+        printf("flash16 %-32s tokens %zu: bf16 vs out16 %zu differ; vs CPU: fp32 %.3g, bf16 %.3g (tol %.0e)\n",
                name, N, differ, d32, d16, tol);
     }
     void *bufs[] = {dq, dq16, doff, dout, dout16, dbf};

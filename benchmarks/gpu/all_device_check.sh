@@ -161,7 +161,8 @@ if [ $GPU = 1 ]; then
     KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
         OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"
     # the inference attention alone (issue 13, bench_attention.cu, ~15 s): the op per XR_CUDA_ATTENTION path (log
-    # only), then the flash kernel per tile on fp32 vs bf16 storage, times and bf16 outputs differing (0 expected)
+    # only), then the flash kernel per tile (7, 3 register-capped) on fp32 vs bf16 storage: times and bf16 outputs
+    # differing from the fp32 kernel's copy (0 expected), one line per (shape, tile)
     KEEP='"flash_kernel"|rror' KEEP_LINES=24 step attention_bench 60 20 "$B/benchmarks/bench_attention" 20
 else
     for s in comm_bench train_bench mine_bench forward_bench attention_bench; do

@@ -1,10 +1,10 @@
 /* bench_attention.cu: times BF16 mode's inference attention op alone (cuda_ops_attention, att NULL) for each
  * XR_CUDA_ATTENTION path at the bench_forward.sh shapes (XLM-R large: 16 heads of 64) and on a ragged batch, and
- * checks the paths against each other at full size; then the flash kernel itself per tile on fp32 storage
- * (xr_flash_attention with its bf16 copy, as BF16 mode calls it) and on bf16 storage (xr_flash_attention_bf16),
- * on the same bf16-exact inputs: times, and how many bf16 outputs differ from the fp32 kernel's copy (0 expected).
- * One JSON line per (shape, path) and per (shape, tile, storage). Built on request (benchmarks/CMakeLists.txt):
- *   cmake --build BUILD --target bench_attention
+ * checks the paths against each other at full size; then the flash kernel itself per tile (XR_FLASH_TILES, the
+ * register-capped ones too) on fp32 storage (xr_flash_attention with its bf16 copy, as BF16 mode calls it) and on
+ * bf16 storage (xr_flash_attention_bf16), on the same bf16-exact inputs: times, how many bf16 outputs differ from
+ * the fp32 kernel's copy and how many are NaN (0 expected). One JSON line per (shape, path) and per (shape, tile).
+ * Built on request (benchmarks/CMakeLists.txt): cmake --build BUILD --target bench_attention
  * Usage: bench_attention [REPS] */
 #include <math.h>
 #include <stdio.h>
@@ -37,7 +37,6 @@ static double now(void) {
  * place) so both kernels see the same values. CUDA events around `reps` calls after one warm-up call. */
 static void run_kernels(const char *name, const int32_t *doff, int S, int max_len, int N, int NH, int dh, float *h,
                         double flops, int reps) {
-    static const char *const tiles[] = {"flash64", "flash128", "flash128w8", "flash256"};
     size_t HD = (size_t)NH * dh, nq = (size_t)N * 3 * HD, no = (size_t)N * HD;
     uint16_t *h16 = (uint16_t *)xr_malloc(nq * 2), *o16 = (uint16_t *)xr_malloc(no * 2);
     uint16_t *obf = (uint16_t *)xr_malloc(no * 2);
@@ -60,9 +59,11 @@ static void run_kernels(const char *name, const int32_t *doff, int S, int max_le
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < XR_FLASH_TILES; t++) {
         XrFlashTile tile = (XrFlashTile)t;
         float ms[2];
+        CK(cudaMemset(dout16, 0xFF, no * 2)); /* NaN: a value no call writes stays NaN */
+        CK(cudaMemset(dobf, 0xFF, no * 2));
         for (int bf = 0; bf < 2; bf++) {
             for (int i = -1; i < reps; i++) {
                 if (i == 0) CK(cudaEventRecord(e0));
@@ -76,14 +77,14 @@ static void run_kernels(const char *name, const int32_t *doff, int S, int max_le
         }
         CK(cudaMemcpy(o16, dout16, no * 2, cudaMemcpyDeviceToHost));
         CK(cudaMemcpy(obf, dobf, no * 2, cudaMemcpyDeviceToHost));
-        size_t differ = 0;
-        for (size_t i = 0; i < no; i++) differ += o16[i] != obf[i];
-        for (int bf = 0; bf < 2; bf++)
-            printf("{\"bench\": \"flash_kernel\", \"shape\": \"%s\", \"tile\": \"%s\", \"storage\": \"%s\", "
-                   "\"S\": %d, \"max_len\": %d, \"tokens\": %d, \"NH\": %d, \"dh\": %d, \"ms\": %.4f, "
-                   "\"tflops\": %.1f, \"bf16_vs_fp32_out16_differ\": %zu}\n",
-                   name, tiles[t], bf ? "bf16" : "fp32", S, max_len, N, NH, dh, ms[bf],
-                   flops / (ms[bf] * 1e-3) / 1e12, differ);
+        size_t differ = 0, nan = 0;
+        for (size_t i = 0; i < no; i++) differ += o16[i] != obf[i], nan += (obf[i] & 0x7FFFu) > 0x7F80u;
+        printf("{\"bench\": \"flash_kernel\", \"shape\": \"%s\", \"tile\": \"%s\", \"S\": %d, \"max_len\": %d, "
+               "\"tokens\": %d, \"NH\": %d, \"dh\": %d, \"fp32_ms\": %.4f, \"bf16_ms\": %.4f, \"fp32_tflops\": %.1f, "
+               "\"bf16_tflops\": %.1f, \"bf16_speedup\": %.3f, \"bf16_vs_fp32_out16_differ\": %zu, "
+               "\"bf16_nan\": %zu}\n",
+               name, xr_flash_tile_name(tile), S, max_len, N, NH, dh, ms[0], ms[1], flops / (ms[0] * 1e-3) / 1e12,
+               flops / (ms[1] * 1e-3) / 1e12, ms[0] / ms[1], differ, nan);
         fflush(stdout);
     }
     CK(cudaEventDestroy(e0));

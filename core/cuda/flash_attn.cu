@@ -164,15 +164,17 @@ __device__ __forceinline__ void store_pair(__nv_bfloat16 *out, __nv_bfloat16 *, 
 }
 
 /* T: q/k/v and output element type (float or __nv_bfloat16); DH: head size; MW: 16-row MMA tiles per warp; BC:
- * keys per step; NW warps (query rows per block = 16 MW NW). Q goes from global memory straight into registers.
+ * keys per step; NW warps (query rows per block = 16 MW NW); MINB: blocks per SM the registers must allow (0: no
+ * bound, the compiler's choice). Q goes from global memory straight into registers.
  * Shared memory (bf16): K [BC][DH+8] and V transposed [DH][BC+8]; the 8-element pads put the 8 rows a fragment
  * load touches on different banks. The next K/V tile is loaded into registers while the tensor cores work on the
  * current one, then stored (KvStage). Every product and softmax step is the same for both types, so bf16 inputs
  * give the bits the fp32 kernel's bf16 copy has when its inputs are bf16-exact. */
-template <typename T, int DH, int MW, int BC, int NW>
-__global__ void __launch_bounds__(32 * NW) k_flash(T *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
-                                                    const T *__restrict__ qkv, const int32_t *__restrict__ seq_off,
-                                                    int NH, int nqt, float scale_log2) {
+template <typename T, int DH, int MW, int BC, int NW, int MINB>
+__global__ void __launch_bounds__(32 * NW, MINB) k_flash(T *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
+                                                          const T *__restrict__ qkv,
+                                                          const int32_t *__restrict__ seq_off, int NH, int nqt,
+                                                          float scale_log2) {
     constexpr int kWarps = NW, BR = 16 * MW * kWarps, QS = DH + 8, VS = BC + 8;
     static_assert(DH % 16 == 0 && BC % 32 == 0, "tile shapes");
     __shared__ __align__(16) __nv_bfloat16 Ks[BC * QS];
@@ -313,7 +315,7 @@ __global__ void __launch_bounds__(32 * NW) k_flash(T *__restrict__ out, __nv_bfl
         }
 }
 
-template <typename T, int DH, int MW, int BC, int NW>
+template <typename T, int DH, int MW, int BC, int NW, int MINB>
 cudaError_t launch(cudaStream_t stream, T *out, __nv_bfloat16 *out16, const T *qkv, const int32_t *seq_off, int S,
                    int max_len, int NH) {
     constexpr int BR = 16 * MW * NW;
@@ -321,33 +323,48 @@ cudaError_t launch(cudaStream_t stream, T *out, __nv_bfloat16 *out16, const T *q
     long long blocks = (long long)S * NH * nqt;
     if (blocks > INT_MAX) return cudaErrorInvalidConfiguration;
     float scale_log2 = (float)(1.4426950408889634 / sqrt((double)DH));
-    k_flash<T, DH, MW, BC, NW><<<(unsigned)blocks, 32 * NW, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt,
-                                                                         scale_log2);
+    k_flash<T, DH, MW, BC, NW, MINB><<<(unsigned)blocks, 32 * NW, 0, stream>>>(out, out16, qkv, seq_off, NH, nqt,
+                                                                               scale_log2);
     return cudaGetLastError();
 }
 
 /* The tile's kernel for this element type and head size (dh 32 or 64, checked by the caller) */
+template <typename T, int MW, int BC, int NW, int MINB>
+cudaError_t launch_dh(cudaStream_t stream, T *out, __nv_bfloat16 *out16, const T *qkv, const int32_t *seq_off, int S,
+                      int max_len, int NH, int dh) {
+    return dh == 64 ? launch<T, 64, MW, BC, NW, MINB>(stream, out, out16, qkv, seq_off, S, max_len, NH)
+                    : launch<T, 32, MW, BC, NW, MINB>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+}
+
 template <typename T>
 cudaError_t dispatch(cudaStream_t stream, XrFlashTile tile, T *out, __nv_bfloat16 *out16, const T *qkv,
                      const int32_t *seq_off, int S, int max_len, int NH, int dh) {
-    switch (tile) {
-    case XR_FLASH_64:
-        return dh == 64 ? launch<T, 64, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<T, 32, 1, 64, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    case XR_FLASH_128:
-        return dh == 64 ? launch<T, 64, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<T, 32, 2, 32, 4>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    case XR_FLASH_128W8:
-        return dh == 64 ? launch<T, 64, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<T, 32, 1, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
-    case XR_FLASH_256:
-        return dh == 64 ? launch<T, 64, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH)
-                        : launch<T, 32, 2, 64, 8>(stream, out, out16, qkv, seq_off, S, max_len, NH);
+    switch (tile) { /* <T, MW, BC, NW, MINB> */
+    case XR_FLASH_64: return launch_dh<T, 1, 64, 4, 0>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
+    case XR_FLASH_128: return launch_dh<T, 2, 32, 4, 0>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
+    case XR_FLASH_128W8: return launch_dh<T, 1, 64, 8, 0>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
+    case XR_FLASH_256: return launch_dh<T, 2, 64, 8, 0>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
+    case XR_FLASH_64X3: return launch_dh<T, 1, 64, 4, 3>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
+    case XR_FLASH_128X3: return launch_dh<T, 2, 32, 4, 3>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
+    case XR_FLASH_128W8X2: return launch_dh<T, 1, 64, 8, 2>(stream, out, out16, qkv, seq_off, S, max_len, NH, dh);
     }
     return cudaErrorInvalidValue;
 }
 
 } // namespace
+
+const char *xr_flash_tile_name(XrFlashTile tile) {
+    switch (tile) {
+    case XR_FLASH_64: return "flash64";
+    case XR_FLASH_128: return "flash128";
+    case XR_FLASH_128W8: return "flash128w8";
+    case XR_FLASH_256: return "flash256";
+    case XR_FLASH_64X3: return "flash64x3";
+    case XR_FLASH_128X3: return "flash128x3";
+    case XR_FLASH_128W8X2: return "flash128w8x2";
+    }
+    return "unknown";
+}
 
 int xr_flash_supported(int dh, const float *qkv, const float *out) {
     return (dh == 64 || dh == 32) && ((uintptr_t)qkv & 15) == 0 && ((uintptr_t)out & 7) == 0;
