@@ -570,6 +570,50 @@ static void test_next_copies(const Pack *p) {
     free(master), free(x), free(res), free(gam), free(bet), free(qkv), free(bias), free(dyh);
 }
 
+/* The copy rule by the cast counter (GPU): a producer's bf16 copy serves the very next op whatever lookups come in
+ * between, and no op beyond it. Ops are counted at their entry only (op_begin / op_stream), so queries between the
+ * producer and its GEMM (the free memory, the attention's scratch figure: no ops; each used to count, voiding the
+ * copy) leave the linear reading the copy: 0 casts; an op in between (ops_zero on another buffer) makes it cast: 1.
+ * Producers: dropout_add_layernorm and attention_train (its GEMM path's helpers, under the _attgemm rerun, count
+ * nothing either). */
+static void test_copy_rule(const Pack *p) {
+    const int NH = 2, dh = 33, H = NH * dh, NO = 37, N = p->N;
+    size_t nh = (size_t)N * H, ow = 3, nm = ow + (size_t)NO * H + 1;
+    float *master = rand_nz(nm, 0.3f), *x = rand_nz(nh, 2), *res = rand_nz(nh, 1), *gam = rand_nz(H, 0.5f);
+    float *bet = rand_nz(H, 0.5f), *qkv = rand_nz(nh * 3, 1), *bias = rand_nz(NO, 0.2f);
+    Backend *be = gpu;
+    float *dm = put(be, master, nm * 4), *dx = put(be, x, nh * 4), *dr = put(be, res, nh * 4);
+    float *dgam = put(be, gam, H * 4), *dbet = put(be, bet, H * 4), *dq = put(be, qkv, nh * 3 * 4);
+    float *db = put(be, bias, NO * 4), *junk = poisoned(be, 1), *y = poisoned(be, (size_t)N * NO);
+    float *o = poisoned(be, nh), *v = poisoned(be, nh), *mean = poisoned(be, N), *rstd = poisoned(be, N);
+    float *ctx = poisoned(be, nh), *att = poisoned(be, (size_t)NH * 129 * 129 * NS);
+    XrDropout d = {0.1f, rng_key(9, 9, 9), p->ids_d[1]};
+    ops_bf16_weights(be, dm, nm);
+    ops_act_precision(be, XR_PREC_BF16);
+    for (int prod = 0; prod < 2; prod++)
+        for (int between = 0; between < 2; between++) {
+            float *out = prod ? ctx : o;
+            if (prod)
+                ops_attention_train(be, ctx, att, dq, p->off_d[1], NS, p->max_len, NH, dh, 0, &d);
+            else
+                ops_dropout_add_layernorm(be, o, v, mean, rstd, dx, dr, dgam, dbet, p->off_d[1], NS, N, H, 1e-12f, &d);
+            size_t avail = ops_mem_available(be), scr = ops_attention_scratch(be, NS, p->max_len, NH, dh, 0);
+            if (between) ops_zero(be, junk, 1);
+            unsigned long long c0 = cuda_ops_act_casts(be);
+            ops_linear(be, y, out, dm + ow, db, N, NO, H);
+            unsigned long long c1 = cuda_ops_act_casts(be);
+            TU_CHECK(c1 - c0 == (unsigned long long)between && avail > 0 && scr > 0,
+                     "%s -> (free memory, attention scratch queried%s) -> linear: %llu casts, want %d",
+                     prod ? "attention_train" : "dropout_add_layernorm", between ? ", an op" : "", c1 - c0, between);
+        }
+    ops_act_precision(be, XR_PREC_FP32);
+    ops_bf16_weights(be, NULL, 0);
+    printf("bf16 copy rule: queries between a producer and its GEMM keep the copy, an op between voids it\n");
+    float *bufs[] = {dm, dx, dr, dgam, dbet, dq, db, junk, y, o, v, mean, rstd, ctx, att};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ops_free(be, bufs[i]);
+    free(master), free(x), free(res), free(gam), free(bet), free(qkv), free(bias);
+}
+
 /* ---- the whole step ---- */
 
 static Encoder *load_on(const char *model, Backend *be) {
@@ -901,6 +945,7 @@ int main(void) {
     test_gemms(1, 1, 1);
     test_gemms(129, 65, 63);
     test_next_copies(&p);
+    test_copy_rule(&p);
     pack_free(&p);
 
     const char *cases[] = {"bert_cls", "xlmr_cls"};

@@ -272,7 +272,7 @@ static void attg_bwd_rows_lse(void *ctx, float *g, uint16_t *g16, const float *p
 
 static AttGemmPrims cuda_prims(AttgCuda *c, Backend *be) {
     c->be = be;
-    c->st = op_stream(be);
+    c->st = op_stream_in(be); /* inside the op (train_ops.cu's entry counted it) */
     c->blas = cuda_ops_blas(be);
     AttGemmPrims p = {c, attg_scratch, attg_gemm, attg_bases, attg_pack, attg_unpack, attg_fwd_rows, attg_bwd_pd,
                       attg_bwd_rows, attg_fwd_rows_lse, attg_bwd_p_lse, attg_bwd_rows_lse};

@@ -42,9 +42,13 @@ static __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* The backend's stream (ops_cuda.h's cuda_ops_stream, typed). Call it once at the start of every op: it also
- * counts the op (ops_cuda.cu's bf16 copies of an op's output are valid only for the very next op). */
+/* The start of an op outside ops_cuda.cu: the backend's stream (ops_cuda.h's cuda_ops_stream, typed), and the op
+ * counted. Call it once, first, in every entry point of the table (ops_cuda.cu's bf16 copies of an op's output are
+ * valid only for the very next op); helpers inside an op take op_stream_in rather than counting again. */
 static inline cudaStream_t op_stream(Backend *be) { return (cudaStream_t)cuda_ops_stream(be); }
+/* The backend's stream for a helper inside an op (the GEMM attention's primitives): counts nothing. */
+void *cuda_ops_stream_in_op(Backend *be);
+static inline cudaStream_t op_stream_in(Backend *be) { return (cudaStream_t)cuda_ops_stream_in_op(be); }
 /* Device scratch slot `slot` (0 .. XR_TRAIN_SCRATCH-1) of at least `bytes`, kept for the backend's life; growing
  * waits for the device. Contents are not kept between ops. */
 #define XR_TRAIN_SCRATCH 3
@@ -105,7 +109,7 @@ void cuda_att_gemm_backward_lse(Backend *be, float *dqkv, const float *dout, con
                                 const XrDropout *d);
 
 /* The backend's cuBLAS handle (bound to its stream; math mode as the backend's precision) for ops outside
- * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu). */
+ * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu, att_gemm.cu). A lookup: counts nothing. */
 cublasHandle_t cuda_ops_blas(Backend *be);
 
 #endif

@@ -61,7 +61,8 @@ typedef struct {
     int lt_next;
     /* BF16 mode: layernorm, gelu and attention also write a bf16 copy of their output (SCR_SHADOW), which the
      * very next op may use as its GEMM operand instead of converting again. It is valid only for the op right
-     * after (ops counts every entry point), so no other write can come between. */
+     * after (ops: op_begin counts each op once, at its entry; lookups and helpers count nothing), so no other write
+     * can come between; a producer taking the buffer (shadow_take) voids the copy registered before. */
     unsigned long long ops, shadow_op;
     const float *shadow_src;
     size_t shadow_n;
@@ -75,9 +76,17 @@ typedef struct {
     unsigned long long act_casts; /* activation operands cast to bf16 for a GEMM (cuda_ops_act_casts) */
 } CudaState;
 
+/* The backend's state. A lookup: counts nothing (queries, marks, helpers inside an op). */
 static CudaState *st_of(Backend *be) {
     if (!be || be->device != XR_DEV_CUDA || !be->impl) xr_die("cuda_ops: handle is not a CUDA backend");
-    CudaState *st = (CudaState *)be->impl;
+    return (CudaState *)be->impl;
+}
+
+/* The start of an op: every entry point of the table calls it (or op_stream, cuda_internal.cuh) once, first. It counts
+ * the op, and only it does: a producer's bf16 copy serves the very next op (shadow_hit), whatever lookups and helpers
+ * run inside an op or between two (the per-op times' marks, queries such as the free memory). */
+static CudaState *op_begin(Backend *be) {
+    CudaState *st = st_of(be);
     st->ops++;
     return st;
 }
@@ -100,10 +109,17 @@ static void *scratch(CudaState *st, int which, size_t bytes) {
     return st->scr[which];
 }
 
+/* The copy's buffer for a producer about to write it: the registered copy is void from here (its buffer is about to
+ * be overwritten, or reallocated), until the producer registers its own (shadow_set). A consumer asks shadow_hit
+ * before any of this in its op. */
+static __nv_bfloat16 *shadow_take(CudaState *st, size_t n) {
+    st->shadow_src = NULL;
+    return (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+}
 /* Where a producer writes the bf16 copy of its n-float output, or NULL when no copy is wanted. */
 static __nv_bfloat16 *shadow_for(CudaState *st, size_t n) {
     if (st->mode != XR_GEMM_BF16 || st->bf16_fast) return NULL;
-    return (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+    return shadow_take(st, n);
 }
 static void shadow_set(CudaState *st, const float *out, size_t n, int upto) {
     st->shadow_src = out, st->shadow_n = n, st->shadow_op = st->ops, st->shadow_upto = upto;
@@ -122,7 +138,7 @@ static const __nv_bfloat16 *shadow_hit(CudaState *st, const float *x, size_t n) 
 __nv_bfloat16 *cuda_ops_next_copy(Backend *be, size_t n) {
     CudaState *st = (CudaState *)be->impl;
     if (!st->wmaster || !st->act_bf16 || !n) return NULL;
-    return (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+    return shadow_take(st, n);
 }
 void cuda_ops_next_copy_written(Backend *be, const float *out, size_t n, int upto) {
     shadow_set((CudaState *)be->impl, out, n, upto);
@@ -209,7 +225,9 @@ extern "C" void cuda_ops_set_gemm_mode(Backend *be, XrGemmMode mode) {
     XR_BLAS(cublasSetMathMode(st->blas, mode == XR_GEMM_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
 }
 
-extern "C" void *cuda_ops_stream(Backend *be) { return (void *)st_of(be)->stream; }
+/* The public accessor counts as an op: whoever takes the stream (ops_native_stream: NCCL) may queue writes on it. */
+extern "C" void *cuda_ops_stream(Backend *be) { return (void *)op_begin(be)->stream; }
+void *cuda_ops_stream_in_op(Backend *be) { return (void *)st_of(be)->stream; }
 extern "C" int cuda_ops_device_index(Backend *be) { return st_of(be)->device; }
 
 void *cuda_ops_scratch(Backend *be, int slot, size_t bytes) {
@@ -221,7 +239,7 @@ cublasHandle_t cuda_ops_blas(Backend *be) { return st_of(be)->blas; }
 int cuda_ops_train_att_gemm(Backend *be) { return ((CudaState *)be->impl)->train_att_gemm; }
 int cuda_ops_att_chunk(Backend *be) { return ((CudaState *)be->impl)->att_chunk; }
 
-/* The marks are no ops: they must not count in st->ops (st_of counts), or under XR_CUDA_OP_TIMES=1 the two marks
+/* The marks are no ops: they must not count in st->ops (op_begin counts), or under XR_CUDA_OP_TIMES=1 the two marks
  * between a producer and the next op would void every bf16 copy the producer wrote for it (shadow_hit) and the timed
  * bf16 step would cast each such GEMM operand again. */
 extern "C" void *cuda_ops_mark_create(Backend *be) {
@@ -243,10 +261,10 @@ extern "C" float cuda_ops_mark_ms(void *start, void *end) {
 
 extern "C" void cuda_ops_mark_destroy(void *mark) { XR_CU(cudaEventDestroy((cudaEvent_t)mark)); }
 
-extern "C" void cuda_ops_sync(Backend *be) { XR_CU(cudaStreamSynchronize(st_of(be)->stream)); }
+extern "C" void cuda_ops_sync(Backend *be) { XR_CU(cudaStreamSynchronize(op_begin(be)->stream)); }
 
 extern "C" void *cuda_ops_alloc(Backend *be, size_t bytes) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     XR_CU(cudaSetDevice(st->device));
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
@@ -267,13 +285,13 @@ extern "C" size_t cuda_ops_mem_free(Backend *be) {
 extern "C" void cuda_ops_free(Backend *be, void *p) {
     if (!p) return;
     /* the stream may still use p: cudaFree waits for the device, but be explicit about this stream */
-    XR_CU(cudaStreamSynchronize(st_of(be)->stream));
+    XR_CU(cudaStreamSynchronize(op_begin(be)->stream));
     ops_mem_note_free(be, p);
     XR_CU(cudaFree(p));
 }
 
 extern "C" void *cuda_ops_pinned_alloc(Backend *be, size_t bytes) {
-    XR_CU(cudaSetDevice(st_of(be)->device));
+    XR_CU(cudaSetDevice(op_begin(be)->device));
     void *p = NULL;
     cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 64, cudaHostAllocDefault);
     if (e != cudaSuccess) xr_die("CUDA: cannot allocate %zu bytes of page-locked host memory: %s", bytes,
@@ -283,17 +301,17 @@ extern "C" void *cuda_ops_pinned_alloc(Backend *be, size_t bytes) {
 
 extern "C" void cuda_ops_pinned_free(Backend *be, void *p) {
     if (!p) return;
-    XR_CU(cudaStreamSynchronize(st_of(be)->stream)); /* a queued copy may still read it */
+    XR_CU(cudaStreamSynchronize(op_begin(be)->stream)); /* a queued copy may still read it */
     XR_CU(cudaFreeHost(p));
 }
 
 extern "C" void cuda_ops_to_device_async(Backend *be, void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
-    XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st_of(be)->stream));
+    XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, op_begin(be)->stream));
 }
 
 extern "C" void cuda_ops_to_device(Backend *be, void *dst, const void *src, size_t bytes) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (!bytes) return;
     /* synchronous: the caller may reuse the host buffer as soon as this returns */
     XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, st->stream));
@@ -301,7 +319,7 @@ extern "C" void cuda_ops_to_device(Backend *be, void *dst, const void *src, size
 }
 
 extern "C" void cuda_ops_to_host(Backend *be, void *dst, const void *src, size_t bytes) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (!bytes) return;
     XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, st->stream));
     XR_CU(cudaStreamSynchronize(st->stream));
@@ -309,7 +327,7 @@ extern "C" void cuda_ops_to_host(Backend *be, void *dst, const void *src, size_t
 
 extern "C" void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t bytes) {
     if (!bytes || dst == src) return;
-    XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, st_of(be)->stream));
+    XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, op_begin(be)->stream));
 }
 
 /* ---------------- GEMMs (cuBLAS is column-major: a row-major C is C^T column-major) ---------------- */
@@ -326,7 +344,7 @@ static void gemm_rm(CudaState *st, int ta, int tb, int M, int N, int K, float al
 
 extern "C" void cuda_ops_gemm(Backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (M <= 0 || N <= 0) return;
     gemm_rm(st, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -451,7 +469,7 @@ static int lt_linear(CudaState *st, float *y, const void *x, const void *W, cons
 /* ---------------- bf16 training: the working copy of the weights ---------------- */
 
 extern "C" void cuda_ops_bf16_weights(Backend *be, const float *master, size_t n) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (st->wcopy) {
         XR_CU(cudaStreamSynchronize(st->stream)); /* a queued GEMM may still read it */
         ops_mem_note_free(be, st->wcopy);
@@ -468,7 +486,7 @@ extern "C" void cuda_ops_bf16_weights(Backend *be, const float *master, size_t n
 }
 
 extern "C" int64_t cuda_ops_weights_refresh(Backend *be) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (!st->wmaster) return 0;
     to_bf16(st, st->wcopy, st->wmaster, st->wn); /* the cast kernel: once per optimizer step */
     return ++st->wrefreshes;
@@ -479,7 +497,7 @@ extern "C" int64_t cuda_ops_weights_refresh(Backend *be) {
  * emulation's bit for bit. A GEMM reads a 2-byte copy of its activation operand: the one its producer wrote for it
  * when the producer is the op just before (dropout_add_layernorm, attention_train / _lse, linear_gelu: every GEMM of
  * an encoder layer's forward), else a cast (exact: the values are bf16 already). */
-extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { st_of(be)->act_bf16 = p == XR_PREC_BF16; }
+extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { op_begin(be)->act_bf16 = p == XR_PREC_BF16; }
 
 /* not ops: they do not count in st->ops */
 int cuda_ops_act_bf16(Backend *be) { return ((const CudaState *)be->impl)->act_bf16; }
@@ -543,7 +561,7 @@ const __nv_bfloat16 *cuda_ops_working_weight(Backend *be, const float *W) {
 
 extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N,
                                 int K) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (M <= 0) return;
     if (const __nv_bfloat16 *wc = working_weight(st, W)) {
         /* bf16 training: the weights' working copy (cast once per step, not here), x rounded to bf16, fp32
@@ -614,7 +632,7 @@ __global__ void k_bias_gelu(float *g, float *f, const float *b, size_t M, int N,
 
 extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const float *x, const float *W, const float *b,
                                      int M, int N, int K) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (M <= 0 || N <= 0) return;
     if (g == f || f == x || g == x)
         xr_die("cuda_ops_linear_gelu: the outputs g %p and f %p may alias neither each other nor x %p", (void *)g,
@@ -658,7 +676,7 @@ __global__ void k_embed(float *out, const int32_t *ids, const int32_t *pos_ids, 
 extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids,
                                const int32_t *types, const float *word, const float *pos, const float *type, int n,
                                int H) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (n <= 0) return;
     k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(out, ids, pos_ids, types, word, pos, type, n, H,
                                                                      st->act_bf16);
@@ -700,7 +718,7 @@ __global__ void k_layernorm(float *out, float *mean, float *rstd, const float *x
 
 extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x,
                                    const float *res, const float *g, const float *b, int n, int H, float eps) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (n <= 0) return;
     __nv_bfloat16 *sh = shadow_for(st, (size_t)n * H);
     k_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
@@ -723,19 +741,19 @@ __global__ void k_tanh(float *out, const float *x, size_t n, int rnd) {
 }
 
 extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (!n) return;
     __nv_bfloat16 *sh = shadow_for(st, n);
     /* bf16 training: the GELU recomputed in the backward is the x operand of the next op, the FFN's second linear's
      * backward, which reads this copy instead of casting (the copy of the stored value: the same bf16 numbers) */
-    if (!sh && st->wmaster) sh = (__nv_bfloat16 *)scratch(st, SCR_SHADOW, n * 2);
+    if (!sh && st->wmaster) sh = shadow_take(st, n);
     k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh, st->act_bf16);
     XR_LAUNCHED();
     if (sh) shadow_set(st, out, n, 0);
 }
 
 extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (!n) return;
     k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, st->act_bf16);
     XR_LAUNCHED();
@@ -931,7 +949,7 @@ static void attention_bf16(CudaState *st, float *out, const float *qkv, const in
 
 static void attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                       int max_len, int NH, int dh, int first_only) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be); /* the body of both ops (cuda_ops_attention, cuda_ops_attention_first) */
     if (S <= 0 || max_len <= 0) return;
     /* the saved probabilities (att), the first-row variant and bf16 activation storage (the training contract,
      * rounded where the output is stored) keep the exact fp32 kernel */
@@ -984,14 +1002,14 @@ __global__ void k_pool(float *out, const float *x, const int32_t *seq_off, int H
 }
 
 extern "C" void cuda_ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (S <= 0) return;
     k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 0, st->act_bf16);
     XR_LAUNCHED();
 }
 
 extern "C" void cuda_ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (S <= 0) return;
     k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 1, st->act_bf16);
     XR_LAUNCHED();
@@ -1008,7 +1026,7 @@ __global__ void k_l2norm(float *out, const float *x, int n, int H) {
 }
 
 extern "C" void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, int H) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     if (n <= 0) return;
     k_l2norm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(out, x, n, H);
     XR_LAUNCHED();
@@ -1017,7 +1035,7 @@ extern "C" void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, 
 /* ---------------- packed activation storage of the inference forward (ops_act_pack) ---------------- */
 
 extern "C" int cuda_ops_act_pack(Backend *be, int on) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     (void)on;
     (void)st;
     be->act_packed = 0; /* not yet: the packed kernels come next */
@@ -1030,7 +1048,7 @@ __global__ void k_widen_bf16(float *out, const __nv_bfloat16 *x, size_t n) {
 }
 
 extern "C" void cuda_ops_act_unpack(Backend *be, float *out, const float *x, size_t n) {
-    CudaState *st = st_of(be);
+    CudaState *st = op_begin(be);
     size_t esz = be->act_packed ? 2 : 4;
     if (!n) return;
     if ((const char *)out < (const char *)x + n * esz && (const char *)x < (const char *)(out + n))
