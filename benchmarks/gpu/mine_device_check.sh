@@ -25,7 +25,8 @@
 #     (bench_mine_merge.sh: `xrank mine` on a 300,000-passage synthetic corpus, 10k queries, range-max 1000, 1 rank
 #     then 8 sharing the GPU: merge seconds, identical group files; XR_MERGE_PASSAGES / _QUERIES / _T, default 60 s);
 #     and the XLM-R large shape's embedding with random weights (/tmp/xr_bge_random, written when absent), xrank
-#     bf16 vs transformers bf16, 512 x 128 tokens.
+#     bf16 vs transformers bf16, 512 x 128 tokens. XR_MINE_BENCH_BUDGET (s; all_device_check.sh sets it): the whole
+#     part's time, each run then under its own cap or what is left, skipped by name when too little is.
 # Usage: benchmarks/gpu/mine_device_check.sh [OUTDIR]   (env: XRDEPS, XR_BUILD, XR_KNN_PASSAGES; XR_NO_BUILD=1: use
 # the build in $XR_BUILD and its last ctest log; XR_PARTS, default all: tests (1), e2e (2), search (3), bench (4))
 set -uo pipefail
@@ -143,21 +144,40 @@ fi
 # first: the re-screens fixed after the H200 call at 42e9433), then torch bf16 and fp32, then the embedding speed
 xr_part bench || exit $rc
 echo "elapsed before the benchmark: $(( $(date +%s) - start )) s"
+# The part's time: XR_MINE_BENCH_BUDGET s (all_device_check.sh passes its step's cap less a margin; unset: no limit,
+# each run its own cap). The runs' own caps (75 + 2 x 28 + 20 + 25 + 60 + 30 + 40 s, and 60 to write the XLM-R model
+# when part large did not) add up to more than that step's 230 s, so each run gets its cap or what is left, the
+# smaller, and is skipped with a line naming it when less than its floor is left: a cut shows as a named skip after
+# the lines of the runs before it, never as the whole step timing out.
+BSTART=$(date +%s)
+# bcap NAME CAP FLOOR: prints the next run's timeout, or prints the skip line (stderr) and fails
+bcap() {
+  [ -n "${XR_MINE_BENCH_BUDGET:-}" ] || { echo "$2"; return 0; }
+  local l=$(( XR_MINE_BENCH_BUDGET - ($(date +%s) - BSTART) - 4 ))   # 4: timeout's -k 3 grace and the lines after
+  if [ "$l" -lt "$3" ]; then
+    echo "$1: skipped for time ($l s left of the part's $XR_MINE_BENCH_BUDGET s, needs $3)" >&2
+    return 1
+  fi
+  echo $(( $2 < l ? $2 : l ))
+}
 cmake --build "$B" --target bench_knn_gpu -j"$(nproc)" >"$O/bench_build.log" 2>&1 || echo "bench_knn_gpu: build failed"
 NP=${XR_KNN_PASSAGES:-10000000}; NQ=${XR_KNN_QUERIES:-10000}
 J="$O/bench_knn_gpu.jsonl"; : > "$J"
-timeout -k 3 "${XR_KNN_T_XRANK:-75}" "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries "$NQ" \
-  --k 1000,100 --precision bf16,fp32 --check 32 | tee -a "$J"
-if ! grep -q '"seconds"' "$J"; then
+if t=$(bcap bench_knn_gpu "${XR_KNN_T_XRANK:-75}" 20); then
+  timeout -k 3 "$t" "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries "$NQ" \
+    --k 1000,100 --precision bf16,fp32 --check 32 | tee -a "$J"
+fi
+if ! grep -q '"seconds"' "$J" && t=$(bcap "bench_knn_gpu at 2,000,000" 40 15); then
   echo "bench_knn_gpu at $NP passages failed or ran out of time before its first result: 2,000,000"
   NP=2000000
-  timeout -k 3 40 "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries "$NQ" --k 1000,100 \
+  timeout -k 3 "$t" "$B/benchmarks/bench_knn_gpu" --passages "$NP" --dim 768 --queries "$NQ" --k 1000,100 \
     --precision bf16,fp32 --check 32 | tee -a "$J"
 fi
 grep -q '"precision":"fp32","passages"' "$J" || echo "bench_knn_gpu: ran out of time before fp32 (see $J)"
 echo "elapsed after xrank's search: $(( $(date +%s) - start )) s"
 for prec in bf16 fp32; do
-  timeout -k 3 "${XR_KNN_T_TORCH:-28}" python3 "$ROOT/benchmarks/gpu/bench_knn_torch.py" --passages "$NP" --dim 768 \
+  t=$(bcap "bench_knn_torch $prec" "${XR_KNN_T_TORCH:-28}" 15) || continue
+  timeout -k 3 "$t" python3 "$ROOT/benchmarks/gpu/bench_knn_torch.py" --passages "$NP" --dim 768 \
     --queries "$NQ" --k 1000,100 --precision $prec | tee -a "$O/bench_knn_torch.jsonl" ||
     echo "bench_knn_torch $prec: failed or ran out of time (rc ${PIPESTATUS[0]})"
 done
@@ -168,10 +188,14 @@ EL=${XR_LEARN_DIR:-/tmp/xr_learn}   # where train_device_check.sh unpacks the ca
 if [ -d "$EL/minilm" ] || { [ -f "$ROOT/.cache/gpu_carry/minilm40.tar.xz" ] && mkdir -p "$EL" &&
     tar -xJf "$ROOT/.cache/gpu_carry/minilm40.tar.xz" -C "$EL"; }; then
   cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/bench_build.log" 2>&1 || echo "bench_encoder: build failed"
-  timeout -k 3 20 "$B/benchmarks/bench_encoder" "$EL/minilm" embed 128 512 20 bf16 | tee -a "$O/bench_embed.jsonl" ||
-    echo "bench_encoder MiniLM embed: failed or ran out of time"
-  timeout -k 3 25 python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$EL/minilm" 128 512 20 |
-    tee -a "$O/bench_embed.jsonl" || echo "bench_embed_torch: failed or ran out of time (rc ${PIPESTATUS[0]})"
+  if t=$(bcap "bench_encoder MiniLM embed" 20 10); then
+    timeout -k 3 "$t" "$B/benchmarks/bench_encoder" "$EL/minilm" embed 128 512 20 bf16 |
+      tee -a "$O/bench_embed.jsonl" || echo "bench_encoder MiniLM embed: failed or ran out of time"
+  fi
+  if t=$(bcap "bench_embed_torch MiniLM" 25 10); then
+    timeout -k 3 "$t" python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$EL/minilm" 128 512 20 |
+      tee -a "$O/bench_embed.jsonl" || echo "bench_embed_torch: failed or ran out of time (rc ${PIPESTATUS[0]})"
+  fi
 else
   echo "embedding speed skipped: .cache/gpu_carry/minilm40.tar.xz not carried"
 fi
@@ -183,8 +207,10 @@ echo "elapsed after MiniLM's embedding: $(( $(date +%s) - start )) s"
 if xr_have_gpu; then MD=cuda MS="${XR_MERGE_PASSAGES:-300000} ${XR_MERGE_QUERIES:-10000} 1000"
 else MD=cpu MS="20000 500 100"; fi
 # shellcheck disable=SC2086
-timeout -k 3 "${XR_MERGE_T:-60}" "$ROOT/benchmarks/gpu/bench_mine_merge.sh" "$X" "$MPIRUN" /tmp/xr_mine_merge "$MD" \
-  $MS 8 | tee -a "$O/bench_merge.jsonl" || echo "bench_mine_merge: failed or ran out of time (rc ${PIPESTATUS[0]})"
+if t=$(bcap bench_mine_merge "${XR_MERGE_T:-60}" 20); then
+  timeout -k 3 "$t" "$ROOT/benchmarks/gpu/bench_mine_merge.sh" "$X" "$MPIRUN" /tmp/xr_mine_merge "$MD" \
+    $MS 8 | tee -a "$O/bench_merge.jsonl" || echo "bench_mine_merge: failed or ran out of time (rc ${PIPESTATUS[0]})"
+fi
 echo "elapsed after the merge: $(( $(date +%s) - start )) s"
 # embedding at the XLM-R large shape (24 layers, hidden 1024; 512 passages of 128 tokens a batch), xrank bf16 vs
 # transformers bf16: RANDOM weights (no converted XLM-R-large-sized model fits run's 64 MiB carry): the model that
@@ -193,15 +219,19 @@ echo "elapsed after the merge: $(( $(date +%s) - start )) s"
 LM=/tmp/xr_bge_random
 if ! xr_have_gpu; then
   echo "XLM-R large embedding skipped: no GPU visible to xrank"
-elif [ -f "$LM/model.safetensors" ] || timeout -k 3 60 python3 "$ROOT/benchmarks/gpu/bench_forward.py" write "$LM" \
-    > "$O/xlmr_write.log" 2>&1; then
+elif [ -f "$LM/model.safetensors" ] || { t=$(bcap "XLM-R large model write" 60 30) &&
+    timeout -k 3 "$t" python3 "$ROOT/benchmarks/gpu/bench_forward.py" write "$LM" > "$O/xlmr_write.log" 2>&1; }; then
   cmake --build "$B" --target bench_encoder -j"$(nproc)" >>"$O/bench_build.log" 2>&1 || echo "bench_encoder: build failed"
-  timeout -k 3 30 "$B/benchmarks/bench_encoder" "$LM" embed 128 512 5 bf16 |
-    sed 's/^{/{"model": "xlmr-large-random", /' | tee -a "$O/bench_embed.jsonl" ||
-    echo "bench_encoder XLM-R large embed: failed or ran out of time"
-  timeout -k 3 40 python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$LM" 128 512 5 |
-    sed 's/^{/{"model": "xlmr-large-random", /' | tee -a "$O/bench_embed.jsonl" ||
-    echo "bench_embed_torch XLM-R large: failed or ran out of time (rc ${PIPESTATUS[0]})"
+  if t=$(bcap "bench_encoder XLM-R large embed" 30 15); then
+    timeout -k 3 "$t" "$B/benchmarks/bench_encoder" "$LM" embed 128 512 5 bf16 |
+      sed 's/^{/{"model": "xlmr-large-random", /' | tee -a "$O/bench_embed.jsonl" ||
+      echo "bench_encoder XLM-R large embed: failed or ran out of time"
+  fi
+  if t=$(bcap "bench_embed_torch XLM-R large" 40 20); then
+    timeout -k 3 "$t" python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$LM" 128 512 5 |
+      sed 's/^{/{"model": "xlmr-large-random", /' | tee -a "$O/bench_embed.jsonl" ||
+      echo "bench_embed_torch XLM-R large: failed or ran out of time (rc ${PIPESTATUS[0]})"
+  fi
 else
   echo "XLM-R large embedding skipped: no model at $LM and writing one failed ($O/xlmr_write.log)"
 fi
