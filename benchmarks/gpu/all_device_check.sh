@@ -133,11 +133,12 @@ KEEP='.' part lines_mine 30 5 mine tests
 # the training attention's bf16 operands (issue 13, ops_list.h "training precision"): test_cuda_bf16_train and its
 # _attgemm rerun against the contract's reference, one line each, and the GEMM path's bf16 time at the XLM-R large
 # layer (reads ctest_gpu's log: about 1 s)
-KEEP='.' KEEP_LINES=8 step att_bf16 20 5 benchmarks/gpu/att_bf16_lines.sh
+KEEP='.' KEEP_LINES=10 step att_bf16 20 5 benchmarks/gpu/att_bf16_lines.sh
 # the log-sum-exp training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm, issues 10 and 13):
 # test_cuda_att_gemm's lse comparisons condensed to one line each, the scratch it allocated against the memory plan's
-# figure and the XLM-R large layer's lse times (reads ctest_gpu's log: about 1 s)
-KEEP='.' KEEP_LINES=15 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
+# figure, the backward's recomputed scores bit-equal to the forward's, and the XLM-R large layer's lse times (reads
+# ctest_gpu's log: about 1 s)
+KEEP='.' KEEP_LINES=17 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
 KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq

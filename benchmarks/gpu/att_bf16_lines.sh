@@ -4,7 +4,8 @@
 # test_cuda_bf16_train (the exact kernels) and test_cuda_bf16_train_attgemm (the GEMM path) hold the GPU's ctx, dq,
 # dk, dv to tests/att_bf16_ref.h's reference: one line each with the worst share of elements past the accumulation
 # bound, the worst ratio to the loose bound and the largest distance / rounding share (the checks: <= 25%, <= 1,
-# <= 0.35, as bdf5187 set), and the failed checks; then test_cuda_att_gemm's times of the GEMM path with bf16
+# <= 0.35, as bdf5187 set), and the failed checks; each test's bf16-copy rule line (queries between a producer and
+# its GEMM keep the copy, an op between voids it); then test_cuda_att_gemm's times of the GEMM path with bf16
 # operands at the XLM-R large layer. Exit 1 when a test is missing from the log or reported a failed check.
 cd "$(dirname "$0")/../.."
 . benchmarks/gpu/device_env.sh
@@ -28,6 +29,8 @@ for t in test_cuda_bf16_train test_cuda_bf16_train_attgemm; do
                    t, n, pt, wb, sh, nf
             exit nf > 0
         }' <<< "$out" || rc=1
+    # the bf16-copy rule (ops counted at their entry only): its line, or its failed checks
+    grep -E "^bf16 copy rule|-> linear: [0-9]+ casts, want" <<< "$out" | sed "s/^/$t: /" | head -4
 done
 out=$(xr_test_output test_cuda_att_gemm) || { echo "test_cuda_att_gemm: not in the last ctest run"; rc=1; }
 grep -E "^attention (exact|gemm)|gemm bf16 operands" <<< "${out:-}" | head -8

@@ -4,7 +4,8 @@
 # (all_device_check.sh's ctest_gpu step ran test_cuda_att_gemm): per comparison (the gemm lse path vs the CPU's lse ops,
 # vs the exact lse kernels, chunks of 3 vs the CPU) the worst relative diff of out, lse and dqkv over the cases (the
 # test's tolerance: 1e-5), the failed lse checks; then the scratch line (what the path allocated vs the memory plan's
-# figure) and the XLM-R large layer's lse times (exact kernels, gemm, gemm with bf16 operands). Exit 1 when the test is
+# figure), the backward's recomputed scores against the forward's (fp32, bf16 operands: 0 differ, the same GEMM calls)
+# and the XLM-R large layer's lse times (exact kernels, gemm, gemm with bf16 operands). Exit 1 when the test is
 # missing from the log, printed no lse lines, or reported a failed lse check.
 cd "$(dirname "$0")/../.."
 . benchmarks/gpu/device_env.sh
@@ -32,5 +33,6 @@ awk '
         printf "gemm lse: %d failed checks\n", nf
         exit nf > 0
     }' <<< "$out" || rc=1
-grep -E "^lse gemm path scratch|^attention lse|^timing shape lse|^timing shape: gemm lse" <<< "$out" | head -10
+grep -E "^lse gemm path scratch|^lse( bf16 operands)? backward: |^attention lse|^timing shape lse|^timing shape: gemm lse" \
+    <<< "$out" | head -12
 exit $rc
