@@ -161,7 +161,9 @@ void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx);
 int encoder_set_precision(Encoder *m, XrPrecision prec, XrErr *e);
 XrPrecision encoder_precision(const Encoder *m);
 /* The optimizer changed the parameters (once per step, after the ZeRO all-gather): refreshes the bf16 working
- * copy. Returns how many fills the copy has had (0 in fp32, where it does nothing). */
+ * copy, and the backend forgets the bf16 copy an inference forward may have left it (ops_infer_weights; remade at the
+ * next forward). Code that writes encoder_params directly between inference forwards calls it too. Returns how many
+ * fills the working copy has had (0 in fp32, where it refreshes nothing). */
 int64_t encoder_weights_updated(Encoder *m);
 
 /* ------------------------------------------------------------------------------------------------------

@@ -150,6 +150,17 @@ static int pack_batch(Encoder *m, const Batch *b, int *max_len_out) {
 /* ------------------------------------------------------------------------------------------------------ */
 /* Forward                                                                                                */
 
+/* The weights the inference GEMMs read: from layer 0's first tensor (after the embeddings) to the end of the buffer
+ * (layers, pooler, head). */
+static const float *infer_weights_start(const Encoder *m) {
+    return m->cfg.layers > 0 && m->layers ? m->layers[0].qkv_w : NULL;
+}
+
+void enc_infer_weights_forget(Encoder *m) {
+    const float *w = infer_weights_start(m);
+    if (w && m->be) ops_infer_weights(m->be, w, 0);
+}
+
 /* Runs embeddings and all layers on the packed batch. With first_only, the last layer computes only each
  * sequence's first token (its keys and values still come from every token), leaving those rows in w.first;
  * otherwise all final hidden states are in w.x. Returns the bytes per element the activations were stored in:
@@ -168,10 +179,15 @@ static int encoder_run(Encoder *m, int N, int S, int max_len, int first_only) {
      * storage setting comes back when the forward ends (infer_end). It is not packed: its evaluation keeps that
      * contract (test_bf16_train). */
     int esz = 4;
-    if (m->prec == XR_PREC_BF16)
+    if (m->prec == XR_PREC_BF16) {
         ops_act_precision(be, XR_PREC_FP32);
-    else
+    } else {
+        /* a pure inference encoder: the backend may keep a bf16 copy of the GEMMs' weights (held until
+         * enc_infer_weights_forget; the same range again costs nothing) and pack the activations */
+        const float *w0 = infer_weights_start(m);
+        if (w0) ops_infer_weights(be, w0, (size_t)(m->params + m->n_params - w0));
         esz = ops_act_pack(be, 1);
+    }
     ops_embed(be, w->x, w->ids, w->pos, w->types, m->word, m->pos, m->type, N, H);
     ops_layernorm(be, w->x, NULL, NULL, w->x, NULL, m->emb_ln_g, m->emb_ln_b, N, H, eps);
     for (int l = 0; l < c->layers; l++) {

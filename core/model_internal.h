@@ -97,6 +97,10 @@ static inline size_t grow_cap(size_t n, size_t lim, const char *what) {
 /* model_forward.c: validate, then pack the real tokens of the batch into the host staging arrays (m->w.h_*) with
  * their position ids. Returns the number of real tokens; fills the max length. */
 int enc_pack_host(Encoder *m, const Batch *b, int *max_len_out);
+/* model_forward.c: the parameters may change (training starts, an optimizer step, a new buffer or head, a precision
+ * switch, the encoder freed): the backend forgets the inference copy of the weights (ops_infer_weights) it may keep
+ * for this encoder. Call it before the views move. */
+void enc_infer_weights_forget(Encoder *m);
 /* model_forward.c / model_train.c: free the inference / training workspace (reallocated on next use). */
 void enc_work_free(Encoder *m);
 void enc_train_free(Encoder *m);

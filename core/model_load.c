@@ -353,6 +353,7 @@ fail:
 void encoder_free(Encoder *m) {
     if (!m) return;
     if (m->be) {
+        enc_infer_weights_forget(m);
         enc_work_free(m);
         enc_train_free(m);
         /* a backend that outlives the encoder must not keep a working copy of parameters about to be freed */

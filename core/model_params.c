@@ -38,6 +38,7 @@ static void rebase_views(Encoder *m, float *from, float *to);
 
 /* Moves the parameters to `to` (copying them when copy), freeing the old buffer when the encoder owned it. */
 static void move_params(Encoder *m, float *to, int copy, int lent) {
+    enc_infer_weights_forget(m);
     if (copy) { /* device to device through the host: a one-off at setup */
         size_t bytes = m->n_params * sizeof(float);
         if (m->be->device == XR_DEV_CPU) {
@@ -180,6 +181,7 @@ int encoder_init_head(Encoder *m, int num_labels, uint64_t seed, XrErr *e) {
         off += t->numel;
     }
     float *old = m->params;
+    enc_infer_weights_forget(m);
     m->params = ops_alloc(m->be, total * sizeof(float));
     ops_to_device(m->be, m->params, host, total * sizeof(float));
     free(host);

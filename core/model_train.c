@@ -228,6 +228,7 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
     if (b->B <= 0) xr_die("encoder_train_forward: empty batch");
     Backend *be = m->be;
     EncTrain *t = &m->t;
+    enc_infer_weights_forget(m); /* training changes the weights from here: no inference copy of them */
     int max_len, N = enc_pack_host(m, b, &max_len), S = b->B;
     int H = c->hidden, NH = c->heads, NL = c->num_labels, Ly = c->layers;
     float eps = c->ln_eps;
@@ -281,6 +282,7 @@ int encoder_set_precision(Encoder *m, XrPrecision prec, XrErr *e) {
         return xr_errf(e, "bf16 training: the %s backend lacks training ops: %s", ops_device_name(m->be->device),
                        missing);
     m->prec = prec;
+    enc_infer_weights_forget(m);
     ops_bf16_weights(m->be, prec == XR_PREC_BF16 ? m->params : NULL, m->n_params);
     ops_act_precision(m->be, prec);
     return 0;
@@ -288,7 +290,10 @@ int encoder_set_precision(Encoder *m, XrPrecision prec, XrErr *e) {
 
 XrPrecision encoder_precision(const Encoder *m) { return m->prec; }
 
-int64_t encoder_weights_updated(Encoder *m) { return ops_weights_refresh(m->be); }
+int64_t encoder_weights_updated(Encoder *m) {
+    enc_infer_weights_forget(m); /* an inference copy is made again at the next forward */
+    return ops_weights_refresh(m->be);
+}
 
 void encoder_set_grad_hook(Encoder *m, EncoderGradReady fn, void *ctx) {
     m->grad_hook = fn;

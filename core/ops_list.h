@@ -101,12 +101,19 @@ XR_OP(INFER, l2norm, (Backend *be, float *out, const float *x, int n, int H), (b
  * pool_mean's x, out; l2norm's x, out. Each op computes as in fp32 from the bf16 values and rounds what it stores to
  * bf16 (nearest even); weights, biases, LayerNorm statistics (mean, rstd: fp32), indices and gemm's operands stay as
  * they are. So a packed op's result is the fp32 op's on the same (bf16-valued) inputs rounded once, up to the
- * backend's own fp32 rounding (the GPU's linear: bf16 GEMM operands). TRAIN ops die while packed. The model packs
+ * backend's own fp32 rounding and, for the GPU's linear, its bf16 GEMM: W and b read rounded to bf16 (cuBLASLt's
+ * bias epilogue takes the output's type; PyTorch's autocast rounds the bias too), fp32 sums. TRAIN ops die while packed. The model packs
  * only a pure inference encoder's forward and ends it with act_pack(0) (model_forward.c). */
 XR_OP_RET(INFER, int, act_pack, (Backend *be, int on), (be, on))
 /* out[i] = x[i] as fp32, x in the current activation storage (bf16 while packed; a copy when fp32), i < n. out is
  * fp32 whatever the storage; out and x must not overlap. */
 XR_OP(INFER, act_unpack, (Backend *be, float *out, const float *x, size_t n), (be, out, x, n))
+/* w[0, n): weights an inference forward's ops_linear reads (W and b), which stay unchanged until the caller forgets
+ * them: the backend may keep a copy derived from them for the GEMMs (CUDA in bf16 GEMM mode with XR_CUDA_ACT_PACK=1:
+ * a bf16 copy, read instead of casting W and b on every call; the values are the cast's, so no result changes). One
+ * range per backend: another range replaces it, the same range again costs nothing. n 0: forgets the range starting
+ * at w if it is the one held; w NULL: forgets whatever is held. The CPU backend keeps nothing. */
+XR_OP(INFER, infer_weights, (Backend *be, const float *w, size_t n), (be, w, n))
 
 /* ---- training: dropout, backward passes, optimizer arithmetic ----
  * Backward ops take the gradient of the op's output (d<out>) and what the forward saved. Gradients of

@@ -15,8 +15,10 @@
 # check GPU vs CPU (issue 10), mining and the search CPU vs GPU (issues 4, 16); benchmarks: NCCL and staged
 # bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch for the bge-reranker-v2-m3 shape at T 512 / 256
 # and MiniLM, with per-op times, and with the training attention on batched GEMMs (issues 10, 13), the GPU search
-# (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1), the inference attention alone and
-# the flash kernel on fp32 vs bf16 storage (issue 13, bench_attention). After the test lines, att_bf16: the
+# (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1; with the packed activation storage,
+# XR_CUDA_ACT_PACK=1, beside the default), the inference attention alone and the flash kernel on fp32 vs bf16 storage
+# (issue 13, bench_attention). After the test lines, act_pack: the packed inference storage's GPU test, condensed
+# (act_pack_lines.sh); att_bf16: the
 # training attention's bf16 operands against their reference, condensed (att_bf16_lines.sh); att_lse: the log-sum-exp
 # training attention on batched GEMMs against the CPU's and the exact lse kernels, its scratch and times, condensed
 # (att_lse_lines.sh).
@@ -139,6 +141,9 @@ KEEP='.' KEEP_LINES=10 step att_bf16 20 5 benchmarks/gpu/att_bf16_lines.sh
 # figure, the backward's recomputed scores bit-equal to the forward's, and the XLM-R large layer's lse times (reads
 # ctest_gpu's log: about 1 s)
 KEEP='.' KEEP_LINES=17 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
+# the packed (2-byte bf16) inference storage (ops_act_pack, XR_CUDA_ACT_PACK=1, issue 13): test_cuda_act_pack's
+# per-op, per-model and weights-copy lines (reads ctest_gpu's log: about 1 s); forward_bench times it against torch
+KEEP='.' KEEP_LINES=40 step act_pack 20 5 benchmarks/gpu/act_pack_lines.sh
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
 KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq

@@ -61,6 +61,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     double t_load = now() - t0;
+    /* the activation storage the forward will use (XR_CUDA_ACT_PACK=1 in bf16 mode: 2, packed bf16), asked the way
+     * the model asks, so a row says what it timed */
+    int act_bytes = ops_act_pack(be, 1);
+    ops_act_pack(be, 0);
     const ModelConfig *c = encoder_config(m);
     /* the peer's batch: ids in [5, 1000), <s> first and </s> last, no padding */
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T), *mask = malloc(sizeof(int32_t) * (size_t)B * T);
@@ -85,9 +89,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < reps; i++) XR_RUN(); /* outputs come back to the host: each call ends synchronised */
     double dt = now() - t0;
     printf("{\"kind\": \"xrank_infer\", \"task\": \"%s\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
-           "\"reps\": %d, \"ms_per_batch\": %.2f, \"seqs_per_s\": %.1f, \"load_s\": %.2f, \"params\": %lld}\n",
+           "\"reps\": %d, \"ms_per_batch\": %.2f, \"seqs_per_s\": %.1f, \"load_s\": %.2f, \"params\": %lld, "
+           "\"act_bytes\": %d}\n",
            score ? "score" : "embed", bf16 ? "bf16" : "fp32", T, B, reps, 1e3 * dt / reps, B * reps / dt, t_load,
-           (long long)encoder_num_params(m));
+           (long long)encoder_num_params(m), act_bytes);
     encoder_free(m);
     cuda_ops_backend_free(be);
     free(ids), free(mask), free(out);

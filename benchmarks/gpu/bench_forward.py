@@ -3,6 +3,7 @@
 random weights), run ON the GPU machine by bench_forward.sh.
   write DIR               save a random XLMRobertaForSequenceClassification (num_labels 1) to DIR
   check DIR PREFIX T B    compare xrank's dumped logits (PREFIX.out.f32 for PREFIX.ids.i32) with torch fp32 / bf16
+                          (PREFIX may be a comma-separated list: the packed storage's dump beside the default's)
   fast DIR PREFIX T B XRANK_JSONL PEAK   check, then peer, in one process (bench_forward.sh XR_FAST=1)
   peer XRANK_JSONL PEAK   run the PyTorch peer (benchmarks/peer_gpu.py bench_infer) at the same shapes and print
                           the comparison table (ratio, MFU against PEAK bf16 TFLOP/s)
@@ -22,8 +23,13 @@ def write(d):
     print(json.dumps(dict(kind="model_written", dir=d, params=peer_gpu.write_random_xlmr(d))), flush=True)
 
 
-def check(d, prefix, T, B):
-    ids = torch.from_numpy(np.fromfile(prefix + ".ids.i32", dtype=np.int32).astype(np.int64)).view(B, T).cuda()
+def check(d, prefixes, T, B):
+    """prefixes: comma-separated dump prefixes of runs on the same ids (the first: xrank bf16; more, e.g. the packed
+    storage's, get a key named after their file: xrank_<name>_vs_torch_fp32_max_abs); a missing one is reported."""
+    prefixes = prefixes.split(",")
+    prefix = prefixes[0]
+    ids_np = np.fromfile(prefix + ".ids.i32", dtype=np.int32)
+    ids = torch.from_numpy(ids_np.astype(np.int64)).view(B, T).cuda()
     got = torch.from_numpy(np.fromfile(prefix + ".out.f32", dtype=np.float32)).view(B, -1).cuda()
     m = XLMRobertaForSequenceClassification.from_pretrained(d).cuda().eval()
     res = dict(kind="check", max_len=T, batch=B)
@@ -31,6 +37,15 @@ def check(d, prefix, T, B):
         ref = torch.cat([m(input_ids=ids[i:i + 8]).logits.float() for i in range(0, B, 8)])
         res["logit_spread_fp32"] = float(ref.max() - ref.min())
         res["xrank_bf16_vs_torch_fp32_max_abs"] = float((got - ref).abs().max())
+        for p in prefixes[1:]:
+            key = "xrank_%s_vs_torch_fp32_max_abs" % os.path.basename(p)
+            if not os.path.exists(p + ".out.f32"):
+                res[key] = "missing"
+            elif not np.array_equal(np.fromfile(p + ".ids.i32", dtype=np.int32), ids_np):
+                res[key] = "other ids"
+            else:
+                o = torch.from_numpy(np.fromfile(p + ".out.f32", dtype=np.float32)).view(B, -1).cuda()
+                res[key] = float((o - ref).abs().max())
         mb = m.to(torch.bfloat16)
         refb = torch.cat([mb(input_ids=ids[i:i + 8]).logits.float() for i in range(0, B, 8)])
         res["torch_bf16_vs_torch_fp32_max_abs"] = float((refb - ref).abs().max())

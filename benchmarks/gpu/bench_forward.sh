@@ -12,7 +12,9 @@
 # device_build.sh; bench_encoder and gemm_peak are built if missing), the model of train_device_check.sh part large
 # (/tmp/xr_bge_random) when it is there, else written; only issue 13's shapes, T 512 B 64 and T 256 B 128, score and
 # embed, xrank bf16 (default kernels) against torch bf16, xrank's T 512 logits checked against torch; each piece
-# under its own timeout. Lines: the xrank_infer, check and compare JSON lines (bench_forward.py).
+# under its own timeout; the packed activation storage (XR_CUDA_ACT_PACK=1, variant bf16-pack) at T 512 B 64 score and
+# embed and T 256 B 128 score, its T 512 logits checked too. Lines: the xrank_infer, check and compare JSON lines
+# (bench_forward.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 O=${1:-${OUT:-/tmp/xr_bench_out}}
@@ -35,9 +37,16 @@ if '\"bf16\"' in l] or [0]))")
         timeout 30 "$B/benchmarks/bench_encoder" "$M" $a | sed 's/^{/{"variant": "bf16", /' | tee -a "$J" ||
             { rc=1; echo "bench_encoder $a: failed"; }
     done
+    # the packed activation storage (XR_CUDA_ACT_PACK=1: bf16 between ops, ops_act_pack), T 512 logits dumped for the
+    # check too; three runs of ~4 s (the model's load most of it), so the step stays within its 90 s
+    for a in "score 512 64 $R bf16 /tmp/xr_dump512pack" "embed 512 64 $R bf16" "score 256 128 $R bf16"; do
+        # shellcheck disable=SC2086
+        XR_CUDA_ACT_PACK=1 timeout 30 "$B/benchmarks/bench_encoder" "$M" $a | sed 's/^{/{"variant": "bf16-pack", /' |
+            tee -a "$J" || { rc=1; echo "bench_encoder $a (XR_CUDA_ACT_PACK=1): failed"; }
+    done
     [ "$PEAK" = 0 ] && PEAK=1 && echo "no bf16 GEMM peak: MFU below is against 1 TFLOP/s" && rc=1
-    timeout 75 python3 benchmarks/gpu/bench_forward.py fast "$M" /tmp/xr_dump512 512 64 "$J" "$PEAK" |
-        tee "$O/peer.jsonl" || rc=1
+    D=/tmp/xr_dump512,/tmp/xr_dump512pack
+    timeout 75 python3 benchmarks/gpu/bench_forward.py fast "$M" "$D" 512 64 "$J" "$PEAK" | tee "$O/peer.jsonl" || rc=1
     exit $rc
 fi
 P=${XRDEPS:-/opt/xrdeps}
@@ -73,6 +82,10 @@ xr bf16 XR_=1 -- score 512 64 "$R" bf16 /tmp/xr_dump512
 xr bf16 XR_=1 -- score 256 128 "$R" bf16
 xr bf16 XR_=1 -- embed 512 64 "$R" bf16
 xr bf16 XR_=1 -- embed 256 128 "$R" bf16
+xr bf16-pack XR_CUDA_ACT_PACK=1 -- score 512 64 "$R" bf16 /tmp/xr_dump512pack
+xr bf16-pack XR_CUDA_ACT_PACK=1 -- score 256 128 "$R" bf16
+xr bf16-pack XR_CUDA_ACT_PACK=1 -- embed 512 64 "$R" bf16
+xr bf16-pack XR_CUDA_ACT_PACK=1 -- embed 256 128 "$R" bf16
 xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 512 64 "$R" bf16
 xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 256 128 "$R" bf16
 for t in flash64 flash128 flash128w8 flash256; do xr bf16-$t XR_CUDA_ATTENTION=$t -- score 512 64 "$R" bf16; done
@@ -80,5 +93,5 @@ if [ "${XR_SLOW:-1}" = 1 ]; then
     xr bf16-exactattn XR_CUDA_ATTENTION=exact -- score 512 64 2 bf16
     xr fp32 XR_=1 -- score 512 64 2 fp32
 fi
-python3 benchmarks/gpu/bench_forward.py check "$M" /tmp/xr_dump512 512 64
+python3 benchmarks/gpu/bench_forward.py check "$M" /tmp/xr_dump512,/tmp/xr_dump512pack 512 64
 python3 benchmarks/gpu/bench_forward.py peer "$J" "$PEAK" | tee "$O/peer.jsonl"

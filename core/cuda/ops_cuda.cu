@@ -5,7 +5,9 @@
  * fused flash-style kernel (flash_attn.cu; head sizes 32 and 64), else as batched bf16 GEMMs over padded
  * per-(sequence, head) blocks plus a softmax kernel (see tests/test_cuda_bf16.c). bf16 training (ops_bf16_weights,
  * ops_act_precision): the weights' bf16 working copy that GEMMs read, and forward outputs rounded to bf16 values
- * (tests/test_cuda_bf16_train.c). */
+ * (tests/test_cuda_bf16_train.c). Packed inference storage (ops_act_pack, XR_CUDA_ACT_PACK=1, BF16 mode): the INFER
+ * kernels read and store 2-byte bf16 activations, ops_linear writes bf16 through cuBLASLt and reads the inference
+ * weights' bf16 copy (ops_infer_weights) (tests/test_cuda_act_pack.c). */
 #include "cuda/ops_cuda.h"
 #include "cuda/flash_attn.h"
 #include "cuda/cuda_internal.cuh"
@@ -33,12 +35,13 @@ enum AttPath { ATT_FLASH, ATT_GEMM, ATT_EXACT };
 enum {
     SCR_X, SCR_W, SCR_QKV, SCR_SCORES, SCR_P, SCR_CTX, SCR_LT, SCR_BIAS, SCR_SHADOW,
     SCR_OPND0, SCR_OPND1, /* bf16 training: the backward GEMMs' rounded operands (cuda_ops_bf16_operand) */
+    SCR_B16, SCR_Y32,     /* packed linear: its bias cast to bf16; the fp32 product of its fallback GEMM */
     SCR_TRAIN0, SCR_COUNT = SCR_TRAIN0 + XR_TRAIN_SCRATCH
 };
 
 #define XR_LT_CACHE 64 /* cuBLASLt algorithms remembered per backend, keyed by the GEMM's shape */
 typedef struct {
-    int M, N, K, bias, fast, valid;
+    int M, N, K, bias, fast, y16, valid;
     unsigned al_a, al_b, al_c; /* pointer alignments the algorithm was chosen for */
     cublasLtMatmulAlgo_t algo;
 } LtAlgo;
@@ -74,6 +77,13 @@ typedef struct {
     int64_t wrefreshes;
     int act_bf16; /* ops_act_precision(BF16): forward ops round what they store to bf16 (act_round) */
     unsigned long long act_casts; /* activation operands cast to bf16 for a GEMM (cuda_ops_act_casts) */
+    /* Packed inference storage (ops_act_pack): XR_CUDA_ACT_PACK=1 lets act_pack pack in bf16 GEMM mode (off by
+     * default until its GPU check, test_cuda_act_pack, has passed); the inference weights' bf16 copy
+     * (ops_infer_weights) is kept under the same switch. */
+    int act_pack_env;
+    const float *imaster;
+    __nv_bfloat16 *icopy;
+    size_t in;
 } CudaState;
 
 /* The backend's state. A lookup: counts nothing (queries, marks, helpers inside an op). */
@@ -118,7 +128,7 @@ static __nv_bfloat16 *shadow_take(CudaState *st, size_t n) {
 }
 /* Where a producer writes the bf16 copy of its n-float output, or NULL when no copy is wanted. */
 static __nv_bfloat16 *shadow_for(CudaState *st, size_t n) {
-    if (st->mode != XR_GEMM_BF16 || st->bf16_fast) return NULL;
+    if (st->mode != XR_GEMM_BF16 || st->bf16_fast || st->be->act_packed) return NULL;
     return shadow_take(st, n);
 }
 static void shadow_set(CudaState *st, const float *out, size_t n, int upto) {
@@ -197,6 +207,9 @@ extern "C" Backend *cuda_ops_backend(int device) {
     if (ta && *ta && strcmp(ta, "gemm") && strcmp(ta, "exact"))
         xr_die("XR_CUDA_TRAIN_ATTENTION=%s: expected gemm or exact", ta);
     st->train_att_gemm = ta && !strcmp(ta, "gemm");
+    const char *ap = getenv("XR_CUDA_ACT_PACK");
+    if (ap && *ap && strcmp(ap, "0") && strcmp(ap, "1")) xr_die("XR_CUDA_ACT_PACK=%s: expected 0 or 1", ap);
+    st->act_pack_env = ap && !strcmp(ap, "1");
     be->device = XR_DEV_CUDA;
     be->ops = cuda_ops_table();
     be->threads = 1;
@@ -211,6 +224,7 @@ extern "C" void cuda_ops_backend_free(Backend *be) {
     for (int i = 0; i < SCR_COUNT; i++)
         if (st->scr[i]) XR_CU(cudaFree(st->scr[i]));
     if (st->wcopy) XR_CU(cudaFree(st->wcopy));
+    if (st->icopy) XR_CU(cudaFree(st->icopy));
     XR_BLAS(cublasLtDestroy(st->lt));
     XR_BLAS(cublasDestroy(st->blas));
     XR_CU(cudaStreamDestroy(st->stream));
@@ -330,6 +344,13 @@ extern "C" void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t by
     XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, op_begin(be)->stream));
 }
 
+/* An activation as the kernels read and store it: fp32, or bf16 while packed (ops_act_pack; rounded to nearest even
+ * where stored). The kernels below are templated on it where they read or write activations. */
+static __device__ __forceinline__ float ld_act(const float *p) { return *p; }
+static __device__ __forceinline__ float ld_act(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ void st_act(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void st_act(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
 /* ---------------- GEMMs (cuBLAS is column-major: a row-major C is C^T column-major) ---------------- */
 
 static void gemm_rm(CudaState *st, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -391,11 +412,14 @@ static unsigned align_of(const void *p) {
 }
 
 /* y[M,N] = x[M,K] W[N,K]^T (+ b) on cuBLASLt with the bias fused into the epilogue. fast = 0: x and W are
- * bf16 copies; fast = 1: fp32 operands with CUBLAS_COMPUTE_32F_FAST_16BF. fp32 output and accumulation.
+ * bf16 copies; fast = 1: fp32 operands with CUBLAS_COMPUTE_32F_FAST_16BF. fp32 accumulation; y and b fp32, or with
+ * y16 both bf16 (cuBLASLt's bias is of D's type outside its int8 / fp8 kernels: the packed inference linear gives it
+ * the bias rounded to bf16, as PyTorch's autocast does), y rounded once from the fp32 sum with the bias.
  * Returns 0 when cuBLASLt has no algorithm for this case (the caller falls back to cublasGemmEx). */
-static int lt_linear(CudaState *st, float *y, const void *x, const void *W, const float *b, int M, int N, int K,
+static int lt_linear(CudaState *st, void *y, int y16, const void *x, const void *W, const void *b, int M, int N, int K,
                      int fast) {
-    cudaDataType_t ab = fast ? CUDA_R_32F : CUDA_R_16BF;
+    cudaDataType_t ab = fast ? CUDA_R_32F : CUDA_R_16BF, dt = y16 ? CUDA_R_16BF : CUDA_R_32F;
+    size_t besz = y16 ? 2 : 4;
     cublasComputeType_t ct = fast ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
@@ -405,13 +429,13 @@ static int lt_linear(CudaState *st, float *y, const void *x, const void *W, cons
     XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB));
     if (b && align_of(b) < 256) {
         /* a bias view off the 256-byte grid: give the epilogue an aligned copy (N floats, stream-ordered) */
-        float *bc = (float *)scratch(st, SCR_BIAS, (size_t)N * 4);
-        XR_CU(cudaMemcpyAsync(bc, b, (size_t)N * 4, cudaMemcpyDeviceToDevice, st->stream));
+        void *bc = scratch(st, SCR_BIAS, (size_t)N * besz);
+        XR_CU(cudaMemcpyAsync(bc, b, (size_t)N * besz, cudaMemcpyDeviceToDevice, st->stream));
         b = bc;
     }
     if (b) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        cudaDataType_t bt = CUDA_R_32F;
+        cudaDataType_t bt = dt;
         XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
         XR_LT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
@@ -419,13 +443,13 @@ static int lt_linear(CudaState *st, float *y, const void *x, const void *W, cons
     /* column-major view: y^T [N, M] = W [K, N]^T x^T [K, M] */
     XR_LT(cublasLtMatrixLayoutCreate(&la, ab, K, N, K));
     XR_LT(cublasLtMatrixLayoutCreate(&lb, ab, K, M, K));
-    XR_LT(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, N, M, N));
+    XR_LT(cublasLtMatrixLayoutCreate(&lc, dt, N, M, N));
     unsigned al_a = align_of(W), al_b = align_of(x), al_c = align_of(y);
     LtAlgo *hit = NULL;
     for (int i = 0; i < XR_LT_CACHE; i++) {
         LtAlgo *c = &st->lt_cache[i];
         if (c->valid && c->M == M && c->N == N && c->K == K && c->bias == (b != NULL) && c->fast == fast &&
-            c->al_a == al_a && c->al_b == al_b && c->al_c == al_c)
+            c->y16 == y16 && c->al_a == al_a && c->al_b == al_b && c->al_c == al_c)
             hit = c;
     }
     void *ws = scratch(st, SCR_LT, XR_LT_WORKSPACE);
@@ -449,7 +473,7 @@ static int lt_linear(CudaState *st, float *y, const void *x, const void *W, cons
         } else {
             hit = &st->lt_cache[st->lt_next];
             st->lt_next = (st->lt_next + 1) % XR_LT_CACHE;
-            hit->M = M, hit->N = N, hit->K = K, hit->bias = b != NULL, hit->fast = fast, hit->valid = 1;
+            hit->M = M, hit->N = N, hit->K = K, hit->bias = b != NULL, hit->fast = fast, hit->y16 = y16, hit->valid = 1;
             hit->al_a = al_a, hit->al_b = al_b, hit->al_c = al_c;
             hit->algo = res.algo;
         }
@@ -550,6 +574,69 @@ static const __nv_bfloat16 *working_weight(const CudaState *st, const float *W) 
     return NULL;
 }
 
+/* p's view in the inference weights' bf16 copy (ops_infer_weights), or NULL when p is outside the held range. */
+static const __nv_bfloat16 *infer_weight(const CudaState *st, const float *p) {
+    if (st->imaster && p >= st->imaster && p < st->imaster + st->in) return st->icopy + (p - st->imaster);
+    return NULL;
+}
+
+/* Kept only where ops_linear reads bf16 weights (bf16 GEMM mode, not fast) and under XR_CUDA_ACT_PACK=1 (with the
+ * packed storage, until its GPU check has passed). The copy holds the values the per-call cast would make. */
+extern "C" void cuda_ops_infer_weights(Backend *be, const float *w, size_t n) {
+    CudaState *st = op_begin(be);
+    if (w && n && w == st->imaster && n == st->in) return; /* held already */
+    if (w && !n && w != st->imaster) return;              /* another range's forget: not the one held */
+    if (st->icopy) {
+        XR_CU(cudaStreamSynchronize(st->stream)); /* a queued GEMM may still read it */
+        ops_mem_note_free(be, st->icopy);
+        XR_CU(cudaFree(st->icopy));
+    }
+    st->icopy = NULL, st->imaster = NULL, st->in = 0;
+    if (!w || !n || st->mode != XR_GEMM_BF16 || st->bf16_fast || !st->act_pack_env) return;
+    cudaError_t e = cudaMalloc(&st->icopy, n * 2);
+    if (e != cudaSuccess) xr_die("CUDA: out of device memory allocating the bf16 copy of %zu inference weights (%zu "
+                                 "bytes) on GPU %d: %s", n, n * 2, st->device, cudaGetErrorString(e));
+    ops_mem_note_alloc(be, st->icopy, n * 2);
+    st->imaster = w, st->in = n;
+    to_bf16(st, st->icopy, w, n);
+}
+
+/* The packed linear's fallback epilogue: y = bf16(acc + b) from the fp32 product acc [M, N] and the bf16 bias. */
+__global__ void k_bias_store16(__nv_bfloat16 *y, const float *acc, const __nv_bfloat16 *b, size_t M, int N) {
+    size_t total = M * (size_t)N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16_rn(acc[i] + (b ? __bfloat162float(b[i % N]) : 0.0f));
+}
+
+/* Packed (ops_act_pack): x and y bf16, W and b read as bf16 (the working or the inference copy, else cast here), fp32
+ * accumulation with the bias, y rounded once, on cuBLASLt's bias epilogue; a GEMM into fp32 and k_bias_store16 where
+ * cuBLASLt has no algorithm (the same definition). */
+static void linear_packed(CudaState *st, float *y, const float *x, const float *W, const float *b, int M, int N,
+                          int K) {
+    const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x, *wb = working_weight(st, W), *bb = NULL;
+    if (!wb) wb = infer_weight(st, W);
+    if (!wb) {
+        __nv_bfloat16 *wc = (__nv_bfloat16 *)scratch(st, SCR_W, (size_t)N * K * 2);
+        to_bf16(st, wc, W, (size_t)N * K);
+        wb = wc;
+    }
+    if (b) {
+        bb = working_weight(st, b);
+        if (!bb) bb = infer_weight(st, b);
+        if (!bb) {
+            __nv_bfloat16 *bc = (__nv_bfloat16 *)scratch(st, SCR_B16, (size_t)N * 2);
+            to_bf16(st, bc, b, (size_t)N);
+            bb = bc;
+        }
+    }
+    if (lt_linear(st, y, 1, xb, wb, bb, M, N, K, 0)) return;
+    float *acc = (float *)scratch(st, SCR_Y32, (size_t)M * N * 4);
+    cuda_ops_gemm_bf16(st->be, 0, 1, M, N, K, 1.0f, xb, K, wb, K, 0.0f, acc, N);
+    size_t n = (size_t)M * N;
+    k_bias_store16<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)y, acc, bb, (size_t)M, N);
+    XR_LAUNCHED();
+}
+
 /* not an op: does not count in st->ops (the bf16 copies of outputs stay valid across it) */
 extern "C" int cuda_ops_in_working_copy(Backend *be, const float *W) {
     return working_weight((const CudaState *)be->impl, W) != NULL;
@@ -563,6 +650,10 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
                                 int K) {
     CudaState *st = op_begin(be);
     if (M <= 0) return;
+    if (be->act_packed) {
+        if (N > 0) linear_packed(st, y, x, W, b, M, N, K);
+        return;
+    }
     if (const __nv_bfloat16 *wc = working_weight(st, W)) {
         /* bf16 training: the weights' working copy (cast once per step, not here), x rounded to bf16, fp32
          * accumulation and output on cuBLASLt */
@@ -572,7 +663,7 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
             to_bf16(st, xc, x, (size_t)M * K);
             xb = xc, st->act_casts++;
         }
-        if (lt_linear(st, y, xb, wc, b, M, N, K, 0)) {
+        if (lt_linear(st, y, 0, xb, wc, b, M, N, K, 0)) {
             act_store(st, y, (size_t)M * N);
             return;
         }
@@ -580,7 +671,7 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
     }
     if (st->mode == XR_GEMM_BF16) {
         if (st->bf16_fast) {
-            if (lt_linear(st, y, x, W, b, M, N, K, 1)) {
+            if (lt_linear(st, y, 0, x, W, b, M, N, K, 1)) {
                 act_store(st, y, (size_t)M * N);
                 return;
             }
@@ -593,9 +684,13 @@ extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const flo
                 to_bf16(st, xc, x, (size_t)M * K);
                 xb = xc;
             }
-            __nv_bfloat16 *wb = (__nv_bfloat16 *)scratch(st, SCR_W, (size_t)N * K * 2);
-            to_bf16(st, wb, W, (size_t)N * K);
-            if (lt_linear(st, y, xb, wb, b, M, N, K, 0)) {
+            const __nv_bfloat16 *wb = infer_weight(st, W); /* the inference copy, else cast here */
+            if (!wb) {
+                __nv_bfloat16 *wc = (__nv_bfloat16 *)scratch(st, SCR_W, (size_t)N * K * 2);
+                to_bf16(st, wc, W, (size_t)N * K);
+                wb = wc;
+            }
+            if (lt_linear(st, y, 0, xb, wb, b, M, N, K, 0)) {
                 act_store(st, y, (size_t)M * N);
                 return;
             }
@@ -652,7 +747,7 @@ extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const floa
         to_bf16(st, xc, x, (size_t)M * K);
         xb = xc, st->act_casts++;
     }
-    if (!lt_linear(st, f, xb, wc, NULL, M, N, K, 0))
+    if (!lt_linear(st, f, 0, xb, wc, NULL, M, N, K, 0))
         xr_die("cuda_ops_linear_gelu: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
     size_t n = (size_t)M * N;
     __nv_bfloat16 *g16 = cuda_ops_next_copy(be, n);
@@ -663,13 +758,14 @@ extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const floa
 
 /* ---------------- token-wise kernels ---------------- */
 
-__global__ void k_embed(float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
+template <typename T>
+__global__ void k_embed(T *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
                         const float *word, const float *pos, const float *type, int n, int H, int rnd) {
     size_t total = (size_t)n * H;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
         size_t i = e / H, j = e % H;
         float t = type[(types ? (size_t)types[i] * H : 0) + j];
-        out[e] = act_round(word[(size_t)ids[i] * H + j] + pos[(size_t)pos_ids[i] * H + j] + t, rnd);
+        st_act(&out[e], act_round(word[(size_t)ids[i] * H + j] + pos[(size_t)pos_ids[i] * H + j] + t, rnd));
     }
 }
 
@@ -678,8 +774,12 @@ extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, cons
                                int H) {
     CudaState *st = op_begin(be);
     if (n <= 0) return;
-    k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(out, ids, pos_ids, types, word, pos, type, n, H,
-                                                                     st->act_bf16);
+    if (be->act_packed)
+        k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, ids, pos_ids, types,
+                                                                         word, pos, type, n, H, 0);
+    else
+        k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>(out, ids, pos_ids, types, word, pos, type, n,
+                                                                         H, st->act_bf16);
     XR_LAUNCHED();
 }
 
@@ -716,10 +816,43 @@ __global__ void k_layernorm(float *out, float *mean, float *rstd, const float *x
     }
 }
 
+/* Packed (bf16 in and out): as k_layernorm, but v = x + res is recomputed from the inputs in each pass instead of
+ * being stored in out first (a bf16 out would round it). out may alias x or res: each lane reads its own columns and
+ * writes them only in the last pass. */
+__global__ void k_layernorm16(__nv_bfloat16 *out, float *mean, float *rstd, const __nv_bfloat16 *x,
+                              const __nv_bfloat16 *res, const float *g, const float *b, int n, int H, float eps) {
+    int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= n) return;
+    size_t off = (size_t)row * H;
+    float sum = 0.0f;
+    for (int j = lane; j < H; j += 32) sum += ld_act(x + off + j) + (res ? ld_act(res + off + j) : 0.0f);
+    float mu = warp_sum(sum) / (float)H;
+    float var = 0.0f;
+    for (int j = lane; j < H; j += 32) {
+        float d = ld_act(x + off + j) + (res ? ld_act(res + off + j) : 0.0f) - mu;
+        var += d * d;
+    }
+    float rs = 1.0f / sqrtf(warp_sum(var) / (float)H + eps);
+    for (int j = lane; j < H; j += 32) {
+        float v = ld_act(x + off + j) + (res ? ld_act(res + off + j) : 0.0f);
+        st_act(out + off + j, (v - mu) * rs * g[j] + b[j]);
+    }
+    if (lane == 0) {
+        if (mean) mean[row] = mu;
+        if (rstd) rstd[row] = rs;
+    }
+}
+
 extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x,
                                    const float *res, const float *g, const float *b, int n, int H, float eps) {
     CudaState *st = op_begin(be);
     if (n <= 0) return;
+    if (be->act_packed) {
+        k_layernorm16<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
+            (__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)res, g, b, n, H, eps);
+        XR_LAUNCHED();
+        return;
+    }
     __nv_bfloat16 *sh = shadow_for(st, (size_t)n * H);
     k_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
         out, mean, rstd, x, res, g, b, n, H, eps, sh, st->act_bf16);
@@ -727,22 +860,30 @@ extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *
     if (sh) shadow_set(st, out, (size_t)n * H, 0);
 }
 
-__global__ void k_gelu(float *out, const float *x, size_t n, __nv_bfloat16 *out16, int rnd) {
+template <typename T>
+__global__ void k_gelu(T *out, const T *x, size_t n, __nv_bfloat16 *out16, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float v = act_round(gelu_erf(x[i]), rnd);
-        out[i] = v;
+        float v = act_round(gelu_erf(ld_act(x + i)), rnd);
+        st_act(out + i, v);
         if (out16) out16[i] = __float2bfloat16_rn(v);
     }
 }
 
-__global__ void k_tanh(float *out, const float *x, size_t n, int rnd) {
+template <typename T>
+__global__ void k_tanh(T *out, const T *x, size_t n, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = act_round(tanhf(x[i]), rnd);
+        st_act(out + i, act_round(tanhf(ld_act(x + i)), rnd));
 }
 
 extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
     if (!n) return;
+    if (be->act_packed) {
+        k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n,
+                                                           (__nv_bfloat16 *)NULL, 0);
+        XR_LAUNCHED();
+        return;
+    }
     __nv_bfloat16 *sh = shadow_for(st, n);
     /* bf16 training: the GELU recomputed in the backward is the x operand of the next op, the FFN's second linear's
      * backward, which reads this copy instead of casting (the copy of the stored value: the same bf16 numbers) */
@@ -755,7 +896,10 @@ extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n)
 extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
     if (!n) return;
-    k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, st->act_bf16);
+    if (be->act_packed)
+        k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n, 0);
+    else
+        k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, st->act_bf16);
     XR_LAUNCHED();
 }
 
@@ -766,7 +910,8 @@ extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n)
 /* Block (s*NH + h, y): warp w takes query row i = y*XR_ATT_WARPS + w of sequence s, head h (first_only: row 0,
  * warp 0). Lanes split the keys for the scores (kept in shared memory, max_len per warp), the softmax is reduced
  * across the warp, and lanes split the head dimension for p v. Exact softmax in fp32, no online rescaling. */
-__global__ void k_attention(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
+template <typename T>
+__global__ void k_attention(T *out, float *att, const T *qkv, const int32_t *seq_off, int NH, int dh,
                             int first_only, int max_len, float scale, int rnd) {
     extern __shared__ float sh[];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -776,16 +921,16 @@ __global__ void k_attention(float *out, float *att, const float *qkv, const int3
     if ((first_only && warp > 0) || i >= L) return;
     float *sc = sh + (size_t)warp * (max_len + dh), *qs = sc + max_len;
     size_t stride = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *q = qkv + (size_t)(b0 + i) * stride + (size_t)h * dh;
-    const float *k0 = qkv + (size_t)b0 * stride + HD + (size_t)h * dh;
-    const float *v0 = k0 + HD;
-    for (int d = lane; d < dh; d += 32) qs[d] = q[d];
+    const T *q = qkv + (size_t)(b0 + i) * stride + (size_t)h * dh;
+    const T *k0 = qkv + (size_t)b0 * stride + HD + (size_t)h * dh;
+    const T *v0 = k0 + HD;
+    for (int d = lane; d < dh; d += 32) qs[d] = ld_act(q + d);
     __syncwarp();
     float mx = -INFINITY;
     for (int j = lane; j < L; j += 32) {
-        const float *k = k0 + (size_t)j * stride;
+        const T *k = k0 + (size_t)j * stride;
         float dot = 0.0f;
-        for (int d = 0; d < dh; d++) dot += qs[d] * k[d];
+        for (int d = 0; d < dh; d++) dot += qs[d] * ld_act(k + d);
         dot *= scale;
         sc[j] = dot;
         mx = fmaxf(mx, dot);
@@ -810,11 +955,11 @@ __global__ void k_attention(float *out, float *att, const float *qkv, const int3
         float *a = att + before * NH + ((size_t)h * L + i) * L;
         for (int j = lane; j < L; j += 32) a[j] = sc[j] * inv;
     }
-    float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    T *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
     for (int d = lane; d < dh; d += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += sc[j] * v0[(size_t)j * stride + d];
-        o[d] = act_round(acc * inv, rnd);
+        for (int j = 0; j < L; j++) acc += sc[j] * ld_act(v0 + (size_t)j * stride + d);
+        st_act(o + d, act_round(acc * inv, rnd));
     }
 }
 
@@ -824,15 +969,16 @@ __global__ void k_attention(float *out, float *att, const float *qkv, const int3
  * bf16 probabilities, a second GEMM gives ctx [Tp, dh] fp32, and the real rows are copied back packed. */
 
 /* Block (i, s): row i of sequence s (zeros past its length), all 3*H columns. */
-__global__ void k_pack_qkv(__nv_bfloat16 *qp, const float *qkv, const int32_t *seq_off, int S, int Tp, int NH,
+template <typename T>
+__global__ void k_pack_qkv(__nv_bfloat16 *qp, const T *qkv, const int32_t *seq_off, int S, int Tp, int NH,
                            int dh) {
     int i = blockIdx.x, s = blockIdx.y, H = NH * dh;
     int b0 = seq_off[s], L = seq_off[s + 1] - b0;
     size_t blk = (size_t)Tp * dh, part = (size_t)S * NH * blk;
-    const float *src = qkv + (size_t)(b0 + i) * 3 * H;
+    const T *src = qkv + (size_t)(b0 + i) * 3 * H;
     for (int c = threadIdx.x; c < 3 * H; c += blockDim.x) {
         int which = c / H, t = c - which * H, h = t / dh, d = t - h * dh;
-        float v = i < L ? src[c] : 0.0f;
+        float v = i < L ? ld_act(src + c) : 0.0f;
         qp[which * part + ((size_t)s * NH + h) * blk + (size_t)i * dh + d] = __float2bfloat16_rn(v);
     }
 }
@@ -888,7 +1034,8 @@ __global__ void k_softmax_rows(__nv_bfloat16 *p, const float *sc, const int32_t 
 
 /* Block (i, s - s_first): ctx holds blocks bh0 .. bh0+nbh-1; row i of sequence s goes to out row seq_off[s] + i,
  * head h at columns h*dh (and to out16, the bf16 copy, when given). */
-__global__ void k_unpack_ctx(float *out, __nv_bfloat16 *out16, const float *ctx, const int32_t *seq_off, int bh0,
+template <typename T>
+__global__ void k_unpack_ctx(T *out, __nv_bfloat16 *out16, const float *ctx, const int32_t *seq_off, int bh0,
                              int nbh, int NH, int Tp, int dh) {
     int i = blockIdx.x, s = bh0 / NH + blockIdx.y, H = NH * dh;
     int b0 = seq_off[s];
@@ -897,16 +1044,18 @@ __global__ void k_unpack_ctx(float *out, __nv_bfloat16 *out16, const float *ctx,
         int h = t / dh, d = t - h * dh, bh = s * NH + h - bh0;
         if (bh < 0 || bh >= nbh) continue;
         float v = ctx[((size_t)bh * Tp + i) * dh + d];
-        out[(size_t)(b0 + i) * H + t] = v;
+        st_act(out + (size_t)(b0 + i) * H + t, v);
         if (out16) out16[(size_t)(b0 + i) * H + t] = __float2bfloat16_rn(v);
     }
 }
 
 #define XR_SCORES_MAX ((size_t)1 << 30) /* bytes of fp32 scores per chunk of (sequence, head) blocks */
 
-static void attention_bf16(CudaState *st, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
-                           int NH, int dh) {
-    __nv_bfloat16 *sh = shadow_for(st, (size_t)S * max_len * NH * dh);
+/* T: the activations' storage (float, or __nv_bfloat16 while packed: no bf16 copy of the output then). */
+template <typename T>
+static void attention_bf16(CudaState *st, T *out, const T *qkv, const int32_t *seq_off, int S, int max_len, int NH,
+                           int dh) {
+    __nv_bfloat16 *sh = sizeof(T) == 4 ? shadow_for(st, (size_t)S * max_len * NH * dh) : NULL;
     int Tp = (max_len + 7) / 8 * 8; /* 16-byte aligned rows for the tensor-core GEMMs */
     size_t blk = (size_t)Tp * dh, nb = (size_t)S * NH;
     __nv_bfloat16 *qp = (__nv_bfloat16 *)scratch(st, SCR_QKV, 3 * nb * blk * 2);
@@ -944,13 +1093,45 @@ static void attention_bf16(CudaState *st, float *out, const float *qkv, const in
                                                                                   Tp, dh);
         XR_LAUNCHED();
     }
-    if (sh) shadow_set(st, out, (size_t)S * max_len * NH * dh, 1); /* the real rows: at most S * max_len */
+    if (sh) shadow_set(st, (const float *)out, (size_t)S * max_len * NH * dh, 1); /* real rows: <= S * max_len */
+}
+
+/* The exact kernel's launch (its shared memory: max_len scores and a query row per warp). */
+template <typename T>
+static void attention_exact(CudaState *st, T *out, float *att, const T *qkv, const int32_t *seq_off, int S,
+                            int max_len, int NH, int dh, int first_only, int rnd) {
+    size_t shmem = (size_t)XR_ATT_WARPS * (max_len + dh) * sizeof(float);
+    static const size_t kShmemMax = 200 * 1024; /* H100 allows 227 KB per block after opting in */
+    if (shmem > kShmemMax) xr_die("cuda_ops_attention: max_len %d too long for the shared-memory scores", max_len);
+    if (shmem > 48 * 1024) XR_CU(cudaFuncSetAttribute(k_attention<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      (int)shmem));
+    dim3 grid((unsigned)S * NH, first_only ? 1 : (unsigned)((max_len + XR_ATT_WARPS - 1) / XR_ATT_WARPS));
+    k_attention<<<grid, 32 * XR_ATT_WARPS, shmem, st->stream>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
+                                                                1.0f / sqrtf((float)dh), rnd);
+    XR_LAUNCHED();
+}
+
+/* Packed (bf16 qkv and out): the first row's attention on the exact kernel; all rows on the padded batched GEMMs
+ * (the flash kernel reads fp32 q/k/v), or the exact kernel under XR_CUDA_ATTENTION=exact. */
+static void attention_packed(CudaState *st, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                             int max_len, int NH, int dh, int first_only) {
+    if (att) xr_die("cuda_ops_attention: saved probabilities (att) while activations are packed (ops_act_pack)");
+    __nv_bfloat16 *o = (__nv_bfloat16 *)out;
+    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
+    if (first_only || st->att_path == ATT_EXACT)
+        attention_exact(st, o, (float *)NULL, q, seq_off, S, max_len, NH, dh, first_only, 0);
+    else
+        attention_bf16(st, o, q, seq_off, S, max_len, NH, dh);
 }
 
 static void attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                       int max_len, int NH, int dh, int first_only) {
     CudaState *st = op_begin(be); /* the body of both ops (cuda_ops_attention, cuda_ops_attention_first) */
     if (S <= 0 || max_len <= 0) return;
+    if (be->act_packed) {
+        attention_packed(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only);
+        return;
+    }
     /* the saved probabilities (att), the first-row variant and bf16 activation storage (the training contract,
      * rounded where the output is stored) keep the exact fp32 kernel */
     if (st->mode == XR_GEMM_BF16 && st->att_path != ATT_EXACT && !att && !first_only && !st->act_bf16) {
@@ -964,15 +1145,7 @@ static void attention(Backend *be, float *out, float *att, const float *qkv, con
         attention_bf16(st, out, qkv, seq_off, S, max_len, NH, dh);
         return;
     }
-    size_t shmem = (size_t)XR_ATT_WARPS * (max_len + dh) * sizeof(float);
-    static const size_t kShmemMax = 200 * 1024; /* H100 allows 227 KB per block after opting in */
-    if (shmem > kShmemMax) xr_die("cuda_ops_attention: max_len %d too long for the shared-memory scores", max_len);
-    if (shmem > 48 * 1024) XR_CU(cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      (int)shmem));
-    dim3 grid((unsigned)S * NH, first_only ? 1 : (unsigned)((max_len + XR_ATT_WARPS - 1) / XR_ATT_WARPS));
-    k_attention<<<grid, 32 * XR_ATT_WARPS, shmem, st->stream>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
-                                                                1.0f / sqrtf((float)dh), st->act_bf16);
-    XR_LAUNCHED();
+    attention_exact(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, st->act_bf16);
 }
 
 extern "C" void cuda_ops_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off,
@@ -987,59 +1160,71 @@ extern "C" void cuda_ops_attention_first(Backend *be, float *out, const float *q
 
 /* ---------------- pooling and normalisation ---------------- */
 
-__global__ void k_pool(float *out, const float *x, const int32_t *seq_off, int H, int mean, int rnd) {
+template <typename T>
+__global__ void k_pool(T *out, const T *x, const int32_t *seq_off, int H, int mean, int rnd) {
     int s = blockIdx.x;
     int b0 = seq_off[s], L = seq_off[s + 1] - b0;
     for (int j = threadIdx.x; j < H; j += blockDim.x) {
         if (!mean) {
-            out[(size_t)s * H + j] = act_round(x[(size_t)b0 * H + j], rnd);
+            st_act(out + (size_t)s * H + j, act_round(ld_act(x + (size_t)b0 * H + j), rnd));
             continue;
         }
         float acc = 0.0f;
-        for (int r = 0; r < L; r++) acc += x[(size_t)(b0 + r) * H + j];
-        out[(size_t)s * H + j] = act_round(acc * (1.0f / (float)(L > 0 ? L : 1)), rnd);
+        for (int r = 0; r < L; r++) acc += ld_act(x + (size_t)(b0 + r) * H + j);
+        st_act(out + (size_t)s * H + j, act_round(acc * (1.0f / (float)(L > 0 ? L : 1)), rnd));
     }
 }
 
-extern "C" void cuda_ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
+static void pool(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H, int mean) {
     CudaState *st = op_begin(be);
     if (S <= 0) return;
-    k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 0, st->act_bf16);
+    if (be->act_packed)
+        k_pool<<<S, 128, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, seq_off, H, mean, 0);
+    else
+        k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, mean, st->act_bf16);
     XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
+    pool(be, out, x, seq_off, S, H, 0);
 }
 
 extern "C" void cuda_ops_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    CudaState *st = op_begin(be);
-    if (S <= 0) return;
-    k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, 1, st->act_bf16);
-    XR_LAUNCHED();
+    pool(be, out, x, seq_off, S, H, 1);
 }
 
-__global__ void k_l2norm(float *out, const float *x, int n, int H) {
+template <typename T>
+__global__ void k_l2norm(T *out, const T *x, int n, int H) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
     size_t off = (size_t)row * H;
     float ss = 0.0f;
-    for (int j = lane; j < H; j += 32) ss += x[off + j] * x[off + j];
+    for (int j = lane; j < H; j += 32) ss += ld_act(x + off + j) * ld_act(x + off + j);
     float inv = 1.0f / fmaxf(sqrtf(warp_sum(ss)), 1e-12f);
-    for (int j = lane; j < H; j += 32) out[off + j] = x[off + j] * inv;
+    for (int j = lane; j < H; j += 32) st_act(out + off + j, ld_act(x + off + j) * inv);
 }
 
 extern "C" void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, int H) {
     CudaState *st = op_begin(be);
     if (n <= 0) return;
-    k_l2norm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(out, x, n, H);
+    unsigned grid = (unsigned)((n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK);
+    if (be->act_packed)
+        k_l2norm<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n,
+                                                                  H);
+    else
+        k_l2norm<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(out, x, n, H);
     XR_LAUNCHED();
 }
 
 /* ---------------- packed activation storage of the inference forward (ops_act_pack) ---------------- */
 
+/* Packs in bf16 GEMM mode only (the GEMMs read bf16 operands there anyway), not with XR_CUDA_BF16_GEMM=fast (fp32
+ * operands) nor under bf16 training storage, and only with XR_CUDA_ACT_PACK=1 until test_cuda_act_pack has passed on a
+ * GPU. */
 extern "C" int cuda_ops_act_pack(Backend *be, int on) {
     CudaState *st = op_begin(be);
-    (void)on;
-    (void)st;
-    be->act_packed = 0; /* not yet: the packed kernels come next */
-    return 4;
+    be->act_packed = on && st->act_pack_env && st->mode == XR_GEMM_BF16 && !st->bf16_fast && !st->act_bf16;
+    return be->act_packed ? 2 : 4;
 }
 
 __global__ void k_widen_bf16(float *out, const __nv_bfloat16 *x, size_t n) {
