@@ -415,26 +415,30 @@ int main(void) {
     Backend *c = ops_backend_cpu(2);
     cpu_set_act_pack_able(c, 1);
     TU_CHECK(ops_act_pack(c, 1) == 2, "the CPU reference does not pack");
-    Backend *gp = backend(1, NULL), *gx = backend(1, "exact"), *gu = backend(0, NULL);
+    Backend *gp = backend(1, NULL), *gx = backend(1, "exact"), *gg = backend(1, "gemm"), *gu = backend(0, NULL);
     TU_CHECK(ops_act_pack(gu, 1) == 4 && !gu->act_packed, "XR_CUDA_ACT_PACK=0: the backend packs");
     ops_act_pack(gu, 0);
     TU_CHECK(ops_act_pack(gp, 1) == 2 && gp->act_packed, "XR_CUDA_ACT_PACK=1 in bf16 mode: the backend does not pack");
     TU_CHECK(ops_act_pack(gx, 1) == 2, "XR_CUDA_ATTENTION=exact: the backend does not pack");
+    TU_CHECK(ops_act_pack(gg, 1) == 2, "XR_CUDA_ATTENTION=gemm: the backend does not pack");
     check_tokenwise(c, gp);
     check_linear(c, gp);
-    /* all rows: the padded batched GEMMs (P rounded to bf16, test_cuda_bf16's tolerance) or the exact kernel */
-    check_attention(c, gp, "gemm", 4, 64, 3e-2);
-    check_attention(c, gp, "gemm", 3, 20, 3e-2);
+    /* all rows: the flash kernel on bf16 storage (dh 64, 32; dh 20 falls back to the GEMMs), the padded batched GEMMs
+     * (P rounded to bf16: test_cuda_bf16's tolerance for both) or the exact kernel */
+    check_attention(c, gp, "flash", 4, 64, 3e-2);
+    check_attention(c, gp, "flash", 6, 32, 3e-2);
+    check_attention(c, gp, "gemm (no flash for dh 20)", 3, 20, 3e-2);
+    check_attention(c, gg, "gemm", 4, 64, 3e-2);
     check_attention(c, gx, "exact", 4, 64, 1e-4);
     check_attention(c, gx, "exact", 3, 20, 1e-4);
-    ops_act_pack(gp, 0), ops_act_pack(gx, 0), ops_act_pack(c, 0);
+    ops_act_pack(gp, 0), ops_act_pack(gx, 0), ops_act_pack(gg, 0), ops_act_pack(c, 0);
     check_model(gp, gu, "bert_cls");
     check_model(gp, gu, "xlmr_cls");
     check_model(gp, gu, "xlmr_cls3");
     check_model(gp, gu, "xlmr_model");
     check_infer_weights(gp);
     cuda_ops_sync(gp);
-    cuda_ops_backend_free(gp), cuda_ops_backend_free(gx), cuda_ops_backend_free(gu);
+    cuda_ops_backend_free(gp), cuda_ops_backend_free(gx), cuda_ops_backend_free(gg), cuda_ops_backend_free(gu);
     ops_backend_free(c);
     return tu_finish("test_cuda_act_pack");
 #endif

@@ -1111,8 +1111,9 @@ static void attention_exact(CudaState *st, T *out, float *att, const T *qkv, con
     XR_LAUNCHED();
 }
 
-/* Packed (bf16 qkv and out): the first row's attention on the exact kernel; all rows on the padded batched GEMMs
- * (the flash kernel reads fp32 q/k/v), or the exact kernel under XR_CUDA_ATTENTION=exact. */
+/* Packed (bf16 qkv and out): the first row's attention on the exact kernel; all rows as the path the backend was
+ * made with: the flash kernel on bf16 storage (head sizes it has, flash_attn.h), else the padded batched GEMMs, or the
+ * exact kernel under XR_CUDA_ATTENTION=exact. */
 static void attention_packed(CudaState *st, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                              int max_len, int NH, int dh, int first_only) {
     if (att) xr_die("cuda_ops_attention: saved probabilities (att) while activations are packed (ops_act_pack)");
@@ -1120,6 +1121,8 @@ static void attention_packed(CudaState *st, float *out, float *att, const float 
     const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
     if (first_only || st->att_path == ATT_EXACT)
         attention_exact(st, o, (float *)NULL, q, seq_off, S, max_len, NH, dh, first_only, 0);
+    else if (st->att_path == ATT_FLASH && xr_flash_supported_bf16(dh, q, o))
+        XR_CU(xr_flash_attention_bf16(st->stream, st->flash_tile, o, q, seq_off, S, max_len, NH, dh));
     else
         attention_bf16(st, o, q, seq_off, S, max_len, NH, dh);
 }
