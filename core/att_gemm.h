@@ -97,9 +97,10 @@ typedef struct AttGemmPrims {
     void (*unpack)(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
                    const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16);
     /* Forward rows: sc [n][nqp][Tp] holds the scaled scores; each real query row's softmax over keys j < L is
-     * written to att (before dropout, when att is not NULL) and, dropped and scaled (Pd, padding rows and columns 0:
+     * written to att (before dropout, when att is not NULL) and, dropped and scaled (Pd, padding columns 0:
      * attg_fwd_finish), where the context GEMM reads it: in place of sc (p16 NULL), or only as bf16 bits in p16
-     * (bf16 operands; sc is then not written). */
+     * (bf16 operands; sc is then not written). Padding query rows are not written: they only make context rows that
+     * no unpack reads (a GEMM's output row depends on its own input row alone). */
     void (*fwd_rows)(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
                      int bh0, int n, const AttGemmPlan *p, const XrDropout *d);
     /* Backward: pd [n][nqp][Tp] = dropout(P) from att, 0 in padding (attg_pd_part): fp32, or with p->bf16 its bf16

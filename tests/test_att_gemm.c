@@ -234,13 +234,7 @@ static void fwd_rows(void *ctx, float *sc, float *att, float *lse, uint16_t *p16
         AttgRow w = row_of(base, seq_off, bh0, p, r);
         float *row = sc + (size_t)r * p->Tp;
         uint16_t *r16 = p16 ? p16 + (size_t)r * p->Tp : NULL;
-        if (!w.real) {
-            if (r16)
-                memset(r16, 0, (size_t)p->Tp * 2);
-            else
-                for (int j = 0; j < p->Tp; j++) row[j] = 0.0f;
-            continue;
-        }
+        if (!w.real) continue; /* its context row is never unpacked: Pd left unwritten (poisoned here) */
         /* each pass over every lane before the next, as the warp's reductions order them */
         float mx = -INFINITY, sum = 0.0f;
         for (int l = 0; l < nl; l++) mx = fmaxf(mx, attg_part_max(row, w.L, l, nl));
@@ -254,18 +248,24 @@ static void fwd_rows(void *ctx, float *sc, float *att, float *lse, uint16_t *p16
 
 /* With bf16 operands the row steps write Pd and dS as bf16 only: the forward's fp32 scores must come out of the row
  * step unwritten (no write nobody reads), and the fp32 blocks are NaN-poisoned after the row steps, so a GEMM or a
- * later step that read them would fail the comparisons. */
+ * later step that read them would fail the comparisons; so are fp32 Pd's padding query rows, which the row step
+ * leaves (their context rows are never unpacked). */
 static void fwd_rows_bf16_only(void *ctx, float *sc, float *att, float *lse, uint16_t *p16, const size_t *base,
                                const int32_t *seq_off, int bh0, int n, const AttGemmPlan *p, const XrDropout *d) {
     size_t nf = (size_t)n * p->sq;
     float *before = p16 ? xr_malloc(nf * sizeof(float)) : NULL;
     if (before) memcpy(before, sc, nf * sizeof(float));
     fwd_rows(ctx, sc, att, lse, p16, base, seq_off, bh0, n, p, d);
-    if (!before) return;
-    TU_CHECK(memcmp(before, sc, nf * sizeof(float)) == 0, "bf16 forward row step wrote the fp32 scores (%zu floats)",
-             nf);
-    for (size_t i = 0; i < nf; i++) sc[i] = NAN;
-    free(before);
+    if (before) {
+        TU_CHECK(memcmp(before, sc, nf * sizeof(float)) == 0,
+                 "bf16 forward row step wrote the fp32 scores (%zu floats)", nf);
+        for (size_t i = 0; i < nf; i++) sc[i] = NAN;
+        free(before);
+    }
+    /* padding query rows: nobody reads their Pd (fp32 here; bf16 ones keep the scratch's poison) */
+    for (int r = 0; r < n * p->nqp; r++)
+        if (!row_of(base, seq_off, bh0, p, r).real)
+            for (int j = 0; j < p->Tp; j++) sc[(size_t)r * p->Tp + j] = NAN;
 }
 
 static void c_fwd_rows(void *ctx, float *sc, float *att, uint16_t *p16, const size_t *base, const int32_t *seq_off,
@@ -393,7 +393,7 @@ static void compare(const char *what, int k, const float *got, const float *want
 }
 
 /* The dropped probabilities the forward left in its scratch (one chunk holding every block): rng.h's mask on the
- * driver's own saved att, bit for bit, and 0 in every padding row and column. */
+ * driver's own saved att, bit for bit, and 0 in every padding column of the real query rows. */
 static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att, const int32_t *off,
                        const XrDropout *d, const char *name) {
     /* fp32: Pd in place of the scores; bf16 operands: only its bf16 bits (o_p16), the rounding of the same values */
@@ -414,9 +414,10 @@ static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att
                              dd.scale);
         else if (w.real)
             memcpy(want, att + w.att, (size_t)w.L * sizeof(float));
+        if (!w.real) continue; /* padding query rows: not written (their context rows are not unpacked) */
         for (int j = 0; j < p->Tp; j++) {
             bad += row16 ? row16[j] != xr_bf16_bits(want[j]) : memcmp(&row[j], &want[j], sizeof(float)) != 0;
-            if (w.real && j < w.L) dropped += want[j] == 0.0f, kept += want[j] != 0.0f;
+            if (j < w.L) dropped += want[j] == 0.0f, kept += want[j] != 0.0f;
         }
     }
     TU_CHECK(bad == 0, "%s: %zu dropped-probability elements differ from rng.h's mask on att", name, bad);

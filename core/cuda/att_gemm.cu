@@ -141,14 +141,8 @@ __global__ void k_attg_fwd_rows(float *sc, float *att, float *lse, uint16_t *p16
     AttgRow w = attg_row(a.seq_off, a.base, a.NH, a.first_only, a.bh0 + r / a.nqp, i);
     float *row = sc + (size_t)r * a.Tp;
     uint16_t *r16 = p16 ? p16 + (size_t)r * a.Tp : NULL;
-    if (!w.real) { /* Pd's padding row: where the context GEMM reads it (bf16 only, or fp32 in place) */
-        for (int j = lane; j < a.Tp; j += 32)
-            if (r16)
-                r16[j] = 0;
-            else
-                row[j] = 0.0f;
-        return;
-    }
+    /* a padding query row's Pd only makes the context's padding row, which no unpack reads: not written */
+    if (!w.real) return;
     /* two read-only passes (max, sum of exponentials), then the one that writes Pd: the scores are written once in
      * fp32 training and never with bf16 operands */
     float mx = warp_max(attg_part_max(row, w.L, lane, 32));
