@@ -21,7 +21,8 @@
 #     queries checked against the CPU search) and the PyTorch baseline bench_knn_torch.py (torch.mm + topk in
 #     tiles, same precision; skipped without torch), each under its own timeout (XR_KNN_T_XRANK 75 s,
 #     XR_KNN_T_TORCH 28 s); then the embedding speed: all-MiniLM-L6-v2 passages/s, bench_encoder embed vs
-#     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens; the 8-rank merge
+#     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens, and bench_encoder again with the
+#     packed activation storage (XR_CUDA_ACT_PACK=1, variant bf16-pack); the 8-rank merge
 #     (bench_mine_merge.sh: `xrank mine` on a 300,000-passage synthetic corpus, 10k queries, range-max 1000, 1 rank
 #     then 8 sharing the GPU: merge seconds, identical group files; XR_MERGE_PASSAGES / _QUERIES / _T, default 60 s);
 #     and the XLM-R large shape's embedding with random weights (/tmp/xr_bge_random, written when absent), xrank
@@ -195,6 +196,12 @@ if [ -d "$EL/minilm" ] || { [ -f "$ROOT/.cache/gpu_carry/minilm40.tar.xz" ] && m
   if t=$(bcap "bench_embed_torch MiniLM" 25 10); then
     timeout -k 3 "$t" python3 "$ROOT/benchmarks/gpu/bench_embed_torch.py" "$EL/minilm" 128 512 20 |
       tee -a "$O/bench_embed.jsonl" || echo "bench_embed_torch: failed or ran out of time (rc ${PIPESTATUS[0]})"
+  fi
+  # the same with the packed activation storage (issue 13, XR_CUDA_ACT_PACK=1; its line says "act_bytes": 2)
+  if t=$(bcap "bench_encoder MiniLM embed, packed storage" 15 8); then
+    XR_CUDA_ACT_PACK=1 timeout -k 3 "$t" "$B/benchmarks/bench_encoder" "$EL/minilm" embed 128 512 20 bf16 |
+      sed 's/^{/{"variant": "bf16-pack", /' | tee -a "$O/bench_embed.jsonl" ||
+      echo "bench_encoder MiniLM embed, packed storage: failed or ran out of time"
   fi
 else
   echo "embedding speed skipped: .cache/gpu_carry/minilm40.tar.xz not carried"
