@@ -5,14 +5,20 @@
  * end: the bf16 kernel's output must be xr_flash_attention's bf16 copy (out16) bit for bit (the fp32 kernel rounds
  * q/k/v to bf16 as it loads them, a no-op on bf16-exact values, so both run the same products and softmax), both
  * within test_cuda_bf16's bounds of the CPU's fp32 ops_attention, and nothing written past the output. Without a
- * GPU only the host-side checks run (which pointers xr_flash_supported_bf16 accepts); then it reports skipped. */
+ * GPU only the host-side checks run (the bf16 staging's maps replayed for a whole block, flash_stage.h; which
+ * pointers xr_flash_supported_bf16 accepts); then it reports skipped (77). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cuda_runtime.h>
 
+#include <map>
+#include <set>
+#include <vector>
+
 #include "cuda/flash_attn.h"
+#include "cuda/flash_stage.h"
 #include "cuda/ops_cuda.h"
 #include "ops.h"
 extern "C" {
@@ -88,6 +94,87 @@ void check_supported() {
              "S 0: nothing to do");
 }
 
+/* Replays one block's bf16 K/V staging with the kernel's own maps (flash_stage.h) on the CPU, for the staging shape
+ * (DH, BC, NW) of some tile: every K chunk and V value loaded once and stored where the products read it (V's key
+ * pairs through the emulated lane exchange), each warp's V stores on 32 different banks, and every 32-byte sector a
+ * warp's loads touch read whole (qkv rows of 16 heads apart). */
+template <int DH, int BC, int NW> void check_stage() {
+    using M = FlashStage16<DH, BC, NW>;
+    char tag[64];
+    snprintf(tag, sizeof tag, "bf16 staging dh=%d keys=%d warps=%d", DH, BC, NW);
+    const size_t row_bytes = (size_t)3 * 16 * DH * 2;
+    auto val = [](int key, int col) { return (uint32_t)(1 + key * DH + col); }; /* distinct, never 0 */
+    std::vector<int> kcount(BC * M::CPR, 0);
+    size_t partial = 0, badk = 0;
+    for (int w = 0; w < NW; w++)
+        for (int k = 0; k < M::NK; k++) {
+            std::map<size_t, int> sector;
+            for (int lane = 0; lane < 32; lane++) {
+                int r, c;
+                M::k_at(32 * w + lane, k, r, c);
+                if (r < 0 || r >= BC || c < 0 || c >= M::CPR) {
+                    badk++;
+                    continue;
+                }
+                kcount[r * M::CPR + c]++;
+                sector[(r * row_bytes + 16 * (size_t)c) / 32] += 16;
+            }
+            for (auto &e : sector) partial += e.second != 32;
+        }
+    size_t kwrong = badk;
+    for (int n : kcount) kwrong += n != 1;
+    TU_CHECK(kwrong == 0, "%s: %zu K chunks not loaded exactly once", tag, kwrong);
+
+    std::vector<uint16_t> vt(DH * M::VS, 0);
+    std::vector<int> written(DH * M::VS / 2, 0);
+    size_t conflicts = 0, bad = 0;
+    for (int w = 0; w < NW; w++)
+        for (int k = 0; k < M::NV; k++) {
+            uint32_t own[32][4], send[32][2], words[32][4];
+            std::map<size_t, int> sector;
+            for (int lane = 0; lane < 32; lane++) {
+                int key, c;
+                M::v_at(32 * w + lane, k, key, c);
+                if (key < 0 || key >= BC || c < 0 || c >= DH / 8) {
+                    bad++, key = 0, c = 0;
+                }
+                for (int i = 0; i < 4; i++) own[lane][i] = val(key, 8 * c + 2 * i) | val(key, 8 * c + 2 * i + 1) << 16;
+                M::v_send(lane, own[lane], send[lane]);
+                sector[(key * row_bytes + 16 * (size_t)c) / 32] += 16;
+            }
+            for (auto &e : sector) partial += e.second != 32;
+            for (int lane = 0; lane < 32; lane++) {
+                const uint32_t got[2] = {send[lane ^ 1][0], send[lane ^ 1][1]}; /* __shfl_xor_sync(.., 1) */
+                M::v_words(lane, own[lane], got, words[lane]);
+            }
+            for (int i = 0; i < 4; i++) {
+                std::map<int, std::set<int>> bank;
+                for (int lane = 0; lane < 32; lane++) {
+                    int off = M::v_store_offset(32 * w + lane, k, i);
+                    if (off < 0 || off + 1 >= DH * M::VS || off % 2) {
+                        bad++;
+                        continue;
+                    }
+                    uint32_t v = M::v_store_value(lane, i, words[lane]);
+                    vt[off] = (uint16_t)(v & 0xFFFFu), vt[off + 1] = (uint16_t)(v >> 16);
+                    written[off / 2]++;
+                    bank[off / 2 % 32].insert(off / 2);
+                }
+                for (auto &e : bank) conflicts += e.second.size() - 1;
+            }
+        }
+    size_t vwrong = bad;
+    for (int col = 0; col < DH; col++) {
+        for (int key = 0; key < BC; key++) vwrong += vt[col * M::VS + key] != (uint16_t)val(key, col);
+        for (int p = 0; p < M::VS / 2; p++) vwrong += written[(col * M::VS) / 2 + p] != (p < BC / 2);
+    }
+    TU_CHECK(vwrong == 0, "%s: %zu V values (or words) not stored exactly once in their place", tag, vwrong);
+    TU_CHECK(conflicts == 0, "%s: %zu extra bank wavefronts in V's stores", tag, conflicts);
+    TU_CHECK(partial == 0, "%s: %zu 32-byte sectors read in part by a warp's load", tag, partial);
+    printf("flash16 %-34s K/V stage: misplaced %zu / %zu, bank conflicts %zu, partial sectors %zu\n", tag, kwrong,
+           vwrong, conflicts, partial);
+}
+
 /* One batch: the CPU reference once, then each tile's fp32-input and bf16-input kernels. */
 void check_case(Backend *cpu, int NH, int dh, float amp, double tol) {
     static const int lens[] = {1, 63, 64, 65, 0, 127, 128, 129, 255, 256, 257, 300, 512, 17, 0};
@@ -159,10 +246,13 @@ void check_case(Backend *cpu, int NH, int dh, float amp, double tol) {
 
 int main(void) {
     check_supported();
+    /* the staging shapes of the tiles: flash64 (64 keys, 4 warps), flash128 (32, 4), flash128w8 / flash256 (64, 8) */
+    check_stage<64, 64, 4>(), check_stage<64, 32, 4>(), check_stage<64, 64, 8>();
+    check_stage<32, 64, 4>(), check_stage<32, 32, 4>(), check_stage<32, 64, 8>();
     if (cuda_ops_device_count() <= 0) {
         int rc = tu_finish("test_cuda_flash16 (host checks)");
         if (rc) return rc;
-        TU_SKIP("no GPU visible (the host-side pointer checks passed)");
+        TU_SKIP("no GPU visible (the host-side checks passed)");
     }
     Backend *cpu = ops_backend_cpu(2);
     /* test_cuda_bf16's bounds: inputs in [-1, 1] 2e-2, [-2, 2] (peaked rows) 3e-2; the bf16 output's own rounding

@@ -2,6 +2,7 @@
  * a tile of query rows; it walks the sequence's keys in tiles, keeping Q in registers, the running max / sum of
  * each softmax row and the output accumulator in registers, so the scores never leave the chip. */
 #include "cuda/flash_attn.h"
+#include "cuda/flash_stage.h"
 
 #include <limits.h>
 #include <math.h>
@@ -89,58 +90,50 @@ template <int DH, int BC, int NW> struct KvStage<float, DH, BC, NW> {
 };
 
 /* bf16 q/k/v: a chunk is 8 values, stored as loaded (half the registers and global loads of the fp32 stage). K:
- * chunks in row order, one 16-byte store each. V: one chunk of one key per lane and step; lane bit 0 is the key's
- * parity, bit 1 picks one of two adjacent chunks (so a lane pair reads a row's whole 32-byte sector), lanes >> 2
- * one of 8 key pairs. The two lanes of a key pair swap halves (two shuffles): the even lane then holds columns
- * 0..3 of its chunk for both keys, the odd lane columns 4..7, and each writes 4 words of (key, key + 1). The
- * lanes of the second chunk write their 4 columns rotated by 2, which with the rows 8 apart (the same banks for
- * both pads) keeps each store on 32 different banks. */
+ * chunks in row order, one 16-byte store each. V: one chunk of one key per lane and step; the two lanes of a key
+ * pair swap halves (two shuffles), so each stores 4 words of (key, key + 1). The maps: flash_stage.h. */
 template <int DH, int BC, int NW> struct KvStage<__nv_bfloat16, DH, BC, NW> {
-    static constexpr int kThreads = 32 * NW, CPR = DH / 8, NK = BC * CPR / kThreads, KG = BC / 16,
-                         NV = KG * (DH / 16) / NW, QS = DH + 8, VS = BC + 8;
-    static_assert(NK * kThreads == BC * CPR && NK >= 1, "K loader covers the tile");
-    static_assert(NV * NW == KG * (DH / 16) && NV >= 1, "V loader: one (16 keys, 16 columns) block per warp and step");
+    using M = FlashStage16<DH, BC, NW>;
+    static constexpr int NK = M::NK, NV = M::NV, QS = M::QS;
     uint4 kr[NK], vr[NV];
 
     __device__ __forceinline__ void load(const __nv_bfloat16 *kg, const __nv_bfloat16 *vg, size_t stride, int L,
                                          int j0, int tid) {
-        const int warp = tid / 32, lane = tid % 32;
         const uint4 zero4 = make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
         for (int k = 0; k < NK; k++) {
-            int it = tid + k * kThreads, r = it / CPR, c = it % CPR, key = j0 + r;
+            int r, c;
+            M::k_at(tid, k, r, c);
+            int key = j0 + r;
             kr[k] = key < L ? __ldg(reinterpret_cast<const uint4 *>(kg + (size_t)key * stride) + c) : zero4;
         }
 #pragma unroll
         for (int k = 0; k < NV; k++) {
-            int combo = warp * NV + k, c = 2 * (combo / KG) + ((lane >> 1) & 1);
-            int key = j0 + 16 * (combo % KG) + 2 * (lane >> 2) + (lane & 1);
+            int key, c;
+            M::v_at(tid, k, key, c);
+            key += j0;
             vr[k] = key < L ? __ldg(reinterpret_cast<const uint4 *>(vg + (size_t)key * stride) + c) : zero4;
         }
     }
     __device__ __forceinline__ void store(__nv_bfloat16 *Ks, __nv_bfloat16 *Vt, int tid) const {
-        const int warp = tid / 32, lane = tid % 32, par = lane & 1, ch = (lane >> 1) & 1;
+        const int lane = tid % 32;
 #pragma unroll
         for (int k = 0; k < NK; k++) {
-            int it = tid + k * kThreads, r = it / CPR, c = it % CPR;
+            int r, c;
+            M::k_at(tid, k, r, c);
             *reinterpret_cast<uint4 *>(&Ks[r * QS + 8 * c]) = kr[k];
         }
 #pragma unroll
         for (int k = 0; k < NV; k++) {
-            int combo = warp * NV + k, c = 2 * (combo / KG) + ch;
-            /* x: key's words (columns 2i, 2i+1 of this lane's 4), y: key + 1's */
-            uint32_t r0 = __shfl_xor_sync(0xffffffffu, par ? vr[k].x : vr[k].z, 1);
-            uint32_t r1 = __shfl_xor_sync(0xffffffffu, par ? vr[k].y : vr[k].w, 1);
-            uint32_t x0 = par ? r0 : vr[k].x, y0 = par ? vr[k].z : r0;
-            uint32_t x1 = par ? r1 : vr[k].y, y1 = par ? vr[k].w : r1;
-            uint32_t w[4] = {__byte_perm(x0, y0, 0x5410), __byte_perm(x0, y0, 0x7632), __byte_perm(x1, y1, 0x5410),
-                             __byte_perm(x1, y1, 0x7632)};
-            __nv_bfloat16 *d = &Vt[(8 * c + 4 * par) * VS + 16 * (combo % KG) + 2 * (lane >> 2)];
+            const uint32_t own[4] = {vr[k].x, vr[k].y, vr[k].z, vr[k].w};
+            uint32_t send[2], got[2], w[4];
+            M::v_send(lane, own, send);
+            got[0] = __shfl_xor_sync(0xffffffffu, send[0], 1);
+            got[1] = __shfl_xor_sync(0xffffffffu, send[1], 1);
+            M::v_words(lane, own, got, w);
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                int j = (i + 2 * ch) & 3;
-                *reinterpret_cast<uint32_t *>(d + j * VS) = ch ? w[(i + 2) & 3] : w[i];
-            }
+            for (int i = 0; i < 4; i++)
+                *reinterpret_cast<uint32_t *>(&Vt[M::v_store_offset(tid, k, i)]) = M::v_store_value(lane, i, w);
         }
     }
 };

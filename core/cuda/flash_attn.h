@@ -12,7 +12,7 @@
  * XR_FLASH_128 = 128 x 32, 4 warps of 32 rows (each shared-memory K/V fragment feeds two products);
  * XR_FLASH_128W8 = 128 x 64, 8 warps of 16 rows; XR_FLASH_256 = 256 x 64, 8 warps of 32 rows. The ...X<n> tiles
  * are the same shapes with registers capped so that n blocks fit on an SM (12 or 16 warps instead of 8; sm_90,
- * dh 64: bf16 storage spills 32 / 68 / 28 bytes a thread for 64X3 / 128X3 / 128W8X2, fp32 storage 180 / 276 /
+ * dh 64: bf16 storage spills 28 / 60 / 24 bytes a thread for 64X3 / 128X3 / 128W8X2, fp32 storage 180 / 276 /
  * 196), for measuring whether the bf16 kernel's freed registers buy occupancy (bench_attention). */
 typedef enum {
     XR_FLASH_64 = 0, XR_FLASH_128 = 1, XR_FLASH_128W8 = 2, XR_FLASH_256 = 3,
