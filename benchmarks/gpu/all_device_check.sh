@@ -14,11 +14,11 @@
 # per-op / per-case lines; parity: 2-rank GPU training = 1 rank x accumulation 2 (issue 11), the MiniLM learning
 # check GPU vs CPU (issue 10), mining and the search CPU vs GPU (issues 4, 16); benchmarks: NCCL and staged
 # bandwidth (issue 14), xrank's train step fp32 / bf16 vs PyTorch for the bge-reranker-v2-m3 shape at T 512 / 256
-# and MiniLM, with per-op times, and with the training attention on batched GEMMs (issues 10, 13), the GPU search
-# (issue 16), inference vs PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1; with the packed activation storage,
-# XR_CUDA_ACT_PACK=1, beside the default), the inference attention alone and the flash kernel on fp32 vs bf16 storage
-# (issue 13, bench_attention). After the test lines, act_pack: the packed inference storage's GPU test, condensed
-# (act_pack_lines.sh); att_bf16: the
+# and MiniLM, with per-op times, and with the training attention on batched GEMMs (issues 10, 13), inference vs
+# PyTorch bf16 (issue 13, bench_forward.sh XR_FAST=1; with the packed activation storage, XR_CUDA_ACT_PACK=1, beside
+# the default), the inference attention alone and the flash kernel on fp32 vs bf16 storage (issue 13,
+# bench_attention), last the GPU search and embedding (issue 16) in the time left, at least XR_MINE_FLOOR. After
+# the test lines, act_pack: the packed inference storage's GPU test, condensed (act_pack_lines.sh); att_bf16: the
 # training attention's bf16 operands against their reference, condensed (att_bf16_lines.sh); att_lse: the log-sum-exp
 # training attention on batched GEMMs against the CPU's and the exact lse kernels, its scratch and times, condensed
 # (att_lse_lines.sh).
@@ -28,7 +28,8 @@
 # Env: XR_BUDGET (s, default 540: fits timeout_s=600 with room to pack the logs; where `status` shows less device
 # time left than start-up (a few minutes) + 600 s, lower timeout_s and start the command with XR_BUDGET=<timeout_s
 # - 60>), XRDEPS, XR_BUILD, XR_JOBS (see device_build.sh),
-# XR_WORK (logs, default /tmp/xr_all), XR_KNN_PASSAGES (the search benchmark's size, default 10,000,000).
+# XR_WORK (logs, default /tmp/xr_all), XR_KNN_PASSAGES (the search benchmark's size, default 10,000,000),
+# XR_MINE_FLOOR (s kept for mine_bench by the benchmark steps before it, default 90).
 # Without a GPU (the rehearsal here) the GPU tests report skipped, the parity steps run until their first GPU
 # command fails (their paths are exercised), and the benchmarks are skipped with a line saying so; with
 # XR_FAKE_GPU=1 (device_env.sh) the parity steps' GPU runs run on the CPU, so their comparisons are exercised
@@ -48,7 +49,7 @@ declare -A count=([passed]=0 [failed]=0 [timed_out]=0 [skipped]=0)
 say() { echo "$*" | tee -a "$S"; }
 pack() { tar -czf "$OUTD/logs.tgz.part" -C "$W" . 2>/dev/null && mv -f "$OUTD/logs.tgz.part" "$OUTD/logs.tgz"; }
 left() { echo $(( BUDGET - RESERVE - ($(date +%s) - start) )); }
-skip() { say "$(printf '%-13s SKIPPED %s' "$1" "$2")"; count[skipped]=$(( count[skipped] + 1 )); }
+skip() { say "$(printf '%-15s SKIPPED %s' "$1" "$2")"; count[skipped]=$(( count[skipped] + 1 )); }
 # reap NAME: SIGKILL every process still carrying step NAME's XR_STEP_TAG in its environment. A step's `timeout`
 # signals its own process group only, and the check scripts run their benchmarks under timeouts of their own (new
 # process groups): without this, what they had running when the step's cap hit (a search, an XLM-R large step, 8
@@ -60,14 +61,19 @@ reap() {
         grep -qxzF "XR_STEP_TAG=$1.$$" "$p/environ" 2>/dev/null && kill -KILL "${p#/proc/}" 2>/dev/null &&
             n=$(( n + 1 ))
     done
-    [ $n = 0 ] || say "$(printf '%-13s %d processes left running: killed' "$1" $n)"
+    [ $n = 0 ] || say "$(printf '%-15s %d processes left running: killed' "$1" $n)"
 }
 # step NAME CAP MIN CMD...: CMD under `timeout` (CAP or the budget left, the smaller), its output in $W/NAME.log;
 # skipped when less than MIN s is left. Prints one status line, then the log's lines that match $KEEP (if set).
+# HOLD (s, default 0): time kept back for the steps after this one; the step sees the budget left less HOLD.
 step() {
     local name=$1 cap=$2 min=$3 l t t0 r=0 what; shift 3
-    l=$(left)
-    if [ "$l" -lt "$min" ]; then skip "$name" "for time (needs $min s, $l s left)"; return 0; fi
+    l=$(( $(left) - ${HOLD:-0} ))
+    if [ "$l" -lt "$min" ]; then
+        skip "$name" "for time (needs $min s, $l s left$([ "${HOLD:-0}" = 0 ] ||
+            echo " after $HOLD s kept for the steps after it"))"
+        return 0
+    fi
     t=$(( cap < l ? cap : l )); t0=$(date +%s)
     XR_STEP_TAG=$name.$$ timeout -k 5 "$t" "$@" > "$W/$name.log" 2>&1 || r=$?
     reap "$name"
@@ -76,7 +82,7 @@ step() {
     124 | 137) what="TIMED OUT (cap $t s)"; count[timed_out]=$(( count[timed_out] + 1 )) ;;
     *) what="FAILED (rc $r)"; count[failed]=$(( count[failed] + 1 )) ;;
     esac
-    say "$(printf '%-13s %-20s %4d s   (log %s.log)' "$name" "$what" $(( $(date +%s) - t0 )) "$name")"
+    say "$(printf '%-15s %-20s %4d s   (log %s.log)' "$name" "$what" $(( $(date +%s) - t0 )) "$name")"
     # the matching lines, up to a check script's own closing "== summary" (which repeats them)
     [ -n "${KEEP:-}" ] && sed -n '/^== summary$/q;p' "$W/$name.log" | grep -E "$KEEP" | head -${KEEP_LINES:-40} |
         sed 's/^/    /' | tee -a "$S"
@@ -153,30 +159,42 @@ KEEP='slots|failed|missing' part mine_e2e 90 30 mine e2e
 KEEP='man corpus|FAILED|failed' part mine_search 120 40 mine search
 
 # ---- 4. benchmarks ----
+# Order: what decides the next defaults first. train_bench (issues 10, 13: the GEMM training attention's speed),
+# forward_bench (XR_CUDA_ACT_PACK's default), attention_bench (the default flash tile), then mine_bench (issue 16),
+# which sizes its runs to the time left (XR_MINE_BENCH_BUDGET). Their caps (200 + 90 + 60 + 230 s) add up to more
+# than the budget leaves after parts 1-3, so each step before mine_bench runs within the budget left less what the
+# steps after it keep (HOLD): forward_bench its expected 75 s, attention_bench its needs (20 s), mine_bench its
+# floor MINE_FLOOR (90 s: the 10M search, k 1000 / 100, bf16 and fp32 in one bench_knn_gpu process under its full
+# 75 s cap, + the part's 10 s margin and 4 s grace; the second call's search seconds were 13.5 s in all of it, with
+# ~4 s of data, ~12 s of uploads and the CPU check of 32 queries per k). The holds bind only when the steps before
+# run slow: expected, train_bench ~110-180 s, forward_bench ~65-75 s, attention_bench ~15 s (RESULTS.md).
 if [ $GPU = 1 ]; then
-    KEEP='"bench": "comm"|did not build|rror' part comm_bench 60 20 comm bench
+    MINE_FLOOR=${XR_MINE_FLOOR:-90}
+    KEEP='"bench": "comm"|did not build|rror' HOLD=$(( 90 + 75 + 20 + MINE_FLOOR )) part comm_bench 60 20 comm bench
     # part large (the bge-reranker-v2-m3 shape, most important) gets 150 s of the step's 200, or 3/4 of a shorter
     # step, so MiniLM's runs after it still fit
-    l=$(left); [ "$l" -gt 200 ] && l=200
-    XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=80 part train_bench 200 90 train \
-        "large bench peer"
+    hold=$(( 75 + 20 + MINE_FLOOR ))
+    l=$(( $(left) - hold )); [ "$l" -gt 200 ] && l=200
+    XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=80 HOLD=$hold part train_bench 200 90 \
+        train "large bench peer"
+    mkdir -p "$W/forward_bench"
+    KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 HOLD=$(( 20 + MINE_FLOOR )) step forward_bench 90 40 \
+        env XR_FAST=1 OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"
+    # the inference attention alone (issue 13, bench_attention.cu, ~15 s): the op per XR_CUDA_ATTENTION path (log
+    # only), then the flash kernel per tile (7, 3 register-capped) on fp32 vs bf16 storage: times and bf16 outputs
+    # differing from the fp32 kernel's copy (0 expected), one line per (shape, tile)
+    KEEP='"flash_kernel"|rror' KEEP_LINES=24 HOLD=$MINE_FLOOR step attention_bench 60 20 \
+        "$B/benchmarks/bench_attention" 20
     # search, MiniLM embedding, the 8-rank merge (60 s at most), the XLM-R large embedding (70 s at most, 60 more
     # when part large wrote no model): their own caps add up to ~310-370 s, more than the step's 230, so the part
     # runs within the step's time less 10 s (XR_MINE_BENCH_BUDGET): each run gets its cap or what is left, and what
     # no longer fits is skipped by name ("skipped for time") after the lines of the runs before it, instead of the
-    # step's timeout cutting the part off mid-run
+    # step's timeout cutting the part off mid-run; the search runs first
     l=$(left); [ "$l" -gt 230 ] && l=230
     XR_MINE_BENCH_BUDGET=$(( l - 10 )) KEEP='"bench"|"kind"|failed|ran out|elapsed after|skipped|rror' KEEP_LINES=50 \
-        part mine_bench 230 60 mine bench
-    mkdir -p "$W/forward_bench"
-    KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 step forward_bench 90 40 env XR_FAST=1 \
-        OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"
-    # the inference attention alone (issue 13, bench_attention.cu, ~15 s): the op per XR_CUDA_ATTENTION path (log
-    # only), then the flash kernel per tile (7, 3 register-capped) on fp32 vs bf16 storage: times and bf16 outputs
-    # differing from the fp32 kernel's copy (0 expected), one line per (shape, tile)
-    KEEP='"flash_kernel"|rror' KEEP_LINES=24 step attention_bench 60 20 "$B/benchmarks/bench_attention" 20
+        part mine_bench 230 "$MINE_FLOOR" mine bench
 else
-    for s in comm_bench train_bench mine_bench forward_bench attention_bench; do
+    for s in comm_bench train_bench forward_bench attention_bench mine_bench; do
         skip $s "no GPU: a benchmark needs one"
     done
 fi
