@@ -1,7 +1,7 @@
 /* test_cuda_bf16: the BF16 mode of the CUDA backend (cuda_ops_set_gemm_mode XR_GEMM_BF16): ops_linear as bf16
- * cuBLASLt GEMMs (own bf16 copies, and XR_CUDA_BF16_GEMM=fast), attention as the fused flash kernel (both tile
- * shapes, ragged lengths 1..300) and as padded batched bf16 GEMMs (whole and chunked), against the fp32 CPU ops,
- * and the tiny model fixtures' logits / embeddings within bf16 tolerance.
+ * cuBLASLt GEMMs (own bf16 copies, and XR_CUDA_BF16_GEMM=fast), attention as the fused flash kernel (every tile,
+ * by its XR_CUDA_ATTENTION name, ragged lengths 1..300) and as padded batched bf16 GEMMs (whole and chunked),
+ * against the fp32 CPU ops, and the tiny model fixtures' logits / embeddings within bf16 tolerance.
  * Skipped (77) when built without the CUDA backend or when no GPU is visible. */
 #include <math.h>
 #include <stdlib.h>
@@ -142,11 +142,14 @@ int main(void) {
     Backend *c = ops_backend_cpu(2);
     static const int lens1[] = {1, 7, 33, 64, 17}, lens2[] = {130, 5, 77};
     /* v 0: flash attention (the default tile); 1: the padded-GEMM attention in chunks of 2 blocks (and
-     * cuBLAS-side rounding); 2..5: flash attention with each tile shape, attention only */
-    const char *gemm[] = {NULL, "fast", NULL, NULL, NULL, NULL}, *chunk[] = {NULL, "2", NULL, NULL, NULL, NULL};
-    const char *att[] = {NULL, "gemm", "flash64", "flash128", "flash128w8", "flash256"};
-    const char *tag[] = {"flash", "gemm fast / chunks of 2", "flash64", "flash128", "flash128w8", "flash256"};
-    for (int v = 0; v < 6; v++) {
+     * cuBLAS-side rounding); 2..8: flash attention with each tile (flash_attn.h's XR_FLASH_TILES, the
+     * register-capped ones too) by its XR_CUDA_ATTENTION name, attention only */
+    const char *gemm[9] = {NULL, "fast"}, *chunk[9] = {NULL, "2"};
+    const char *att[] = {NULL, "gemm", "flash64", "flash128", "flash128w8", "flash256", "flash64x3", "flash128x3",
+                         "flash128w8x2"};
+    const char *tag[] = {"flash", "gemm fast / chunks of 2", "flash64", "flash128", "flash128w8", "flash256",
+                         "flash64x3", "flash128x3", "flash128w8x2"};
+    for (int v = 0; v < 9; v++) {
         Backend *g = bf16_backend(gemm[v], chunk[v], att[v]);
         if (v < 2) check_linear(c, g, tag[v]);
         check_attention(c, g, tag[v], 3, 20, lens1, 5);

@@ -6,7 +6,7 @@
  * q/k/v to bf16 as it loads them, a no-op on bf16-exact values, so both run the same products and softmax), both
  * within test_cuda_bf16's bounds of the CPU's fp32 ops_attention, and nothing written past the output. Without a
  * GPU only the host-side checks run (the bf16 staging's maps replayed for a whole block, flash_stage.h; which
- * pointers xr_flash_supported_bf16 accepts); then it reports skipped (77). */
+ * pointers xr_flash_supported_bf16 accepts; the tiles' XR_CUDA_ATTENTION names); then it reports skipped (77). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +92,28 @@ void check_supported() {
     TU_CHECK(xr_flash_attention_bf16(0, XR_FLASH_128, (__nv_bfloat16 *)o, (const __nv_bfloat16 *)q, off, 0, 4, 1, 64) ==
                  cudaSuccess,
              "S 0: nothing to do");
+}
+
+/* XR_CUDA_ATTENTION's tile names (ops_cuda.cu parses them with xr_flash_tile_by_name): every tile has its own
+ * name, which maps back to it; other spellings map to no tile. */
+void check_tile_names() {
+    for (int t = 0; t < XR_FLASH_TILES; t++) {
+        const char *name = xr_flash_tile_name((XrFlashTile)t);
+        XrFlashTile back = (XrFlashTile)-1;
+        TU_CHECK(strncmp(name, "flash", 5) == 0 && strcmp(name, "flash") != 0, "tile %d: name '%s'", t, name);
+        TU_CHECK(xr_flash_tile_by_name(name, &back) && back == (XrFlashTile)t, "tile %d '%s' maps back to %d", t,
+                 name, (int)back);
+        for (int u = 0; u < t; u++)
+            TU_CHECK(strcmp(name, xr_flash_tile_name((XrFlashTile)u)), "tiles %d and %d share the name '%s'", u, t,
+                     name);
+    }
+    static const char *const other[] = {"flash", "gemm", "exact", "unknown", "flash128x", "FLASH128", "flash128 ", ""};
+    for (const char *o : other) {
+        XrFlashTile keep = XR_FLASH_256;
+        TU_CHECK(!xr_flash_tile_by_name(o, &keep) && keep == XR_FLASH_256, "'%s' names no tile", o);
+    }
+    XrFlashTile t3 = XR_FLASH_64;
+    TU_CHECK(xr_flash_tile_by_name("flash128x3", &t3) && t3 == XR_FLASH_128X3, "flash128x3 is XR_FLASH_128X3");
 }
 
 /* Replays one block's bf16 K/V staging with the kernel's own maps (flash_stage.h) on the CPU, for the staging shape
@@ -246,6 +268,7 @@ void check_case(Backend *cpu, int NH, int dh, float amp, double tol) {
 
 int main(void) {
     check_supported();
+    check_tile_names();
     /* the staging shapes of the tiles: flash64 (64 keys, 4 warps), flash128 (32, 4), flash128w8 / flash256 (64, 8) */
     check_stage<64, 64, 4>(), check_stage<64, 32, 4>(), check_stage<64, 64, 8>();
     check_stage<32, 64, 4>(), check_stage<32, 32, 4>(), check_stage<32, 64, 8>();

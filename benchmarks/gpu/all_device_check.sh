@@ -178,7 +178,7 @@ if [ $GPU = 1 ]; then
     XR_LARGE_BUDGET=$(( l >= 200 ? 150 : l * 3 / 4 )) KEEP='.' KEEP_LINES=80 HOLD=$hold part train_bench 200 90 \
         train "large bench peer"
     mkdir -p "$W/forward_bench"
-    KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=12 HOLD=$(( 20 + MINE_FLOOR )) step forward_bench 90 40 \
+    KEEP='"compare"|"check"|peak|failed|rror' KEEP_LINES=14 HOLD=$(( 20 + MINE_FLOOR )) step forward_bench 90 40 \
         env XR_FAST=1 OUT="$W/forward_bench" benchmarks/gpu/bench_forward.sh "$W/forward_bench"
     # the inference attention alone (issue 13, bench_attention.cu, ~15 s): the op per XR_CUDA_ATTENTION path (log
     # only), then the flash kernel per tile (7, 3 register-capped) on fp32 vs bf16 storage: times and bf16 outputs

@@ -98,8 +98,10 @@ static void run_kernels(const char *name, const int32_t *doff, int S, int max_le
 }
 
 static void run_shape(const char *name, const int *lens, int S, int NH, int dh, int reps) {
-    static const char *const paths[] = {"gemm", "flash64", "flash128", "flash128w8", "flash256"};
-    enum { NP = 5 };
+    /* gemm (the reference of the differences), then every tile by its XR_CUDA_ATTENTION name */
+    enum { NP = 1 + XR_FLASH_TILES };
+    const char *paths[NP] = {"gemm"};
+    for (int t = 0; t < XR_FLASH_TILES; t++) paths[1 + t] = xr_flash_tile_name((XrFlashTile)t);
     int32_t *off = (int32_t *)xr_malloc((S + 1) * sizeof *off);
     off[0] = 0;
     int max_len = 0;

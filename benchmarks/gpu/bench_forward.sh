@@ -13,7 +13,8 @@
 # (/tmp/xr_bge_random) when it is there, else written; only issue 13's shapes, T 512 B 64 and T 256 B 128, score and
 # embed, xrank bf16 (default kernels) against torch bf16, xrank's T 512 logits checked against torch; each piece
 # under its own timeout; the packed activation storage (XR_CUDA_ACT_PACK=1, variant bf16-pack) at T 512 B 64 score and
-# embed and T 256 B 128 score, its T 512 logits checked too. Lines: the xrank_infer, check and compare JSON lines
+# embed and T 256 B 128 score, its T 512 logits checked too, and T 512 B 64 score once more on the register-capped
+# tile flash128x3 (variant bf16-pack-flash128x3). Lines: the xrank_infer, check and compare JSON lines
 # (bench_forward.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,6 +45,12 @@ if '\"bf16\"' in l] or [0]))")
         XR_CUDA_ACT_PACK=1 timeout 30 "$B/benchmarks/bench_encoder" "$M" $a | sed 's/^{/{"variant": "bf16-pack", /' |
             tee -a "$J" || { rc=1; echo "bench_encoder $a (XR_CUDA_ACT_PACK=1): failed"; }
     done
+    # the packed forward on a register-capped flash tile (flash_attn.h; XR_CUDA_ATTENTION names it): does bf16
+    # storage's freed registers buy occupancy in the whole forward, not only in bench_attention's kernel lines? One
+    # more run of ~4-5 s at the target shape (the step: ~70-80 s of its 90)
+    XR_CUDA_ACT_PACK=1 XR_CUDA_ATTENTION=flash128x3 timeout 30 "$B/benchmarks/bench_encoder" "$M" score 512 64 "$R" \
+        bf16 | sed 's/^{/{"variant": "bf16-pack-flash128x3", /' | tee -a "$J" ||
+        { rc=1; echo "bench_encoder score 512 64 (XR_CUDA_ACT_PACK=1 XR_CUDA_ATTENTION=flash128x3): failed"; }
     [ "$PEAK" = 0 ] && PEAK=1 && echo "no bf16 GEMM peak: MFU below is against 1 TFLOP/s" && rc=1
     D=/tmp/xr_dump512,/tmp/xr_dump512pack
     timeout 75 python3 benchmarks/gpu/bench_forward.py fast "$M" "$D" 512 64 "$J" "$PEAK" | tee "$O/peer.jsonl" || rc=1
@@ -88,7 +95,7 @@ xr bf16-pack XR_CUDA_ACT_PACK=1 -- embed 512 64 "$R" bf16
 xr bf16-pack XR_CUDA_ACT_PACK=1 -- embed 256 128 "$R" bf16
 xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 512 64 "$R" bf16
 xr bf16-gemmattn XR_CUDA_ATTENTION=gemm -- score 256 128 "$R" bf16
-for t in flash64 flash128 flash128w8 flash256; do xr bf16-$t XR_CUDA_ATTENTION=$t -- score 512 64 "$R" bf16; done
+for t in flash64 flash128 flash128w8 flash256 flash64x3 flash128x3 flash128w8x2; do xr bf16-$t XR_CUDA_ATTENTION=$t -- score 512 64 "$R" bf16; done
 if [ "${XR_SLOW:-1}" = 1 ]; then
     xr bf16-exactattn XR_CUDA_ATTENTION=exact -- score 512 64 2 bf16
     xr fp32 XR_=1 -- score 512 64 2 fp32

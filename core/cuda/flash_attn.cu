@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 namespace {
 
@@ -357,6 +358,12 @@ const char *xr_flash_tile_name(XrFlashTile tile) {
     case XR_FLASH_128W8X2: return "flash128w8x2";
     }
     return "unknown";
+}
+
+int xr_flash_tile_by_name(const char *name, XrFlashTile *tile) {
+    for (int t = 0; t < XR_FLASH_TILES; t++)
+        if (name && !strcmp(name, xr_flash_tile_name((XrFlashTile)t))) return *tile = (XrFlashTile)t, 1;
+    return 0;
 }
 
 int xr_flash_supported(int dh, const float *qkv, const float *out) {

@@ -23,6 +23,9 @@ enum { XR_FLASH_TILES = 7 }; /* tiles are 0 .. XR_FLASH_TILES - 1 */
 /* The tile's name as XR_CUDA_ATTENTION spells it ("flash128", "flash128x3", ...). */
 const char *xr_flash_tile_name(XrFlashTile tile);
 
+/* The tile named `name` (xr_flash_tile_name's spelling) into *tile: 1, or 0 when no tile has that name. */
+int xr_flash_tile_by_name(const char *name, XrFlashTile *tile);
+
 /* Whether xr_flash_attention handles this head size and these pointers (dh 32 or 64; qkv 16-byte aligned,
  * out 8-byte aligned). Callers fall back to another attention path when it does not. */
 int xr_flash_supported(int dh, const float *qkv, const float *out);

@@ -24,9 +24,9 @@
 #include "xr_common.h"
 
 /* BF16 mode's attention when no probabilities are saved, chosen by XR_CUDA_ATTENTION=flash (the default:
- * flash_attn.cu with the fastest tile measured on H100) | flash64 | flash128 | flash128w8 | flash256 (that
- * tile, flash_attn.h) | gemm (padded batched GEMMs + softmax) | exact (the fp32 kernel). Head sizes the flash
- * kernel lacks take the gemm path. */
+ * flash_attn.cu with the fastest tile measured on H100) | a tile's name (xr_flash_tile_name: flash64, flash128,
+ * flash128w8, flash256 and the register-capped flash64x3, flash128x3, flash128w8x2; flash_attn.h) | gemm (padded
+ * batched GEMMs + softmax) | exact (the fp32 kernel). Head sizes the flash kernel lacks take the gemm path. */
 enum AttPath { ATT_FLASH, ATT_GEMM, ATT_EXACT };
 #define XR_FLASH_DEFAULT XR_FLASH_128
 
@@ -187,17 +187,17 @@ extern "C" Backend *cuda_ops_backend(int device) {
     st->bf16_fast = g && !strcmp(g, "fast");
     st->att_path = ATT_FLASH;
     st->flash_tile = XR_FLASH_DEFAULT;
-    if (at && *at) {
-        static const struct { const char *name; int path; XrFlashTile tile; } paths[] = {
-            {"flash", ATT_FLASH, XR_FLASH_DEFAULT}, {"flash64", ATT_FLASH, XR_FLASH_64},
-            {"flash128", ATT_FLASH, XR_FLASH_128},  {"flash128w8", ATT_FLASH, XR_FLASH_128W8},
-            {"flash256", ATT_FLASH, XR_FLASH_256},  {"gemm", ATT_GEMM, XR_FLASH_DEFAULT},
-            {"exact", ATT_EXACT, XR_FLASH_DEFAULT}};
-        size_t k = 0, np = sizeof paths / sizeof paths[0];
-        while (k < np && strcmp(at, paths[k].name)) k++;
-        if (k == np)
-            xr_die("XR_CUDA_ATTENTION=%s: expected flash, flash64, flash128, flash128w8, flash256, gemm or exact", at);
-        st->att_path = paths[k].path, st->flash_tile = paths[k].tile;
+    if (at && *at && strcmp(at, "flash")) {
+        if (!strcmp(at, "gemm")) st->att_path = ATT_GEMM;
+        else if (!strcmp(at, "exact")) st->att_path = ATT_EXACT;
+        else if (!xr_flash_tile_by_name(at, &st->flash_tile)) {
+            char names[256] = "";
+            size_t n = 0;
+            for (int t = 0; t < XR_FLASH_TILES && n < sizeof names; t++)
+                n += (size_t)snprintf(names + n, sizeof names - n, "%s, ", xr_flash_tile_name((XrFlashTile)t));
+            xr_die("XR_CUDA_ATTENTION=%s: expected flash (the default tile, %s), a tile (%sin flash_attn.h), gemm or "
+                   "exact", at, xr_flash_tile_name(XR_FLASH_DEFAULT), names);
+        }
     }
     const char *ch = getenv("XR_CUDA_ATT_CHUNK");
     st->att_chunk = ch ? atoi(ch) : 0;
