@@ -5,6 +5,8 @@
  *   plus one bf16 step of the larger value (a rounding that went the other way), the guard untouched, and where the
  *   two sides compute the same fp32 sums in the same order (embed, pool_first, pool_mean), every value equal;
  * - linear with bf16-valued weights and biases (the GPU reads them rounded to bf16, the CPU in fp32: equal values);
+ *   and on inputs whose fp32 sums are exact (check_linear_exact), every word the exact sum rounded once: no split-K
+ *   part summed in bf16, at shapes cuBLASLt splits, and with W / b views at odd offsets of the inference copy;
  * - the tiny fixture models' logits and CLS / mean embeddings against transformers within test_cuda_bf16's tolerance;
  * - the packed GPU forward (those and the hidden states) against the unpacked bf16 GPU forward within the storage
  *   bound below, and not equal to it;
@@ -100,6 +102,18 @@ static size_t cmp16(Backend *g, const char *what, const uint16_t *c, const uint1
            exact ? ", exact" : "");
     free(h);
     return ndiff;
+}
+
+/* The CPU's packed output h (n bf16 words, guard after them) against the exact answer: every word equal. */
+static void cmp16_host(const char *what, const uint16_t *want, const uint16_t *h, size_t n) {
+    size_t ndiff = 0, first = 0, guard = 0;
+    for (size_t i = 0; i < n; i++)
+        if (h[i] != want[i]) first = ndiff++ ? first : i;
+    for (size_t i = n; i < n + GUARD; i++) guard += h[i] != POISON;
+    TU_CHECK(ndiff == 0, "%s: %zu of %zu words differ from the exact sum rounded once (first [%zu]: %.9g, want %.9g)",
+             what, ndiff, n, first, (double)wide(h[first]), (double)wide(want[first]));
+    TU_CHECK(guard == 0, "%s: %zu bf16 words written past the output's end", what, guard);
+    printf("%-44s n=%-8zu %zu words differ (exact)\n", what, n, ndiff);
 }
 
 /* Ragged packed sequences as the model packs them (tile edges included). */
@@ -237,6 +251,60 @@ static void check_linear(Backend *c, Backend *g) {
     }
     cuda_ops_free(g, dW), cuda_ops_free(g, db);
     free(W), free(b);
+}
+
+/* linear rounds once: y = bf16(fp32 sum + b). With x integers in [-16, 16], W multiples of 2^-8 in [-1/16, 1/16] and
+ * b multiples of 2^-4 (all bf16 values), every product and partial sum is a multiple of 2^-8 below 2^14 (K <= 16384):
+ * exact in fp32 whatever the order or split, so the packed result has one right answer, the exact sum rounded to
+ * bf16, every word equal. A GEMM that adds split-K parts in bf16 (cuBLASLt's INPLACE / OUTPUT_TYPE reduction schemes
+ * with a bf16 D) rounds partial sums and fails it; so does a bias rounded twice. Shapes where cuBLASLt splits K (few
+ * rows, long K: a score forward's last layer, M = the batch's sequences), and one with W and b views at odd offsets
+ * inside a registered inference copy (2-byte aligned A, the bias copied to an aligned buffer). The CPU's packed op
+ * must give the same words (it sums in fp32 too). */
+static void check_linear_exact(Backend *c, Backend *g) {
+    static const int shapes[][4] = {/* M, N, K, inside a registered inference copy at an odd offset */
+                                    {1, 256, 16384, 0}, {64, 1024, 4096, 0}, {8, 384, 1536, 0}, {16, 97, 2048, 1}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2], inside = shapes[t][3];
+        size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N, off = inside ? 1 : 0;
+        uint16_t *x = xr_malloc(nx * 2);
+        for (size_t i = 0; i < nx; i++) x[i] = xr_bf16_bits((float)((int)urand(0, 33 - 1e-3f) - 16));
+        /* one buffer: [off pad][W N*K][b N] */
+        float *buf = xr_malloc((off + nw + (size_t)N) * 4), *W = buf + off, *b = W + nw;
+        if (off) buf[0] = 0.0f;
+        for (size_t i = 0; i < nw; i++) W[i] = (float)((int)urand(0, 33 - 1e-3f) - 16) * 0x1p-8f;
+        for (int j = 0; j < N; j++) b[j] = (float)((int)urand(0, 511 - 1e-3f) - 255) * 0x1p-4f;
+        uint16_t *want = xr_malloc(ny * 2);
+        float *xf = xr_malloc(nx * 4);
+        for (size_t i = 0; i < nx; i++) xf[i] = wide(x[i]);
+        size_t rounded = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                const float *xr = xf + (size_t)i * K, *wr = W + (size_t)j * K;
+                double s = b[j];
+                for (int k = 0; k < K; k++) s += (double)xr[k] * wr[k];
+                want[(size_t)i * N + j] = xr_bf16_bits((float)s); /* s is exact in fp32 */
+                rounded += (double)wide(want[(size_t)i * N + j]) != s;
+            }
+        uint16_t *dx = up(g, x, nx * 2);
+        float *dbuf = up(g, buf, (off + nw + (size_t)N) * 4), *dW = dbuf + off, *db = dW + nw;
+        if (inside) ops_infer_weights(g, dbuf, off + nw + (size_t)N);
+        uint16_t *hy = host_out(ny), *dy = dev_out(g, ny);
+        ops_linear(c, (float *)hy, (float *)x, W, b, M, N, K);
+        ops_linear(g, (float *)dy, (float *)dx, dW, db, M, N, K);
+        if (inside) ops_infer_weights(g, dbuf, 0);
+        char name[128];
+        snprintf(name, sizeof name, "linear packed exact sums M=%d N=%d K=%d%s (CPU)", M, N, K,
+                 inside ? " W, b at odd offsets" : "");
+        cmp16_host(name, want, hy, ny);
+        snprintf(name, sizeof name, "linear packed exact sums M=%d N=%d K=%d%s", M, N, K,
+                 inside ? " W, b at odd offsets of the inference copy" : "");
+        cmp16(g, name, want, dy, ny, 0, 1);
+        TU_CHECK(rounded > ny / 2, "%s: only %zu of %zu sums needed rounding (the check would not see a bf16 partial "
+                 "sum)", name, rounded, ny);
+        cuda_ops_free(g, dx), cuda_ops_free(g, dbuf), cuda_ops_free(g, dy);
+        free(x), free(xf), free(buf), free(want), free(hy);
+    }
 }
 
 /* Attention over the ragged sequences: the first row (exact kernel) and all rows (tag: the path the backend takes). */
@@ -428,6 +496,7 @@ int main(void) {
     TU_CHECK(ops_act_pack(gg, 1) == 2, "XR_CUDA_ATTENTION=gemm: the backend does not pack");
     check_tokenwise(c, gp);
     check_linear(c, gp);
+    check_linear_exact(c, gp);
     /* all rows: the flash kernel on bf16 storage (dh 64, 32; dh 20 falls back to the GEMMs), the padded batched GEMMs
      * (P rounded to bf16: test_cuda_bf16's tolerance for both) or the exact kernel */
     check_attention(c, gp, "flash", 4, 64, 3e-2);

@@ -464,6 +464,14 @@ static int lt_linear(CudaState *st, void *y, int y16, const void *x, const void 
         XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab_, sizeof ab_));
         XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac));
         XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac));
+        if (y16) {
+            /* bf16 D: a split-K algorithm must sum its partial products in fp32 (the compute type, in the workspace),
+             * never in D's type (the INPLACE and OUTPUT_TYPE schemes, cublasLt.h), which would round the partial sums
+             * to bf16: y is bf16 of the fp32 sum, rounded once (ops_list.h act_pack) */
+            uint32_t rmask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+            XR_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &rmask,
+                                                       sizeof rmask));
+        }
         cublasLtMatmulHeuristicResult_t res;
         int nres = 0;
         cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(st->lt, op, la, lb, lc, lc, pref, 1, &res, &nres);
