@@ -148,8 +148,9 @@ KEEP='.' KEEP_LINES=10 step att_bf16 20 5 benchmarks/gpu/att_bf16_lines.sh
 # ctest_gpu's log: about 1 s)
 KEEP='.' KEEP_LINES=17 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
 # the packed (2-byte bf16) inference storage (ops_act_pack, XR_CUDA_ACT_PACK=1, issue 13): test_cuda_act_pack's
-# per-op, per-model and weights-copy lines (reads ctest_gpu's log: about 1 s); forward_bench times it against torch
-KEEP='.' KEEP_LINES=40 step act_pack 20 5 benchmarks/gpu/act_pack_lines.sh
+# failed checks, per-model and weights-copy lines, then the per-op ones, ~57 lines passing (reads ctest_gpu's log:
+# about 1 s); forward_bench times it against torch
+KEEP='.' KEEP_LINES=64 step act_pack 20 5 benchmarks/gpu/act_pack_lines.sh
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
 KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq
