@@ -192,7 +192,7 @@ if [ $GPU = 1 ]; then
     # no longer fits is skipped by name ("skipped for time") after the lines of the runs before it, instead of the
     # step's timeout cutting the part off mid-run; the search runs first
     l=$(left); [ "$l" -gt 230 ] && l=230
-    XR_MINE_BENCH_BUDGET=$(( l - 10 )) KEEP='"bench"|"kind"|failed|ran out|elapsed after|skipped|rror' KEEP_LINES=50 \
+    XR_MINE_BENCH_BUDGET=$(( l - 10 )) KEEP='"bench"|"kind"|failed|ran out|elapsed after|skipped|pooling|rror' KEEP_LINES=52 \
         part mine_bench 230 "$MINE_FLOOR" mine bench
 else
     for s in comm_bench train_bench forward_bench attention_bench mine_bench; do

@@ -1,6 +1,9 @@
 /* bench_encoder.c: xrank's GPU forward throughput without a tokenizer: loads a model directory on a CUDA
- * backend (encoder_load_on), runs encoder_forward_score or encoder_forward_embed (CLS, normalised: bge-m3
- * style) on B random full-length sequences of T tokens, and prints one JSON line with sequences/s.
+ * backend (encoder_load_on), runs encoder_forward_score or encoder_forward_embed on B random full-length sequences
+ * of T tokens, and prints one JSON line with sequences/s. embed pools as the model's sentence-transformers config
+ * says (modules.json's Pooling and Normalize modules: all-MiniLM-L6-v2 mean, normalised), else CLS, normalised
+ * (bge-m3's, for a directory without that config); bench_embed_torch.py, the peer, follows the same rule, and both
+ * print it ("pooling", "normalize"), so a comparison is of the same work.
  * Usage: bench_encoder MODEL_DIR score|embed T B REPS fp32|bf16 [DUMP_PREFIX]
  * DUMP_PREFIX: writes the first batch's ids (PREFIX.ids.i32) and outputs (PREFIX.out.f32) for a check
  * against PyTorch. Built by benchmarks/CMakeLists.txt (target bench_encoder, not part of `all`). */
@@ -78,7 +81,9 @@ int main(int argc, char **argv) {
     Batch batch = {B, T, ids, NULL, mask};
     size_t nout = score ? (size_t)B * (c->num_labels > 0 ? c->num_labels : 1) : (size_t)B * c->hidden;
     float *out = malloc(nout * sizeof(float));
-#define XR_RUN() (score ? encoder_forward_score(m, &batch, out) : encoder_forward_embed(m, &batch, POOL_CLS, 1, out))
+    PoolingMode pool = c->has_pooling_config ? c->pooling : POOL_CLS;
+    int norm = c->has_pooling_config ? c->normalize : 1;
+#define XR_RUN() (score ? encoder_forward_score(m, &batch, out) : encoder_forward_embed(m, &batch, pool, norm, out))
     XR_RUN(); /* warm-up: workspace, scratch, cuBLAS heuristics */
     if (argc > 7) {
         dump(argv[7], "ids.i32", ids, sizeof(int32_t) * (size_t)B * T);
@@ -88,11 +93,15 @@ int main(int argc, char **argv) {
     t0 = now();
     for (int i = 0; i < reps; i++) XR_RUN(); /* outputs come back to the host: each call ends synchronised */
     double dt = now() - t0;
+    char pooled[64] = ""; /* what embed computed, as bench_embed_torch.py prints it */
+    if (!score)
+        snprintf(pooled, sizeof pooled, ", \"pooling\": \"%s\", \"normalize\": %d", pool == POOL_MEAN ? "mean" : "cls",
+                 norm);
     printf("{\"kind\": \"xrank_infer\", \"task\": \"%s\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
            "\"reps\": %d, \"ms_per_batch\": %.2f, \"seqs_per_s\": %.1f, \"load_s\": %.2f, \"params\": %lld, "
-           "\"act_bytes\": %d}\n",
+           "\"act_bytes\": %d%s}\n",
            score ? "score" : "embed", bf16 ? "bf16" : "fp32", T, B, reps, 1e3 * dt / reps, B * reps / dt, t_load,
-           (long long)encoder_num_params(m), act_bytes);
+           (long long)encoder_num_params(m), act_bytes, pooled);
     encoder_free(m);
     cuda_ops_backend_free(be);
     free(ids), free(mask), free(out);

@@ -21,7 +21,8 @@
 #     queries checked against the CPU search) and the PyTorch baseline bench_knn_torch.py (torch.mm + topk in
 #     tiles, same precision; skipped without torch), each under its own timeout (XR_KNN_T_XRANK 75 s,
 #     XR_KNN_T_TORCH 28 s); then the embedding speed: all-MiniLM-L6-v2 passages/s, bench_encoder embed vs
-#     bench_embed_torch.py (transformers bf16 + mean pooling), 512 x 128 tokens, and bench_encoder again with the
+#     bench_embed_torch.py (transformers bf16), both pooling as the model's sentence-transformers config says (MiniLM:
+#     mean, normalised; without one CLS, normalised), 512 x 128 tokens, and bench_encoder again with the
 #     packed activation storage (XR_CUDA_ACT_PACK=1, variant bf16-pack); the 8-rank merge
 #     (bench_mine_merge.sh: `xrank mine` on a 300,000-passage synthetic corpus, 10k queries, range-max 1000, 1 rank
 #     then 8 sharing the GPU: merge seconds, identical group files; XR_MERGE_PASSAGES / _QUERIES / _T, default 60 s);
@@ -241,6 +242,32 @@ elif [ -f "$LM/model.safetensors" ] || { t=$(bcap "XLM-R large model write" 60 3
   fi
 else
   echo "XLM-R large embedding skipped: no model at $LM and writing one failed ($O/xlmr_write.log)"
+fi
+# both sides of each embedding comparison pooled alike (bench_encoder and bench_embed_torch.py print what they ran;
+# the second call's MiniLM 0.88x was xrank's CLS against torch's mean)
+if [ -s "$O/bench_embed.jsonl" ]; then
+  python3 - "$O/bench_embed.jsonl" <<'PY' || rc=1
+import json, sys
+seen = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    side = {"xrank_infer": "xrank", "torch_embed": "torch"}.get(r.get("kind"))
+    if side and "pooling" in r:
+        how = f'{r["pooling"]}{", normalised" if r.get("normalize") else ""}'
+        seen.setdefault(r.get("model", "all-MiniLM-L6-v2"), {}).setdefault(side, set()).add(how)
+bad = 0
+for model, sides in seen.items():
+    ways = set().union(*sides.values())
+    said = "; ".join(f"{s} {' / '.join(sorted(w))}" for s, w in sorted(sides.items()))
+    if len(ways) > 1:
+        bad = 1
+        print(f"embedding pooling {model}: {said}: the sides differ, the comparison failed")
+    else:
+        print(f"embedding pooling {model}: {said}")
+sys.exit(bad)
+PY
 fi
 echo "elapsed $(( $(date +%s) - start )) s"
 exit $rc
