@@ -6,6 +6,8 @@
  * - it differs from the fp32 forward (something was rounded), within the bf16 step bound of test_bf16_train;
  * - a backend without the capability answers 4 and its forward is the fp32 one, bit for bit;
  * - ops_act_unpack: a copy in fp32, the exact widening of bf16 words when packed; a training op dies while packed;
+ * - an evaluation inside fp32 training on a packing backend (either order) gives the packed scores and leaves the
+ *   training step's bits unchanged: no legitimate path meets the dispatch guard;
  * - with a bf16 working copy registered too (the GPU's packed arithmetic: bf16 GEMM operands), the fixtures stay within
  *   3/4 of test_cuda_act_pack's tolerance against transformers (measured: at most 9.8e-3, bert_cls's logits).
  * What this proves is the model's side (byte offsets, unpacking, turning packing off before the fp32 ops); the GPU's
@@ -206,6 +208,62 @@ static void test_unpack_and_guard(void) {
     printf("act_unpack: fp32 copy, bf16 widening exact; training ops die while packed; overlap refused\n");
 }
 
+/* Evaluation inside training (dist/evaluate.c between steps) of an fp32 encoder on a backend that packs: the scoring
+ * forward packs (a pure inference encoder) and must end unpacked, so the training ops after it run (the dispatch
+ * guard kills TRAIN ops only while packed) and give the bits they give without the evaluation; the scores are the
+ * packed forward's of a fresh encoder. Steps without dropout, one fixed d loss / d logits. */
+static void train_step(Encoder *m, const Batch *b, float *lg, float *g) {
+    EncoderTrainStep st = {7, 0, NULL, 0};
+    float dl[256];
+    int n = b->B * encoder_config(m)->num_labels;
+    if (n > 256) xr_die("train_step: %d logits, at most 256", n);
+    encoder_zero_grads(m);
+    encoder_train_forward(m, b, &st, lg);
+    for (int i = 0; i < n; i++) dl[i] = (i % 2 ? 0.5f : -0.25f) / (float)n;
+    encoder_train_backward(m, dl);
+    memcpy(g, encoder_grads(m), (size_t)encoder_num_params(m) * sizeof(float));
+}
+
+static void test_eval_in_training(const char *name) {
+    Case c;
+    case_load(&c, name);
+    Batch b = {c.B, c.T, c.ids, c.types, c.mask};
+    size_t nl = (size_t)c.B * c.NL;
+    Backend *be = ops_backend_cpu(0);
+    cpu_set_act_pack_able(be, 1);
+    XrErr e;
+    Encoder *m = encoder_load_on(c.dir, be, &e);
+    if (!m) xr_die("encoder_load_on %s: %s", c.dir, e.msg);
+    size_t np = (size_t)encoder_num_params(m);
+    float *g1 = xr_malloc(np * 4), *g2 = xr_malloc(np * 4), *l1 = xr_malloc(nl * 4), *l2 = xr_malloc(nl * 4);
+    float *s1 = xr_malloc(nl * 4), *s2 = xr_malloc(nl * 4);
+    train_step(m, &b, l1, g1);
+    encoder_forward_score(m, &b, s1); /* the evaluation: packs, must unpack */
+    TU_CHECK(!be->act_packed, "%s: packing still on after an evaluation inside training", name);
+    train_step(m, &b, l2, g2); /* dies here if packing were left on */
+    size_t dg = ndiff(g2, g1, np, 0), dlg = ndiff(l2, l1, nl, 0);
+    TU_CHECK(dg == 0 && dlg == 0, "%s: the training step after an evaluation differs from the one before it (%zu of "
+             "%zu gradients, %zu of %zu logits)", name, dg, np, dlg, nl);
+    encoder_free(m);
+    Out pk;
+    run(&c, MODE_PACKED, &pk);
+    TU_CHECK(ndiff(s1, pk.logits, nl, 0) == 0, "%s: the evaluation's scores are not the packed forward's", name);
+    /* and the other order: an evaluation first, then training */
+    m = encoder_load_on(c.dir, be, &e);
+    if (!m) xr_die("encoder_load_on %s: %s", c.dir, e.msg);
+    encoder_forward_score(m, &b, s2);
+    train_step(m, &b, l2, g2);
+    TU_CHECK(ndiff(s2, pk.logits, nl, 0) == 0 && ndiff(g2, g1, np, 0) == 0 && ndiff(l2, l1, nl, 0) == 0,
+             "%s: evaluation then training on a packing backend: scores or the step's bits differ", name);
+    printf("%-12s evaluation inside fp32 training on a packing backend: packed scores, then the step's bits unchanged "
+           "(%zu gradients)\n", name, np);
+    encoder_free(m);
+    ops_backend_free(be);
+    out_free(&pk);
+    free(g1), free(g2), free(l1), free(l2), free(s1), free(s2);
+    case_free(&c);
+}
+
 /* The GPU's packed arithmetic emulated on the CPU: GEMMs on bf16 weights (a working copy registered, as the GPU's
  * packed linear reads them) and packed storage, against the transformers fixtures within the tolerance
  * test_cuda_act_pack holds the GPU to (2e-2 absolute), with a quarter of it left for the GPU's own rounding (P and
@@ -253,5 +311,7 @@ int main(void) {
     const char *cases[] = {"bert_cls", "xlmr_cls3", "xlmr_model", "bert_model"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_case(cases[i]);
     for (size_t i = 0; i < 3; i++) test_emulated_gpu(cases[i]);
+    test_eval_in_training("bert_cls");
+    test_eval_in_training("xlmr_cls3");
     return tu_finish("test_act_pack");
 }
