@@ -155,6 +155,20 @@ speed = (f"speed demo recipe: xrank GPU fp32 {pg[0]:.1f} pairs/s ({pg[1]} tokens
 if "cpu" in nd:
     speed += f", xrank CPU 2 ranks {rate('cpu.err')[0]:.1f} pairs/s"
 lines.append(speed)
+# the step's split (metrics.jsonl, the trainer's windows after the first: warm-up): how much of a GPU step is the
+# host's batch assembly (data_s), the bound on what uploading micro-batch k+1 during k's forward could save
+# (docs/DESIGN.md, "Uploads do not stall the device")
+def split(d):
+    log = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if '"train"' in l and '"data_s"' in l][1:]
+    w = sum(r["steps_logged"] for r in log)
+    if not w:
+        return "no windows"
+    st, da = (sum(r[k] * r["steps_logged"] for r in log) / w for k in ("step_s", "data_s"))
+    return f"step {1e3 * st:.2f} ms, data {1e3 * da:.3f} ms ({100 * da / st if st > 0 else 0:.1f}%)"
+try:  # a report line, not a check: never fails the learning check
+    lines.append(f"speed split demo recipe (batch assembly): GPU fp32 {split('run_gpu')}; GPU bf16 {split('run_bf16')}")
+except (OSError, ValueError, KeyError) as ex:
+    lines.append(f"speed split demo recipe: not read ({ex})")
 open(f"{o}/learn.txt", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 sys.exit(0 if ok else 1)
