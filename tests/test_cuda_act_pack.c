@@ -239,9 +239,11 @@ static void check_linear(Backend *c, Backend *g) {
         for (int bias = 1; bias >= 0; bias--) {
             uint16_t *hy = host_out(ny), *dy = dev_out(g, ny);
             ops_linear(c, (float *)hy, (float *)x, W, bias ? b : NULL, M, N, K);
+            unsigned long long fb = cuda_ops_packed_fallbacks(g);
             ops_linear(g, (float *)dy, (float *)dx, dW, bias ? db : NULL, M, N, K);
             /* fp32 sums in another order: <= K 2^-24 sum |x||w| ~ 384 * 6e-8 * 5 */
-            snprintf(name, sizeof name, "linear packed M=%d %s", M, bias ? "+bias" : "no bias");
+            snprintf(name, sizeof name, "linear packed M=%d %s (%s)", M, bias ? "+bias" : "no bias",
+                     cuda_ops_packed_fallbacks(g) > fb ? "fallback" : "cuBLASLt");
             cmp16(g, name, hy, dy, ny, 1e-4, 0);
             cuda_ops_free(g, dy);
             free(hy);
@@ -291,14 +293,16 @@ static void check_linear_exact(Backend *c, Backend *g) {
         if (inside) ops_infer_weights(g, dbuf, off + nw + (size_t)N);
         uint16_t *hy = host_out(ny), *dy = dev_out(g, ny);
         ops_linear(c, (float *)hy, (float *)x, W, b, M, N, K);
+        unsigned long long fb = cuda_ops_packed_fallbacks(g);
         ops_linear(g, (float *)dy, (float *)dx, dW, db, M, N, K);
+        int fell = cuda_ops_packed_fallbacks(g) > fb;
         if (inside) ops_infer_weights(g, dbuf, 0);
         char name[128];
         snprintf(name, sizeof name, "linear packed exact sums M=%d N=%d K=%d%s (CPU)", M, N, K,
                  inside ? " W, b at odd offsets" : "");
         cmp16_host(name, want, hy, ny);
-        snprintf(name, sizeof name, "linear packed exact sums M=%d N=%d K=%d%s", M, N, K,
-                 inside ? " W, b at odd offsets of the inference copy" : "");
+        snprintf(name, sizeof name, "linear packed exact sums M=%d N=%d K=%d%s (%s)", M, N, K,
+                 inside ? " W, b at odd offsets of the inference copy" : "", fell ? "fallback" : "cuBLASLt");
         cmp16(g, name, want, dy, ny, 0, 1);
         TU_CHECK(rounded > ny / 2, "%s: only %zu of %zu sums needed rounding (the check would not see a bf16 partial "
                  "sum)", name, rounded, ny);
@@ -506,10 +510,14 @@ int main(void) {
     check_attention(c, gx, "exact", 4, 64, 1e-4);
     check_attention(c, gx, "exact", 3, 20, 1e-4);
     ops_act_pack(gp, 0), ops_act_pack(gx, 0), ops_act_pack(gg, 0), ops_act_pack(c, 0);
+    unsigned long long fb = cuda_ops_packed_fallbacks(gp);
     check_model(gp, gu, "bert_cls");
     check_model(gp, gu, "xlmr_cls");
     check_model(gp, gu, "xlmr_cls3");
     check_model(gp, gu, "xlmr_model");
+    /* which path the fixtures' packed linears took (H 32, I 37: odd widths; bf16 outputs with ld 37) */
+    printf("model fixtures: %llu packed linears took the fallback (fp32 GEMM + bias-and-round kernel)\n",
+           cuda_ops_packed_fallbacks(gp) - fb);
     check_infer_weights(gp);
     cuda_ops_sync(gp);
     cuda_ops_backend_free(gp), cuda_ops_backend_free(gx), cuda_ops_backend_free(gg), cuda_ops_backend_free(gu);

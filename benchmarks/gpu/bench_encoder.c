@@ -97,11 +97,13 @@ int main(int argc, char **argv) {
     if (!score)
         snprintf(pooled, sizeof pooled, ", \"pooling\": \"%s\", \"normalize\": %d", pool == POOL_MEAN ? "mean" : "cls",
                  norm);
+    /* packed_fallbacks: the run's packed linears (warm-up and reps) that found no cuBLASLt algorithm for a bf16 output
+     * and took the fp32 GEMM + bias-and-round kernel (0 expected at these shapes; 0 too when not packed) */
     printf("{\"kind\": \"xrank_infer\", \"task\": \"%s\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, "
            "\"reps\": %d, \"ms_per_batch\": %.2f, \"seqs_per_s\": %.1f, \"load_s\": %.2f, \"params\": %lld, "
-           "\"act_bytes\": %d%s}\n",
+           "\"act_bytes\": %d, \"packed_fallbacks\": %llu%s}\n",
            score ? "score" : "embed", bf16 ? "bf16" : "fp32", T, B, reps, 1e3 * dt / reps, B * reps / dt, t_load,
-           (long long)encoder_num_params(m), act_bytes, pooled);
+           (long long)encoder_num_params(m), act_bytes, cuda_ops_packed_fallbacks(be), pooled);
     encoder_free(m);
     cuda_ops_backend_free(be);
     free(ids), free(mask), free(out);

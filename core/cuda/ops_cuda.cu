@@ -77,6 +77,7 @@ typedef struct {
     int64_t wrefreshes;
     int act_bf16; /* ops_act_precision(BF16): forward ops round what they store to bf16 (act_round) */
     unsigned long long act_casts; /* activation operands cast to bf16 for a GEMM (cuda_ops_act_casts) */
+    unsigned long long pack_fallbacks; /* packed linears without a cuBLASLt algorithm (cuda_ops_packed_fallbacks) */
     /* Packed inference storage (ops_act_pack): XR_CUDA_ACT_PACK=1 lets act_pack pack in bf16 GEMM mode (off by
      * default until its GPU check, test_cuda_act_pack, has passed); the inference weights' bf16 copy
      * (ops_infer_weights) is kept under the same switch. */
@@ -535,6 +536,9 @@ extern "C" void cuda_ops_act_precision(Backend *be, XrPrecision p) { op_begin(be
 int cuda_ops_act_bf16(Backend *be) { return ((const CudaState *)be->impl)->act_bf16; }
 int cuda_ops_bf16_operands(Backend *be) { return ((const CudaState *)be->impl)->wmaster != NULL; }
 extern "C" unsigned long long cuda_ops_act_casts(Backend *be) { return ((const CudaState *)be->impl)->act_casts; }
+extern "C" unsigned long long cuda_ops_packed_fallbacks(Backend *be) {
+    return ((const CudaState *)be->impl)->pack_fallbacks;
+}
 
 __global__ void k_round_bf16(float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -638,6 +642,7 @@ static void linear_packed(CudaState *st, float *y, const float *x, const float *
         }
     }
     if (lt_linear(st, y, 1, xb, wb, bb, M, N, K, 0)) return;
+    st->pack_fallbacks++;
     float *acc = (float *)scratch(st, SCR_Y32, (size_t)M * N * 4);
     cuda_ops_gemm_bf16(st->be, 0, 1, M, N, K, 1.0f, xb, K, wb, K, 0.0f, acc, N);
     size_t n = (size_t)M * N;

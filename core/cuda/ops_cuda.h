@@ -37,6 +37,11 @@ int cuda_ops_in_working_copy(Backend *be, const float *W);
  * a producer's 2-byte copy, ops_linear_backward's dy and x); the working copy's refreshes are not counted. What the
  * tests read to see that a forward's GEMMs read their producers' copies instead of casting. */
 unsigned long long cuda_ops_act_casts(Backend *be);
+/* Packed inference storage: how many packed ops_linear calls found no cuBLASLt algorithm for their bf16 output with the
+ * bias epilogue and took the fallback (an fp32 GEMM, then a bias-and-round kernel: the same values, twice the output
+ * bytes and a kernel more). Not an op. What test_cuda_act_pack and bench_encoder print, so a GPU run shows which path
+ * its packed linears took. */
+unsigned long long cuda_ops_packed_fallbacks(Backend *be);
 
 /* The per-op times' marks (core/ops_prof.c): a CUDA event with timing, recorded on the backend's stream; the
  * milliseconds between two recorded marks once both have completed (after ops_sync). */
