@@ -30,12 +30,15 @@ typedef struct {
  * batch; grown to the largest batch seen (tokens, sequences, attention probabilities) and reused. */
 typedef struct {
     int cap_tokens, cap_seqs;
+    int esz;                                 /* bytes an element of the saved activations (train_act_esz): 2 packed
+                                              * (bf16, registered with ops_act_region) or 4; 0: nothing allocated */
     size_t cap_att;                          /* floats of saved probabilities per layer */
     int N, S, max_len, ready;                /* the batch of the last training forward */
     int use_drop;                            /* its dropout switch */
     uint64_t seed, step;
     int32_t *ids, *pos, *types, *off;        /* device copies of the packed batch */
     uint64_t *seq_ids, *h_seq_ids;           /* dropout ids per sequence (device, host) */
+    /* the saved activations (emb, xs, qkv, ctx, v1, a, v2, f, h0, hd, y, yd) take esz bytes an element */
     float *emb, *emb_mean, *emb_rstd;        /* embeddings LayerNorm input [N,H], stats [N] */
     float *xs;                               /* layer inputs [layers][N,H]: xs[0] = dropout(LN(emb)) */
     float *qkv, *att, *ctx;                  /* [layers][N,3H] [layers][cap_att] [layers][N,H] */

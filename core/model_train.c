@@ -5,8 +5,18 @@
 
 /* ---- training workspace ---- */
 
+/* The saved activations: stored in t->esz bytes an element; packed (2), each buffer is a region registered with the
+ * backend (ops_act_region), so every op reads and writes it as bf16 by its address. */
+#define SAVED_ACTS(t) {&(t)->emb, &(t)->xs, &(t)->qkv, &(t)->ctx, &(t)->v1, &(t)->a, &(t)->v2, &(t)->f, \
+                       &(t)->h0, &(t)->hd, &(t)->y, &(t)->yd}
+
 void enc_train_free(Encoder *m) {
     EncTrain *t = &m->t;
+    if (t->esz == 2) {
+        float **saved[] = SAVED_ACTS(t);
+        for (size_t i = 0; i < sizeof saved / sizeof saved[0]; i++)
+            if (*saved[i]) ops_act_region(m->be, *saved[i], 0);
+    }
     float *f[] = {t->emb, t->emb_mean, t->emb_rstd, t->xs, t->qkv, t->att, t->ctx, t->v1, t->a, t->v2, t->f,
                   t->stats, t->h0, t->hd, t->y, t->yd, t->logits, t->dx, t->dt, t->dctx, t->dqkv, t->dff,
                   t->gact, t->dh1, t->dh2, t->dlogits};
@@ -26,6 +36,25 @@ static void train_limits(const Encoder *m, size_t *tok, size_t *seq, size_t *att
     *tok = S * L, *seq = S, *att = S * L * (m->att_lse ? 1 : L) * (size_t)m->cfg.heads;
 }
 
+/* The storage of the saved activations in a step of precision prec: 2 bytes (packed bf16) in a bf16 step where the
+ * backend agrees to hold packed regions (ops_act_region's question), else 4. fp32 training never packs. */
+static int train_act_esz(const Encoder *m) {
+    return m->prec == XR_PREC_BF16 ? ops_act_region(m->be, NULL, 0) : 4;
+}
+
+/* A saved activation's buffer of n elements in the workspace's storage, replacing old; packed, the new buffer is
+ * registered in place of the old one. */
+static float *act_grow(Encoder *m, float *old, size_t n) {
+    Backend *be = m->be;
+    int esz = m->t.esz;
+    if (old && esz == 2) ops_act_region(be, old, 0);
+    float *p = grow(be, old, n * (size_t)esz);
+    if (esz == 2 && ops_act_region(be, p, n * 2) != 2)
+        xr_die("encoder: the %s backend declined a packed activation region of %zu bytes it agreed to before",
+               ops_device_name(be->device), n * 2);
+    return p;
+}
+
 static void train_reserve(Encoder *m, int N, int S, size_t att) {
     EncTrain *t = &m->t;
     const ModelConfig *c = &m->cfg;
@@ -37,16 +66,16 @@ static void train_reserve(Encoder *m, int N, int S, size_t att) {
     if (N > t->cap_tokens) {
         size_t cap = grow_cap((size_t)N, lim_tok, "tokens");
         t->cap_tokens = (int)cap;
-        t->emb = grow(be, t->emb, FBYTES(cap * H));
+        t->emb = act_grow(m, t->emb, cap * H);
         t->emb_mean = grow(be, t->emb_mean, FBYTES(cap));
         t->emb_rstd = grow(be, t->emb_rstd, FBYTES(cap));
-        t->xs = grow(be, t->xs, FBYTES(Ly * cap * H));
-        t->qkv = grow(be, t->qkv, FBYTES(Lk * cap * 3 * H));
-        t->ctx = grow(be, t->ctx, FBYTES(Lk * cap * H));
-        t->v1 = grow(be, t->v1, FBYTES(Lk * cap * H));
-        t->a = grow(be, t->a, FBYTES(Lk * cap * H));
-        t->v2 = grow(be, t->v2, FBYTES(Lk * cap * H));
-        t->f = grow(be, t->f, FBYTES(Lk * cap * I));
+        t->xs = act_grow(m, t->xs, Ly * cap * H);
+        t->qkv = act_grow(m, t->qkv, Lk * cap * 3 * H);
+        t->ctx = act_grow(m, t->ctx, Lk * cap * H);
+        t->v1 = act_grow(m, t->v1, Lk * cap * H);
+        t->a = act_grow(m, t->a, Lk * cap * H);
+        t->v2 = act_grow(m, t->v2, Lk * cap * H);
+        t->f = act_grow(m, t->f, Lk * cap * I);
         t->stats = grow(be, t->stats, FBYTES(Lk * 4 * cap));
         t->dx = grow(be, t->dx, FBYTES(cap * H));
         t->dt = grow(be, t->dt, FBYTES(cap * H));
@@ -61,10 +90,10 @@ static void train_reserve(Encoder *m, int N, int S, size_t att) {
     if (S > t->cap_seqs) {
         size_t cap = grow_cap((size_t)S, lim_seq, "sequences"), NL = (size_t)c->num_labels;
         t->cap_seqs = (int)cap;
-        t->h0 = grow(be, t->h0, FBYTES(cap * H));
-        t->hd = grow(be, t->hd, FBYTES(cap * H));
-        t->y = grow(be, t->y, FBYTES(cap * H));
-        t->yd = grow(be, t->yd, FBYTES(cap * H));
+        t->h0 = act_grow(m, t->h0, cap * H);
+        t->hd = act_grow(m, t->hd, cap * H);
+        t->y = act_grow(m, t->y, cap * H);
+        t->yd = act_grow(m, t->yd, cap * H);
         t->dh1 = grow(be, t->dh1, FBYTES(cap * H));
         t->dh2 = grow(be, t->dh2, FBYTES(cap * H));
         t->logits = grow(be, t->logits, FBYTES(cap * NL));
@@ -102,7 +131,7 @@ void encoder_set_batch_limits(Encoder *m, int train_seqs, int eval_seqs, int max
 }
 
 /* The sizes train_reserve and work_reserve allocate at their ceilings (the same formulas: the plan is checked
- * against the allocation counter by test_memplan). */
+ * against the allocation counter by test_memplan). The saved activations count train_act_esz's bytes an element. */
 void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max_len, EncoderMemPlan *p) {
     const ModelConfig *c = &m->cfg;
     size_t H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers, NH = (size_t)c->heads;
@@ -114,9 +143,11 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
     /* the bf16 working copy the backend keeps (ops_bf16_weights): __nv_bfloat16 on a GPU, fp32 words on the CPU */
     if (m->prec == XR_PREC_BF16) p->weights_copy = m->n_params * (m->be->device == XR_DEV_CPU ? sizeof(float) : 2);
     p->grads = FBYTES(m->n_params);
-    /* saved for the backward: embeddings' LN input and stats, every layer's input, the per-layer slots, the head */
-    p->activations = FBYTES(T * H + 2 * T + Ly * T * H + Lk * (T * 3 * H + 4 * T * H + T * I + 4 * T) + Lk * A +
-                            4 * S * H + S * NL);
+    /* saved for the backward: embeddings' LN input and stats, every layer's input, the per-layer slots, the head;
+     * the saved activations (SAVED_ACTS) in train_act_esz's bytes, the statistics, probabilities and logits fp32 */
+    size_t esz = (size_t)train_act_esz(m);
+    p->activations = (T * H + Ly * T * H + Lk * (T * 3 * H + 4 * T * H + T * I) + 4 * S * H) * esz +
+                     FBYTES(2 * T + Lk * 4 * T + Lk * A + S * NL);
     /* the backward's gradients of activations, the batch's device copies */
     p->workspace = FBYTES(3 * T * H + T * 3 * H + 2 * T * I + 2 * S * H + S * NL) + 3 * T * i32 + (S + 1) * i32 +
                    S * sizeof(uint64_t);
@@ -149,14 +180,16 @@ size_t encoder_plan_total(const EncoderMemPlan *p) {
 /* Per-layer slices of the workspace. Layer inputs (xs) are kept for every layer; the other activations have a
  * slot per layer, or one shared slot with gradient checkpointing (LS: the slot of layer l). */
 #define LS(l) (m->grad_ckpt ? 0 : (size_t)(l))
-#define T_XS(t, l) ((t)->xs + (size_t)(l) * (t)->cap_tokens * H)
-#define T_QKV(t, l) ((t)->qkv + LS(l) * (t)->cap_tokens * 3 * H)
+/* element e of a saved activation's buffer, in the workspace's storage (t->esz bytes an element) */
+#define ACT_AT(t, base, e) ((float *)((char *)(base) + (size_t)(e) * (size_t)(t)->esz))
+#define T_XS(t, l) ACT_AT(t, (t)->xs, (size_t)(l) * (t)->cap_tokens * H)
+#define T_QKV(t, l) ACT_AT(t, (t)->qkv, LS(l) * (t)->cap_tokens * 3 * H)
 #define T_ATT(t, l) ((t)->att + LS(l) * (t)->cap_att)
-#define T_CTX(t, l) ((t)->ctx + LS(l) * (t)->cap_tokens * H)
-#define T_V1(t, l) ((t)->v1 + LS(l) * (t)->cap_tokens * H)
-#define T_A(t, l) ((t)->a + LS(l) * (t)->cap_tokens * H)
-#define T_V2(t, l) ((t)->v2 + LS(l) * (t)->cap_tokens * H)
-#define T_F(t, l) ((t)->f + LS(l) * (t)->cap_tokens * I)
+#define T_CTX(t, l) ACT_AT(t, (t)->ctx, LS(l) * (t)->cap_tokens * H)
+#define T_V1(t, l) ACT_AT(t, (t)->v1, LS(l) * (t)->cap_tokens * H)
+#define T_A(t, l) ACT_AT(t, (t)->a, LS(l) * (t)->cap_tokens * H)
+#define T_V2(t, l) ACT_AT(t, (t)->v2, LS(l) * (t)->cap_tokens * H)
+#define T_F(t, l) ACT_AT(t, (t)->f, LS(l) * (t)->cap_tokens * I)
 #define T_ST(t, l, k) ((t)->stats + (LS(l) * 4 + (k)) * (t)->cap_tokens)
 
 /* Dropout sites: each gets its own key per step (rng_key(seed, step, site)). */
@@ -239,6 +272,11 @@ void encoder_train_forward(Encoder *m, const Batch *b, const EncoderTrainStep *s
         att += m->att_lse ? L : L * L;
     }
     att *= (size_t)NH;
+    int esz = train_act_esz(m);
+    if (esz != t->esz) { /* a new storage of the saved activations (precision, the backend's answer): a new layout */
+        enc_train_free(m);
+        t->esz = esz;
+    }
     train_reserve(m, N, S, att);
     t->N = N, t->S = S, t->max_len = max_len;
     t->use_drop = step ? step->dropout : 0;

@@ -74,6 +74,30 @@ static void op_packed(const Backend *be, const char *name) {
 #undef XR_OP_RET
 #undef XR_OP_GUARD
 
+int ops_act_region_keep(Backend *be, const void *base, size_t bytes) {
+    if (!base) return 2;
+    const char *lo = base, *hi = lo + bytes;
+    int n = be->n_act_regions;
+    if (!bytes) {
+        for (int i = 0; i < n; i++)
+            if (be->act_regions[i].lo == lo) {
+                be->act_regions[i] = be->act_regions[n - 1];
+                be->n_act_regions = n - 1;
+                break;
+            }
+        return 2;
+    }
+    for (int i = 0; i < n; i++)
+        if (lo < be->act_regions[i].hi && be->act_regions[i].lo < hi)
+            xr_die("ops_act_region: [%p, +%zu) overlaps the packed region [%p, %p) registered before (forget a region "
+                   "before its memory is freed)", base, bytes, (const void *)be->act_regions[i].lo,
+                   (const void *)be->act_regions[i].hi);
+    if (n == XR_ACT_REGIONS) xr_die("ops_act_region: more than %d packed regions at once", XR_ACT_REGIONS);
+    be->act_regions[n].lo = lo, be->act_regions[n].hi = hi;
+    be->n_act_regions = n + 1;
+    return 2;
+}
+
 static void name_append(char *buf, size_t n, size_t *len, const char *name) {
     if (!buf || n == 0) return;
     int w = snprintf(buf + *len, n - *len, "%s%s", *len ? ", " : "", name);

@@ -40,6 +40,8 @@ struct OpsTable; /* ops_table.h: one function pointer per op, NULL where the bac
 struct OpsMem;   /* ops_mem.c: the allocation counter */
 struct OpsProf;  /* ops_prof.c: per-op times, when switched on (ops_prof_enable) */
 
+#define XR_ACT_REGIONS 32 /* packed activation regions a backend holds at once (ops_act_region) */
+
 typedef struct {
     XrDevice device;
     const struct OpsTable *ops; /* the backend's ops (set at creation) */
@@ -48,7 +50,23 @@ typedef struct {
     struct OpsMem *mem; /* what ops_alloc and the backend's scratch hold (ops_mem_stats) */
     struct OpsProf *prof; /* NULL (the default): ops are dispatched untimed; see ops_prof_enable */
     int act_packed; /* ops_act_pack answered 2: INFER activations are bf16, TRAIN ops die (set by the backend) */
+    /* ops_act_region's registered packed regions [lo, hi) (kept by ops_act_region_keep for the backend) */
+    struct { const char *lo, *hi; } act_regions[XR_ACT_REGIONS];
+    int n_act_regions;
 } Backend;
+
+/* 1 when an activation argument at address p is stored as bf16 (2 bytes): anywhere while ops_act_pack is on, else
+ * inside a region registered with ops_act_region (ops_list.h: one rule for inference and training). p NULL: 0. */
+static inline int ops_act_packed_at(const Backend *be, const void *p) {
+    if (!p) return 0;
+    if (be->act_packed) return 1;
+    for (int i = 0; i < be->n_act_regions; i++)
+        if ((const char *)p >= be->act_regions[i].lo && (const char *)p < be->act_regions[i].hi) return 1;
+    return 0;
+}
+/* The region bookkeeping of ops_act_region for a backend that packs (base NULL: the question, nothing kept; bytes
+ * 0: forget; else register, dying on an overlap or a full table). Returns 2. */
+int ops_act_region_keep(Backend *be, const void *base, size_t bytes);
 
 /* The CPU backend. threads <= 0: $OMP_NUM_THREADS when set, else the OpenMP default (all cores).
  * All its parallelism is OpenMP's: OpenBLAS is pinned to one thread per call (process-wide), and the GEMMs

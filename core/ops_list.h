@@ -105,9 +105,30 @@ XR_OP(INFER, l2norm, (Backend *be, float *out, const float *x, int n, int H), (b
  * bias epilogue takes the output's type; PyTorch's autocast rounds the bias too), fp32 sums. TRAIN ops die while packed. The model packs
  * only a pure inference encoder's forward and ends it with act_pack(0) (model_forward.c). */
 XR_OP_RET(INFER, int, act_pack, (Backend *be, int on), (be, on))
-/* out[i] = x[i] as fp32, x in the current activation storage (bf16 while packed; a copy when fp32), i < n. out is
+/* out[i] = x[i] as fp32, x in its activation storage (bf16 where packed, ops_act_packed_at; a copy when fp32), i < n. out is
  * fp32 whatever the storage; out and x must not overlap. */
 XR_OP(INFER, act_unpack, (Backend *be, float *out, const float *x, size_t n), (be, out, x, n))
+/* Packed regions (issue 13: bf16 training's saved activations in 2 bytes). act_region(be, base, bytes) registers the
+ * device memory [base, base + bytes) as packed activation storage and returns 2, or declines and returns 4 (nothing
+ * registered: the CPU backend unless its test capability is on, cpu_set_act_pack_able, the same one act_pack
+ * asks; the CUDA backend for now: its training kernels do not read bf16 storage yet). base NULL: a question, what
+ * it would answer, nothing registered. bytes 0: forgets the region starting at base (none there: nothing). Regions
+ * must not overlap; at most XR_ACT_REGIONS at once; the caller forgets a region before freeing its memory.
+ * ONE rule says where an op's activation argument is bf16 (ops_act_packed_at, ops.h): at an address inside a
+ * registered region, or anywhere while act_pack is on (the inference forward: every activation argument). So the
+ * format follows the buffer, argument by argument, whatever the phase: a linear reads a packed x and writes fp32
+ * logits, a linear_backward reads a packed saved x with an fp32 dy, and a dropout_add applied to a gradient
+ * (never registered) stays fp32. Packed in a region, as under act_pack, an op computes as in fp32 from the
+ * bf16 values and rounds each value it stores there to bf16 (nearest even), whatever the act_precision; fp32
+ * arguments are read and written as always. So a packed step gives the bits of the step that stores the same values
+ * bf16-valued in fp32 words (act_precision BF16: what the GPU stores is already bf16): a layout change only.
+ * The activation arguments that may lie in a region: act_pack's list above, plus dropout_add's out, x, res;
+ * attention_train's and attention_train_lse's qkv, out (att / lse stay fp32); attention_backward's and _lse's qkv;
+ * linear_backward's x; layernorm_backward's x; gelu_backward's and gelu_bias_backward's x; tanh_backward's y;
+ * l2norm_backward's x; dropout_add_layernorm's x, res, out, v and its backward's v; linear_gelu's x, g, f;
+ * act_unpack's x. Everything else (gradients, statistics, probabilities, parameters, indices, gemm's operands) must
+ * not. The model packs bf16 training's saved activations (model_train.c) when the backend agrees. */
+XR_OP_RET(INFER, int, act_region, (Backend *be, const void *base, size_t bytes), (be, base, bytes))
 /* w[0, n): weights an inference forward's ops_linear reads (W and b), which stay unchanged until the caller forgets
  * them: the backend may keep a copy derived from them for the GEMMs (CUDA in bf16 GEMM mode with XR_CUDA_ACT_PACK=1:
  * a bf16 copy, read instead of casting W and b on every call; the values are the cast's, so no result changes). One

@@ -10,7 +10,10 @@
  * - the working copy follows the parameters into a lent buffer and back, and goes with an encoder freed on a shared
  *   backend;
  * - evaluation during a bf16 run takes the inference path (test_eval_path);
- * - 50 steps in bf16 track the fp32 loss curve (bf16_curve.h; test_cuda_bf16_train runs the same on the GPU).
+ * - 50 steps in bf16 track the fp32 loss curve (bf16_curve.h; test_cuda_bf16_train runs the same on the GPU);
+ * - the saved activations packed in 2 bytes (ops_act_region, the CPU backend's test capability) change no bit: logits,
+ *   gradients and parameters of STEPS AdamW steps equal the unpacked run's, with and without gradient checkpointing
+ *   and the log-sum-exp attention (test_packed).
  * Bound: bf16 keeps 8 significant bits, unit roundoff u = 2^-8. A value stored in bf16 carries relative error <= u;
  * a GEMM over bf16 operands with fp32 accumulation adds <= 2u |x||W| per product (each operand rounded once) plus
  * the fp32 sum's K 2^-24, negligible here. Between the input and a parameter's gradient a value passes about 12
@@ -382,6 +385,105 @@ static void test_curve(Backend *be, const char *name) {
     fix_free(&f);
 }
 
+/* One bf16 run of STEPS AdamW steps (dropout on, two micro-batches), the saved activations packed (the CPU
+ * backend's test capability on: ops_act_region agrees) or not: every forward's logits, every step's gradients, the
+ * parameters after the last step, and the packed regions the backend held during the run and after it. */
+typedef struct {
+    float *logits, *grads, *params;
+    int regions, regions_after;
+} PackRun;
+
+static void packed_run(Backend *be, const Fix *f, int ckpt, int lse, int pack, PackRun *r) {
+    cpu_set_act_pack_able(be, pack);
+    Encoder *m = load_on(jstr(f->info, "model"), be);
+    encoder_set_gradient_checkpointing(m, ckpt);
+    encoder_set_attention_lse(m, lse);
+    set_prec(m, XR_PREC_BF16);
+    size_t np = (size_t)encoder_num_params(m);
+    AdamW *o = fixture_adamw(be, f, m);
+    int half = f->B / 2;
+    float dl[64];
+    uint64_t ex[64];
+    r->logits = xr_malloc((size_t)STEPS * f->B * sizeof(float));
+    r->grads = xr_malloc((size_t)STEPS * np * sizeof(float));
+    r->regions = -1;
+    for (int s = 0; s < STEPS; s++) {
+        encoder_zero_grads(m);
+        for (int mb = 0; mb < 2; mb++) {
+            int off = mb * half;
+            Batch b = {half, f->T, f->ids + (size_t)off * f->T, f->types + (size_t)off * f->T,
+                       f->mask + (size_t)off * f->T};
+            for (int i = 0; i < half; i++) ex[i] = (uint64_t)(off + i);
+            EncoderTrainStep st = {42, (uint64_t)s, ex, 1};
+            float *lg = r->logits + (size_t)s * f->B + off;
+            encoder_train_forward(m, &b, &st, lg);
+            if (r->regions < 0) r->regions = be->n_act_regions;
+            TU_CHECK(be->n_act_regions == r->regions, "step %d: the backend holds %d packed regions, %d before", s,
+                     be->n_act_regions, r->regions);
+            loss_group_ce(lg, half / f->G, f->G, 0.5f, dl);
+            encoder_train_backward(m, dl);
+        }
+        memcpy(r->grads + (size_t)s * np, encoder_grads(m), np * sizeof(float));
+        optim_clip_grad_norm(be, encoder_grads(m), np, jnum(f->info, "max_norm"));
+        adamw_step(o, encoder_params(m), encoder_grads(m), sched_lr(SCHED_LINEAR, jnum(f->info, "lr"), s, 1, STEPS));
+        encoder_weights_updated(m);
+    }
+    r->params = xr_malloc(np * sizeof(float));
+    memcpy(r->params, encoder_params(m), np * sizeof(float));
+    adamw_free(o);
+    encoder_free(m);
+    r->regions_after = be->n_act_regions;
+    cpu_set_act_pack_able(be, 0);
+}
+
+static size_t bits_differ(const float *a, const float *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], 4) != 0;
+    return d;
+}
+
+/* Packed bf16 training storage (ops_list.h, act_region): a layout change only. The packed run's bits equal the
+ * unpacked emulation's (which stores the same bf16 values in fp32 words) for every combination of gradient
+ * checkpointing and the log-sum-exp attention; the packed run held the 12 saved activations as regions while it
+ * trained and none after the encoder was freed; an fp32 step on the same capable backend packs nothing. */
+static void test_packed(Backend *be, const char *name) {
+    Fix f;
+    fix_load(&f, name);
+    Encoder *m = load_on(jstr(f.info, "model"), be);
+    size_t np = (size_t)encoder_num_params(m);
+    { /* fp32 never packs, even where the backend could */
+        cpu_set_act_pack_able(be, 1);
+        Batch b = {f.B, f.T, f.ids, f.types, f.mask};
+        EncoderTrainStep st = {1, 0, NULL, 0};
+        float lg[64];
+        encoder_train_forward(m, &b, &st, lg);
+        TU_CHECK(be->n_act_regions == 0, "%s: an fp32 training forward registered %d packed regions", name,
+                 be->n_act_regions);
+        cpu_set_act_pack_able(be, 0);
+    }
+    encoder_free(m);
+    for (int ck = 0; ck < 2; ck++)
+        for (int lse = 0; lse < 2; lse++) {
+            PackRun u, p;
+            packed_run(be, &f, ck, lse, 0, &u);
+            packed_run(be, &f, ck, lse, 1, &p);
+            size_t dlg = bits_differ(u.logits, p.logits, (size_t)STEPS * f.B);
+            size_t dg = bits_differ(u.grads, p.grads, (size_t)STEPS * np), dp = bits_differ(u.params, p.params, np);
+            const char *how = ck ? (lse ? "checkpointing + lse" : "checkpointing") : (lse ? "lse" : "all kept");
+            TU_CHECK(u.regions == 0 && p.regions == 12 && p.regions_after == 0,
+                     "%s %s: packed regions unpacked %d, packed %d (want 12), after the run %d", name, how, u.regions,
+                     p.regions, p.regions_after);
+            TU_CHECK(dlg == 0 && dg == 0 && dp == 0,
+                     "%s %s: the packed bf16 run differs from the unpacked one: %zu of %d logits, %zu of %zu gradients, "
+                     "%zu of %zu parameters", name, how, dlg, STEPS * f.B, dg, (size_t)STEPS * np, dp, np);
+            printf("%-15s packed storage (%s): %d regions; %d steps: %zu of %d logits, %zu of %zu gradients, %zu of %zu "
+                   "parameters differ from the unpacked run\n", name, how, p.regions, STEPS, dlg, STEPS * f.B, dg,
+                   (size_t)STEPS * np, dp, np);
+            free(u.logits), free(u.grads), free(u.params), free(p.logits), free(p.grads), free(p.params);
+        }
+    fix_free(&f);
+}
+
 int main(void) {
     test_rounding();
     Backend *be = ops_backend_cpu(0);
@@ -392,6 +494,7 @@ int main(void) {
         test_ckpt_bf16(be, cases[c]);
         test_eval_path(be, cases[c]);
         test_curve(be, cases[c]);
+        test_packed(be, cases[c]);
     }
     test_copy_follows_buffers(be);
     ops_backend_free(be);

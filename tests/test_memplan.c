@@ -9,11 +9,16 @@
  *   the fp32 run's by exactly that, the peak still within 10% below the plan;
  * - the log-sum-exp training attention (encoder_set_attention_lse): plan and measured peak both lower by exactly
  *   the probabilities it no longer keeps (layers x S x L x NH x (L - 1) floats), the peak within 10% below the plan;
+ * - bf16 with the saved activations packed (ops_act_region; the CPU backend's test capability stores them in 2 bytes
+ *   as a GPU would): plan and measured peak both lower than the unpacked bf16 run's by exactly 2 bytes a saved
+ *   activation element (emb, xs, qkv, ctx, v1, a, v2, f and the head's four at the ceiling), the peak within 10%
+ *   below the plan;
  * - the counter itself: live bytes back to the weights after the workspaces are gone. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu_ops.h"
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
@@ -22,6 +27,7 @@
 enum { S = 6, L = 16, E = 4 };
 
 static size_t fixture_layers_heads(const char *model);
+static size_t fixture_saved_elems(const char *model);
 
 typedef struct {
     size_t peak, plan, act_plan, copy;
@@ -38,7 +44,7 @@ static void make_batch(Batch *b, int32_t *ids, int32_t *mask, const int *lens, i
         }
 }
 
-static void run(const char *model, int ckpt, XrPrecision prec, int lse, RunOut *o) {
+static void run(const char *model, int ckpt, XrPrecision prec, int lse, int pack, RunOut *o) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
     XrErr e;
@@ -47,6 +53,7 @@ static void run(const char *model, int ckpt, XrPrecision prec, int lse, RunOut *
     if (!m) exit(1);
     encoder_set_threads(m, 2);
     Backend *be = encoder_backend(m);
+    cpu_set_act_pack_able(be, pack);
     size_t np = (size_t)encoder_num_params(m);
     encoder_set_gradient_checkpointing(m, ckpt);
     encoder_set_attention_lse(m, lse);
@@ -99,22 +106,23 @@ static void run(const char *model, int ckpt, XrPrecision prec, int lse, RunOut *
     TU_CHECK(ms.peak <= o->plan && ms.peak >= o->plan - o->plan / 10,
              "%s%s%s: measured peak %zu bytes, plan %zu (weights %zu bf16 copy %zu moments %zu grads %zu activations "
              "%zu workspace %zu eval %zu): not within 10%% below it", model, ckpt ? " + checkpointing" : "",
-             prec == XR_PREC_BF16 ? " bf16" : "", ms.peak, o->plan, p.weights, p.weights_copy, p.moments, p.grads,
+             prec == XR_PREC_BF16 ? (pack ? " bf16 packed" : " bf16") : "", ms.peak, o->plan, p.weights, p.weights_copy, p.moments, p.grads,
              p.activations, p.workspace, p.eval);
     printf("%-9s %-22s plan %8zu B (activations %7zu), measured peak %8zu B (%.2f%% of the plan), %lld allocations\n",
-           model, prec == XR_PREC_BF16 ? "bf16, activations kept" : ckpt ? "gradient checkpointing"
-                                                                          : "all activations kept",
+           model, prec == XR_PREC_BF16 ? (pack ? "bf16, packed activations" : "bf16, activations kept")
+                  : ckpt ? "gradient checkpointing" : "all activations kept",
            o->plan, p.activations, ms.peak, 100.0 * (double)ms.peak / (double)o->plan, (long long)ms.allocs);
     adamw_free(opt);
     encoder_free(m); /* its own backend goes with it: the counter is released too */
 }
 
 static void test_model(const char *model) {
-    RunOut a, b, c, d;
-    run(model, 0, XR_PREC_FP32, 0, &a);
-    run(model, 1, XR_PREC_FP32, 0, &b);
-    run(model, 0, XR_PREC_BF16, 0, &c);
-    run(model, 0, XR_PREC_FP32, 1, &d);
+    RunOut a, b, c, d, k;
+    run(model, 0, XR_PREC_FP32, 0, 0, &a);
+    run(model, 1, XR_PREC_FP32, 0, 0, &b);
+    run(model, 0, XR_PREC_BF16, 0, 0, &c);
+    run(model, 0, XR_PREC_FP32, 1, 0, &d);
+    run(model, 0, XR_PREC_BF16, 0, 1, &k);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
     XrErr e;
@@ -146,6 +154,14 @@ static void test_model(const char *model) {
            d.act_plan, 100.0 * (1.0 - (double)d.act_plan / (double)a.act_plan), a.peak - d.peak);
     free(a.grads), free(a.params), free(b.grads), free(b.params), free(c.grads), free(c.params);
     free(d.grads), free(d.params);
+    /* packed: 2 bytes less for every saved activation element */
+    size_t pack_drop = fixture_saved_elems(model) * 2;
+    TU_CHECK(c.act_plan - k.act_plan == pack_drop && c.peak - k.peak == pack_drop,
+             "%s: packing the saved activations lowered the plan's activations by %zu bytes and the peak by %zu, want "
+             "%zu", model, c.act_plan - k.act_plan, c.peak - k.peak, pack_drop);
+    printf("%-9s bf16 packed: activations %zu -> %zu B (-%.0f%%), measured peak -%zu B\n", model, c.act_plan,
+           k.act_plan, 100.0 * (1.0 - (double)k.act_plan / (double)c.act_plan), c.peak - k.peak);
+    free(k.grads), free(k.params);
 }
 
 /* layers x heads of a fixture model */
@@ -158,6 +174,20 @@ static size_t fixture_layers_heads(const char *model) {
     size_t r = (size_t)encoder_config(m)->layers * (size_t)encoder_config(m)->heads;
     encoder_free(m);
     return r;
+}
+
+/* The saved activations' elements of a fixture model at the plan's ceiling (S sequences of L tokens, every layer
+ * kept): emb, xs per layer, qkv, ctx, v1, a, v2 and f per layer, and the head's h0, hd, y, yd. */
+static size_t fixture_saved_elems(const char *model) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
+    XrErr e;
+    Encoder *m = encoder_load(dir, &e);
+    if (!m) xr_die("load %s: %s", dir, e.msg);
+    const ModelConfig *c = encoder_config(m);
+    size_t T = (size_t)S * L, H = (size_t)c->hidden, I = (size_t)c->intermediate, Ly = (size_t)c->layers;
+    encoder_free(m);
+    return T * H + Ly * T * H + Ly * (T * 3 * H + 4 * T * H + T * I) + 4 * (size_t)S * H;
 }
 
 /* The counter by itself: live goes up and down by what is allocated, peak stays, reset brings it to live. */

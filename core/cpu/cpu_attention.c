@@ -207,23 +207,31 @@ void cpu_attention_fwd(Backend *be, float *out, float *att, const float *qkv, co
 
 void cpu_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
                              int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+    if (cpu_pk_live(be)) {
+        cpu_packed_attention(be, PK_ATT_LSE, out, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d);
+        return;
+    }
     attention_fwd(be, out, NULL, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d, cpu_bf16_operands(be));
 }
 
 void cpu_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                    int max_len, int NH, int dh) {
-    if (be->act_packed) { cpu_packed_attention(be, out, att, qkv, seq_off, S, max_len, NH, dh, 0); return; }
+    if (cpu_pk_live(be)) { cpu_packed_attention(be, PK_ATT_INFER, out, att, qkv, seq_off, S, max_len, NH, dh, 0, NULL); return; }
     cpu_attention_fwd(be, out, att, qkv, seq_off, S, max_len, NH, dh, 0, NULL);
 }
 
 void cpu_attention_first(Backend *be, float *out, const float *qkv, const int32_t *seq_off, int S, int max_len,
                          int NH, int dh) {
-    if (be->act_packed) { cpu_packed_attention(be, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1); return; }
+    if (cpu_pk_live(be)) { cpu_packed_attention(be, PK_ATT_INFER, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1, NULL); return; }
     cpu_attention_fwd(be, out, NULL, qkv, seq_off, S, max_len, NH, dh, 1, NULL);
 }
 
 void cpu_attention_train(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                          int max_len, int NH, int dh, int first_only, const XrDropout *d) {
+    if (cpu_pk_live(be)) {
+        cpu_packed_attention(be, PK_ATT_TRAIN, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d);
+        return;
+    }
     attention_fwd(be, out, att, NULL, qkv, seq_off, S, max_len, NH, dh, first_only, d, cpu_bf16_operands(be));
 }
 
@@ -315,11 +323,19 @@ static void attention_bwd(Backend *be, float *dqkv, const float *dout, const flo
 void cpu_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                             const XrDropout *d) {
+    if (cpu_pk_live(be)) {
+        cpu_packed_attention_backward(be, 0, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d);
+        return;
+    }
     attention_bwd(be, dqkv, dout, qkv, att, NULL, seq_off, S, max_len, NH, dh, first_only, d);
 }
 
 void cpu_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse,
                                 const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                                 const XrDropout *d) {
+    if (cpu_pk_live(be)) {
+        cpu_packed_attention_backward(be, 1, dqkv, dout, qkv, lse, seq_off, S, max_len, NH, dh, first_only, d);
+        return;
+    }
     attention_bwd(be, dqkv, dout, qkv, NULL, lse, seq_off, S, max_len, NH, dh, first_only, d);
 }

@@ -103,7 +103,7 @@ static void linear_f32(Backend *be, float *y, const float *x, const float *W, co
  * GPU's bf16 GEMM; the output is stored in the activations' precision. */
 void cpu_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
-    if (be->act_packed) { cpu_packed_linear(be, y, x, W, b, M, N, K); return; }
+    if (cpu_pk_live(be)) { cpu_packed_linear(be, y, x, W, b, M, N, K); return; }
     linear_f32(be, y, cpu_gemm_operand(be, x, (size_t)M * K, 0), cpu_gemm_weight(be, W), b, M, N, K);
     cpu_act_store(be, y, (size_t)M * N);
 }

@@ -13,7 +13,7 @@ static void embed_row(float *o, const float *w, const float *p, const float *t, 
 
 void cpu_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
                const float *word, const float *pos, const float *type, int n, int H) {
-    if (be->act_packed) { cpu_packed_embed(be, out, ids, pos_ids, types, word, pos, type, n, H); return; }
+    if (cpu_pk_live(be)) { cpu_packed_embed(be, out, ids, pos_ids, types, word, pos, type, n, H); return; }
     int nt = be->threads;
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
     for (int i = 0; i < n; i++) {
@@ -57,7 +57,7 @@ static void layernorm_row(float *o, float *mean_out, float *rstd_out, const floa
 
 void cpu_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res,
                    const float *g, const float *b, int n, int H, float eps) {
-    if (be->act_packed) { cpu_packed_layernorm(be, out, mean, rstd, x, res, g, b, n, H, eps); return; }
+    if (cpu_pk_live(be)) { cpu_packed_layernorm(be, out, mean, rstd, x, res, g, b, n, H, eps); return; }
     int nt = be->threads;
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
     for (int i = 0; i < n; i++) {
@@ -79,19 +79,19 @@ static void tanh_span(float *o, const float *x, size_t n) {
 }
 
 void cpu_gelu(Backend *be, float *out, const float *x, size_t n) {
-    if (be->act_packed) { cpu_packed_unary(be, cpu_gelu, out, x, n); return; }
+    if (cpu_pk_live(be)) { cpu_packed_unary(be, cpu_gelu, out, x, n); return; }
     XR_SPANS(be->threads, n, gelu_span(out + lo, x + lo, hi - lo));
     cpu_act_store(be, out, n);
 }
 
 void cpu_tanh(Backend *be, float *out, const float *x, size_t n) {
-    if (be->act_packed) { cpu_packed_unary(be, cpu_tanh, out, x, n); return; }
+    if (cpu_pk_live(be)) { cpu_packed_unary(be, cpu_tanh, out, x, n); return; }
     XR_SPANS(be->threads, n, tanh_span(out + lo, x + lo, hi - lo));
     cpu_act_store(be, out, n);
 }
 
 void cpu_pool_first(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    if (be->act_packed) { cpu_packed_pool(be, 0, out, x, seq_off, S, H); return; }
+    if (cpu_pk_live(be)) { cpu_packed_pool(be, 0, out, x, seq_off, S, H); return; }
     for (int s = 0; s < S; s++) memcpy(out + (size_t)s * H, x + (size_t)seq_off[s] * H, (size_t)H * sizeof(float));
     cpu_act_store(be, out, (size_t)S * H);
 }
@@ -106,7 +106,7 @@ static void mean_rows(float *o, const float *x, int rows, int H) {
 }
 
 void cpu_pool_mean(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H) {
-    if (be->act_packed) { cpu_packed_pool(be, 1, out, x, seq_off, S, H); return; }
+    if (cpu_pk_live(be)) { cpu_packed_pool(be, 1, out, x, seq_off, S, H); return; }
     int nt = be->threads;
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)seq_off[S] * H > XR_PAR_MIN))
     for (int s = 0; s < S; s++)
@@ -125,7 +125,7 @@ static void l2norm_row(float *o, const float *x, int H) {
 }
 
 void cpu_l2norm(Backend *be, float *out, const float *x, int n, int H) {
-    if (be->act_packed) { cpu_packed_l2norm(be, out, x, n, H); return; }
+    if (cpu_pk_live(be)) { cpu_packed_l2norm(be, out, x, n, H); return; }
     int nt = be->threads;
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
     for (int i = 0; i < n; i++) l2norm_row(out + (size_t)i * H, x + (size_t)i * H, H);

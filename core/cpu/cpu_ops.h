@@ -73,19 +73,24 @@ const float *cpu_gemm_operand(Backend *be, const float *x, size_t n, int slot);
  * "training precision"; the training attention's products too, cpu_attention.c), else 0. */
 int cpu_bf16_operands(Backend *be);
 
-/* Packed inference storage (ops_act_pack; cpu_pack.c): a test capability, off by default (act_pack answers 4). On,
- * act_pack(1) packs: the INFER ops read and store 2-byte bf16 activations (be->act_packed), each through
- * cpu_packed_<op>: its inputs widened into fp32 scratch, the fp32 op, its result rounded to bf16. */
-#define XR_PACK_SLOTS 3
+/* Packed activation storage (cpu_pack.c): a test capability, off by default (act_pack and act_region answer 4). On,
+ * act_pack(1) packs every activation argument of the INFER ops, and act_region registers packed regions (bf16
+ * training's saved activations); an argument is packed by ops_act_packed_at. While any packing is live
+ * (cpu_pk_live) the ops with activation arguments go through cpu_packed_<op>: packed inputs widened into fp32
+ * scratch, the op itself inside on fp32 arguments, packed outputs rounded to bf16. */
+#define XR_PACK_SLOTS 4
 typedef struct {
     int able;                   /* cpu_set_act_pack_able */
-    float *tmp[XR_PACK_SLOTS];  /* fp32 copies of a packed op's inputs and output */
+    int inside;                 /* a cpu_packed_<op> is running the op on fp32 arguments */
+    float *tmp[XR_PACK_SLOTS];  /* fp32 copies of a packed op's inputs and outputs */
     size_t cap[XR_PACK_SLOTS];
 } CpuPack;
 CpuPack *cpu_pack_state(Backend *be);
 void cpu_pack_release(Backend *be);
-/* able 1: this CPU backend packs when asked (tests of the model's packed path); 0: it declines (the default). */
+/* able 1: this CPU backend packs when asked (tests of the model's packed paths); 0: it declines (the default). */
 void cpu_set_act_pack_able(Backend *be, int able);
+/* 1 when an op must go through its cpu_packed_<op> (packing on or regions registered, and not already inside). */
+int cpu_pk_live(Backend *be);
 void cpu_packed_embed(Backend *be, float *out, const int32_t *ids, const int32_t *pos_ids, const int32_t *types,
                       const float *word, const float *pos, const float *type, int n, int H);
 void cpu_packed_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x, const float *res,
@@ -94,10 +99,28 @@ void cpu_packed_linear(Backend *be, float *y, const float *x, const float *W, co
 /* gelu, tanh: op is cpu_gelu / cpu_tanh */
 void cpu_packed_unary(Backend *be, void (*op)(Backend *, float *, const float *, size_t), float *out, const float *x,
                       size_t n);
-void cpu_packed_attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
-                          int max_len, int NH, int dh, int first_only);
+/* which attention forward: ops_attention / _first (d NULL), attention_train, attention_train_lse (att is lse) */
+typedef enum { PK_ATT_INFER, PK_ATT_TRAIN, PK_ATT_LSE } PkAttention;
+void cpu_packed_attention(Backend *be, PkAttention kind, float *out, float *att, const float *qkv,
+                          const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                          const XrDropout *d);
+/* lse 1: attention_backward_lse (att is lse) */
+void cpu_packed_attention_backward(Backend *be, int lse, float *dqkv, const float *dout, const float *qkv,
+                                   const float *att, const int32_t *seq_off, int S, int max_len, int NH, int dh,
+                                   int first_only, const XrDropout *d);
 void cpu_packed_pool(Backend *be, int mean, float *out, const float *x, const int32_t *seq_off, int S, int H);
 void cpu_packed_l2norm(Backend *be, float *out, const float *x, int n, int H);
+void cpu_packed_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
+                            int H, const XrDropout *d);
+void cpu_packed_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
+                                const float *W, int M, int N, int K, int accumulate_dx);
+void cpu_packed_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
+                                   const float *mean, const float *rstd, const float *g, int n, int H,
+                                   int accumulate);
+/* gelu_backward, tanh_backward: op is cpu_gelu_backward / cpu_tanh_backward, x their saved activation */
+void cpu_packed_unary_backward(Backend *be, void (*op)(Backend *, float *, const float *, const float *, size_t),
+                               float *dx, const float *x, const float *dy, size_t n);
+void cpu_packed_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H);
 
 /* The kernels the ops above share. */
 /* Attention forward: ops_attention (first_only 0, d NULL), ops_attention_first (att NULL, first_only 1) and

@@ -74,6 +74,7 @@ static void dropout_add_f32(Backend *be, float *out, const float *x, const float
 
 void cpu_dropout_add(Backend *be, float *out, const float *x, const float *res, const int32_t *seq_off, int S,
                      int H, const XrDropout *d) {
+    if (cpu_pk_live(be)) { cpu_packed_dropout_add(be, out, x, res, seq_off, S, H, d); return; }
     dropout_add_f32(be, out, x, res, seq_off, S, H, d);
     int n = seq_off ? seq_off[S] - seq_off[0] : S;
     if (n > 0) cpu_act_store(be, out + (size_t)(seq_off ? seq_off[0] : 0) * H, (size_t)n * H);
@@ -112,6 +113,7 @@ void cpu_colsum_add(Backend *be, float *db, const float *dy, int M, int N) {
 void cpu_linear_backward(Backend *be, float *dx, float *dW, float *db, const float *dy, const float *x,
                          const float *W, int M, int N, int K, int accumulate_dx) {
     if (M <= 0) return;
+    if (cpu_pk_live(be)) { cpu_packed_linear_backward(be, dx, dW, db, dy, x, W, M, N, K, accumulate_dx); return; }
     /* bf16 training: both products read bf16 operands (dy rounded, W's working copy, x rounded) and accumulate
      * in fp32; the bias sums read the fp32 dy */
     const float *dyr = cpu_gemm_operand(be, dy, (size_t)M * N, 0);
@@ -179,6 +181,10 @@ static void ln_param_block(double *sg, double *sb, const float *dout, const floa
 
 void cpu_layernorm_backward(Backend *be, float *dx, float *dg, float *db, const float *dout, const float *x,
                             const float *mean, const float *rstd, const float *g, int n, int H, int accumulate) {
+    if (cpu_pk_live(be)) {
+        cpu_packed_layernorm_backward(be, dx, dg, db, dout, x, mean, rstd, g, n, H, accumulate);
+        return;
+    }
     int nt = be->threads;
     /* dg, db first: dx may overwrite dout */
     int parts = col_parts(be, (size_t)n * 2, H);
@@ -216,10 +222,12 @@ static void tanh_backward_span(float *dx, const float *y, const float *dy, size_
 }
 
 void cpu_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n) {
+    if (cpu_pk_live(be)) { cpu_packed_unary_backward(be, cpu_gelu_backward, dx, x, dy, n); return; }
     XR_SPANS(be->threads, n, gelu_backward_span(dx + lo, x + lo, dy + lo, hi - lo));
 }
 
 void cpu_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n) {
+    if (cpu_pk_live(be)) { cpu_packed_unary_backward(be, cpu_tanh_backward, dx, y, dy, n); return; }
     XR_SPANS(be->threads, n, tanh_backward_span(dx + lo, y + lo, dy + lo, hi - lo));
 }
 
@@ -261,6 +269,7 @@ static void l2norm_backward_row(float *dx, const float *dy, const float *x, int 
 }
 
 void cpu_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H) {
+    if (cpu_pk_live(be)) { cpu_packed_l2norm_backward(be, dx, dy, x, n, H); return; }
     int nt = be->threads;
     XR_OMP(omp parallel for num_threads(nt) schedule(static) if ((size_t)n * H > XR_PAR_MIN))
     for (int i = 0; i < n; i++) l2norm_backward_row(dx + (size_t)i * H, dy + (size_t)i * H, x + (size_t)i * H, H);

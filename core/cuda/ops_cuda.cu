@@ -1243,6 +1243,14 @@ extern "C" int cuda_ops_act_pack(Backend *be, int on) {
     return be->act_packed ? 2 : 4;
 }
 
+/* Packed regions (bf16 training's saved activations in 2 bytes): declined for now, the training kernels read and
+ * write fp32 words (the bf16 values of "the storage, a stepping stone", DESIGN.md); forgetting is always accepted. */
+extern "C" int cuda_ops_act_region(Backend *be, const void *base, size_t bytes) {
+    op_begin(be);
+    if (base && !bytes) return ops_act_region_keep(be, base, 0);
+    return 4;
+}
+
 __global__ void k_widen_bf16(float *out, const __nv_bfloat16 *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = __bfloat162float(x[i]);

@@ -30,6 +30,7 @@ static OpsTable cuda_table_fill(void) {
     t.l2norm = cuda_ops_l2norm;
     t.act_pack = cuda_ops_act_pack;
     t.act_unpack = cuda_ops_act_unpack;
+    t.act_region = cuda_ops_act_region;
     t.infer_weights = cuda_ops_infer_weights;
     // training (train_ops.cu)
     t.dropout_add = cuda_ops_dropout_add;
