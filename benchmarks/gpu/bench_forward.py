@@ -78,6 +78,11 @@ def peer(xrank_jsonl, peak):
                                      ratio=round(x["seqs_per_s"] / p["seqs_per_s"], 3), xrank_tflops=round(tf, 1),
                                      torch_tflops=round(ptf, 1), xrank_mfu=round(tf / peak, 3),
                                      torch_mfu=round(ptf / peak, 3)))
+                    # what the xrank row ran on (bench_encoder): 2 = packed bf16 storage (4: the backend declined),
+                    # and its packed linears that fell back from cuBLASLt's bf16 epilogue (0 expected)
+                    for k in ("act_bytes", "packed_fallbacks"):
+                        if k in x:
+                            rows[-1][k] = x[k]
     for r in rows:
         print(json.dumps(r), flush=True)
 
