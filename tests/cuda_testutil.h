@@ -49,7 +49,7 @@ static inline size_t zero_mismatch(Backend *g, const float *cpu, const float *de
     return m;
 }
 /* Copies the GPU result back, compares it with the CPU result and prints the max abs diff. */
-static double cmp(Backend *g, const char *what, const float *cpu, const float *dev, size_t n, double tol) {
+static inline double cmp(Backend *g, const char *what, const float *cpu, const float *dev, size_t n, double tol) {
     float *h = xr_malloc(n * sizeof(float));
     cuda_ops_to_host(g, h, dev, n * sizeof(float));
     double md = tu_check_close(what, h, cpu, n, tol);

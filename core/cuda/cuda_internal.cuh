@@ -60,6 +60,18 @@ void *cuda_ops_scratch(Backend *be, int slot, size_t bytes);
 static __device__ __forceinline__ float act_round(float v, int rnd) {
     return rnd ? __bfloat162float(__float2bfloat16_rn(v)) : v;
 }
+/* An activation as the kernels read and store it: fp32, or bf16 where packed (ops_act_pack; ops_act_region's regions;
+ * rounded to nearest even where stored). Kernels are templated on it per argument where they read or write one. */
+static __device__ __forceinline__ float ld_act(const float *p) { return *p; }
+static __device__ __forceinline__ float ld_act(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ void st_act(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void st_act(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+/* Packed training storage (ops_act_region) is built op by op behind XR_CUDA_TRAIN_PACK=1: an op that does not read
+ * or write bf16 storage yet calls this with its activation arguments (NULL: none) first, and dies naming the op and
+ * the argument when one lies in a registered region, instead of reading bf16 words as fp32. */
+void cuda_pk_refuse(Backend *be, const char *op, const void *a, const void *b, const void *c, const void *d);
+/* 1 when p lies in a region registered with ops_act_region (act_pack's mode aside). */
+int cuda_pk_region(const Backend *be, const void *p);
 /* 1 when the forward ops store activations in bf16 (ops_act_precision(BF16)), else 0. */
 int cuda_ops_act_bf16(Backend *be);
 /* 1 while a working copy is registered (bf16 training: GEMMs and the training attention's products take bf16

@@ -82,6 +82,9 @@ typedef struct {
      * default until its GPU check, test_cuda_act_pack, has passed); the inference weights' bf16 copy
      * (ops_infer_weights) is kept under the same switch. */
     int act_pack_env;
+    /* Packed training storage (ops_act_region): XR_CUDA_TRAIN_PACK=1 lets act_region accept regions (off by default:
+     * the training ops are converted one by one, the others refuse packed arguments, cuda_pk_refuse) */
+    int train_pack_env;
     const float *imaster;
     __nv_bfloat16 *icopy;
     size_t in;
@@ -211,6 +214,9 @@ extern "C" Backend *cuda_ops_backend(int device) {
     const char *ap = getenv("XR_CUDA_ACT_PACK");
     if (ap && *ap && strcmp(ap, "0") && strcmp(ap, "1")) xr_die("XR_CUDA_ACT_PACK=%s: expected 0 or 1", ap);
     st->act_pack_env = ap && !strcmp(ap, "1");
+    const char *tp = getenv("XR_CUDA_TRAIN_PACK");
+    if (tp && *tp && strcmp(tp, "0") && strcmp(tp, "1")) xr_die("XR_CUDA_TRAIN_PACK=%s: expected 0 or 1", tp);
+    st->train_pack_env = tp && !strcmp(tp, "1");
     be->device = XR_DEV_CUDA;
     be->ops = cuda_ops_table();
     be->threads = 1;
@@ -345,12 +351,6 @@ extern "C" void cuda_ops_copy(Backend *be, void *dst, const void *src, size_t by
     XR_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, op_begin(be)->stream));
 }
 
-/* An activation as the kernels read and store it: fp32, or bf16 while packed (ops_act_pack; rounded to nearest even
- * where stored). The kernels below are templated on it where they read or write activations. */
-static __device__ __forceinline__ float ld_act(const float *p) { return *p; }
-static __device__ __forceinline__ float ld_act(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
-static __device__ __forceinline__ void st_act(float *p, float v) { *p = v; }
-static __device__ __forceinline__ void st_act(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
 /* ---------------- GEMMs (cuBLAS is column-major: a row-major C is C^T column-major) ---------------- */
 
@@ -662,6 +662,7 @@ const __nv_bfloat16 *cuda_ops_working_weight(Backend *be, const float *W) {
 extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N,
                                 int K) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "linear", y, x, NULL, NULL);
     if (M <= 0) return;
     if (be->act_packed) {
         if (N > 0) linear_packed(st, y, x, W, b, M, N, K);
@@ -741,6 +742,7 @@ __global__ void k_bias_gelu(float *g, float *f, const float *b, size_t M, int N,
 extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const float *x, const float *W, const float *b,
                                      int M, int N, int K) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "linear_gelu", g, f, x, NULL);
     if (M <= 0 || N <= 0) return;
     if (g == f || f == x || g == x)
         xr_die("cuda_ops_linear_gelu: the outputs g %p and f %p may alias neither each other nor x %p", (void *)g,
@@ -786,6 +788,7 @@ extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, cons
                                const int32_t *types, const float *word, const float *pos, const float *type, int n,
                                int H) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "embed", out, NULL, NULL, NULL);
     if (n <= 0) return;
     if (be->act_packed)
         k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, ids, pos_ids, types,
@@ -859,6 +862,7 @@ __global__ void k_layernorm16(__nv_bfloat16 *out, float *mean, float *rstd, cons
 extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x,
                                    const float *res, const float *g, const float *b, int n, int H, float eps) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "layernorm", out, x, res, NULL);
     if (n <= 0) return;
     if (be->act_packed) {
         k_layernorm16<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
@@ -890,6 +894,7 @@ __global__ void k_tanh(T *out, const T *x, size_t n, int rnd) {
 
 extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "gelu", out, x, NULL, NULL);
     if (!n) return;
     if (be->act_packed) {
         k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n,
@@ -908,6 +913,7 @@ extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n)
 
 extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "tanh", out, x, NULL, NULL);
     if (!n) return;
     if (be->act_packed)
         k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n, 0);
@@ -1143,6 +1149,7 @@ static void attention_packed(CudaState *st, float *out, float *att, const float 
 static void attention(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                       int max_len, int NH, int dh, int first_only) {
     CudaState *st = op_begin(be); /* the body of both ops (cuda_ops_attention, cuda_ops_attention_first) */
+    cuda_pk_refuse(be, first_only ? "attention_first" : "attention", out, qkv, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     if (be->act_packed) {
         attention_packed(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only);
@@ -1193,6 +1200,7 @@ __global__ void k_pool(T *out, const T *x, const int32_t *seq_off, int H, int me
 
 static void pool(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H, int mean) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, mean ? "pool_mean" : "pool_first", out, x, NULL, NULL);
     if (S <= 0) return;
     if (be->act_packed)
         k_pool<<<S, 128, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, seq_off, H, mean, 0);
@@ -1222,6 +1230,7 @@ __global__ void k_l2norm(T *out, const T *x, int n, int H) {
 
 extern "C" void cuda_ops_l2norm(Backend *be, float *out, const float *x, int n, int H) {
     CudaState *st = op_begin(be);
+    cuda_pk_refuse(be, "l2norm", out, x, NULL, NULL);
     if (n <= 0) return;
     unsigned grid = (unsigned)((n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK);
     if (be->act_packed)
@@ -1243,12 +1252,31 @@ extern "C" int cuda_ops_act_pack(Backend *be, int on) {
     return be->act_packed ? 2 : 4;
 }
 
-/* Packed regions (bf16 training's saved activations in 2 bytes): declined for now, the training kernels read and
- * write fp32 words (the bf16 values of "the storage, a stepping stone", DESIGN.md); forgetting is always accepted. */
+/* Packed regions (bf16 training's saved activations in 2 bytes): accepted only with XR_CUDA_TRAIN_PACK=1, while the
+ * ops are converted one by one (the rest refuse packed arguments, cuda_pk_refuse), and only in bf16 GEMM mode (the
+ * GEMMs read the packed activations as bf16 operands); declined otherwise, so GPU training keeps fp32 words holding
+ * bf16 values ("the storage, a stepping stone", DESIGN.md). Forgetting is always accepted. */
 extern "C" int cuda_ops_act_region(Backend *be, const void *base, size_t bytes) {
-    op_begin(be);
+    CudaState *st = op_begin(be);
     if (base && !bytes) return ops_act_region_keep(be, base, 0);
-    return 4;
+    if (!st->train_pack_env || st->mode != XR_GEMM_BF16 || st->bf16_fast) return 4;
+    return ops_act_region_keep(be, base, bytes);
+}
+
+int cuda_pk_region(const Backend *be, const void *p) {
+    for (int i = 0; p && i < be->n_act_regions; i++)
+        if ((const char *)p >= be->act_regions[i].lo && (const char *)p < be->act_regions[i].hi) return 1;
+    return 0;
+}
+
+void cuda_pk_refuse(Backend *be, const char *op, const void *a, const void *b, const void *c, const void *d) {
+    if (!be->n_act_regions) return;
+    const void *p[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++)
+        if (cuda_pk_region(be, p[i]))
+            xr_die("cuda_ops_%s: activation argument %d (%p) lies in a packed region (ops_act_region), and the CUDA %s "
+                   "does not read or write bf16 storage yet (XR_CUDA_TRAIN_PACK=1 is built op by op: unset it)", op,
+                   i + 1, p[i], op);
 }
 
 __global__ void k_widen_bf16(float *out, const __nv_bfloat16 *x, size_t n) {
@@ -1258,11 +1286,12 @@ __global__ void k_widen_bf16(float *out, const __nv_bfloat16 *x, size_t n) {
 
 extern "C" void cuda_ops_act_unpack(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
-    size_t esz = be->act_packed ? 2 : 4;
+    int packed = ops_act_packed_at(be, x);
+    size_t esz = packed ? 2 : 4;
     if (!n) return;
     if ((const char *)out < (const char *)x + n * esz && (const char *)x < (const char *)(out + n))
         xr_die("cuda_ops_act_unpack: out %p and x %p overlap (%zu elements)", (void *)out, (const void *)x, n);
-    if (!be->act_packed) {
+    if (!packed) {
         XR_CU(cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice, st->stream));
         return;
     }

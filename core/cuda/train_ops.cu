@@ -53,8 +53,8 @@ static __device__ __forceinline__ uint32_t drop_draw1(const DropDev &d, int j, u
 
 /* Block s: the rows of sequence s (seq_off NULL: row s alone, position 0); a thread takes 4 columns of a row
  * (one Philox call gives their 4 draws). Element-wise, so out may alias x or res. */
-__global__ void k_dropout_add(float *out, const float *x, const float *res, const int32_t *seq_off, int H,
-                              DropDev d, int rnd) {
+template <typename TO, typename TX, typename TR>
+__global__ void k_dropout_add(TO *out, const TX *x, const TR *res, const int32_t *seq_off, int H, DropDev d, int rnd) {
     int s = blockIdx.x;
     int r0 = seq_off ? seq_off[s] : s, L = seq_off ? seq_off[s + 1] - r0 : 1;
     uint64_t id = drop_id(d, s);
@@ -68,8 +68,9 @@ __global__ void k_dropout_add(float *out, const float *x, const float *res, cons
         for (int k = 0; k < 4; k++) {
             int j = 4 * g + k;
             if (j >= H) break;
-            float v = d.on ? (r[k] >= d.thr ? __fmul_rn(x[o + j], d.scale) : 0.0f) : x[o + j];
-            out[o + j] = act_round(res ? __fadd_rn(res[o + j], v) : v, rnd);
+            float xv = ld_act(&x[o + j]);
+            float v = d.on ? (r[k] >= d.thr ? __fmul_rn(xv, d.scale) : 0.0f) : xv;
+            st_act(&out[o + j], act_round(res ? __fadd_rn(ld_act(&res[o + j]), v) : v, rnd));
         }
     }
 }
@@ -81,7 +82,20 @@ extern "C" void cuda_ops_dropout_add(Backend *be, float *out, const float *x, co
     DropDev dd = drop_dev(d);
     int rnd = cuda_ops_act_bf16(be);
     if (!dd.on && !res && out == x && !rnd) return; /* bf16 storage: even a no-op stores its output rounded */
-    k_dropout_add<<<(unsigned)S, 256, 0, st>>>(out, x, res, seq_off, H, dd, rnd);
+    /* each argument fp32 or bf16 by where it lies (packed regions, ops_act_packed_at): the forward's activations may
+     * be packed, the backward's gradients never are */
+    int po = ops_act_packed_at(be, out), px = ops_act_packed_at(be, x), pr = ops_act_packed_at(be, res);
+    typedef __nv_bfloat16 B16;
+#define XR_DA(TO, TX, TR) \
+    k_dropout_add<TO, TX, TR><<<(unsigned)S, 256, 0, st>>>((TO *)out, (const TX *)x, (const TR *)res, seq_off, H, dd, rnd)
+    if (po) {
+        if (px) { if (pr) XR_DA(B16, B16, B16); else XR_DA(B16, B16, float); }
+        else { if (pr) XR_DA(B16, float, B16); else XR_DA(B16, float, float); }
+    } else {
+        if (px) { if (pr) XR_DA(float, B16, B16); else XR_DA(float, B16, float); }
+        else { if (pr) XR_DA(float, float, B16); else XR_DA(float, float, float); }
+    }
+#undef XR_DA
     XR_LAUNCHED();
 }
 
@@ -92,7 +106,8 @@ extern "C" void cuda_ops_dropout_add(Backend *be, float *out, const float *x, co
 #define XR_SUM_THREADS 256
 
 /* two = 0: part0 = sums of a. two = 1 (LayerNorm): part0 = sums of a * ((x - mean) rstd), part1 = sums of a. */
-__global__ void k_colsum_part(double *part0, double *part1, const float *a, const float *x, const float *mean,
+template <typename TX>
+__global__ void k_colsum_part(double *part0, double *part1, const float *a, const TX *x, const float *mean,
                               const float *rstd, int M, int N, int two) {
     int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     if (j >= N) return;
@@ -102,7 +117,7 @@ __global__ void k_colsum_part(double *part0, double *part1, const float *a, cons
         float v = a[(size_t)i * N + j];
         if (two) {
             /* the CPU's float product, accumulated in double */
-            float xh = __fmul_rn(__fsub_rn(x[(size_t)i * N + j], mean[i]), rstd[i]);
+            float xh = __fmul_rn(__fsub_rn(ld_act(&x[(size_t)i * N + j]), mean[i]), rstd[i]);
             s0 += (double)__fmul_rn(v, xh);
             s1 += (double)v;
         } else {
@@ -125,7 +140,8 @@ __global__ void k_colsum_finish(float *out0, float *out1, const double *part0, c
     if (out1) out1[j] += (float)s1;
 }
 
-/* out0 += column sums of a[M,N] (x NULL), or (LayerNorm, x given) out0 += sums of a xhat, out1 += sums of a. */
+/* out0 += column sums of a[M,N] (x NULL), or (LayerNorm, x given) out0 += sums of a xhat, out1 += sums of a. x is
+ * fp32 or bf16 by where it lies (a packed region, ops_act_packed_at). */
 static void colsums(Backend *be, cudaStream_t st, float *out0, float *out1, const float *a, const float *x,
                     const float *mean, const float *rstd, int M, int N) {
     if (M <= 0 || N <= 0) return;
@@ -134,7 +150,11 @@ static void colsums(Backend *be, cudaStream_t st, float *out0, float *out1, cons
     double *part = (double *)cuda_ops_scratch(be, 0, (size_t)nb * N * sizeof(double) * (two ? 2 : 1));
     double *part1 = two ? part + (size_t)nb * N : NULL;
     unsigned gx = (unsigned)((N + XR_SUM_THREADS - 1) / XR_SUM_THREADS);
-    k_colsum_part<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(part, part1, a, x, mean, rstd, M, N, two);
+    if (ops_act_packed_at(be, x))
+        k_colsum_part<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(part, part1, a, (const __nv_bfloat16 *)x,
+                                                                         mean, rstd, M, N, two);
+    else
+        k_colsum_part<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(part, part1, a, x, mean, rstd, M, N, two);
     XR_LAUNCHED();
     k_colsum_finish<<<gx, XR_SUM_THREADS, 0, st>>>(out0, two ? out1 : NULL, part, part1, nb, N);
     XR_LAUNCHED();
@@ -146,6 +166,10 @@ extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, floa
                                          const float *x, const float *W, int M, int N, int K, int accumulate_dx) {
     cudaStream_t st = op_stream(be);
     if (M <= 0) return;
+    int xpk = ops_act_packed_at(be, x);
+    if (xpk && !cuda_ops_bf16_operands(be))
+        xr_die("cuda_ops_linear_backward: x (%p) is packed bf16 but no working copy is registered (packed regions are "
+               "bf16 training's)", (const void *)x);
     if (const __nv_bfloat16 *wc = cuda_ops_working_weight(be, W)) {
         /* bf16 training, as the CPU emulation (cpu_linear_backward): both products read bf16 operands (dy rounded,
          * W's working copy, x rounded: exact, x holds bf16 values already) with fp32 accumulation into the fp32
@@ -154,7 +178,8 @@ extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, floa
         if (dx) cuda_ops_gemm_bf16(be, 0, 0, M, K, N, 1.0f, dyb, N, wc, K, accumulate_dx ? 1.0f : 0.0f, dx, K);
         if (dW) {
             /* x's copy when the op before wrote one (the GELU recomputed for the FFN's second linear) */
-            const __nv_bfloat16 *xb = cuda_ops_prev_copy(be, x, (size_t)M * K);
+            /* packed: x is the bf16 operand itself, no cast */
+            const __nv_bfloat16 *xb = xpk ? (const __nv_bfloat16 *)x : cuda_ops_prev_copy(be, x, (size_t)M * K);
             if (!xb) xb = cuda_ops_bf16_operand(be, x, (size_t)M * K, 1);
             cuda_ops_gemm_bf16(be, 1, 0, N, K, M, 1.0f, dyb, N, xb, K, 1.0f, dW, K);
         }
@@ -173,7 +198,8 @@ extern "C" void cuda_ops_linear_backward(Backend *be, float *dx, float *dW, floa
 
 /* One warp per row: dx = rstd (dy g - mean(dy g) - xhat mean(dy g xhat)). Each lane reads and writes only its
  * own columns after the row's sums, so dx may alias dout. */
-__global__ void k_layernorm_backward_dx(float *dx, const float *dout, const float *x, const float *mean,
+template <typename TX>
+__global__ void k_layernorm_backward_dx(float *dx, const float *dout, const TX *x, const float *mean,
                                         const float *rstd, const float *g, int n, int H, int accumulate) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
@@ -182,11 +208,11 @@ __global__ void k_layernorm_backward_dx(float *dx, const float *dout, const floa
     for (int j = lane; j < H; j += 32) {
         float dg = dout[off + j] * g[j];
         s1 += dg;
-        s2 += dg * (x[off + j] - mu) * rs;
+        s2 += dg * (ld_act(&x[off + j]) - mu) * rs;
     }
     float a = warp_sum(s1) / (float)H, b = warp_sum(s2) / (float)H;
     for (int j = lane; j < H; j += 32) {
-        float v = rs * (dout[off + j] * g[j] - a - (x[off + j] - mu) * rs * b);
+        float v = rs * (dout[off + j] * g[j] - a - (ld_act(&x[off + j]) - mu) * rs * b);
         dx[off + j] = accumulate ? dx[off + j] + v : v;
     }
 }
@@ -198,8 +224,12 @@ extern "C" void cuda_ops_layernorm_backward(Backend *be, float *dx, float *dg, f
     if (n <= 0) return;
     /* the parameter sums first: dx may overwrite dout (stream order) */
     colsums(be, st, dg, db, dout, x, mean, rstd, n, H);
-    k_layernorm_backward_dx<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
-        dx, dout, x, mean, rstd, g, n, H, accumulate);
+    unsigned grid = (unsigned)((n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK);
+    if (ops_act_packed_at(be, x)) /* the saved LayerNorm input, packed */
+        k_layernorm_backward_dx<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(dx, dout, (const __nv_bfloat16 *)x, mean, rstd,
+                                                                         g, n, H, accumulate);
+    else
+        k_layernorm_backward_dx<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(dx, dout, x, mean, rstd, g, n, H, accumulate);
     XR_LAUNCHED();
 }
 
@@ -212,14 +242,18 @@ static __device__ __forceinline__ float gelu_grad(float v) {
     return cdf + v * pdf;
 }
 
-__global__ void k_gelu_backward(float *dx, const float *x, const float *dy, size_t n) {
+template <typename TX>
+__global__ void k_gelu_backward(float *dx, const TX *x, const float *dy, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dx[i] = dy[i] * gelu_grad(x[i]);
+        dx[i] = dy[i] * gelu_grad(ld_act(&x[i]));
 }
 
-__global__ void k_tanh_backward(float *dx, const float *y, const float *dy, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+template <typename TY>
+__global__ void k_tanh_backward(float *dx, const TY *y, const float *dy, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float yv = ld_act(&y[i]);
+        dx[i] = dy[i] * (1.0f - yv * yv);
+    }
 }
 
 __global__ void k_scale(float *x, size_t n, float alpha) {
@@ -230,14 +264,20 @@ __global__ void k_scale(float *x, size_t n, float alpha) {
 extern "C" void cuda_ops_gelu_backward(Backend *be, float *dx, const float *x, const float *dy, size_t n) {
     cudaStream_t st = op_stream(be);
     if (!n) return;
-    k_gelu_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, x, dy, n);
+    if (ops_act_packed_at(be, x)) /* the saved GELU input, packed */
+        k_gelu_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, (const __nv_bfloat16 *)x, dy, n);
+    else
+        k_gelu_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, x, dy, n);
     XR_LAUNCHED();
 }
 
 extern "C" void cuda_ops_tanh_backward(Backend *be, float *dx, const float *y, const float *dy, size_t n) {
     cudaStream_t st = op_stream(be);
     if (!n) return;
-    k_tanh_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, y, dy, n);
+    if (ops_act_packed_at(be, y)) /* the saved tanh output, packed */
+        k_tanh_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, (const __nv_bfloat16 *)y, dy, n);
+    else
+        k_tanh_backward<<<blocks_for(n, 256), 256, 0, st>>>(dx, y, dy, n);
     XR_LAUNCHED();
 }
 
@@ -326,6 +366,7 @@ __global__ void k_l2norm_backward(float *dx, const float *dy, const float *x, in
 
 extern "C" void cuda_ops_l2norm_backward(Backend *be, float *dx, const float *dy, const float *x, int n, int H) {
     cudaStream_t st = op_stream(be);
+    cuda_pk_refuse(be, "l2norm_backward", x, NULL, NULL, NULL);
     if (n <= 0) return;
     k_l2norm_backward<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(dx, dy, x,
                                                                                                          n, H);
@@ -461,6 +502,7 @@ extern "C" void cuda_ops_dropout_add_layernorm(Backend *be, float *out, float *v
                                                const int32_t *seq_off, int S, int n, int H, float eps,
                                                const XrDropout *d) {
     cudaStream_t st = op_stream(be);
+    cuda_pk_refuse(be, "dropout_add_layernorm", out, v, x, res);
     if (!v || !mean || !rstd || v == out)
         xr_die("cuda_ops_dropout_add_layernorm: v, mean and rstd are what the backward reads (given %p, %p, %p; out "
                "%p)", (void *)v, (void *)mean, (void *)rstd, (void *)out);
@@ -475,7 +517,8 @@ extern "C" void cuda_ops_dropout_add_layernorm(Backend *be, float *out, float *v
 /* One warp per row, the column groups of k_dropout_add_layernorm: dres = rstd (dout g - mean(dout g) - vhat
  * mean(dout g vhat)), vhat = (v - mean) rstd, and dx = dropout(dres) with the row's mask, in the same pass. Each lane
  * reads a column's dout before writing its dres: dres may alias dout. */
-__global__ void k_dropout_add_layernorm_backward(float *dres, float *dx, const float *dout, const float *v,
+template <typename TV>
+__global__ void k_dropout_add_layernorm_backward(float *dres, float *dx, const float *dout, const TV *v,
                                                  const float *mean, const float *rstd, const float *g,
                                                  const int32_t *seq_off, int S, int n, int H, DropDev d) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -490,7 +533,7 @@ __global__ void k_dropout_add_layernorm_backward(float *dres, float *dx, const f
             int j = 4 * q + k;
             float dg = dout[off + j] * g[j];
             s1 += dg;
-            s2 += dg * (v[off + j] - mu) * rs;
+            s2 += dg * (ld_act(&v[off + j]) - mu) * rs;
         }
     float a = warp_sum(s1) / (float)H, c = warp_sum(s2) / (float)H;
     for (int q = lane; 4 * q < H; q += 32) {
@@ -498,7 +541,7 @@ __global__ void k_dropout_add_layernorm_backward(float *dres, float *dx, const f
         if (d.on) drop_draw4(r, d, q, pos, id);
         for (int k = 0; k < 4 && 4 * q + k < H; k++) {
             int j = 4 * q + k;
-            float gv = rs * (dout[off + j] * g[j] - a - (v[off + j] - mu) * rs * c);
+            float gv = rs * (dout[off + j] * g[j] - a - (ld_act(&v[off + j]) - mu) * rs * c);
             dres[off + j] = gv;
             dx[off + j] = d.on ? (r[k] >= d.thr ? __fmul_rn(gv, d.scale) : 0.0f) : gv;
         }
@@ -513,22 +556,28 @@ extern "C" void cuda_ops_dropout_add_layernorm_backward(Backend *be, float *dres
     if (n <= 0 || H <= 0) return;
     /* the parameter sums first: dres may overwrite dout (stream order) */
     colsums(be, st, dg, db, dout, v, mean, rstd, n, H);
-    k_dropout_add_layernorm_backward<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0,
-                                       st>>>(dres, dx, dout, v, mean, rstd, g, seq_off, S, n, H, drop_dev(d));
+    unsigned grid = (unsigned)((n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK);
+    if (ops_act_packed_at(be, v)) /* the saved LayerNorm input, packed */
+        k_dropout_add_layernorm_backward<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
+            dres, dx, dout, (const __nv_bfloat16 *)v, mean, rstd, g, seq_off, S, n, H, drop_dev(d));
+    else
+        k_dropout_add_layernorm_backward<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(dres, dx, dout, v, mean, rstd, g,
+                                                                                  seq_off, S, n, H, drop_dev(d));
     XR_LAUNCHED();
 }
 
 /* Block (column tile, row block b): dx = dy GELU'(x) for the XR_SUM_ROWS rows of block b, and (part non-NULL) their
  * column sums in row order in double, as k_colsum_part's: the same order as ops_linear_backward's bias sums. dx may
  * alias dy (each element is read, then written, by one thread). */
-__global__ void k_gelu_bias_backward(float *dx, double *part, const float *x, const float *dy, int M, int N) {
+template <typename TX>
+__global__ void k_gelu_bias_backward(float *dx, double *part, const TX *x, const float *dy, int M, int N) {
     int j = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     if (j >= N) return;
     int i0 = b * XR_SUM_ROWS, i1 = i0 + XR_SUM_ROWS < M ? i0 + XR_SUM_ROWS : M;
     double s = 0;
     for (int i = i0; i < i1; i++) {
         size_t o = (size_t)i * N + j;
-        float gv = dy[o] * gelu_grad(x[o]);
+        float gv = dy[o] * gelu_grad(ld_act(&x[o]));
         dx[o] = gv;
         s += (double)gv;
     }
@@ -543,7 +592,11 @@ extern "C" void cuda_ops_gelu_bias_backward(Backend *be, float *dx, float *db, c
     if (nb > 65535) xr_die("cuda_ops: %d rows exceed the column-sum grid (%d)", M, 65535 * XR_SUM_ROWS);
     double *part = db ? (double *)cuda_ops_scratch(be, 0, (size_t)nb * N * sizeof(double)) : NULL;
     unsigned gx = (unsigned)((N + XR_SUM_THREADS - 1) / XR_SUM_THREADS);
-    k_gelu_bias_backward<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(dx, part, x, dy, M, N);
+    if (ops_act_packed_at(be, x)) /* the saved GELU input (f), packed */
+        k_gelu_bias_backward<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(dx, part, (const __nv_bfloat16 *)x, dy,
+                                                                                M, N);
+    else
+        k_gelu_bias_backward<<<dim3(gx, (unsigned)nb), XR_SUM_THREADS, 0, st>>>(dx, part, x, dy, M, N);
     XR_LAUNCHED();
     if (!db) return;
     k_colsum_finish<<<gx, XR_SUM_THREADS, 0, st>>>(db, NULL, part, NULL, nb, N);
@@ -816,6 +869,7 @@ extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, co
                                          const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                                          const XrDropout *d) {
     cudaStream_t st = op_stream(be);
+    cuda_pk_refuse(be, "attention_train", out, qkv, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_train");
     /* the context's bf16 copy for the attention output GEMM: S rows, or at most S * max_len packed ones */
@@ -841,6 +895,7 @@ extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const floa
                                             const float *att, const int32_t *seq_off, int S, int max_len, int NH,
                                             int dh, int first_only, const XrDropout *d) {
     cudaStream_t st = op_stream(be);
+    cuda_pk_refuse(be, "attention_backward", qkv, NULL, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward");
     if (cuda_ops_train_att_gemm(be)) {
@@ -1030,6 +1085,7 @@ extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse
                                              const int32_t *seq_off, int S, int max_len, int NH, int dh,
                                              int first_only, const XrDropout *d) {
     cudaStream_t st = op_stream(be);
+    cuda_pk_refuse(be, "attention_train_lse", out, qkv, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_train_lse");
     size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh; /* as attention_train's copy */
@@ -1055,6 +1111,7 @@ extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const 
                                                 const float *lse, const int32_t *seq_off, int S, int max_len,
                                                 int NH, int dh, int first_only, const XrDropout *d) {
     cudaStream_t st = op_stream(be);
+    cuda_pk_refuse(be, "attention_backward_lse", qkv, NULL, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward_lse");
     if (cuda_ops_train_att_gemm(be)) {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# benchmarks/gpu/train_pack_lines.sh: packed training storage on the GPU (issue 13, ops_act_region under
+# XR_CUDA_TRAIN_PACK=1), condensed from the build's last ctest log (all_device_check.sh's ctest_gpu step ran the test):
+# test_cuda_train_pack's failed checks first, then its lines (act_region's answers, each converted op with packed
+# arguments against the same op unpacked: the same bits; linear_backward's casts; the refusal of an op not converted
+# yet), at most 30 lines. Exit 1 when the test is missing from the log, reported a failed check, or ended without its
+# "checks passed" line (it died: an xrank error or a crash, whose last lines are printed). Passing means the converted
+# ops are right; XR_CUDA_TRAIN_PACK stays 0 until every training op reads packed storage (docs/DESIGN.md "Packed
+# training storage").
+cd "$(dirname "$0")/../.."
+. benchmarks/gpu/device_env.sh
+t=test_cuda_train_pack
+out=$(xr_test_output $t) || { echo "$t: not in the last ctest run"; exit 1; }
+if grep -q "^SKIPPED" <<< "$out"; then echo "$t: skipped (no GPU)"; exit 0; fi
+fail='check failed|checks failed|^xrank: error'
+{
+    grep -E "$fail" <<< "$out" | head -10
+    grep -E "act_region|packed|casts|refused|checks passed" <<< "$out" | grep -vE "$fail"
+} | head -30
+rc=0
+grep -qE "check failed|checks failed|^xrank: error" <<< "$out" && rc=1
+if ! grep -qE "^$t: [0-9]+ checks passed" <<< "$out"; then
+    echo "$t: ended without its 'checks passed' line (died or crashed); its last lines:"
+    grep -vE "^(Test time|-+|<end of output>|Test (Passed|Failed)\.|\"$t\" end time)" <<< "$out" | tail -4 | sed 's/^/  /'
+    rc=1
+fi
+exit $rc

@@ -1,0 +1,274 @@
+/* test_cuda_train_pack: packed training storage on the GPU (issue 13, ops_act_region under XR_CUDA_TRAIN_PACK=1),
+ * the ops converted so far, each against the same op on the same GPU with the same bf16 values in fp32 words (the
+ * unpacked bf16 storage, itself held to the CPU by test_cuda_bf16_train): a layout change, so the same bits.
+ * - act_region: declined with XR_CUDA_TRAIN_PACK=0 and in fp32 GEMM mode, accepted with =1 in bf16 mode;
+ * - dropout_add (dropout on, ragged rows, H not a multiple of 4) with packed out / x / res in the model's mixes: the
+ *   stored bf16 words equal the unpacked output (stored rounded under act_precision BF16), guards untouched;
+ * - linear_backward with a packed saved x: dx, dW, db the same bits, one activation cast fewer (x is the operand);
+ * - layernorm_backward, gelu_backward, gelu_bias_backward, tanh_backward, dropout_add_layernorm_backward with their
+ *   saved activation packed: the same bits;
+ * - act_unpack of a region: the exact widening;
+ * - an op not converted yet (layernorm) dies on a packed argument instead of reading bf16 words as fp32.
+ * Skipped without a GPU. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bf16_bits.h"
+#include "ops.h"
+#include "testutil.h"
+#ifdef XR_HAVE_CUDA
+#include "cuda/ops_cuda.h"
+#endif
+
+#ifdef XR_HAVE_CUDA
+#define XR_CUDA_TEST_SEED 0x243F6A8885A308D3ull
+#include "cuda_testutil.h"
+
+#define GUARD 32         /* poisoned bf16 words after each packed output */
+#define POISON 0x7fc0u   /* a bf16 quiet NaN */
+
+enum { S = 5, H = 100, NO = 72 };
+static const int32_t lens[S] = {1, 63, 64, 65, 107};
+
+static float wide(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* An activation of n elements with random bf16 values in [lo, hi): packed (a registered region of n bf16 words and
+ * GUARD poisoned ones after it) and unpacked (fp32 words holding the same values) on the device, and on the host. */
+typedef struct {
+    size_t n;
+    uint16_t *h16;
+    float *h32;
+    void *d16;
+    float *d32;
+} Act;
+
+static void act_make(Backend *g, Act *a, size_t n, float lo, float hi) {
+    a->n = n;
+    a->h16 = xr_malloc((n + GUARD) * 2);
+    a->h32 = xr_malloc(n * 4);
+    for (size_t i = 0; i < n + GUARD; i++) a->h16[i] = i < n ? xr_bf16_bits(urand(lo, hi)) : POISON;
+    for (size_t i = 0; i < n; i++) a->h32[i] = wide(a->h16[i]);
+    a->d16 = up(g, a->h16, (n + GUARD) * 2);
+    a->d32 = up(g, a->h32, n * 4);
+    TU_CHECK(ops_act_region(g, a->d16, n * 2) == 2, "act_region declined %zu bytes", n * 2);
+}
+
+static void act_free(Backend *g, Act *a) {
+    ops_act_region(g, a->d16, 0);
+    ops_free(g, a->d16), ops_free(g, a->d32);
+    free(a->h16), free(a->h32);
+}
+
+/* The packed output's first n words, widened, against the unpacked output's fp32 words: the same bits; the guard
+ * words past the region still poisoned. */
+static void same_packed(Backend *g, const char *what, const Act *p, const float *d32, size_t n) {
+    uint16_t *h = xr_malloc((p->n + GUARD) * 2);
+    float *f = xr_malloc(n * 4);
+    ops_to_host(g, h, p->d16, (p->n + GUARD) * 2);
+    ops_to_host(g, f, d32, n * 4);
+    size_t diff = 0, guard = 0, first = n;
+    for (size_t i = 0; i < n; i++) {
+        float w = wide(h[i]);
+        if (memcmp(&w, &f[i], 4) != 0) diff++, first = first < n ? first : i;
+    }
+    for (size_t i = p->n; i < p->n + GUARD; i++) guard += h[i] != POISON;
+    TU_CHECK(diff == 0, "%s: %zu of %zu packed words differ from the unpacked output (first at %zu: %.9g vs %.9g)",
+             what, diff, n, first, first < n ? (double)wide(h[first]) : 0.0, first < n ? (double)f[first] : 0.0);
+    TU_CHECK(guard == 0, "%s: %zu guard words past the packed output were written", what, guard);
+    printf("%-52s n=%-7zu packed == unpacked: %zu differ\n", what, n, diff);
+    free(h), free(f);
+}
+
+static void same(Backend *g, const char *what, const float *a, const float *b, size_t n) {
+    same_bits(g, what, a, b, n);
+    printf("%-52s n=%-7zu packed == unpacked (same_bits)\n", what, n);
+}
+
+/* A bf16-mode backend with XR_CUDA_TRAIN_PACK=pack (read when the backend is made). */
+static Backend *backend(int pack, XrGemmMode mode) {
+    setenv("XR_CUDA_TRAIN_PACK", pack ? "1" : "0", 1);
+    Backend *g = cuda_ops_backend(0);
+    cuda_ops_set_gemm_mode(g, mode);
+    unsetenv("XR_CUDA_TRAIN_PACK");
+    return g;
+}
+
+static void check_answers(void) {
+    Backend *off = backend(0, XR_GEMM_BF16), *fp = backend(1, XR_GEMM_FP32), *on = backend(1, XR_GEMM_BF16);
+    TU_CHECK(ops_act_region(off, NULL, 0) == 4, "XR_CUDA_TRAIN_PACK=0: act_region agrees to pack");
+    TU_CHECK(ops_act_region(fp, NULL, 0) == 4, "fp32 GEMM mode: act_region agrees to pack");
+    TU_CHECK(ops_act_region(on, NULL, 0) == 2, "XR_CUDA_TRAIN_PACK=1, bf16 mode: act_region declines");
+    printf("act_region: 4 with XR_CUDA_TRAIN_PACK=0, 4 in fp32 mode, 2 with =1 in bf16 mode\n");
+    ops_backend_free(off), ops_backend_free(fp), ops_backend_free(on);
+}
+
+static void check_ops(Backend *g) {
+    int32_t off[S + 1] = {0};
+    for (int s = 0; s < S; s++) off[s + 1] = off[s] + lens[s];
+    int N = off[S];
+    size_t nh = (size_t)N * H;
+    int32_t *doff = up(g, off, sizeof off);
+    uint64_t ids[S] = {11, 12, 13, 14, 15};
+    uint64_t *dids = up(g, ids, sizeof ids);
+    XrDropout d = {0.1f, 0x1234, dids};
+    /* the working copy: bf16 training (linear_backward's products read it) */
+    size_t nw = (size_t)NO * H;
+    float *hw = xr_malloc(nw * 4);
+    for (size_t i = 0; i < nw; i++) hw[i] = wide(xr_bf16_bits(urand(-0.2f, 0.2f)));
+    float *dw = up(g, hw, nw * 4);
+    ops_bf16_weights(g, dw, nw);
+
+    /* dropout_add in the forward (act_precision BF16): in place on a packed x (the embeddings' dropout), packed x into
+     * a packed out (the head's), packed x with a packed residual */
+    ops_act_precision(g, XR_PREC_BF16);
+    {
+        Act x, r, o;
+        act_make(g, &x, nh, -2, 2), act_make(g, &r, nh, -2, 2), act_make(g, &o, nh, -1, 1);
+        float *o32 = dev_nan(g, nh);
+        ops_dropout_add(g, o32, x.d32, r.d32, doff, S, H, &d);
+        ops_dropout_add(g, o.d16, x.d16, r.d16, doff, S, H, &d);
+        same_packed(g, "dropout_add out, x, res packed", &o, o32, nh);
+        ops_dropout_add(g, o32, x.d32, NULL, NULL, S, H, &d);
+        ops_dropout_add(g, o.d16, x.d16, NULL, NULL, S, H, &d);
+        same_packed(g, "dropout_add first rows, out, x packed", &o, o32, (size_t)S * H);
+        ops_dropout_add(g, x.d32, x.d32, NULL, doff, S, H, &d);
+        ops_dropout_add(g, x.d16, x.d16, NULL, doff, S, H, &d);
+        same_packed(g, "dropout_add in place, packed", &x, x.d32, nh);
+        float *o2 = dev_nan(g, nh);
+        ops_dropout_add(g, o32, r.d32, NULL, doff, S, H, &d);
+        ops_dropout_add(g, o2, r.d16, NULL, doff, S, H, &d);
+        same(g, "dropout_add packed x -> fp32 out", o2, o32, nh);
+        ops_free(g, o32), ops_free(g, o2);
+        act_free(g, &x), act_free(g, &r), act_free(g, &o);
+    }
+    /* the backward: gradients fp32, the saved activations packed */
+    ops_act_precision(g, XR_PREC_FP32);
+    float *hdy = rnd(nh > (size_t)N * NO ? nh : (size_t)N * NO, -1, 1);
+    float *dy = up(g, hdy, (size_t)N * (NO > H ? NO : H) * 4);
+    {
+        Act x;
+        act_make(g, &x, nh, -2, 2);
+        float *dx[2], *dW[2], *db[2];
+        unsigned long long casts[2];
+        for (int k = 0; k < 2; k++) {
+            dx[k] = dev_nan(g, nh);
+            dW[k] = up(g, hw, nw * 4), db[k] = up(g, hw, NO * 4); /* accumulate into the same start */
+            unsigned long long c0 = cuda_ops_act_casts(g);
+            ops_linear_backward(g, dx[k], dW[k], db[k], dy, k ? (const float *)x.d16 : x.d32, dw, N, NO, H, 0);
+            casts[k] = cuda_ops_act_casts(g) - c0;
+        }
+        same(g, "linear_backward dx, packed x", dx[1], dx[0], nh);
+        same(g, "linear_backward dW, packed x", dW[1], dW[0], nw);
+        same(g, "linear_backward db, packed x", db[1], db[0], NO);
+        TU_CHECK(casts[1] + 1 == casts[0], "linear_backward: %llu activation casts with a packed x, %llu unpacked: want "
+                 "one fewer (x is the operand)", casts[1], casts[0]);
+        printf("linear_backward activation casts: %llu unpacked, %llu packed\n", casts[0], casts[1]);
+        for (int k = 0; k < 2; k++) ops_free(g, dx[k]), ops_free(g, dW[k]), ops_free(g, db[k]);
+        act_free(g, &x);
+    }
+    {
+        Act x;
+        act_make(g, &x, nh, -3, 3);
+        float *hm = rnd((size_t)N, -0.5f, 0.5f), *hr = rnd((size_t)N, 0.5f, 2.0f), *hg = rnd(H, 0.5f, 1.5f);
+        float *mean = up(g, hm, (size_t)N * 4), *rstd = up(g, hr, (size_t)N * 4), *gam = up(g, hg, H * 4);
+        float *dx[2], *dg[2], *dbb[2], *dz[2];
+        for (int k = 0; k < 2; k++) {
+            const float *xv = k ? (const float *)x.d16 : x.d32;
+            dx[k] = dev_nan(g, nh), dz[k] = dev_nan(g, nh);
+            dg[k] = up(g, hg, H * 4), dbb[k] = up(g, hg, H * 4);
+            ops_layernorm_backward(g, dx[k], dg[k], dbb[k], dy, xv, mean, rstd, gam, N, H, 0);
+        }
+        same(g, "layernorm_backward dx, packed x", dx[1], dx[0], nh);
+        same(g, "layernorm_backward dg, packed x", dg[1], dg[0], H);
+        same(g, "layernorm_backward db, packed x", dbb[1], dbb[0], H);
+        for (int k = 0; k < 2; k++) {
+            const float *xv = k ? (const float *)x.d16 : x.d32;
+            ops_free(g, dg[k]), ops_free(g, dbb[k]);
+            dg[k] = up(g, hg, H * 4), dbb[k] = up(g, hg, H * 4);
+            ops_dropout_add_layernorm_backward(g, dx[k], dz[k], dg[k], dbb[k], dy, xv, mean, rstd, gam, doff, S, N, H,
+                                               &d);
+        }
+        same(g, "dropout_add_layernorm_backward dres, packed v", dx[1], dx[0], nh);
+        same(g, "dropout_add_layernorm_backward dx, packed v", dz[1], dz[0], nh);
+        same(g, "dropout_add_layernorm_backward dg, packed v", dg[1], dg[0], H);
+        same(g, "dropout_add_layernorm_backward db, packed v", dbb[1], dbb[0], H);
+        for (int k = 0; k < 2; k++) {
+            const float *xv = k ? (const float *)x.d16 : x.d32;
+            ops_gelu_backward(g, dx[k], xv, dy, nh);
+            ops_tanh_backward(g, dz[k], xv, dy, nh);
+        }
+        same(g, "gelu_backward, packed x", dx[1], dx[0], nh);
+        same(g, "tanh_backward, packed y", dz[1], dz[0], nh);
+        for (int k = 0; k < 2; k++) {
+            const float *xv = k ? (const float *)x.d16 : x.d32;
+            ops_free(g, dbb[k]);
+            dbb[k] = up(g, hg, H * 4);
+            ops_gelu_bias_backward(g, dx[k], dbb[k], xv, dy, N, H);
+        }
+        same(g, "gelu_bias_backward dx, packed x", dx[1], dx[0], nh);
+        same(g, "gelu_bias_backward db, packed x", dbb[1], dbb[0], H);
+        /* act_unpack of a region: the exact widening */
+        ops_act_unpack(g, dx[0], x.d16, nh);
+        float *hu = xr_malloc(nh * 4);
+        ops_to_host(g, hu, dx[0], nh * 4);
+        TU_CHECK(memcmp(hu, x.h32, nh * 4) == 0, "act_unpack of a packed region is not the widening");
+        printf("act_unpack of a packed region: the widening, %zu values\n", nh);
+        free(hu);
+        /* an op not converted yet refuses a packed argument: in a child, which must die with the refusal (not with
+         * some CUDA error of a forked process: the message is checked) */
+        fflush(stdout);
+        int fd[2];
+        TU_CHECK(pipe(fd) == 0, "pipe");
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fd[0]);
+            dup2(fd[1], 2);
+            ops_layernorm(g, dx[0], NULL, NULL, x.d16, NULL, gam, gam, N, H, 1e-5f);
+            _exit(0);
+        }
+        close(fd[1]);
+        char msg[1024];
+        size_t got = 0;
+        ssize_t r;
+        while (got < sizeof msg - 1 && (r = read(fd[0], msg + got, sizeof msg - 1 - got)) > 0) got += (size_t)r;
+        msg[got] = 0;
+        close(fd[0]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        TU_CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 0 && strstr(msg, "cuda_ops_layernorm") &&
+                     strstr(msg, "packed region"),
+                 "layernorm (not converted) on a packed x: status %d, message '%s'", status, msg);
+        printf("layernorm on a packed x (not converted): refused, exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        for (int k = 0; k < 2; k++) ops_free(g, dx[k]), ops_free(g, dz[k]), ops_free(g, dg[k]), ops_free(g, dbb[k]);
+        ops_free(g, mean), ops_free(g, rstd), ops_free(g, gam);
+        free(hm), free(hr), free(hg);
+        act_free(g, &x);
+    }
+    TU_CHECK(g->n_act_regions == 0, "%d packed regions left registered", g->n_act_regions);
+    ops_bf16_weights(g, NULL, 0);
+    ops_free(g, dw), ops_free(g, dy), ops_free(g, doff), ops_free(g, dids);
+    free(hw), free(hdy);
+}
+#endif
+
+int main(void) {
+#ifndef XR_HAVE_CUDA
+    TU_SKIP("built without the CUDA backend");
+#else
+    if (cuda_ops_device_count() <= 0) TU_SKIP("no GPU visible");
+    check_answers();
+    Backend *g = backend(1, XR_GEMM_BF16);
+    check_ops(g);
+    ops_backend_free(g);
+    return tu_finish("test_cuda_train_pack");
+#endif
+}
