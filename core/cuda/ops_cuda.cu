@@ -788,9 +788,8 @@ extern "C" void cuda_ops_embed(Backend *be, float *out, const int32_t *ids, cons
                                const int32_t *types, const float *word, const float *pos, const float *type, int n,
                                int H) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, "embed", out, NULL, NULL, NULL);
     if (n <= 0) return;
-    if (be->act_packed)
+    if (be->act_packed || cuda_pk_region(be, out)) /* packed: the inference forward, or a training region */
         k_embed<<<blocks_for((size_t)n * H, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, ids, pos_ids, types,
                                                                          word, pos, type, n, H, 0);
     else
@@ -862,9 +861,12 @@ __global__ void k_layernorm16(__nv_bfloat16 *out, float *mean, float *rstd, cons
 extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *rstd, const float *x,
                                    const float *res, const float *g, const float *b, int n, int H, float eps) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, "layernorm", out, x, res, NULL);
     if (n <= 0) return;
-    if (be->act_packed) {
+    /* packed: all activation arguments bf16 (the inference forward, or training regions: the embeddings' LayerNorm);
+     * mixed widths are not built (the training step has none here) */
+    int npk = cuda_pk_region(be, out) + cuda_pk_region(be, x) + (res ? cuda_pk_region(be, res) : 0);
+    if (npk && npk != 2 + (res != NULL)) cuda_pk_refuse(be, "layernorm (mixed widths)", out, x, res, NULL);
+    if (be->act_packed || npk) {
         k_layernorm16<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st->stream>>>(
             (__nv_bfloat16 *)out, mean, rstd, (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)res, g, b, n, H, eps);
         XR_LAUNCHED();
@@ -877,8 +879,8 @@ extern "C" void cuda_ops_layernorm(Backend *be, float *out, float *mean, float *
     if (sh) shadow_set(st, out, (size_t)n * H, 0);
 }
 
-template <typename T>
-__global__ void k_gelu(T *out, const T *x, size_t n, __nv_bfloat16 *out16, int rnd) {
+template <typename TO, typename TI>
+__global__ void k_gelu(TO *out, const TI *x, size_t n, __nv_bfloat16 *out16, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float v = act_round(gelu_erf(ld_act(x + i)), rnd);
         st_act(out + i, v);
@@ -886,16 +888,25 @@ __global__ void k_gelu(T *out, const T *x, size_t n, __nv_bfloat16 *out16, int r
     }
 }
 
-template <typename T>
-__global__ void k_tanh(T *out, const T *x, size_t n, int rnd) {
+template <typename TO, typename TI>
+__global__ void k_tanh(TO *out, const TI *x, size_t n, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         st_act(out + i, act_round(tanhf(ld_act(x + i)), rnd));
 }
 
 extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, "gelu", out, x, NULL, NULL);
     if (!n) return;
+    typedef __nv_bfloat16 B16;
+    int po = cuda_pk_region(be, out), pi = cuda_pk_region(be, x); /* training regions: each argument by its address */
+    if (po) { /* a packed output is itself the bf16 operand: no copy */
+        if (pi)
+            k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>((B16 *)out, (const B16 *)x, n, (B16 *)NULL, 0);
+        else
+            k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>((B16 *)out, x, n, (B16 *)NULL, 0);
+        XR_LAUNCHED();
+        return;
+    }
     if (be->act_packed) {
         k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n,
                                                            (__nv_bfloat16 *)NULL, 0);
@@ -906,19 +917,29 @@ extern "C" void cuda_ops_gelu(Backend *be, float *out, const float *x, size_t n)
     /* bf16 training: the GELU recomputed in the backward is the x operand of the next op, the FFN's second linear's
      * backward, which reads this copy instead of casting (the copy of the stored value: the same bf16 numbers) */
     if (!sh && st->wmaster) sh = shadow_take(st, n);
-    k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh, st->act_bf16);
+    if (pi) /* the backward's recomputation from the saved, packed GELU input */
+        k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, (const B16 *)x, n, sh, st->act_bf16);
+    else
+        k_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, sh, st->act_bf16);
     XR_LAUNCHED();
     if (sh) shadow_set(st, out, n, 0);
 }
 
 extern "C" void cuda_ops_tanh(Backend *be, float *out, const float *x, size_t n) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, "tanh", out, x, NULL, NULL);
     if (!n) return;
-    if (be->act_packed)
-        k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, n, 0);
+    typedef __nv_bfloat16 B16;
+    int po = be->act_packed || cuda_pk_region(be, out), pi = be->act_packed || cuda_pk_region(be, x);
+    int rnd = be->act_packed ? 0 : st->act_bf16; /* a bf16 store rounds anyway */
+    unsigned nb = blocks_for(n, 256);
+    if (po && pi)
+        k_tanh<<<nb, 256, 0, st->stream>>>((B16 *)out, (const B16 *)x, n, rnd);
+    else if (po)
+        k_tanh<<<nb, 256, 0, st->stream>>>((B16 *)out, x, n, rnd);
+    else if (pi)
+        k_tanh<<<nb, 256, 0, st->stream>>>(out, (const B16 *)x, n, rnd);
     else
-        k_tanh<<<blocks_for(n, 256), 256, 0, st->stream>>>(out, x, n, st->act_bf16);
+        k_tanh<<<nb, 256, 0, st->stream>>>(out, x, n, rnd);
     XR_LAUNCHED();
 }
 
@@ -1183,8 +1204,8 @@ extern "C" void cuda_ops_attention_first(Backend *be, float *out, const float *q
 
 /* ---------------- pooling and normalisation ---------------- */
 
-template <typename T>
-__global__ void k_pool(T *out, const T *x, const int32_t *seq_off, int H, int mean, int rnd) {
+template <typename TO, typename TI>
+__global__ void k_pool(TO *out, const TI *x, const int32_t *seq_off, int H, int mean, int rnd) {
     int s = blockIdx.x;
     int b0 = seq_off[s], L = seq_off[s + 1] - b0;
     for (int j = threadIdx.x; j < H; j += blockDim.x) {
@@ -1200,12 +1221,18 @@ __global__ void k_pool(T *out, const T *x, const int32_t *seq_off, int H, int me
 
 static void pool(Backend *be, float *out, const float *x, const int32_t *seq_off, int S, int H, int mean) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, mean ? "pool_mean" : "pool_first", out, x, NULL, NULL);
     if (S <= 0) return;
-    if (be->act_packed)
-        k_pool<<<S, 128, 0, st->stream>>>((__nv_bfloat16 *)out, (const __nv_bfloat16 *)x, seq_off, H, mean, 0);
+    typedef __nv_bfloat16 B16;
+    int po = be->act_packed || cuda_pk_region(be, out), pi = be->act_packed || cuda_pk_region(be, x);
+    int rnd = be->act_packed ? 0 : st->act_bf16; /* a bf16 store rounds anyway */
+    if (po && pi)
+        k_pool<<<S, 128, 0, st->stream>>>((B16 *)out, (const B16 *)x, seq_off, H, mean, rnd);
+    else if (po)
+        k_pool<<<S, 128, 0, st->stream>>>((B16 *)out, x, seq_off, H, mean, rnd);
+    else if (pi) /* the last layer's residual: the first rows of the packed layer input */
+        k_pool<<<S, 128, 0, st->stream>>>(out, (const B16 *)x, seq_off, H, mean, rnd);
     else
-        k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, mean, st->act_bf16);
+        k_pool<<<S, 128, 0, st->stream>>>(out, x, seq_off, H, mean, rnd);
     XR_LAUNCHED();
 }
 
