@@ -9,6 +9,8 @@
  *   saved activation packed: the same bits;
  * - embed, layernorm (out, x, res packed), gelu, tanh, pool_first in the forward's mixes, and the backward's GELU
  *   recomputation (packed f, fp32 g): the same bits;
+ * - linear through the working copy, packed x into an fp32 or a packed y (one cast fewer), and linear_gelu with a
+ *   and f packed: the same bits;
  * - act_unpack of a region: the exact widening;
  * - an op not built for a mix (layernorm, packed x into an fp32 out) dies instead of reading bf16 words as fp32.
  * Skipped without a GPU. */
@@ -197,6 +199,31 @@ static void check_ops(Backend *g) {
         ops_free(g, ty), ops_free(g, gam), ops_free(g, bet);
         free(hid), free(hpos), free(hwd), free(hps), free(hty), free(hgam), free(hbet);
         act_free(g, &x), act_free(g, &r), act_free(g, &o);
+    }
+    { /* linear and linear_gelu through the working copy with packed activations: x packed into an fp32 y (ctx -> the
+       * attention output's projection, yd -> the logits), into a packed y (the layer input -> qkv), and the FFN's
+       * first linear (a packed, f packed, g fp32) */
+        size_t ny = (size_t)N * NO;
+        Act x, y, f;
+        act_make(g, &x, nh, -2, 2), act_make(g, &y, ny, -1, 1), act_make(g, &f, ny, -1, 1);
+        float *bias = up(g, hw, NO * 4), *y32 = dev_nan(g, ny), *y2 = dev_nan(g, ny), *g32 = dev_nan(g, ny),
+              *g2 = dev_nan(g, ny);
+        unsigned long long c0 = cuda_ops_act_casts(g);
+        ops_linear(g, y32, x.d32, dw, bias, N, NO, H);
+        unsigned long long c1 = cuda_ops_act_casts(g);
+        ops_linear(g, y2, x.d16, dw, bias, N, NO, H);
+        unsigned long long c2 = cuda_ops_act_casts(g);
+        same(g, "linear packed x -> fp32 y", y2, y32, ny);
+        TU_CHECK(c1 - c0 == 1 && c2 - c1 == 0, "linear: %llu casts unpacked, %llu packed (want 1, 0)", c1 - c0, c2 - c1);
+        ops_linear(g, (float *)y.d16, x.d16, dw, bias, N, NO, H);
+        same_packed(g, "linear x, y packed", &y, y32, ny);
+        ops_linear_gelu(g, g32, y32, x.d32, dw, bias, N, NO, H);
+        ops_linear_gelu(g, g2, (float *)f.d16, x.d16, dw, bias, N, NO, H);
+        same_packed(g, "linear_gelu f packed (x packed)", &f, y32, ny);
+        same(g, "linear_gelu g fp32 (x, f packed)", g2, g32, ny);
+        printf("linear activation casts: %llu unpacked, %llu packed\n", c1 - c0, c2 - c1);
+        ops_free(g, bias), ops_free(g, y32), ops_free(g, y2), ops_free(g, g32), ops_free(g, g2);
+        act_free(g, &x), act_free(g, &y), act_free(g, &f);
     }
     /* the backward: gradients fp32, the saved activations packed */
     ops_act_precision(g, XR_PREC_FP32);

@@ -662,23 +662,29 @@ const __nv_bfloat16 *cuda_ops_working_weight(Backend *be, const float *W) {
 extern "C" void cuda_ops_linear(Backend *be, float *y, const float *x, const float *W, const float *b, int M, int N,
                                 int K) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, "linear", y, x, NULL, NULL);
     if (M <= 0) return;
     if (be->act_packed) {
         if (N > 0) linear_packed(st, y, x, W, b, M, N, K);
         return;
     }
-    if (const __nv_bfloat16 *wc = working_weight(st, W)) {
-        /* bf16 training: the weights' working copy (cast once per step, not here), x rounded to bf16, fp32
-         * accumulation and output on cuBLASLt */
-        const __nv_bfloat16 *xb = shadow_hit(st, x, (size_t)M * K);
+    const __nv_bfloat16 *wc = working_weight(st, W);
+    /* training regions: x and y each fp32 or packed by address; packed needs the working copy (bf16 training) */
+    int px = cuda_pk_region(be, x), py = cuda_pk_region(be, y);
+    if ((px || py) && !wc) cuda_pk_refuse(be, "linear (packed without the bf16 working copy)", y, x, NULL, NULL);
+    if (wc) {
+        /* bf16 training: the weights' working copy (cast once per step, not here), x rounded to bf16 (packed: x is
+         * the operand itself), fp32 accumulation and output on cuBLASLt; a packed y is that fp32 output stored
+         * rounded (the same bits as the unpacked storage's, not cuBLASLt's bf16 output, whose bias is rounded) */
+        const __nv_bfloat16 *xb = px ? (const __nv_bfloat16 *)x : shadow_hit(st, x, (size_t)M * K);
         if (!xb) {
             __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
             to_bf16(st, xc, x, (size_t)M * K);
             xb = xc, st->act_casts++;
         }
-        if (lt_linear(st, y, 0, xb, wc, b, M, N, K, 0)) {
-            act_store(st, y, (size_t)M * N);
+        float *yo = py ? (float *)scratch(st, SCR_Y32, (size_t)M * N * 4) : y;
+        if (lt_linear(st, yo, 0, xb, wc, b, M, N, K, 0)) {
+            act_store(st, yo, (size_t)M * N);
+            if (py) to_bf16(st, (__nv_bfloat16 *)y, yo, (size_t)M * N);
             return;
         }
         xr_die("cuda_ops_linear: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
@@ -726,13 +732,16 @@ static __device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1
 
 /* ---------------- fused: linear + bias + GELU (the FFN's first layer; ops_linear_gelu) ---------------- */
 
-/* f = store(f + b) in place (f holds the GEMM's product without its bias), g = store(GELU(f)); g16 (when given) the
- * bf16 copy of g for the next GEMM. Element-wise: each element is read, then written, by one thread. */
-__global__ void k_bias_gelu(float *g, float *f, const float *b, size_t M, int N, __nv_bfloat16 *g16, int rnd) {
+/* f = store(fin + b) (fin: the GEMM's product without its bias; f itself, or an fp32 scratch when f is packed),
+ * g = store(GELU(f)); g16 (when given) the bf16 copy of g for the next GEMM. Element-wise: each element is read, then
+ * written, by one thread. */
+template <typename TF>
+__global__ void k_bias_gelu(float *g, TF *f, const float *fin, const float *b, size_t M, int N, __nv_bfloat16 *g16,
+                            int rnd) {
     size_t total = M * (size_t)N;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        float v = act_round(b ? f[i] + b[i % N] : f[i], rnd);
-        f[i] = v;
+        float v = act_round(b ? fin[i] + b[i % N] : fin[i], rnd);
+        st_act(&f[i], v);
         float y = act_round(gelu_erf(v), rnd);
         g[i] = y;
         if (g16) g16[i] = __float2bfloat16_rn(y);
@@ -742,12 +751,14 @@ __global__ void k_bias_gelu(float *g, float *f, const float *b, size_t M, int N,
 extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const float *x, const float *W, const float *b,
                                      int M, int N, int K) {
     CudaState *st = op_begin(be);
-    cuda_pk_refuse(be, "linear_gelu", g, f, x, NULL);
+    cuda_pk_refuse(be, "linear_gelu (packed g)", g, NULL, NULL, NULL);
     if (M <= 0 || N <= 0) return;
     if (g == f || f == x || g == x)
         xr_die("cuda_ops_linear_gelu: the outputs g %p and f %p may alias neither each other nor x %p", (void *)g,
                (void *)f, (const void *)x);
     const __nv_bfloat16 *wc = working_weight(st, W);
+    int px = cuda_pk_region(be, x), pf = cuda_pk_region(be, f); /* training regions: a and f, by address */
+    if ((px || pf) && !wc) cuda_pk_refuse(be, "linear_gelu (packed without the bf16 working copy)", f, x, NULL, NULL);
     if (!wc) {
         /* fp32 weights: the unfused pair, so fp32 training keeps its bits (the counter moves on: no stale copy) */
         cuda_ops_linear(be, f, x, W, b, M, N, K);
@@ -756,17 +767,23 @@ extern "C" void cuda_ops_linear_gelu(Backend *be, float *g, float *f, const floa
     }
     /* bf16 training: the product through the working copy without its bias, then bias + GELU in one pass that also
      * writes g's bf16 copy, which the next op (the FFN's second linear) reads instead of casting g again */
-    const __nv_bfloat16 *xb = shadow_hit(st, x, (size_t)M * K);
+    const __nv_bfloat16 *xb = px ? (const __nv_bfloat16 *)x : shadow_hit(st, x, (size_t)M * K);
     if (!xb) {
         __nv_bfloat16 *xc = (__nv_bfloat16 *)scratch(st, SCR_X, (size_t)M * K * 2);
         to_bf16(st, xc, x, (size_t)M * K);
         xb = xc, st->act_casts++;
     }
-    if (!lt_linear(st, f, 0, xb, wc, NULL, M, N, K, 0))
-        xr_die("cuda_ops_linear_gelu: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
     size_t n = (size_t)M * N;
+    /* a packed f: the product in an fp32 scratch, f stored rounded by the bias + GELU pass */
+    float *fin = pf ? (float *)scratch(st, SCR_Y32, n * 4) : f;
+    if (!lt_linear(st, fin, 0, xb, wc, NULL, M, N, K, 0))
+        xr_die("cuda_ops_linear_gelu: cuBLASLt has no bf16 algorithm for [%d x %d] x [%d x %d]^T", M, K, N, K);
     __nv_bfloat16 *g16 = cuda_ops_next_copy(be, n);
-    k_bias_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(g, f, b, (size_t)M, N, g16, st->act_bf16);
+    if (pf)
+        k_bias_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(g, (__nv_bfloat16 *)f, fin, b, (size_t)M, N, g16,
+                                                                st->act_bf16);
+    else
+        k_bias_gelu<<<blocks_for(n, 256), 256, 0, st->stream>>>(g, f, fin, b, (size_t)M, N, g16, st->act_bf16);
     XR_LAUNCHED();
     if (g16) shadow_set(st, g, n, 0);
 }
