@@ -11,6 +11,7 @@
  *   recomputation (packed f, fp32 g): the same bits;
  * - linear through the working copy, packed x into an fp32 or a packed y (one cast fewer), and linear_gelu with a
  *   and f packed: the same bits;
+ * - dropout_add_layernorm with out and v packed, x fp32, the residual packed or fp32: out, v, mean, rstd the same;
  * - act_unpack of a region: the exact widening;
  * - an op not built for a mix (layernorm, packed x into an fp32 out) dies instead of reading bf16 words as fp32.
  * Skipped without a GPU. */
@@ -224,6 +225,35 @@ static void check_ops(Backend *g) {
         printf("linear activation casts: %llu unpacked, %llu packed\n", c1 - c0, c2 - c1);
         ops_free(g, bias), ops_free(g, y32), ops_free(g, y2), ops_free(g, g32), ops_free(g, g2);
         act_free(g, &x), act_free(g, &y), act_free(g, &f);
+    }
+    { /* the residual + LayerNorm as the training forward runs it: out and v packed, x (the sublayer's output) fp32, the
+       * residual packed (the layer input) or fp32 (the last layer's pooled rows) */
+        Act r, o, v;
+        act_make(g, &r, nh, -2, 2), act_make(g, &o, nh, -1, 1), act_make(g, &v, nh, -1, 1);
+        float *hx = rnd(nh, -2, 2), *hgam = rnd(H, 0.5f, 1.5f), *hbet = rnd(H, -0.5f, 0.5f);
+        float *x32 = up(g, hx, nh * 4), *gam = up(g, hgam, H * 4), *bet = up(g, hbet, H * 4);
+        float *o32 = dev_nan(g, nh), *v32 = dev_nan(g, nh), *m[2], *rs[2];
+        for (int pr = 1; pr >= 0; pr--) {
+            for (int k = 0; k < 2; k++) {
+                m[k] = dev_nan(g, (size_t)N), rs[k] = dev_nan(g, (size_t)N);
+                const float *res = pr ? (k ? (const float *)r.d16 : r.d32) : r.d32;
+                if (k)
+                    ops_dropout_add_layernorm(g, (float *)o.d16, (float *)v.d16, m[k], rs[k], x32, res, gam, bet, doff,
+                                              S, N, H, 1e-5f, &d);
+                else
+                    ops_dropout_add_layernorm(g, o32, v32, m[k], rs[k], x32, res, gam, bet, doff, S, N, H, 1e-5f, &d);
+            }
+            same_packed(g, pr ? "dropout_add_layernorm out (res packed)" : "dropout_add_layernorm out (res fp32)", &o,
+                        o32, nh);
+            same_packed(g, pr ? "dropout_add_layernorm v (res packed)" : "dropout_add_layernorm v (res fp32)", &v, v32,
+                        nh);
+            same(g, "dropout_add_layernorm mean", m[1], m[0], (size_t)N);
+            same(g, "dropout_add_layernorm rstd", rs[1], rs[0], (size_t)N);
+            for (int k = 0; k < 2; k++) ops_free(g, m[k]), ops_free(g, rs[k]);
+        }
+        ops_free(g, x32), ops_free(g, gam), ops_free(g, bet), ops_free(g, o32), ops_free(g, v32);
+        free(hx), free(hgam), free(hbet);
+        act_free(g, &r), act_free(g, &o), act_free(g, &v);
     }
     /* the backward: gradients fp32, the saved activations packed */
     ops_act_precision(g, XR_PREC_FP32);

@@ -457,9 +457,10 @@ static __device__ __forceinline__ int row_seq_dev(const int32_t *seq_off, int S,
 /* One warp per row. Lane l takes the column groups 4g .. 4g+3, g = l, l + 32, ..., in every pass, so one Philox call
  * gives a group's four draws (rng_dropout_add_span's mask at the row's position), and each lane reads and writes
  * only its own columns: v and out may alias x or res. Two-pass statistics over v, as ops_layernorm. */
-__global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float *rstd, const float *x,
-                                        const float *res, const float *g, const float *b, const int32_t *seq_off,
-                                        int S, int n, int H, float eps, DropDev d, int rnd, __nv_bfloat16 *out16) {
+template <typename TO, typename TV, typename TX, typename TR>
+__global__ void k_dropout_add_layernorm(TO *out, TV *v, float *mean, float *rstd, const TX *x, const TR *res,
+                                        const float *g, const float *b, const int32_t *seq_off, int S, int n, int H,
+                                        float eps, DropDev d, int rnd, __nv_bfloat16 *out16) {
     int row = blockIdx.x * XR_ROWS_PER_BLOCK + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= n) return;
     int s = seq_off ? row_seq_dev(seq_off, S, row) : row;
@@ -472,26 +473,25 @@ __global__ void k_dropout_add_layernorm(float *out, float *v, float *mean, float
         if (d.on) drop_draw4(r, d, q, pos, id);
         for (int k = 0; k < 4 && 4 * q + k < H; k++) {
             size_t o = off + 4 * q + k;
-            float xv = x[o];
+            float xv = ld_act(&x[o]);
             float dv = d.on ? (r[k] >= d.thr ? __fmul_rn(xv, d.scale) : 0.0f) : xv;
             /* stored as ops_dropout_add stores it; the statistics read the stored v, as ops_layernorm would */
-            float vv = act_round(res ? __fadd_rn(res[o], dv) : dv, rnd);
-            v[o] = vv;
-            sum += vv;
+            st_act(&v[o], act_round(res ? __fadd_rn(ld_act(&res[o]), dv) : dv, rnd));
+            sum += ld_act(&v[o]);
         }
     }
     float mu = warp_sum(sum) / (float)H, var = 0.0f;
     for (int q = lane; 4 * q < H; q += 32)
         for (int k = 0; k < 4 && 4 * q + k < H; k++) {
-            float dv = v[off + 4 * q + k] - mu;
+            float dv = ld_act(&v[off + 4 * q + k]) - mu;
             var += dv * dv;
         }
     float rs = 1.0f / sqrtf(warp_sum(var) / (float)H + eps);
     for (int q = lane; 4 * q < H; q += 32)
         for (int k = 0; k < 4 && 4 * q + k < H; k++) {
             int j = 4 * q + k;
-            float o = act_round((v[off + j] - mu) * rs * g[j] + b[j], rnd);
-            out[off + j] = o;
+            float o = act_round((ld_act(&v[off + j]) - mu) * rs * g[j] + b[j], rnd);
+            st_act(&out[off + j], o);
             if (out16) out16[off + j] = __float2bfloat16_rn(o);
         }
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
@@ -502,14 +502,33 @@ extern "C" void cuda_ops_dropout_add_layernorm(Backend *be, float *out, float *v
                                                const int32_t *seq_off, int S, int n, int H, float eps,
                                                const XrDropout *d) {
     cudaStream_t st = op_stream(be);
-    cuda_pk_refuse(be, "dropout_add_layernorm", out, v, x, res);
     if (!v || !mean || !rstd || v == out)
         xr_die("cuda_ops_dropout_add_layernorm: v, mean and rstd are what the backward reads (given %p, %p, %p; out "
                "%p)", (void *)v, (void *)mean, (void *)rstd, (void *)out);
     if (n <= 0 || H <= 0) return;
+    unsigned grid = (unsigned)((n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK);
+    /* training regions: the training step's mix is out and v packed, x (the sublayer's output) fp32, res packed (the
+     * layer input, LN1's output) or fp32 (the last layer's pooled residual); other mixes are not built */
+    int po = cuda_pk_region(be, out), pv = cuda_pk_region(be, v), px = cuda_pk_region(be, x),
+        pr = cuda_pk_region(be, res);
+    if (po || pv || px || pr) {
+        if (!po || !pv || px) cuda_pk_refuse(be, "dropout_add_layernorm (mixed widths)", out, v, x, res);
+        typedef __nv_bfloat16 B16;
+        if (pr) /* the packed output is itself the next GEMM's operand: no copy */
+            k_dropout_add_layernorm<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
+                (B16 *)out, (B16 *)v, mean, rstd, x, (const B16 *)res, g, b, seq_off, S, n, H, eps, drop_dev(d),
+                cuda_ops_act_bf16(be), (B16 *)NULL);
+        else
+            k_dropout_add_layernorm<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>((B16 *)out, (B16 *)v, mean, rstd, x,
+                                                                             res, g, b, seq_off, S, n, H, eps,
+                                                                             drop_dev(d), cuda_ops_act_bf16(be),
+                                                                             (B16 *)NULL);
+        XR_LAUNCHED();
+        return;
+    }
     __nv_bfloat16 *out16 = cuda_ops_next_copy(be, (size_t)n * H); /* the next layer's (or the FFN's) GEMM reads out */
-    k_dropout_add_layernorm<<<(n + XR_ROWS_PER_BLOCK - 1) / XR_ROWS_PER_BLOCK, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(
-        out, v, mean, rstd, x, res, g, b, seq_off, S, n, H, eps, drop_dev(d), cuda_ops_act_bf16(be), out16);
+    k_dropout_add_layernorm<<<grid, 32 * XR_ROWS_PER_BLOCK, 0, st>>>(out, v, mean, rstd, x, res, g, b, seq_off, S, n,
+                                                                     H, eps, drop_dev(d), cuda_ops_act_bf16(be), out16);
     XR_LAUNCHED();
     if (out16) cuda_ops_next_copy_written(be, out, (size_t)n * H, 0);
 }
