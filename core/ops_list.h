@@ -111,8 +111,8 @@ XR_OP(INFER, act_unpack, (Backend *be, float *out, const float *x, size_t n), (b
 /* Packed regions (issue 13: bf16 training's saved activations in 2 bytes). act_region(be, base, bytes) registers the
  * device memory [base, base + bytes) as packed activation storage and returns 2, or declines and returns 4 (nothing
  * registered: the CPU backend unless its test capability is on, cpu_set_act_pack_able, the same one act_pack
- * asks; the CUDA backend unless XR_CUDA_TRAIN_PACK=1 in bf16 GEMM mode, default 0 while its ops are converted one by one:
- * one not converted yet dies on a packed argument, naming itself). base NULL: a question, what
+ * asks; the CUDA backend unless XR_CUDA_TRAIN_PACK=1 with the working copy registered, default 0 until its GPU check
+ * has passed; a mix an op is not built for dies naming the op). base NULL: a question, what
  * it would answer, nothing registered. bytes 0: forgets the region starting at base (none there: nothing). Regions
  * must not overlap; at most XR_ACT_REGIONS at once; the caller forgets a region before freeing its memory.
  * ONE rule says where an op's activation argument is bf16 (ops_act_packed_at, ops.h): at an address inside a

@@ -831,11 +831,14 @@ static void test_casts(const char *name) {
  * operand casts, the producers' copies, cuBLASLt's workspace) against the allocation counter of a fresh backend over
  * a step whose micro-batch reaches the plan's ceiling and a ragged one: the measured peak within 10% below the
  * plan, never above it (as test_memplan on the CPU). lse: the log-sum-exp training attention (its scratch:
- * ops_attention_scratch(.., 1)). */
-static void test_plan(const char *model, int lse) {
+ * ops_attention_scratch(.., 1)). pack: with XR_CUDA_TRAIN_PACK=1, the saved activations in 2 bytes (ops_act_region)
+ * and the packed ops' scratch; the plan's activations must then be the packed ones. */
+static void test_plan(const char *model, int lse, int pack) {
     enum { PS = 6, PL = 16 };
     XrErr e;
+    setenv("XR_CUDA_TRAIN_PACK", pack ? "1" : "0", 1);
     Backend *be = ops_backend_create(XR_DEV_CUDA, 0, XR_PREC_FP32, 0, &e);
+    unsetenv("XR_CUDA_TRAIN_PACK");
     if (!be) xr_die("ops_backend_create(cuda): %s", e.msg);
     Encoder *m = load_on(model, be);
     size_t np = (size_t)encoder_num_params(m);
@@ -848,6 +851,8 @@ static void test_plan(const char *model, int lse) {
     size_t plan = encoder_plan_total(&p);
     TU_CHECK(p.weights_copy == np * 2, "%s: the GPU plan counts %zu bytes of working copy, want %zu", model,
              p.weights_copy, np * 2);
+    TU_CHECK(ops_act_region(be, NULL, 0) == (pack ? 2 : 4), "%s: XR_CUDA_TRAIN_PACK=%d: act_region answers %d", model,
+             pack, ops_act_region(be, NULL, 0));
     AdamWConfig ac = adamw_defaults();
     AdamW *opt = adamw_create(be, 0, np, &ac);
     int vocab = encoder_config(m)->vocab_size, full[PS], ragged[PS] = {1, 16, 7, 15, 2, 9};
@@ -877,12 +882,13 @@ static void test_plan(const char *model, int lse) {
     XrMemStats ms;
     ops_mem_stats(be, &ms);
     TU_CHECK(ms.peak <= plan && ms.peak >= plan - plan / 10,
-             "%s bf16%s on the GPU: measured peak %zu bytes, plan %zu (weights %zu copy %zu moments %zu grads %zu "
-             "activations %zu workspace %zu): not within 10%% below it", model, lse ? " attention lse" : "", ms.peak,
-             plan, p.weights, p.weights_copy, p.moments, p.grads, p.activations, p.workspace);
-    printf("%-15s bf16 step%s on the GPU: plan %zu B (copy %zu, workspace %zu), measured peak %zu B (%.2f%% of the "
-           "plan)\n", model, lse ? " (attention lse)" : "", plan, p.weights_copy, p.workspace, ms.peak,
-           100.0 * (double)ms.peak / (double)plan);
+             "%s bf16%s%s on the GPU: measured peak %zu bytes, plan %zu (weights %zu copy %zu moments %zu grads %zu "
+             "activations %zu workspace %zu): not within 10%% below it", model, lse ? " attention lse" : "",
+             pack ? " packed" : "", ms.peak, plan, p.weights, p.weights_copy, p.moments, p.grads, p.activations,
+             p.workspace);
+    printf("%-15s bf16 step%s%s on the GPU: plan %zu B (copy %zu, activations %zu, workspace %zu), measured peak %zu B "
+           "(%.2f%% of the plan)\n", model, lse ? " (attention lse)" : "", pack ? " packed" : "", plan,
+           p.weights_copy, p.activations, p.workspace, ms.peak, 100.0 * (double)ms.peak / (double)plan);
     set_prec(m, XR_PREC_FP32);
     adamw_free(opt);
     encoder_free(m);
@@ -952,8 +958,10 @@ int main(void) {
     for (int c = 0; c < 2; c++) {
         test_step(gpu16, cases[c]);
         test_steps(cases[c]);
-        test_plan(cases[c], 0);
-        test_plan(cases[c], 1);
+        test_plan(cases[c], 0, 0);
+        test_plan(cases[c], 1, 0);
+        test_plan(cases[c], 0, 1);
+        test_plan(cases[c], 1, 1);
         test_casts(cases[c]);
         test_curve(gpu16, cases[c]);
     }

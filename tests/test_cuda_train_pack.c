@@ -1,7 +1,7 @@
 /* test_cuda_train_pack: packed training storage on the GPU (issue 13, ops_act_region under XR_CUDA_TRAIN_PACK=1),
  * the ops converted so far, each against the same op on the same GPU with the same bf16 values in fp32 words (the
  * unpacked bf16 storage, itself held to the CPU by test_cuda_bf16_train): a layout change, so the same bits.
- * - act_region: declined with XR_CUDA_TRAIN_PACK=0 and in fp32 GEMM mode, accepted with =1 in bf16 mode;
+ * - act_region: declined with XR_CUDA_TRAIN_PACK=0 and without the bf16 working copy, accepted with =1 and the copy;
  * - dropout_add (dropout on, ragged rows, H not a multiple of 4) with packed out / x / res in the model's mixes: the
  *   stored bf16 words equal the unpacked output (stored rounded under act_precision BF16), guards untouched;
  * - linear_backward with a packed saved x: dx, dW, db the same bits, one activation cast fewer (x is the operand);
@@ -12,8 +12,14 @@
  * - linear through the working copy, packed x into an fp32 or a packed y (one cast fewer), and linear_gelu with a
  *   and f packed: the same bits;
  * - dropout_add_layernorm with out and v packed, x fp32, the residual packed or fp32: out, v, mean, rstd the same;
+ * - the training attention, exact and GEMM paths, saved probabilities and log-sum-exps, all rows and the first row:
+ *   with qkv and the context packed, context, att / lse and the backward's dqkv the same bits;
  * - act_unpack of a region: the exact widening;
- * - an op not built for a mix (layernorm, packed x into an fp32 out) dies instead of reading bf16 words as fp32.
+ * - an op not built for a mix (layernorm, packed x into an fp32 out) dies instead of reading bf16 words as fp32;
+ * - the model's bf16 step (bert_cls, xlmr_cls fixtures; 2 AdamW steps of 2 ragged micro-batches, dropout on; with and
+ *   without gradient checkpointing and the log-sum-exp attention): every logit, the gradients and the parameters
+ *   the same bits packed as unpacked, 12 regions held, a lower measured peak (test_cuda_bf16_train holds the packed
+ *   peak to the plan).
  * Skipped without a GPU. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -23,7 +29,9 @@
 #include <unistd.h>
 
 #include "bf16_bits.h"
+#include "model.h"
 #include "ops.h"
+#include "optim.h"
 #include "testutil.h"
 #ifdef XR_HAVE_CUDA
 #include "cuda/ops_cuda.h"
@@ -107,13 +115,179 @@ static Backend *backend(int pack, XrGemmMode mode) {
     return g;
 }
 
+/* The training attention (the backend's path: exact or the GEMMs) with qkv and the context packed, forward and backward,
+ * saved probabilities and log-sum-exps, all rows and the first row only, in bf16 training (working copy registered,
+ * storage BF16 in the forward): context, att / lse and dqkv the same bits as the op on the unpacked values. */
+static void check_attention(Backend *g, const char *path) {
+    enum { NH = 4, DH = 25 };
+    int32_t off[S + 1] = {0};
+    size_t sq = 0;
+    int max_len = 0;
+    for (int s = 0; s < S; s++) {
+        off[s + 1] = off[s] + lens[s];
+        sq += (size_t)lens[s] * lens[s];
+        max_len = lens[s] > max_len ? lens[s] : max_len;
+    }
+    int N = off[S];
+    int32_t *doff = up(g, off, sizeof off);
+    uint64_t ids[S] = {21, 22, 23, 24, 25};
+    uint64_t *dids = up(g, ids, sizeof ids);
+    XrDropout d = {0.1f, 0x5678, dids};
+    float *hw = rnd(64, -1, 1), *dw = up(g, hw, 64 * 4);
+    ops_bf16_weights(g, dw, 64); /* bf16 training: the attention's products take bf16 operands */
+    size_t nq = (size_t)N * 3 * H;
+    Act q, o;
+    act_make(g, &q, nq, -2, 2), act_make(g, &o, (size_t)N * H, -1, 1);
+    float *hdo = rnd((size_t)N * H, -1, 1), *dout = up(g, hdo, (size_t)N * H * 4);
+    for (int lse = 0; lse < 2; lse++)
+        for (int fo = 0; fo < 2; fo++) {
+            size_t na = lse ? (size_t)(fo ? S : N) * NH : (size_t)NH * (fo ? (size_t)N : sq);
+            size_t no = (size_t)(fo ? S : N) * H;
+            float *a[2], *o32 = dev_nan(g, no), *dq[2];
+            char what[96];
+            ops_act_precision(g, XR_PREC_BF16);
+            for (int k = 0; k < 2; k++) {
+                a[k] = dev_nan(g, na);
+                float *out = k ? (float *)o.d16 : o32;
+                const float *qv = k ? (const float *)q.d16 : q.d32;
+                if (lse)
+                    ops_attention_train_lse(g, out, a[k], qv, doff, S, max_len, NH, DH, fo, &d);
+                else
+                    ops_attention_train(g, out, a[k], qv, doff, S, max_len, NH, DH, fo, &d);
+            }
+            snprintf(what, sizeof what, "%s attention%s%s: context", path, lse ? " lse" : "", fo ? " first" : "");
+            same_packed(g, what, &o, o32, no);
+            snprintf(what, sizeof what, "%s attention%s%s: %s", path, lse ? " lse" : "", fo ? " first" : "",
+                     lse ? "lse" : "att");
+            same(g, what, a[1], a[0], na);
+            ops_act_precision(g, XR_PREC_FP32);
+            for (int k = 0; k < 2; k++) {
+                dq[k] = dev_nan(g, nq);
+                const float *qv = k ? (const float *)q.d16 : q.d32;
+                if (lse)
+                    ops_attention_backward_lse(g, dq[k], dout, qv, a[0], doff, S, max_len, NH, DH, fo, &d);
+                else
+                    ops_attention_backward(g, dq[k], dout, qv, a[0], doff, S, max_len, NH, DH, fo, &d);
+            }
+            snprintf(what, sizeof what, "%s attention%s%s backward: dqkv", path, lse ? " lse" : "", fo ? " first" : "");
+            same(g, what, dq[1], dq[0], nq);
+            for (int k = 0; k < 2; k++) ops_free(g, a[k]), ops_free(g, dq[k]);
+            ops_free(g, o32);
+        }
+    act_free(g, &q), act_free(g, &o);
+    ops_bf16_weights(g, NULL, 0);
+    ops_free(g, dw), ops_free(g, dout), ops_free(g, doff), ops_free(g, dids);
+    free(hw), free(hdo);
+}
+
+/* The model's step on the GPU: two AdamW steps of two ragged micro-batches (dropout on) in bf16 on a fresh bf16-mode
+ * backend, the saved activations packed (XR_CUDA_TRAIN_PACK=1) or not: every forward's logits, the first step's
+ * gradients, the parameters after the second, the regions held during the run, the measured peak. */
+enum { MS = 6, ML = 16 };
+typedef struct {
+    float logits[4 * MS], *grads, *params;
+    int regions;
+    size_t np, peak;
+} ModelRun;
+
+static void model_run(const char *model, int pack, int ckpt, int lse, ModelRun *o) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", tu_path("fixtures/model"), model);
+    XrErr e;
+    setenv("XR_CUDA_TRAIN_PACK", pack ? "1" : "0", 1);
+    Backend *be = ops_backend_create(XR_DEV_CUDA, 0, XR_PREC_BF16, 0, &e);
+    unsetenv("XR_CUDA_TRAIN_PACK");
+    if (!be) xr_die("ops_backend_create(cuda): %s", e.msg);
+    Encoder *m = encoder_load_on(dir, be, &e);
+    if (!m) xr_die("encoder_load_on %s: %s", dir, e.msg);
+    encoder_set_gradient_checkpointing(m, ckpt);
+    encoder_set_attention_lse(m, lse);
+    TU_CHECK(encoder_set_precision(m, XR_PREC_BF16, &e) == 0, "encoder_set_precision: %s", e.msg);
+    size_t np = (size_t)encoder_num_params(m);
+    AdamWConfig ac = adamw_defaults();
+    AdamW *opt = adamw_create(be, 0, np, &ac);
+    TuRng r = {4242};
+    int vocab = encoder_config(m)->vocab_size, lens[2][MS] = {{16, 16, 16, 16, 16, 16}, {1, 16, 7, 15, 2, 9}};
+    int32_t ids[MS * ML], mask[MS * ML];
+    uint64_t ex[MS];
+    float dl[MS];
+    o->np = np, o->regions = -1;
+    for (int s = 0; s < 2; s++) {
+        encoder_zero_grads(m);
+        for (int mb = 0; mb < 2; mb++) {
+            for (int i = 0; i < MS; i++) {
+                for (int t = 0; t < ML; t++) {
+                    ids[i * ML + t] = t < lens[mb][i] ? 5 + (int32_t)(tu_rng_unit(&r) * (vocab - 6)) : 0;
+                    mask[i * ML + t] = t < lens[mb][i];
+                }
+                ex[i] = (uint64_t)(mb * MS + i);
+            }
+            Batch b = {MS, ML, ids, NULL, mask};
+            EncoderTrainStep st = {9, (uint64_t)s, ex, 1};
+            float *lg = o->logits + (s * 2 + mb) * MS;
+            encoder_train_forward(m, &b, &st, lg);
+            if (o->regions < 0) o->regions = be->n_act_regions;
+            for (int i = 0; i < MS; i++) dl[i] = 0.1f * lg[i] - 0.05f * (float)i;
+            encoder_train_backward(m, dl);
+        }
+        if (s == 0) {
+            o->grads = xr_malloc(np * 4);
+            ops_to_host(be, o->grads, encoder_grads(m), np * 4);
+        }
+        adamw_step(opt, encoder_params(m), encoder_grads(m), 1e-3);
+        encoder_weights_updated(m);
+    }
+    o->params = xr_malloc(np * 4);
+    ops_to_host(be, o->params, encoder_params(m), np * 4);
+    ops_sync(be);
+    XrMemStats ms;
+    ops_mem_stats(be, &ms);
+    o->peak = ms.peak;
+    adamw_free(opt);
+    encoder_free(m);
+    ops_backend_free(be);
+}
+
+static size_t differ(const float *a, const float *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], 4) != 0;
+    return d;
+}
+
+static void check_model(const char *model) {
+    for (int ck = 0; ck < 2; ck++)
+        for (int lse = 0; lse < 2; lse++) {
+            ModelRun u, p;
+            model_run(model, 0, ck, lse, &u);
+            model_run(model, 1, ck, lse, &p);
+            size_t dlg = differ(u.logits, p.logits, 4 * MS), dg = differ(u.grads, p.grads, u.np),
+                   dp = differ(u.params, p.params, u.np);
+            const char *how = ck ? (lse ? "checkpointing + lse" : "checkpointing") : (lse ? "lse" : "all kept");
+            TU_CHECK(u.regions == 0 && p.regions == 12, "%s %s: packed regions %d unpacked, %d packed (want 0, 12)",
+                     model, how, u.regions, p.regions);
+            TU_CHECK(dlg == 0 && dg == 0 && dp == 0, "%s %s: the packed GPU step differs from the unpacked one: %zu of "
+                     "%d logits, %zu of %zu gradients, %zu of %zu parameters", model, how, dlg, 4 * MS, dg, u.np, dp,
+                     u.np);
+            TU_CHECK(p.peak < u.peak, "%s %s: packed peak %zu bytes, not below the unpacked %zu", model, how, p.peak,
+                     u.peak);
+            printf("model %-9s %-20s packed step: %zu of %d logits, %zu of %zu gradients, %zu of %zu parameters "
+                   "differ; peak %zu -> %zu B\n", model, how, dlg, 4 * MS, dg, u.np, dp, u.np, u.peak, p.peak);
+            free(u.grads), free(u.params), free(p.grads), free(p.params);
+        }
+}
+
 static void check_answers(void) {
-    Backend *off = backend(0, XR_GEMM_BF16), *fp = backend(1, XR_GEMM_FP32), *on = backend(1, XR_GEMM_BF16);
+    Backend *off = backend(0, XR_GEMM_BF16), *on = backend(1, XR_GEMM_BF16);
+    float *w = ops_alloc(on, 64 * 4), *w2 = ops_alloc(off, 64 * 4);
+    ops_zero(on, w, 64), ops_zero(off, w2, 64);
+    TU_CHECK(ops_act_region(on, NULL, 0) == 4, "XR_CUDA_TRAIN_PACK=1 without a working copy: act_region agrees");
+    ops_bf16_weights(on, w, 64), ops_bf16_weights(off, w2, 64);
     TU_CHECK(ops_act_region(off, NULL, 0) == 4, "XR_CUDA_TRAIN_PACK=0: act_region agrees to pack");
-    TU_CHECK(ops_act_region(fp, NULL, 0) == 4, "fp32 GEMM mode: act_region agrees to pack");
-    TU_CHECK(ops_act_region(on, NULL, 0) == 2, "XR_CUDA_TRAIN_PACK=1, bf16 mode: act_region declines");
-    printf("act_region: 4 with XR_CUDA_TRAIN_PACK=0, 4 in fp32 mode, 2 with =1 in bf16 mode\n");
-    ops_backend_free(off), ops_backend_free(fp), ops_backend_free(on);
+    TU_CHECK(ops_act_region(on, NULL, 0) == 2, "XR_CUDA_TRAIN_PACK=1 with a working copy: act_region declines");
+    printf("act_region: 4 with XR_CUDA_TRAIN_PACK=0, 4 without a working copy, 2 with =1 and the copy\n");
+    ops_bf16_weights(on, NULL, 0), ops_bf16_weights(off, NULL, 0);
+    ops_free(on, w), ops_free(off, w2);
+    ops_backend_free(off), ops_backend_free(on);
 }
 
 static void check_ops(Backend *g) {
@@ -374,7 +548,15 @@ int main(void) {
     check_answers();
     Backend *g = backend(1, XR_GEMM_BF16);
     check_ops(g);
+    check_attention(g, "exact");
     ops_backend_free(g);
+    setenv("XR_CUDA_TRAIN_ATTENTION", "gemm", 1);
+    g = backend(1, XR_GEMM_BF16);
+    unsetenv("XR_CUDA_TRAIN_ATTENTION");
+    check_attention(g, "gemm");
+    ops_backend_free(g);
+    check_model("bert_cls");
+    check_model("xlmr_cls");
     return tu_finish("test_cuda_train_pack");
 #endif
 }

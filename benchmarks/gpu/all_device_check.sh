@@ -151,8 +151,8 @@ KEEP='.' KEEP_LINES=17 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
 # failed checks, per-model and weights-copy lines, then the per-op ones, ~57 lines passing (reads ctest_gpu's log:
 # about 1 s); forward_bench times it against torch
 KEEP='.' KEEP_LINES=64 step act_pack 20 5 benchmarks/gpu/act_pack_lines.sh
-# packed training storage (ops_act_region, XR_CUDA_TRAIN_PACK=1, issue 13): test_cuda_train_pack's converted ops with
-# packed arguments against the same ops unpacked (the same bits), ~25 lines passing (reads ctest_gpu's log: about 1 s)
+# packed training storage (ops_act_region, XR_CUDA_TRAIN_PACK=1, issue 13): test_cuda_train_pack's ops and model steps
+# with packed activations against unpacked (the same bits), ~14 lines passing (reads ctest_gpu's log: about 1 s)
 KEEP='.' KEEP_LINES=30 step train_pack 20 5 benchmarks/gpu/train_pack_lines.sh
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # benchmarks/gpu/train_pack_lines.sh: packed training storage on the GPU (issue 13, ops_act_region under
 # XR_CUDA_TRAIN_PACK=1), condensed from the build's last ctest log (all_device_check.sh's ctest_gpu step ran the test):
-# test_cuda_train_pack's failed checks first, then its lines (act_region's answers, each converted op with packed
-# arguments against the same op unpacked: the same bits; linear_backward's casts; the refusal of an op not converted
-# yet), at most 30 lines. Exit 1 when the test is missing from the log, reported a failed check, or ended without its
-# "checks passed" line (it died: an xrank error or a crash, whose last lines are printed). Passing means the converted
-# ops are right; XR_CUDA_TRAIN_PACK stays 0 until every training op reads packed storage (docs/DESIGN.md "Packed
-# training storage").
+# test_cuda_train_pack's failed checks first, then act_region's answers, the casts, the refusal of a mix not built,
+# the model steps packed against unpacked (bits, peak) and the number of per-op comparisons, at most 30 lines. Exit 1 when the test is missing from the log, reported a failed check, or ended without its
+# "checks passed" line (it died: an xrank error or a crash, whose last lines are printed). If it passed (and
+# test_cuda_bf16_train's packed plan lines), XR_CUDA_TRAIN_PACK's default can become 1 (ops_cuda.cu, train_pack_env;
+# docs/DESIGN.md "Packed training storage").
 cd "$(dirname "$0")/../.."
 . benchmarks/gpu/device_env.sh
 t=test_cuda_train_pack
@@ -15,7 +14,8 @@ if grep -q "^SKIPPED" <<< "$out"; then echo "$t: skipped (no GPU)"; exit 0; fi
 fail='check failed|checks failed|^xrank: error'
 {
     grep -E "$fail" <<< "$out" | head -10
-    grep -E "act_region|packed|casts|refused|checks passed" <<< "$out" | grep -vE "$fail"
+    grep -E "^act_region|casts|refused|^model |checks passed" <<< "$out" | grep -vE "$fail"
+    echo "op comparisons (packed against unpacked, the same bits wanted): $(grep -c 'packed == unpacked' <<< "$out")"
 } | head -30
 rc=0
 grep -qE "check failed|checks failed|^xrank: error" <<< "$out" && rc=1

@@ -51,7 +51,10 @@ void *cuda_ops_stream_in_op(Backend *be);
 static inline cudaStream_t op_stream_in(Backend *be) { return (cudaStream_t)cuda_ops_stream_in_op(be); }
 /* Device scratch slot `slot` (0 .. XR_TRAIN_SCRATCH-1) of at least `bytes`, kept for the backend's life; growing
  * waits for the device. Contents are not kept between ops. */
-#define XR_TRAIN_SCRATCH 3
+#define XR_TRAIN_SCRATCH 5
+/* the slots the training attention's packed-storage adapter takes (train_ops.cu), apart from the ones its body uses */
+#define XR_TRAIN_SCRATCH_PK_QKV 3
+#define XR_TRAIN_SCRATCH_PK_OUT 4
 void *cuda_ops_scratch(Backend *be, int slot, size_t bytes);
 /* ---- bf16 training storage (ops_list.h, "training precision"); helpers inside an op, not ops themselves (they
  * do not count in the op counter that keeps a producer's bf16 copy valid for the next op) ---- */

@@ -1296,14 +1296,15 @@ extern "C" int cuda_ops_act_pack(Backend *be, int on) {
     return be->act_packed ? 2 : 4;
 }
 
-/* Packed regions (bf16 training's saved activations in 2 bytes): accepted only with XR_CUDA_TRAIN_PACK=1, while the
- * ops are converted one by one (the rest refuse packed arguments, cuda_pk_refuse), and only in bf16 GEMM mode (the
- * GEMMs read the packed activations as bf16 operands); declined otherwise, so GPU training keeps fp32 words holding
- * bf16 values ("the storage, a stepping stone", DESIGN.md). Forgetting is always accepted. */
+/* Packed regions (bf16 training's saved activations in 2 bytes): accepted only with XR_CUDA_TRAIN_PACK=1 (default 0
+ * until test_cuda_train_pack has passed on a GPU; an op not built for a packed argument refuses it, cuda_pk_refuse)
+ * and only while the bf16 working copy is registered (bf16 training: the GEMMs read the packed activations as bf16
+ * operands); declined otherwise, so GPU training keeps fp32 words holding bf16 values ("the storage, a stepping
+ * stone", DESIGN.md). Forgetting is always accepted. */
 extern "C" int cuda_ops_act_region(Backend *be, const void *base, size_t bytes) {
     CudaState *st = op_begin(be);
     if (base && !bytes) return ops_act_region_keep(be, base, 0);
-    if (!st->train_pack_env || st->mode != XR_GEMM_BF16 || st->bf16_fast) return 4;
+    if (!st->train_pack_env || !st->wmaster || be->act_packed) return 4;
     return ops_act_region_keep(be, base, bytes);
 }
 

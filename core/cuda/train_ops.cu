@@ -884,11 +884,10 @@ static void att_check(const XrDropout *d, int S, int max_len, int NH, const char
         xr_die("cuda_ops_%s: max_len %d is too long", op, max_len);
 }
 
-extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, const float *qkv,
+static void attention_train_body(Backend *be, float *out, float *att, const float *qkv,
                                          const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                                          const XrDropout *d) {
     cudaStream_t st = op_stream(be);
-    cuda_pk_refuse(be, "attention_train", out, qkv, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_train");
     /* the context's bf16 copy for the attention output GEMM: S rows, or at most S * max_len packed ones */
@@ -910,11 +909,10 @@ extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, co
     if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
 
-extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv,
+static void attention_backward_body(Backend *be, float *dqkv, const float *dout, const float *qkv,
                                             const float *att, const int32_t *seq_off, int S, int max_len, int NH,
                                             int dh, int first_only, const XrDropout *d) {
     cudaStream_t st = op_stream(be);
-    cuda_pk_refuse(be, "attention_backward", qkv, NULL, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward");
     if (cuda_ops_train_att_gemm(be)) {
@@ -1100,11 +1098,10 @@ __global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const f
         for (int e = lane; e < dh; e += 32) dqkv[(size_t)(b0 + j) * ld + (size_t)h * dh + e] = 0.0f;
 }
 
-extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv,
+static void attention_train_lse_body(Backend *be, float *out, float *lse, const float *qkv,
                                              const int32_t *seq_off, int S, int max_len, int NH, int dh,
                                              int first_only, const XrDropout *d) {
     cudaStream_t st = op_stream(be);
-    cuda_pk_refuse(be, "attention_train_lse", out, qkv, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_train_lse");
     size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh; /* as attention_train's copy */
@@ -1126,11 +1123,10 @@ extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse
     if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
 
-extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv,
+static void attention_backward_lse_body(Backend *be, float *dqkv, const float *dout, const float *qkv,
                                                 const float *lse, const int32_t *seq_off, int S, int max_len,
                                                 int NH, int dh, int first_only, const XrDropout *d) {
     cudaStream_t st = op_stream(be);
-    cuda_pk_refuse(be, "attention_backward_lse", qkv, NULL, NULL, NULL);
     if (S <= 0 || max_len <= 0) return;
     att_check(d, S, max_len, NH, "attention_backward_lse");
     if (cuda_ops_train_att_gemm(be)) {
@@ -1151,4 +1147,91 @@ extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const 
     k_attention_bwd_keys_lse<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
         dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
     XR_LAUNCHED();
+}
+
+/* ---------------- the training attention on packed storage (ops_act_region): an adapter ----------------
+ * The training attention's kernels (exact and the GEMM path) read and write fp32 words. With a packed qkv (the saved
+ * projection) or a packed context, the op widens qkv into fp32 scratch and computes the context into fp32 scratch,
+ * stored rounded into the packed output: the same values, so the same bits, for one more pass over qkv and the
+ * context. Reading bf16 q/k/v directly in the kernels is the next step. The rows are the batch's real ones, read on
+ * the device (seq_off[S]), so nothing past the batch in the packed buffers is read or written. */
+
+/* o[i] = x[i] for the first (rows_first ? S : seq_off[S]) rows of width W. */
+__global__ void k_pk_widen(float *o, const __nv_bfloat16 *x, const int32_t *seq_off, int S, int rows_first, size_t W) {
+    size_t n = (size_t)(rows_first ? S : seq_off[S]) * W;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        o[i] = __bfloat162float(x[i]);
+}
+
+__global__ void k_pk_narrow(__nv_bfloat16 *o, const float *x, const int32_t *seq_off, int S, int rows_first, size_t W) {
+    size_t n = (size_t)(rows_first ? S : seq_off[S]) * W;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        o[i] = __float2bfloat16_rn(x[i]);
+}
+
+typedef struct {
+    float *out;       /* where the body writes the context: out itself, or fp32 scratch */
+    const float *qkv; /* what the body reads: qkv itself, or its fp32 widening */
+} AttPk;
+
+/* Before the body (launches only, not an op: the body counts). */
+static void att_pk_begin(Backend *be, AttPk *p, float *out, const float *qkv, const int32_t *seq_off, int S,
+                         int max_len, int NH, int dh, int first_only) {
+    p->out = out, p->qkv = qkv;
+    if (!be->n_act_regions || S <= 0 || max_len <= 0) return;
+    cudaStream_t st = op_stream_in(be);
+    size_t H = (size_t)NH * dh, rows = (size_t)S * max_len;
+    if (cuda_pk_region(be, qkv)) {
+        float *t = (float *)cuda_ops_scratch(be, XR_TRAIN_SCRATCH_PK_QKV, rows * 3 * H * sizeof(float));
+        k_pk_widen<<<blocks_for(rows * 3 * H, 256), 256, 0, st>>>(t, (const __nv_bfloat16 *)qkv, seq_off, S, 0, 3 * H);
+        XR_LAUNCHED();
+        p->qkv = t;
+    }
+    if (out && cuda_pk_region(be, out))
+        p->out = (float *)cuda_ops_scratch(be, XR_TRAIN_SCRATCH_PK_OUT,
+                                           (first_only ? (size_t)S : rows) * H * sizeof(float));
+}
+
+/* After the body: a packed context stored rounded (it already holds bf16 values under bf16 storage). */
+static void att_pk_end(Backend *be, const AttPk *p, float *out, const int32_t *seq_off, int S, int max_len, int NH,
+                       int dh, int first_only) {
+    if (p->out == out) return;
+    size_t H = (size_t)NH * dh, n = (first_only ? (size_t)S : (size_t)S * max_len) * H;
+    k_pk_narrow<<<blocks_for(n, 256), 256, 0, op_stream_in(be)>>>((__nv_bfloat16 *)out, p->out, seq_off, S, first_only,
+                                                                  H);
+    XR_LAUNCHED();
+}
+
+extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, const float *qkv,
+                                         const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                                         const XrDropout *d) {
+    AttPk p;
+    att_pk_begin(be, &p, out, qkv, seq_off, S, max_len, NH, dh, first_only);
+    attention_train_body(be, p.out, att, p.qkv, seq_off, S, max_len, NH, dh, first_only, d);
+    att_pk_end(be, &p, out, seq_off, S, max_len, NH, dh, first_only);
+}
+
+extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv,
+                                             const int32_t *seq_off, int S, int max_len, int NH, int dh,
+                                             int first_only, const XrDropout *d) {
+    AttPk p;
+    att_pk_begin(be, &p, out, qkv, seq_off, S, max_len, NH, dh, first_only);
+    attention_train_lse_body(be, p.out, lse, p.qkv, seq_off, S, max_len, NH, dh, first_only, d);
+    att_pk_end(be, &p, out, seq_off, S, max_len, NH, dh, first_only);
+}
+
+extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv,
+                                            const float *att, const int32_t *seq_off, int S, int max_len, int NH,
+                                            int dh, int first_only, const XrDropout *d) {
+    AttPk p;
+    att_pk_begin(be, &p, NULL, qkv, seq_off, S, max_len, NH, dh, first_only);
+    attention_backward_body(be, dqkv, dout, p.qkv, att, seq_off, S, max_len, NH, dh, first_only, d);
+}
+
+extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv,
+                                                const float *lse, const int32_t *seq_off, int S, int max_len, int NH,
+                                                int dh, int first_only, const XrDropout *d) {
+    AttPk p;
+    att_pk_begin(be, &p, NULL, qkv, seq_off, S, max_len, NH, dh, first_only);
+    attention_backward_lse_body(be, dqkv, dout, p.qkv, lse, seq_off, S, max_len, NH, dh, first_only, d);
 }
