@@ -151,9 +151,10 @@ int main(int argc, char **argv) {
     printf("{\"kind\": \"xrank_train_step\", \"precision\": \"%s\", \"max_len\": %d, \"batch\": %d, \"steps\": %d, "
            "\"dropout\": %d, \"attention_lse\": %d, \"ms_per_step\": %.2f, \"pairs_per_s\": %.1f, "
            "\"tokens_per_s\": %.0f, \"peak_mib\": %.1f, \"act_casts_per_step\": %.1f, \"last_loss\": %.4f, "
-           "\"params\": %zu, \"op_times\": %d, \"train_attention\": \"%s\"}\n",
+           "\"params\": %zu, \"op_times\": %d, \"train_attention\": \"%s\", \"train_pack\": %d}\n",
            bf16 ? "bf16" : "fp32", T, B, steps, dropout, lse, 1e3 * dt / steps, B * steps / dt,
-           (double)B * T * steps / dt, ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be), tatt);
+           (double)B * T * steps / dt, ms.peak / 1048576.0, (double)casts / steps, loss, np, ops_prof_active(be), tatt,
+           ops_act_region(be, NULL, 0) == 2); /* the saved activations packed (XR_CUDA_TRAIN_PACK=1, bf16) */
     if (ops_prof_active(be)) {
         XrOpTime rows[256];
         int n = ops_prof_report(be, rows, 256), k = n < 256 ? n : 256;

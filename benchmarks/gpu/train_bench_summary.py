@@ -47,11 +47,15 @@ def large(path):
                   f"{r['workspace_mib'] / 1024:.1f})")
     xr = {(r["max_len"], r["batch"], r["precision"]): r for r in rs if r.get("kind") == "xrank_train_step"
           and r.get("model") == "xlmr-large" and not r.get("op_times") and not r.get("attention_lse")
-          and r.get("train_attention", "exact") == "exact"}
+          and r.get("train_attention", "exact") == "exact" and not r.get("train_pack")}
     # the saved-probability attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm), against the same torch rows
     xr.update({(r["max_len"], r["batch"], r["precision"] + " gemm"): r for r in rs
                if r.get("kind") == "xrank_train_step" and r.get("model") == "xlmr-large"
-               and r.get("train_attention") == "gemm" and not r.get("op_times")})
+               and r.get("train_attention") == "gemm" and not r.get("op_times") and not r.get("train_pack")})
+    # the saved activations packed in 2 bytes (XR_CUDA_TRAIN_PACK=1, ops_act_region) with the GEMM attention
+    xr.update({(r["max_len"], r["batch"], r["precision"] + " pack"): r for r in rs
+               if r.get("kind") == "xrank_train_step" and r.get("model") == "xlmr-large"
+               and r.get("train_pack") and not r.get("op_times")})
     # the same shapes with the log-sum-exp training attention (--attention-lse), against the same torch rows
     xr.update({(r["max_len"], r["batch"], r["precision"] + " lse"): r for r in rs
                if r.get("kind") == "xrank_train_step" and r.get("model") == "xlmr-large" and r.get("attention_lse")
@@ -71,6 +75,8 @@ def large(path):
             tf = tflops(x["pairs_per_s"], T)
             line += (f" | xrank {x['pairs_per_s']:7.1f} pairs/s {x['tokens_per_s']:8.0f} tok/s {mfu(tf, prec)} "
                      f"peak {x['peak_mib'] / 1024:5.1f} GiB")
+            if prec.startswith("bf16") and "act_casts_per_step" in x:
+                line += f" casts {x['act_casts_per_step']:.0f}/step"
         else:
             line += " | xrank -"
         if p and "pairs_per_s" in p:

@@ -186,7 +186,8 @@ fi
 # important first, each under its own timeout and all within XR_LARGE_BUDGET s (default 150; a run that no longer
 # fits is skipped, saying so): torch autocast bf16 T 512 B 16 (in the writer's process), the bf16 GEMM peak
 # (gemm_peak.cu, cuBLASLt), then xrank with the training attention on batched GEMMs (XR_CUDA_TRAIN_ATTENTION=gemm,
-# rows "<precision> gemm"): bf16 T 512 B 16 and its per-op times (XR_CUDA_OP_TIMES=1, 3 steps), fp32 T 512 / 256
+# rows "<precision> gemm"): bf16 T 512 B 16 and its per-op times (XR_CUDA_OP_TIMES=1, 3 steps), the same with the
+# saved activations packed (XR_CUDA_TRAIN_PACK=1, row "bf16 pack"), fp32 T 512 / 256
 # B 16, bf16 T 256 B 16; torch at those shapes plus the fp32 GEMM peak (one process); xrank gemm bf16 T 512 B 32
 # (torch's is in that process too); last the exact kernels (bf16 T 512 B 16, fp32 T 256 B 16, op times), which
 # the call at c6c6597 measured and which the budget may skip.
@@ -225,6 +226,10 @@ if xr_part large; then
             GM=(env XR_CUDA_TRAIN_ATTENTION=gemm "$XS")
             sub "xrank bf16 T 512 B 16 attention gemm" 30 "${GM[@]}" 512 16 5 bf16
             sub "xrank bf16 T 512 B 16 attention gemm op times" 30 env XR_CUDA_OP_TIMES=1 "${GM[@]}" 512 16 3 bf16
+            # the saved activations in 2 bytes (XR_CUDA_TRAIN_PACK=1, issue 13; row "bf16 pack": peak and casts against
+            # the row above)
+            sub "xrank bf16 T 512 B 16 attention gemm, packed activations" 30 env XR_CUDA_TRAIN_PACK=1 "${GM[@]}" 512 \
+                16 5 bf16
             sub "xrank fp32 T 512 B 16 attention gemm" 30 "${GM[@]}" 512 16 5 fp32
             sub "xrank fp32 T 256 B 16 attention gemm" 30 "${GM[@]}" 256 16 5 fp32
             sub "xrank bf16 T 256 B 16 attention gemm" 30 "${GM[@]}" 256 16 5 bf16
