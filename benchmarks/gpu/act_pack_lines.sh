@@ -18,11 +18,4 @@ fail='check failed|checks failed|max abs diff .* > |relative diff .* > |^xrank: 
     grep -E "^model |weights' bf16 copy|checks passed" <<< "$out"
     grep -E "packed|act_unpack" <<< "$out" | grep -vE "^model |$fail"
 } | head -64
-rc=0
-grep -qE "check failed|checks failed|^xrank: error" <<< "$out" && rc=1
-if ! grep -qE "^$t: [0-9]+ checks passed" <<< "$out"; then
-    echo "$t: ended without its 'checks passed' line (died or crashed); its last lines:"
-    grep -vE "^(Test time|-+|<end of output>|Test (Passed|Failed)\.|\"$t\" end time)" <<< "$out" | tail -4 | sed 's/^/  /'
-    rc=1
-fi
-exit $rc
+xr_test_verdict "$t" "$out"

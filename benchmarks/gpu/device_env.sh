@@ -63,3 +63,18 @@ xr_test_output() {
     [ -f "$log" ] && grep -q "Testing: $1\$" "$log" || return 1
     awk -v t="$1" '$0 ~ ("Testing: " t "$") {on = 1} on {print} on && index($0, "\"" t "\" end time") == 1 {exit}' "$log"
 }
+
+# xr_test_verdict NAME OUTPUT: the end of a lines script for a test that prints "NAME: N checks passed" when it
+# completes: fails when OUTPUT (xr_test_output's block) reports a failed check or an xrank error, or lacks that line
+# (the test died: an xrank error or a crash, whose last lines are printed)
+xr_test_verdict() {
+    local t=$1 out=$2 rc=0
+    grep -qE "check failed|checks failed|^xrank: error" <<< "$out" && rc=1
+    if ! grep -qE "^$t: [0-9]+ checks passed" <<< "$out"; then
+        echo "$t: ended without its 'checks passed' line (died or crashed); its last lines:"
+        grep -vE "^(Test time|-+|<end of output>|Test (Passed|Failed)\.|\"$t\" end time)" <<< "$out" | tail -4 |
+            sed 's/^/  /'
+        rc=1
+    fi
+    return $rc
+}

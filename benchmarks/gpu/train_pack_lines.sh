@@ -17,11 +17,4 @@ fail='check failed|checks failed|^xrank: error'
     grep -E "^act_region|casts|refused|^model |checks passed" <<< "$out" | grep -vE "$fail"
     echo "op comparisons (packed against unpacked, the same bits wanted): $(grep -c 'packed == unpacked' <<< "$out")"
 } | head -30
-rc=0
-grep -qE "check failed|checks failed|^xrank: error" <<< "$out" && rc=1
-if ! grep -qE "^$t: [0-9]+ checks passed" <<< "$out"; then
-    echo "$t: ended without its 'checks passed' line (died or crashed); its last lines:"
-    grep -vE "^(Test time|-+|<end of output>|Test (Passed|Failed)\.|\"$t\" end time)" <<< "$out" | tail -4 | sed 's/^/  /'
-    rc=1
-fi
-exit $rc
+xr_test_verdict "$t" "$out"
