@@ -1,0 +1,16 @@
+# cublas_emu.cmake: test_cublas_emu, the CPU emulator's cuBLAS / cuBLASLt (tests/cuemu/cublas_emu.cpp) against a
+# double-precision GEMM in every call shape core/cuda uses. It needs the CUDA toolkit's headers only (no nvcc, no GPU,
+# no CUDA library: the emulator's definitions are linked alone, never beside libcublas), so every build that finds
+# them runs it, CUDA on or off; without the headers the test is not built.
+find_path(XR_CUBLAS_EMU_INC cublasLt.h HINTS ENV CUDA_HOME PATH_SUFFIXES include
+          PATHS /usr/local/cuda/include /usr/local/cuda/targets/x86_64-linux/include /usr/include)
+if(XR_CUBLAS_EMU_INC AND EXISTS ${XR_CUBLAS_EMU_INC}/cuda_bf16.h AND EXISTS ${XR_CUBLAS_EMU_INC}/cuda_runtime.h)
+  add_executable(test_cublas_emu ${CMAKE_SOURCE_DIR}/tests/cuemu/test_cublas_emu.cpp
+                                 ${CMAKE_SOURCE_DIR}/tests/cuemu/cublas_emu.cpp)
+  target_include_directories(test_cublas_emu SYSTEM PRIVATE ${XR_CUBLAS_EMU_INC})
+  target_link_libraries(test_cublas_emu PRIVATE m)
+  add_test(NAME test_cublas_emu COMMAND test_cublas_emu WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  set_tests_properties(test_cublas_emu PROPERTIES TIMEOUT 60)
+else()
+  message(STATUS "xrank: test_cublas_emu not built (no CUDA toolkit headers: cublasLt.h, cuda_bf16.h; set CUDA_HOME)")
+endif()
