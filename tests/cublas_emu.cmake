@@ -14,3 +14,13 @@ if(XR_CUBLAS_EMU_INC AND EXISTS ${XR_CUBLAS_EMU_INC}/cuda_bf16.h AND EXISTS ${XR
 else()
   message(STATUS "xrank: test_cublas_emu not built (no CUDA toolkit headers: cublasLt.h, cuda_bf16.h; set CUDA_HOME)")
 endif()
+# test_cuda_cublas_model: the same test built against the real libcublas / libcublasLt (XR_CUBLAS_REAL: managed
+# buffers, skipped without a GPU) in CUDA builds: on a GPU it holds the real library to the emulator's model of it
+# (all_device_check.sh runs it with the GPU tests; its step cublas_model condenses the lines).
+if(XR_HAVE_CUDA AND NOT XR_CUDA_EMU)
+  add_executable(test_cuda_cublas_model ${CMAKE_SOURCE_DIR}/tests/cuemu/test_cublas_emu.cpp)
+  target_compile_definitions(test_cuda_cublas_model PRIVATE XR_CUBLAS_REAL=1)
+  target_link_libraries(test_cuda_cublas_model PRIVATE CUDA::cublas CUDA::cublasLt CUDA::cudart m)
+  add_test(NAME test_cuda_cublas_model COMMAND test_cuda_cublas_model WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+  set_tests_properties(test_cuda_cublas_model PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+endif()

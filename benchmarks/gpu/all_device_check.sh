@@ -21,7 +21,7 @@
 # the test lines, act_pack: the packed inference storage's GPU test, condensed (act_pack_lines.sh); att_bf16: the
 # training attention's bf16 operands against their reference, condensed (att_bf16_lines.sh); att_lse: the log-sum-exp
 # training attention on batched GEMMs against the CPU's and the exact lse kernels, its scratch and times, condensed
-# (att_lse_lines.sh).
+# (att_lse_lines.sh); cublas_model: the real cuBLAS against the CPU emulator's model of it (cublas_model_lines.sh).
 # Each step runs the part of train_ / mine_ / comm_device_check.sh named by XR_PARTS (XR_NO_BUILD=1: this
 # script's build) under `timeout`, capped by its own limit and by the budget left; a step that needs more than is
 # left is skipped, and the summary says so.
@@ -154,6 +154,10 @@ KEEP='.' KEEP_LINES=64 step act_pack 20 5 benchmarks/gpu/act_pack_lines.sh
 # packed training storage (ops_act_region, XR_CUDA_TRAIN_PACK=1, issue 13): test_cuda_train_pack's ops and model steps
 # with packed activations against unpacked (the same bits), ~14 lines passing (reads ctest_gpu's log: about 1 s)
 KEEP='.' KEEP_LINES=30 step train_pack 20 5 benchmarks/gpu/train_pack_lines.sh
+# the CPU emulator's cuBLAS / cuBLASLt model (tests/cuemu/cublas_emu.cpp) held to the real library:
+# test_cuda_cublas_model's failed checks, the operand rounding each FAST compute type / the TF32 math mode fits here,
+# the real answers where the emulator refuses, ~16 lines passing (reads ctest_gpu's log: about 1 s)
+KEEP='.' KEEP_LINES=28 step cublas_model 20 5 benchmarks/gpu/cublas_model_lines.sh
 
 # ---- 3. parity: the same results on the GPU as on the CPU, and learning ----
 KEEP='ok|FAIL|PASS|max|differ' part comm_train_eq 90 30 comm train_eq
