@@ -4,13 +4,14 @@
  * queued on the backend's stream by an event, and the backend's stream waits for the result by another event,
  * so nothing blocks the host. Completion is polled (cudaEventQuery) together with ncclCommGetAsyncError, so a
  * failed or hung peer is reported (comm_mpi.c's timed wait) and the communicator aborted instead of hanging.
- * Compiled only in CUDA builds with NCCL (XR_HAVE_CUDA); dist/ is the one place that includes nccl.h. */
+ * Compiled only in CUDA builds with NCCL (XR_HAVE_CUDA); dist/ is the one place that includes nccl.h. The CPU
+ * emulator's build (XR_CUDA_EMU, tests/cuemu) has no NCCL: there it is "not available", as without CUDA. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "comm_impl.h"
 
-#ifdef XR_HAVE_CUDA
+#if defined(XR_HAVE_CUDA) && !defined(XR_CUDA_EMU)
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <pthread.h>
@@ -204,7 +205,7 @@ int comm_nccl_attach(Comm *c, Backend *be, XrErr *e) {
     return 0;
 }
 
-#else /* no CUDA in this build */
+#else /* no CUDA (or only the CPU emulator's) in this build */
 
 int comm_nccl_available(void) { return 0; }
 

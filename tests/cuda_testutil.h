@@ -5,6 +5,21 @@
 #ifndef XR_CUDA_TESTUTIL_H
 #define XR_CUDA_TESTUTIL_H
 
+/* The CPU emulator's build (XRANK_CUDA_EMU, tests/cuemu) runs kernels thousands of times slower than a GPU: there a
+ * printed timing (never a check) is skipped unless XR_CUEMU_TIMING=1. Elsewhere this answers 0. */
+static inline int cuemu_skip_timing(const char *what) {
+#ifdef XR_CUDA_EMU
+    const char *e = getenv("XR_CUEMU_TIMING");
+    if (!e || strcmp(e, "1") != 0) {
+        printf("%s: timing skipped on the CPU emulator (XR_CUEMU_TIMING=1 runs it)\n", what);
+        return 1;
+    }
+#else
+    (void)what;
+#endif
+    return 0;
+}
+
 static uint64_t rng = XR_CUDA_TEST_SEED;
 static float urand(float lo, float hi) { /* xorshift: deterministic across machines */
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;

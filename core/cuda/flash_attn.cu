@@ -18,9 +18,13 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 /* 2^x by the special-function unit (about 2 ulp; exp2(-inf) = 0), without exp2f's range handling */
 __device__ __forceinline__ float ex2(float x) {
+#ifdef XR_CUDA_EMU
+    return cuemu::ex2_approx_ftz(x); /* the CPU emulator (tests/cuemu) */
+#else
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
+#endif
 }
 
 __device__ __forceinline__ uint32_t lds32(const __nv_bfloat16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
@@ -30,10 +34,14 @@ __device__ __forceinline__ uint32_t lds32(const __nv_bfloat16 *p) { return *rein
  * | 2t..2t+1 | 2t+8.. | 2t+8..], b{0,1} = B[2t..2t+1 | 2t+8..2t+9][g], c{0,1,2,3} = C[g, g, g+8, g+8][2t, 2t+1,
  * 2t, 2t+1]. So two adjacent 8-column C tiles, rounded to bf16, are exactly the A fragment of the next product. */
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef XR_CUDA_EMU
+    cuemu::mma_m16n8k16_bf16(c, a, b0, b1); /* the CPU emulator (tests/cuemu): warp-collective, the same layout */
+#else
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 /* The K / V staging of one key tile, per input type: global memory -> registers (load, issued before the current
