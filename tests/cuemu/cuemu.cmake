@@ -17,15 +17,10 @@ set(XR_CUDA_EMU ON)
 message(STATUS "xrank: CUDA backend on the CPU emulator (XRANK_CUDA_EMU; headers ${XR_CUEMU_CUDA_INC}); NCCL is not "
                "emulated: the communicator takes its host-staged MPI path")
 
-# cuBLAS / cuBLASLt on host memory: tests/cuemu/cublas_emu.cpp. Until it exists, cublas_missing.c names each
-# function we call and stops the process when one is called, so everything links and the GEMM-free tests run.
-set(XR_CUEMU_SRC ${CMAKE_SOURCE_DIR}/tests/cuemu/cuemu_runtime.cpp)
-if(EXISTS ${CMAKE_SOURCE_DIR}/tests/cuemu/cublas_emu.cpp)
-  list(APPEND XR_CUEMU_SRC ${CMAKE_SOURCE_DIR}/tests/cuemu/cublas_emu.cpp)
-else()
-  list(APPEND XR_CUEMU_SRC ${CMAKE_SOURCE_DIR}/tests/cuemu/cublas_missing.c)
-endif()
-add_library(xrank_cuemu STATIC ${XR_CUEMU_SRC})
+# the runtime API, the launcher and the mma (cuemu_runtime.cpp); cuBLAS / cuBLASLt on host memory (cublas_emu.cpp,
+# held to a double GEMM by test_cublas_emu, tests/cublas_emu.cmake)
+add_library(xrank_cuemu STATIC ${CMAKE_SOURCE_DIR}/tests/cuemu/cuemu_runtime.cpp
+                               ${CMAKE_SOURCE_DIR}/tests/cuemu/cublas_emu.cpp)
 # tests/cuemu first: its cub/cub.cuh is found before the toolkit's
 target_include_directories(xrank_cuemu PUBLIC ${CMAKE_SOURCE_DIR}/tests/cuemu)
 target_include_directories(xrank_cuemu SYSTEM PUBLIC ${XR_CUEMU_CUDA_INC} ${XR_CUEMU_CUDNN_INC})
