@@ -19,6 +19,7 @@ static int plan(AttGemmPlan *p, int S, int max_len, int NH, int dh, int first_on
     }
     p->S = S, p->NH = NH, p->dh = dh, p->max_len = max_len, p->first_only = first_only, p->backward = backward;
     p->bf16 = bf16 != 0, p->lse = lse != 0;
+    p->qkv16 = p->ctx16 = 0;
     p->Tp = (max_len + XR_ATTG_ALIGN - 1) / XR_ATTG_ALIGN * XR_ATTG_ALIGN;
     p->nqp = first_only ? 1 : p->Tp;
     p->nb = (long long)S * NH;
@@ -93,14 +94,16 @@ int attg_scratch_bytes(size_t *bytes, int S, int max_len, int NH, int dh, int bf
     return 0;
 }
 
-/* The q, k and v blocks of the chunk: q the query rows only (nqp), k and v every row (Tp); bf16 with p->bf16. */
+/* The q, k and v blocks of the chunk: q the query rows only (nqp), k and v every row (Tp); bf16 with p->bf16. qkv is
+ * read as it is stored (p->qkv16: packed bf16). */
 static void pack_qkv(const AttGemmPrims *pr, const AttGemmPlan *p, char *scr, const float *qkv,
                      const int32_t *seq_off, int bh0, int n) {
-    int H = p->NH * p->dh, ld = 3 * H;
-    pr->pack(pr->ctx, scr + p->o_q, p->qblk, p->nqp, qkv, ld, 0, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
+    int H = p->NH * p->dh, ld = 3 * H, q16 = p->qkv16;
+    pr->pack(pr->ctx, scr + p->o_q, p->qblk, p->nqp, qkv, q16, ld, 0, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
              p->bf16);
-    pr->pack(pr->ctx, scr + p->o_k, p->blk, p->Tp, qkv, ld, H, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS, p->bf16);
-    pr->pack(pr->ctx, scr + p->o_v, p->blk, p->Tp, qkv, ld, 2 * H, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
+    pr->pack(pr->ctx, scr + p->o_k, p->blk, p->Tp, qkv, q16, ld, H, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
+             p->bf16);
+    pr->pack(pr->ctx, scr + p->o_v, p->blk, p->Tp, qkv, q16, ld, 2 * H, seq_off, bh0, n, p->NH, p->dh, ATTG_TOKENS,
              p->bf16);
 }
 
@@ -127,7 +130,7 @@ static void forward(const AttGemmPrims *pr, const AttGemmPlan *p, float *out, fl
         /* ctx [nqp, dh] = Pd [nqp, Tp] v [Tp, dh]: column-major ctx^T [dh, nqp] = v^T Pd^T (Pd's bf16 twin) */
         pr->gemm(pr->ctx, 0, 0, dh, nqp, Tp, 1.0f, v, dh, blk, ab ? (const void *)p16 : sc, Tp, sq, 0.0f, ctx, dh,
                  qblk, n, ab);
-        pr->unpack(pr->ctx, out, H, 0, ctx, p->qblk, nqp, p->first_only ? 1 : Tp, seq_off, bh0, n, p->NH, dh,
+        pr->unpack(pr->ctx, out, p->ctx16, H, 0, ctx, p->qblk, nqp, p->first_only ? 1 : Tp, seq_off, bh0, n, p->NH, dh,
                    p->first_only ? ATTG_FIRST : ATTG_TOKENS, rnd, out16);
     }
 }
@@ -160,7 +163,7 @@ static void backward(const AttGemmPrims *pr, const AttGemmPlan *p, float *dqkv, 
     for (long long b0 = 0; b0 < p->nb; b0 += p->chunk) {
         int bh0 = (int)b0, n = (int)(p->nb - b0 < p->chunk ? p->nb - b0 : p->chunk);
         pack_qkv(pr, p, scr, qkv, seq_off, bh0, n);
-        pr->pack(pr->ctx, dO, p->qblk, nqp, dout, H, 0, seq_off, bh0, n, p->NH, dh,
+        pr->pack(pr->ctx, dO, p->qblk, nqp, dout, 0, H, 0, seq_off, bh0, n, p->NH, dh,
                  p->first_only ? ATTG_FIRST : ATTG_TOKENS, ab);
         if (lse) {
             /* the forward's scores again (its GEMM, its operands), then P = exp(s - lse) and Pd */
@@ -182,9 +185,9 @@ static void backward(const AttGemmPrims *pr, const AttGemmPlan *p, float *dqkv, 
         /* dk [Tp, dh] = scale dS^T [Tp, nqp] q [nqp, dh]: column-major dk^T [dh, Tp] = q^T dS */
         pr->gemm(pr->ctx, 0, 1, dh, Tp, nqp, p->scale, q, dh, qblk, ds, Tp, sq, 0.0f, dk, dh, blk, n, ab);
         /* every row of the sequence gets its dq (0 past the query rows: first_only), dk and dv */
-        pr->unpack(pr->ctx, dqkv, ld, 0, dq, p->qblk, nqp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
-        pr->unpack(pr->ctx, dqkv, ld, H, dk, p->blk, Tp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
-        pr->unpack(pr->ctx, dqkv, ld, 2 * H, dv, p->blk, Tp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
+        pr->unpack(pr->ctx, dqkv, 0, ld, 0, dq, p->qblk, nqp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
+        pr->unpack(pr->ctx, dqkv, 0, ld, H, dk, p->blk, Tp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
+        pr->unpack(pr->ctx, dqkv, 0, ld, 2 * H, dv, p->blk, Tp, Tp, seq_off, bh0, n, p->NH, dh, ATTG_TOKENS, 0, NULL);
     }
 }
 

@@ -48,6 +48,10 @@ typedef struct {
     size_t o_q, o_k, o_v, o_sc, o_ctx, o_do, o_g, o_dq, o_dk, o_dv, o_p16, o_g16, bytes;
     size_t o_pr; /* lse backward: the recomputed scores, then P [nqp, Tp] fp32 per block (0 otherwise) */
     float scale;
+    /* The activations' storage (0 from the plan; the caller sets them): qkv16 1: qkv is packed bf16 (a region of
+     * ops_act_region), read as it lies by the q, k and v packs; ctx16 1: the forward's context is stored packed,
+     * rounded once by the unpack. The gradients (dout, dqkv) are fp32. */
+    int qkv16, ctx16;
 } AttGemmPlan;
 
 /* Fills p for a forward (backward 0) or backward (1) call, fp32 (bf16 0) or bf16 GEMM operands (1); max_chunk > 0
@@ -88,14 +92,16 @@ typedef struct AttGemmPrims {
     /* base[s] = NH * sum_{r<s} nq_r L_r (where sequence s's saved probabilities start) for s < S. */
     void (*att_bases)(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only);
     /* dst[b][i][e] (block stride bs, rows 0 .. rows-1) = src[row(s, i)][col0 + h dh + e] for the sequence's real
-     * rows (row_mode), 0 for the others; dst fp32 (to16 0) or bf16 bits (to16 1: xr_bf16_bits of the value). */
-    void (*pack)(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+     * rows (row_mode), 0 for the others; dst fp32 (to16 0) or bf16 bits (to16 1: xr_bf16_bits of the value); src
+     * fp32 (src16 0) or bf16 bits (src16 1: packed storage, widened exactly as read). */
+    void (*pack)(void *ctx, void *dst, size_t bs, int rows, const void *src, int src16, int ld, int col0,
                  const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16);
     /* The inverse for every real row (row_mode; at most max_rows a sequence) of each block:
      * dst[row(s, i)][col0 + h dh + e] = src[b][i][e] for i < src_rows, 0 for i >= src_rows; rnd: stored rounded to
-     * bf16 (act_round); dst16 (may be NULL): a bf16 copy of dst at the same indices (ld, col0). */
-    void (*unpack)(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
-                   const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16);
+     * bf16 (act_round); dst16 (may be NULL): a bf16 copy of dst at the same indices (ld, col0); dst fp32 (st16 0)
+     * or bf16 bits (st16 1: packed storage, the value after rnd stored rounded to nearest even; dst16 then NULL). */
+    void (*unpack)(void *ctx, void *dst, int st16, int ld, int col0, const float *src, size_t bs, int src_rows,
+                   int max_rows, const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16);
     /* Forward rows: sc [n][nqp][Tp] holds the scaled scores; each real query row's softmax over keys j < L is
      * written to att (before dropout, when att is not NULL) and, dropped and scaled (Pd, padding columns 0:
      * attg_fwd_finish), where the context GEMM reads it: in place of sc (p16 NULL), or only as bf16 bits in p16

@@ -167,9 +167,9 @@ void encoder_train_plan(const Encoder *m, int train_seqs, int eval_seqs, int max
             size_t wide = I > 3 * H ? I : 3 * H, ET = (size_t)(eval_seqs > 0 ? eval_seqs : 0) * L, TF = T > ET ? T : ET;
             p->workspace += (TF * H * 2 + TF * I * 2 * 2 + T * wide * 2 + FBYTES(wide) + ((size_t)32 << 20)) / 8 * 9;
             /* the saved activations packed (train_act_esz 2): a packed GEMM output's fp32 product [T, max(3H, I)]
-             * (ops_cuda.cu, SCR_Y32), and the training attention's adapter: qkv widened [T, 3H], the context [T, H]
-             * (train_ops.cu), each grown to 9/8 */
-            if (esz == 2) p->workspace += FBYTES(T * (I > 3 * H ? I : 3 * H) + T * 3 * H + T * H) / 8 * 9;
+             * (ops_cuda.cu, SCR_Y32), grown to 9/8; the training attention reads the packed qkv and stores the packed
+             * context as they lie (train_ops.cu, att_gemm.cu): no scratch of its own for them */
+            if (esz == 2) p->workspace += FBYTES(T * (I > 3 * H ? I : 3 * H)) / 8 * 9;
         }
     }
     size_t E = (size_t)eval_seqs, ET = E * L;

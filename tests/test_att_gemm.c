@@ -13,7 +13,9 @@
  * (attg_forward_lse / attg_backward_lse, the backward fed the driver's own lse) the same way against the CPU
  * backend's ops_attention_train_lse / ops_attention_backward_lse: out, lse and dqkv within RTOL (fp32), the rows of
  * empty sequences' lse (first_only) untouched, the backward's dropped probabilities rng.h's mask on its recomputed P
- * bit for bit; with bf16 operands lse to RTOL, ctx and dqkv against att_bf16_ref.h. attg_scratch_bytes (the memory
+ * bit for bit; with bf16 operands lse to RTOL, ctx and dqkv against att_bf16_ref.h. With bf16 operands both kinds run
+ * again on packed storage (plan qkv16 / ctx16: qkv read as bf16 bits, the context stored as them): the context the
+ * unpacked run's rounded once, att / lse and dqkv its bits (check_packed). attg_scratch_bytes (the memory
  * plan's figure) is the largest of the four plans a call may make, first-row ones included. Needs no GPU. */
 #include <math.h>
 #include <stdlib.h>
@@ -188,14 +190,15 @@ static size_t src_row(const int32_t *seq_off, int s, int i, int row_mode) {
     return row_mode == ATTG_FIRST ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
 }
 
-static void c_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+static void c_pack(void *ctx, void *dst, size_t bs, int rows, const void *src, int src16, int ld, int col0,
                    const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
     (void)ctx;
     for (int b = 0; b < n; b++) {
         int s = (bh0 + b) / NH, h = (bh0 + b) % NH, R = real_rows(seq_off, s, row_mode);
         for (int i = 0; i < rows; i++)
             for (int e = 0; e < dh; e++) {
-                float v = i < R ? src[src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e] : 0.0f;
+                size_t at = src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e;
+                float v = i < R ? opnd(src, src16, at) : 0.0f;
                 size_t o = (size_t)b * bs + (size_t)i * dh + e;
                 if (to16)
                     ((uint16_t *)dst)[o] = xr_bf16_bits(v);
@@ -205,8 +208,9 @@ static void c_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, 
     }
 }
 
-static void c_unpack(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
-                     const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16) {
+static void c_unpack(void *ctx, void *dst, int st16, int ld, int col0, const float *src, size_t bs, int src_rows,
+                     int max_rows, const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd,
+                     void *dst16) {
     (void)ctx, (void)dst16;
     for (int b = 0; b < n; b++) {
         int s = (bh0 + b) / NH, h = (bh0 + b) % NH, R = real_rows(seq_off, s, row_mode);
@@ -214,7 +218,12 @@ static void c_unpack(void *ctx, float *dst, int ld, int col0, const float *src, 
         for (int i = 0; i < R; i++)
             for (int e = 0; e < dh; e++) {
                 float v = i < src_rows ? src[(size_t)b * bs + (size_t)i * dh + e] : 0.0f;
-                dst[src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e] = rnd ? xr_bf16_round(v) : v;
+                size_t at = src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e;
+                if (rnd) v = xr_bf16_round(v);
+                if (st16)
+                    ((uint16_t *)dst)[at] = xr_bf16_bits(v);
+                else
+                    ((float *)dst)[at] = v;
             }
     }
 }
@@ -426,6 +435,45 @@ static void check_mask(const CpuPrims *c, const AttGemmPlan *p, const float *att
     free(want);
 }
 
+/* The driver on packed storage (plan qkv16 / ctx16: ops_act_region's bf16 qkv and context), saved probabilities or
+ * (lse 1) log-sum-exps: qkv given as the bf16 bits of the unpacked run's qkv (which its bf16 GEMM operands round to
+ * anyway), the context stored as bf16 bits: the context the unpacked run's rounded once, att / lse (sv, against sv_un)
+ * and the backward's dqkv (fed bwd_in, as the unpacked run) the same bits. */
+static void check_packed(const AttGemmPrims *pr, const AttGemmPlan *pf, const AttGemmPlan *pb, const char *name,
+                         int lse, const float *qkv, const float *dout, const float *bwd_in, const int32_t *off,
+                         const XrDropout *d, const float *out, const float *sv_un, const float *dqkv, size_t nqkv,
+                         size_t nout, size_t nsv) {
+    uint16_t *q16 = xr_malloc(nqkv * 2), *o16 = xr_malloc(nout * 2);
+    float *sv = xr_malloc(nsv * 4), *dq3 = nans(nqkv);
+    size_t H = (size_t)pf->NH * pf->dh, NH = (size_t)pf->NH;
+    for (size_t i = 0; i < nqkv; i++) q16[i] = xr_bf16_bits(qkv[i]);
+    /* NaN where written; the rows of empty sequences (first_only), which neither run writes, as the unpacked run's */
+    for (size_t i = 0; i < nout; i++) o16[i] = pf->first_only && off[i / H + 1] == off[i / H] ? 0 : 0x7fc0u;
+    for (size_t i = 0; i < nsv; i++) {
+        int keep = lse && pf->first_only && off[i / NH + 1] == off[i / NH];
+        uint32_t u = 0x7fc00000u;
+        if (keep) sv[i] = sv_un[i];
+        else memcpy(&sv[i], &u, 4);
+    }
+    AttGemmPlan qf = *pf, qb = *pb;
+    qf.qkv16 = qf.ctx16 = 1, qb.qkv16 = 1;
+    if (lse) {
+        attg_forward_lse(pr, &qf, (float *)o16, sv, (const float *)q16, off, d, 0, NULL);
+        attg_backward_lse(pr, &qb, dq3, dout, (const float *)q16, bwd_in, off, d);
+    } else {
+        attg_forward(pr, &qf, (float *)o16, sv, (const float *)q16, off, d, 0, NULL);
+        attg_backward(pr, &qb, dq3, dout, (const float *)q16, bwd_in, off, d);
+    }
+    size_t bo = 0, ba = 0, bq = 0;
+    for (size_t i = 0; i < nout; i++) bo += o16[i] != xr_bf16_bits(out[i]);
+    for (size_t i = 0; i < nsv; i++) ba += memcmp(&sv[i], &sv_un[i], 4) != 0;
+    for (size_t i = 0; i < nqkv; i++) bq += memcmp(&dq3[i], &dqkv[i], 4) != 0;
+    TU_CHECK(bo == 0 && ba == 0 && bq == 0, "%s packed: %zu of %zu context words, %zu of %zu %s, %zu of %zu dqkv "
+             "differ from the unpacked run", name, bo, nout, ba, nsv, lse ? "lse" : "att", bq, nqkv);
+    printf("%s packed: context, %s, dqkv the unpacked run's bits\n", name, lse ? "lse" : "att");
+    free(q16), free(o16), free(sv), free(dq3);
+}
+
 /* bf16 1: the plan's bf16 operands (bf16 training) against the CPU backend with a working copy registered (its
  * emulation of the same contract) and against att_bf16_ref.h's reference of the contract. */
 static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int first_only, float p, int chunk,
@@ -476,6 +524,7 @@ static void run_case(Backend *be, const int *lens, int S, int NH, int dh, int fi
         AttRefCase rc = {S, N, max_len, NH, dh, first_only, off, ids, p, d.key};
         att_check(name, &rc, qkv, dout, out2, dqkv2, 1);
         att_check("  the CPU backend's emulation", &rc, qkv, dout, out, dqkv, 1);
+        check_packed(&pr, &pf, &pb, name, 0, qkv, dout, att, off, &d, out2, att2, dqkv2, nqkv, nout, natt);
     } else {
         snprintf(w, sizeof w, "%s: out", name), compare(w, 0, out2, out, nout);
         snprintf(w, sizeof w, "%s: att", name), compare(w, 1, att2, att, natt);
@@ -589,6 +638,7 @@ static void run_case_lse(Backend *be, const int *lens, int S, int NH, int dh, in
         AttRefCase rc = {S, N, max_len, NH, dh, first_only, off, ids, p, d.key};
         att_check(name, &rc, qkv, dout, out2, dqkv2, 1);
         att_check("  the CPU backend's emulation", &rc, qkv, dout, out, dqkv, 1);
+        check_packed(&pr, &pf, &pb, name, 1, qkv, dout, lse2, off, &d, out2, lse2, dqkv2, nqkv, nout, nlse);
     } else {
         snprintf(w, sizeof w, "%s: out", name), compare(w, 3, out2, out, nout);
         snprintf(w, sizeof w, "%s: dqkv", name), compare(w, 5, dqkv2, dqkv, nqkv);
@@ -657,15 +707,16 @@ static void d_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, 
 static void d_bases(void *ctx, size_t *base, const int32_t *seq_off, int S, int NH, int first_only) {
     (void)ctx, (void)base, (void)seq_off, (void)S, (void)NH, (void)first_only;
 }
-static void d_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+static void d_pack(void *ctx, void *dst, size_t bs, int rows, const void *src, int src16, int ld, int col0,
                    const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
-    (void)ctx, (void)dst, (void)bs, (void)rows, (void)src, (void)ld, (void)col0, (void)seq_off, (void)bh0, (void)n;
-    (void)NH, (void)dh, (void)row_mode, (void)to16;
+    (void)ctx, (void)dst, (void)bs, (void)rows, (void)src, (void)src16, (void)ld, (void)col0, (void)seq_off;
+    (void)bh0, (void)n, (void)NH, (void)dh, (void)row_mode, (void)to16;
 }
-static void d_unpack(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
-                     const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd, void *dst16) {
-    (void)ctx, (void)dst, (void)ld, (void)col0, (void)src, (void)bs, (void)src_rows, (void)max_rows, (void)seq_off;
-    (void)bh0, (void)n, (void)NH, (void)dh, (void)row_mode, (void)rnd, (void)dst16;
+static void d_unpack(void *ctx, void *dst, int st16, int ld, int col0, const float *src, size_t bs, int src_rows,
+                     int max_rows, const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd,
+                     void *dst16) {
+    (void)ctx, (void)dst, (void)st16, (void)ld, (void)col0, (void)src, (void)bs, (void)src_rows, (void)max_rows;
+    (void)seq_off, (void)bh0, (void)n, (void)NH, (void)dh, (void)row_mode, (void)rnd, (void)dst16;
 }
 static void d_fwd_rows_lse(void *ctx, float *sc, float *lse, uint16_t *p16, const int32_t *seq_off, int bh0, int n,
                            const AttGemmPlan *p, const XrDropout *d) {

@@ -12,8 +12,9 @@
  * - linear through the working copy, packed x into an fp32 or a packed y (one cast fewer), and linear_gelu with a
  *   and f packed: the same bits;
  * - dropout_add_layernorm with out and v packed, x fp32, the residual packed or fp32: out, v, mean, rstd the same;
- * - the training attention, exact and GEMM paths, saved probabilities and log-sum-exps, all rows and the first row:
- *   with qkv and the context packed, context, att / lse and the backward's dqkv the same bits;
+ * - the training attention, exact and GEMM paths (the GEMMs also in chunks of 5 blocks), saved probabilities and
+ *   log-sum-exps, all rows and the first row, dropout on, lengths 1, 63, 64, 65, 127, 128, 129: with qkv and the
+ *   context packed, qkv alone and the context alone, context, att / lse and the backward's dqkv the same bits;
  * - act_unpack of a region: the exact widening;
  * - an op not built for a mix (layernorm, packed x into an fp32 out) dies instead of reading bf16 words as fp32;
  * - the model's bf16 step (bert_cls, xlmr_cls fixtures; 2 AdamW steps of 2 ragged micro-batches, dropout on; with and
@@ -115,22 +116,26 @@ static Backend *backend(int pack, XrGemmMode mode) {
     return g;
 }
 
-/* The training attention (the backend's path: exact or the GEMMs) with qkv and the context packed, forward and backward,
- * saved probabilities and log-sum-exps, all rows and the first row only, in bf16 training (working copy registered,
- * storage BF16 in the forward): context, att / lse and dqkv the same bits as the op on the unpacked values. */
+/* The training attention (the backend's path: exact or the GEMMs) on packed storage, forward and backward, saved
+ * probabilities and log-sum-exps, all rows and the first row only, dropout on, in bf16 training (working copy
+ * registered, storage BF16 in the forward), on ragged lengths around the kernels' 32-lane and 4-warp steps and the GEMM
+ * path's 8-row padding (1, 63, 64, 65, 127, 128, 129): every mix of qkv and the context (qkv packed and the context
+ * packed, qkv alone, the context alone) against the op on the unpacked values: context, att / lse and dqkv the same
+ * bits. The kernels read qkv and store the context as they lie (no widened copy). */
 static void check_attention(Backend *g, const char *path) {
-    enum { NH = 4, DH = 25 };
-    int32_t off[S + 1] = {0};
+    enum { NH = 4, DH = 25, SA = 7 };
+    static const int32_t alens[SA] = {1, 63, 64, 65, 127, 128, 129};
+    int32_t off[SA + 1] = {0};
     size_t sq = 0;
     int max_len = 0;
-    for (int s = 0; s < S; s++) {
-        off[s + 1] = off[s] + lens[s];
-        sq += (size_t)lens[s] * lens[s];
-        max_len = lens[s] > max_len ? lens[s] : max_len;
+    for (int s = 0; s < SA; s++) {
+        off[s + 1] = off[s] + alens[s];
+        sq += (size_t)alens[s] * alens[s];
+        max_len = alens[s] > max_len ? alens[s] : max_len;
     }
-    int N = off[S];
+    int N = off[SA];
     int32_t *doff = up(g, off, sizeof off);
-    uint64_t ids[S] = {21, 22, 23, 24, 25};
+    uint64_t ids[SA] = {21, 22, 23, 24, 25, 26, 27};
     uint64_t *dids = up(g, ids, sizeof ids);
     XrDropout d = {0.1f, 0x5678, dids};
     float *hw = rnd(64, -1, 1), *dw = up(g, hw, 64 * 4);
@@ -138,46 +143,61 @@ static void check_attention(Backend *g, const char *path) {
     size_t nq = (size_t)N * 3 * H;
     Act q, o;
     act_make(g, &q, nq, -2, 2), act_make(g, &o, (size_t)N * H, -1, 1);
+    uint16_t *poison = xr_malloc(((size_t)N * H + GUARD) * 2);
+    for (size_t i = 0; i < (size_t)N * H + GUARD; i++) poison[i] = POISON;
     float *hdo = rnd((size_t)N * H, -1, 1), *dout = up(g, hdo, (size_t)N * H * 4);
+    static const char *mix[4] = {"", " qkv+ctx packed", " qkv packed", " ctx packed"};
     for (int lse = 0; lse < 2; lse++)
         for (int fo = 0; fo < 2; fo++) {
-            size_t na = lse ? (size_t)(fo ? S : N) * NH : (size_t)NH * (fo ? (size_t)N : sq);
-            size_t no = (size_t)(fo ? S : N) * H;
-            float *a[2], *o32 = dev_nan(g, no), *dq[2];
-            char what[96];
+            size_t na = lse ? (size_t)(fo ? SA : N) * NH : (size_t)NH * (fo ? (size_t)N : sq);
+            size_t no = (size_t)(fo ? SA : N) * H;
+            float *a[4], *o32[4], *dq[2];
+            char what[128];
+            /* k: 0 unpacked, 1 qkv and the context packed, 2 qkv packed, 3 the context packed */
             ops_act_precision(g, XR_PREC_BF16);
-            for (int k = 0; k < 2; k++) {
-                a[k] = dev_nan(g, na);
-                float *out = k ? (float *)o.d16 : o32;
-                const float *qv = k ? (const float *)q.d16 : q.d32;
+            for (int k = 0; k < 4; k++) {
+                int pq = k == 1 || k == 2, po = k == 1 || k == 3;
+                a[k] = dev_nan(g, na), o32[k] = po ? NULL : dev_nan(g, no);
+                if (po) /* nothing left from before */
+                    cuda_ops_to_device(g, o.d16, poison, ((size_t)N * H + GUARD) * 2);
+                float *out = po ? (float *)o.d16 : o32[k];
+                const float *qv = pq ? (const float *)q.d16 : q.d32;
                 if (lse)
-                    ops_attention_train_lse(g, out, a[k], qv, doff, S, max_len, NH, DH, fo, &d);
+                    ops_attention_train_lse(g, out, a[k], qv, doff, SA, max_len, NH, DH, fo, &d);
                 else
-                    ops_attention_train(g, out, a[k], qv, doff, S, max_len, NH, DH, fo, &d);
+                    ops_attention_train(g, out, a[k], qv, doff, SA, max_len, NH, DH, fo, &d);
+                if (!k) continue;
+                snprintf(what, sizeof what, "%s attention%s%s%s: context", path, lse ? " lse" : "", fo ? " first" : "",
+                         mix[k]);
+                if (po)
+                    same_packed(g, what, &o, o32[0], no);
+                else
+                    same(g, what, o32[k], o32[0], no);
+                snprintf(what, sizeof what, "%s attention%s%s%s: %s", path, lse ? " lse" : "", fo ? " first" : "",
+                         mix[k], lse ? "lse" : "att");
+                same(g, what, a[k], a[0], na);
             }
-            snprintf(what, sizeof what, "%s attention%s%s: context", path, lse ? " lse" : "", fo ? " first" : "");
-            same_packed(g, what, &o, o32, no);
-            snprintf(what, sizeof what, "%s attention%s%s: %s", path, lse ? " lse" : "", fo ? " first" : "",
-                     lse ? "lse" : "att");
-            same(g, what, a[1], a[0], na);
             ops_act_precision(g, XR_PREC_FP32);
             for (int k = 0; k < 2; k++) {
                 dq[k] = dev_nan(g, nq);
                 const float *qv = k ? (const float *)q.d16 : q.d32;
                 if (lse)
-                    ops_attention_backward_lse(g, dq[k], dout, qv, a[0], doff, S, max_len, NH, DH, fo, &d);
+                    ops_attention_backward_lse(g, dq[k], dout, qv, a[0], doff, SA, max_len, NH, DH, fo, &d);
                 else
-                    ops_attention_backward(g, dq[k], dout, qv, a[0], doff, S, max_len, NH, DH, fo, &d);
+                    ops_attention_backward(g, dq[k], dout, qv, a[0], doff, SA, max_len, NH, DH, fo, &d);
             }
             snprintf(what, sizeof what, "%s attention%s%s backward: dqkv", path, lse ? " lse" : "", fo ? " first" : "");
             same(g, what, dq[1], dq[0], nq);
-            for (int k = 0; k < 2; k++) ops_free(g, a[k]), ops_free(g, dq[k]);
-            ops_free(g, o32);
+            for (int k = 0; k < 4; k++) {
+                ops_free(g, a[k]);
+                if (o32[k]) ops_free(g, o32[k]);
+            }
+            for (int k = 0; k < 2; k++) ops_free(g, dq[k]);
         }
     act_free(g, &q), act_free(g, &o);
     ops_bf16_weights(g, NULL, 0);
     ops_free(g, dw), ops_free(g, dout), ops_free(g, doff), ops_free(g, dids);
-    free(hw), free(hdo);
+    free(hw), free(hdo), free(poison);
 }
 
 /* The model's step on the GPU: two AdamW steps of two ragged micro-batches (dropout on) in bf16 on a fresh bf16-mode
@@ -552,8 +572,13 @@ int main(void) {
     ops_backend_free(g);
     setenv("XR_CUDA_TRAIN_ATTENTION", "gemm", 1);
     g = backend(1, XR_GEMM_BF16);
-    unsetenv("XR_CUDA_TRAIN_ATTENTION");
     check_attention(g, "gemm");
+    ops_backend_free(g);
+    setenv("XR_CUDA_ATT_CHUNK", "5", 1); /* chunks starting inside a sequence's heads: the blocks' offsets */
+    g = backend(1, XR_GEMM_BF16);
+    unsetenv("XR_CUDA_ATT_CHUNK");
+    unsetenv("XR_CUDA_TRAIN_ATTENTION");
+    check_attention(g, "gemm chunk 5");
     ops_backend_free(g);
     check_model("bert_cls");
     check_model("xlmr_cls");

@@ -152,7 +152,7 @@ KEEP='.' KEEP_LINES=17 step att_lse 20 5 benchmarks/gpu/att_lse_lines.sh
 # about 1 s); forward_bench times it against torch
 KEEP='.' KEEP_LINES=64 step act_pack 20 5 benchmarks/gpu/act_pack_lines.sh
 # packed training storage (ops_act_region, XR_CUDA_TRAIN_PACK=1, issue 13): test_cuda_train_pack's ops and model steps
-# with packed activations against unpacked (the same bits), ~14 lines passing (reads ctest_gpu's log: about 1 s)
+# with packed activations against unpacked (the same bits), ~17 lines passing (reads ctest_gpu's log: about 1 s)
 KEEP='.' KEEP_LINES=30 step train_pack 20 5 benchmarks/gpu/train_pack_lines.sh
 # the CPU emulator's cuBLAS / cuBLASLt model (tests/cuemu/cublas_emu.cpp) held to the real library:
 # test_cuda_cublas_model's failed checks, the operand rounding each FAST compute type / the TF32 math mode fits here,

@@ -65,7 +65,9 @@ static __device__ __forceinline__ size_t attg_src_row(const int32_t *seq_off, in
     return row_mode == ATTG_FIRST ? (size_t)s : (size_t)seq_off[s] + (size_t)i;
 }
 
-__global__ void k_attg_pack(void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+/* TS: the source's storage (fp32, or packed bf16 widened exactly as read) */
+template <typename TS>
+__global__ void k_attg_pack(void *dst, size_t bs, int rows, const TS *src, int ld, int col0,
                             const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
     size_t total = (size_t)n * rows * dh;
     for (size_t x = blockIdx.x * (size_t)blockDim.x + threadIdx.x; x < total; x += (size_t)gridDim.x * blockDim.x) {
@@ -74,7 +76,7 @@ __global__ void k_attg_pack(void *dst, size_t bs, int rows, const float *src, in
         int i = (int)(t % rows), b = (int)(t / rows), bh = bh0 + b, s = bh / NH, h = bh % NH;
         float v = 0.0f;
         if (i < attg_real_rows(seq_off, s, row_mode))
-            v = src[attg_src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e];
+            v = ld_act(&src[attg_src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e]);
         size_t o = (size_t)b * bs + (size_t)i * dh + e;
         if (to16)
             ((uint16_t *)dst)[o] = xr_bf16_bits(v);
@@ -83,14 +85,22 @@ __global__ void k_attg_pack(void *dst, size_t bs, int rows, const float *src, in
     }
 }
 
-static void attg_pack(void *ctx, void *dst, size_t bs, int rows, const float *src, int ld, int col0,
+static void attg_pack(void *ctx, void *dst, size_t bs, int rows, const void *src, int src16, int ld, int col0,
                       const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int to16) {
-    k_attg_pack<<<blocks_for((size_t)n * rows * dh, 256), 256, 0, ((AttgCuda *)ctx)->st>>>(
-        dst, bs, rows, src, ld, col0, seq_off, bh0, n, NH, dh, row_mode, to16);
+    unsigned g = blocks_for((size_t)n * rows * dh, 256);
+    cudaStream_t st = ((AttgCuda *)ctx)->st;
+    if (src16)
+        k_attg_pack<<<g, 256, 0, st>>>(dst, bs, rows, (const __nv_bfloat16 *)src, ld, col0, seq_off, bh0, n, NH, dh,
+                                       row_mode, to16);
+    else
+        k_attg_pack<<<g, 256, 0, st>>>(dst, bs, rows, (const float *)src, ld, col0, seq_off, bh0, n, NH, dh, row_mode,
+                                       to16);
     XR_LAUNCHED();
 }
 
-__global__ void k_attg_unpack(float *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
+/* TD: the destination's storage (fp32, or packed bf16 rounded once where stored; dst16 then NULL) */
+template <typename TD>
+__global__ void k_attg_unpack(TD *dst, int ld, int col0, const float *src, size_t bs, int src_rows, int max_rows,
                               const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd,
                               __nv_bfloat16 *dst16) {
     size_t total = (size_t)n * max_rows * dh;
@@ -101,16 +111,23 @@ __global__ void k_attg_unpack(float *dst, int ld, int col0, const float *src, si
         if (i >= attg_real_rows(seq_off, s, row_mode)) continue;
         float v = i < src_rows ? act_round(src[(size_t)b * bs + (size_t)i * dh + e], rnd) : 0.0f;
         size_t o = attg_src_row(seq_off, s, i, row_mode) * ld + col0 + (size_t)h * dh + e;
-        dst[o] = v;
+        st_act(&dst[o], v);
         if (dst16) dst16[o] = __float2bfloat16_rn(v);
     }
 }
 
-static void attg_unpack(void *ctx, float *dst, int ld, int col0, const float *src, size_t bs, int src_rows,
+static void attg_unpack(void *ctx, void *dst, int st16, int ld, int col0, const float *src, size_t bs, int src_rows,
                         int max_rows, const int32_t *seq_off, int bh0, int n, int NH, int dh, int row_mode, int rnd,
                         void *dst16) {
-    k_attg_unpack<<<blocks_for((size_t)n * max_rows * dh, 256), 256, 0, ((AttgCuda *)ctx)->st>>>(
-        dst, ld, col0, src, bs, src_rows, max_rows, seq_off, bh0, n, NH, dh, row_mode, rnd, (__nv_bfloat16 *)dst16);
+    unsigned g = blocks_for((size_t)n * max_rows * dh, 256);
+    cudaStream_t st = ((AttgCuda *)ctx)->st;
+    if (st16 && dst16) xr_die("att_gemm unpack: a packed destination has no bf16 copy (dst16 must be NULL)");
+    if (st16)
+        k_attg_unpack<<<g, 256, 0, st>>>((__nv_bfloat16 *)dst, ld, col0, src, bs, src_rows, max_rows, seq_off, bh0, n,
+                                         NH, dh, row_mode, rnd, (__nv_bfloat16 *)NULL);
+    else
+        k_attg_unpack<<<g, 256, 0, st>>>((float *)dst, ld, col0, src, bs, src_rows, max_rows, seq_off, bh0, n, NH, dh,
+                                         row_mode, rnd, (__nv_bfloat16 *)dst16);
     XR_LAUNCHED();
 }
 
@@ -288,19 +305,20 @@ extern "C" AttGemmPrims *cuda_att_gemm_prims(Backend *be) {
 /* The plan of a call: bf16 GEMM operands in bf16 training (a working copy registered: ops_list.h, "training
  * precision"), fp32 otherwise. */
 static void plan_or_die(AttGemmPlan *p, Backend *be, int S, int max_len, int NH, int dh, int first_only,
-                        int backward, int lse, const char *op) {
+                        int backward, int lse, int qkv16, int ctx16, const char *op) {
     char err[256];
     int bf16 = cuda_ops_bf16_operands(be), ch = cuda_ops_att_chunk(be);
     if (lse ? attg_plan_lse(p, S, max_len, NH, dh, first_only, backward, bf16, ch, err, sizeof err)
             : attg_plan(p, S, max_len, NH, dh, first_only, backward, bf16, ch, err, sizeof err))
         xr_die("cuda_ops_%s: %s", op, err);
+    p->qkv16 = qkv16, p->ctx16 = ctx16;
 }
 
 void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                            int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
-                           __nv_bfloat16 *out16) {
+                           __nv_bfloat16 *out16, int qkv16, int ctx16) {
     AttGemmPlan p;
-    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, 0, "attention_train");
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, 0, qkv16, ctx16, "attention_train");
     AttgCuda c;
     AttGemmPrims pr = cuda_prims(&c, be);
     attg_forward(&pr, &p, out, att, qkv, seq_off, d, rnd, out16);
@@ -308,9 +326,9 @@ void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv
 
 void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                            const XrDropout *d) {
+                            const XrDropout *d, int qkv16) {
     AttGemmPlan p;
-    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, 0, "attention_backward");
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, 0, qkv16, 0, "attention_backward");
     AttgCuda c;
     AttGemmPrims pr = cuda_prims(&c, be);
     attg_backward(&pr, &p, dqkv, dout, qkv, att, seq_off, d);
@@ -318,9 +336,9 @@ void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const f
 
 void cuda_att_gemm_forward_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
                                int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
-                               __nv_bfloat16 *out16) {
+                               __nv_bfloat16 *out16, int qkv16, int ctx16) {
     AttGemmPlan p;
-    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, 1, "attention_train_lse");
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 0, 1, qkv16, ctx16, "attention_train_lse");
     AttgCuda c;
     AttGemmPrims pr = cuda_prims(&c, be);
     attg_forward_lse(&pr, &p, out, lse, qkv, seq_off, d, rnd, out16);
@@ -328,9 +346,9 @@ void cuda_att_gemm_forward_lse(Backend *be, float *out, float *lse, const float 
 
 void cuda_att_gemm_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse,
                                 const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                                const XrDropout *d) {
+                                const XrDropout *d, int qkv16) {
     AttGemmPlan p;
-    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, 1, "attention_backward_lse");
+    plan_or_die(&p, be, S, max_len, NH, dh, first_only, 1, 1, qkv16, 0, "attention_backward_lse");
     AttgCuda c;
     AttGemmPrims pr = cuda_prims(&c, be);
     attg_backward_lse(&pr, &p, dqkv, dout, qkv, lse, seq_off, d);

@@ -51,10 +51,7 @@ void *cuda_ops_stream_in_op(Backend *be);
 static inline cudaStream_t op_stream_in(Backend *be) { return (cudaStream_t)cuda_ops_stream_in_op(be); }
 /* Device scratch slot `slot` (0 .. XR_TRAIN_SCRATCH-1) of at least `bytes`, kept for the backend's life; growing
  * waits for the device. Contents are not kept between ops. */
-#define XR_TRAIN_SCRATCH 5
-/* the slots the training attention's packed-storage adapter takes (train_ops.cu), apart from the ones its body uses */
-#define XR_TRAIN_SCRATCH_PK_QKV 3
-#define XR_TRAIN_SCRATCH_PK_OUT 4
+#define XR_TRAIN_SCRATCH 3
 void *cuda_ops_scratch(Backend *be, int slot, size_t bytes);
 /* ---- bf16 training storage (ops_list.h, "training precision"); helpers inside an op, not ops themselves (they
  * do not count in the op counter that keeps a producer's bf16 copy valid for the next op) ---- */
@@ -108,20 +105,21 @@ int cuda_ops_train_att_gemm(Backend *be);
 /* XR_CUDA_ATT_CHUNK > 0: at most that many (sequence, head) blocks per chunk of the GEMM attentions (tests); else 0. */
 int cuda_ops_att_chunk(Backend *be);
 /* ops_attention_train / ops_attention_backward on the GEMM path (att_gemm.cu): the ops' contracts, with the context
- * stored rounded under rnd and its bf16 copy in out16 (may be NULL), as the exact kernels. */
+ * stored rounded under rnd and its bf16 copy in out16 (may be NULL), as the exact kernels. qkv16 / ctx16: qkv / the
+ * context lie in packed regions (ops_act_region): read / stored as bf16 (ctx16 with out16 NULL). */
 void cuda_att_gemm_forward(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
                            int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
-                           __nv_bfloat16 *out16);
+                           __nv_bfloat16 *out16, int qkv16, int ctx16);
 void cuda_att_gemm_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
                             const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                            const XrDropout *d);
+                            const XrDropout *d, int qkv16);
 /* ops_attention_train_lse / ops_attention_backward_lse on the GEMM path, as the two above. */
 void cuda_att_gemm_forward_lse(Backend *be, float *out, float *lse, const float *qkv, const int32_t *seq_off, int S,
                                int max_len, int NH, int dh, int first_only, const XrDropout *d, int rnd,
-                               __nv_bfloat16 *out16);
+                               __nv_bfloat16 *out16, int qkv16, int ctx16);
 void cuda_att_gemm_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *lse,
                                 const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                                const XrDropout *d);
+                                const XrDropout *d, int qkv16);
 
 /* The backend's cuBLAS handle (bound to its stream; math mode as the backend's precision) for ops outside
  * ops_cuda.cu that call cuBLAS with an explicit compute type (knn_search.cu, att_gemm.cu). A lookup: counts nothing. */

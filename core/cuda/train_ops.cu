@@ -706,7 +706,8 @@ static __device__ size_t att_base(const int32_t *seq_off, int s, int NH, int fir
 
 /* Forward: P = softmax(q k^T scale) saved in att (before dropout), ctx = dropout(P) v. Shared memory per warp:
  * max_len scores, then dh floats of q. */
-__global__ void k_attention_train(float *out, float *att, const float *qkv, const int32_t *seq_off, int NH, int dh,
+template <typename TQ, typename TO>
+__global__ void k_attention_train(TO *out, float *att, const TQ *qkv, const int32_t *seq_off, int NH, int dh,
                                   int first_only, int max_len, float scale, DropDev d, int rnd, int opb,
                                   __nv_bfloat16 *out16) {
     extern __shared__ float sh[];
@@ -717,15 +718,15 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
     if (i >= nq || i >= L) return;
     float *sc = sh + (size_t)warp * (max_len + dh), *qs = sc + max_len;
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
-    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
-    for (int e = lane; e < dh; e += 32) qs[e] = act_round(q[e], opb);
+    const TQ *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    const TQ *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    for (int e = lane; e < dh; e += 32) qs[e] = act_round(ld_act(&q[e]), opb);
     __syncwarp();
     float mx = -INFINITY;
     for (int j = lane; j < L; j += 32) {
-        const float *k = k0 + (size_t)j * ld;
+        const TQ *k = k0 + (size_t)j * ld;
         float dot = 0.0f;
-        for (int e = 0; e < dh; e++) dot += qs[e] * act_round(k[e], opb);
+        for (int e = 0; e < dh; e++) dot += qs[e] * act_round(ld_act(&k[e]), opb);
         dot *= scale;
         sc[j] = dot;
         mx = fmaxf(mx, dot);
@@ -763,19 +764,21 @@ __global__ void k_attention_train(float *out, float *att, const float *qkv, cons
         for (int j = lane; j < L; j += 32) sc[j] = act_round(sc[j], 1);
         __syncwarp();
     }
-    float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    size_t o = (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += sc[j] * act_round(v0[(size_t)j * ld + e], opb);
-        o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
-        if (out16) out16[o - out + e] = __float2bfloat16_rn(o[e]);
+        for (int j = 0; j < L; j++) acc += sc[j] * act_round(ld_act(&v0[(size_t)j * ld + e]), opb);
+        float c = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
+        st_act(&out[o + e], c);
+        if (out16) out16[o + e] = __float2bfloat16_rn(c);
     }
 }
 
 /* Backward, first pass (query row i < nq): dp_j = M_ij ds (dO_i . v_j) with the dropout mask M and scale ds;
  * D_i = sum_j P_ij dp_j; dS_ij = P_ij (dp_j - D_i); dq_i = scale sum_j dS_ij k_j (overwrite). D_i goes to
  * rowd[(b0 + i) * NH + h] for the second pass. Shared memory per warp: max_len floats of dp / dS, dh of dO_i. */
-__global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout, const float *qkv, const float *att,
+template <typename TQ>
+__global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout, const TQ *qkv, const float *att,
                                      const int32_t *seq_off, int NH, int dh, int first_only, int max_len,
                                      float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
@@ -786,7 +789,7 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
     if (i >= nq || i >= L) return;
     float *dp = sh + (size_t)warp * (max_len + dh), *os = dp + max_len;
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    const TQ *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
     const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) os[e] = act_round(dO[e], opb);
     __syncwarp();
@@ -798,9 +801,9 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
         if (d.on) drop_draw4(r, d, g, c1, id);
         for (int k = 0; k < 4 && 4 * g + k < L; k++) {
             int j = 4 * g + k;
-            const float *v = v0 + (size_t)j * ld;
+            const TQ *v = v0 + (size_t)j * ld;
             float dot = 0.0f;
-            for (int e = 0; e < dh; e++) dot += os[e] * act_round(v[e], opb);
+            for (int e = 0; e < dh; e++) dot += os[e] * act_round(ld_act(&v[e]), opb);
             dp[j] = d.on ? (r[k] >= d.thr ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
         }
     }
@@ -814,7 +817,7 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
     float *dq = dqkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += dp[j] * act_round(k0[(size_t)j * ld + e], opb);
+        for (int j = 0; j < L; j++) acc += dp[j] * act_round(ld_act(&k0[(size_t)j * ld + e]), opb);
         dq[e] = acc * scale;
     }
 }
@@ -823,7 +826,8 @@ __global__ void k_attention_bwd_rows(float *dqkv, float *rowd, const float *dout
  * query rows i < nq in row order, Pd = M ds P and dS recomputed as in the first pass from its D_i (overwrite).
  * With first_only the query part of rows j >= 1 is zeroed (they were no queries). Shared memory per warp:
  * max_len floats of Pd, max_len of dS, dh of v_j. */
-__global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float *dout, const float *qkv,
+template <typename TQ>
+__global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float *dout, const TQ *qkv,
                                      const float *att, const int32_t *seq_off, int NH, int dh, int first_only,
                                      int max_len, float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
@@ -834,9 +838,9 @@ __global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float
     if (j >= L) return;
     float *pd = sh + (size_t)warp * (2 * max_len + dh), *ds = pd + max_len, *vs = ds + max_len;
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
-    const float *v = q0 + 2 * HD + (size_t)j * ld;
-    for (int e = lane; e < dh; e += 32) vs[e] = act_round(v[e], opb);
+    const TQ *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
+    const TQ *v = q0 + 2 * HD + (size_t)j * ld;
+    for (int e = lane; e < dh; e += 32) vs[e] = act_round(ld_act(&v[e]), opb);
     __syncwarp();
     const float *P = att + att_base(seq_off, s, NH, first_only, lane) + (size_t)h * nq * L;
     uint64_t id = drop_id(d, s);
@@ -856,7 +860,7 @@ __global__ void k_attention_bwd_keys(float *dqkv, const float *rowd, const float
         float av = 0.0f, ak = 0.0f;
         for (int i = 0; i < nq; i++) {
             av += pd[i] * act_round(dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e], opb);
-            ak += ds[i] * act_round(q0[(size_t)i * ld + e], opb);
+            ak += ds[i] * act_round(ld_act(&q0[(size_t)i * ld + e]), opb);
         }
         dv[e] = av;
         dk[e] = ak * scale;
@@ -884,65 +888,14 @@ static void att_check(const XrDropout *d, int S, int max_len, int NH, const char
         xr_die("cuda_ops_%s: max_len %d is too long", op, max_len);
 }
 
-static void attention_train_body(Backend *be, float *out, float *att, const float *qkv,
-                                         const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
-                                         const XrDropout *d) {
-    cudaStream_t st = op_stream(be);
-    if (S <= 0 || max_len <= 0) return;
-    att_check(d, S, max_len, NH, "attention_train");
-    /* the context's bf16 copy for the attention output GEMM: S rows, or at most S * max_len packed ones */
-    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh;
-    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
-    if (cuda_ops_train_att_gemm(be)) {
-        cuda_att_gemm_forward(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d, cuda_ops_act_bf16(be),
-                              out16);
-        if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
-        return;
-    }
-    size_t shm = att_shmem((const void *)k_attention_train, (size_t)max_len + dh, max_len, "attention_train");
-    dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
-    k_attention_train<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, att, qkv, seq_off, NH, dh, first_only, max_len,
-                                                                   1.0f / sqrtf((float)dh), drop_dev(d),
-                                                                   cuda_ops_act_bf16(be), cuda_ops_bf16_operands(be),
-                                                                   out16);
-    XR_LAUNCHED();
-    if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
-}
-
-static void attention_backward_body(Backend *be, float *dqkv, const float *dout, const float *qkv,
-                                            const float *att, const int32_t *seq_off, int S, int max_len, int NH,
-                                            int dh, int first_only, const XrDropout *d) {
-    cudaStream_t st = op_stream(be);
-    if (S <= 0 || max_len <= 0) return;
-    att_check(d, S, max_len, NH, "attention_backward");
-    if (cuda_ops_train_att_gemm(be)) {
-        cuda_att_gemm_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d);
-        return;
-    }
-    DropDev dd = drop_dev(d);
-    int opb = cuda_ops_bf16_operands(be);
-    float scale = 1.0f / sqrtf((float)dh);
-    /* D_i per (token, head): the batch has at most S * max_len tokens */
-    float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
-    unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
-    size_t shm1 = att_shmem((const void *)k_attention_bwd_rows, (size_t)max_len + dh, max_len, "attention_backward");
-    k_attention_bwd_rows<<<dim3((unsigned)(S * NH), first_only ? 1u : gy), 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
-        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
-    XR_LAUNCHED();
-    size_t shm2 =
-        att_shmem((const void *)k_attention_bwd_keys, (size_t)2 * max_len + dh, max_len, "attention_backward");
-    k_attention_bwd_keys<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
-        dqkv, rowd, dout, qkv, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
-    XR_LAUNCHED();
-}
-
 /* ---------------- attention for training without the probability matrix (log-sum-exp saved) ----------------
  * The kernels above with att replaced by lse [nq rows, NH]: the forward writes each (query row, head)'s
  * lse = max + log(sum) instead of the probabilities, and both backward passes recompute P_ij = exp(s_ij - lse_i)
  * from q, k and lse. The same warp-per-row layout, the same fixed summation orders, no atomics: reruns are
  * bit-identical. lse row of query i of sequence s: first_only ? s : b0 + i. */
 
-__global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, const int32_t *seq_off, int NH,
+template <typename TQ, typename TO>
+__global__ void k_attention_train_lse(TO *out, float *lse, const TQ *qkv, const int32_t *seq_off, int NH,
                                       int dh, int first_only, int max_len, float scale, DropDev d, int rnd,
                                       int opb, __nv_bfloat16 *out16) {
     extern __shared__ float sh[];
@@ -953,15 +906,15 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
     if (i >= nq || i >= L) return;
     float *sc = sh + (size_t)warp * (max_len + dh), *qs = sc + max_len;
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
-    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
-    for (int e = lane; e < dh; e += 32) qs[e] = act_round(q[e], opb);
+    const TQ *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    const TQ *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    for (int e = lane; e < dh; e += 32) qs[e] = act_round(ld_act(&q[e]), opb);
     __syncwarp();
     float mx = -INFINITY;
     for (int j = lane; j < L; j += 32) {
-        const float *k = k0 + (size_t)j * ld;
+        const TQ *k = k0 + (size_t)j * ld;
         float dot = 0.0f;
-        for (int e = 0; e < dh; e++) dot += qs[e] * act_round(k[e], opb);
+        for (int e = 0; e < dh; e++) dot += qs[e] * act_round(ld_act(&k[e]), opb);
         dot *= scale;
         sc[j] = dot;
         mx = fmaxf(mx, dot);
@@ -995,18 +948,20 @@ __global__ void k_attention_train_lse(float *out, float *lse, const float *qkv, 
         for (int j = lane; j < L; j += 32) sc[j] = act_round(sc[j], 1);
         __syncwarp();
     }
-    float *o = out + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
+    size_t o = (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += sc[j] * act_round(v0[(size_t)j * ld + e], opb);
-        o[e] = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
-        if (out16) out16[o - out + e] = __float2bfloat16_rn(o[e]);
+        for (int j = 0; j < L; j++) acc += sc[j] * act_round(ld_act(&v0[(size_t)j * ld + e]), opb);
+        float c = act_round(acc, rnd); /* the context in the activations' storage; att / lse stay fp32 */
+        st_act(&out[o + e], c);
+        if (out16) out16[o + e] = __float2bfloat16_rn(c);
     }
 }
 
 /* Backward, first pass (query row i < nq), as k_attention_bwd_rows with P_ij = exp(scale q_i . k_j - lse_i).
  * Shared memory per warp: max_len floats of P, max_len of dp / dS, dh of dO_i, dh of q_i. */
-__global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *dout, const float *qkv,
+template <typename TQ>
+__global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *dout, const TQ *qkv,
                                          const float *lse, const int32_t *seq_off, int NH, int dh, int first_only,
                                          int max_len, float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
@@ -1017,10 +972,10 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
     if (i >= nq || i >= L) return;
     float *P = sh + (size_t)warp * (2 * max_len + 2 * dh), *dp = P + max_len, *os = dp + max_len, *qs = os + dh;
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
-    const float *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
+    const TQ *q = qkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
+    const TQ *k0 = qkv + (size_t)b0 * ld + HD + (size_t)h * dh, *v0 = k0 + HD;
     const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
-    for (int e = lane; e < dh; e += 32) os[e] = act_round(dO[e], opb), qs[e] = act_round(q[e], opb);
+    for (int e = lane; e < dh; e += 32) os[e] = act_round(dO[e], opb), qs[e] = act_round(ld_act(&q[e]), opb);
     __syncwarp();
     float l = lse[(size_t)(first_only ? s : b0 + i) * NH + h];
     uint64_t id = drop_id(d, s);
@@ -1030,10 +985,10 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
         if (d.on) drop_draw4(r, d, g, c1, id);
         for (int k = 0; k < 4 && 4 * g + k < L; k++) {
             int j = 4 * g + k;
-            const float *kj = k0 + (size_t)j * ld, *v = v0 + (size_t)j * ld;
+            const TQ *kj = k0 + (size_t)j * ld, *v = v0 + (size_t)j * ld;
             float sc = 0.0f, dot = 0.0f;
-            for (int e = 0; e < dh; e++) sc += qs[e] * act_round(kj[e], opb);
-            for (int e = 0; e < dh; e++) dot += os[e] * act_round(v[e], opb);
+            for (int e = 0; e < dh; e++) sc += qs[e] * act_round(ld_act(&kj[e]), opb);
+            for (int e = 0; e < dh; e++) dot += os[e] * act_round(ld_act(&v[e]), opb);
             P[j] = expf(sc * scale - l);
             dp[j] = d.on ? (r[k] >= d.thr ? __fmul_rn(dot, d.scale) : 0.0f) : dot;
         }
@@ -1048,14 +1003,15 @@ __global__ void k_attention_bwd_rows_lse(float *dqkv, float *rowd, const float *
     float *dq = dqkv + (size_t)(b0 + i) * ld + (size_t)h * dh;
     for (int e = lane; e < dh; e += 32) {
         float acc = 0.0f;
-        for (int j = 0; j < L; j++) acc += dp[j] * act_round(k0[(size_t)j * ld + e], opb);
+        for (int j = 0; j < L; j++) acc += dp[j] * act_round(ld_act(&k0[(size_t)j * ld + e]), opb);
         dq[e] = acc * scale;
     }
 }
 
 /* Backward, second pass (key row j < L), as k_attention_bwd_keys with P recomputed from lse. Shared memory per
  * warp: max_len floats of Pd, max_len of dS, dh of v_j, dh of k_j. */
-__global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const float *dout, const float *qkv,
+template <typename TQ>
+__global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const float *dout, const TQ *qkv,
                                          const float *lse, const int32_t *seq_off, int NH, int dh, int first_only,
                                          int max_len, float scale, DropDev d, int opb) {
     extern __shared__ float sh[];
@@ -1066,16 +1022,16 @@ __global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const f
     if (j >= L) return;
     float *pd = sh + (size_t)warp * (2 * max_len + 2 * dh), *ds = pd + max_len, *vs = ds + max_len, *ks = vs + dh;
     size_t ld = (size_t)3 * NH * dh, HD = (size_t)NH * dh;
-    const float *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
-    const float *kj = q0 + HD + (size_t)j * ld, *v = q0 + 2 * HD + (size_t)j * ld;
-    for (int e = lane; e < dh; e += 32) vs[e] = act_round(v[e], opb), ks[e] = act_round(kj[e], opb);
+    const TQ *q0 = qkv + (size_t)b0 * ld + (size_t)h * dh;
+    const TQ *kj = q0 + HD + (size_t)j * ld, *v = q0 + 2 * HD + (size_t)j * ld;
+    for (int e = lane; e < dh; e += 32) vs[e] = act_round(ld_act(&v[e]), opb), ks[e] = act_round(ld_act(&kj[e]), opb);
     __syncwarp();
     uint64_t id = drop_id(d, s);
     for (int i = lane; i < nq; i += 32) {
         const float *dO = dout + (size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh;
-        const float *qi = q0 + (size_t)i * ld;
+        const TQ *qi = q0 + (size_t)i * ld;
         float dot = 0.0f, sc = 0.0f;
-        for (int e = 0; e < dh; e++) sc += act_round(qi[e], opb) * ks[e];
+        for (int e = 0; e < dh; e++) sc += act_round(ld_act(&qi[e]), opb) * ks[e];
         for (int e = 0; e < dh; e++) dot += act_round(dO[e], opb) * vs[e];
         float p = expf(sc * scale - lse[(size_t)(first_only ? s : b0 + i) * NH + h]);
         int keep = !d.on || drop_draw1(d, j, (uint32_t)i | ((uint32_t)h << 16), id) >= d.thr;
@@ -1089,7 +1045,7 @@ __global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const f
         float av = 0.0f, ak = 0.0f;
         for (int i = 0; i < nq; i++) {
             av += pd[i] * act_round(dout[(size_t)(first_only ? s : b0 + i) * HD + (size_t)h * dh + e], opb);
-            ak += ds[i] * act_round(q0[(size_t)i * ld + e], opb);
+            ak += ds[i] * act_round(ld_act(&q0[(size_t)i * ld + e]), opb);
         }
         dv[e] = av;
         dk[e] = ak * scale;
@@ -1098,140 +1054,150 @@ __global__ void k_attention_bwd_keys_lse(float *dqkv, const float *rowd, const f
         for (int e = lane; e < dh; e += 32) dqkv[(size_t)(b0 + j) * ld + (size_t)h * dh + e] = 0.0f;
 }
 
-static void attention_train_lse_body(Backend *be, float *out, float *lse, const float *qkv,
-                                             const int32_t *seq_off, int S, int max_len, int NH, int dh,
-                                             int first_only, const XrDropout *d) {
-    cudaStream_t st = op_stream(be);
-    if (S <= 0 || max_len <= 0) return;
-    att_check(d, S, max_len, NH, "attention_train_lse");
-    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh; /* as attention_train's copy */
-    __nv_bfloat16 *out16 = cuda_ops_next_copy(be, nc);
-    if (cuda_ops_train_att_gemm(be)) {
-        cuda_att_gemm_forward_lse(be, out, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d,
-                                  cuda_ops_act_bf16(be), out16);
-        if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
-        return;
+/* ---------------- the training attention's entry points, on either storage ----------------
+ * qkv and the context are each fp32 words or, in a region registered with ops_act_region, packed bf16 (by address);
+ * the kernels above and the GEMM path's pack / unpack read and store them as they lie (ld_act / st_act), so a packed
+ * op computes with the same bf16 values as the unpacked one and gives the same bits, without widening qkv or the
+ * context into scratch first. The probabilities, log-sum-exps and gradients are never packed. */
+typedef __nv_bfloat16 B16;
+
+/* The exact forward kernel (probabilities saved, or lse) on qkv of type TQ into a context of type TO. */
+template <typename TQ, typename TO>
+static void exact_forward(cudaStream_t st, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                          int max_len, int NH, int dh, int first_only, DropDev dd, int rnd, int opb, B16 *out16,
+                          int lse, const char *op) {
+    unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
+    dim3 grid((unsigned)(S * NH), first_only ? 1u : gy);
+    float scale = 1.0f / sqrtf((float)dh);
+    if (lse) {
+        size_t shm = att_shmem((const void *)k_attention_train_lse<TQ, TO>, (size_t)max_len + dh, max_len, op);
+        k_attention_train_lse<TQ, TO><<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(
+            (TO *)out, att, (const TQ *)qkv, seq_off, NH, dh, first_only, max_len, scale, dd, rnd, opb, out16);
+    } else {
+        size_t shm = att_shmem((const void *)k_attention_train<TQ, TO>, (size_t)max_len + dh, max_len, op);
+        k_attention_train<TQ, TO><<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(
+            (TO *)out, att, (const TQ *)qkv, seq_off, NH, dh, first_only, max_len, scale, dd, rnd, opb, out16);
     }
-    size_t shm =
-        att_shmem((const void *)k_attention_train_lse, (size_t)max_len + dh, max_len, "attention_train_lse");
-    dim3 grid((unsigned)(S * NH), first_only ? 1u : (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS));
-    k_attention_train_lse<<<grid, 32 * XR_ATT_TRAIN_WARPS, shm, st>>>(out, lse, qkv, seq_off, NH, dh, first_only,
-                                                                       max_len, 1.0f / sqrtf((float)dh), drop_dev(d),
-                                                                       cuda_ops_act_bf16(be),
-                                                                       cuda_ops_bf16_operands(be), out16);
     XR_LAUNCHED();
+}
+
+/* The exact backward's two passes (P from att, or recomputed from lse) on qkv of type TQ. */
+template <typename TQ>
+static void exact_backward(Backend *be, cudaStream_t st, float *dqkv, const float *dout, const float *qkv,
+                           const float *att, const int32_t *seq_off, int S, int max_len, int NH, int dh,
+                           int first_only, DropDev dd, int opb, int lse, const char *op) {
+    float scale = 1.0f / sqrtf((float)dh);
+    /* D_i per (token, head): the batch has at most S * max_len tokens */
+    float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
+    unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
+    dim3 g1((unsigned)(S * NH), first_only ? 1u : gy), g2((unsigned)(S * NH), gy);
+    const TQ *q = (const TQ *)qkv;
+    if (lse) {
+        size_t per = (size_t)2 * max_len + 2 * (size_t)dh;
+        size_t shm1 = att_shmem((const void *)k_attention_bwd_rows_lse<TQ>, per, max_len, op);
+        k_attention_bwd_rows_lse<TQ><<<g1, 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
+            dqkv, rowd, dout, q, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
+        XR_LAUNCHED();
+        size_t shm2 = att_shmem((const void *)k_attention_bwd_keys_lse<TQ>, per, max_len, op);
+        k_attention_bwd_keys_lse<TQ><<<g2, 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
+            dqkv, rowd, dout, q, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
+    } else {
+        size_t shm1 = att_shmem((const void *)k_attention_bwd_rows<TQ>, (size_t)max_len + dh, max_len, op);
+        k_attention_bwd_rows<TQ><<<g1, 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
+            dqkv, rowd, dout, q, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
+        XR_LAUNCHED();
+        size_t shm2 = att_shmem((const void *)k_attention_bwd_keys<TQ>, (size_t)2 * max_len + dh, max_len, op);
+        k_attention_bwd_keys<TQ><<<g2, 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
+            dqkv, rowd, dout, q, att, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
+    }
+    XR_LAUNCHED();
+}
+
+/* attention_train (lse 0: att saved) and attention_train_lse (lse 1: lse in att's place). */
+static void attention_forward(Backend *be, float *out, float *att, const float *qkv, const int32_t *seq_off, int S,
+                              int max_len, int NH, int dh, int first_only, const XrDropout *d, int lse) {
+    cudaStream_t st = op_stream(be);
+    const char *op = lse ? "attention_train_lse" : "attention_train";
+    cuda_pk_refuse(be, lse ? "attention_train_lse (packed lse)" : "attention_train (packed att)", att, NULL, NULL,
+                   NULL);
+    if (S <= 0 || max_len <= 0) return;
+    att_check(d, S, max_len, NH, op);
+    int pq = cuda_pk_region(be, qkv), po = cuda_pk_region(be, out);
+    /* the context's bf16 copy for the attention output GEMM: S rows, or at most S * max_len packed ones; a packed
+     * context is that GEMM's operand itself */
+    size_t nc = (size_t)S * (first_only ? 1 : max_len) * NH * dh;
+    B16 *out16 = po ? NULL : cuda_ops_next_copy(be, nc);
+    int rnd = cuda_ops_act_bf16(be), opb = cuda_ops_bf16_operands(be);
+    if (cuda_ops_train_att_gemm(be)) {
+        if (lse)
+            cuda_att_gemm_forward_lse(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d, rnd, out16, pq,
+                                      po);
+        else
+            cuda_att_gemm_forward(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d, rnd, out16, pq, po);
+    } else {
+        DropDev dd = drop_dev(d);
+        if (pq && po)
+            exact_forward<B16, B16>(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, dd, rnd, opb, out16,
+                                    lse, op);
+        else if (pq)
+            exact_forward<B16, float>(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, dd, rnd, opb, out16,
+                                      lse, op);
+        else if (po)
+            exact_forward<float, B16>(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, dd, rnd, opb, out16,
+                                      lse, op);
+        else
+            exact_forward<float, float>(st, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, dd, rnd, opb,
+                                        out16, lse, op);
+    }
     if (out16) cuda_ops_next_copy_written(be, out, nc, !first_only);
 }
 
-static void attention_backward_lse_body(Backend *be, float *dqkv, const float *dout, const float *qkv,
-                                                const float *lse, const int32_t *seq_off, int S, int max_len,
-                                                int NH, int dh, int first_only, const XrDropout *d) {
+/* attention_backward (lse 0: P from att) and attention_backward_lse (lse 1: P from lse). */
+static void attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv, const float *att,
+                               const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
+                               const XrDropout *d, int lse) {
     cudaStream_t st = op_stream(be);
+    const char *op = lse ? "attention_backward_lse" : "attention_backward";
+    cuda_pk_refuse(be, lse ? "attention_backward_lse (packed gradient or lse)" : "attention_backward (packed gradient "
+                   "or att)", dqkv, dout, att, NULL);
     if (S <= 0 || max_len <= 0) return;
-    att_check(d, S, max_len, NH, "attention_backward_lse");
+    att_check(d, S, max_len, NH, op);
+    int pq = cuda_pk_region(be, qkv);
     if (cuda_ops_train_att_gemm(be)) {
-        cuda_att_gemm_backward_lse(be, dqkv, dout, qkv, lse, seq_off, S, max_len, NH, dh, first_only, d);
+        if (lse)
+            cuda_att_gemm_backward_lse(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d, pq);
+        else
+            cuda_att_gemm_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d, pq);
         return;
     }
     DropDev dd = drop_dev(d);
     int opb = cuda_ops_bf16_operands(be);
-    float scale = 1.0f / sqrtf((float)dh);
-    float *rowd = (float *)cuda_ops_scratch(be, 0, (size_t)S * max_len * NH * sizeof(float));
-    unsigned gy = (unsigned)((max_len + XR_ATT_TRAIN_WARPS - 1) / XR_ATT_TRAIN_WARPS);
-    size_t per = (size_t)2 * max_len + 2 * (size_t)dh;
-    size_t shm1 = att_shmem((const void *)k_attention_bwd_rows_lse, per, max_len, "attention_backward_lse");
-    k_attention_bwd_rows_lse<<<dim3((unsigned)(S * NH), first_only ? 1u : gy), 32 * XR_ATT_TRAIN_WARPS, shm1, st>>>(
-        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
-    XR_LAUNCHED();
-    size_t shm2 = att_shmem((const void *)k_attention_bwd_keys_lse, per, max_len, "attention_backward_lse");
-    k_attention_bwd_keys_lse<<<dim3((unsigned)(S * NH), gy), 32 * XR_ATT_TRAIN_WARPS, shm2, st>>>(
-        dqkv, rowd, dout, qkv, lse, seq_off, NH, dh, first_only, max_len, scale, dd, opb);
-    XR_LAUNCHED();
-}
-
-/* ---------------- the training attention on packed storage (ops_act_region): an adapter ----------------
- * The training attention's kernels (exact and the GEMM path) read and write fp32 words. With a packed qkv (the saved
- * projection) or a packed context, the op widens qkv into fp32 scratch and computes the context into fp32 scratch,
- * stored rounded into the packed output: the same values, so the same bits, for one more pass over qkv and the
- * context. Reading bf16 q/k/v directly in the kernels is the next step. The rows are the batch's real ones, read on
- * the device (seq_off[S]), so nothing past the batch in the packed buffers is read or written. */
-
-/* o[i] = x[i] for the first (rows_first ? S : seq_off[S]) rows of width W. */
-__global__ void k_pk_widen(float *o, const __nv_bfloat16 *x, const int32_t *seq_off, int S, int rows_first, size_t W) {
-    size_t n = (size_t)(rows_first ? S : seq_off[S]) * W;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        o[i] = __bfloat162float(x[i]);
-}
-
-__global__ void k_pk_narrow(__nv_bfloat16 *o, const float *x, const int32_t *seq_off, int S, int rows_first, size_t W) {
-    size_t n = (size_t)(rows_first ? S : seq_off[S]) * W;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        o[i] = __float2bfloat16_rn(x[i]);
-}
-
-typedef struct {
-    float *out;       /* where the body writes the context: out itself, or fp32 scratch */
-    const float *qkv; /* what the body reads: qkv itself, or its fp32 widening */
-} AttPk;
-
-/* Before the body (launches only, not an op: the body counts). */
-static void att_pk_begin(Backend *be, AttPk *p, float *out, const float *qkv, const int32_t *seq_off, int S,
-                         int max_len, int NH, int dh, int first_only) {
-    p->out = out, p->qkv = qkv;
-    if (!be->n_act_regions || S <= 0 || max_len <= 0) return;
-    cudaStream_t st = op_stream_in(be);
-    size_t H = (size_t)NH * dh, rows = (size_t)S * max_len;
-    if (cuda_pk_region(be, qkv)) {
-        float *t = (float *)cuda_ops_scratch(be, XR_TRAIN_SCRATCH_PK_QKV, rows * 3 * H * sizeof(float));
-        k_pk_widen<<<blocks_for(rows * 3 * H, 256), 256, 0, st>>>(t, (const __nv_bfloat16 *)qkv, seq_off, S, 0, 3 * H);
-        XR_LAUNCHED();
-        p->qkv = t;
-    }
-    if (out && cuda_pk_region(be, out))
-        p->out = (float *)cuda_ops_scratch(be, XR_TRAIN_SCRATCH_PK_OUT,
-                                           (first_only ? (size_t)S : rows) * H * sizeof(float));
-}
-
-/* After the body: a packed context stored rounded (it already holds bf16 values under bf16 storage). */
-static void att_pk_end(Backend *be, const AttPk *p, float *out, const int32_t *seq_off, int S, int max_len, int NH,
-                       int dh, int first_only) {
-    if (p->out == out) return;
-    size_t H = (size_t)NH * dh, n = (first_only ? (size_t)S : (size_t)S * max_len) * H;
-    k_pk_narrow<<<blocks_for(n, 256), 256, 0, op_stream_in(be)>>>((__nv_bfloat16 *)out, p->out, seq_off, S, first_only,
-                                                                  H);
-    XR_LAUNCHED();
+    if (pq)
+        exact_backward<B16>(be, st, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, dd, opb, lse, op);
+    else
+        exact_backward<float>(be, st, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, dd, opb, lse, op);
 }
 
 extern "C" void cuda_ops_attention_train(Backend *be, float *out, float *att, const float *qkv,
                                          const int32_t *seq_off, int S, int max_len, int NH, int dh, int first_only,
                                          const XrDropout *d) {
-    AttPk p;
-    att_pk_begin(be, &p, out, qkv, seq_off, S, max_len, NH, dh, first_only);
-    attention_train_body(be, p.out, att, p.qkv, seq_off, S, max_len, NH, dh, first_only, d);
-    att_pk_end(be, &p, out, seq_off, S, max_len, NH, dh, first_only);
+    attention_forward(be, out, att, qkv, seq_off, S, max_len, NH, dh, first_only, d, 0);
 }
 
 extern "C" void cuda_ops_attention_train_lse(Backend *be, float *out, float *lse, const float *qkv,
                                              const int32_t *seq_off, int S, int max_len, int NH, int dh,
                                              int first_only, const XrDropout *d) {
-    AttPk p;
-    att_pk_begin(be, &p, out, qkv, seq_off, S, max_len, NH, dh, first_only);
-    attention_train_lse_body(be, p.out, lse, p.qkv, seq_off, S, max_len, NH, dh, first_only, d);
-    att_pk_end(be, &p, out, seq_off, S, max_len, NH, dh, first_only);
+    attention_forward(be, out, lse, qkv, seq_off, S, max_len, NH, dh, first_only, d, 1);
 }
 
 extern "C" void cuda_ops_attention_backward(Backend *be, float *dqkv, const float *dout, const float *qkv,
                                             const float *att, const int32_t *seq_off, int S, int max_len, int NH,
                                             int dh, int first_only, const XrDropout *d) {
-    AttPk p;
-    att_pk_begin(be, &p, NULL, qkv, seq_off, S, max_len, NH, dh, first_only);
-    attention_backward_body(be, dqkv, dout, p.qkv, att, seq_off, S, max_len, NH, dh, first_only, d);
+    attention_backward(be, dqkv, dout, qkv, att, seq_off, S, max_len, NH, dh, first_only, d, 0);
 }
 
 extern "C" void cuda_ops_attention_backward_lse(Backend *be, float *dqkv, const float *dout, const float *qkv,
                                                 const float *lse, const int32_t *seq_off, int S, int max_len, int NH,
                                                 int dh, int first_only, const XrDropout *d) {
-    AttPk p;
-    att_pk_begin(be, &p, NULL, qkv, seq_off, S, max_len, NH, dh, first_only);
-    attention_backward_lse_body(be, dqkv, dout, p.qkv, lse, seq_off, S, max_len, NH, dh, first_only, d);
+    attention_backward(be, dqkv, dout, qkv, lse, seq_off, S, max_len, NH, dh, first_only, d, 1);
 }
