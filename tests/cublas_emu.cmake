@@ -24,3 +24,13 @@ if(XR_HAVE_CUDA AND NOT XR_CUDA_EMU)
   add_test(NAME test_cuda_cublas_model COMMAND test_cuda_cublas_model WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
   set_tests_properties(test_cuda_cublas_model PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
 endif()
+# In the emulator build (XRANK_CUDA_EMU): the GPU tests whose linears go through cuBLASLt again, with the emulated
+# heuristic finding no algorithm (XR_CUEMU_LT_NO_ALGO=1), so the callers' fallbacks (ops_cuda.cu lt_linear's callers:
+# cublasGemmEx, and the packed linear's fp32 GEMM + bias-and-round kernel) meet the same checks on the CPU.
+if(XR_CUDA_EMU)
+  foreach(t test_cuda_ops test_cuda_act_pack)
+    add_test(NAME emu_lt_fallback_${t} COMMAND ${t} WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR})
+    set_tests_properties(emu_lt_fallback_${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
+                         ENVIRONMENT "OMP_NUM_THREADS=2;XR_CUEMU_LT_NO_ALGO=1")
+  endforeach()
+endif()
